@@ -1,0 +1,91 @@
+# sluice — `make help` lists the targets. Every target that needs the local stack starts it.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+STACK   := deploy/local/stack.sh
+STATE   := $(or $(SLUICE_STATE_DIR),$(CURDIR)/.sluice)
+BIN     := $(STATE)/bin
+MODULES := $(shell go list -m 2>/dev/null)
+PKGS    := $(addsuffix /...,$(MODULES))
+SERVICES := planner extractor loader sluicectl
+
+# Generated code is pinned: protoc-gen-go by the tool line in proto/go.mod, protoc to Debian's release.
+PROTOC_VERSION := 3.21.12
+PROTOS := $(wildcard proto/sluice/v1/*.proto)
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: up
+up: ## start the local Kafka and ClickHouse (reuses what runs) and show what runs where
+	@$(STACK) up
+
+.PHONY: down
+down: ## stop what `make up` started
+	@$(STACK) down
+
+.PHONY: status
+status: ## show whether Kafka and ClickHouse answer, with their versions
+	@$(STACK) status
+
+.PHONY: install
+install: ## install what a fresh machine lacks: Debian packages, Kafka jars, Go modules
+	@$(STACK) install
+
+.PHONY: build
+build: ## build the services and sluicectl into .sluice/bin
+	@mkdir -p $(BIN)
+	@for s in $(SERVICES); do go build -trimpath -o $(BIN)/$$s ./services/$$s; done
+	@echo "built $(SERVICES) into $(BIN)"
+
+.PHONY: test
+test: lint proto-check up ## the one test command: lint, proto check, unit and integration tests on the real stack
+	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -timeout 15m $(PKGS)
+
+.PHONY: test-unit
+test-unit: ## the tests that need no stack (integration tests skip)
+	@go test -count=1 $(PKGS)
+
+.PHONY: lint
+lint: ## gofmt and go vet over every module
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@go vet $(PKGS)
+
+.PHONY: proto
+proto: ## regenerate the Go code of proto/sluice/v1
+	@$(MAKE) --no-print-directory proto-gen OUT=proto
+
+.PHONY: proto-check
+proto-check: ## fail when the committed generated code is stale
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(MAKE) --no-print-directory proto-gen OUT=$$tmp; \
+	  strip() { grep -v '^// 	protoc  ' "$$1"; }; \
+	  for f in $(PROTOS:.proto=.pb.go); do \
+	    rel=$${f#proto/}; \
+	    if [ ! -f "$$f" ] || ! diff -u <(strip "$$f") <(strip "$$tmp/$$rel") >/dev/null; then \
+	      echo "proto-check: $$f is stale: run make proto and commit the result"; exit 1; fi; \
+	  done; \
+	  extra=$$(comm -13 <(ls $(PROTOS:.proto=.pb.go) | sort) <(ls proto/sluice/v1/*.pb.go | sort)); \
+	  if [ -n "$$extra" ]; then echo "proto-check: $$extra has no .proto"; exit 1; fi; \
+	  echo "proto-check: generated code is current"
+
+.PHONY: proto-gen
+proto-gen:
+	@command -v protoc >/dev/null || $(STACK) install-protoc
+	@v=$$(protoc --version | awk '{print $$2}'); [ "$$v" = "$(PROTOC_VERSION)" ] || \
+	  echo "proto: protoc $$v differs from the pinned $(PROTOC_VERSION); only the version comment may differ"
+	@mkdir -p $(BIN)
+	@cd proto && go build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	@protoc -I proto --plugin=protoc-gen-go=$(BIN)/protoc-gen-go \
+	  --go_out=$(OUT) --go_opt=paths=source_relative $(PROTOS:proto/%=%)
+
+.PHONY: tidy
+tidy: ## go mod tidy in every module
+	@for d in $$(go list -m -f '{{.Dir}}'); do (cd $$d && go mod tidy); done
+
+.PHONY: clean
+clean: down ## stop the stack and remove .sluice (data, logs, jars)
+	@rm -rf $(STATE)

@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# The local stack: Apache Kafka (single-node KRaft, from the official jars that Maven fetches) and
+# ClickHouse (Debian's clickhouse-server), run as plain processes with all state under one directory.
+#
+#   stack.sh install   install what a fresh machine lacks (Debian packages, broker jars, Go modules)
+#   stack.sh up        start what is not running yet and wait until each component answers
+#   stack.sh down      stop what `up` started, by pid, and check that nothing is left
+#   stack.sh status    show what runs where, with versions; exit 1 when something does not answer
+#   stack.sh env       print the SLUICE_ addresses of the running stack as shell exports
+#   stack.sh install-protoc   install protoc (Debian's protobuf-compiler), for `make proto`
+#
+# Environment (defaults in brackets):
+#   SLUICE_STATE_DIR [<repo>/.sluice]        all data, logs, pids and fetched jars
+#   SLUICE_KAFKA_PORT [9092]                 broker listener
+#   SLUICE_KAFKA_CONTROLLER_PORT [9093]      KRaft controller listener
+#   SLUICE_KAFKA_HEAP [1g]                   broker -Xmx
+#   SLUICE_CLICKHOUSE_PORT [9000]            ClickHouse native protocol
+#   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
+#   SLUICE_STACK_WAIT [120]                  seconds to wait for a component to answer
+#   SLUICE_KAFKA_BROKERS, SLUICE_CLICKHOUSE_ADDR
+#                                            when set, use that Kafka / ClickHouse instead of starting one
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here="$root/deploy/local"
+state=${SLUICE_STATE_DIR:-$root/.sluice}
+kafka_port=${SLUICE_KAFKA_PORT:-9092}
+controller_port=${SLUICE_KAFKA_CONTROLLER_PORT:-9093}
+kafka_heap=${SLUICE_KAFKA_HEAP:-1g}
+ch_port=${SLUICE_CLICKHOUSE_PORT:-9000}
+ch_http_port=${SLUICE_CLICKHOUSE_HTTP_PORT:-8123}
+wait_seconds=${SLUICE_STACK_WAIT:-120}
+
+kafka_external=${SLUICE_KAFKA_BROKERS:+yes}
+ch_external=${SLUICE_CLICKHOUSE_ADDR:+yes}
+kafka_addr=${SLUICE_KAFKA_BROKERS:-127.0.0.1:$kafka_port}
+ch_addr=${SLUICE_CLICKHOUSE_ADDR:-127.0.0.1:$ch_port}
+
+kafka_dir="$state/kafka"
+ch_dir="$state/clickhouse"
+probe="$state/bin/stackprobe"
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
+
+say() { printf 'stack: %s\n' "$*"; }
+die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+# alive PIDFILE: the pid in the file belongs to a running process.
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+apt_updated=
+# debs PACKAGE...: install the Debian packages that are missing (as root), or say what to install.
+debs() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! is_root || ! command -v apt-get >/dev/null; then
+    die "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
+  fi
+  say "installing ${missing[*]}"
+  if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null; apt_updated=yes; fi
+  # A policy-rc.d keeps the packages' own services from starting: the stack runs its own servers.
+  local policy=/usr/sbin/policy-rc.d ours=
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; ours=yes; fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$state/apt.log" 2>&1 || rc=$?
+  [ -z "$ours" ] || rm -f "$policy"
+  [ $rc -eq 0 ] || { tail -n 20 "$state/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
+}
+
+# fetch_kafka: the broker jars of the pom's version, fetched by Maven into the state directory.
+fetch_kafka() {
+  [ -f "$kafka_dir/libs/kafka_2.13-$kafka_version.jar" ] && return 0
+  command -v mvn >/dev/null || die "Maven is missing: install it (Debian: apt-get install maven) with JDK 17"
+  command -v java >/dev/null || die "Java is missing: install JDK 17 (Debian: apt-get install openjdk-17-jre-headless)"
+  say "fetching Apache Kafka $kafka_version with Maven"
+  rm -rf "$kafka_dir/libs"
+  mvn -q -B -f "$here/pom.xml" package -Dlibs.dir="$kafka_dir/libs" -Dstate.dir="$state" >"$state/maven.log" 2>&1 ||
+    { tail -n 30 "$state/maven.log" >&2; die "Maven could not fetch the Kafka broker jars"; }
+}
+
+# build_probe: the small Go program that asks Kafka for metadata and ClickHouse for SELECT version().
+build_probe() {
+  command -v go >/dev/null || die "Go is missing: install Go 1.26 or later"
+  (cd "$root" && go build -o "$probe" ./deploy/local/probe) || die "could not build the stack probe"
+}
+
+install() {
+  mkdir -p "$state"
+  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus
+  fetch_kafka
+  local m
+  for m in $(cd "$root" && go list -m -f '{{.Dir}}'); do (cd "$m" && go mod download); done
+  build_probe
+  say "installed: Kafka $kafka_version jars, ClickHouse, protoc, Prometheus, Go modules"
+}
+
+# render TEMPLATE OUT: copy a template with the stack's paths and ports filled in.
+render() {
+  sed -e "s#@STATE@#$state#g" -e "s#@KAFKA_PORT@#$kafka_port#g" -e "s#@CONTROLLER_PORT@#$controller_port#g" \
+    -e "s#@TCP_PORT@#$ch_port#g" -e "s#@HTTP_PORT@#$ch_http_port#g" "$1" >"$2"
+}
+
+# start NAME PIDFILE LOG CMD...: run CMD in its own session, detached, and record its pid.
+start() {
+  local name=$1 pidfile=$2 log=$3
+  shift 3
+  setsid nohup "$@" >>"$log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  say "started $name (pid $(cat "$pidfile")), log $log"
+}
+
+# await NAME KIND ADDR PIDFILE LOG: wait until the component answers; on failure show its log and stop it.
+await() {
+  local name=$1 kind=$2 addr=$3 pidfile=$4 log=$5
+  if "$probe" -wait "${wait_seconds}s" -pid "$pidfile" "$kind" "$addr" >/dev/null; then return 0; fi
+  printf 'stack: %s did not come up at %s; last lines of %s:\n' "$name" "$addr" "$log" >&2
+  tail -n 40 "$log" >&2 || true
+  stop "$name" "$pidfile"
+  exit 1
+}
+
+kafka_up() {
+  local pidfile="$kafka_dir/kafka.pid" log="$kafka_dir/kafka.log"
+  if [ -n "$kafka_external" ]; then
+    "$probe" -wait "${wait_seconds}s" kafka "$kafka_addr" >/dev/null || die "Kafka at SLUICE_KAFKA_BROKERS=$kafka_addr does not answer"
+    return 0
+  fi
+  if alive "$pidfile" && "$probe" kafka "$kafka_addr" >/dev/null 2>&1; then return 0; fi
+  if ! alive "$pidfile" && "$probe" kafka "$kafka_addr" >/dev/null 2>&1; then
+    say "a Kafka not started by this stack answers at $kafka_addr; using it"
+    return 0
+  fi
+  alive "$pidfile" && stop kafka "$pidfile"
+  fetch_kafka
+  mkdir -p "$kafka_dir/data"
+  render "$here/kafka/server.properties.in" "$kafka_dir/server.properties"
+  local cp="$kafka_dir/libs/*" log4j="-Dlog4j2.configurationFile=$here/kafka/log4j2.properties"
+  if [ ! -f "$kafka_dir/data/meta.properties" ]; then
+    [ -s "$kafka_dir/cluster.id" ] || java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$kafka_dir/cluster.id"
+    java -cp "$cp" "$log4j" -Dlog4j2.level=WARN kafka.tools.StorageTool format \
+      -t "$(cat "$kafka_dir/cluster.id")" -c "$kafka_dir/server.properties" >"$kafka_dir/format.log" 2>&1 ||
+      { tail -n 20 "$kafka_dir/format.log" >&2; die "formatting the Kafka log directory failed"; }
+    say "formatted Kafka storage, cluster $(cat "$kafka_dir/cluster.id")"
+  fi
+  start kafka "$pidfile" "$log" java -Xms256m "-Xmx$kafka_heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$kafka_dir/server.properties"
+  await Kafka kafka "$kafka_addr" "$pidfile" "$log"
+}
+
+clickhouse_up() {
+  local pidfile="$ch_dir/clickhouse.pid" log="$ch_dir/log/stdout.log"
+  if [ -n "$ch_external" ]; then
+    "$probe" -wait "${wait_seconds}s" clickhouse "$ch_addr" >/dev/null ||
+      die "ClickHouse at SLUICE_CLICKHOUSE_ADDR=$ch_addr does not answer"
+    return 0
+  fi
+  if alive "$pidfile" && "$probe" clickhouse "$ch_addr" >/dev/null 2>&1; then return 0; fi
+  if ! alive "$pidfile" && "$probe" clickhouse "$ch_addr" >/dev/null 2>&1; then
+    say "a ClickHouse not started by this stack answers at $ch_addr; using it"
+    return 0
+  fi
+  alive "$pidfile" && stop clickhouse "$pidfile"
+  if ! command -v clickhouse-server >/dev/null && ! [ -x /usr/sbin/clickhouse-server ]; then
+    is_root || die "clickhouse-server is missing: install it (Debian: apt-get install clickhouse-server), or set SLUICE_CLICKHOUSE_ADDR=host:9000 to a ClickHouse server you run"
+    debs clickhouse-server clickhouse-client
+  fi
+  local server
+  server=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
+  mkdir -p "$ch_dir/data" "$ch_dir/log"
+  render "$here/clickhouse/config.xml.in" "$ch_dir/config.xml"
+  cp "$here/clickhouse/users.xml" "$ch_dir/users.xml"
+  start clickhouse "$pidfile" "$log" "$server" --config-file="$ch_dir/config.xml"
+  await ClickHouse clickhouse "$ch_addr" "$pidfile" "$ch_dir/log/clickhouse-server.err.log"
+}
+
+# stop NAME PIDFILE: SIGTERM the process group, wait up to 30 s, then SIGKILL; remove the pid file.
+stop() {
+  local name=$1 pidfile=$2 pid i
+  [ -s "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "$name (pid $pid) did not stop in 30 s; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    say "stopped $name (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+up() {
+  mkdir -p "$state"
+  build_probe
+  kafka_up
+  clickhouse_up
+  status
+}
+
+down() {
+  stop kafka "$kafka_dir/kafka.pid"
+  stop clickhouse "$ch_dir/clickhouse.pid"
+  local left
+  left=$(pgrep -f -- "$state/(kafka|clickhouse)/" || true)
+  [ -z "$left" ] || die "processes still running from $state: $left"
+}
+
+# show NAME KIND ADDR PIDFILE EXTERNAL: one status line; returns 1 when the component does not answer.
+show() {
+  local name=$1 kind=$2 addr=$3 pidfile=$4 external=$5 who answer up=yes
+  answer=$("$probe" "$kind" "$addr" 2>&1) || up=
+  if [ -n "$external" ]; then who="external"
+  elif alive "$pidfile"; then who="pid $(cat "$pidfile")"
+  elif [ -n "$up" ]; then who="not started by this stack"
+  else who="not running"; fi
+  if [ -n "$up" ]; then
+    printf '%-10s %-22s %-28s %s\n' "$name" "$addr" "$who" "$answer"
+  else
+    printf '%-10s %-22s %-28s DOWN: %s\n' "$name" "$addr" "$who" "$answer"
+    return 1
+  fi
+}
+
+status() {
+  [ -x "$probe" ] || build_probe
+  local rc=0
+  [ -n "$kafka_external" ] || printf 'stack: Apache Kafka %s jars in %s\n' "$kafka_version" "$kafka_dir/libs"
+  show kafka kafka "$kafka_addr" "$kafka_dir/kafka.pid" "$kafka_external" || rc=1
+  show clickhouse clickhouse "$ch_addr" "$ch_dir/clickhouse.pid" "$ch_external" || rc=1
+  printf 'state      %s\n' "$state"
+  return $rc
+}
+
+env_exports() {
+  printf 'export SLUICE_KAFKA_BROKERS=%q\n' "$kafka_addr"
+  printf 'export SLUICE_CLICKHOUSE_ADDR=%q\n' "$ch_addr"
+}
+
+case "${1:-}" in
+  install) install ;;
+  install-protoc) mkdir -p "$state"; debs protobuf-compiler libprotobuf-dev ;;
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) env_exports ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

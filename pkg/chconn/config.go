@@ -1,0 +1,64 @@
+package chconn
+
+import (
+	"net"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/config"
+)
+
+// Config is the ClickHouse part of a service's configuration, read from SLUICE_CLICKHOUSE_… variables.
+type Config struct {
+	// Addr are the servers' native-protocol addresses, host:port, comma-separated.
+	Addr []string `env:"ADDR, default=127.0.0.1:9000"`
+	// Database holds sluice's tables; it is created when missing if CreateDatabase is set.
+	Database       string `env:"DATABASE, default=default"`
+	CreateDatabase bool   `env:"CREATE_DATABASE, default=true"`
+	Username       string `env:"USERNAME, default=default"`
+	// Password never appears in logs, errors or metrics.
+	Password config.Secret `env:"PASSWORD"`
+	// TLS connects with TLS (the server's secure native port, usually 9440).
+	TLS          bool          `env:"TLS, default=false"`
+	DialTimeout  time.Duration `env:"DIAL_TIMEOUT, default=10s"`
+	ReadTimeout  time.Duration `env:"READ_TIMEOUT, default=60s"`
+	MaxOpenConns int           `env:"MAX_OPEN_CONNS, default=8"`
+}
+
+// legalIdent is a ClickHouse identifier that needs no quoting.
+var legalIdent = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,205}$`)
+
+// Validate reports every problem with the ClickHouse configuration.
+func (c Config) Validate() error {
+	var p config.Problems
+	if len(c.Addr) == 0 {
+		p.Addf("CLICKHOUSE_ADDR", "at least one address is required")
+	}
+	for _, a := range c.Addr {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			p.Addf("CLICKHOUSE_ADDR", "%q is not host:port", a)
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			p.Addf("CLICKHOUSE_ADDR", "%q has no valid port", a)
+		}
+	}
+	if !legalIdent.MatchString(c.Database) {
+		p.Addf("CLICKHOUSE_DATABASE", "%q is not a plain identifier (letters, digits, '_'; not starting with a digit)", c.Database)
+	}
+	if c.Username == "" {
+		p.Addf("CLICKHOUSE_USERNAME", "must not be empty")
+	}
+	if c.DialTimeout <= 0 {
+		p.Addf("CLICKHOUSE_DIAL_TIMEOUT", "must be positive, got %s", c.DialTimeout)
+	}
+	if c.ReadTimeout <= 0 {
+		p.Addf("CLICKHOUSE_READ_TIMEOUT", "must be positive, got %s", c.ReadTimeout)
+	}
+	if c.MaxOpenConns < 1 {
+		p.Addf("CLICKHOUSE_MAX_OPEN_CONNS", "must be at least 1, got %d", c.MaxOpenConns)
+	}
+	return p.Err()
+}

@@ -1,0 +1,113 @@
+package kafka
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/config"
+)
+
+// Config is the Kafka part of every service's configuration, read from SLUICE_KAFKA_… variables.
+type Config struct {
+	// Brokers are the seed brokers, host:port, comma-separated.
+	Brokers []string `env:"BROKERS, default=127.0.0.1:9092"`
+	// ClientID names the client in broker logs and quotas; empty means the service name.
+	ClientID string `env:"CLIENT_ID"`
+	// DialTimeout bounds one connection attempt.
+	DialTimeout time.Duration `env:"DIAL_TIMEOUT, default=10s"`
+	// RequestTimeout bounds one request round trip beyond what the request itself waits.
+	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT, default=30s"`
+	// CreateTopics makes a service create the missing topics when it starts.
+	CreateTopics bool `env:"CREATE_TOPICS, default=true"`
+	// ReplicationFactor for created topics; -1 takes the broker's default.replication.factor.
+	ReplicationFactor int `env:"REPLICATION_FACTOR, default=-1"`
+
+	TasksTopic       string `env:"TASKS_TOPIC, default=sluice.tasks"`
+	TasksPartitions  int    `env:"TASKS_PARTITIONS, default=12"`
+	RawTopic         string `env:"RAW_TOPIC, default=sluice.raw"`
+	RawPartitions    int    `env:"RAW_PARTITIONS, default=12"`
+	DLQTopic         string `env:"DLQ_TOPIC, default=sluice.dlq"`
+	DLQPartitions    int    `env:"DLQ_PARTITIONS, default=3"`
+	EventsTopic      string `env:"EVENTS_TOPIC, default=sluice.events"`
+	EventsPartitions int    `env:"EVENTS_PARTITIONS, default=3"`
+}
+
+// legalTopic is Kafka's own rule for topic names.
+var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// Validate reports every problem with the Kafka configuration.
+func (c Config) Validate() error {
+	var p config.Problems
+	if len(c.Brokers) == 0 {
+		p.Addf("KAFKA_BROKERS", "at least one broker is required")
+	}
+	for _, b := range c.Brokers {
+		host, port, err := net.SplitHostPort(b)
+		if err != nil || host == "" {
+			p.Addf("KAFKA_BROKERS", "%q is not host:port", b)
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			p.Addf("KAFKA_BROKERS", "%q has no valid port", b)
+		}
+	}
+	if c.DialTimeout <= 0 {
+		p.Addf("KAFKA_DIAL_TIMEOUT", "must be positive, got %s", c.DialTimeout)
+	}
+	if c.RequestTimeout <= 0 {
+		p.Addf("KAFKA_REQUEST_TIMEOUT", "must be positive, got %s", c.RequestTimeout)
+	}
+	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 || c.ReplicationFactor > 32767 {
+		p.Addf("KAFKA_REPLICATION_FACTOR", "must be -1 (broker default) or between 1 and 32767, got %d", c.ReplicationFactor)
+	}
+	seen := map[string]string{}
+	for _, t := range c.topicVars() {
+		if !legalTopic.MatchString(t.name) || t.name == "." || t.name == ".." {
+			p.Addf(t.nameVar, "%q is not a legal topic name (letters, digits, '.', '_', '-'; at most 249)", t.name)
+		}
+		if other, dup := seen[t.name]; dup {
+			p.Addf(t.nameVar, "%q is also %s%s; each topic needs its own name", t.name, config.Prefix, other)
+		}
+		seen[t.name] = t.nameVar
+		if t.partitions < 1 || t.partitions > 100000 {
+			p.Addf(t.partitionsVar, "must be between 1 and 100000, got %d", t.partitions)
+		}
+	}
+	return p.Err()
+}
+
+// TopicSpec is a topic the pipeline needs and the partition count it is created with.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+}
+
+// Topics returns the pipeline's topics: tasks, raw records, dead letters and job events.
+func (c Config) Topics() []TopicSpec {
+	vars := c.topicVars()
+	specs := make([]TopicSpec, len(vars))
+	for i, v := range vars {
+		specs[i] = TopicSpec{Name: v.name, Partitions: int32(v.partitions)}
+	}
+	return specs
+}
+
+type topicVar struct {
+	name                   string
+	partitions             int
+	nameVar, partitionsVar string
+}
+
+func (c Config) topicVars() []topicVar {
+	return []topicVar{
+		{c.TasksTopic, c.TasksPartitions, "KAFKA_TASKS_TOPIC", "KAFKA_TASKS_PARTITIONS"},
+		{c.RawTopic, c.RawPartitions, "KAFKA_RAW_TOPIC", "KAFKA_RAW_PARTITIONS"},
+		{c.DLQTopic, c.DLQPartitions, "KAFKA_DLQ_TOPIC", "KAFKA_DLQ_PARTITIONS"},
+		{c.EventsTopic, c.EventsPartitions, "KAFKA_EVENTS_TOPIC", "KAFKA_EVENTS_PARTITIONS"},
+	}
+}
+
+func (t TopicSpec) String() string { return fmt.Sprintf("%s (%d partitions)", t.Name, t.Partitions) }

@@ -1,0 +1,126 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TopicReport says what CheckTopics found and EnsureTopics did.
+type TopicReport struct {
+	// Created are the topics that were missing and now exist, with the partitions they got.
+	Created []TopicSpec
+	// Existing are the topics that were there already, with the partitions they have.
+	Existing []TopicSpec
+	// Fewer names existing topics with fewer partitions than configured: a consumer group on such a
+	// topic cannot use more members than it has partitions.
+	Fewer []TopicSpec
+	// Missing are the topics that do not exist (CheckTopics only; EnsureTopics creates them).
+	Missing []TopicSpec
+}
+
+// CheckTopics reports which of the topics in want exist, with how many partitions, and which are
+// missing. It changes nothing. It asks the broker every time: franz-go's admin helpers answer from
+// a metadata cache that does not yet know a topic created a moment ago.
+func CheckTopics(ctx context.Context, cl *kgo.Client, want []TopicSpec) (TopicReport, error) {
+	var report TopicReport
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range want {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t.Name)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return report, fmt.Errorf("request topic metadata: %w", err)
+	}
+	partitions := make(map[string]int32, len(resp.Topics))
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		err := kerr.ErrorForCode(t.ErrorCode)
+		switch {
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+		case err != nil:
+			return report, fmt.Errorf("describe topic %s: %w", *t.Topic, err)
+		default:
+			partitions[*t.Topic] = int32(len(t.Partitions))
+		}
+	}
+	for _, t := range want {
+		if n, ok := partitions[t.Name]; ok {
+			report.addExisting(t, n)
+		} else {
+			report.Missing = append(report.Missing, t)
+		}
+	}
+	return report, nil
+}
+
+// EnsureTopics creates the topics in want that do not exist, with their partition counts and the
+// given replication factor (-1: the broker's default). It is idempotent and safe to run from several
+// processes at once; it never changes an existing topic.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, replication int16, want []TopicSpec) (TopicReport, error) {
+	report, err := CheckTopics(ctx, cl, want)
+	if err != nil {
+		return report, err
+	}
+	missing := report.Missing
+	report.Missing = nil
+	adm := kadm.NewClient(cl)
+	var raced []TopicSpec
+	for _, t := range missing {
+		resp, err := adm.CreateTopic(ctx, t.Partitions, replication, nil, t.Name)
+		if err == nil {
+			err = resp.Err
+		}
+		switch {
+		case err == nil:
+			report.Created = append(report.Created, t)
+		case errors.Is(err, kerr.TopicAlreadyExists):
+			raced = append(raced, t) // another process created it between our list and create
+		default:
+			return report, fmt.Errorf("create topic %s: %w", t.Name, err)
+		}
+	}
+	if len(raced) == 0 {
+		return report, nil
+	}
+	// The controller knows a topic that another process just created a moment before the broker
+	// serves its metadata: ask again for a few seconds.
+	for attempt := 0; ; attempt++ {
+		again, err := CheckTopics(ctx, cl, raced)
+		if err != nil {
+			return report, err
+		}
+		if len(again.Missing) == 0 {
+			report.Existing = append(report.Existing, again.Existing...)
+			report.Fewer = append(report.Fewer, again.Fewer...)
+			return report, nil
+		}
+		if attempt == 50 {
+			return report, fmt.Errorf("topic %s was created by another process but its metadata did not appear", again.Missing[0].Name)
+		}
+		select {
+		case <-ctx.Done():
+			return report, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (r *TopicReport) addExisting(want TopicSpec, partitions int32) {
+	have := TopicSpec{Name: want.Name, Partitions: partitions}
+	r.Existing = append(r.Existing, have)
+	if partitions < want.Partitions {
+		r.Fewer = append(r.Fewer, have)
+	}
+}

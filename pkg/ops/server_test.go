@@ -1,0 +1,98 @@
+package ops_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sluicedata/sluice/pkg/ops"
+)
+
+func TestEndpoints(t *testing.T) {
+	kafkaUp := true
+	checks := []ops.Check{
+		{Name: "kafka", Func: func(context.Context) error {
+			if kafkaUp {
+				return nil
+			}
+			return errors.New("reach kafka: connection refused")
+		}},
+		{Name: "clickhouse", Func: func(context.Context) error { return nil }},
+	}
+	srv := ops.NewServer(":0", ops.NewRegistry(), slog.New(slog.DiscardHandler), checks...)
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d %s", code, body)
+	}
+	code, body := get("/readyz")
+	if code != http.StatusOK {
+		t.Fatalf("/readyz with every check passing = %d %s", code, body)
+	}
+
+	kafkaUp = false
+	code, body = get("/readyz")
+	var ready struct {
+		Ready  bool              `json:"ready"`
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(body), &ready); err != nil {
+		t.Fatalf("/readyz body %q: %v", body, err)
+	}
+	if code != http.StatusServiceUnavailable || ready.Ready || ready.Checks["clickhouse"] != "ok" ||
+		!strings.Contains(ready.Checks["kafka"], "connection refused") {
+		t.Fatalf("/readyz with kafka down = %d %+v", code, ready)
+	}
+
+	code, body = get("/metrics")
+	for _, want := range []string{"go_goroutines", "process_cpu_seconds_total", `ops_readiness_check_failures_total{check="kafka"} 1`, `ops_readiness_check_failures_total{check="clickhouse"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics (%d) lacks %s", code, want)
+		}
+	}
+}
+
+// TestRunStopsWithContext serves on a real port until the context ends.
+func TestRunStopsWithContext(t *testing.T) {
+	srv := ops.NewServer("127.0.0.1:0", ops.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+
+	resp, err := http.Get("http://" + srv.Addr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz = %d", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	if _, err := http.Get("http://" + srv.Addr() + "/healthz"); err == nil {
+		t.Fatal("server still answers after Run returned")
+	}
+}

@@ -1,0 +1,111 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/logging"
+	"github.com/sluicedata/sluice/pkg/ops"
+)
+
+// Config is the part of the configuration every service has. Each service embeds it and adds its
+// own variables, among them SLUICE_HTTP_ADDR, whose default differs per service.
+type Config struct {
+	// ShutdownTimeout bounds the drain after SIGTERM; keep it under the orchestrator's grace period.
+	ShutdownTimeout time.Duration  `env:"SHUTDOWN_TIMEOUT, default=20s"`
+	Log             logging.Config `env:", prefix=LOG_"`
+	Kafka           kafka.Config   `env:", prefix=KAFKA_"`
+}
+
+// Validate reports every problem with the common configuration.
+func (c Config) Validate() error {
+	var p config.Problems
+	if c.ShutdownTimeout <= 0 {
+		p.Addf("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	p.Add(c.Log.Validate())
+	p.Add(c.Kafka.Validate())
+	return p.Err()
+}
+
+// Runtime is what a service has once it started: its logger, its registry and its Kafka client.
+type Runtime struct {
+	Name     string
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Kafka    *kgo.Client
+	cfg      Config
+}
+
+// Start builds the logger and the registry, connects to Kafka with kopts added to the base client
+// options, and creates the missing topics when configured to. The caller closes the runtime.
+func Start(ctx context.Context, name string, stdout io.Writer, cfg Config, kopts ...kgo.Opt) (*Runtime, error) {
+	log, err := logging.New(stdout, cfg.Log, name)
+	if err != nil {
+		return nil, err
+	}
+	reg := ops.NewRegistry()
+	cl, err := kafka.NewClient(cfg.Kafka, "sluice-"+name, log, reg, kopts...)
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{Name: name, Log: log, Registry: reg, Kafka: cl, cfg: cfg}
+	if err := kafka.Bootstrap(ctx, cl, cfg.Kafka, log); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("bootstrap topics: %w", err)
+	}
+	return rt, nil
+}
+
+// Part is one long-running piece of a service. It returns nil when ctx ends and it has drained.
+type Part func(ctx context.Context) error
+
+// Run serves the ops endpoints on httpAddr with a Kafka readiness check plus checks, and runs the
+// parts until ctx ends or one of them fails. After ctx ends the parts get the configured shutdown
+// timeout to drain. Run closes the Kafka client before it returns.
+func (r *Runtime) Run(ctx context.Context, srv *ops.Server, parts ...Part) error {
+	defer r.Kafka.Close()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	for _, p := range parts {
+		g.Go(func() error { return p(gctx) })
+	}
+	r.Log.Info("service started", "http", srv.Addr())
+
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	r.Log.Info("shutting down", "timeout", r.cfg.ShutdownTimeout.String())
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		r.Log.Info("service stopped")
+		return nil
+	case <-time.After(r.cfg.ShutdownTimeout):
+		return fmt.Errorf("shutdown took longer than %s", r.cfg.ShutdownTimeout)
+	}
+}
+
+// NewServer returns the ops server of the runtime on addr, ready when Kafka answers and every one of
+// checks passes.
+func (r *Runtime) NewServer(addr string, checks ...ops.Check) *ops.Server {
+	kafkaCheck := ops.Check{Name: "kafka", Func: func(ctx context.Context) error { return kafka.Ping(ctx, r.Kafka) }}
+	return ops.NewServer(addr, r.Registry, r.Log, append([]ops.Check{kafkaCheck}, checks...)...)
+}

@@ -1,0 +1,228 @@
+package stacktest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/kafka"
+)
+
+// Require skips t unless integration tests are switched on with SLUICE_INTEGRATION=1, as `make test`
+// does after starting the stack.
+func Require(t testing.TB) {
+	t.Helper()
+	if os.Getenv("SLUICE_INTEGRATION") != "1" {
+		t.Skip("integration test: run `make test`, or start the stack and set SLUICE_INTEGRATION=1")
+	}
+}
+
+// Name returns a name unique to this run of t, made of t's name and random hex, usable as a Kafka
+// topic, a consumer group or a ClickHouse identifier.
+func Name(t testing.TB, prefix string) string {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := strings.ToLower(nonIdent.ReplaceAllString(t.Name(), "_"))
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return prefix + "_" + name + "_" + hex.EncodeToString(b)
+}
+
+var nonIdent = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
+
+// Kafka returns the configuration of the stack's broker, with topic names unique to t, after
+// checking that the broker answers.
+func Kafka(t testing.TB) kafka.Config {
+	t.Helper()
+	Require(t)
+	cfg := kafka.Config{
+		Brokers:           []string{env("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092")},
+		DialTimeout:       5 * time.Second,
+		RequestTimeout:    10 * time.Second,
+		CreateTopics:      true,
+		ReplicationFactor: -1,
+		TasksTopic:        Name(t, "tasks"),
+		TasksPartitions:   4,
+		RawTopic:          Name(t, "raw"),
+		RawPartitions:     4,
+		DLQTopic:          Name(t, "dlq"),
+		DLQPartitions:     2,
+		EventsTopic:       Name(t, "events"),
+		EventsPartitions:  2,
+	}
+	cl, err := kafka.NewClient(cfg, "stacktest", Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := kafka.Ping(ctx, cl); err != nil {
+		t.Fatalf("the stack's Kafka at %v does not answer (make up): %v", cfg.Brokers, err)
+	}
+	t.Cleanup(func() { deleteTopics(t, cfg) })
+	return cfg
+}
+
+// deleteTopics removes t's topics, so that repeated runs do not fill the broker.
+func deleteTopics(t testing.TB, cfg kafka.Config) {
+	cl, err := kafka.NewClient(cfg, "stacktest", Logger(t), nil)
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names := make([]string, 0, 4)
+	for _, s := range cfg.Topics() {
+		names = append(names, s.Name)
+	}
+	_, _ = kadm.NewClient(cl).DeleteTopics(ctx, names...)
+}
+
+// ClickHouse returns the configuration of the stack's ClickHouse with a database of t's own, which
+// is created on first connection and dropped when t ends.
+func ClickHouse(t testing.TB) chconn.Config {
+	t.Helper()
+	Require(t)
+	cfg := chconn.Config{
+		Addr:           []string{env("SLUICE_CLICKHOUSE_ADDR", "127.0.0.1:9000")},
+		Database:       Name(t, "test"),
+		CreateDatabase: true,
+		Username:       env("SLUICE_CLICKHOUSE_USERNAME", "default"),
+		Password:       config.Secret(os.Getenv("SLUICE_CLICKHOUSE_PASSWORD")),
+		DialTimeout:    5 * time.Second,
+		ReadTimeout:    30 * time.Second,
+		MaxOpenConns:   4,
+	}
+	t.Cleanup(func() {
+		admin := cfg
+		admin.Database = "default"
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := chconn.Open(ctx, admin, Logger(t))
+		if err != nil {
+			t.Errorf("drop test database: %v", err)
+			return
+		}
+		defer conn.Close()
+		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+cfg.Database+"`"); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return cfg
+}
+
+// Logger returns a logger that writes through t.Log, so that output shows only for failing tests.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func env(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// Env returns the SLUICE_ variables that point a service at the configurations, for run functions
+// that take an envconfig.Lookuper.
+func Env(k kafka.Config, ch *chconn.Config) map[string]string {
+	env := map[string]string{
+		"SLUICE_KAFKA_BROKERS":            strings.Join(k.Brokers, ","),
+		"SLUICE_KAFKA_TASKS_TOPIC":        k.TasksTopic,
+		"SLUICE_KAFKA_TASKS_PARTITIONS":   strconv.Itoa(k.TasksPartitions),
+		"SLUICE_KAFKA_RAW_TOPIC":          k.RawTopic,
+		"SLUICE_KAFKA_RAW_PARTITIONS":     strconv.Itoa(k.RawPartitions),
+		"SLUICE_KAFKA_DLQ_TOPIC":          k.DLQTopic,
+		"SLUICE_KAFKA_DLQ_PARTITIONS":     strconv.Itoa(k.DLQPartitions),
+		"SLUICE_KAFKA_EVENTS_TOPIC":       k.EventsTopic,
+		"SLUICE_KAFKA_EVENTS_PARTITIONS":  strconv.Itoa(k.EventsPartitions),
+		"SLUICE_KAFKA_CREATE_TOPICS":      strconv.FormatBool(k.CreateTopics),
+		"SLUICE_KAFKA_REPLICATION_FACTOR": strconv.Itoa(k.ReplicationFactor),
+	}
+	if ch != nil {
+		env["SLUICE_CLICKHOUSE_ADDR"] = strings.Join(ch.Addr, ",")
+		env["SLUICE_CLICKHOUSE_DATABASE"] = ch.Database
+		env["SLUICE_CLICKHOUSE_USERNAME"] = ch.Username
+		env["SLUICE_CLICKHOUSE_PASSWORD"] = ch.Password.Reveal()
+	}
+	return env
+}
+
+// LogWriter collects a service's JSON log lines so that a test can wait for one.
+type LogWriter struct {
+	mu    sync.Mutex
+	lines []map[string]any
+	buf   []byte
+}
+
+// Write takes whole or partial lines.
+func (w *LogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		var line map[string]any
+		if err := json.Unmarshal(w.buf[:i], &line); err != nil {
+			line = map[string]any{"msg": "not json: " + string(w.buf[:i])}
+		}
+		w.lines = append(w.lines, line)
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// Await returns the first line whose msg is msg, waiting up to timeout for it.
+func (w *LogWriter) Await(t testing.TB, msg string, timeout time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		w.mu.Lock()
+		for _, l := range w.lines {
+			if l["msg"] == msg {
+				w.mu.Unlock()
+				return l
+			}
+		}
+		w.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q within %s; lines: %v", msg, timeout, w.Lines())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Lines returns the lines collected so far.
+func (w *LogWriter) Lines() []map[string]any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.lines)
+}

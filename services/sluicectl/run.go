@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFailed   = 1 // the command ran and found a problem, or could not run
+	exitUsage    = 2 // the command line was wrong
+	exitNotReady = 3 // a check found something missing (topics --check)
+)
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: sluicectl COMMAND [flags]
+
+commands:
+  topics [--check] [-o table|json]   create the pipeline's missing topics, or only check them
+`
+
+// run executes one command and returns the process exit code with the error to print, if any.
+func run(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return exitUsage, nil
+		}
+		return exitOK, nil
+	}
+	var (
+		code int
+		err  error
+	)
+	switch args[0] {
+	case "topics":
+		code, err = topics(ctx, args[1:], lookup, stdout, stderr)
+	default:
+		fmt.Fprint(stderr, usage)
+		return exitUsage, fmt.Errorf("unknown command %q", args[0])
+	}
+	if errors.Is(err, errUsage) {
+		return exitUsage, nil
+	}
+	return code, err
+}
