@@ -53,7 +53,9 @@ apt_updated=
 # debs PACKAGE...: install the Debian packages that are missing (as root), or say what to install.
 debs() {
   local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in "$@"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+  done
   [ ${#missing[@]} -eq 0 ] && return 0
   if ! is_root || ! command -v apt-get >/dev/null; then
     die "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
