@@ -68,7 +68,9 @@ func dial(ctx context.Context, cfg Config, database string, log *slog.Logger) (d
 		MaxOpenConns: cfg.MaxOpenConns,
 		MaxIdleConns: cfg.MaxOpenConns,
 		Compression:  &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
-		Logger:       log.With(slog.String("component", "clickhouse")),
+		// clickhouse-go warns on every connection that 18.16 is older than it supports, and logs
+		// server exceptions that sluice handles and reports itself: keep only its errors.
+		Logger: slog.New(minLevel{log.Handler(), slog.LevelError}).With(slog.String("component", "clickhouse")),
 		ClientInfo: clickhouse.ClientInfo{Products: []struct {
 			Name    string
 			Version string
@@ -107,4 +109,22 @@ func createDatabase(ctx context.Context, cfg Config, log *slog.Logger) error {
 func isUnknownDatabase(err error) bool {
 	var ex *clickhouse.Exception
 	return errors.As(err, &ex) && ex.Code == codeUnknownDatabase
+}
+
+// minLevel drops records below its level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(attrs), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
 }

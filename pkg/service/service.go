@@ -74,7 +74,8 @@ type Part func(ctx context.Context) error
 // parts until ctx ends or one of them fails. After ctx ends the parts get the configured shutdown
 // timeout to drain. Run closes the Kafka client before it returns.
 func (r *Runtime) Run(ctx context.Context, srv *ops.Server, parts ...Part) error {
-	defer r.Kafka.Close()
+	// CloseAllowingRebalance also releases a rebalance that a consumer blocked on poll holds.
+	defer r.Kafka.CloseAllowingRebalance()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/service"
@@ -12,6 +14,24 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz and /readyz.
 	HTTPAddr   string        `env:"HTTP_ADDR, default=:8083"`
 	ClickHouse chconn.Config `env:", prefix=CLICKHOUSE_"`
+	Loader     LoaderConfig  `env:", prefix=LOADER_"`
+}
+
+// LoaderConfig sizes batches and retries, from SLUICE_LOADER_… variables.
+type LoaderConfig struct {
+	// Group is the consumer group of all loader members.
+	Group string `env:"GROUP, default=sluice-loader"`
+	// A batch is flushed when it has BatchRows records or BatchBytes bytes, or FlushInterval after
+	// its first record: about one insert per second, thousands to 100,000 rows each.
+	BatchRows     int           `env:"BATCH_ROWS, default=50000"`
+	BatchBytes    int           `env:"BATCH_BYTES, default=67108864"`
+	FlushInterval time.Duration `env:"FLUSH_INTERVAL, default=1s"`
+	// MaxRecordBytes: larger records are dead-lettered as too_large, with a stub in the letter.
+	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
+	// RetryMaxBackoff caps the wait between insert retries while ClickHouse is unavailable.
+	RetryMaxBackoff time.Duration `env:"RETRY_MAX_BACKOFF, default=5s"`
+	// DrainTimeout is how long a batch in flight at shutdown may still take to insert and commit.
+	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=10s"`
 }
 
 // Validate reports every problem at once.
@@ -22,5 +42,27 @@ func (c *Config) Validate() error {
 		p.Addf("HTTP_ADDR", "must not be empty")
 	}
 	p.Add(c.ClickHouse.Validate())
+	l := c.Loader
+	if l.Group == "" {
+		p.Addf("LOADER_GROUP", "must not be empty")
+	}
+	if l.BatchRows < 1 || l.BatchRows > 1_000_000 {
+		p.Addf("LOADER_BATCH_ROWS", "must be between 1 and 1000000, got %d", l.BatchRows)
+	}
+	if l.BatchBytes < 1024 {
+		p.Addf("LOADER_BATCH_BYTES", "must be at least 1024, got %d", l.BatchBytes)
+	}
+	if l.FlushInterval < time.Millisecond {
+		p.Addf("LOADER_FLUSH_INTERVAL", "must be at least 1ms, got %s", l.FlushInterval)
+	}
+	if l.MaxRecordBytes < 1 {
+		p.Addf("LOADER_MAX_RECORD_BYTES", "must be positive, got %d", l.MaxRecordBytes)
+	}
+	if l.RetryMaxBackoff < time.Millisecond {
+		p.Addf("LOADER_RETRY_MAX_BACKOFF", "must be at least 1ms, got %s", l.RetryMaxBackoff)
+	}
+	if l.DrainTimeout <= 0 || l.DrainTimeout >= c.ShutdownTimeout {
+		p.Addf("LOADER_DRAIN_TIMEOUT", "must be positive and shorter than SLUICE_SHUTDOWN_TIMEOUT (%s), got %s", c.ShutdownTimeout, l.DrainTimeout)
+	}
 	return p.Err()
 }

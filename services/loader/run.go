@@ -3,23 +3,34 @@ package main
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/sethvargo/go-envconfig"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/ops"
+	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/service"
 )
 
-// run loads the configuration, connects to Kafka and ClickHouse, bootstraps the topics and serves
-// the ops endpoints, ready when both answer, until ctx ends.
+// run loads the configuration, connects to Kafka and ClickHouse, and loads the raw topic into
+// ClickHouse until ctx ends; /readyz answers ready while both answer.
 func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error {
 	var cfg Config
 	if err := config.Load(ctx, lookup, &cfg); err != nil {
 		return err
 	}
-	rt, err := service.Start(ctx, "loader", stdout, cfg.Config)
+	rt, err := service.Start(ctx, "loader", stdout, cfg.Config,
+		kgo.ConsumerGroup(cfg.Loader.Group),
+		kgo.ConsumeTopics(cfg.Kafka.RawTopic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxPartitionBytes(8<<20),
+	)
 	if err != nil {
 		return err
 	}
@@ -32,6 +43,16 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	rt.Log.Info("connected to clickhouse", "version", ch.Version.String(), "database", ch.Database,
 		"features", ch.Features)
 
+	l := &Loader{
+		cl:      rt.Kafka,
+		writer:  chsink.NewWriter(ch, rt.Log),
+		cfg:     cfg.Loader,
+		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		log:     rt.Log,
+		metrics: newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry)),
+		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
+		now:     time.Now,
+	}
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping})
-	return rt.Run(ctx, srv)
+	return rt.Run(ctx, srv, l.Run)
 }

@@ -463,11 +463,16 @@ func (x *TaskDeadLettered) GetRecords() uint64 {
 	return 0
 }
 
-// RecordsLoaded: a loader inserted records of the job into ClickHouse.
+// RecordsLoaded: a loader inserted records of the job into ClickHouse. One event covers the job's
+// records in offsets [first_offset, last_offset] of one raw-topic partition, so that the planner
+// counts a redelivered batch once.
 type RecordsLoaded struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
 	Table         string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	FirstOffset   int64                  `protobuf:"varint,4,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	LastOffset    int64                  `protobuf:"varint,5,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -516,11 +521,36 @@ func (x *RecordsLoaded) GetTable() string {
 	return ""
 }
 
-// RecordsDeadLettered: a loader sent records of the job to the dead-letter topic.
+func (x *RecordsLoaded) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *RecordsLoaded) GetFirstOffset() int64 {
+	if x != nil {
+		return x.FirstOffset
+	}
+	return 0
+}
+
+func (x *RecordsLoaded) GetLastOffset() int64 {
+	if x != nil {
+		return x.LastOffset
+	}
+	return 0
+}
+
+// RecordsDeadLettered: a loader sent records of the job to the dead-letter topic, with the same
+// partition range as RecordsLoaded.
 type RecordsDeadLettered struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
 	ErrorClass    string                 `protobuf:"bytes,2,opt,name=error_class,json=errorClass,proto3" json:"error_class,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	FirstOffset   int64                  `protobuf:"varint,4,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	LastOffset    int64                  `protobuf:"varint,5,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -567,6 +597,27 @@ func (x *RecordsDeadLettered) GetErrorClass() string {
 		return x.ErrorClass
 	}
 	return ""
+}
+
+func (x *RecordsDeadLettered) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *RecordsDeadLettered) GetFirstOffset() int64 {
+	if x != nil {
+		return x.FirstOffset
+	}
+	return 0
+}
+
+func (x *RecordsDeadLettered) GetLastOffset() int64 {
+	if x != nil {
+		return x.LastOffset
+	}
+	return 0
 }
 
 // JobFinished: the planner decided the job's final state.
@@ -656,14 +707,22 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x18\n" +
-	"\arecords\x18\x03 \x01(\x04R\arecords\"?\n" +
+	"\arecords\x18\x03 \x01(\x04R\arecords\"\xa1\x01\n" +
 	"\rRecordsLoaded\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05table\x18\x02 \x01(\tR\x05table\"P\n" +
+	"\x05table\x18\x02 \x01(\tR\x05table\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12!\n" +
+	"\ffirst_offset\x18\x04 \x01(\x03R\vfirstOffset\x12\x1f\n" +
+	"\vlast_offset\x18\x05 \x01(\x03R\n" +
+	"lastOffset\"\xb2\x01\n" +
 	"\x13RecordsDeadLettered\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
-	"errorClass\"\xa0\x01\n" +
+	"errorClass\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12!\n" +
+	"\ffirst_offset\x18\x04 \x01(\x03R\vfirstOffset\x12\x1f\n" +
+	"\vlast_offset\x18\x05 \x01(\x03R\n" +
+	"lastOffset\"\xa0\x01\n" +
 	"\vJobFinished\x122\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1c.sluice.v1.JobFinished.StateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +

@@ -34,8 +34,13 @@ type Record struct {
 	Payload     []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	ExtractedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=extracted_at,json=extractedAt,proto3" json:"extracted_at,omitempty"`
 	// Where in the source the record was: the offset or page it came from, and its index in that page.
-	Page          uint64 `protobuf:"varint,6,opt,name=page,proto3" json:"page,omitempty"`
-	IndexInPage   uint32 `protobuf:"varint,7,opt,name=index_in_page,json=indexInPage,proto3" json:"index_in_page,omitempty"`
+	Page        uint64 `protobuf:"varint,6,opt,name=page,proto3" json:"page,omitempty"`
+	IndexInPage uint32 `protobuf:"varint,7,opt,name=index_in_page,json=indexInPage,proto3" json:"index_in_page,omitempty"`
+	// The ClickHouse table the record lands in, from the job's sink.
+	Table string `protobuf:"bytes,8,opt,name=table,proto3" json:"table,omitempty"`
+	// Why key is empty, when the record has no usable key field (missing, null, not a string or an
+	// integer). The loader dead-letters such records with this reason.
+	KeyError      string `protobuf:"bytes,9,opt,name=key_error,json=keyError,proto3" json:"key_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,11 +124,25 @@ func (x *Record) GetIndexInPage() uint32 {
 	return 0
 }
 
+func (x *Record) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *Record) GetKeyError() string {
+	if x != nil {
+		return x.KeyError
+	}
+	return ""
+}
+
 var File_sluice_v1_record_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n" +
+	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n" +
 	"\x06Record\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x10\n" +
@@ -131,7 +150,9 @@ const file_sluice_v1_record_proto_rawDesc = "" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12=\n" +
 	"\fextracted_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vextractedAt\x12\x12\n" +
 	"\x04page\x18\x06 \x01(\x04R\x04page\x12\"\n" +
-	"\rindex_in_page\x18\a \x01(\rR\vindexInPageB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\rindex_in_page\x18\a \x01(\rR\vindexInPage\x12\x14\n" +
+	"\x05table\x18\b \x01(\tR\x05table\x12\x1b\n" +
+	"\tkey_error\x18\t \x01(\tR\bkeyErrorB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_record_proto_rawDescOnce sync.Once

@@ -1,0 +1,130 @@
+package chsink
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/sluicedata/sluice/pkg/chconn"
+)
+
+// Rows is one block of records for one table, column by column, so that appending costs no
+// per-row interface conversions.
+type Rows struct {
+	Keys        []string
+	Payloads    []string
+	JobIDs      []string
+	TaskIDs     []string
+	Partitions  []int32
+	Offsets     []int64
+	ExtractedAt []time.Time
+	Versions    []uint64
+}
+
+// Add appends one row.
+func (r *Rows) Add(key string, payload []byte, jobID, taskID string, partition int32, offset int64, extractedAt time.Time) {
+	r.Keys = append(r.Keys, key)
+	r.Payloads = append(r.Payloads, string(payload))
+	r.JobIDs = append(r.JobIDs, jobID)
+	r.TaskIDs = append(r.TaskIDs, taskID)
+	r.Partitions = append(r.Partitions, partition)
+	r.Offsets = append(r.Offsets, offset)
+	r.ExtractedAt = append(r.ExtractedAt, extractedAt.UTC().Truncate(time.Second))
+	r.Versions = append(r.Versions, uint64(extractedAt.UnixNano()))
+}
+
+// Len is the number of rows.
+func (r *Rows) Len() int { return len(r.Keys) }
+
+// Writer inserts blocks into landing tables of one database.
+type Writer struct {
+	conn *chconn.Conn
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	created map[string]bool
+}
+
+// NewWriter returns a writer on conn's database.
+func NewWriter(conn *chconn.Conn, log *slog.Logger) *Writer {
+	return &Writer{conn: conn, log: log, created: map[string]bool{}}
+}
+
+// EnsureTable creates the landing table when it is missing. It remembers tables it has made sure
+// of; Forget makes it check again.
+func (w *Writer) EnsureTable(ctx context.Context, table string) error {
+	if !ValidTable(table) {
+		return fmt.Errorf("table name %q is not a plain identifier", table)
+	}
+	w.mu.Lock()
+	done := w.created[table]
+	w.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := w.conn.Exec(ctx, createTableSQL(w.conn.Database, table)); err != nil {
+		return fmt.Errorf("create table %s.%s: %w", w.conn.Database, table, err)
+	}
+	w.mu.Lock()
+	w.created[table] = true
+	w.mu.Unlock()
+	return nil
+}
+
+// Forget drops what the writer remembers about table, after a schema error.
+func (w *Writer) Forget(table string) {
+	w.mu.Lock()
+	delete(w.created, table)
+	w.mu.Unlock()
+}
+
+// Insert writes rows into table as one block, with loadedAt as their load time. It makes sure the
+// table exists first. On a schema error it forgets the table, so the next attempt recreates it.
+func (w *Writer) Insert(ctx context.Context, table string, rows *Rows, loadedAt time.Time) error {
+	if rows.Len() == 0 {
+		return nil
+	}
+	if err := w.EnsureTable(ctx, table); err != nil {
+		return err
+	}
+	if w.conn.Features.AsyncInsert {
+		// Recent releases may default to asynchronous inserts; sluice relies on the insert being
+		// durable when it returns, before offsets are committed.
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"async_insert": 0}))
+	}
+	err := w.send(ctx, table, rows, loadedAt)
+	if err != nil && Classify(err) == Schema {
+		w.Forget(table)
+	}
+	return err
+}
+
+func (w *Writer) send(ctx context.Context, table string, rows *Rows, loadedAt time.Time) error {
+	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (key, payload, job_id, task_id, kafka_partition, kafka_offset, extracted_at, loaded_at, version)",
+		w.conn.Database, table)
+	batch, err := w.conn.PrepareBatch(ctx, query)
+	if err != nil {
+		return fmt.Errorf("prepare insert into %s: %w", table, err)
+	}
+	defer batch.Abort() //nolint:errcheck // a no-op once sent
+	loaded := make([]time.Time, rows.Len())
+	at := loadedAt.UTC().Truncate(time.Second)
+	for i := range loaded {
+		loaded[i] = at
+	}
+	columns := []any{rows.Keys, rows.Payloads, rows.JobIDs, rows.TaskIDs, rows.Partitions, rows.Offsets,
+		rows.ExtractedAt, loaded, rows.Versions}
+	for i, col := range columns {
+		if err := batch.Column(i).Append(col); err != nil {
+			return fmt.Errorf("append column %s for %s: %w", Columns[i], table, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert %d rows into %s: %w", rows.Len(), table, err)
+	}
+	return nil
+}

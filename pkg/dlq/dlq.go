@@ -1,0 +1,131 @@
+package dlq
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// Header names carried by every dead letter.
+const (
+	HeaderStage             = "sluice-stage"
+	HeaderErrorClass        = "sluice-error-class"
+	HeaderJobID             = "sluice-job-id"
+	HeaderTaskID            = "sluice-task-id"
+	HeaderAttempts          = "sluice-attempts"
+	HeaderOriginalTopic     = "sluice-original-topic"
+	HeaderOriginalPartition = "sluice-original-partition"
+	HeaderOriginalOffset    = "sluice-original-offset"
+)
+
+// Stage names as they appear in headers and metric labels.
+func Stage(s sluicev1.DeadLetter_Stage) string {
+	switch s {
+	case sluicev1.DeadLetter_STAGE_EXTRACT:
+		return "extract"
+	case sluicev1.DeadLetter_STAGE_LOAD:
+		return "load"
+	default:
+		return "unknown"
+	}
+}
+
+// Letter is what a stage knows about a failure; Record turns it into a Kafka record.
+type Letter struct {
+	Stage      sluicev1.DeadLetter_Stage
+	ErrorClass string
+	// Err is the failure; its text must hold no secret.
+	Err      error
+	Attempts int
+	// Original is the message that failed: a task or a raw record.
+	Original *kgo.Record
+	JobID    string
+	TaskID   string
+	// Payload is what to keep of the failure; nil means the original record's value.
+	Payload      []byte
+	HTTPStatus   int
+	ResponseHead []byte
+	FailedAt     time.Time
+}
+
+// Record builds the dead-letter record for topic. Payloads longer than maxPayload are replaced by a
+// stub carrying their size and sha256, so that a letter always fits the topic.
+func Record(topic string, l Letter, maxPayload int) (*kgo.Record, error) {
+	payload := l.Payload
+	if payload == nil && l.Original != nil {
+		payload = l.Original.Value
+	}
+	sum := sha256.Sum256(payload)
+	msg := &sluicev1.DeadLetter{
+		Stage:         l.Stage,
+		ErrorClass:    l.ErrorClass,
+		Attempts:      uint32(max(l.Attempts, 0)),
+		JobId:         l.JobID,
+		TaskId:        l.TaskID,
+		PayloadSize:   uint64(len(payload)),
+		PayloadSha256: sum[:],
+		HttpStatus:    uint32(max(l.HTTPStatus, 0)),
+		ResponseHead:  l.ResponseHead,
+		FailedAt:      timestamppb.New(l.FailedAt),
+	}
+	if l.Err != nil {
+		msg.ErrorMessage = l.Err.Error()
+	}
+	if len(payload) > maxPayload {
+		msg.Truncated = true
+	} else {
+		msg.Payload = payload
+	}
+	headers := []kgo.RecordHeader{
+		{Key: HeaderStage, Value: []byte(Stage(l.Stage))},
+		{Key: HeaderErrorClass, Value: []byte(l.ErrorClass)},
+		{Key: HeaderJobID, Value: []byte(l.JobID)},
+		{Key: HeaderTaskID, Value: []byte(l.TaskID)},
+		{Key: HeaderAttempts, Value: []byte(strconv.Itoa(l.Attempts))},
+	}
+	var key []byte
+	if o := l.Original; o != nil {
+		msg.OriginalTopic, msg.OriginalPartition, msg.OriginalOffset, msg.OriginalKey = o.Topic, o.Partition, o.Offset, o.Key
+		key = o.Key
+		headers = append(headers,
+			kgo.RecordHeader{Key: HeaderOriginalTopic, Value: []byte(o.Topic)},
+			kgo.RecordHeader{Key: HeaderOriginalPartition, Value: []byte(strconv.Itoa(int(o.Partition)))},
+			kgo.RecordHeader{Key: HeaderOriginalOffset, Value: []byte(strconv.FormatInt(o.Offset, 10))},
+		)
+	}
+	value, err := proto.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter: %w", err)
+	}
+	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers}, nil
+}
+
+// Decode reads a dead letter from a record of the dead-letter topic.
+func Decode(r *kgo.Record) (*sluicev1.DeadLetter, error) {
+	var dl sluicev1.DeadLetter
+	if err := proto.Unmarshal(r.Value, &dl); err != nil {
+		return nil, fmt.Errorf("decode dead letter at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	return &dl, nil
+}
+
+// Produce writes records synchronously and returns only once the broker acknowledged every one, or
+// ctx ended. A dead letter that cannot be written is never dropped: the caller commits nothing and
+// tries again.
+func Produce(ctx context.Context, cl *kgo.Client, recs ...*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce %d dead letters: %w", len(recs), err)
+	}
+	return nil
+}

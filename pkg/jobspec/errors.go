@@ -1,0 +1,76 @@
+package jobspec
+
+import (
+	"errors"
+	"slices"
+	"strings"
+)
+
+// ErrUnsupportedSource is returned by SourceFromProto for a source kind other than http.
+var ErrUnsupportedSource = errors.New("unsupported source kind")
+
+// ErrMissingVariable is wrapped by ExpandHeaders' error when a header refers to a variable the lookup
+// does not know. It is a configuration error: retrying does not help.
+var ErrMissingVariable = errors.New("variable not set")
+
+// ErrBadReference is wrapped by ExpandHeaders' error when a header value has an unclosed "${" or a
+// reference whose name is not a valid variable name.
+var ErrBadReference = errors.New("malformed ${VAR} reference")
+
+// Problem is one thing wrong with a job spec. Path names the field as the document spells it
+// ("source.pagination.page_size", "source.headers.Authorization"); it is empty for a problem with the
+// document as a whole, such as a YAML syntax error. Message never quotes a header value or the user
+// information of a URL.
+type Problem struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// String formats the problem as "path: message".
+func (p Problem) String() string {
+	if p.Path == "" {
+		return p.Message
+	}
+	return p.Path + ": " + p.Message
+}
+
+// Error is an invalid job spec: every problem found, not just the first. Parse and Validate return it
+// as a *Error; use errors.As to get at the problems.
+type Error struct {
+	Problems []Problem `json:"problems"`
+}
+
+// Error gives one "path: message" line per problem, sorted by path.
+func (e *Error) Error() string {
+	ps := slices.Clone(e.Problems)
+	sortProblems(ps)
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// sortProblems orders problems by path, keeping the order in which problems of one path were found.
+func sortProblems(ps []Problem) {
+	slices.SortStableFunc(ps, func(a, b Problem) int { return strings.Compare(a.Path, b.Path) })
+}
+
+// problems collects Problems while decoding or validating.
+type problems struct {
+	list []Problem
+}
+
+func (p *problems) add(path, message string) {
+	p.list = append(p.list, Problem{Path: path, Message: message})
+}
+
+// err returns the problems as a sorted *Error, or nil when there are none.
+func (p *problems) err() error {
+	if len(p.list) == 0 {
+		return nil
+	}
+	ps := slices.Clone(p.list)
+	sortProblems(ps)
+	return &Error{Problems: ps}
+}

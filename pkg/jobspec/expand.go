@@ -1,0 +1,98 @@
+package jobspec
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+var (
+	errUnclosed = fmt.Errorf("%w: unclosed ${", ErrBadReference)
+	errBadName  = fmt.Errorf("%w: the name must match [A-Za-z_][A-Za-z0-9_]*", ErrBadReference)
+)
+
+// ExpandHeaders returns a copy of headers in which every ${VAR} reference in a value is replaced by
+// lookup(VAR); the extractor passes os.LookupEnv, so secrets stay in its environment and never travel
+// through the spec or Kafka. Only the braced form is a reference: "$VAR" stays literal, and "$${VAR}"
+// is a literal "$" followed by the reference ${VAR} (there is no escape). A variable that is set but
+// empty expands to "".
+//
+// The error names every header and variable that could not be expanded (wrapping ErrMissingVariable
+// or ErrBadReference), never a value.
+func ExpandHeaders(headers map[string]string, lookup func(string) (string, bool)) (map[string]string, error) {
+	out := make(map[string]string, len(headers))
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(headers)) {
+		value, missing, err := expand(headers[name], lookup)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("header %s: %w", name, err))
+		case len(missing) > 0:
+			for _, v := range missing {
+				errs = append(errs, fmt.Errorf("header %s: ${%s}: %w", name, v, ErrMissingVariable))
+			}
+		case hasControl(value):
+			errs = append(errs, fmt.Errorf("header %s: expanded value contains control characters", name))
+		}
+		out[name] = value
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// expand replaces the ${VAR} references in value. It returns the names lookup did not find, once
+// each, or an error wrapping ErrBadReference for a malformed reference.
+func expand(value string, lookup func(string) (string, bool)) (string, []string, error) {
+	var b strings.Builder
+	var missing []string
+	for {
+		before, after, found := strings.Cut(value, "${")
+		b.WriteString(before)
+		if !found {
+			return b.String(), missing, nil
+		}
+		name, rest, closed := strings.Cut(after, "}")
+		if !closed {
+			return "", nil, errUnclosed
+		}
+		if !isVarName(name) {
+			return "", nil, errBadName
+		}
+		v, ok := lookup(name)
+		if !ok && !slices.Contains(missing, name) {
+			missing = append(missing, name)
+		}
+		b.WriteString(v)
+		value = rest
+	}
+}
+
+// isVarName reports whether s matches [A-Za-z_][A-Za-z0-9_]*.
+func isVarName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range []byte(s) {
+		letter := c == '_' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
+		digit := '0' <= c && c <= '9'
+		if !letter && (i == 0 || !digit) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasControl reports whether s holds a control character other than tab, which no header value may
+// contain (a CR or LF would split the request).
+func hasControl(s string) bool {
+	for _, c := range []byte(s) {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}

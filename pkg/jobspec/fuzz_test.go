@@ -1,0 +1,49 @@
+package jobspec_test
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/sluicedata/sluice/pkg/jobspec"
+)
+
+func FuzzParse(f *testing.F) {
+	seeds := []string{
+		exampleDoc,
+		string(func() *jobspec.Spec { s := exampleSpec(); return &s }().JSON()),
+		"name: users\nsource: {url: 'http://api.example.com/users', key: id}\nsink: {table: users}\n",
+		`{"name": "users", "tasks": 4, "sink": {"table": "users"}, "source": {"url": "https://h/x?a=1",
+			"key": "meta.id", "max_retries": 0, "max_records": 1000, "rate_limit": 2.5, "timeout": "1.5s",
+			"pagination": {"type": "page", "page_param": "p", "limit_param": "n", "first_page": 0}}}`,
+		"name: &n users\nsource: {url: 'http://h/', key: id, headers: {A: '${X}$${Y}$Z'}}\nsink: {table: *n}\n",
+		"name: [users\n",
+		"- a\n",
+		"",
+		"name: a\n---\nname: b\n",
+		"source: {rate_limit: .nan, timeout: -1s, max_records: -1}\n",
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		spec, err := jobspec.Parse(data)
+		if err != nil {
+			var e *jobspec.Error
+			if !errors.As(err, &e) || len(e.Problems) == 0 {
+				t.Fatalf("Parse error %v (%T) is not a *Error with problems", err, err)
+			}
+			return
+		}
+		if err := spec.Validate(); err != nil {
+			t.Fatalf("Validate after a successful Parse: %v", err)
+		}
+		again, err := jobspec.Parse(spec.JSON())
+		if err != nil {
+			t.Fatalf("Parse(JSON()): %v\n%s", err, spec.JSON())
+		}
+		if !reflect.DeepEqual(again, spec) {
+			t.Fatalf("Parse(JSON()) = %+v, want %+v", again, spec)
+		}
+	})
+}

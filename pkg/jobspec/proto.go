@@ -1,0 +1,94 @@
+package jobspec
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"time"
+
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// SourceProto returns the source as it travels in a Task. Header values keep their ${VAR} references:
+// the extractor expands them from its own environment. The proto has no fields for
+// Pagination.FirstPage, MaxRecords and RateLimit, so they are left out. Call it on a valid spec;
+// a negative count becomes 0.
+func (s *Spec) SourceProto() *sluicev1.Source {
+	src := s.Source
+	pagination := &sluicev1.Pagination{
+		OffsetParam: src.Pagination.OffsetParam,
+		PageParam:   src.Pagination.PageParam,
+		LimitParam:  src.Pagination.LimitParam,
+		PageSize:    toUint32(src.Pagination.PageSize),
+		TotalPath:   src.Pagination.TotalPath,
+	}
+	switch src.Pagination.Type {
+	case "offset":
+		pagination.Type = sluicev1.Pagination_TYPE_OFFSET
+	case "page":
+		pagination.Type = sluicev1.Pagination_TYPE_PAGE
+	}
+	return &sluicev1.Source{Kind: &sluicev1.Source_Http{Http: &sluicev1.HttpSource{
+		Url:         src.URL,
+		RecordsPath: src.RecordsPath,
+		Key:         src.Key,
+		Pagination:  pagination,
+		Headers:     maps.Clone(src.Headers),
+		Timeout:     durationpb.New(src.Timeout),
+		MaxRetries:  toUint32(src.MaxRetries),
+	}}}
+}
+
+// SourceFromProto is the inverse of Spec.SourceProto. Fields the proto does not carry
+// (Pagination.FirstPage, MaxRecords, RateLimit) are zero. It returns an error wrapping
+// ErrUnsupportedSource when the source is not http, and an error for an unknown pagination type or
+// an invalid timeout. It does not validate.
+func SourceFromProto(p *sluicev1.Source) (Source, error) {
+	h := p.GetHttp()
+	if h == nil {
+		return Source{}, fmt.Errorf("source from proto: %w", ErrUnsupportedSource)
+	}
+	var kind string
+	switch t := h.GetPagination().GetType(); t {
+	case sluicev1.Pagination_TYPE_OFFSET:
+		kind = "offset"
+	case sluicev1.Pagination_TYPE_PAGE:
+		kind = "page"
+	default:
+		return Source{}, fmt.Errorf("source from proto: unknown pagination type %v", t)
+	}
+	var timeout time.Duration
+	if h.GetTimeout() != nil {
+		if err := h.GetTimeout().CheckValid(); err != nil {
+			return Source{}, fmt.Errorf("source from proto: timeout: %w", err)
+		}
+		timeout = h.GetTimeout().AsDuration()
+	}
+	var headers map[string]string
+	if len(h.GetHeaders()) > 0 {
+		headers = maps.Clone(h.GetHeaders())
+	}
+	pg := h.GetPagination()
+	return Source{
+		Type:        "http",
+		URL:         h.GetUrl(),
+		RecordsPath: h.GetRecordsPath(),
+		Key:         h.GetKey(),
+		Pagination: Pagination{
+			Type:        kind,
+			OffsetParam: pg.GetOffsetParam(),
+			PageParam:   pg.GetPageParam(),
+			LimitParam:  pg.GetLimitParam(),
+			PageSize:    int(pg.GetPageSize()),
+			TotalPath:   pg.GetTotalPath(),
+		},
+		Headers:    headers,
+		Timeout:    timeout,
+		MaxRetries: int(h.GetMaxRetries()),
+	}, nil
+}
+
+func toUint32(n int) uint32 {
+	return uint32(min(max(int64(n), 0), math.MaxUint32))
+}

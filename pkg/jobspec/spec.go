@@ -1,0 +1,192 @@
+package jobspec
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Spec is a job: read every record of Source, in Tasks slices, into the ClickHouse table of Sink.
+// Parse returns a Spec with the defaults applied; a Spec built in Go gets no defaults, so set every
+// field before calling Validate.
+type Spec struct {
+	// Name identifies the job to people: lower-case letters, digits, '_' and '-'.
+	Name   string `json:"name" yaml:"name"`
+	Source Source `json:"source" yaml:"source"`
+	// Tasks is how many slices the planner splits the source into; extractors fetch them in parallel.
+	Tasks int  `json:"tasks" yaml:"tasks"`
+	Sink  Sink `json:"sink" yaml:"sink"`
+}
+
+// Source is a paginated HTTP JSON API.
+type Source struct {
+	// Type is the kind of source; "http" is the only one.
+	Type string `json:"type" yaml:"type"`
+	URL  string `json:"url" yaml:"url"`
+	// RecordsPath is the dotted path to the array of records in a response body; empty when the
+	// body is the array.
+	RecordsPath string `json:"records_path,omitempty" yaml:"records_path,omitempty"`
+	// Key is the dotted path to the field that identifies a record (a string or an integer).
+	Key        string     `json:"key" yaml:"key"`
+	Pagination Pagination `json:"pagination" yaml:"pagination"`
+	// Headers are sent with every request. Values may refer to the extractor's environment with
+	// ${VAR}; they stay unexpanded in the spec and on Kafka, and ExpandHeaders resolves them.
+	Headers map[string]string `json:"headers,omitempty" yaml:"headers,omitempty"`
+	// Timeout bounds one request. It is written as a Go duration string such as "30s".
+	Timeout time.Duration `json:"timeout" yaml:"timeout"`
+	// MaxRetries is how many times a failed request is retried; 0 means never.
+	MaxRetries int `json:"max_retries" yaml:"max_retries"`
+	// MaxRecords is an upper bound on the number of records, for planning a source that reports no
+	// total; 0 means none.
+	MaxRecords uint64 `json:"max_records,omitempty" yaml:"max_records,omitempty"`
+	// RateLimit is requests per second per extractor member; 0 means unlimited.
+	RateLimit float64 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
+}
+
+// Pagination says how to page through a source: by record offset (offset_param=N&limit_param=M) or
+// by page number (page_param=N&limit_param=M).
+type Pagination struct {
+	// Type is "offset" or "page".
+	Type        string `json:"type" yaml:"type"`
+	OffsetParam string `json:"offset_param" yaml:"offset_param"`
+	PageParam   string `json:"page_param" yaml:"page_param"`
+	LimitParam  string `json:"limit_param" yaml:"limit_param"`
+	// PageSize is the number of records asked for per request.
+	PageSize int `json:"page_size" yaml:"page_size"`
+	// FirstPage is the number of the first page, for page pagination: 1 for most APIs, 0 for some.
+	FirstPage int `json:"first_page" yaml:"first_page"`
+	// TotalPath is the dotted path to the total record count in a response body. Empty when the source
+	// has none: then Source.MaxRecords bounds the job, or it ends at the first short or empty page.
+	TotalPath string `json:"total_path,omitempty" yaml:"total_path,omitempty"`
+}
+
+// Sink is where the records land.
+type Sink struct {
+	// Table is the ClickHouse table.
+	Table string `json:"table" yaml:"table"`
+}
+
+// Defaults that Parse applies to fields the document leaves out.
+const (
+	DefaultSourceType  = "http"
+	DefaultPagination  = "offset"
+	DefaultOffsetParam = "offset"
+	DefaultPageParam   = "page"
+	DefaultLimitParam  = "limit"
+	DefaultPageSize    = 100
+	DefaultFirstPage   = 1
+	DefaultTimeout     = 30 * time.Second
+	DefaultMaxRetries  = 3
+	DefaultTasks       = 1
+)
+
+// JSON returns the canonical JSON of the spec, for storing in events: fields in a fixed order, header
+// names sorted, defaults written out, empty optional fields left out. Parse(s.JSON()) gives back an
+// equal Spec when s is valid.
+func (s *Spec) JSON() []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		// Unreachable: every field is a string, an integer, a string map or a number that
+		// sourceDoc writes as a string when it is not finite.
+		panic(fmt.Sprintf("jobspec: encode spec: %v", err))
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// sourceDoc is Source as written in a document: the timeout as a duration string. Marshalling uses
+// sourceDoc[any] so that a rate limit that is not a finite number (which JSON cannot hold, and
+// Validate rejects) is written as a string instead of failing; unmarshalling uses sourceDoc[float64].
+type sourceDoc[R any] struct {
+	Type        string            `json:"type" yaml:"type"`
+	URL         string            `json:"url" yaml:"url"`
+	RecordsPath string            `json:"records_path,omitempty" yaml:"records_path,omitempty"`
+	Key         string            `json:"key" yaml:"key"`
+	Pagination  Pagination        `json:"pagination" yaml:"pagination"`
+	Headers     map[string]string `json:"headers,omitempty" yaml:"headers,omitempty"`
+	Timeout     string            `json:"timeout" yaml:"timeout"`
+	MaxRetries  int               `json:"max_retries" yaml:"max_retries"`
+	MaxRecords  uint64            `json:"max_records,omitempty" yaml:"max_records,omitempty"`
+	RateLimit   R                 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
+}
+
+func (s Source) doc() sourceDoc[any] {
+	d := sourceDoc[any]{
+		Type:        s.Type,
+		URL:         s.URL,
+		RecordsPath: s.RecordsPath,
+		Key:         s.Key,
+		Pagination:  s.Pagination,
+		Headers:     s.Headers,
+		Timeout:     s.Timeout.String(),
+		MaxRetries:  s.MaxRetries,
+		MaxRecords:  s.MaxRecords,
+	}
+	switch {
+	case s.RateLimit == 0:
+	case math.IsNaN(s.RateLimit) || math.IsInf(s.RateLimit, 0):
+		d.RateLimit = strconv.FormatFloat(s.RateLimit, 'g', -1, 64)
+	default:
+		d.RateLimit = s.RateLimit
+	}
+	return d
+}
+
+func (s *Source) fromDoc(d sourceDoc[float64]) error {
+	var timeout time.Duration
+	if d.Timeout != "" {
+		var err error
+		if timeout, err = time.ParseDuration(d.Timeout); err != nil {
+			return fmt.Errorf("decode source: timeout must be a duration such as 30s")
+		}
+	}
+	*s = Source{
+		Type:        d.Type,
+		URL:         d.URL,
+		RecordsPath: d.RecordsPath,
+		Key:         d.Key,
+		Pagination:  d.Pagination,
+		Headers:     d.Headers,
+		Timeout:     timeout,
+		MaxRetries:  d.MaxRetries,
+		MaxRecords:  d.MaxRecords,
+		RateLimit:   d.RateLimit,
+	}
+	return nil
+}
+
+// MarshalJSON writes the timeout as a duration string such as "30s".
+func (s Source) MarshalJSON() ([]byte, error) {
+	return json.Marshal(s.doc())
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, with encoding/json's lenient rules: no defaults, no
+// validation, unknown fields ignored. Use Parse for a document from a user.
+func (s *Source) UnmarshalJSON(data []byte) error {
+	var d sourceDoc[float64]
+	if err := json.Unmarshal(data, &d); err != nil {
+		return err
+	}
+	return s.fromDoc(d)
+}
+
+// MarshalYAML writes the timeout as a duration string such as "30s".
+func (s Source) MarshalYAML() (any, error) {
+	return s.doc(), nil
+}
+
+// UnmarshalYAML reads what MarshalYAML writes, without defaults or validation. Use Parse for a
+// document from a user.
+func (s *Source) UnmarshalYAML(n *yaml.Node) error {
+	var d sourceDoc[float64]
+	if err := n.Decode(&d); err != nil {
+		return err
+	}
+	return s.fromDoc(d)
+}

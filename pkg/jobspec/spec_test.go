@@ -1,0 +1,614 @@
+package jobspec_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicedata/sluice/pkg/jobspec"
+)
+
+const exampleDoc = `
+name: users
+source:
+  type: http
+  url: http://127.0.0.1:8081/api/users
+  records_path: data
+  key: id
+  pagination:
+    type: offset
+    offset_param: offset
+    limit_param: limit
+    page_size: 500
+    total_path: total
+  headers: {Authorization: "Bearer ${SOURCE_TOKEN}"}
+  timeout: 30s
+  max_retries: 3
+tasks: 16
+sink:
+  table: users
+`
+
+// exampleSpec is what Parse makes of exampleDoc.
+func exampleSpec() jobspec.Spec {
+	return jobspec.Spec{
+		Name: "users",
+		Source: jobspec.Source{
+			Type:        "http",
+			URL:         "http://127.0.0.1:8081/api/users",
+			RecordsPath: "data",
+			Key:         "id",
+			Pagination: jobspec.Pagination{
+				Type:        "offset",
+				OffsetParam: "offset",
+				PageParam:   "page",
+				LimitParam:  "limit",
+				PageSize:    500,
+				FirstPage:   1,
+				TotalPath:   "total",
+			},
+			Headers:    map[string]string{"Authorization": "Bearer ${SOURCE_TOKEN}"},
+			Timeout:    30 * time.Second,
+			MaxRetries: 3,
+		},
+		Tasks: 16,
+		Sink:  jobspec.Sink{Table: "users"},
+	}
+}
+
+// minimalSpec is what Parse makes of a document with only the required fields.
+func minimalSpec() jobspec.Spec {
+	return jobspec.Spec{
+		Name: "users",
+		Source: jobspec.Source{
+			Type: "http",
+			URL:  "http://api.example.com/users",
+			Key:  "id",
+			Pagination: jobspec.Pagination{
+				Type:        "offset",
+				OffsetParam: "offset",
+				PageParam:   "page",
+				LimitParam:  "limit",
+				PageSize:    100,
+				FirstPage:   1,
+			},
+			Timeout:    30 * time.Second,
+			MaxRetries: 3,
+		},
+		Tasks: 1,
+		Sink:  jobspec.Sink{Table: "users"},
+	}
+}
+
+func mustParse(t testing.TB, doc string) *jobspec.Spec {
+	t.Helper()
+	s, err := jobspec.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return s
+}
+
+// problemsOf returns the problems of a *jobspec.Error, failing the test for any other error.
+func problemsOf(t testing.TB, err error) []jobspec.Problem {
+	t.Helper()
+	var e *jobspec.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T) is not a *jobspec.Error", err, err)
+	}
+	return e.Problems
+}
+
+func TestParseValid(t *testing.T) {
+	withPage := minimalSpec()
+	withPage.Source.Pagination = jobspec.Pagination{
+		Type: "page", OffsetParam: "offset", PageParam: "p", LimitParam: "per_page", PageSize: 50, FirstPage: 0,
+	}
+	withPage.Source.MaxRetries = 0
+	withPage.Source.MaxRecords = 1000
+	withPage.Source.RateLimit = 2.5
+	withPage.Source.Timeout = 1500 * time.Millisecond
+	withPage.Tasks = 4
+
+	tests := []struct {
+		name string
+		doc  string
+		want jobspec.Spec
+	}{
+		{name: "example", doc: exampleDoc, want: exampleSpec()},
+		{
+			name: "defaults",
+			doc:  "name: users\nsource: {url: 'http://api.example.com/users', key: id}\nsink: {table: users}\n",
+			want: minimalSpec(),
+		},
+		{
+			name: "null means absent",
+			doc: `
+name: users
+source:
+  type: null
+  url: http://api.example.com/users
+  key: id
+  pagination: ~
+  headers:
+  timeout:
+  max_retries: null
+tasks: null
+sink: {table: users}
+`,
+			want: minimalSpec(),
+		},
+		{
+			name: "json with explicit zeros",
+			doc: `{"name": "users", "tasks": 4, "sink": {"table": "users"},
+				"source": {"url": "http://api.example.com/users", "key": "id", "max_retries": 0,
+				"max_records": 1000, "rate_limit": 2.5, "timeout": "1.5s",
+				"pagination": {"type": "page", "page_param": "p", "limit_param": "per_page",
+				"page_size": 50, "first_page": 0}}}`,
+			want: withPage,
+		},
+		{
+			name: "anchors and aliases",
+			doc: `
+name: &n users
+source: {url: 'http://api.example.com/users', key: id}
+sink: {table: *n}
+`,
+			want: minimalSpec(),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := mustParse(t, tc.doc)
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("Parse:\n got %+v\nwant %+v", *got, tc.want)
+			}
+			if err := got.Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []jobspec.Problem
+	}{
+		{
+			name: "many mistakes",
+			doc: `
+name: Users!
+source:
+  type: ftp
+  url: https://alice:hunter2@api.example.com/users?offset=5
+  key: meta..id
+  records_path: .data
+  pagination:
+    type: cursor
+    limit_param: lim it
+    page_size: 0
+    first_page: -1
+    total_path: "total."
+  headers:
+    Bad Header: x
+    Authorization: "Bearer ${SOURCE_TOKEN"
+    X-Api-Key: "${1BAD}"
+    x-api-key: ok
+    X-Trace: "a\r\nb"
+  timeout: 20m
+  max_retries: 101
+  rate_limit: -1
+tasks: 0
+sink:
+  table: 1users
+`,
+			want: []jobspec.Problem{
+				{"name", "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit"},
+				{"sink.table", "must be 1 to 206 letters, digits or '_', not starting with a digit"},
+				{"source.headers.Authorization", "value has a malformed ${VAR} reference: unclosed ${"},
+				{"source.headers.Bad Header", "must be a valid header name (letters, digits and !#$%&'*+-.^_`|~)"},
+				{"source.headers.X-Api-Key", "value has a malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*"},
+				{"source.headers.X-Trace", "value must not contain control characters"},
+				{"source.headers.x-api-key", "duplicates another header: names are case-insensitive"},
+				{"source.key", "must be a dotted path of field names, such as id or meta.id"},
+				{"source.max_retries", "must be between 0 and 100"},
+				{"source.pagination.first_page", "must be 0 or more"},
+				{"source.pagination.limit_param", "must contain only letters, digits and - . _ ~ [ ]"},
+				{"source.pagination.page_size", "must be between 1 and 100000"},
+				{"source.pagination.total_path", "must be a dotted path of field names, such as total or meta.count"},
+				{"source.pagination.type", `must be "offset" or "page"`},
+				{"source.rate_limit", "must be a finite number, 0 or more"},
+				{"source.records_path", "must be a dotted path of field names, such as data or result.items"},
+				{"source.timeout", "must be between 1ms and 10m0s"},
+				{"source.type", `must be "http"`},
+				{"source.url", "must not contain a user name or password: pass credentials in headers with ${VAR}"},
+				{"tasks", "must be between 1 and 10000"},
+			},
+		},
+		{
+			name: "unknown fields",
+			doc: `
+name: users
+nmae: users
+source:
+  url: http://api.example.com/users
+  key: id
+  pagination: {pgae_size: 5}
+  extra: 1
+sink: {table: users, engine: MergeTree}
+`,
+			want: []jobspec.Problem{
+				{"nmae", "unknown field"},
+				{"sink.engine", "unknown field"},
+				{"source.extra", "unknown field"},
+				{"source.pagination.pgae_size", "unknown field"},
+			},
+		},
+		{
+			name: "wrong types",
+			doc: `
+name: 5
+source:
+  url: [http://api.example.com/users]
+  key: {a: 1}
+  pagination:
+    page_size: "500"
+    first_page: 1.5
+  headers:
+    X-Count: 5
+  timeout: 30
+  max_retries: true
+  max_records: -1
+  rate_limit: fast
+tasks: "16"
+sink: users
+`,
+			want: []jobspec.Problem{
+				{"name", "must be a string"},
+				{"sink", "must be a mapping"},
+				{"source.headers.X-Count", "must be a string"},
+				{"source.key", "must be a string"},
+				{"source.max_records", "must be 0 or more"},
+				{"source.max_retries", "must be an integer"},
+				{"source.pagination.first_page", "must be an integer"},
+				{"source.pagination.page_size", "must be an integer"},
+				{"source.rate_limit", "must be a number"},
+				{"source.timeout", "must be a duration such as 30s"},
+				{"source.url", "must be a string"},
+				{"tasks", "must be an integer"},
+			},
+		},
+		{
+			name: "wrong types in json",
+			doc:  `{"name": "users", "source": "http://api.example.com", "tasks": 1.5, "sink": {"table": "users"}}`,
+			want: []jobspec.Problem{
+				{"source", "must be a mapping"},
+				{"tasks", "must be an integer"},
+			},
+		},
+		{
+			name: "duplicate fields",
+			doc: `{"name": "users", "name": "orders", "sink": {"table": "users"},
+				"source": {"url": "http://api.example.com/users", "key": "id", "headers": {"A": "1", "A": "2"}}}`,
+			want: []jobspec.Problem{
+				{"name", "duplicate field"},
+				{"source.headers.A", "duplicate header"},
+			},
+		},
+		{
+			name: "out of range integers",
+			doc: `
+name: users
+source: {url: 'http://api.example.com/users', key: id, max_records: 18446744073709551616}
+tasks: 9223372036854775808
+sink: {table: users}
+`,
+			want: []jobspec.Problem{
+				{"source.max_records", "must be an integer"},
+				{"tasks", "is out of range"},
+			},
+		},
+		{
+			name: "empty document",
+			doc:  "# nothing here\n",
+			want: []jobspec.Problem{
+				{"name", "required"},
+				{"sink.table", "required"},
+				{"source.key", "required"},
+				{"source.url", "required"},
+			},
+		},
+		{
+			name: "explicit empty strings are not defaulted",
+			doc: `
+name: users
+source:
+  type: ""
+  url: http://api.example.com/users
+  key: id
+  pagination: {type: page, page_param: "", limit_param: ""}
+sink: {table: users}
+`,
+			want: []jobspec.Problem{
+				{"source.pagination.limit_param", "required"},
+				{"source.pagination.page_param", "required"},
+				{"source.type", `must be "http"`},
+			},
+		},
+		{
+			name: "url",
+			doc: `
+name: users
+source:
+  url: "ftp://api.example.com/users"
+  key: id
+sink: {table: users}
+`,
+			want: []jobspec.Problem{{"source.url", "must be an absolute http or https URL"}},
+		},
+		{
+			name: "url without host",
+			doc:  "name: users\nsource: {url: 'http:///users', key: id}\nsink: {table: users}\n",
+			want: []jobspec.Problem{{"source.url", "must have a host"}},
+		},
+		{
+			name: "url with pagination parameters",
+			doc: `
+name: users
+source:
+  url: "https://api.example.com/users?page=2&per_page=10&sort=id&api_key=${KEY}"
+  key: id
+  pagination: {type: page, limit_param: per_page}
+sink: {table: users}
+`,
+			want: []jobspec.Problem{
+				{"source.url", "must not contain ${VAR}: only header values are expanded"},
+				{"source.url", `must not set the query parameter "page": pagination sets it`},
+				{"source.url", `must not set the query parameter "per_page": pagination sets it`},
+			},
+		},
+		{
+			name: "same parameter twice",
+			doc: `
+name: users
+source:
+  url: "https://api.example.com/users"
+  key: id
+  pagination: {offset_param: n, limit_param: n}
+sink: {table: users}
+`,
+			want: []jobspec.Problem{{"source.pagination.limit_param", "must differ from offset_param"}},
+		},
+		{
+			name: "not a mapping",
+			doc:  "- name: users\n",
+			want: []jobspec.Problem{{"", "must be a mapping with the fields name, source, tasks and sink"}},
+		},
+		{
+			name: "two documents",
+			doc:  "name: users\n---\nname: orders\n",
+			want: []jobspec.Problem{{"", "must be a single document"}},
+		},
+		{
+			name: "syntax error",
+			doc:  "name: [users\n",
+			want: []jobspec.Problem{{"", "invalid YAML or JSON: line 1: did not find expected ',' or ']'"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := jobspec.Parse([]byte(tc.doc))
+			got := problemsOf(t, err)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("problems:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseKeepsSecretsOut(t *testing.T) {
+	doc := `
+name: users
+source:
+  url: "https://alice:hunter2@api.example.com/users"
+  key: id
+  headers:
+    Authorization: "Bearer s3cret ${TOKEN"
+    X-Api-Key: "k3y\n${9}"
+    Bad Name: "v4lue"
+sink: {table: users}
+`
+	_, err := jobspec.Parse([]byte(doc))
+	msg := err.Error()
+	for _, secret := range []string{"alice", "hunter2", "s3cret", "Bearer", "k3y", "v4lue"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error %q contains %q", msg, secret)
+		}
+	}
+}
+
+func TestErrorText(t *testing.T) {
+	e := &jobspec.Error{Problems: []jobspec.Problem{
+		{"tasks", "must be between 1 and 10000"},
+		{"", "must be a single document"},
+		{"name", "required"},
+	}}
+	want := "must be a single document\nname: required\ntasks: must be between 1 and 10000"
+	if got := e.Error(); got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*jobspec.Spec)
+		want   []jobspec.Problem
+	}{
+		{
+			name:   "zero spec",
+			mutate: func(s *jobspec.Spec) { *s = jobspec.Spec{} },
+			want: []jobspec.Problem{
+				{"name", "required"},
+				{"sink.table", "required"},
+				{"source.key", "required"},
+				{"source.pagination.limit_param", "required"},
+				{"source.pagination.page_size", "must be between 1 and 100000"},
+				{"source.pagination.type", `must be "offset" or "page"`},
+				{"source.timeout", "must be between 1ms and 10m0s"},
+				{"source.type", `must be "http"`},
+				{"source.url", "required"},
+				{"tasks", "must be between 1 and 10000"},
+			},
+		},
+		{
+			name:   "longest name and table",
+			mutate: func(s *jobspec.Spec) { s.Name = strings.Repeat("a", 63); s.Sink.Table = strings.Repeat("T", 206) },
+		},
+		{
+			name:   "name too long",
+			mutate: func(s *jobspec.Spec) { s.Name = strings.Repeat("a", 64) },
+			want:   []jobspec.Problem{{"name", "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit"}},
+		},
+		{
+			name:   "table too long",
+			mutate: func(s *jobspec.Spec) { s.Sink.Table = strings.Repeat("T", 207) },
+			want:   []jobspec.Problem{{"sink.table", "must be 1 to 206 letters, digits or '_', not starting with a digit"}},
+		},
+		{
+			name: "limits",
+			mutate: func(s *jobspec.Spec) {
+				s.Source.Timeout = 10 * time.Minute
+				s.Source.MaxRetries = 100
+				s.Source.Pagination.PageSize = 100000
+				s.Tasks = 10000
+			},
+		},
+		{
+			name: "past the limits",
+			mutate: func(s *jobspec.Spec) {
+				s.Source.Timeout = time.Millisecond - 1
+				s.Source.MaxRetries = -1
+				s.Source.Pagination.PageSize = 100001
+				s.Tasks = 10001
+			},
+			want: []jobspec.Problem{
+				{"source.max_retries", "must be between 0 and 100"},
+				{"source.pagination.page_size", "must be between 1 and 100000"},
+				{"source.timeout", "must be between 1ms and 10m0s"},
+				{"tasks", "must be between 1 and 10000"},
+			},
+		},
+		{
+			name: "page parameters are only checked for page pagination",
+			mutate: func(s *jobspec.Spec) {
+				s.Source.Pagination.PageParam = ""
+				s.Source.Pagination.FirstPage = 0
+			},
+		},
+		{
+			name: "json api parameter names",
+			mutate: func(s *jobspec.Spec) {
+				s.Source.Pagination.OffsetParam = "page[offset]"
+				s.Source.Pagination.LimitParam = "page[limit]"
+			},
+		},
+		{
+			name:   "not a finite rate",
+			mutate: func(s *jobspec.Spec) { s.Source.RateLimit = posInf() },
+			want:   []jobspec.Problem{{"source.rate_limit", "must be a finite number, 0 or more"}},
+		},
+		{
+			name:   "empty header name",
+			mutate: func(s *jobspec.Spec) { s.Source.Headers = map[string]string{"": "x"} },
+			want:   []jobspec.Problem{{"source.headers.", "must be a valid header name (letters, digits and !#$%&'*+-.^_`|~)"}},
+		},
+		{
+			name:   "literal dollars in a header",
+			mutate: func(s *jobspec.Spec) { s.Source.Headers = map[string]string{"X-Price": "$5 $VAR $ {x} $${A}"} },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := exampleSpec()
+			tc.mutate(&s)
+			var got []jobspec.Problem
+			if err := s.Validate(); err != nil {
+				got = problemsOf(t, err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("problems:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func posInf() float64 {
+	var zero float64
+	return 1 / zero
+}
+
+func TestJSON(t *testing.T) {
+	s := exampleSpec()
+	want := `{"name":"users","source":{"type":"http","url":"http://127.0.0.1:8081/api/users",` +
+		`"records_path":"data","key":"id","pagination":{"type":"offset","offset_param":"offset",` +
+		`"page_param":"page","limit_param":"limit","page_size":500,"first_page":1,"total_path":"total"},` +
+		`"headers":{"Authorization":"Bearer ${SOURCE_TOKEN}"},"timeout":"30s","max_retries":3},` +
+		`"tasks":16,"sink":{"table":"users"}}`
+	if got := string(s.JSON()); got != want {
+		t.Errorf("JSON() =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	full := exampleSpec()
+	full.Source.MaxRecords = 1 << 60
+	full.Source.RateLimit = 0.25
+	full.Source.MaxRetries = 0
+	full.Source.Pagination.Type = "page"
+	full.Source.Pagination.FirstPage = 0
+	full.Source.Headers["X-Odd"] = `<&> "quoted" \ ${A}${B} é`
+
+	tests := []struct {
+		name string
+		spec jobspec.Spec
+	}{
+		{name: "example", spec: exampleSpec()},
+		{name: "minimal", spec: minimalSpec()},
+		{name: "every field", spec: full},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name+"/Parse(JSON())", func(t *testing.T) {
+			got := mustParse(t, string(tc.spec.JSON()))
+			if !reflect.DeepEqual(*got, tc.spec) {
+				t.Errorf("got %+v\nwant %+v", *got, tc.spec)
+			}
+		})
+		t.Run(tc.name+"/json.Unmarshal", func(t *testing.T) {
+			var got jobspec.Spec
+			if err := json.Unmarshal(tc.spec.JSON(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.spec) {
+				t.Errorf("got %+v\nwant %+v", got, tc.spec)
+			}
+		})
+		t.Run(tc.name+"/Parse(yaml.Marshal())", func(t *testing.T) {
+			data, err := yaml.Marshal(&tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := mustParse(t, string(data))
+			if !reflect.DeepEqual(*got, tc.spec) {
+				t.Errorf("got %+v\nwant %+v\nfrom\n%s", *got, tc.spec, data)
+			}
+		})
+	}
+}

@@ -1,0 +1,205 @@
+package jobspec
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+var (
+	nameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	tableRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,205}$`)
+)
+
+// Limits that Validate enforces.
+const (
+	minTimeout  = time.Millisecond
+	maxTimeout  = 10 * time.Minute
+	maxRetries  = 100
+	maxPageSize = 100000
+	maxTasks    = 10000
+)
+
+// Validate checks the spec as it is, without applying defaults. It returns a *Error with every
+// problem, each with the path of its field as the document names it, or nil.
+func (s *Spec) Validate() error {
+	var p problems
+	s.validate(&p)
+	return p.err()
+}
+
+func (s *Spec) validate(p *problems) {
+	switch {
+	case s.Name == "":
+		p.add("name", "required")
+	case !nameRE.MatchString(s.Name):
+		p.add("name", "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit")
+	}
+	s.Source.validate(p)
+	if s.Tasks < 1 || s.Tasks > maxTasks {
+		p.add("tasks", fmt.Sprintf("must be between 1 and %d", maxTasks))
+	}
+	switch {
+	case s.Sink.Table == "":
+		p.add("sink.table", "required")
+	case !tableRE.MatchString(s.Sink.Table):
+		p.add("sink.table", "must be 1 to 206 letters, digits or '_', not starting with a digit")
+	}
+}
+
+func (s *Source) validate(p *problems) {
+	if s.Type != "http" {
+		p.add("source.type", `must be "http"`)
+	}
+	params := s.Pagination.validate(p)
+	validateURL(p, s.URL, params)
+	switch {
+	case s.Key == "":
+		p.add("source.key", "required")
+	case !isDottedPath(s.Key):
+		p.add("source.key", "must be a dotted path of field names, such as id or meta.id")
+	}
+	if s.RecordsPath != "" && !isDottedPath(s.RecordsPath) {
+		p.add("source.records_path", "must be a dotted path of field names, such as data or result.items")
+	}
+	validateHeaders(p, s.Headers)
+	if s.Timeout < minTimeout || s.Timeout > maxTimeout {
+		p.add("source.timeout", fmt.Sprintf("must be between %v and %v", minTimeout, maxTimeout))
+	}
+	if s.MaxRetries < 0 || s.MaxRetries > maxRetries {
+		p.add("source.max_retries", fmt.Sprintf("must be between 0 and %d", maxRetries))
+	}
+	if math.IsNaN(s.RateLimit) || math.IsInf(s.RateLimit, 0) || s.RateLimit < 0 {
+		p.add("source.rate_limit", "must be a finite number, 0 or more")
+	}
+}
+
+// validate checks the pagination and returns the names of the query parameters it sets.
+func (pg *Pagination) validate(p *problems) []string {
+	const path = "source.pagination"
+	var params []string
+	check := func(field, name string) {
+		switch {
+		case name == "":
+			p.add(path+"."+field, "required")
+		case !isParamName(name):
+			p.add(path+"."+field, "must contain only letters, digits and - . _ ~ [ ]")
+		default:
+			params = append(params, name)
+		}
+	}
+	var position string
+	switch pg.Type {
+	case "offset":
+		position = "offset_param"
+		check(position, pg.OffsetParam)
+	case "page":
+		position = "page_param"
+		check(position, pg.PageParam)
+	default:
+		p.add(path+".type", `must be "offset" or "page"`)
+	}
+	check("limit_param", pg.LimitParam)
+	if len(params) == 2 && params[0] == params[1] {
+		p.add(path+".limit_param", "must differ from "+position)
+	}
+	if pg.PageSize < 1 || pg.PageSize > maxPageSize {
+		p.add(path+".page_size", fmt.Sprintf("must be between 1 and %d", maxPageSize))
+	}
+	if pg.FirstPage < 0 {
+		p.add(path+".first_page", "must be 0 or more")
+	}
+	if pg.TotalPath != "" && !isDottedPath(pg.TotalPath) {
+		p.add(path+".total_path", "must be a dotted path of field names, such as total or meta.count")
+	}
+	return slices.Compact(params)
+}
+
+// validateURL checks the source URL. A problem never repeats the URL: it may hold credentials.
+func validateURL(p *problems, raw string, params []string) {
+	const path = "source.url"
+	if raw == "" {
+		p.add(path, "required")
+		return
+	}
+	if hasUserinfo(raw) {
+		p.add(path, "must not contain a user name or password: pass credentials in headers with ${VAR}")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		// err quotes the URL, so it is not passed on.
+		p.add(path, "must be an absolute http or https URL")
+		return
+	}
+	if u.Hostname() == "" {
+		p.add(path, "must have a host")
+	}
+	if strings.Contains(raw, "${") {
+		p.add(path, "must not contain ${VAR}: only header values are expanded")
+	}
+	query, _ := url.ParseQuery(u.RawQuery)
+	for _, name := range params {
+		if query.Has(name) {
+			p.add(path, fmt.Sprintf("must not set the query parameter %q: pagination sets it", name))
+		}
+	}
+}
+
+// hasUserinfo reports whether the authority of a URL holds an '@'. It does not rely on url.Parse,
+// which rejects some malformed user information, so that such a URL is still called out.
+func hasUserinfo(raw string) bool {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return false
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return strings.Contains(rest, "@")
+}
+
+// validateHeaders checks header names and the ${VAR} references in values. A problem never quotes a
+// value.
+func validateHeaders(p *problems, headers map[string]string) {
+	seen := make(map[string]bool, len(headers))
+	for _, name := range slices.Sorted(maps.Keys(headers)) {
+		path := "source.headers." + name
+		lower := strings.ToLower(name)
+		switch {
+		case !isToken(name):
+			p.add(path, "must be a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+		case seen[lower]:
+			p.add(path, "duplicates another header: names are case-insensitive")
+		}
+		seen[lower] = true
+		value := headers[name]
+		if hasControl(value) {
+			p.add(path, "value must not contain control characters")
+		}
+		if _, _, err := expand(value, func(string) (string, bool) { return "", true }); err != nil {
+			p.add(path, "value has a "+err.Error())
+		}
+	}
+}
+
+// isDottedPath reports whether s is field names joined by dots, none of them empty or holding a
+// control character.
+func isDottedPath(s string) bool {
+	return !slices.Contains(strings.Split(s, "."), "") && !hasControl(s)
+}
+
+// isParamName reports whether s is a query parameter name that needs no escaping, allowing the
+// brackets of JSON:API style names such as page[size].
+func isParamName(s string) bool {
+	return s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~[]") == ""
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110), the syntax of a header name.
+func isToken(s string) bool {
+	return s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") == ""
+}

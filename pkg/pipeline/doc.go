@@ -1,0 +1,4 @@
+// Package pipeline holds what the extractor and the loader share about records in flight: the
+// metrics named after the article sluice grew from (pipeline_records_processed_total,
+// pipeline_processing_seconds), dead-letter counts, and retry backoff.
+package pipeline
