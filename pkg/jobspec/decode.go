@@ -14,7 +14,8 @@ import (
 // Decoding is strict: an unknown field, a duplicate field or a value of the wrong type is a problem
 // with its path, such as "source.pagination.pgae_size: unknown field" or "tasks: must be an integer".
 // A field that is absent or null gets its default; an explicit value, even 0 or "", is kept and
-// validated. On failure the error is a *Error holding every problem found.
+// validated. On failure the error is a *Error holding every problem found (past 100, the first 100
+// by path and a count of the rest).
 //
 // Anchors and aliases are followed; merge keys ("<<") are not supported and show as unknown fields.
 func Parse(data []byte) (*Spec, error) {

@@ -2,6 +2,7 @@ package jobspec
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -34,8 +35,10 @@ func (p Problem) String() string {
 	return p.Path + ": " + p.Message
 }
 
-// Error is an invalid job spec: every problem found, not just the first. Parse and Validate return it
-// as a *Error; use errors.As to get at the problems.
+// Error is an invalid job spec: every problem found, not just the first (past 100, the first 100 by
+// path and a document-level problem counting the rest). Parse and Validate return it as a *Error; use
+// errors.As to get at the problems. It marshals to JSON as {"problems": [{"path", "message"}]}, ready
+// for an HTTP 400 answer.
 type Error struct {
 	Problems []Problem `json:"problems"`
 }
@@ -65,12 +68,21 @@ func (p *problems) add(path, message string) {
 	p.list = append(p.list, Problem{Path: path, Message: message})
 }
 
-// err returns the problems as a sorted *Error, or nil when there are none.
+// maxProblems bounds the problems an Error holds, so that a large document full of mistakes (a
+// mapping with thousands of duplicate keys) cannot produce an answer many times its size.
+const maxProblems = 100
+
+// err returns the problems as a sorted *Error, or nil when there are none. Past maxProblems it keeps
+// the first ones by path and says how many it left out.
 func (p *problems) err() error {
 	if len(p.list) == 0 {
 		return nil
 	}
 	ps := slices.Clone(p.list)
 	sortProblems(ps)
+	if len(ps) > maxProblems {
+		more := Problem{Message: fmt.Sprintf("too many problems: %d more not shown", len(ps)-maxProblems)}
+		ps = append([]Problem{more}, ps[:maxProblems]...)
+	}
 	return &Error{Problems: ps}
 }

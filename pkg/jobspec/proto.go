@@ -11,9 +11,9 @@ import (
 )
 
 // SourceProto returns the source as it travels in a Task. Header values keep their ${VAR} references:
-// the extractor expands them from its own environment. The proto has no fields for
-// Pagination.FirstPage, MaxRecords and RateLimit, so they are left out. Call it on a valid spec;
-// a negative count becomes 0.
+// the extractor expands them from its own environment. The proto has no field for
+// Pagination.FirstPage (the planner turns it into page numbers in each task's PageRange), so it is left
+// out. Call it on a valid spec; a negative count becomes 0.
 func (s *Spec) SourceProto() *sluicev1.Source {
 	src := s.Source
 	pagination := &sluicev1.Pagination{
@@ -37,11 +37,13 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 		Headers:     maps.Clone(src.Headers),
 		Timeout:     durationpb.New(src.Timeout),
 		MaxRetries:  toUint32(src.MaxRetries),
+		RateLimit:   src.RateLimit,
+		MaxRecords:  src.MaxRecords,
 	}}}
 }
 
-// SourceFromProto is the inverse of Spec.SourceProto. Fields the proto does not carry
-// (Pagination.FirstPage, MaxRecords, RateLimit) are zero. It returns an error wrapping
+// SourceFromProto is the inverse of Spec.SourceProto. Pagination.FirstPage, which the proto does not
+// carry, is zero. It returns an error wrapping
 // ErrUnsupportedSource when the source is not http, and an error for an unknown pagination type or
 // an invalid timeout. It does not validate.
 func SourceFromProto(p *sluicev1.Source) (Source, error) {
@@ -86,6 +88,8 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 		Headers:    headers,
 		Timeout:    timeout,
 		MaxRetries: int(h.GetMaxRetries()),
+		MaxRecords: h.GetMaxRecords(),
+		RateLimit:  h.GetRateLimit(),
 	}, nil
 }
 

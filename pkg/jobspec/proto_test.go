@@ -22,10 +22,10 @@ func TestSourceProtoRoundTrip(t *testing.T) {
 	page.Source.MaxRetries = 0
 	page.Source.Timeout = 1500 * time.Millisecond
 
-	withPlannerFields := exampleSpec()
-	withPlannerFields.Source.MaxRecords = 10
-	withPlannerFields.Source.RateLimit = 5
-	withPlannerFields.Source.Pagination.FirstPage = 7
+	full := exampleSpec()
+	full.Source.MaxRecords = 10
+	full.Source.RateLimit = 5.5
+	full.Source.Pagination.FirstPage = 7
 
 	tests := []struct {
 		name string
@@ -33,7 +33,7 @@ func TestSourceProtoRoundTrip(t *testing.T) {
 	}{
 		{name: "example", spec: exampleSpec()},
 		{name: "page pagination", spec: page},
-		{name: "fields the proto does not carry", spec: withPlannerFields},
+		{name: "every field", spec: full},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +50,7 @@ func TestSourceProtoRoundTrip(t *testing.T) {
 				t.Fatalf("SourceFromProto: %v", err)
 			}
 			want := tc.spec.Source
-			want.Pagination.FirstPage, want.MaxRecords, want.RateLimit = 0, 0, 0
+			want.Pagination.FirstPage = 0 // not carried: the planner turns it into page numbers
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("SourceFromProto:\n got %+v\nwant %+v", got, want)
 			}

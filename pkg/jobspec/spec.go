@@ -3,6 +3,7 @@ package jobspec
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -143,7 +144,7 @@ func (s *Source) fromDoc(d sourceDoc[float64]) error {
 	if d.Timeout != "" {
 		var err error
 		if timeout, err = time.ParseDuration(d.Timeout); err != nil {
-			return fmt.Errorf("decode source: timeout must be a duration such as 30s")
+			return errors.New("decode source: timeout must be a duration such as 30s")
 		}
 	}
 	*s = Source{

@@ -434,6 +434,19 @@ sink: {table: users}
 	}
 }
 
+func TestParseBoundsProblems(t *testing.T) {
+	doc := "name: users\n" + strings.Repeat("x: 1\n", 1000)
+	_, err := jobspec.Parse([]byte(doc))
+	got := problemsOf(t, err)
+	if len(got) != 101 {
+		t.Fatalf("got %d problems, want 101", len(got))
+	}
+	want := jobspec.Problem{Message: "too many problems: 903 more not shown"}
+	if got[0] != want {
+		t.Errorf("first problem = %q, want %q", got[0], want)
+	}
+}
+
 func TestErrorText(t *testing.T) {
 	e := &jobspec.Error{Problems: []jobspec.Problem{
 		{"tasks", "must be between 1 and 10000"},
@@ -608,6 +621,40 @@ func TestRoundTrip(t *testing.T) {
 			got := mustParse(t, string(data))
 			if !reflect.DeepEqual(*got, tc.spec) {
 				t.Errorf("got %+v\nwant %+v\nfrom\n%s", *got, tc.spec, data)
+			}
+		})
+	}
+}
+
+func TestJSONOfInvalidSpec(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*jobspec.Spec)
+		want   []jobspec.Problem
+	}{
+		{
+			name:   "rate limit not a number",
+			mutate: func(s *jobspec.Spec) { s.Source.RateLimit = posInf() - posInf() },
+			want:   []jobspec.Problem{{"source.rate_limit", "must be a number"}},
+		},
+		{
+			name:   "zero values",
+			mutate: func(s *jobspec.Spec) { s.Tasks, s.Source.Timeout, s.Source.Pagination.PageSize = 0, 0, 0 },
+			want: []jobspec.Problem{
+				{"source.pagination.page_size", "must be between 1 and 100000"},
+				{"source.timeout", "must be between 1ms and 10m0s"},
+				{"tasks", "must be between 1 and 10000"},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := exampleSpec()
+			tc.mutate(&s)
+			_, err := jobspec.Parse(s.JSON())
+			got := problemsOf(t, err)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("problems:\n got %q\nwant %q", got, tc.want)
 			}
 		})
 	}

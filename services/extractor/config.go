@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/service"
 )
@@ -9,7 +11,29 @@ import (
 type Config struct {
 	service.Config
 	// HTTPAddr serves /metrics, /healthz and /readyz.
-	HTTPAddr string `env:"HTTP_ADDR, default=:8082"`
+	HTTPAddr  string          `env:"HTTP_ADDR, default=:8082"`
+	Extractor ExtractorConfig `env:", prefix=EXTRACTOR_"`
+}
+
+// ExtractorConfig is how the extractor fetches and produces, from SLUICE_EXTRACTOR_… variables.
+type ExtractorConfig struct {
+	// Group is the consumer group of all extractor members.
+	Group string `env:"GROUP, default=sluice-extractor"`
+	// Concurrency is how many tasks one member works on at once.
+	Concurrency int `env:"CONCURRENCY, default=4"`
+	// PageDeadline bounds all attempts at one page, waits included.
+	PageDeadline time.Duration `env:"PAGE_DEADLINE, default=5m"`
+	// RetryBase and RetryMax shape the exponential backoff with full jitter between attempts.
+	RetryBase time.Duration `env:"RETRY_BASE, default=200ms"`
+	RetryMax  time.Duration `env:"RETRY_MAX, default=30s"`
+	// MaxBodyBytes caps one response body.
+	MaxBodyBytes int64 `env:"MAX_BODY_BYTES, default=67108864"`
+	// MaxRecordBytes caps a dead letter's copy of what failed; larger ones keep size and sha256.
+	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
+	// MaxBufferedRecords bounds the records waiting for Kafka; producing blocks beyond it.
+	MaxBufferedRecords int `env:"MAX_BUFFERED_RECORDS, default=50000"`
+	// DrainTimeout is how long tasks in flight at shutdown or revocation may still take.
+	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=15s"`
 }
 
 // Validate reports every problem at once.
@@ -18,6 +42,31 @@ func (c *Config) Validate() error {
 	p.Add(c.Config.Validate())
 	if c.HTTPAddr == "" {
 		p.Addf("HTTP_ADDR", "must not be empty")
+	}
+	x := c.Extractor
+	if x.Group == "" {
+		p.Addf("EXTRACTOR_GROUP", "must not be empty")
+	}
+	if x.Concurrency < 1 || x.Concurrency > 1024 {
+		p.Addf("EXTRACTOR_CONCURRENCY", "must be between 1 and 1024, got %d", x.Concurrency)
+	}
+	if x.PageDeadline < time.Second {
+		p.Addf("EXTRACTOR_PAGE_DEADLINE", "must be at least 1s, got %s", x.PageDeadline)
+	}
+	if x.RetryBase <= 0 || x.RetryMax < x.RetryBase {
+		p.Addf("EXTRACTOR_RETRY_BASE", "must be positive and at most SLUICE_EXTRACTOR_RETRY_MAX, got %s and %s", x.RetryBase, x.RetryMax)
+	}
+	if x.MaxBodyBytes < 1024 {
+		p.Addf("EXTRACTOR_MAX_BODY_BYTES", "must be at least 1024, got %d", x.MaxBodyBytes)
+	}
+	if x.MaxRecordBytes < 1 {
+		p.Addf("EXTRACTOR_MAX_RECORD_BYTES", "must be positive, got %d", x.MaxRecordBytes)
+	}
+	if x.MaxBufferedRecords < 1 {
+		p.Addf("EXTRACTOR_MAX_BUFFERED_RECORDS", "must be positive, got %d", x.MaxBufferedRecords)
+	}
+	if x.DrainTimeout <= 0 || x.DrainTimeout >= c.ShutdownTimeout {
+		p.Addf("EXTRACTOR_DRAIN_TIMEOUT", "must be positive and shorter than SLUICE_SHUTDOWN_TIMEOUT (%s), got %s", c.ShutdownTimeout, x.DrainTimeout)
 	}
 	return p.Err()
 }

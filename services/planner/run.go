@@ -3,23 +3,50 @@ package main
 import (
 	"context"
 	"io"
+	"net/http"
+	"os"
+	"time"
 
 	"github.com/sethvargo/go-envconfig"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/ops"
+	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/service"
+	"github.com/sluicedata/sluice/pkg/source"
 )
 
-// run loads the configuration, connects to Kafka, bootstraps the topics and serves the ops endpoints
-// until ctx ends.
+// run loads the configuration, follows the job events and serves the jobs API next to the ops
+// endpoints until ctx ends.
 func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error {
 	var cfg Config
 	if err := config.Load(ctx, lookup, &cfg); err != nil {
 		return err
 	}
-	rt, err := service.Start(ctx, "planner", stdout, cfg.Config)
+	rt, err := service.Start(ctx, "planner", stdout, cfg.Config,
+		kgo.ConsumeTopics(cfg.Kafka.EventsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
 	if err != nil {
 		return err
 	}
-	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr))
+	p := &Planner{
+		cl:     rt.Kafka,
+		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic},
+		fetch: &source.Fetcher{
+			Client:  &http.Client{},
+			MaxBody: 64 << 20,
+			Metrics: source.NewMetrics(rt.Registry, "planner"),
+			Now:     time.Now,
+		},
+		lookup:  os.LookupEnv,
+		jobs:    newJobs(),
+		log:     rt.Log,
+		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
+		now:     time.Now,
+	}
+	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
+	p.routes(srv.Handle)
+	return rt.Run(ctx, srv, p.Follow)
 }

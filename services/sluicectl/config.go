@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/url"
+	"time"
+
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/logging"
@@ -17,5 +20,23 @@ func (c *Config) Validate() error {
 	var p config.Problems
 	p.Add(c.Log.Validate())
 	p.Add(c.Kafka.Validate())
+	return p.Err()
+}
+
+// PlannerConfig is where sluicectl finds the planner's jobs API.
+type PlannerConfig struct {
+	URL     string        `env:"PLANNER_URL, default=http://127.0.0.1:8080"`
+	Timeout time.Duration `env:"PLANNER_TIMEOUT, default=30s"`
+}
+
+// Validate reports every problem at once.
+func (c *PlannerConfig) Validate() error {
+	var p config.Problems
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.Addf("PLANNER_URL", "%q is not an http or https URL", c.URL)
+	}
+	if c.Timeout <= 0 {
+		p.Addf("PLANNER_TIMEOUT", "must be positive, got %s", c.Timeout)
+	}
 	return p.Err()
 }

@@ -22,7 +22,15 @@ var errUsage = errors.New("usage")
 const usage = `usage: sluicectl COMMAND [flags]
 
 commands:
-  topics [--check] [-o table|json]   create the pipeline's missing topics, or only check them
+  submit FILE [--wait] [-o table|json]   submit a job spec (YAML or JSON) to the planner; with --wait,
+                                         show progress and exit 0 only when the job succeeds
+  status JOB [-o table|json]             show a job's progress
+  jobs [-o table|json]                   list the jobs, newest first
+  dlq list [--job J] [--stage S] [--class C] [--limit N] [-o table|json]
+                                         show the dead letters
+  topics [--check] [-o table|json]       create the pipeline's missing topics, or only check them
+
+The planner is at SLUICE_PLANNER_URL (default http://127.0.0.1:8080); Kafka at SLUICE_KAFKA_BROKERS.
 `
 
 // run executes one command and returns the process exit code with the error to print, if any.
@@ -41,6 +49,14 @@ func run(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, 
 	switch args[0] {
 	case "topics":
 		code, err = topics(ctx, args[1:], lookup, stdout, stderr)
+	case "submit":
+		code, err = submit(ctx, args[1:], lookup, stdout, stderr)
+	case "status":
+		code, err = status(ctx, args[1:], lookup, stdout, stderr)
+	case "jobs":
+		code, err = jobs(ctx, args[1:], lookup, stdout, stderr)
+	case "dlq":
+		code, err = deadLetters(ctx, args[1:], lookup, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage, fmt.Errorf("unknown command %q", args[0])

@@ -254,10 +254,12 @@ type JobPlanned struct {
 	// Records the planner expects, when the source told it (0 when unknown).
 	ExpectedRecords uint64 `protobuf:"varint,4,opt,name=expected_records,json=expectedRecords,proto3" json:"expected_records,omitempty"`
 	// The job spec as submitted, with secrets still as ${VAR} references.
-	Spec          []byte  `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
-	Source        *Source `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Spec   []byte  `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
+	Source *Source `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// True when the source gave no extent: one open-ended task pages until a short or empty page.
+	ExpectedUnknown bool `protobuf:"varint,7,opt,name=expected_unknown,json=expectedUnknown,proto3" json:"expected_unknown,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *JobPlanned) Reset() {
@@ -332,13 +334,23 @@ func (x *JobPlanned) GetSource() *Source {
 	return nil
 }
 
+func (x *JobPlanned) GetExpectedUnknown() bool {
+	if x != nil {
+		return x.ExpectedUnknown
+	}
+	return false
+}
+
 // TaskExtracted: every record of a task is on the raw topic.
 type TaskExtracted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Records       uint64                 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
-	Pages         uint32                 `protobuf:"varint,3,opt,name=pages,proto3" json:"pages,omitempty"`
-	Attempts      uint32                 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Records the task's pages held, dead_lettered included.
+	Records  uint64 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Pages    uint32 `protobuf:"varint,3,opt,name=pages,proto3" json:"pages,omitempty"`
+	Attempts uint32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Records the raw topic refused (too large) and that went to the dead-letter topic instead.
+	DeadLettered  uint64 `protobuf:"varint,5,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -397,6 +409,13 @@ func (x *TaskExtracted) GetPages() uint32 {
 func (x *TaskExtracted) GetAttempts() uint32 {
 	if x != nil {
 		return x.Attempts
+	}
+	return 0
+}
+
+func (x *TaskExtracted) GetDeadLettered() uint64 {
+	if x != nil {
+		return x.DeadLettered
 	}
 	return 0
 }
@@ -689,7 +708,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x0erecords_loaded\x18\r \x01(\v2\x18.sluice.v1.RecordsLoadedH\x00R\rrecordsLoaded\x12T\n" +
 	"\x15records_dead_lettered\x18\x0e \x01(\v2\x1e.sluice.v1.RecordsDeadLetteredH\x00R\x13recordsDeadLettered\x124\n" +
 	"\bfinished\x18\x0f \x01(\v2\x16.sluice.v1.JobFinishedH\x00R\bfinishedB\a\n" +
-	"\x05event\"\xb6\x01\n" +
+	"\x05event\"\xe1\x01\n" +
 	"\n" +
 	"JobPlanned\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -697,12 +716,14 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x05tasks\x18\x03 \x01(\rR\x05tasks\x12)\n" +
 	"\x10expected_records\x18\x04 \x01(\x04R\x0fexpectedRecords\x12\x12\n" +
 	"\x04spec\x18\x05 \x01(\fR\x04spec\x12)\n" +
-	"\x06source\x18\x06 \x01(\v2\x11.sluice.v1.SourceR\x06source\"t\n" +
+	"\x06source\x18\x06 \x01(\v2\x11.sluice.v1.SourceR\x06source\x12)\n" +
+	"\x10expected_unknown\x18\a \x01(\bR\x0fexpectedUnknown\"\x99\x01\n" +
 	"\rTaskExtracted\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05pages\x18\x03 \x01(\rR\x05pages\x12\x1a\n" +
-	"\battempts\x18\x04 \x01(\rR\battempts\"f\n" +
+	"\battempts\x18\x04 \x01(\rR\battempts\x12#\n" +
+	"\rdead_lettered\x18\x05 \x01(\x04R\fdeadLettered\"f\n" +
 	"\x10TaskDeadLettered\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +

@@ -324,11 +324,15 @@ type HttpSource struct {
 	// Dotted path to the array of records in a response body; empty when the body is the array.
 	RecordsPath string `protobuf:"bytes,2,opt,name=records_path,json=recordsPath,proto3" json:"records_path,omitempty"`
 	// Field that identifies a record (string or integer).
-	Key           string               `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Pagination    *Pagination          `protobuf:"bytes,4,opt,name=pagination,proto3" json:"pagination,omitempty"`
-	Headers       map[string]string    `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Timeout       *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	MaxRetries    uint32               `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	Key        string               `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Pagination *Pagination          `protobuf:"bytes,4,opt,name=pagination,proto3" json:"pagination,omitempty"`
+	Headers    map[string]string    `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Timeout    *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MaxRetries uint32               `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// Requests per second one extractor member makes to this source; 0 is unlimited.
+	RateLimit float64 `protobuf:"fixed64,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Upper bound on the records to extract when the source reports no total; 0 is none.
+	MaxRecords    uint64 `protobuf:"varint,9,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +412,20 @@ func (x *HttpSource) GetTimeout() *durationpb.Duration {
 func (x *HttpSource) GetMaxRetries() uint32 {
 	if x != nil {
 		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *HttpSource) GetRateLimit() float64 {
+	if x != nil {
+		return x.RateLimit
+	}
+	return 0
+}
+
+func (x *HttpSource) GetMaxRecords() uint64 {
+	if x != nil {
+		return x.MaxRecords
 	}
 	return 0
 }
@@ -498,7 +516,8 @@ func (x *Pagination) GetTotalPath() string {
 	return ""
 }
 
-// OffsetRange is records [start, end) of an offset-paginated source.
+// OffsetRange is records [start, end) of an offset-paginated source; end 0 is unbounded (the task
+// pages until a short or empty page).
 type OffsetRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
@@ -551,7 +570,7 @@ func (x *OffsetRange) GetEnd() uint64 {
 	return 0
 }
 
-// PageRange is pages [first, last] of a page-numbered source.
+// PageRange is pages [first, last] of a page-numbered source; last 0 is unbounded.
 type PageRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	First         uint64                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
@@ -732,7 +751,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\x05slice\"=\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04httpB\x06\n" +
-	"\x04kind\"\xda\x02\n" +
+	"\x04kind\"\x9a\x03\n" +
 	"\n" +
 	"HttpSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12!\n" +
@@ -744,7 +763,11 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\aheaders\x18\x05 \x03(\v2\".sluice.v1.HttpSource.HeadersEntryR\aheaders\x123\n" +
 	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
 	"\vmax_retries\x18\a \x01(\rR\n" +
-	"maxRetries\x1a:\n" +
+	"maxRetries\x12\x1d\n" +
+	"\n" +
+	"rate_limit\x18\b \x01(\x01R\trateLimit\x12\x1f\n" +
+	"\vmax_records\x18\t \x01(\x04R\n" +
+	"maxRecords\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +

@@ -1,0 +1,328 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/stacktest"
+)
+
+// The end-to-end tests run the services as the processes users run, built from this tree, against
+// the stack's real Kafka and ClickHouse, with the demo source in-process.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds planner, extractor and loader once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "sluice-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/",
+			"github.com/sluicedata/sluice/services/planner",
+			"github.com/sluicedata/sluice/services/extractor",
+			"github.com/sluicedata/sluice/services/loader")
+		cmd.Dir = repoRoot(t)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// proc is one service process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+// start runs a service binary with env added to a clean environment; its JSON log goes to a file
+// that the test prints when it fails.
+func start(t *testing.T, name string, env map[string]string) *proc {
+	t.Helper()
+	bin := filepath.Join(binaries(t), strings.SplitN(name, "-", 2)[0])
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	t.Cleanup(func() {
+		p.stop(t, syscall.SIGTERM)
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- %s log (last 6000 bytes) ---\n%s", name, tail(b, 6000))
+		}
+	})
+	return p
+}
+
+// stop sends sig and waits for the process to exit.
+func (p *proc) stop(t *testing.T, sig syscall.Signal) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(40 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop within 40 s of %s", p.name, sig)
+	}
+}
+
+// addr waits for the ops server's address in the process log.
+func (p *proc) addr(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		f, err := os.Open(p.log)
+		if err == nil {
+			s := bufio.NewScanner(f)
+			s.Buffer(make([]byte, 1<<20), 1<<20)
+			for s.Scan() {
+				var line map[string]any
+				if json.Unmarshal(s.Bytes(), &line) == nil && line["msg"] == "ops server listening" {
+					f.Close()
+					return "http://" + line["addr"].(string)
+				}
+			}
+			f.Close()
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("%s exited before it listened: %v", p.name, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s did not log its address within 60 s", p.name)
+	return ""
+}
+
+// ready waits until the process answers /readyz with 200.
+func (p *proc) ready(t *testing.T) string {
+	t.Helper()
+	base := p.addr(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready within 60 s", p.name)
+	return ""
+}
+
+// pipeline is one isolated sluice deployment: its own topics, groups and database.
+type pipeline struct {
+	kafka  kafka.Config
+	ch     chconn.Config
+	env    map[string]string
+	source *demosource.Server
+	srcURL string
+	conn   *chconn.Conn
+}
+
+// newPipeline prepares topics, a database and an in-process demo source with cfg.
+func newPipeline(t *testing.T, src demosource.Config) *pipeline {
+	t.Helper()
+	k := stacktest.Kafka(t)
+	k.TasksPartitions, k.RawPartitions = 6, 6
+	ch := stacktest.ClickHouse(t)
+	env := stacktest.Env(k, &ch)
+	env["SLUICE_HTTP_ADDR"] = "127.0.0.1:0"
+	env["SLUICE_EXTRACTOR_GROUP"] = stacktest.Name(t, "extractor")
+	env["SLUICE_LOADER_GROUP"] = stacktest.Name(t, "loader")
+	env["SLUICE_LOG_LEVEL"] = "info"
+
+	server, err := demosource.New(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(server.Handler())
+	t.Cleanup(ts.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := chconn.Open(ctx, ch, stacktest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &pipeline{kafka: k, ch: ch, env: env, source: server, srcURL: ts.URL, conn: conn}
+}
+
+// with returns the pipeline's environment plus extra variables.
+func (p *pipeline) with(extra map[string]string) map[string]string {
+	env := make(map[string]string, len(p.env)+len(extra))
+	for k, v := range p.env {
+		env[k] = v
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+// job is the planner's view of a job.
+type job struct {
+	ID      string `json:"id"`
+	State   string `json:"state"`
+	Reason  string `json:"reason"`
+	Tasks   struct{ Planned, Extracted, DeadLettered int }
+	Records struct {
+		Expected     int64
+		Extracted    uint64
+		Loaded       uint64
+		DeadLettered uint64 `json:"dead_lettered"`
+	}
+}
+
+// submit posts a spec to the planner and returns the planned job.
+func submit(t *testing.T, planner, spec string) job {
+	t.Helper()
+	resp, err := http.Post(planner+"/v1/jobs", "application/yaml", strings.NewReader(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("submit: %s %s", resp.Status, body)
+	}
+	var j job
+	if err := json.Unmarshal(body, &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// await polls the job until it leaves the running state.
+func await(t *testing.T, planner, id string, timeout time.Duration) job {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var j job
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(planner + "/v1/jobs/" + id)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err := json.Unmarshal(body, &j); err == nil && j.State != "running" && j.State != "" {
+				return j
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("job %s still %q after %s: %+v", id, j.State, timeout, j)
+	return j
+}
+
+// rows reads every row of table after deduplication, key → payload.
+func (p *pipeline) rows(t *testing.T, table string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rows, err := p.conn.Query(ctx, "SELECT key, payload FROM `"+table+"` FINAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := out[k]; dup {
+			t.Fatalf("key %s twice after FINAL", k)
+		}
+		out[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// metric returns the sum of a metric's samples whose line contains every one of match.
+func metric(t *testing.T, base, name string, match ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range bytes.Split(body, []byte("\n")) {
+		l := string(line)
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range match {
+			ok = ok && strings.Contains(l, m)
+		}
+		if !ok {
+			continue
+		}
+		var v float64
+		fields := strings.Fields(l)
+		fmt.Sscan(fields[len(fields)-1], &v)
+		sum += v
+	}
+	return sum
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}

@@ -1,0 +1,203 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/pipeline"
+)
+
+// Error is a page that could not be had: its class (a small fixed set, used as the dead-letter
+// class and a metric label), whether trying again may help, and what the source last said.
+type Error struct {
+	// Class is one of bad_request, network, timeout, canceled, truncated, too_large, http_429,
+	// http_5xx, http_408, http_4xx, bad_json.
+	Class      string
+	Retryable  bool
+	Status     int
+	Head       []byte
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// ResponseHeadBytes is how much of a failed response a dead letter keeps.
+const ResponseHeadBytes = 512
+
+// Fetcher gets pages over HTTP with a per-request timeout and a cap on the body size.
+type Fetcher struct {
+	Client  *http.Client
+	MaxBody int64
+	Metrics *Metrics
+	Now     func() time.Time
+}
+
+// get makes one request. It returns the body of a 2xx response, else a classified error. Errors
+// never carry the URL, which may hold credentials in its query.
+func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, timeout time.Duration) ([]byte, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, &Error{Class: "bad_request", Err: fmt.Errorf("build request: %w", stripURL(err))}
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Accept", "application/json")
+	began := f.Now()
+	resp, err := f.Client.Do(req)
+	if err != nil {
+		f.Metrics.Pages.WithLabelValues("error").Inc()
+		return nil, transportError(ctx, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, f.MaxBody+1))
+	f.Metrics.PageSeconds.Observe(time.Since(began).Seconds())
+	f.Metrics.Pages.WithLabelValues(statusClass(resp.StatusCode)).Inc()
+	if err != nil {
+		fe := transportError(ctx, err)
+		fe.Status = resp.StatusCode
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			fe.Class = "truncated"
+			fe.Err = fmt.Errorf("response body truncated after %d bytes: %w", len(body), stripURL(err))
+		}
+		return nil, fe
+	}
+	if int64(len(body)) > f.MaxBody {
+		return nil, &Error{Class: "too_large", Status: resp.StatusCode, Head: head(body),
+			Err: fmt.Errorf("response body larger than %d bytes", f.MaxBody)}
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return body, nil
+	}
+	fe := &Error{Status: resp.StatusCode, Head: head(body),
+		Err: fmt.Errorf("source answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		fe.Class, fe.Retryable = "http_429", true
+		fe.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), f.Now())
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		fe.Class, fe.Retryable = "http_5xx", true
+		fe.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), f.Now())
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusRequestTimeout:
+		fe.Class, fe.Retryable = "http_5xx", true
+		if resp.StatusCode == http.StatusRequestTimeout {
+			fe.Class = "http_408"
+		}
+	default:
+		fe.Class = "http_4xx"
+	}
+	return nil, fe
+}
+
+// transportError classifies a failure below HTTP: timeouts, resets, refused connections.
+func transportError(ctx context.Context, err error) *Error {
+	var nerr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil, errors.As(err, &nerr) && nerr.Timeout():
+		return &Error{Class: "timeout", Retryable: true, Err: fmt.Errorf("request timed out: %w", stripURL(err))}
+	case errors.Is(err, context.Canceled):
+		return &Error{Class: "canceled", Err: stripURL(err)}
+	default:
+		return &Error{Class: "network", Retryable: true, Err: fmt.Errorf("request failed: %w", stripURL(err))}
+	}
+}
+
+// stripURL removes the URL that net/http puts in its errors.
+func stripURL(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return fmt.Errorf("%s: %w", uerr.Op, uerr.Err)
+	}
+	return err
+}
+
+// retryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func head(body []byte) []byte {
+	if len(body) > ResponseHeadBytes {
+		body = body[:ResponseHeadBytes]
+	}
+	return append([]byte(nil), body...)
+}
+
+func statusClass(code int) string {
+	switch {
+	case code >= 200 && code < 300:
+		return "2xx"
+	case code >= 300 && code < 400:
+		return "3xx"
+	case code >= 400 && code < 500:
+		return "4xx"
+	default:
+		return "5xx"
+	}
+}
+
+// Policy is how one page is retried: attempts, backoff and the overall deadline.
+type Policy struct {
+	MaxRetries int
+	Backoff    pipeline.Backoff
+	// Deadline bounds all attempts at one page, waits included; Timeout bounds one request.
+	Deadline time.Duration
+	Timeout  time.Duration
+}
+
+// FetchPage gets and parses one page, retrying what may pass: 5xx, 408, 429 (waiting at least its
+// Retry-After), timeouts, resets, truncated and unparseable bodies. It returns the page, the attempts
+// made, and the last error when it gave up.
+func (f *Fetcher) FetchPage(ctx context.Context, u string, headers map[string]string, recordsPath, totalPath string, pol Policy) (Page, int, *Error) {
+	deadline := f.Now().Add(pol.Deadline)
+	for attempt := 0; ; attempt++ {
+		body, ferr := f.get(ctx, u, headers, pol.Timeout)
+		if ferr == nil {
+			p, err := ParsePage(body, recordsPath, totalPath)
+			if err == nil {
+				return p, attempt + 1, nil
+			}
+			ferr = &Error{Class: "bad_json", Retryable: true, Status: http.StatusOK, Head: head(body), Err: err}
+		}
+		if ctx.Err() != nil {
+			return Page{}, attempt + 1, &Error{Class: "canceled", Err: ctx.Err()}
+		}
+		if !ferr.Retryable || attempt >= pol.MaxRetries {
+			return Page{}, attempt + 1, ferr
+		}
+		wait := pol.Backoff.Delay(attempt)
+		if ferr.RetryAfter > 0 {
+			f.Metrics.RetryAfterWaits.Inc()
+			f.Metrics.RetryAfterSeconds.Add(ferr.RetryAfter.Seconds())
+			wait = max(wait, ferr.RetryAfter)
+		}
+		if f.Now().Add(wait).After(deadline) {
+			ferr.Err = fmt.Errorf("%w; the next retry would pass the page deadline of %s", ferr.Err, pol.Deadline)
+			return Page{}, attempt + 1, ferr
+		}
+		f.Metrics.Retries.WithLabelValues(ferr.Class).Inc()
+		if !pipeline.Sleep(ctx, wait) {
+			return Page{}, attempt + 1, &Error{Class: "canceled", Err: ctx.Err()}
+		}
+	}
+}

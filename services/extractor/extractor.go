@@ -1,0 +1,517 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/events"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	"github.com/sluicedata/sluice/pkg/source"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// Extractor consumes tasks in a consumer group, fetches their pages and produces the records to the
+// raw topic. A task's offset is committed only after every record of it is acknowledged by Kafka,
+// or the task is acknowledged by the dead-letter topic.
+type Extractor struct {
+	cl      *kgo.Client
+	fetch   *source.Fetcher
+	cfg     ExtractorConfig
+	topics  topics
+	lookup  func(string) (string, bool)
+	log     *slog.Logger
+	metrics *extractorMetrics
+	offsets *offsetTracker
+	backoff pipeline.Backoff
+	now     func() time.Time
+
+	mu            sync.Mutex
+	cancels       map[tp]context.CancelFunc // one per owned partition: revoking it cancels its tasks
+	partitionCtxs map[tp]context.Context
+	limiters      map[string]*rate.Limiter // one per job with a rate limit
+	tasks         sync.WaitGroup
+}
+
+type topics struct{ tasks, raw, dlq, events string }
+
+type extractorMetrics struct {
+	*pipeline.Metrics
+	fetch          *source.Metrics
+	produced       prometheus.Counter
+	tasksDone      *prometheus.CounterVec
+	inFlight       prometheus.Gauge
+	rateLimitWaits prometheus.Counter
+}
+
+func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *extractorMetrics {
+	f := promauto.With(reg)
+	m := &extractorMetrics{
+		Metrics: shared,
+		fetch:   source.NewMetrics(reg, "extractor"),
+		produced: f.NewCounter(prometheus.CounterOpts{
+			Name: "extractor_records_produced_total",
+			Help: "Records acknowledged on the raw topic.",
+		}),
+		tasksDone: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "extractor_tasks_total",
+			Help: "Tasks finished, by outcome (extracted, dead_lettered).",
+		}, []string{"outcome"}),
+		inFlight: f.NewGauge(prometheus.GaugeOpts{
+			Name: "extractor_tasks_in_flight",
+			Help: "Tasks this member is working on.",
+		}),
+		rateLimitWaits: f.NewCounter(prometheus.CounterOpts{
+			Name: "extractor_rate_limit_waits_total",
+			Help: "Requests that waited for the job's rate limit.",
+		}),
+	}
+	return m
+}
+
+// Run polls tasks while it has a free slot, works on up to Concurrency of them at once, and commits
+// finished ones in offset order. When ctx ends it stops polling and gives the tasks in flight the
+// drain timeout to finish.
+func (x *Extractor) Run(ctx context.Context) error {
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(x.cfg.DrainTimeout, cancelDrain) })
+	defer stop()
+
+	slots := make(chan struct{}, x.cfg.Concurrency)
+	for ctx.Err() == nil {
+		free := acquire(ctx, slots)
+		if free == 0 {
+			break
+		}
+		fetches := x.cl.PollRecords(ctx, free)
+		if fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				x.log.Warn("fetch tasks failed", "topic", topic, "partition", partition, "error", err)
+			}
+		})
+		taken := 0
+		fetches.EachRecord(func(r *kgo.Record) {
+			taken++
+			taskCtx := x.partitionContext(drainCtx, r)
+			x.offsets.start(r)
+			x.tasks.Add(1)
+			x.metrics.inFlight.Inc()
+			go func() {
+				defer func() { <-slots; x.metrics.inFlight.Dec(); x.tasks.Done() }()
+				if x.process(taskCtx, r) {
+					x.offsets.done(r)
+					x.commit(drainCtx)
+				} else {
+					x.offsets.abandon(r)
+				}
+			}()
+		})
+		for range free - taken {
+			<-slots
+		}
+	}
+	x.tasks.Wait()
+	x.commit(drainCtx)
+	return nil
+}
+
+// acquire waits for one free slot, then takes every other free one; it returns how many it took,
+// 0 when ctx ended. Taking a slot before polling is what makes a slow stage stop taking tasks
+// instead of buffering them.
+func acquire(ctx context.Context, slots chan struct{}) int {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	free := 1
+	for free < cap(slots) {
+		select {
+		case slots <- struct{}{}:
+			free++
+		default:
+			return free
+		}
+	}
+	return free
+}
+
+// partitionContext returns the context of the tasks of r's partition, which revoking it cancels.
+func (x *Extractor) partitionContext(parent context.Context, r *kgo.Record) context.Context {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	k := tp{r.Topic, r.Partition}
+	if _, ok := x.cancels[k]; !ok {
+		ctx, cancel := context.WithCancel(parent)
+		x.cancels[k] = cancel
+		x.partitionCtxs[k] = ctx
+	}
+	return x.partitionCtxs[k]
+}
+
+// revoked runs in the group's rebalance: it cancels the tasks of the partitions going away, waits
+// until they stopped, and commits what is done of them. Their unfinished tasks go to the new owner.
+func (x *Extractor) revoked(ctx context.Context, cl *kgo.Client, partitions map[string][]int32) {
+	x.cancelPartitions(partitions)
+	x.waitPartitions(partitions)
+	x.commit(ctx)
+	x.offsets.drop(partitions)
+}
+
+// lost runs when the session expired: nothing of those partitions may be committed any more.
+func (x *Extractor) lost(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
+	x.offsets.drop(partitions)
+	x.cancelPartitions(partitions)
+}
+
+func (x *Extractor) cancelPartitions(partitions map[string][]int32) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for topic, ps := range partitions {
+		for _, p := range ps {
+			k := tp{topic, p}
+			if cancel, ok := x.cancels[k]; ok {
+				cancel()
+				delete(x.cancels, k)
+				delete(x.partitionCtxs, k)
+			}
+		}
+	}
+}
+
+// waitPartitions waits until no task of the partitions is in flight, or the drain timeout passed.
+func (x *Extractor) waitPartitions(partitions map[string][]int32) {
+	deadline := time.Now().Add(x.cfg.DrainTimeout)
+	for time.Now().Before(deadline) && x.offsets.anyInFlight(partitions) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// commit commits every partition's offset up to its first unfinished task.
+func (x *Extractor) commit(ctx context.Context) {
+	offsets := x.offsets.commitable()
+	if len(offsets) == 0 {
+		return
+	}
+	var failed error
+	x.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			failed = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
+					failed = perr
+				}
+			}
+		}
+	})
+	if failed != nil {
+		x.log.Warn("commit task offsets failed; the tasks may run again", "error", failed)
+		return
+	}
+	x.offsets.committed(offsets)
+}
+
+// process runs one task to its end. It returns true when the task is done (every record
+// acknowledged, or the task dead-lettered) and its offset may be committed, false when it was
+// abandoned (revoked, shut down) and must run again elsewhere. A task whose records Kafka did not
+// take runs again here from its first page.
+func (x *Extractor) process(ctx context.Context, r *kgo.Record) bool {
+	for attempt := 0; ; attempt++ {
+		done, again := x.runTask(ctx, r)
+		if !again || ctx.Err() != nil {
+			return done
+		}
+		if !pipeline.Sleep(ctx, x.backoff.Delay(attempt)) {
+			return false
+		}
+	}
+}
+
+// runTask makes one pass over a task. again is true when producing failed and the task should run
+// again.
+func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again bool) {
+	began := x.now()
+	var task sluicev1.Task
+	if err := proto.Unmarshal(r.Value, &task); err != nil {
+		return x.deadLetter(ctx, r, &task, taskFailure{class: "bad_task", err: fmt.Errorf("task is not a sluice.v1.Task: %w", err)}), false
+	}
+	src := task.GetSource().GetHttp()
+	if src == nil {
+		return x.deadLetter(ctx, r, &task, taskFailure{class: "bad_task", err: errors.New("task has no HTTP source")}), false
+	}
+	headers, err := jobspec.ExpandHeaders(src.Headers, x.lookup)
+	if err != nil {
+		return x.deadLetter(ctx, r, &task, taskFailure{class: "config", err: err}), false
+	}
+	pol := source.Policy{
+		MaxRetries: int(src.MaxRetries),
+		Backoff:    x.backoff,
+		Deadline:   x.cfg.PageDeadline,
+		Timeout:    src.GetTimeout().AsDuration(),
+	}
+	if pol.Timeout <= 0 {
+		pol.Timeout = 30 * time.Second
+	}
+
+	prod := &taskProducer{x: x, ctx: ctx}
+	var (
+		records uint64
+		pages   uint32
+		attempt int
+	)
+	for pg := range pageRequests(&task, src) {
+		if err := x.wait(ctx, task.JobId, src); err != nil {
+			break
+		}
+		u, err := source.PageURL(src, pg.start, pg.limit)
+		if err != nil {
+			return x.deadLetter(ctx, r, &task, taskFailure{class: "bad_task", err: err, records: records}), false
+		}
+		p, attempts, ferr := x.fetch.FetchPage(ctx, u, headers, src.RecordsPath, src.Pagination.GetTotalPath(), pol)
+		attempt = max(attempt, attempts)
+		if ferr != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if !prod.wait() {
+				return false, true
+			}
+			return x.deadLetter(ctx, r, &task, taskFailure{class: ferr.Class, err: ferr.Err, attempts: attempts,
+				status: ferr.Status, head: ferr.Head, page: pg.start, records: records}), false
+		}
+		pages++
+		extractedAt := timestamppb.New(x.now())
+		for i, rec := range p.Records {
+			key, keyErr := source.RecordKey(rec, src.Key)
+			env := &sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
+				ExtractedAt: extractedAt, Page: pg.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr}
+			prod.produce(env, r)
+		}
+		records += uint64(len(p.Records))
+		if pg.openEnded && (len(p.Records) == 0 || len(p.Records) < int(pg.limit)) {
+			break // the first short or empty page ends an open-ended task
+		}
+	}
+	if !prod.wait() {
+		return false, ctx.Err() == nil
+	}
+	if ctx.Err() != nil {
+		return false, false
+	}
+	if prod.tooLarge.Load() > 0 {
+		x.metrics.DeadLetters.WithLabelValues("extract", "too_large").Add(float64(prod.tooLarge.Load()))
+	}
+	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskExtracted{
+		TaskExtracted: &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
+			DeadLettered: prod.tooLarge.Load()}}}
+	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
+		return false, false
+	}
+	label := pipeline.Partition(r.Partition)
+	x.metrics.Processed.WithLabelValues(label, pipeline.StatusProduced).Add(float64(prod.acked.Load()))
+	x.metrics.Processed.WithLabelValues(label, pipeline.StatusDeadLettered).Add(float64(prod.tooLarge.Load()))
+	x.metrics.produced.Add(float64(prod.acked.Load()))
+	x.metrics.tasksDone.WithLabelValues("extracted").Inc()
+	x.metrics.Processing.Observe(time.Since(began).Seconds())
+	return true, false
+}
+
+// wait blocks for the job's rate limit, when it has one.
+func (x *Extractor) wait(ctx context.Context, job string, src *sluicev1.HttpSource) error {
+	if src.RateLimit <= 0 {
+		return nil
+	}
+	x.mu.Lock()
+	l := x.limiters[job]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(src.RateLimit), 1)
+		x.limiters[job] = l
+	}
+	x.mu.Unlock()
+	if !l.Allow() {
+		x.metrics.rateLimitWaits.Inc()
+		return l.Wait(ctx)
+	}
+	return nil
+}
+
+// taskFailure is why a task is dead-lettered, with what the source last said.
+type taskFailure struct {
+	class    string
+	err      error
+	attempts int
+	status   int
+	head     []byte
+	page     uint64
+	records  uint64
+}
+
+// deadLetter sends the task to the dead-letter topic with its context and publishes the job event.
+// It returns true once both are acknowledged, so that the task's offset may be committed.
+func (x *Extractor) deadLetter(ctx context.Context, r *kgo.Record, task *sluicev1.Task, f taskFailure) bool {
+	err := f.err
+	if f.page > 0 || f.status > 0 {
+		err = fmt.Errorf("page at %d: %w", f.page, f.err)
+	}
+	letter, lerr := dlq.Record(x.topics.dlq, dlq.Letter{
+		Stage: sluicev1.DeadLetter_STAGE_EXTRACT, ErrorClass: f.class, Err: err, Attempts: f.attempts,
+		Original: r, JobID: task.JobId, TaskID: task.TaskId, HTTPStatus: f.status, ResponseHead: f.head,
+		FailedAt: x.now(),
+	}, x.cfg.MaxRecordBytes)
+	if lerr != nil {
+		x.log.Error("encode dead letter", "error", lerr)
+		return false
+	}
+	if err := x.retry(ctx, func() error { return dlq.Produce(ctx, x.cl, letter) }); err != nil {
+		return false
+	}
+	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{
+		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: f.class, Records: f.records}}}
+	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
+		return false
+	}
+	x.log.Warn("task dead-lettered", "job", task.JobId, "task", task.TaskId, "class", f.class,
+		"attempts", f.attempts, "status", f.status, "error", err)
+	x.metrics.DeadLetters.WithLabelValues("extract", f.class).Inc()
+	x.metrics.tasksDone.WithLabelValues("dead_lettered").Inc()
+	return true
+}
+
+// retry runs fn until it succeeds or ctx ends.
+func (x *Extractor) retry(ctx context.Context, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt%10 == 0 {
+			x.log.Warn("kafka write failed; retrying", "attempt", attempt+1, "error", err)
+		}
+		if !pipeline.Sleep(ctx, x.backoff.Delay(attempt)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// taskProducer produces one task's records asynchronously and waits for all acknowledgements. A
+// record the broker refuses as too large becomes a dead letter with a stub; any other failure fails
+// the task, which then runs again.
+type taskProducer struct {
+	x        *Extractor
+	ctx      context.Context
+	wg       sync.WaitGroup
+	acked    atomic.Uint64
+	tooLarge atomic.Uint64
+	failed   atomic.Pointer[error]
+}
+
+func (p *taskProducer) produce(env *sluicev1.Record, task *kgo.Record) {
+	value, err := proto.Marshal(env)
+	if err != nil {
+		p.fail(fmt.Errorf("encode record: %w", err))
+		return
+	}
+	rec := &kgo.Record{Topic: p.x.topics.raw, Key: []byte(env.Key), Value: value}
+	p.wg.Add(1)
+	p.x.cl.Produce(p.ctx, rec, func(rec *kgo.Record, err error) {
+		defer p.wg.Done()
+		switch {
+		case err == nil:
+			p.acked.Add(1)
+		case errors.Is(err, kerr.MessageTooLarge):
+			p.deadLetterTooLarge(env, task, err)
+		default:
+			p.fail(err)
+		}
+	})
+}
+
+func (p *taskProducer) deadLetterTooLarge(env *sluicev1.Record, task *kgo.Record, err error) {
+	letter, lerr := dlq.Record(p.x.topics.dlq, dlq.Letter{
+		Stage: sluicev1.DeadLetter_STAGE_EXTRACT, ErrorClass: "too_large",
+		Err: fmt.Errorf("record of %d bytes refused by the raw topic: %w", len(env.Payload), err), Attempts: 1,
+		Original: task, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: p.x.now(),
+	}, 0)
+	if lerr == nil {
+		lerr = p.x.retry(p.ctx, func() error { return dlq.Produce(p.ctx, p.x.cl, letter) })
+	}
+	if lerr != nil {
+		p.fail(lerr)
+		return
+	}
+	p.tooLarge.Add(1)
+}
+
+func (p *taskProducer) fail(err error) { p.failed.CompareAndSwap(nil, &err) }
+
+// wait returns once every record is acknowledged or failed; true when none failed.
+func (p *taskProducer) wait() bool {
+	p.wg.Wait()
+	if errp := p.failed.Load(); errp != nil {
+		if p.ctx.Err() == nil {
+			p.x.log.Warn("produce records failed; the task will run again", "error", *errp)
+		}
+		return false
+	}
+	return true
+}
+
+// pageRequest is one page of a task: where it starts and how many records it asks for.
+type pageRequest struct {
+	start     uint64 // the offset, or the page number
+	limit     uint64
+	openEnded bool // the task pages until a short or empty page
+}
+
+// pageRequests lists the pages of a task in order. A range end of 0 means unbounded.
+func pageRequests(task *sluicev1.Task, src *sluicev1.HttpSource) func(func(pageRequest) bool) {
+	size := uint64(src.Pagination.GetPageSize())
+	if size == 0 {
+		size = 100
+	}
+	return func(yield func(pageRequest) bool) {
+		switch s := task.Slice.(type) {
+		case *sluicev1.Task_Offsets:
+			for off := s.Offsets.Start; s.Offsets.End == 0 || off < s.Offsets.End; off += size {
+				limit := size
+				if s.Offsets.End != 0 {
+					limit = min(size, s.Offsets.End-off)
+				}
+				if !yield(pageRequest{start: off, limit: limit, openEnded: s.Offsets.End == 0}) {
+					return
+				}
+			}
+		case *sluicev1.Task_Pages:
+			for n := s.Pages.First; s.Pages.Last == 0 || n <= s.Pages.Last; n++ {
+				if !yield(pageRequest{start: n, limit: size, openEnded: s.Pages.Last == 0}) {
+					return
+				}
+			}
+		}
+	}
+}

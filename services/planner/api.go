@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicedata/sluice/pkg/jobspec"
+)
+
+// maxSpecBytes bounds a submitted job spec.
+const maxSpecBytes = 1 << 20
+
+// apiError is the body of every error answer; Problems lists a rejected spec's problems.
+type apiError struct {
+	Error    string            `json:"error"`
+	Problems []jobspec.Problem `json:"problems,omitempty"`
+}
+
+// routes adds the jobs API to mux-like h.
+func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
+	handle("POST /v1/jobs", http.HandlerFunc(p.submit))
+	handle("GET /v1/jobs", http.HandlerFunc(p.list))
+	handle("GET /v1/jobs/{id}", http.HandlerFunc(p.get))
+}
+
+// submit takes a job spec in YAML or JSON and answers 201 with the planned job, 400 with every
+// problem of an invalid spec, or 502 when the source cannot tell its extent.
+func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSpecBytes))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: "job spec is larger than 1 MiB"})
+		return
+	}
+	spec, err := jobspec.Parse(body)
+	if err != nil {
+		var perr *jobspec.Error
+		if errors.As(err, &perr) {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: perr.Problems})
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	}
+	job, err := p.Submit(r.Context(), spec)
+	switch {
+	case errors.Is(err, errDiscover):
+		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+	default:
+		writeJSON(w, http.StatusCreated, job)
+	}
+}
+
+func (p *Planner) list(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": p.jobs.List(p.now())})
+}
+
+func (p *Planner) get(w http.ResponseWriter, r *http.Request) {
+	job, ok := p.jobs.Get(r.PathValue("id"), p.now())
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no job " + r.PathValue("id")})
+		return
+	}
+	writeJSON(w, http.StatusOK, job)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
