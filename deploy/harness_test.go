@@ -7,21 +7,28 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/stacktest"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // The end-to-end tests run the services as the processes users run, built from this tree, against
@@ -215,7 +222,11 @@ type job struct {
 	ID      string `json:"id"`
 	State   string `json:"state"`
 	Reason  string `json:"reason"`
-	Tasks   struct{ Planned, Extracted, DeadLettered int }
+	Tasks   struct {
+		Planned      int
+		Extracted    int
+		DeadLettered int `json:"dead_lettered"`
+	}
 	Records struct {
 		Expected     int64
 		Extracted    uint64
@@ -325,4 +336,137 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// count returns the rows and distinct keys of table, before deduplication.
+func (p *pipeline) count(t *testing.T, table string) (rows, keys uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := p.conn.QueryRow(ctx, "SELECT count(), uniqExact(key) FROM `"+table+"`").Scan(&rows, &keys)
+	if err != nil && !strings.Contains(err.Error(), "doesn't exist") {
+		t.Fatal(err)
+	}
+	return rows, keys
+}
+
+// waitRows polls until table has at least n distinct keys, or timeout.
+func (p *pipeline) waitRows(t *testing.T, table string, n uint64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, keys := p.count(t, table); keys >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, keys := p.count(t, table)
+			t.Fatalf("%s has %d distinct keys after %s, want at least %d", table, keys, timeout, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deadLetters reads every dead letter of the pipeline's topic.
+func (p *pipeline) deadLetters(t *testing.T) []*sluicev1.DeadLetter {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kafka.NewClient(p.kafka, "test-dlq", stacktest.Logger(t), nil,
+		kgo.ConsumeTopics(p.kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, p.kafka.DLQTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	var out []*sluicev1.DeadLetter
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := fetches.Err0(); err != nil {
+			t.Fatalf("read dead letters: %v", err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+			dl, err := dlq.Decode(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, dl)
+		})
+	}
+	return out
+}
+
+// privateClickHouse is a ClickHouse server of one test's own, started by the stack script with its
+// own state directory and ports, so that the test can stop it without disturbing the others.
+type privateClickHouse struct {
+	addr string
+	env  []string
+}
+
+func ownClickHouse(t *testing.T) *privateClickHouse {
+	t.Helper()
+	tcp, httpPort := freePort(t), freePort(t)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SLUICE_CLICKHOUSE_ADDR=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env,
+		"SLUICE_STATE_DIR="+t.TempDir(),
+		"SLUICE_KAFKA_BROKERS="+strings.Join(stacktest.Kafka(t).Brokers, ","), // use the stack's Kafka, start none
+		"SLUICE_CLICKHOUSE_PORT="+strconv.Itoa(tcp),
+		"SLUICE_CLICKHOUSE_HTTP_PORT="+strconv.Itoa(httpPort),
+	)
+	ch := &privateClickHouse{addr: "127.0.0.1:" + strconv.Itoa(tcp), env: env}
+	ch.start(t)
+	t.Cleanup(func() { ch.stop(t) })
+	return ch
+}
+
+func (c *privateClickHouse) start(t *testing.T) { c.stack(t, "up") }
+func (c *privateClickHouse) stop(t *testing.T)  { c.stack(t, "down") }
+
+func (c *privateClickHouse) stack(t *testing.T, command string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot(t), "deploy/local/stack.sh"), command)
+	cmd.Env = c.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("stack.sh %s: %v\n%s", command, err, out)
+	}
+}
+
+// useClickHouse points the pipeline's checks at another server, with the same database.
+func (p *pipeline) useClickHouse(t *testing.T, addr string) {
+	t.Helper()
+	p.ch.Addr = []string{addr}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := chconn.Open(ctx, p.ch, stacktest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p.conn = conn
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

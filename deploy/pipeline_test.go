@@ -3,11 +3,15 @@ package deploy
 import (
 	"fmt"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/stacktest"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // jobSpec is a job over the in-process demo source.
@@ -125,4 +129,151 @@ func TestPipelineSourceFaults(t *testing.T) {
 	if waits := metric(t, extractor, "extractor_retry_after_waits_total"); waits == 0 {
 		t.Error("extractor_retry_after_waits_total did not move")
 	}
+}
+
+// TestPipelineDeadLettersFailingTask gives one task a page that always fails: that task is
+// dead-lettered with its context after its retries, the other tasks complete, and the job reports
+// it as failed with exactly the records before the failing page loaded.
+func TestPipelineDeadLettersFailingTask(t *testing.T) {
+	stacktest.Require(t)
+	const n = 20_000
+	src := demosource.DefaultConfig()
+	src.Records = n
+	src.FailRanges = "10000-10099"
+	p := newPipeline(t, src)
+	env := p.with(map[string]string{"SLUICE_EXTRACTOR_RETRY_BASE": "10ms", "SLUICE_EXTRACTOR_RETRY_MAX": "50ms"})
+	planner := start(t, "planner", env).ready(t)
+	start(t, "extractor", env).ready(t)
+	start(t, "loader", env).ready(t)
+
+	j := submit(t, planner, jobSpec("failing", p.srcURL, "failing", 8, 500, 2))
+	j = await(t, planner, j.ID, 3*time.Minute)
+	if j.State != "failed" || j.Tasks.DeadLettered != 1 || j.Tasks.Extracted != 7 || j.Reason == "" {
+		t.Fatalf("job ended %+v, want failed with 1 of 8 tasks dead-lettered", j)
+	}
+
+	letters := p.deadLetters(t)
+	if len(letters) != 1 {
+		t.Fatalf("%d dead letters, want the one task", len(letters))
+	}
+	dl := letters[0]
+	var task sluicev1.Task
+	if err := proto.Unmarshal(dl.Payload, &task); err != nil {
+		t.Fatalf("dead letter payload is not the task: %v", err)
+	}
+	r := task.GetOffsets()
+	if dl.Stage != sluicev1.DeadLetter_STAGE_EXTRACT || dl.ErrorClass != "http_5xx" || dl.HttpStatus != 500 ||
+		dl.Attempts != 3 || dl.OriginalTopic != p.kafka.TasksTopic || dl.JobId != j.ID || dl.TaskId != task.TaskId ||
+		r == nil || r.Start > 10000 || r.End <= 10000 || len(dl.ResponseHead) == 0 {
+		t.Fatalf("dead letter %+v for task %+v", dl, &task)
+	}
+
+	// Everything but the failed task's records from the failing page on is loaded.
+	got := p.rows(t, "failing")
+	want := n - int(r.End-10000)
+	if len(got) != want || j.Records.Loaded != uint64(want) {
+		t.Fatalf("%d rows in clickhouse, job says %d loaded; want %d", len(got), j.Records.Loaded, want)
+	}
+	for i := range int64(n) {
+		_, in := got[strconv.FormatInt(i, 10)]
+		if in == (i >= 10000 && i < int64(r.End)) {
+			t.Fatalf("record %d: in clickhouse = %v", i, in)
+		}
+	}
+}
+
+// TestPipelineClickHouseOutage stops the pipeline's ClickHouse for 15 seconds in the middle of
+// loading: nothing is lost, nothing is dead-lettered, and loading resumes by itself.
+func TestPipelineClickHouseOutage(t *testing.T) {
+	stacktest.Require(t)
+	const n = 30_000
+	src := demosource.DefaultConfig()
+	src.Records = n
+	src.PageLatency = 150 * time.Millisecond // about 10 s of extraction: the outage falls inside it
+	p := newPipeline(t, src)
+	own := ownClickHouse(t)
+	env := p.with(map[string]string{"SLUICE_CLICKHOUSE_ADDR": own.addr, "SLUICE_LOADER_RETRY_MAX_BACKOFF": "1s"})
+	p.useClickHouse(t, own.addr)
+
+	planner := start(t, "planner", env).ready(t)
+	start(t, "extractor", env).ready(t)
+	loader := start(t, "loader", env).ready(t)
+
+	j := submit(t, planner, jobSpec("outage", p.srcURL, "outage", 4, 100, 3))
+	p.waitRows(t, "outage", 1, time.Minute)
+	own.stop(t)
+	time.Sleep(15 * time.Second) // the outage itself
+	own.start(t)
+
+	j = await(t, planner, j.ID, 3*time.Minute)
+	if j.State != "succeeded" || j.Records.DeadLettered != 0 {
+		t.Fatalf("job ended %+v", j)
+	}
+	checkExact(t, p, "outage", n, src.RecordSize)
+	if letters := p.deadLetters(t); len(letters) != 0 {
+		t.Fatalf("%d dead letters during an outage, want none: first %+v", len(letters), letters[0])
+	}
+	if retries := metric(t, loader, "loader_insert_retries_total"); retries == 0 {
+		t.Fatal("loader_insert_retries_total did not move during the outage")
+	}
+}
+
+// TestPipelineLoaderKilled kills a loader with SIGKILL in the middle of a run and starts another:
+// nothing is lost and, after deduplication, nothing is there twice.
+func TestPipelineLoaderKilled(t *testing.T) {
+	stacktest.Require(t)
+	const n = 30_000
+	src := demosource.DefaultConfig()
+	src.Records = n
+	src.PageLatency = 50 * time.Millisecond
+	p := newPipeline(t, src)
+	env := p.with(map[string]string{"SLUICE_LOADER_BATCH_ROWS": "2000"})
+	planner := start(t, "planner", env).ready(t)
+	start(t, "extractor", env).ready(t)
+	first := start(t, "loader-1", env)
+	first.ready(t)
+
+	j := submit(t, planner, jobSpec("killed", p.srcURL, "killed", 4, 200, 3))
+	p.waitRows(t, "killed", 2000, time.Minute)
+	first.stop(t, syscall.SIGKILL)
+	start(t, "loader-2", env).ready(t)
+
+	j = await(t, planner, j.ID, 3*time.Minute)
+	if j.State != "succeeded" {
+		t.Fatalf("job ended %+v", j)
+	}
+	p.waitRows(t, "killed", n, time.Minute)
+	checkExact(t, p, "killed", n, src.RecordSize)
+}
+
+// TestPipelineMembersStopped runs two extractors and two loaders on the same groups and stops one
+// of each in the middle of the run: the others take over their partitions and nothing is lost.
+func TestPipelineMembersStopped(t *testing.T) {
+	stacktest.Require(t)
+	const n = 40_000
+	src := demosource.DefaultConfig()
+	src.Records = n
+	src.PageLatency = 60 * time.Millisecond
+	p := newPipeline(t, src)
+	env := p.with(map[string]string{"SLUICE_LOADER_BATCH_ROWS": "2000"})
+	planner := start(t, "planner", env).ready(t)
+	x1 := start(t, "extractor-1", env)
+	x2 := start(t, "extractor-2", env)
+	l1 := start(t, "loader-1", env)
+	l2 := start(t, "loader-2", env)
+	for _, s := range []*proc{x1, x2, l1, l2} {
+		s.ready(t)
+	}
+
+	j := submit(t, planner, jobSpec("members", p.srcURL, "members", 12, 200, 3))
+	p.waitRows(t, "members", n/5, time.Minute)
+	x1.stop(t, syscall.SIGTERM)
+	l1.stop(t, syscall.SIGTERM)
+
+	j = await(t, planner, j.ID, 3*time.Minute)
+	if j.State != "succeeded" {
+		t.Fatalf("job ended %+v", j)
+	}
+	p.waitRows(t, "members", n, time.Minute)
+	checkExact(t, p, "members", n, src.RecordSize)
 }

@@ -25,6 +25,12 @@ func NewClient(cfg Config, clientID string, log *slog.Logger, reg prometheus.Reg
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeout),
 		kgo.WithLogger(kslog.New(log.With(slog.String("component", "kafka")))),
 	}
+	if cfg.SessionTimeout > 0 {
+		base = append(base, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
+	if cfg.RebalanceTimeout > 0 {
+		base = append(base, kgo.RebalanceTimeout(cfg.RebalanceTimeout))
+	}
 	if reg != nil {
 		base = append(base, kgo.WithHooks(kprom.NewMetrics("kafka",
 			kprom.Registerer(reg),

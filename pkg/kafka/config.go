@@ -20,6 +20,10 @@ type Config struct {
 	DialTimeout time.Duration `env:"DIAL_TIMEOUT, default=10s"`
 	// RequestTimeout bounds one request round trip beyond what the request itself waits.
 	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT, default=30s"`
+	// SessionTimeout is how long the group coordinator waits for a silent member before it gives
+	// the member's partitions to others; RebalanceTimeout is how long members may take to rejoin.
+	SessionTimeout   time.Duration `env:"SESSION_TIMEOUT, default=45s"`
+	RebalanceTimeout time.Duration `env:"REBALANCE_TIMEOUT, default=60s"`
 	// CreateTopics makes a service create the missing topics when it starts.
 	CreateTopics bool `env:"CREATE_TOPICS, default=true"`
 	// ReplicationFactor for created topics; -1 takes the broker's default.replication.factor.
@@ -59,6 +63,12 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		p.Addf("KAFKA_REQUEST_TIMEOUT", "must be positive, got %s", c.RequestTimeout)
+	}
+	if c.SessionTimeout < 6*time.Second || c.SessionTimeout > 30*time.Minute {
+		p.Addf("KAFKA_SESSION_TIMEOUT", "must be between 6s and 30m (the broker's usual group bounds), got %s", c.SessionTimeout)
+	}
+	if c.RebalanceTimeout < time.Second {
+		p.Addf("KAFKA_REBALANCE_TIMEOUT", "must be at least 1s, got %s", c.RebalanceTimeout)
 	}
 	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 || c.ReplicationFactor > 32767 {
 		p.Addf("KAFKA_REPLICATION_FACTOR", "must be -1 (broker default) or between 1 and 32767, got %d", c.ReplicationFactor)

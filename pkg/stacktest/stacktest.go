@@ -56,6 +56,8 @@ func Kafka(t testing.TB) kafka.Config {
 		Brokers:           []string{env("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092")},
 		DialTimeout:       5 * time.Second,
 		RequestTimeout:    10 * time.Second,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
 		CreateTopics:      true,
 		ReplicationFactor: -1,
 		TasksTopic:        Name(t, "tasks"),
@@ -164,6 +166,8 @@ func Env(k kafka.Config, ch *chconn.Config) map[string]string {
 		"SLUICE_KAFKA_EVENTS_PARTITIONS":  strconv.Itoa(k.EventsPartitions),
 		"SLUICE_KAFKA_CREATE_TOPICS":      strconv.FormatBool(k.CreateTopics),
 		"SLUICE_KAFKA_REPLICATION_FACTOR": strconv.Itoa(k.ReplicationFactor),
+		"SLUICE_KAFKA_SESSION_TIMEOUT":    k.SessionTimeout.String(),
+		"SLUICE_KAFKA_REBALANCE_TIMEOUT":  k.RebalanceTimeout.String(),
 	}
 	if ch != nil {
 		env["SLUICE_CLICKHOUSE_ADDR"] = strings.Join(ch.Addr, ",")

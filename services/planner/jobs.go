@@ -1,8 +1,8 @@
 package main
 
 import (
+	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -141,7 +141,8 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 	state, reason := sluicev1.JobFinished_STATE_SUCCEEDED, ""
 	if j.Tasks.DeadLettered > 0 {
 		state = sluicev1.JobFinished_STATE_FAILED
-		reason = pluralTasks(j.Tasks.DeadLettered) + " dead-lettered after their retries; their remaining records were not extracted"
+		reason = fmt.Sprintf("%d of %d tasks dead-lettered after their retries; their records from the failing page on were not extracted (sluicectl dlq list --job %s)",
+			j.Tasks.DeadLettered, j.Tasks.Planned, j.ID)
 	}
 	j.State, j.Reason, j.FinishedAt = stateFromProto(state), reason, &at
 	return &sluicev1.JobEvent{JobId: j.ID, Producer: "planner",
@@ -206,11 +207,4 @@ func stateFromProto(s sluicev1.JobFinished_State) string {
 		return stateSucceeded
 	}
 	return stateFailed
-}
-
-func pluralTasks(n int) string {
-	if n == 1 {
-		return "1 task"
-	}
-	return strconv.Itoa(n) + " tasks"
 }
