@@ -8,7 +8,7 @@ STATE   := $(or $(SLUICE_STATE_DIR),$(CURDIR)/.sluice)
 BIN     := $(STATE)/bin
 MODULES := $(shell go list -m 2>/dev/null)
 PKGS    := $(addsuffix /...,$(MODULES))
-SERVICES := planner extractor loader sluicectl
+SERVICES := planner extractor loader sluicectl demosource
 
 # Generated code is pinned: protoc-gen-go by the tool line in proto/go.mod, protoc to Debian's release.
 PROTOC_VERSION := 3.21.12
@@ -22,8 +22,17 @@ help: ## list the targets
 up: ## start the local Kafka and ClickHouse (reuses what runs) and show what runs where
 	@$(STACK) up
 
+.PHONY: demo
+demo: ## the whole pipeline locally: stack, services, a RECORDS-record job (default 100000), summary
+	@deploy/local/demo.sh
+
+.PHONY: bench
+bench: ## benchmark a demo-sized job end to end: records/s per stage and CPU seconds per million records
+	@$(STACK) up >/dev/null
+	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./deploy/
+
 .PHONY: down
-down: ## stop what `make up` started
+down: ## stop what `make up` and `make demo` started
 	@$(STACK) down
 
 .PHONY: status
@@ -35,7 +44,7 @@ install: ## install what a fresh machine lacks: Debian packages, Kafka jars, Go 
 	@$(STACK) install
 
 .PHONY: build
-build: ## build the services and sluicectl into .sluice/bin
+build: ## build the services, sluicectl and the demo source into .sluice/bin
 	@mkdir -p $(BIN)
 	@for s in $(SERVICES); do go build -trimpath -o $(BIN)/$$s ./services/$$s; done
 	@echo "built $(SERVICES) into $(BIN)"

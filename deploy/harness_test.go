@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -41,7 +42,7 @@ var (
 )
 
 // binaries builds planner, extractor and loader once per test run.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "sluice-e2e-bin-")
@@ -74,7 +75,7 @@ type proc struct {
 
 // start runs a service binary with env added to a clean environment; its JSON log goes to a file
 // that the test prints when it fails.
-func start(t *testing.T, name string, env map[string]string) *proc {
+func start(t testing.TB, name string, env map[string]string) *proc {
 	t.Helper()
 	bin := filepath.Join(binaries(t), strings.SplitN(name, "-", 2)[0])
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -104,7 +105,7 @@ func start(t *testing.T, name string, env map[string]string) *proc {
 }
 
 // stop sends sig and waits for the process to exit.
-func (p *proc) stop(t *testing.T, sig syscall.Signal) {
+func (p *proc) stop(t testing.TB, sig syscall.Signal) {
 	if p.cmd.ProcessState != nil {
 		return
 	}
@@ -119,7 +120,7 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal) {
 }
 
 // addr waits for the ops server's address in the process log.
-func (p *proc) addr(t *testing.T) string {
+func (p *proc) addr(t testing.TB) string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -148,7 +149,7 @@ func (p *proc) addr(t *testing.T) string {
 }
 
 // ready waits until the process answers /readyz with 200.
-func (p *proc) ready(t *testing.T) string {
+func (p *proc) ready(t testing.TB) string {
 	t.Helper()
 	base := p.addr(t)
 	deadline := time.Now().Add(60 * time.Second)
@@ -166,8 +167,8 @@ func (p *proc) ready(t *testing.T) string {
 	return ""
 }
 
-// pipeline is one isolated sluice deployment: its own topics, groups and database.
-type pipeline struct {
+// deployment is one isolated sluice deployment: its own topics, groups and database.
+type deployment struct {
 	kafka  kafka.Config
 	ch     chconn.Config
 	env    map[string]string
@@ -177,7 +178,7 @@ type pipeline struct {
 }
 
 // newPipeline prepares topics, a database and an in-process demo source with cfg.
-func newPipeline(t *testing.T, src demosource.Config) *pipeline {
+func newPipeline(t testing.TB, src demosource.Config) *deployment {
 	t.Helper()
 	k := stacktest.Kafka(t)
 	k.TasksPartitions, k.RawPartitions = 6, 6
@@ -202,11 +203,11 @@ func newPipeline(t *testing.T, src demosource.Config) *pipeline {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &pipeline{kafka: k, ch: ch, env: env, source: server, srcURL: ts.URL, conn: conn}
+	return &deployment{kafka: k, ch: ch, env: env, source: server, srcURL: ts.URL, conn: conn}
 }
 
 // with returns the pipeline's environment plus extra variables.
-func (p *pipeline) with(extra map[string]string) map[string]string {
+func (p *deployment) with(extra map[string]string) map[string]string {
 	env := make(map[string]string, len(p.env)+len(extra))
 	for k, v := range p.env {
 		env[k] = v
@@ -219,10 +220,10 @@ func (p *pipeline) with(extra map[string]string) map[string]string {
 
 // job is the planner's view of a job.
 type job struct {
-	ID      string `json:"id"`
-	State   string `json:"state"`
-	Reason  string `json:"reason"`
-	Tasks   struct {
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	Tasks  struct {
 		Planned      int
 		Extracted    int
 		DeadLettered int `json:"dead_lettered"`
@@ -236,7 +237,7 @@ type job struct {
 }
 
 // submit posts a spec to the planner and returns the planned job.
-func submit(t *testing.T, planner, spec string) job {
+func submit(t testing.TB, planner, spec string) job {
 	t.Helper()
 	resp, err := http.Post(planner+"/v1/jobs", "application/yaml", strings.NewReader(spec))
 	if err != nil {
@@ -254,28 +255,39 @@ func submit(t *testing.T, planner, spec string) job {
 	return j
 }
 
-// await polls the job until it leaves the running state.
-func await(t *testing.T, planner, id string, timeout time.Duration) job {
+// poll returns the planner's view of a job.
+func poll(t testing.TB, planner, id string) job {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var j job
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(planner + "/v1/jobs/" + id)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err := json.Unmarshal(body, &j); err == nil && j.State != "running" && j.State != "" {
-				return j
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
+	resp, err := http.Get(planner + "/v1/jobs/" + id)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("job %s still %q after %s: %+v", id, j.State, timeout, j)
+	defer resp.Body.Close()
+	var j job
+	if err := json.NewDecoder(resp.Body).Decode(&j); err != nil {
+		t.Fatalf("job %s: %v", id, err)
+	}
 	return j
 }
 
+// await polls the job until it leaves the running state.
+func await(t testing.TB, planner, id string, timeout time.Duration) job {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		j := poll(t, planner, id)
+		if j.State != "running" {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s still running after %s: %+v", id, timeout, j)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // rows reads every row of table after deduplication, key → payload.
-func (p *pipeline) rows(t *testing.T, table string) map[string]string {
+func (p *deployment) rows(t testing.TB, table string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -302,7 +314,7 @@ func (p *pipeline) rows(t *testing.T, table string) map[string]string {
 }
 
 // metric returns the sum of a metric's samples whose line contains every one of match.
-func metric(t *testing.T, base, name string, match ...string) float64 {
+func metric(t testing.TB, base, name string, match ...string) float64 {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
@@ -339,7 +351,7 @@ func tail(b []byte, n int) []byte {
 }
 
 // count returns the rows and distinct keys of table, before deduplication.
-func (p *pipeline) count(t *testing.T, table string) (rows, keys uint64) {
+func (p *deployment) count(t testing.TB, table string) (rows, keys uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -351,7 +363,7 @@ func (p *pipeline) count(t *testing.T, table string) (rows, keys uint64) {
 }
 
 // waitRows polls until table has at least n distinct keys, or timeout.
-func (p *pipeline) waitRows(t *testing.T, table string, n uint64, timeout time.Duration) {
+func (p *deployment) waitRows(t testing.TB, table string, n uint64, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -367,7 +379,7 @@ func (p *pipeline) waitRows(t *testing.T, table string, n uint64, timeout time.D
 }
 
 // deadLetters reads every dead letter of the pipeline's topic.
-func (p *pipeline) deadLetters(t *testing.T) []*sluicev1.DeadLetter {
+func (p *deployment) deadLetters(t testing.TB) []*sluicev1.DeadLetter {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -414,7 +426,7 @@ type privateClickHouse struct {
 	env  []string
 }
 
-func ownClickHouse(t *testing.T) *privateClickHouse {
+func ownClickHouse(t testing.TB) *privateClickHouse {
 	t.Helper()
 	tcp, httpPort := freePort(t), freePort(t)
 	var env []string
@@ -435,10 +447,10 @@ func ownClickHouse(t *testing.T) *privateClickHouse {
 	return ch
 }
 
-func (c *privateClickHouse) start(t *testing.T) { c.stack(t, "up") }
-func (c *privateClickHouse) stop(t *testing.T)  { c.stack(t, "down") }
+func (c *privateClickHouse) start(t testing.TB) { c.stack(t, "up") }
+func (c *privateClickHouse) stop(t testing.TB)  { c.stack(t, "down") }
 
-func (c *privateClickHouse) stack(t *testing.T, command string) {
+func (c *privateClickHouse) stack(t testing.TB, command string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(repoRoot(t), "deploy/local/stack.sh"), command)
 	cmd.Env = c.env
@@ -448,7 +460,7 @@ func (c *privateClickHouse) stack(t *testing.T, command string) {
 }
 
 // useClickHouse points the pipeline's checks at another server, with the same database.
-func (p *pipeline) useClickHouse(t *testing.T, addr string) {
+func (p *deployment) useClickHouse(t testing.TB, addr string) {
 	t.Helper()
 	p.ch.Addr = []string{addr}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -461,7 +473,7 @@ func (p *pipeline) useClickHouse(t *testing.T, addr string) {
 	p.conn = conn
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -470,3 +482,10 @@ func freePort(t *testing.T) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// nopRegisterer drops metrics that a benchmark baseline does not read.
+type nopRegisterer struct{}
+
+func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
+func (nopRegisterer) MustRegister(...prometheus.Collector) {}
+func (nopRegisterer) Unregister(prometheus.Collector) bool { return true }

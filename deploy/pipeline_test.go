@@ -37,7 +37,7 @@ sink:
 }
 
 // checkExact asserts that table holds exactly records [0, n) of the demo source, byte for byte.
-func checkExact(t *testing.T, p *pipeline, table string, n int64, size int) {
+func checkExact(t *testing.T, p *deployment, table string, n int64, size int) {
 	t.Helper()
 	got := p.rows(t, table)
 	if int64(len(got)) != n {

@@ -109,9 +109,9 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	documented := map[string]string{}
+	documented := map[string][]string{} // a variable may have a row in several tables
 	for _, m := range readmeRow.FindAllStringSubmatch(string(readme), -1) {
-		documented[m[1]] = strings.TrimSpace(m[2])
+		documented[m[1]] = append(documented[m[1]], strings.Split(strings.TrimSpace(m[2]), ", ")...)
 	}
 
 	s := parseStructs(t, root)
@@ -141,8 +141,8 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 				want = "(empty)"
 			}
 			// A variable whose default differs per service lists each, like "`:8080` planner".
-			if got != want && !slices.Contains(strings.Split(got, ", "), want+" "+v.service) {
-				t.Fatalf("README.md gives %s the default %s; the %s applies %s", v.name, got, v.service, want)
+			if !slices.Contains(got, want) && !slices.Contains(got, want+" "+v.service) {
+				t.Fatalf("README.md gives %s the default %v; the %s applies %s", v.name, got, v.service, want)
 			}
 		})
 	}

@@ -4,7 +4,7 @@
 #
 #   stack.sh install   install what a fresh machine lacks (Debian packages, broker jars, Go modules)
 #   stack.sh up        start what is not running yet and wait until each component answers
-#   stack.sh down      stop what `up` started, by pid, and check that nothing is left
+#   stack.sh down      stop what `up` (and `make demo`) started, by pid, and check that nothing is left
 #   stack.sh status    show what runs where, with versions; exit 1 when something does not answer
 #   stack.sh env       print the SLUICE_ addresses of the running stack as shell exports
 #   stack.sh install-protoc   install protoc (Debian's protobuf-compiler), for `make proto`
@@ -203,10 +203,14 @@ up() {
 }
 
 down() {
+  local pidfile
+  for pidfile in "$state"/run/*.pid; do # services that `make demo` started
+    [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)" "$pidfile"
+  done
   stop kafka "$kafka_dir/kafka.pid"
   stop clickhouse "$ch_dir/clickhouse.pid"
   local left
-  left=$(pgrep -f -- "$state/(kafka|clickhouse)/" || true)
+  left=$(pgrep -f -- "$state/(kafka|clickhouse|bin)/" || true)
   [ -z "$left" ] || die "processes still running from $state: $left"
 }
 

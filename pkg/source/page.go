@@ -65,32 +65,6 @@ func lookup(doc map[string]json.RawMessage, path string) (json.RawMessage, bool)
 	return lookup(inner, rest)
 }
 
-// RecordKey returns a record's key: the string, or the integer in decimal, at keyPath. When the
-// record has no usable key it returns "" and the reason, which the loader dead-letters.
-func RecordKey(record json.RawMessage, keyPath string) (string, string) {
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(record, &doc); err != nil {
-		return "", "record is not a JSON object"
-	}
-	raw, ok := lookup(doc, keyPath)
-	if !ok {
-		return "", fmt.Sprintf("key field %q is missing", keyPath)
-	}
-	raw = bytes.TrimSpace(raw)
-	switch {
-	case len(raw) > 0 && raw[0] == '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil || s == "" {
-			return "", fmt.Sprintf("key field %q is not a usable string", keyPath)
-		}
-		return s, ""
-	case isInteger(raw):
-		return string(raw), ""
-	default:
-		return "", fmt.Sprintf("key field %q is not a string or an integer", keyPath)
-	}
-}
-
 func isInteger(b []byte) bool {
 	if len(b) > 0 && b[0] == '-' {
 		b = b[1:]

@@ -275,7 +275,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 		pol.Timeout = 30 * time.Second
 	}
 
-	prod := &taskProducer{x: x, ctx: ctx}
+	prod := &taskProducer{x: x, ctx: ctx, task: r}
 	var (
 		records uint64
 		pages   uint32
@@ -307,7 +307,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 			key, keyErr := source.RecordKey(rec, src.Key)
 			env := &sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
 				ExtractedAt: extractedAt, Page: pg.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr}
-			prod.produce(env, r)
+			prod.produce(env)
 		}
 		records += uint64(len(p.Records))
 		if pg.openEnded && (len(p.Records) == 0 || len(p.Records) < int(pg.limit)) {
@@ -424,38 +424,46 @@ func (x *Extractor) retry(ctx context.Context, fn func() error) error {
 type taskProducer struct {
 	x        *Extractor
 	ctx      context.Context
+	task     *kgo.Record
 	wg       sync.WaitGroup
 	acked    atomic.Uint64
 	tooLarge atomic.Uint64
 	failed   atomic.Pointer[error]
 }
 
-func (p *taskProducer) produce(env *sluicev1.Record, task *kgo.Record) {
+func (p *taskProducer) produce(env *sluicev1.Record) {
 	value, err := proto.Marshal(env)
 	if err != nil {
 		p.fail(fmt.Errorf("encode record: %w", err))
 		return
 	}
-	rec := &kgo.Record{Topic: p.x.topics.raw, Key: []byte(env.Key), Value: value}
 	p.wg.Add(1)
-	p.x.cl.Produce(p.ctx, rec, func(rec *kgo.Record, err error) {
-		defer p.wg.Done()
-		switch {
-		case err == nil:
-			p.acked.Add(1)
-		case errors.Is(err, kerr.MessageTooLarge):
-			p.deadLetterTooLarge(env, task, err)
-		default:
-			p.fail(err)
-		}
-	})
+	p.x.cl.Produce(p.ctx, &kgo.Record{Topic: p.x.topics.raw, Key: []byte(env.Key), Value: value}, p.onAck)
 }
 
-func (p *taskProducer) deadLetterTooLarge(env *sluicev1.Record, task *kgo.Record, err error) {
+// onAck is the one callback of every record of the task: no closure per record.
+func (p *taskProducer) onAck(rec *kgo.Record, err error) {
+	defer p.wg.Done()
+	switch {
+	case err == nil:
+		p.acked.Add(1)
+	case errors.Is(err, kerr.MessageTooLarge):
+		var env sluicev1.Record
+		if uerr := proto.Unmarshal(rec.Value, &env); uerr != nil {
+			p.fail(uerr)
+			return
+		}
+		p.deadLetterTooLarge(&env, err)
+	default:
+		p.fail(err)
+	}
+}
+
+func (p *taskProducer) deadLetterTooLarge(env *sluicev1.Record, err error) {
 	letter, lerr := dlq.Record(p.x.topics.dlq, dlq.Letter{
 		Stage: sluicev1.DeadLetter_STAGE_EXTRACT, ErrorClass: "too_large",
 		Err: fmt.Errorf("record of %d bytes refused by the raw topic: %w", len(env.Payload), err), Attempts: 1,
-		Original: task, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: p.x.now(),
+		Original: p.task, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: p.x.now(),
 	}, 0)
 	if lerr == nil {
 		lerr = p.x.retry(p.ctx, func() error { return dlq.Produce(p.ctx, p.x.cl, letter) })

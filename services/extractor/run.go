@@ -43,7 +43,6 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		kgo.OnPartitionsRevoked(x.revoked),
 		kgo.OnPartitionsLost(x.lost),
 		kgo.MaxBufferedRecords(cfg.Extractor.MaxBufferedRecords),
-		kgo.ProducerLinger(5*time.Millisecond),
 	)
 	if err != nil {
 		return err

@@ -1,0 +1,198 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	"github.com/sluicedata/sluice/pkg/source"
+	"github.com/sluicedata/sluice/pkg/stacktest"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// BenchmarkPipeline runs a demo-sized job (RECORDS records of RECORD_SIZE bytes, 100,000 of 300 by
+// default) through the real services and reports end-to-end records/s, each stage's rate, and CPU
+// seconds per million records of every process, broker and ClickHouse included. Two baselines are
+// measured in the same run: reading and parsing the source alone, and Kafka alone (produce then
+// consume the same number of records of the same size).
+func BenchmarkPipeline(b *testing.B) {
+	stacktest.Require(b)
+	n := envInt("RECORDS", 100_000)
+	size := envInt("RECORD_SIZE", 300)
+	src := demosource.DefaultConfig()
+	src.Records = int64(n)
+	src.RecordSize = size
+
+	for range b.N {
+		p := newPipeline(b, src)
+		srcRate := baselineSource(b, p.srcURL, n)
+		kafkaRate := baselineKafka(b, p.kafka, n, size)
+
+		planner := start(b, "planner", p.env)
+		extractor := start(b, "extractor", p.env)
+		loader := start(b, "loader", p.env)
+		plannerURL := planner.ready(b)
+		extractor.ready(b)
+		loader.ready(b)
+
+		procs := map[string]int{"planner": planner.cmd.Process.Pid, "extractor": extractor.cmd.Process.Pid,
+			"loader": loader.cmd.Process.Pid}
+		for name, file := range map[string]string{"kafka": "kafka/kafka.pid", "clickhouse": "clickhouse/clickhouse.pid"} {
+			if pid := stackPid(b, file); pid > 0 {
+				procs[name] = pid
+			}
+		}
+		before := cpuOf(procs)
+
+		began := time.Now()
+		j := submit(b, plannerURL, jobSpec("bench", p.srcURL, "bench", 16, 1000, 5))
+		var extracted time.Duration
+		for j.State == "running" || j.State == "" {
+			time.Sleep(20 * time.Millisecond)
+			j = poll(b, plannerURL, j.ID)
+			if extracted == 0 && j.Tasks.Extracted+j.Tasks.DeadLettered == j.Tasks.Planned {
+				extracted = time.Since(began)
+			}
+		}
+		total := time.Since(began)
+		after := cpuOf(procs)
+		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
+			b.Fatalf("job ended %+v", j)
+		}
+
+		m := float64(n) / 1e6
+		fmt.Printf("\nsluice pipeline benchmark: %d records of %d bytes, 16 tasks, pages of 1000, 1 extractor, 1 loader\n", n, size)
+		fmt.Printf("  %-34s %12.0f records/s\n", "baseline: source read + parse", srcRate)
+		fmt.Printf("  %-34s %12.0f records/s\n", "baseline: kafka produce + consume", kafkaRate)
+		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "extract: submit to last task", float64(n)/extracted.Seconds(), extracted.Seconds())
+		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "end to end: submit to loaded", float64(n)/total.Seconds(), total.Seconds())
+		fmt.Printf("  CPU seconds per million records:\n")
+		for _, name := range []string{"planner", "extractor", "loader", "kafka", "clickhouse"} {
+			if _, ok := procs[name]; ok {
+				fmt.Printf("    %-12s %8.2f\n", name, (after[name]-before[name])/m)
+			}
+		}
+		b.ReportMetric(float64(n)/total.Seconds(), "records/s")
+		b.ReportMetric(float64(n)/extracted.Seconds(), "extract-records/s")
+		b.ReportMetric(srcRate, "baseline-source-records/s")
+		b.ReportMetric(kafkaRate, "baseline-kafka-records/s")
+		b.ReportMetric((after["extractor"]-before["extractor"])/m, "extractor-cpu-s/M")
+		b.ReportMetric((after["loader"]-before["loader"])/m, "loader-cpu-s/M")
+	}
+}
+
+// baselineSource pages through the source with 16 workers, parsing every page and record key as
+// the extractor does, without Kafka.
+func baselineSource(b testing.TB, url string, n int) float64 {
+	f := &source.Fetcher{Client: &http.Client{}, MaxBody: 64 << 20, Metrics: source.NewMetrics(nopRegisterer{}, "baseline"), Now: time.Now}
+	src := &sluicev1.HttpSource{Url: url + "/api/users", Pagination: &sluicev1.Pagination{OffsetParam: "offset", LimitParam: "limit"}}
+	pol := source.Policy{MaxRetries: 3, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Second}, Deadline: time.Minute, Timeout: 30 * time.Second}
+	pages := make(chan uint64)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range 16 {
+		wg.Go(func() {
+			for off := range pages {
+				u, _ := source.PageURL(src, off, 1000)
+				p, _, err := f.FetchPage(context.Background(), u, nil, "data", "", pol)
+				if err != nil {
+					b.Error(err)
+					continue
+				}
+				for _, r := range p.Records {
+					source.RecordKey(r, "id")
+				}
+			}
+		})
+	}
+	for off := 0; off < n; off += 1000 {
+		pages <- uint64(off)
+	}
+	close(pages)
+	wg.Wait()
+	return float64(n) / time.Since(began).Seconds()
+}
+
+// baselineKafka produces n records of size bytes to a fresh topic and consumes them back.
+func baselineKafka(b testing.TB, cfg kafka.Config, n, size int) float64 {
+	topic := stacktest.Name(b, "baseline")
+	cfg.RawTopic = topic
+	cl, err := kafka.NewClient(cfg, "baseline", stacktest.Logger(b), nil, kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	if _, err := kafka.EnsureTopics(ctx, cl, -1, []kafka.TopicSpec{{Name: topic, Partitions: 6}}); err != nil {
+		b.Fatal(err)
+	}
+	value := []byte(strings.Repeat("x", size))
+	began := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				b.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	for got := 0; got < n; {
+		fetches := cl.PollFetches(ctx)
+		got += fetches.NumRecords()
+	}
+	return float64(n) / time.Since(began).Seconds()
+}
+
+// cpuOf reads each process's user+system CPU seconds from /proc.
+func cpuOf(procs map[string]int) map[string]float64 {
+	out := map[string]float64{}
+	for name, pid := range procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		utime, _ := strconv.ParseFloat(fields[11], 64)
+		stime, _ := strconv.ParseFloat(fields[12], 64)
+		out[name] = (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
+	}
+	return out
+}
+
+// stackPid reads a pid file of the local stack, 0 when there is none.
+func stackPid(b testing.TB, file string) int {
+	state := os.Getenv("SLUICE_STATE_DIR")
+	if state == "" {
+		state = filepath.Join(repoRoot(b), ".sluice")
+	}
+	data, err := os.ReadFile(filepath.Join(state, file))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+func envInt(name string, fallback int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return fallback
+}
