@@ -41,7 +41,7 @@ var (
 	buildErr  error
 )
 
-// binaries builds planner, extractor and loader once per test run.
+// binaries builds planner, extractor, loader and sluicectl once per test run.
 func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -52,7 +52,8 @@ func binaries(t testing.TB) string {
 		cmd := exec.Command("go", "build", "-o", binDir+"/",
 			"github.com/sluicedata/sluice/services/planner",
 			"github.com/sluicedata/sluice/services/extractor",
-			"github.com/sluicedata/sluice/services/loader")
+			"github.com/sluicedata/sluice/services/loader",
+			"github.com/sluicedata/sluice/services/sluicectl")
 		cmd.Dir = repoRoot(t)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -489,3 +490,27 @@ type nopRegisterer struct{}
 func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
 func (nopRegisterer) MustRegister(...prometheus.Collector) {}
 func (nopRegisterer) Unregister(prometheus.Collector) bool { return true }
+
+// sluicectl runs the command line with the pipeline's environment and returns its exit code and
+// standard output.
+func (p *deployment) sluicectl(t testing.TB, planner string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binaries(t), "sluicectl"), args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SLUICE_PLANNER_URL=" + planner}
+	for k, v := range p.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 {
+		t.Logf("sluicectl %v exited %d; stderr:\n%s", args, code, tail(stderr.Bytes(), 3000))
+	}
+	return code, stdout.String()
+}

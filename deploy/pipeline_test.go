@@ -1,7 +1,10 @@
 package deploy
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -61,17 +64,31 @@ func TestPipelineEndToEnd(t *testing.T) {
 	src.Records = n
 	p := newPipeline(t, src)
 
-	planner := start(t, "planner", p.env).ready(t)
+	first := start(t, "planner-1", p.env)
+	planner := first.ready(t)
 	start(t, "extractor", p.env).ready(t)
 	start(t, "loader", p.env).ready(t)
 
-	j := submit(t, planner, jobSpec("users", p.srcURL, "users", 16, 500, 3))
-	if j.Tasks.Planned != 16 || j.Records.Expected != n {
-		t.Fatalf("planned %+v, want 16 tasks and %d records", j, n)
+	// Submitted the way a user does, waiting with sluicectl: exit 0 only when the job succeeded.
+	specFile := filepath.Join(t.TempDir(), "users.yaml")
+	if err := os.WriteFile(specFile, []byte(jobSpec("users", p.srcURL, "users", 16, 500, 3)), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	j = await(t, planner, j.ID, 3*time.Minute)
-	if j.State != "succeeded" || j.Records.Loaded != n || j.Records.Extracted != n || j.Records.DeadLettered != 0 {
+	code, out := p.sluicectl(t, planner, "submit", specFile, "--wait", "-o", "json")
+	var j job
+	if err := json.Unmarshal([]byte(out), &j); err != nil || code != 0 {
+		t.Fatalf("sluicectl submit --wait exited %d with %q (%v)", code, out, err)
+	}
+	if j.Tasks.Planned != 16 || j.Records.Expected != n || j.State != "succeeded" || j.Records.Loaded != n ||
+		j.Records.Extracted != n || j.Records.DeadLettered != 0 {
 		t.Fatalf("job ended %+v", j)
+	}
+
+	// A new planner rebuilds the job's progress from the events topic.
+	first.stop(t, syscall.SIGTERM)
+	again := poll(t, start(t, "planner-2", p.env).ready(t), j.ID)
+	if again.State != j.State || again.Records != j.Records || again.Tasks != j.Tasks {
+		t.Fatalf("after a planner restart the job is %+v, was %+v", again, j)
 	}
 	checkExact(t, p, "users", n, src.RecordSize)
 }
@@ -150,6 +167,19 @@ func TestPipelineDeadLettersFailingTask(t *testing.T) {
 	j = await(t, planner, j.ID, 3*time.Minute)
 	if j.State != "failed" || j.Tasks.DeadLettered != 1 || j.Tasks.Extracted != 7 || j.Reason == "" {
 		t.Fatalf("job ended %+v, want failed with 1 of 8 tasks dead-lettered", j)
+	}
+	if code, _ := p.sluicectl(t, planner, "status", j.ID); code != 0 {
+		t.Fatalf("sluicectl status exited %d", code)
+	}
+	code, out := p.sluicectl(t, planner, "dlq", "list", "--job", j.ID, "-o", "json")
+	var listed []struct {
+		Stage string `json:"stage"`
+		Class string `json:"error_class"`
+		Task  string `json:"task_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || code != 0 || len(listed) != 1 ||
+		listed[0].Stage != "extract" || listed[0].Class != "http_5xx" {
+		t.Fatalf("sluicectl dlq list exited %d: %s (%v)", code, out, err)
 	}
 
 	letters := p.deadLetters(t)

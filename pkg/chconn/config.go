@@ -1,9 +1,7 @@
 package chconn
 
 import (
-	"net"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/config"
@@ -32,19 +30,7 @@ var legalIdent = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,205}$`)
 // Validate reports every problem with the ClickHouse configuration.
 func (c Config) Validate() error {
 	var p config.Problems
-	if len(c.Addr) == 0 {
-		p.Addf("CLICKHOUSE_ADDR", "at least one address is required")
-	}
-	for _, a := range c.Addr {
-		host, port, err := net.SplitHostPort(a)
-		if err != nil || host == "" {
-			p.Addf("CLICKHOUSE_ADDR", "%q is not host:port", a)
-			continue
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			p.Addf("CLICKHOUSE_ADDR", "%q has no valid port", a)
-		}
-	}
+	p.AddAddresses("CLICKHOUSE_ADDR", c.Addr)
 	if !legalIdent.MatchString(c.Database) {
 		p.Addf("CLICKHOUSE_DATABASE", "%q is not a plain identifier (letters, digits, '_'; not starting with a digit)", c.Database)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/sethvargo/go-envconfig"
@@ -50,6 +52,24 @@ func (p *Problems) Addf(variable, format string, args ...any) {
 func (p *Problems) Add(err error) {
 	if err != nil {
 		p.errs = append(p.errs, err)
+	}
+}
+
+// AddAddresses records a problem for each entry of addrs that is not host:port with a valid port,
+// and one when there is none.
+func (p *Problems) AddAddresses(variable string, addrs []string) {
+	if len(addrs) == 0 {
+		p.Addf(variable, "at least one host:port is required")
+	}
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			p.Addf(variable, "%q is not host:port", a)
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			p.Addf(variable, "%q has no valid port", a)
+		}
 	}
 }
 

@@ -2,9 +2,7 @@ package kafka
 
 import (
 	"fmt"
-	"net"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/config"
@@ -45,19 +43,7 @@ var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 // Validate reports every problem with the Kafka configuration.
 func (c Config) Validate() error {
 	var p config.Problems
-	if len(c.Brokers) == 0 {
-		p.Addf("KAFKA_BROKERS", "at least one broker is required")
-	}
-	for _, b := range c.Brokers {
-		host, port, err := net.SplitHostPort(b)
-		if err != nil || host == "" {
-			p.Addf("KAFKA_BROKERS", "%q is not host:port", b)
-			continue
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			p.Addf("KAFKA_BROKERS", "%q has no valid port", b)
-		}
-	}
+	p.AddAddresses("KAFKA_BROKERS", c.Brokers)
 	if c.DialTimeout <= 0 {
 		p.Addf("KAFKA_DIAL_TIMEOUT", "must be positive, got %s", c.DialTimeout)
 	}
