@@ -307,3 +307,48 @@ func TestPipelineMembersStopped(t *testing.T) {
 	p.waitRows(t, "members", n, time.Minute)
 	checkExact(t, p, "members", n, src.RecordSize)
 }
+
+// TestPipelineMalformedSourceRecords serves records without a key, with invalid UTF-8 and with an
+// object as key: exactly those are dead-lettered by the loader, the job succeeds, and every other
+// record is loaded byte for byte.
+func TestPipelineMalformedSourceRecords(t *testing.T) {
+	stacktest.Require(t)
+	const n, every = 10_000, 1_000
+	src := demosource.DefaultConfig()
+	src.Records = n
+	src.MalformedEvery = every
+	p := newPipeline(t, src)
+	planner := start(t, "planner", p.env).ready(t)
+	start(t, "extractor", p.env).ready(t)
+	start(t, "loader", p.env).ready(t)
+
+	j := submit(t, planner, jobSpec("malformed", p.srcURL, "malformed", 4, 500, 3))
+	j = await(t, planner, j.ID, 3*time.Minute)
+	const bad = n / every
+	if j.State != "succeeded" || j.Records.Loaded != n-bad || j.Records.DeadLettered != bad {
+		t.Fatalf("job ended %+v, want %d loaded and %d dead-lettered", j, n-bad, bad)
+	}
+	classes := map[string]int{}
+	for _, dl := range p.deadLetters(t) {
+		classes[dl.ErrorClass]++
+		var rec sluicev1.Record
+		if err := proto.Unmarshal(dl.Payload, &rec); err == nil && len(rec.Payload) > 0 {
+			t.Fatalf("dead letter holds an envelope, want the record's own bytes: %q", dl.Payload)
+		}
+		i, _ := strconv.ParseInt(string(dl.OriginalKey), 10, 64)
+		if dl.Stage != sluicev1.DeadLetter_STAGE_LOAD || dl.JobId != j.ID || dl.OriginalTopic != p.kafka.RawTopic ||
+			(len(dl.OriginalKey) > 0 && !demosource.IsMalformed(i, every)) {
+			t.Fatalf("dead letter %+v", dl)
+		}
+	}
+	if classes["missing_key"]+classes["invalid_utf8"] != bad || classes["invalid_utf8"] == 0 {
+		t.Fatalf("dead letters by class %v, want %d in missing_key and invalid_utf8", classes, bad)
+	}
+	got := p.rows(t, "malformed")
+	for i := range int64(n) {
+		payload, in := got[strconv.FormatInt(i, 10)]
+		if demosource.IsMalformed(i, every) == in || (in && payload != string(demosource.Record(i, src.RecordSize))) {
+			t.Fatalf("record %d: in clickhouse = %v, payload %q", i, in, payload)
+		}
+	}
+}

@@ -46,6 +46,8 @@ type Extractor struct {
 	partitionCtxs map[tp]context.Context
 	limiters      map[string]*rate.Limiter // one per job with a rate limit
 	tasks         sync.WaitGroup
+	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
+	commitMu sync.Mutex
 }
 
 type topics struct{ tasks, raw, dlq, events string }
@@ -208,6 +210,8 @@ func (x *Extractor) waitPartitions(partitions map[string][]int32) {
 
 // commit commits every partition's offset up to its first unfinished task.
 func (x *Extractor) commit(ctx context.Context) {
+	x.commitMu.Lock()
+	defer x.commitMu.Unlock()
 	offsets := x.offsets.commitable()
 	if len(offsets) == 0 {
 		return
