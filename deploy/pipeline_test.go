@@ -222,7 +222,8 @@ func TestPipelineClickHouseOutage(t *testing.T) {
 	src.PageLatency = 150 * time.Millisecond // about 10 s of extraction: the outage falls inside it
 	p := newPipeline(t, src)
 	own := ownClickHouse(t)
-	env := p.with(map[string]string{"SLUICE_CLICKHOUSE_ADDR": own.addr, "SLUICE_LOADER_RETRY_MAX_BACKOFF": "1s"})
+	env := p.with(map[string]string{"SLUICE_CLICKHOUSE_ADDR": own.addr, "SLUICE_LOADER_RETRY_MAX_BACKOFF": "1s",
+		"SLUICE_LOADER_FLUSH_TIMEOUT": "5s"}) // the outage outlasts a flush: batches are rewound and fetched again
 	p.useClickHouse(t, own.addr)
 
 	planner := start(t, "planner", env).ready(t)

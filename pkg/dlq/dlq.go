@@ -56,9 +56,14 @@ type Letter struct {
 	FailedAt     time.Time
 }
 
-// Record builds the dead-letter record for topic. Payloads longer than maxPayload are replaced by a
-// stub carrying their size and sha256, so that a letter always fits the topic.
+// MaxPayload is the most a letter carries of the original bytes, whatever the stage allows: with its
+// context and headers the letter stays under the topic's default 1,000,012-byte message limit.
+const MaxPayload = 960 << 10
+
+// Record builds the dead-letter record for topic. Payloads longer than maxPayload (and MaxPayload)
+// are replaced by a stub carrying their size and sha256, so that a letter always fits the topic.
 func Record(topic string, l Letter, maxPayload int) (*kgo.Record, error) {
+	maxPayload = min(maxPayload, MaxPayload)
 	payload := l.Payload
 	if payload == nil && l.Original != nil {
 		payload = l.Original.Value

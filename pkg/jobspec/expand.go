@@ -8,9 +8,15 @@ import (
 	"strings"
 )
 
+// VarPrefix starts every variable a header may reference. Whoever submits a job chooses the URL the
+// headers go to, so the services must not expand just any variable of their environment (their own
+// passwords among them) into it: only those meant for sources.
+const VarPrefix = "SOURCE_"
+
 var (
-	errUnclosed = fmt.Errorf("%w: unclosed ${", ErrBadReference)
-	errBadName  = fmt.Errorf("%w: the name must match [A-Za-z_][A-Za-z0-9_]*", ErrBadReference)
+	errUnclosed  = fmt.Errorf("%w: unclosed ${", ErrBadReference)
+	errBadName   = fmt.Errorf("%w: the name must match [A-Za-z_][A-Za-z0-9_]*", ErrBadReference)
+	errNotSource = fmt.Errorf("%w: only variables named %s… can be used in headers", ErrBadReference, VarPrefix)
 )
 
 // ExpandHeaders returns a copy of headers in which every ${VAR} reference in a value is replaced by
@@ -61,6 +67,9 @@ func expand(value string, lookup func(string) (string, bool)) (string, []string,
 		}
 		if !isVarName(name) {
 			return "", nil, errBadName
+		}
+		if !strings.HasPrefix(name, VarPrefix) {
+			return "", nil, errNotSource
 		}
 		v, ok := lookup(name)
 		if !ok && !slices.Contains(missing, name) {

@@ -17,7 +17,7 @@ func lookupIn(env map[string]string) func(string) (string, bool) {
 }
 
 func TestExpandHeaders(t *testing.T) {
-	env := map[string]string{"TOKEN": "s3cret", "USER": "alice", "PASS": "hunter2", "EMPTY": ""}
+	env := map[string]string{"SOURCE_TOKEN": "s3cret", "SOURCE_USER": "alice", "SOURCE_PASS": "hunter2", "SOURCE_EMPTY": ""}
 	tests := []struct {
 		name    string
 		headers map[string]string
@@ -25,22 +25,22 @@ func TestExpandHeaders(t *testing.T) {
 	}{
 		{
 			name:    "present",
-			headers: map[string]string{"Authorization": "Bearer ${TOKEN}", "Accept": "application/json"},
+			headers: map[string]string{"Authorization": "Bearer ${SOURCE_TOKEN}", "Accept": "application/json"},
 			want:    map[string]string{"Authorization": "Bearer s3cret", "Accept": "application/json"},
 		},
 		{
 			name:    "several references in one value",
-			headers: map[string]string{"X-Login": "${USER}:${PASS}@${USER}"},
+			headers: map[string]string{"X-Login": "${SOURCE_USER}:${SOURCE_PASS}@${SOURCE_USER}"},
 			want:    map[string]string{"X-Login": "alice:hunter2@alice"},
 		},
 		{
 			name:    "literal dollars",
-			headers: map[string]string{"X-Literal": "$TOKEN $ {TOKEN} $5 $", "X-Double": "$${TOKEN}"},
+			headers: map[string]string{"X-Literal": "$TOKEN $ {TOKEN} $5 $", "X-Double": "$${SOURCE_TOKEN}"},
 			want:    map[string]string{"X-Literal": "$TOKEN $ {TOKEN} $5 $", "X-Double": "$s3cret"},
 		},
 		{
 			name:    "set but empty",
-			headers: map[string]string{"X-Empty": "[${EMPTY}]"},
+			headers: map[string]string{"X-Empty": "[${SOURCE_EMPTY}]"},
 			want:    map[string]string{"X-Empty": "[]"},
 		},
 		{
@@ -63,7 +63,7 @@ func TestExpandHeaders(t *testing.T) {
 }
 
 func TestExpandHeadersErrors(t *testing.T) {
-	env := map[string]string{"TOKEN": "s3cret"}
+	env := map[string]string{"SOURCE_TOKEN": "s3cret", "SLUICE_CLICKHOUSE_PASSWORD": "hunter2"}
 	tests := []struct {
 		name    string
 		headers map[string]string
@@ -72,20 +72,26 @@ func TestExpandHeadersErrors(t *testing.T) {
 	}{
 		{
 			name:    "missing",
-			headers: map[string]string{"Authorization": "Bearer ${SOURCE_TOKEN}"},
-			want:    "header Authorization: ${SOURCE_TOKEN}: variable not set",
+			headers: map[string]string{"Authorization": "Bearer ${SOURCE_TOKN}"},
+			want:    "header Authorization: ${SOURCE_TOKN}: variable not set",
 			is:      jobspec.ErrMissingVariable,
+		},
+		{
+			name:    "a variable not meant for sources",
+			headers: map[string]string{"Authorization": "Bearer ${SLUICE_CLICKHOUSE_PASSWORD}"},
+			want:    "header Authorization: malformed ${VAR} reference: only variables named SOURCE_… can be used in headers",
+			is:      jobspec.ErrBadReference,
 		},
 		{
 			name: "every missing variable of every header",
 			headers: map[string]string{
-				"X-B": "${USER}:${PASS}:${USER}:${TOKEN}",
-				"X-A": "Bearer ${NOPE}",
-				"X-C": "fine ${TOKEN}",
+				"X-B": "${SOURCE_USER}:${SOURCE_PASS}:${SOURCE_USER}:${SOURCE_TOKEN}",
+				"X-A": "Bearer ${SOURCE_NOPE}",
+				"X-C": "fine ${SOURCE_TOKEN}",
 			},
-			want: "header X-A: ${NOPE}: variable not set\n" +
-				"header X-B: ${USER}: variable not set\n" +
-				"header X-B: ${PASS}: variable not set",
+			want: "header X-A: ${SOURCE_NOPE}: variable not set\n" +
+				"header X-B: ${SOURCE_USER}: variable not set\n" +
+				"header X-B: ${SOURCE_PASS}: variable not set",
 			is: jobspec.ErrMissingVariable,
 		},
 		{
@@ -127,8 +133,8 @@ func TestExpandHeadersErrors(t *testing.T) {
 }
 
 func TestExpandHeadersRejectsControlCharacters(t *testing.T) {
-	env := map[string]string{"TOKEN": "s3cret", "BROKEN": "ok\r\nX-Injected: 1"}
-	headers := map[string]string{"X-Value": "${BROKEN}", "Authorization": "${TOKEN}"}
+	env := map[string]string{"SOURCE_TOKEN": "s3cret", "SOURCE_BROKEN": "ok\r\nX-Injected: 1"}
+	headers := map[string]string{"X-Value": "${SOURCE_BROKEN}", "Authorization": "${SOURCE_TOKEN}"}
 	_, err := jobspec.ExpandHeaders(headers, lookupIn(env))
 	want := "header X-Value: expanded value contains control characters"
 	if err == nil || err.Error() != want {

@@ -16,7 +16,7 @@ func FuzzParse(f *testing.F) {
 		`{"name": "users", "tasks": 4, "sink": {"table": "users"}, "source": {"url": "https://h/x?a=1",
 			"key": "meta.id", "max_retries": 0, "max_records": 1000, "rate_limit": 2.5, "timeout": "1.5s",
 			"pagination": {"type": "page", "page_param": "p", "limit_param": "n", "first_page": 0}}}`,
-		"name: &n users\nsource: {url: 'http://h/', key: id, headers: {A: '${X}$${Y}$Z'}}\nsink: {table: *n}\n",
+		"name: &n users\nsource: {url: 'http://h/', key: id, headers: {A: '${SOURCE_X}$${SOURCE_Y}$Z'}}\nsink: {table: *n}\n",
 		"name: [users\n",
 		"- a\n",
 		"",

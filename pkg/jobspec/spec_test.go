@@ -363,7 +363,7 @@ sink: {table: users}
 			doc: `
 name: users
 source:
-  url: "https://api.example.com/users?page=2&per_page=10&sort=id&api_key=${KEY}"
+  url: "https://api.example.com/users?page=2&per_page=10&sort=id&api_key=${SOURCE_KEY}"
   key: id
   pagination: {type: page, limit_param: per_page}
 sink: {table: users}
@@ -545,7 +545,7 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name:   "literal dollars in a header",
-			mutate: func(s *jobspec.Spec) { s.Source.Headers = map[string]string{"X-Price": "$5 $VAR $ {x} $${A}"} },
+			mutate: func(s *jobspec.Spec) { s.Source.Headers = map[string]string{"X-Price": "$5 $VAR $ {x} $${SOURCE_A}"} },
 		},
 	}
 	for _, tc := range tests {
@@ -587,7 +587,7 @@ func TestRoundTrip(t *testing.T) {
 	full.Source.MaxRetries = 0
 	full.Source.Pagination.Type = "page"
 	full.Source.Pagination.FirstPage = 0
-	full.Source.Headers["X-Odd"] = `<&> "quoted" \ ${A}${B} é`
+	full.Source.Headers["X-Odd"] = `<&> "quoted" \ ${SOURCE_A}${SOURCE_B} é`
 
 	tests := []struct {
 		name string

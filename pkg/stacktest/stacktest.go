@@ -57,7 +57,7 @@ func Kafka(t testing.TB) kafka.Config {
 		DialTimeout:       5 * time.Second,
 		RequestTimeout:    10 * time.Second,
 		SessionTimeout:    10 * time.Second,
-		RebalanceTimeout:  30 * time.Second,
+		RebalanceTimeout:  60 * time.Second,
 		CreateTopics:      true,
 		ReplicationFactor: -1,
 		TasksTopic:        Name(t, "tasks"),

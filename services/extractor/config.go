@@ -32,6 +32,8 @@ type ExtractorConfig struct {
 	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
 	// MaxBufferedRecords bounds the records waiting for Kafka; producing blocks beyond it.
 	MaxBufferedRecords int `env:"MAX_BUFFERED_RECORDS, default=50000"`
+	// MaxBufferedBytes bounds the same buffer by size.
+	MaxBufferedBytes int `env:"MAX_BUFFERED_BYTES, default=268435456"`
 	// DrainTimeout is how long tasks in flight at shutdown or revocation may still take.
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=15s"`
 }
@@ -64,6 +66,9 @@ func (c *Config) Validate() error {
 	}
 	if x.MaxBufferedRecords < 1 {
 		p.Addf("EXTRACTOR_MAX_BUFFERED_RECORDS", "must be positive, got %d", x.MaxBufferedRecords)
+	}
+	if x.MaxBufferedBytes < 1<<20 {
+		p.Addf("EXTRACTOR_MAX_BUFFERED_BYTES", "must be at least 1 MiB, got %d", x.MaxBufferedBytes)
 	}
 	if x.DrainTimeout <= 0 || x.DrainTimeout >= c.ShutdownTimeout {
 		p.Addf("EXTRACTOR_DRAIN_TIMEOUT", "must be positive and shorter than SLUICE_SHUTDOWN_TIMEOUT (%s), got %s", c.ShutdownTimeout, x.DrainTimeout)

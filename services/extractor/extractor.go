@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,19 +115,21 @@ func (x *Extractor) Run(ctx context.Context) error {
 		fetches.EachRecord(func(r *kgo.Record) {
 			taken++
 			taskCtx := x.partitionContext(drainCtx, r)
-			x.offsets.start(r)
+			owner := x.offsets.start(r)
 			x.tasks.Add(1)
 			x.metrics.inFlight.Inc()
 			go func() {
 				defer func() { <-slots; x.metrics.inFlight.Dec(); x.tasks.Done() }()
 				if x.process(taskCtx, r) {
-					x.offsets.done(r)
+					x.offsets.done(owner, r)
 					x.commit(drainCtx)
 				} else {
-					x.offsets.abandon(r)
+					x.offsets.abandon(owner, r)
 				}
 			}()
 		})
+		// Every polled task is registered with its partition before a rebalance may revoke it.
+		x.cl.AllowRebalance()
 		for range free - taken {
 			<-slots
 		}
@@ -285,11 +288,13 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 		pages   uint32
 		attempt int
 	)
-	for pg := range pageRequests(&task, src) {
+	pg := newPager(&task, src)
+	for req, ok := pg.request(); ok; req, ok = pg.request() {
 		if err := x.wait(ctx, task.JobId, src); err != nil {
-			break
+			prod.wait()
+			return false, ctx.Err() == nil // the task runs again; never counted done
 		}
-		u, err := source.PageURL(src, pg.start, pg.limit)
+		u, err := source.PageURL(src, req.start, req.limit)
 		if err != nil {
 			return x.deadLetter(ctx, r, &task, taskFailure{class: "bad_task", err: err, records: records}), false
 		}
@@ -303,19 +308,23 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 				return false, true
 			}
 			return x.deadLetter(ctx, r, &task, taskFailure{class: ferr.Class, err: ferr.Err, attempts: attempts,
-				status: ferr.Status, head: ferr.Head, page: pg.start, records: records}), false
+				status: ferr.Status, head: ferr.Head, page: req.start, records: records, tooLarge: prod.tooLarge.Load()}), false
 		}
 		pages++
 		extractedAt := timestamppb.New(x.now())
 		for i, rec := range p.Records {
 			key, keyErr := source.RecordKey(rec, src.Key)
 			env := &sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
-				ExtractedAt: extractedAt, Page: pg.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr}
+				ExtractedAt: extractedAt, Page: req.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr}
 			prod.produce(env)
 		}
 		records += uint64(len(p.Records))
-		if pg.openEnded && (len(p.Records) == 0 || len(p.Records) < int(pg.limit)) {
-			break // the first short or empty page ends an open-ended task
+		if err := pg.advance(req, len(p.Records)); err != nil {
+			if !prod.wait() {
+				return false, ctx.Err() == nil
+			}
+			return x.deadLetter(ctx, r, &task, taskFailure{class: "short_page", err: err, attempts: attempts,
+				status: http.StatusOK, page: req.start, records: records, tooLarge: prod.tooLarge.Load()}), false
 		}
 	}
 	if !prod.wait() {
@@ -369,7 +378,9 @@ type taskFailure struct {
 	status   int
 	head     []byte
 	page     uint64
+	// records the task's earlier pages held; tooLarge of them were dead-lettered, not produced.
 	records  uint64
+	tooLarge uint64
 }
 
 // deadLetter sends the task to the dead-letter topic with its context and publishes the job event.
@@ -392,7 +403,8 @@ func (x *Extractor) deadLetter(ctx context.Context, r *kgo.Record, task *sluicev
 		return false
 	}
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{
-		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: f.class, Records: f.records}}}
+		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: f.class, Records: f.records,
+			DeadLettered: f.tooLarge}}}
 	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
 		return false
 	}
@@ -457,7 +469,13 @@ func (p *taskProducer) onAck(rec *kgo.Record, err error) {
 			p.fail(uerr)
 			return
 		}
-		p.deadLetterTooLarge(&env, err)
+		// Not on this goroutine: franz-go runs every produce callback on it, so waiting here for
+		// the dead letter's own acknowledgement would wait forever.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.deadLetterTooLarge(&env, err)
+		}()
 	default:
 		p.fail(err)
 	}
@@ -495,35 +513,71 @@ func (p *taskProducer) wait() bool {
 
 // pageRequest is one page of a task: where it starts and how many records it asks for.
 type pageRequest struct {
-	start     uint64 // the offset, or the page number
-	limit     uint64
-	openEnded bool // the task pages until a short or empty page
+	start uint64 // the offset, or the page number
+	limit uint64
 }
 
-// pageRequests lists the pages of a task in order. A range end of 0 means unbounded.
-func pageRequests(task *sluicev1.Task, src *sluicev1.HttpSource) func(func(pageRequest) bool) {
-	size := uint64(src.Pagination.GetPageSize())
-	if size == 0 {
-		size = 100
+// errShortPage is a page-numbered source that returned fewer records than asked before the task's
+// last page: it caps the page size below the job's, and page numbers would skip records.
+var errShortPage = errors.New("the source returned a short page before the last page of the task: it caps the page size below the job's page_size")
+
+// pager walks a task's pages. Offset pages advance by the records the source returned, so that a
+// source capping the page size below the job's skips nothing.
+type pager struct {
+	pages     bool // page numbers, else offsets
+	next      uint64
+	end       uint64 // offsets: exclusive end; pages: the last page
+	unbounded bool
+	size      uint64
+	done      bool
+}
+
+func newPager(task *sluicev1.Task, src *sluicev1.HttpSource) *pager {
+	p := &pager{size: uint64(src.Pagination.GetPageSize())}
+	if p.size == 0 {
+		p.size = 100
 	}
-	return func(yield func(pageRequest) bool) {
-		switch s := task.Slice.(type) {
-		case *sluicev1.Task_Offsets:
-			for off := s.Offsets.Start; s.Offsets.End == 0 || off < s.Offsets.End; off += size {
-				limit := size
-				if s.Offsets.End != 0 {
-					limit = min(size, s.Offsets.End-off)
-				}
-				if !yield(pageRequest{start: off, limit: limit, openEnded: s.Offsets.End == 0}) {
-					return
-				}
-			}
-		case *sluicev1.Task_Pages:
-			for n := s.Pages.First; s.Pages.Last == 0 || n <= s.Pages.Last; n++ {
-				if !yield(pageRequest{start: n, limit: size, openEnded: s.Pages.Last == 0}) {
-					return
-				}
-			}
+	switch s := task.Slice.(type) {
+	case *sluicev1.Task_Offsets:
+		p.next, p.end, p.unbounded = s.Offsets.Start, s.Offsets.End, s.Offsets.Unbounded
+		p.done = !p.unbounded && p.next >= p.end
+	case *sluicev1.Task_Pages:
+		p.pages = true
+		p.next, p.end, p.unbounded = s.Pages.First, s.Pages.Last, s.Pages.Unbounded
+		p.done = !p.unbounded && p.next > p.end
+	default:
+		p.done = true
+	}
+	return p
+}
+
+// request returns the next page to fetch, or false when the task is complete.
+func (p *pager) request() (pageRequest, bool) {
+	if p.done {
+		return pageRequest{}, false
+	}
+	limit := p.size
+	if !p.pages && !p.unbounded {
+		limit = min(p.size, p.end-p.next)
+	}
+	return pageRequest{start: p.next, limit: limit}, true
+}
+
+// advance records that the page asked for returned got records.
+func (p *pager) advance(req pageRequest, got int) error {
+	short := uint64(got) < req.limit
+	switch {
+	case got == 0:
+		p.done = true // an empty page ends the task, bounded or not
+	case p.pages:
+		if short && !p.unbounded && p.next < p.end {
+			return errShortPage
 		}
+		p.next++
+		p.done = short || (!p.unbounded && p.next > p.end)
+	default:
+		p.next += uint64(got)
+		p.done = (p.unbounded && short) || (!p.unbounded && p.next >= p.end)
 	}
+	return nil
 }

@@ -31,8 +31,10 @@ type partitionState struct {
 
 func newOffsetTracker() *offsetTracker { return &offsetTracker{parts: map[tp]*partitionState{}} }
 
-// start records that the task at r is in flight.
-func (t *offsetTracker) start(r *kgo.Record) {
+// start records that the task at r is in flight, and returns the ownership of its partition that
+// the task belongs to: done and abandon change nothing once that ownership ended (the partition was
+// revoked, or revoked and assigned again), so a task of an earlier ownership never moves a commit.
+func (t *offsetTracker) start(r *kgo.Record) *partitionState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := tp{r.Topic, r.Partition}
@@ -43,29 +45,35 @@ func (t *offsetTracker) start(r *kgo.Record) {
 	}
 	s.inFlight[r.Offset] = struct{}{}
 	s.epoch = r.LeaderEpoch
+	return s
+}
+
+// current returns the partition's state when it is still the ownership s; the caller holds mu.
+func (t *offsetTracker) current(s *partitionState, r *kgo.Record) bool {
+	return t.parts[tp{r.Topic, r.Partition}] == s
 }
 
 // done records that the task at r is done: its records are acknowledged, or it is dead-lettered.
-func (t *offsetTracker) done(r *kgo.Record) {
+func (t *offsetTracker) done(s *partitionState, r *kgo.Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.parts[tp{r.Topic, r.Partition}]
-	if s == nil {
-		return // the partition was revoked or lost meanwhile
+	if !t.current(s, r) {
+		return
 	}
 	delete(s.inFlight, r.Offset)
 	s.highestDone = max(s.highestDone, r.Offset)
 }
 
 // abandon forgets the task at r without marking it done: it will be redelivered.
-func (t *offsetTracker) abandon(r *kgo.Record) {
+func (t *offsetTracker) abandon(s *partitionState, r *kgo.Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s := t.parts[tp{r.Topic, r.Partition}]; s != nil {
-		delete(s.inFlight, r.Offset)
-		if s.blocked < 0 || r.Offset < s.blocked {
-			s.blocked = r.Offset
-		}
+	if !t.current(s, r) {
+		return
+	}
+	delete(s.inFlight, r.Offset)
+	if s.blocked < 0 || r.Offset < s.blocked {
+		s.blocked = r.Offset
 	}
 }
 

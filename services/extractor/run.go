@@ -39,10 +39,15 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		kgo.ConsumerGroup(cfg.Extractor.Group),
 		kgo.ConsumeTopics(cfg.Kafka.TasksTopic),
 		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.OnPartitionsRevoked(x.revoked),
 		kgo.OnPartitionsLost(x.lost),
 		kgo.MaxBufferedRecords(cfg.Extractor.MaxBufferedRecords),
+		kgo.MaxBufferedBytes(cfg.Extractor.MaxBufferedBytes),
+		// A produce that cannot be delivered fails its task, which then runs again, instead of
+		// waiting forever (and past every shutdown deadline).
+		kgo.RecordDeliveryTimeout(2*time.Minute),
 	)
 	if err != nil {
 		return err
@@ -51,7 +56,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	x.log = rt.Log
 	x.metrics = newExtractorMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
 	x.fetch = &source.Fetcher{
-		Client:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Extractor.Concurrency * 2, ForceAttemptHTTP2: true}},
+		Client: &http.Client{
+			Transport:     &http.Transport{MaxIdleConnsPerHost: cfg.Extractor.Concurrency * 2, ForceAttemptHTTP2: true},
+			CheckRedirect: source.SameHostRedirects,
+		},
 		MaxBody: cfg.Extractor.MaxBodyBytes,
 		Metrics: x.metrics.fetch,
 		Now:     time.Now,

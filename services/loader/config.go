@@ -30,6 +30,10 @@ type LoaderConfig struct {
 	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
 	// RetryMaxBackoff caps the wait between insert retries while ClickHouse is unavailable.
 	RetryMaxBackoff time.Duration `env:"RETRY_MAX_BACKOFF, default=5s"`
+	// FlushTimeout bounds one batch's insert, dead letters and commit, retries included. Rebalances
+	// wait for a flush, so it stays under SLUICE_KAFKA_REBALANCE_TIMEOUT; when it runs out the batch
+	// is fetched again.
+	FlushTimeout time.Duration `env:"FLUSH_TIMEOUT, default=30s"`
 	// DrainTimeout is how long a batch in flight at shutdown may still take to insert and commit.
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=10s"`
 }
@@ -60,6 +64,9 @@ func (c *Config) Validate() error {
 	}
 	if l.RetryMaxBackoff < time.Millisecond {
 		p.Addf("LOADER_RETRY_MAX_BACKOFF", "must be at least 1ms, got %s", l.RetryMaxBackoff)
+	}
+	if l.FlushTimeout < time.Second || l.FlushTimeout >= c.Kafka.RebalanceTimeout {
+		p.Addf("LOADER_FLUSH_TIMEOUT", "must be at least 1s and shorter than SLUICE_KAFKA_REBALANCE_TIMEOUT (%s), got %s", c.Kafka.RebalanceTimeout, l.FlushTimeout)
 	}
 	if l.DrainTimeout <= 0 || l.DrainTimeout >= c.ShutdownTimeout {
 		p.Addf("LOADER_DRAIN_TIMEOUT", "must be positive and shorter than SLUICE_SHUTDOWN_TIMEOUT (%s), got %s", c.ShutdownTimeout, l.DrainTimeout)

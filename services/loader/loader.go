@@ -86,11 +86,21 @@ func (l *Loader) Run(ctx context.Context) error {
 	for {
 		recs := l.collect(ctx)
 		if len(recs) > 0 {
-			if err := l.flush(drainCtx, recs); err != nil {
-				if drainCtx.Err() != nil {
-					l.log.Warn("batch abandoned at shutdown; it will be redelivered", "records", len(recs))
-					return nil
-				}
+			// A flush holds off rebalances: bound it well under the rebalance timeout, and when it
+			// runs out (ClickHouse down), rewind and let the group rebalance before trying again.
+			flushCtx, cancel := context.WithTimeout(drainCtx, l.cfg.FlushTimeout)
+			err := l.flush(flushCtx, recs)
+			cancel()
+			switch {
+			case err == nil:
+			case drainCtx.Err() != nil:
+				l.log.Warn("batch abandoned at shutdown; it will be redelivered", "records", len(recs))
+				return nil
+			case errors.Is(err, context.DeadlineExceeded):
+				l.log.Warn("batch not done within the flush timeout; rewound to try again", "records", len(recs),
+					"timeout", l.cfg.FlushTimeout.String())
+				l.cl.SetOffsets(firstOffsets(recs))
+			default:
 				return err
 			}
 		}
@@ -138,6 +148,20 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 	return recs
 }
 
+// firstOffsets are the offsets to fetch a batch again from: its first record of each partition.
+func firstOffsets(recs []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
+	out := map[string]map[int32]kgo.EpochOffset{}
+	for _, r := range recs {
+		if out[r.Topic] == nil {
+			out[r.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		if _, seen := out[r.Topic][r.Partition]; !seen {
+			out[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		}
+	}
+	return out
+}
+
 // span is the part of a batch that belongs to one job in one partition, for the job's events.
 type span struct {
 	job       string
@@ -172,6 +196,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 		env.Reset()
 		class, err := "", error(nil)
 		if uerr := proto.Unmarshal(r.Value, &env); uerr != nil {
+			env.Reset() // a failed decode leaves fragments: the letter keeps the original bytes instead
 			class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", uerr)
 		} else {
 			class, err = validate(&env, l.cfg.MaxRecordBytes)

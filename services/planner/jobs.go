@@ -30,10 +30,9 @@ type Job struct {
 	CreatedAt        time.Time   `json:"created_at"`
 	FinishedAt       *time.Time  `json:"finished_at,omitempty"`
 
-	tasks      map[string]bool // task id → dead-lettered
-	ranges     map[loadRange]bool
-	extractDLQ uint64
-	lastLoad   time.Time
+	tasks    map[string]bool // task id → dead-lettered
+	ranges   map[loadRange]bool
+	lastLoad time.Time
 }
 
 // TaskCounts are a job's tasks by outcome.
@@ -94,7 +93,6 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			j.tasks[e.TaskExtracted.TaskId] = false
 			j.Tasks.Extracted++
 			j.Records.Extracted += e.TaskExtracted.Records
-			j.extractDLQ += e.TaskExtracted.DeadLettered
 			j.Records.DeadLettered += e.TaskExtracted.DeadLettered
 		}
 	case *sluicev1.JobEvent_TaskDeadLettered:
@@ -102,6 +100,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			j.tasks[e.TaskDeadLettered.TaskId] = true
 			j.Tasks.DeadLettered++
 			j.Records.Extracted += e.TaskDeadLettered.Records
+			j.Records.DeadLettered += e.TaskDeadLettered.DeadLettered
 		}
 	case *sluicev1.JobEvent_RecordsLoaded:
 		r := e.RecordsLoaded
@@ -147,20 +146,6 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 	j.State, j.Reason, j.FinishedAt = stateFromProto(state), reason, &at
 	return &sluicev1.JobEvent{JobId: j.ID, Producer: "planner",
 		Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: state, Reason: reason}}}
-}
-
-// Running returns the finished events of jobs that are complete but were not finished yet: after
-// a restart's replay, when the planner may decide again.
-func (js *Jobs) Running(now time.Time) []*sluicev1.JobEvent {
-	js.mu.Lock()
-	defer js.mu.Unlock()
-	var out []*sluicev1.JobEvent
-	for _, j := range js.jobs {
-		if ev := js.complete(j, now); ev != nil {
-			out = append(out, ev)
-		}
-	}
-	return out
 }
 
 // Get returns a copy of the job, with its rate computed at now.

@@ -48,9 +48,9 @@ func planJob(spec *jobspec.Spec, jobID string, total int64, now time.Time) plan 
 	if n < 0 {
 		t := base(0, 1)
 		if spec.Source.Pagination.Type == "page" {
-			t.Slice = &sluicev1.Task_Pages{Pages: &sluicev1.PageRange{First: uint64(spec.Source.Pagination.FirstPage)}}
+			t.Slice = &sluicev1.Task_Pages{Pages: &sluicev1.PageRange{First: uint64(spec.Source.Pagination.FirstPage), Unbounded: true}}
 		} else {
-			t.Slice = &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{}}
+			t.Slice = &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Unbounded: true}}
 		}
 		p.tasks = []*sluicev1.Task{t}
 		return p

@@ -66,6 +66,9 @@ func TestPlanOffsets(t *testing.T) {
 func TestPlanPages(t *testing.T) {
 	p := planJob(spec(t, "page", 100, 3, 0), "job-2", 1_000, time.Now())
 	next := uint64(1)
+	if p.tasks[0].GetPages().Unbounded {
+		t.Fatal("a bounded job planned an unbounded page range")
+	}
 	for _, task := range p.tasks {
 		r := task.GetPages()
 		if r.First != next || r.Last < r.First {
@@ -80,7 +83,7 @@ func TestPlanPages(t *testing.T) {
 
 func TestPlanUnknownExtent(t *testing.T) {
 	p := planJob(spec(t, "offset", 100, 8, 0), "job-3", -1, time.Now())
-	if len(p.tasks) != 1 || p.expected != -1 || p.tasks[0].GetOffsets().End != 0 {
+	if len(p.tasks) != 1 || p.expected != -1 || !p.tasks[0].GetOffsets().Unbounded {
 		t.Fatalf("plan %+v, want one open-ended task", p)
 	}
 }

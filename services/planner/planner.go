@@ -46,6 +46,9 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
+	// Once the planned event is out, the tasks must follow even if the client goes away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	now := p.now()
 	pl := planJob(spec, newJobID(spec.Name, now), total, now)
 	planned := &sluicev1.JobEvent{JobId: pl.jobID, At: timestamppb.New(now), Producer: "planner",
@@ -66,11 +69,16 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec) (Job, error) {
 		}
 		recs[i] = &kgo.Record{Topic: p.topics.tasks, Key: []byte(t.TaskId), Value: value}
 	}
+	done := p.jobs.Apply(planned) // not nil when there is nothing to extract
 	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return Job{}, fmt.Errorf("publish %d tasks: %w", len(recs), err)
+		// Some tasks may be out: the job cannot complete, so say so rather than leave it running.
+		err = fmt.Errorf("publish %d tasks: %w", len(recs), err)
+		p.publishFinished(ctx, &sluicev1.JobEvent{JobId: pl.jobID, Producer: "planner", Event: &sluicev1.JobEvent_Finished{
+			Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_FAILED, Reason: err.Error()}}})
+		return Job{}, err
 	}
-	if fin := p.jobs.Apply(planned); fin != nil {
-		p.publishFinished(ctx, fin) // a job with nothing to extract is done at once
+	if done != nil {
+		p.publishFinished(ctx, done)
 	}
 	p.log.Info("job planned", "job", pl.jobID, "tasks", len(pl.tasks), "expected", pl.expected, "table", spec.Sink.Table)
 	j, _ := p.jobs.Get(pl.jobID, p.now())
@@ -109,17 +117,23 @@ func (p *Planner) discover(ctx context.Context, spec *jobspec.Spec) (int64, erro
 // Follow consumes the events topic from its start and folds every event in, finishing jobs once
 // the events that existed at start are read.
 func (p *Planner) Follow(ctx context.Context) error {
-	ends, err := kadm.NewClient(p.cl).ListEndOffsets(ctx, p.topics.events)
+	adm := kadm.NewClient(p.cl)
+	ends, err := adm.ListEndOffsets(ctx, p.topics.events)
 	if err != nil {
 		return fmt.Errorf("list end offsets of %s: %w", p.topics.events, err)
 	}
+	starts, err := adm.ListStartOffsets(ctx, p.topics.events)
+	if err != nil {
+		return fmt.Errorf("list start offsets of %s: %w", p.topics.events, err)
+	}
 	remaining := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
+		if s, ok := starts.Lookup(p.topics.events, o.Partition); o.Offset > 0 && (!ok || s.Offset < o.Offset) {
+			remaining[o.Partition] = o.Offset // a partition that retention emptied has nothing to read
 		}
 	})
-	p.markCaughtUp(ctx, remaining)
+	var pending []*sluicev1.JobEvent // jobs completed while replaying, finished once caught up
+	p.markCaughtUp(ctx, remaining, &pending)
 	for {
 		fetches := p.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -134,23 +148,29 @@ func (p *Planner) Follow(ctx context.Context) error {
 				p.log.Warn("skip undecodable job event", "partition", r.Partition, "offset", r.Offset, "error", err)
 			} else if fin := p.jobs.Apply(ev); fin != nil && p.caughtUp.Load() {
 				p.publishFinished(ctx, fin)
+			} else if fin != nil {
+				pending = append(pending, fin)
 			}
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
 		})
-		p.markCaughtUp(ctx, remaining)
+		p.markCaughtUp(ctx, remaining, &pending)
 	}
 }
 
-func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64) {
+// markCaughtUp switches to deciding once every partition is read to where it ended at start, and
+// records the end of the jobs that completed during the replay. A job finished twice (its end was
+// also in the log) folds to the same state.
+func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, pending *[]*sluicev1.JobEvent) {
 	if len(remaining) > 0 || p.caughtUp.Load() {
 		return
 	}
 	p.caughtUp.Store(true)
-	for _, fin := range p.jobs.Running(p.now()) {
+	for _, fin := range *pending {
 		p.publishFinished(ctx, fin)
 	}
+	*pending = nil
 	p.log.Info("job events caught up")
 }
 

@@ -35,7 +35,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		cl:     rt.Kafka,
 		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic},
 		fetch: &source.Fetcher{
-			Client:  &http.Client{},
+			Client:  &http.Client{CheckRedirect: source.SameHostRedirects},
 			MaxBody: 64 << 20,
 			Metrics: source.NewMetrics(rt.Registry, "planner"),
 			Now:     time.Now,

@@ -425,8 +425,11 @@ type TaskDeadLettered struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	ErrorClass string                 `protobuf:"bytes,2,opt,name=error_class,json=errorClass,proto3" json:"error_class,omitempty"`
-	// Records the task produced before it failed; the pages after that were not fetched.
-	Records       uint64 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
+	// Records the task's pages held before it failed, dead_lettered included; the pages after that
+	// were not fetched.
+	Records uint64 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
+	// Records of those pages the raw topic refused (too large) and that went to the dead-letter topic.
+	DeadLettered  uint64 `protobuf:"varint,4,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -478,6 +481,13 @@ func (x *TaskDeadLettered) GetErrorClass() string {
 func (x *TaskDeadLettered) GetRecords() uint64 {
 	if x != nil {
 		return x.Records
+	}
+	return 0
+}
+
+func (x *TaskDeadLettered) GetDeadLettered() uint64 {
+	if x != nil {
+		return x.DeadLettered
 	}
 	return 0
 }
@@ -723,12 +733,13 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05pages\x18\x03 \x01(\rR\x05pages\x12\x1a\n" +
 	"\battempts\x18\x04 \x01(\rR\battempts\x12#\n" +
-	"\rdead_lettered\x18\x05 \x01(\x04R\fdeadLettered\"f\n" +
+	"\rdead_lettered\x18\x05 \x01(\x04R\fdeadLettered\"\x8b\x01\n" +
 	"\x10TaskDeadLettered\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x18\n" +
-	"\arecords\x18\x03 \x01(\x04R\arecords\"\xa1\x01\n" +
+	"\arecords\x18\x03 \x01(\x04R\arecords\x12#\n" +
+	"\rdead_lettered\x18\x04 \x01(\x04R\fdeadLettered\"\xa1\x01\n" +
 	"\rRecordsLoaded\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x1c\n" +

@@ -516,12 +516,13 @@ func (x *Pagination) GetTotalPath() string {
 	return ""
 }
 
-// OffsetRange is records [start, end) of an offset-paginated source; end 0 is unbounded (the task
-// pages until a short or empty page).
+// OffsetRange is records [start, end) of an offset-paginated source. An unbounded range has no end:
+// its task pages until a short or empty page.
 type OffsetRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
 	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Unbounded     bool                   `protobuf:"varint,3,opt,name=unbounded,proto3" json:"unbounded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,11 +571,19 @@ func (x *OffsetRange) GetEnd() uint64 {
 	return 0
 }
 
-// PageRange is pages [first, last] of a page-numbered source; last 0 is unbounded.
+func (x *OffsetRange) GetUnbounded() bool {
+	if x != nil {
+		return x.Unbounded
+	}
+	return false
+}
+
+// PageRange is pages [first, last] of a page-numbered source. An unbounded range has no last page.
 type PageRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	First         uint64                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
 	Last          uint64                 `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
+	Unbounded     bool                   `protobuf:"varint,3,opt,name=unbounded,proto3" json:"unbounded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -621,6 +630,13 @@ func (x *PageRange) GetLast() uint64 {
 		return x.Last
 	}
 	return 0
+}
+
+func (x *PageRange) GetUnbounded() bool {
+	if x != nil {
+		return x.Unbounded
+	}
+	return false
 }
 
 // KeyRange is the records whose key lies in [start, end); an empty end is unbounded.
@@ -785,13 +801,15 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vTYPE_OFFSET\x10\x01\x12\r\n" +
-	"\tTYPE_PAGE\x10\x02\"5\n" +
+	"\tTYPE_PAGE\x10\x02\"S\n" +
 	"\vOffsetRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\x04R\x03end\"5\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x1c\n" +
+	"\tunbounded\x18\x03 \x01(\bR\tunbounded\"S\n" +
 	"\tPageRange\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\x04R\x04last\"2\n" +
+	"\x04last\x18\x02 \x01(\x04R\x04last\x12\x1c\n" +
+	"\tunbounded\x18\x03 \x01(\bR\tunbounded\"2\n" +
 	"\bKeyRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\tR\x03end\"l\n" +
