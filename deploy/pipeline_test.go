@@ -273,7 +273,7 @@ func TestPipelineLoaderKilled(t *testing.T) {
 	if j.State != "succeeded" {
 		t.Fatalf("job ended %+v", j)
 	}
-	p.waitRows(t, "killed", n, time.Minute)
+	// Success means every record of every task's final run is in: no waiting for stragglers.
 	checkExact(t, p, "killed", n, src.RecordSize)
 }
 
@@ -305,7 +305,6 @@ func TestPipelineMembersStopped(t *testing.T) {
 	if j.State != "succeeded" {
 		t.Fatalf("job ended %+v", j)
 	}
-	p.waitRows(t, "members", n, time.Minute)
 	checkExact(t, p, "members", n, src.RecordSize)
 }
 

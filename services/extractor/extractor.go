@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -260,6 +262,7 @@ func (x *Extractor) process(ctx context.Context, r *kgo.Record) bool {
 // again.
 func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again bool) {
 	began := x.now()
+	run := newRun()
 	var task sluicev1.Task
 	if err := proto.Unmarshal(r.Value, &task); err != nil {
 		return x.deadLetter(ctx, r, &task, taskFailure{class: "bad_task", err: fmt.Errorf("task is not a sluice.v1.Task: %w", err)}), false
@@ -308,14 +311,14 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 				return false, true
 			}
 			return x.deadLetter(ctx, r, &task, taskFailure{class: ferr.Class, err: ferr.Err, attempts: attempts,
-				status: ferr.Status, head: ferr.Head, page: req.start, records: records, tooLarge: prod.tooLarge.Load()}), false
+				status: ferr.Status, head: ferr.Head, page: req.start, records: records, tooLarge: prod.tooLarge.Load(), run: run}), false
 		}
 		pages++
 		extractedAt := timestamppb.New(x.now())
 		for i, rec := range p.Records {
 			key, keyErr := source.RecordKey(rec, src.Key)
 			env := &sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
-				ExtractedAt: extractedAt, Page: req.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr}
+				ExtractedAt: extractedAt, Page: req.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run}
 			prod.produce(env)
 		}
 		records += uint64(len(p.Records))
@@ -324,7 +327,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 				return false, ctx.Err() == nil
 			}
 			return x.deadLetter(ctx, r, &task, taskFailure{class: "short_page", err: err, attempts: attempts,
-				status: http.StatusOK, page: req.start, records: records, tooLarge: prod.tooLarge.Load()}), false
+				status: http.StatusOK, page: req.start, records: records, tooLarge: prod.tooLarge.Load(), run: run}), false
 		}
 	}
 	if !prod.wait() {
@@ -338,7 +341,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 	}
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskExtracted{
 		TaskExtracted: &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
-			DeadLettered: prod.tooLarge.Load()}}}
+			DeadLettered: prod.tooLarge.Load(), Run: run}}}
 	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
 		return false, false
 	}
@@ -349,6 +352,13 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 	x.metrics.tasksDone.WithLabelValues("extracted").Inc()
 	x.metrics.Processing.Observe(time.Since(began).Seconds())
 	return true, false
+}
+
+// newRun names one attempt at a task.
+func newRun() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // wait blocks for the job's rate limit, when it has one.
@@ -381,6 +391,7 @@ type taskFailure struct {
 	// records the task's earlier pages held; tooLarge of them were dead-lettered, not produced.
 	records  uint64
 	tooLarge uint64
+	run      string
 }
 
 // deadLetter sends the task to the dead-letter topic with its context and publishes the job event.
@@ -404,7 +415,7 @@ func (x *Extractor) deadLetter(ctx context.Context, r *kgo.Record, task *sluicev
 	}
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{
 		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: f.class, Records: f.records,
-			DeadLettered: f.tooLarge}}}
+			DeadLettered: f.tooLarge, Run: f.run}}}
 	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
 		return false
 	}

@@ -162,17 +162,33 @@ func firstOffsets(recs []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
 	return out
 }
 
-// span is the part of a batch that belongs to one job in one partition, for the job's events.
+// span is the part of a batch that belongs to one run of one task in one partition, for the job's
+// events.
 type span struct {
-	job       string
-	partition int32
+	job, task, run string
+	partition      int32
 }
 
 type spanCount struct {
 	table       string
 	first, last int64
-	loaded      uint64
-	dead        map[string]uint64
+	loaded      offsets
+	dead        map[string]*offsets // by error class
+}
+
+// offsets are a partition's offsets as runs of consecutive offsets, in the order they were added.
+type offsets struct {
+	spans []*sluicev1.OffsetSpan
+	n     uint64
+}
+
+func (o *offsets) add(offset int64) {
+	o.n++
+	if k := len(o.spans); k > 0 && o.spans[k-1].Last+1 == offset {
+		o.spans[k-1].Last = offset
+		return
+	}
+	o.spans = append(o.spans, &sluicev1.OffsetSpan{First: offset, Last: offset})
 }
 
 // flush inserts the valid records, dead-letters the rest, publishes the jobs' events and commits.
@@ -183,11 +199,12 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	var letters []*kgo.Record
 	var env sluicev1.Record
 
-	count := func(job string, r *kgo.Record, table string) *spanCount {
-		s := spans[span{job, r.Partition}]
+	count := func(env *sluicev1.Record, r *kgo.Record) *spanCount {
+		k := span{env.JobId, env.TaskId, env.Run, r.Partition}
+		s := spans[k]
 		if s == nil {
-			s = &spanCount{table: table, first: r.Offset, dead: map[string]uint64{}}
-			spans[span{job, r.Partition}] = s
+			s = &spanCount{table: env.Table, first: r.Offset, dead: map[string]*offsets{}}
+			spans[k] = s
 		}
 		s.last = r.Offset
 		return s
@@ -201,7 +218,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 		} else {
 			class, err = validate(&env, l.cfg.MaxRecordBytes)
 		}
-		s := count(env.JobId, r, env.Table)
+		s := count(&env, r)
 		if err != nil {
 			letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
 				Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
@@ -211,7 +228,10 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 				return lerr
 			}
 			letters = append(letters, letter)
-			s.dead[class]++
+			if s.dead[class] == nil {
+				s.dead[class] = &offsets{}
+			}
+			s.dead[class].add(r.Offset)
 			continue
 		}
 		rows := tables[env.Table]
@@ -220,7 +240,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 			tables[env.Table] = rows
 		}
 		rows.Add(env.Key, env.Payload, env.JobId, env.TaskId, r.Partition, r.Offset, env.ExtractedAt.AsTime())
-		s.loaded++
+		s.loaded.add(r.Offset)
 	}
 
 	for table, rows := range tables {
@@ -231,7 +251,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	if err := l.retry(ctx, "produce dead letters", func() error { return dlq.Produce(ctx, l.cl, letters...) }); err != nil {
 		return err
 	}
-	evs := spanEvents(spans, l.now())
+	evs := spanEvents(spans)
 	if err := l.retry(ctx, "publish job events", func() error { return events.Publish(ctx, l.cl, l.topics.events, evs...) }); err != nil {
 		return err
 	}
@@ -289,26 +309,22 @@ func (l *Loader) retry(ctx context.Context, what string, fn func() error) error 
 	}
 }
 
-func spanEvents(spans map[span]*spanCount, now time.Time) []*sluicev1.JobEvent {
+func spanEvents(spans map[span]*spanCount) []*sluicev1.JobEvent {
 	var evs []*sluicev1.JobEvent
 	for k, s := range spans {
 		if k.job == "" {
 			continue // not a sluice record: counted in metrics only
 		}
-		if s.loaded > 0 {
-			evs = append(evs, &sluicev1.JobEvent{JobId: k.job, Event: &sluicev1.JobEvent_RecordsLoaded{
-				RecordsLoaded: &sluicev1.RecordsLoaded{Records: s.loaded, Table: s.table,
-					Partition: k.partition, FirstOffset: s.first, LastOffset: s.last}}})
+		if s.loaded.n > 0 {
+			evs = append(evs, &sluicev1.JobEvent{JobId: k.job, Producer: "loader", Event: &sluicev1.JobEvent_RecordsLoaded{
+				RecordsLoaded: &sluicev1.RecordsLoaded{Records: s.loaded.n, Table: s.table, Partition: k.partition,
+					FirstOffset: s.first, LastOffset: s.last, TaskId: k.task, Run: k.run, Offsets: s.loaded.spans}}})
 		}
-		for class, n := range s.dead {
-			evs = append(evs, &sluicev1.JobEvent{JobId: k.job, Event: &sluicev1.JobEvent_RecordsDeadLettered{
-				RecordsDeadLettered: &sluicev1.RecordsDeadLettered{Records: n, ErrorClass: class,
-					Partition: k.partition, FirstOffset: s.first, LastOffset: s.last}}})
+		for class, o := range s.dead {
+			evs = append(evs, &sluicev1.JobEvent{JobId: k.job, Producer: "loader", Event: &sluicev1.JobEvent_RecordsDeadLettered{
+				RecordsDeadLettered: &sluicev1.RecordsDeadLettered{Records: o.n, ErrorClass: class, Partition: k.partition,
+					FirstOffset: s.first, LastOffset: s.last, TaskId: k.task, Run: k.run, Offsets: o.spans}}})
 		}
-	}
-	for _, ev := range evs {
-		ev.Producer = "loader"
-		ev.At = nil
 	}
 	return evs
 }
@@ -323,10 +339,10 @@ func (l *Loader) observe(recs []*kgo.Record, spans map[span]*spanCount, took tim
 			p = &pc{}
 			perPartition[k.partition] = p
 		}
-		p.loaded += float64(s.loaded)
-		for class, n := range s.dead {
-			p.dead += float64(n)
-			deadByClass[class] += float64(n)
+		p.loaded += float64(s.loaded.n)
+		for class, o := range s.dead {
+			p.dead += float64(o.n)
+			deadByClass[class] += float64(o.n)
 		}
 	}
 	for partition, c := range perPartition {

@@ -30,8 +30,7 @@ type Job struct {
 	CreatedAt        time.Time   `json:"created_at"`
 	FinishedAt       *time.Time  `json:"finished_at,omitempty"`
 
-	tasks    map[string]bool // task id → dead-lettered
-	ranges   map[loadRange]bool
+	tasks    map[string]*taskState
 	lastLoad time.Time
 }
 
@@ -50,15 +49,63 @@ type RecordCount struct {
 	DeadLettered uint64 `json:"dead_lettered"`
 }
 
-// loadRange identifies one loader report, so that a redelivered batch reported again counts once.
-type loadRange struct {
-	partition   int32
-	first, last int64
-	class       string
+// taskState is one task: how its final run ended, and what the loaders reported of each run. A task
+// that ran more than once (a rebalance, a failed produce) put the records of every run on the raw
+// topic; only the final run's count.
+type taskState struct {
+	finished   bool
+	dead       bool // dead-lettered rather than extracted
+	run        string
+	records    uint64 // the final run's records, those the extractor dead-lettered included
+	extractDLQ uint64 // the final run's records the raw topic refused
+	runs       map[string]*runCount
 }
 
-// Jobs folds job events into job states. Folding is idempotent per fact: a task reported twice, or
-// the same loaded range reported twice, counts once.
+// runCount is what the loaders reported of one run, by raw-topic partition and offset: a batch
+// reported twice, or cut differently when redelivered, counts each record once.
+type runCount struct {
+	loaded, dead map[int32]*intervalSet
+}
+
+func (t *taskState) ofRun(run string) *runCount {
+	rc := t.runs[run]
+	if rc == nil {
+		rc = &runCount{loaded: map[int32]*intervalSet{}, dead: map[int32]*intervalSet{}}
+		t.runs[run] = rc
+	}
+	return rc
+}
+
+// counts returns the loaded and dead-lettered records of the task: of its final run once finished,
+// else of its furthest run so far.
+func (t *taskState) counts() (loaded, dead uint64) {
+	if t.finished {
+		if rc := t.runs[t.run]; rc != nil {
+			loaded, dead = rc.total()
+		}
+		return loaded, dead + t.extractDLQ
+	}
+	for _, rc := range t.runs {
+		l, d := rc.total()
+		if l+d > loaded+dead {
+			loaded, dead = l, d
+		}
+	}
+	return loaded, dead
+}
+
+func (rc *runCount) total() (loaded, dead uint64) {
+	for _, s := range rc.loaded {
+		loaded += s.count()
+	}
+	for _, s := range rc.dead {
+		dead += s.count()
+	}
+	return loaded, dead
+}
+
+// Jobs folds job events into job states. Folding is idempotent per fact: a task reported twice, or a
+// record reported loaded twice, counts once.
 type Jobs struct {
 	mu   sync.Mutex
 	jobs map[string]*Job
@@ -79,7 +126,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			}
 			js.jobs[ev.JobId] = &Job{ID: ev.JobId, Name: p.Name, Table: p.Table, State: stateRunning,
 				Tasks: TaskCounts{Planned: int(p.Tasks)}, Records: RecordCount{Expected: expected},
-				CreatedAt: at, tasks: map[string]bool{}, ranges: map[loadRange]bool{}}
+				CreatedAt: at, tasks: map[string]*taskState{}}
 		}
 		return js.complete(js.jobs[ev.JobId], at)
 	}
@@ -89,35 +136,21 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	}
 	switch e := ev.Event.(type) {
 	case *sluicev1.JobEvent_TaskExtracted:
-		if _, seen := j.tasks[e.TaskExtracted.TaskId]; !seen {
-			j.tasks[e.TaskExtracted.TaskId] = false
-			j.Tasks.Extracted++
-			j.Records.Extracted += e.TaskExtracted.Records
-			j.Records.DeadLettered += e.TaskExtracted.DeadLettered
-		}
+		x := e.TaskExtracted
+		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, false)
 	case *sluicev1.JobEvent_TaskDeadLettered:
-		if _, seen := j.tasks[e.TaskDeadLettered.TaskId]; !seen {
-			j.tasks[e.TaskDeadLettered.TaskId] = true
-			j.Tasks.DeadLettered++
-			j.Records.Extracted += e.TaskDeadLettered.Records
-			j.Records.DeadLettered += e.TaskDeadLettered.DeadLettered
-		}
+		x := e.TaskDeadLettered
+		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, true)
 	case *sluicev1.JobEvent_RecordsLoaded:
 		r := e.RecordsLoaded
-		k := loadRange{r.Partition, r.FirstOffset, r.LastOffset, ""}
-		if !j.ranges[k] {
-			j.ranges[k] = true
-			j.Records.Loaded += r.Records
-			j.lastLoad = at
-		}
+		rc := j.task(r.TaskId).ofRun(r.Run)
+		rc.loaded[r.Partition] = addSpans(rc.loaded[r.Partition], r.Offsets)
+		j.lastLoad = at
 	case *sluicev1.JobEvent_RecordsDeadLettered:
 		r := e.RecordsDeadLettered
-		k := loadRange{r.Partition, r.FirstOffset, r.LastOffset, r.ErrorClass}
-		if !j.ranges[k] {
-			j.ranges[k] = true
-			j.Records.DeadLettered += r.Records
-			j.lastLoad = at
-		}
+		rc := j.task(r.TaskId).ofRun(r.Run)
+		rc.dead[r.Partition] = addSpans(rc.dead[r.Partition], r.Offsets)
+		j.lastLoad = at
 	case *sluicev1.JobEvent_Finished:
 		if j.State == stateRunning {
 			j.State, j.Reason = stateFromProto(e.Finished.State), e.Finished.Reason
@@ -128,14 +161,42 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	return js.complete(j, at)
 }
 
-// complete finishes a running job whose tasks are all done and whose records are all loaded or
-// dead-lettered, and returns the event that records it.
+func (j *Job) task(id string) *taskState {
+	t := j.tasks[id]
+	if t == nil {
+		t = &taskState{runs: map[string]*runCount{}}
+		j.tasks[id] = t
+	}
+	return t
+}
+
+// finishTask records how a task ended; a task reported again (it ran again after a rebalance) keeps
+// its first report.
+func (j *Job) finishTask(id, run string, records, extractDLQ uint64, dead bool) {
+	t := j.task(id)
+	if t.finished {
+		return
+	}
+	t.finished, t.dead, t.run, t.records, t.extractDLQ = true, dead, run, records, extractDLQ
+	if dead {
+		j.Tasks.DeadLettered++
+	} else {
+		j.Tasks.Extracted++
+	}
+	j.Records.Extracted += records
+}
+
+// complete finishes a running job whose tasks all ended and whose final runs' records are all
+// loaded or dead-lettered, and returns the event that records it.
 func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 	if j.State != stateRunning || j.Tasks.Extracted+j.Tasks.DeadLettered < j.Tasks.Planned {
 		return nil
 	}
-	if j.Records.Loaded+j.Records.DeadLettered < j.Records.Extracted {
-		return nil
+	for _, t := range j.tasks {
+		loaded, dead := t.counts()
+		if t.finished && loaded+dead < t.records {
+			return nil
+		}
 	}
 	state, reason := sluicev1.JobFinished_STATE_SUCCEEDED, ""
 	if j.Tasks.DeadLettered > 0 {
@@ -148,7 +209,7 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 		Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: state, Reason: reason}}}
 }
 
-// Get returns a copy of the job, with its rate computed at now.
+// Get returns a copy of the job, with its counts and rate computed at now.
 func (js *Jobs) Get(id string, now time.Time) (Job, bool) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -173,16 +234,20 @@ func (js *Jobs) List(now time.Time) []Job {
 
 func (j *Job) view(now time.Time) Job {
 	v := *j
-	v.tasks, v.ranges = nil, nil
+	v.tasks = nil
+	for _, t := range j.tasks {
+		loaded, dead := t.counts()
+		v.Records.Loaded += loaded
+		v.Records.DeadLettered += dead
+	}
 	end := now
-	if j.FinishedAt != nil {
+	if j.FinishedAt != nil && !j.lastLoad.IsZero() && j.lastLoad.Before(*j.FinishedAt) {
+		end = j.lastLoad
+	} else if j.FinishedAt != nil {
 		end = *j.FinishedAt
 	}
-	if !j.lastLoad.IsZero() && j.lastLoad.Before(end) && j.FinishedAt != nil {
-		end = j.lastLoad
-	}
 	if secs := end.Sub(j.CreatedAt).Seconds(); secs > 0 {
-		v.RecordsPerSecond = float64(j.Records.Loaded) / secs
+		v.RecordsPerSecond = float64(v.Records.Loaded) / secs
 	}
 	return v
 }
@@ -192,4 +257,48 @@ func stateFromProto(s sluicev1.JobFinished_State) string {
 		return stateSucceeded
 	}
 	return stateFailed
+}
+
+// intervalSet is a set of offsets kept as sorted, disjoint, non-adjacent spans.
+type intervalSet struct {
+	spans [][2]int64
+}
+
+// addSpans adds spans to s, creating it when nil.
+func addSpans(s *intervalSet, spans []*sluicev1.OffsetSpan) *intervalSet {
+	if s == nil {
+		s = &intervalSet{}
+	}
+	for _, sp := range spans {
+		if sp.Last >= sp.First {
+			s.add(sp.First, sp.Last)
+		}
+	}
+	return s
+}
+
+// add inserts [first, last], merging every span it overlaps or touches.
+func (s *intervalSet) add(first, last int64) {
+	i, _ := slices.BinarySearchFunc(s.spans, first, func(sp [2]int64, v int64) int {
+		switch {
+		case sp[1]+1 < v:
+			return -1
+		default:
+			return 1
+		}
+	})
+	j := i
+	for j < len(s.spans) && s.spans[j][0] <= last+1 {
+		first, last = min(first, s.spans[j][0]), max(last, s.spans[j][1])
+		j++
+	}
+	s.spans = slices.Replace(s.spans, i, j, [2]int64{first, last})
+}
+
+func (s *intervalSet) count() uint64 {
+	var n uint64
+	for _, sp := range s.spans {
+		n += uint64(sp[1] - sp[0] + 1)
+	}
+	return n
 }

@@ -11,40 +11,48 @@ func planned(job string, tasks uint32, expected uint64) *sluicev1.JobEvent {
 		Name: "users", Table: "users", Tasks: tasks, ExpectedRecords: expected}}}
 }
 
-func extracted(job, task string, records uint64) *sluicev1.JobEvent {
-	return &sluicev1.JobEvent{JobId: job, Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: &sluicev1.TaskExtracted{TaskId: task, Records: records}}}
+func extracted(job, task, run string, records uint64) *sluicev1.JobEvent {
+	return &sluicev1.JobEvent{JobId: job, Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: &sluicev1.TaskExtracted{
+		TaskId: task, Run: run, Records: records}}}
 }
 
-func loaded(job string, partition int32, first, last int64, records uint64) *sluicev1.JobEvent {
+// loaded reports offsets [first, last] of one partition loaded for a task run.
+func loaded(job, task, run string, partition int32, first, last int64) *sluicev1.JobEvent {
 	return &sluicev1.JobEvent{JobId: job, Event: &sluicev1.JobEvent_RecordsLoaded{RecordsLoaded: &sluicev1.RecordsLoaded{
-		Records: records, Partition: partition, FirstOffset: first, LastOffset: last}}}
+		TaskId: task, Run: run, Partition: partition, Records: uint64(last - first + 1),
+		Offsets: []*sluicev1.OffsetSpan{{First: first, Last: last}}}}}
 }
 
-// TestFoldCountsEachFactOnce replays a job's events with duplicates, as redelivery produces them.
-func TestFoldCountsEachFactOnce(t *testing.T) {
-	evs := []*sluicev1.JobEvent{
+// TestFoldCountsEachRecordOnce replays events as redelivery and re-runs produce them: the same batch
+// reported twice, a batch cut differently, a task reported twice, and records of an abandoned run.
+func TestFoldCountsEachRecordOnce(t *testing.T) {
+	steps := []*sluicev1.JobEvent{
 		planned("j", 2, 100),
-		extracted("j", "j-t0000", 60),
-		extracted("j", "j-t0000", 60), // the task ran again after a rebalance
-		loaded("j", 0, 0, 59, 60),
-		loaded("j", 0, 0, 59, 60), // the same batch reported again
-		extracted("j", "j-t0001", 40),
+		loaded("j", "t0", "old", 0, 0, 29),   // a run abandoned in a rebalance: never counted
+		loaded("j", "t0", "r1", 0, 100, 129), // the final run, partition 0
+		loaded("j", "t0", "r1", 0, 100, 129), // the same batch reported again
+		loaded("j", "t0", "r1", 0, 110, 139), // redelivered after a crash, cut differently
+		extracted("j", "t0", "r1", 60),
+		extracted("j", "t0", "other", 60), // the task ran again and reported again: the first report stands
+		loaded("j", "t0", "r1", 1, 0, 19),
+		extracted("j", "t1", "r2", 40),
+		loaded("j", "t1", "r2", 2, 0, 38),
 	}
 	js := newJobs()
-	for _, ev := range evs {
+	for _, ev := range steps {
 		if fin := js.Apply(ev); fin != nil {
-			t.Fatalf("job finished early after %v", ev)
+			t.Fatalf("job finished early, after %v", ev)
 		}
 	}
-	fin := js.Apply(loaded("j", 1, 0, 39, 40))
+	fin := js.Apply(loaded("j", "t1", "r2", 2, 38, 39))
 	if fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_SUCCEEDED {
-		t.Fatalf("last load did not finish the job: %v", fin)
+		t.Fatalf("the last record did not finish the job: %v", fin)
 	}
 	j, _ := js.Get("j", fin.GetAt().AsTime())
 	if j.State != stateSucceeded || j.Records.Extracted != 100 || j.Records.Loaded != 100 || j.Tasks.Extracted != 2 {
 		t.Fatalf("job %+v", j)
 	}
-	if again := js.Apply(loaded("j", 1, 0, 39, 40)); again != nil {
+	if again := js.Apply(loaded("j", "t1", "r2", 2, 0, 39)); again != nil {
 		t.Fatal("a finished job finished again")
 	}
 }
@@ -52,10 +60,11 @@ func TestFoldCountsEachFactOnce(t *testing.T) {
 func TestFoldDeadLetteredTaskFailsJob(t *testing.T) {
 	js := newJobs()
 	js.Apply(planned("j", 2, 100))
-	js.Apply(extracted("j", "j-t0000", 50))
+	js.Apply(extracted("j", "t0", "r", 50))
 	js.Apply(&sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TaskDeadLettered{TaskDeadLettered: &sluicev1.TaskDeadLettered{
-		TaskId: "j-t0001", ErrorClass: "http_5xx", Records: 10}}})
-	fin := js.Apply(loaded("j", 0, 0, 59, 60))
+		TaskId: "t1", Run: "s", ErrorClass: "http_5xx", Records: 10}}})
+	js.Apply(loaded("j", "t0", "r", 0, 0, 49))
+	fin := js.Apply(loaded("j", "t1", "s", 1, 0, 9))
 	j, _ := js.Get("j", fin.GetAt().AsTime())
 	if fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_FAILED || j.State != stateFailed || j.Reason == "" ||
 		j.Tasks.DeadLettered != 1 || j.Records.Loaded != 60 {
@@ -71,7 +80,35 @@ func TestFoldFinishedEventFromLog(t *testing.T) {
 	if j, _ := js.Get("j", js.jobs["j"].CreatedAt); j.State != stateFailed || j.Reason != "stopped" {
 		t.Fatalf("job %+v", j)
 	}
-	if fin := js.Apply(extracted("j", "j-t0000", 10)); fin != nil {
+	if fin := js.Apply(extracted("j", "t0", "r", 10)); fin != nil {
 		t.Fatalf("a finished job finished again: %v", fin)
+	}
+}
+
+func TestIntervalSet(t *testing.T) {
+	tests := []struct {
+		name  string
+		spans [][2]int64
+		want  uint64
+		parts int
+	}{
+		{"disjoint", [][2]int64{{0, 9}, {20, 29}}, 20, 2},
+		{"overlapping", [][2]int64{{0, 9}, {5, 14}}, 15, 1},
+		{"adjacent merge", [][2]int64{{0, 9}, {10, 19}}, 20, 1},
+		{"inside", [][2]int64{{0, 99}, {10, 19}}, 100, 1},
+		{"bridging", [][2]int64{{0, 9}, {20, 29}, {5, 25}}, 30, 1},
+		{"out of order", [][2]int64{{50, 59}, {0, 9}, {30, 39}}, 30, 3},
+		{"repeated", [][2]int64{{7, 7}, {7, 7}, {7, 7}}, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s intervalSet
+			for _, sp := range tt.spans {
+				s.add(sp[0], sp[1])
+			}
+			if s.count() != tt.want || len(s.spans) != tt.parts {
+				t.Fatalf("count %d in %d spans %v, want %d in %d", s.count(), len(s.spans), s.spans, tt.want, tt.parts)
+			}
+		})
 	}
 }

@@ -68,7 +68,7 @@ func (x JobFinished_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobFinished_State.Descriptor instead.
 func (JobFinished_State) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6, 0}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7, 0}
 }
 
 // JobEvent is one fact about a job's progress on the events topic, keyed by job id so that a job's
@@ -350,7 +350,9 @@ type TaskExtracted struct {
 	Pages    uint32 `protobuf:"varint,3,opt,name=pages,proto3" json:"pages,omitempty"`
 	Attempts uint32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// Records the raw topic refused (too large) and that went to the dead-letter topic instead.
-	DeadLettered  uint64 `protobuf:"varint,5,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	DeadLettered uint64 `protobuf:"varint,5,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// The run of the task that completed: the records to count are that run's.
+	Run           string `protobuf:"bytes,6,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +422,13 @@ func (x *TaskExtracted) GetDeadLettered() uint64 {
 	return 0
 }
 
+func (x *TaskExtracted) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
 // TaskDeadLettered: a task's retries ran out and it is on the dead-letter topic.
 type TaskDeadLettered struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -430,6 +439,7 @@ type TaskDeadLettered struct {
 	Records uint64 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
 	// Records of those pages the raw topic refused (too large) and that went to the dead-letter topic.
 	DeadLettered  uint64 `protobuf:"varint,4,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Run           string `protobuf:"bytes,5,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -492,16 +502,28 @@ func (x *TaskDeadLettered) GetDeadLettered() uint64 {
 	return 0
 }
 
-// RecordsLoaded: a loader inserted records of the job into ClickHouse. One event covers the job's
-// records in offsets [first_offset, last_offset] of one raw-topic partition, so that the planner
-// counts a redelivered batch once.
+func (x *TaskDeadLettered) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
+// RecordsLoaded: a loader inserted records of one run of one task into ClickHouse. The event names
+// the raw-topic offsets of those records, so that the planner counts each record once however often
+// a batch is redelivered and however it is cut.
 type RecordsLoaded struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
-	Table         string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
-	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
-	FirstOffset   int64                  `protobuf:"varint,4,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
-	LastOffset    int64                  `protobuf:"varint,5,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Records   uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	Table     string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	Partition int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The first and last offset of the batch's records of this task run in the partition.
+	FirstOffset int64  `protobuf:"varint,4,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	LastOffset  int64  `protobuf:"varint,5,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	TaskId      string `protobuf:"bytes,6,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Run         string `protobuf:"bytes,7,opt,name=run,proto3" json:"run,omitempty"`
+	// Every offset of those records, as runs of consecutive offsets.
+	Offsets       []*OffsetSpan `protobuf:"bytes,8,rep,name=offsets,proto3" json:"offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -571,8 +593,29 @@ func (x *RecordsLoaded) GetLastOffset() int64 {
 	return 0
 }
 
-// RecordsDeadLettered: a loader sent records of the job to the dead-letter topic, with the same
-// partition range as RecordsLoaded.
+func (x *RecordsLoaded) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RecordsLoaded) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
+func (x *RecordsLoaded) GetOffsets() []*OffsetSpan {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+// RecordsDeadLettered: a loader sent records of one run of one task to the dead-letter topic, named
+// as in RecordsLoaded.
 type RecordsDeadLettered struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
@@ -580,6 +623,9 @@ type RecordsDeadLettered struct {
 	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
 	FirstOffset   int64                  `protobuf:"varint,4,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
 	LastOffset    int64                  `protobuf:"varint,5,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	TaskId        string                 `protobuf:"bytes,6,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Run           string                 `protobuf:"bytes,7,opt,name=run,proto3" json:"run,omitempty"`
+	Offsets       []*OffsetSpan          `protobuf:"bytes,8,rep,name=offsets,proto3" json:"offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +695,80 @@ func (x *RecordsDeadLettered) GetLastOffset() int64 {
 	return 0
 }
 
+func (x *RecordsDeadLettered) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *RecordsDeadLettered) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
+func (x *RecordsDeadLettered) GetOffsets() []*OffsetSpan {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+// OffsetSpan is offsets [first, last] of one partition.
+type OffsetSpan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	First         int64                  `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	Last          int64                  `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffsetSpan) Reset() {
+	*x = OffsetSpan{}
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffsetSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffsetSpan) ProtoMessage() {}
+
+func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffsetSpan.ProtoReflect.Descriptor instead.
+func (*OffsetSpan) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OffsetSpan) GetFirst() int64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *OffsetSpan) GetLast() int64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
 // JobFinished: the planner decided the job's final state.
 type JobFinished struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -660,7 +780,7 @@ type JobFinished struct {
 
 func (x *JobFinished) Reset() {
 	*x = JobFinished{}
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +792,7 @@ func (x *JobFinished) String() string {
 func (*JobFinished) ProtoMessage() {}
 
 func (x *JobFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +805,7 @@ func (x *JobFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFinished.ProtoReflect.Descriptor instead.
 func (*JobFinished) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JobFinished) GetState() JobFinished_State {
@@ -727,26 +847,31 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x10expected_records\x18\x04 \x01(\x04R\x0fexpectedRecords\x12\x12\n" +
 	"\x04spec\x18\x05 \x01(\fR\x04spec\x12)\n" +
 	"\x06source\x18\x06 \x01(\v2\x11.sluice.v1.SourceR\x06source\x12)\n" +
-	"\x10expected_unknown\x18\a \x01(\bR\x0fexpectedUnknown\"\x99\x01\n" +
+	"\x10expected_unknown\x18\a \x01(\bR\x0fexpectedUnknown\"\xab\x01\n" +
 	"\rTaskExtracted\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05pages\x18\x03 \x01(\rR\x05pages\x12\x1a\n" +
 	"\battempts\x18\x04 \x01(\rR\battempts\x12#\n" +
-	"\rdead_lettered\x18\x05 \x01(\x04R\fdeadLettered\"\x8b\x01\n" +
+	"\rdead_lettered\x18\x05 \x01(\x04R\fdeadLettered\x12\x10\n" +
+	"\x03run\x18\x06 \x01(\tR\x03run\"\x9d\x01\n" +
 	"\x10TaskDeadLettered\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x18\n" +
 	"\arecords\x18\x03 \x01(\x04R\arecords\x12#\n" +
-	"\rdead_lettered\x18\x04 \x01(\x04R\fdeadLettered\"\xa1\x01\n" +
+	"\rdead_lettered\x18\x04 \x01(\x04R\fdeadLettered\x12\x10\n" +
+	"\x03run\x18\x05 \x01(\tR\x03run\"\xfd\x01\n" +
 	"\rRecordsLoaded\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12!\n" +
 	"\ffirst_offset\x18\x04 \x01(\x03R\vfirstOffset\x12\x1f\n" +
 	"\vlast_offset\x18\x05 \x01(\x03R\n" +
-	"lastOffset\"\xb2\x01\n" +
+	"lastOffset\x12\x17\n" +
+	"\atask_id\x18\x06 \x01(\tR\x06taskId\x12\x10\n" +
+	"\x03run\x18\a \x01(\tR\x03run\x12/\n" +
+	"\aoffsets\x18\b \x03(\v2\x15.sluice.v1.OffsetSpanR\aoffsets\"\x8e\x02\n" +
 	"\x13RecordsDeadLettered\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
@@ -754,7 +879,14 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12!\n" +
 	"\ffirst_offset\x18\x04 \x01(\x03R\vfirstOffset\x12\x1f\n" +
 	"\vlast_offset\x18\x05 \x01(\x03R\n" +
-	"lastOffset\"\xa0\x01\n" +
+	"lastOffset\x12\x17\n" +
+	"\atask_id\x18\x06 \x01(\tR\x06taskId\x12\x10\n" +
+	"\x03run\x18\a \x01(\tR\x03run\x12/\n" +
+	"\aoffsets\x18\b \x03(\v2\x15.sluice.v1.OffsetSpanR\aoffsets\"6\n" +
+	"\n" +
+	"OffsetSpan\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x03R\x05first\x12\x12\n" +
+	"\x04last\x18\x02 \x01(\x03R\x04last\"\xa0\x01\n" +
 	"\vJobFinished\x122\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1c.sluice.v1.JobFinished.StateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +
@@ -776,7 +908,7 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_sluice_v1_event_proto_goTypes = []any{
 	(JobFinished_State)(0),        // 0: sluice.v1.JobFinished.State
 	(*JobEvent)(nil),              // 1: sluice.v1.JobEvent
@@ -785,25 +917,28 @@ var file_sluice_v1_event_proto_goTypes = []any{
 	(*TaskDeadLettered)(nil),      // 4: sluice.v1.TaskDeadLettered
 	(*RecordsLoaded)(nil),         // 5: sluice.v1.RecordsLoaded
 	(*RecordsDeadLettered)(nil),   // 6: sluice.v1.RecordsDeadLettered
-	(*JobFinished)(nil),           // 7: sluice.v1.JobFinished
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*Source)(nil),                // 9: sluice.v1.Source
+	(*OffsetSpan)(nil),            // 7: sluice.v1.OffsetSpan
+	(*JobFinished)(nil),           // 8: sluice.v1.JobFinished
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Source)(nil),                // 10: sluice.v1.Source
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
-	8, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
-	2, // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
-	3, // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
-	4, // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
-	5, // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
-	6, // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
-	7, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
-	9, // 7: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
-	0, // 8: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	9,  // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
+	2,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
+	3,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
+	4,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
+	5,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
+	6,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
+	8,  // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
+	10, // 7: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
+	7,  // 8: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
+	7,  // 9: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
+	0,  // 10: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -826,7 +961,7 @@ func file_sluice_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,7 +40,10 @@ type Record struct {
 	Table string `protobuf:"bytes,8,opt,name=table,proto3" json:"table,omitempty"`
 	// Why key is empty, when the record has no usable key field (missing, null, not a string or an
 	// integer). The loader dead-letters such records with this reason.
-	KeyError      string `protobuf:"bytes,9,opt,name=key_error,json=keyError,proto3" json:"key_error,omitempty"`
+	KeyError string `protobuf:"bytes,9,opt,name=key_error,json=keyError,proto3" json:"key_error,omitempty"`
+	// The attempt at the task that extracted the record: a task that runs again (after a rebalance,
+	// a failed produce) gets a new run, so that its job counts the records of its final run once.
+	Run           string `protobuf:"bytes,10,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,11 +141,18 @@ func (x *Record) GetKeyError() string {
 	return ""
 }
 
+func (x *Record) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
 var File_sluice_v1_record_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n" +
+	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x02\n" +
 	"\x06Record\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x10\n" +
@@ -152,7 +162,9 @@ const file_sluice_v1_record_proto_rawDesc = "" +
 	"\x04page\x18\x06 \x01(\x04R\x04page\x12\"\n" +
 	"\rindex_in_page\x18\a \x01(\rR\vindexInPage\x12\x14\n" +
 	"\x05table\x18\b \x01(\tR\x05table\x12\x1b\n" +
-	"\tkey_error\x18\t \x01(\tR\bkeyErrorB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\tkey_error\x18\t \x01(\tR\bkeyError\x12\x10\n" +
+	"\x03run\x18\n" +
+	" \x01(\tR\x03runB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_record_proto_rawDescOnce sync.Once
