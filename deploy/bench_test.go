@@ -37,6 +37,9 @@ func BenchmarkPipeline(b *testing.B) {
 
 	for range b.N {
 		p := newPipeline(b, src)
+		if c := os.Getenv("SLUICE_CLICKHOUSE_COMPRESSION"); c != "" {
+			p.env["SLUICE_CLICKHOUSE_COMPRESSION"] = c
+		}
 		srcRate := baselineSource(b, p.srcURL, n)
 		kafkaRate := baselineKafka(b, p.kafka, n, size)
 

@@ -67,7 +67,7 @@ func dial(ctx context.Context, cfg Config, database string, log *slog.Logger) (d
 		ReadTimeout:  cfg.ReadTimeout,
 		MaxOpenConns: cfg.MaxOpenConns,
 		MaxIdleConns: cfg.MaxOpenConns,
-		Compression:  &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		Compression:  compression(cfg.Compression),
 		// clickhouse-go warns on every connection that 18.16 is older than it supports, and logs
 		// server exceptions that sluice handles and reports itself: keep only its errors.
 		Logger: slog.New(minLevel{log.Handler(), slog.LevelError}).With(slog.String("component", "clickhouse")),
@@ -90,6 +90,17 @@ func dial(ctx context.Context, cfg Config, database string, log *slog.Logger) (d
 		return nil, fmt.Errorf("connect to clickhouse at %v: %w", cfg.Addr, err)
 	}
 	return conn, nil
+}
+
+func compression(name string) *clickhouse.Compression {
+	switch name {
+	case "none":
+		return &clickhouse.Compression{Method: clickhouse.CompressionNone}
+	case "zstd":
+		return &clickhouse.Compression{Method: clickhouse.CompressionZSTD}
+	default:
+		return &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	}
 }
 
 func createDatabase(ctx context.Context, cfg Config, log *slog.Logger) error {

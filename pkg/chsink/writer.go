@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
@@ -25,10 +26,10 @@ type Rows struct {
 	Versions    []uint64
 }
 
-// Add appends one row.
+// Add appends one row. It keeps payload without copying it: the caller must not change it later.
 func (r *Rows) Add(key string, payload []byte, jobID, taskID string, partition int32, offset int64, extractedAt time.Time) {
 	r.Keys = append(r.Keys, key)
-	r.Payloads = append(r.Payloads, string(payload))
+	r.Payloads = append(r.Payloads, unsafe.String(unsafe.SliceData(payload), len(payload)))
 	r.JobIDs = append(r.JobIDs, jobID)
 	r.TaskIDs = append(r.TaskIDs, taskID)
 	r.Partitions = append(r.Partitions, partition)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // ErrPageShape is a response that parsed as JSON but does not have the records where the job says.
@@ -19,31 +18,36 @@ type Page struct {
 	Total   int64
 }
 
+// ErrNotJSON is a response body that is not JSON: an HTML error page with status 200, a body cut
+// short.
+var ErrNotJSON = errors.New("page is not valid JSON")
+
 // ParsePage parses a whole response body before any of its records is produced. recordsPath and
-// totalPath are dotted paths; an empty recordsPath means the body is the array.
+// totalPath are dotted paths; an empty recordsPath means the body is the array. The records are
+// slices of body, exactly the bytes the source sent.
 func ParsePage(body []byte, recordsPath, totalPath string) (Page, error) {
 	p := Page{Total: -1}
-	if recordsPath == "" {
-		if err := json.Unmarshal(body, &p.Records); err != nil {
-			return p, fmt.Errorf("parse page: %w", err)
+	// One validating pass, then a scan that only finds where values start and end: decoding the
+	// page with encoding/json cost more than everything else the extractor does with a record.
+	if !json.Valid(body) {
+		return p, fmt.Errorf("parse page: %w", ErrNotJSON)
+	}
+	arr := bytes.TrimSpace(body)
+	if recordsPath != "" {
+		raw, reason := find(arr, recordsPath)
+		if reason != "" {
+			return p, fmt.Errorf("%w %q", ErrPageShape, recordsPath)
 		}
-		return p, nil
+		arr = raw
 	}
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return p, fmt.Errorf("parse page: %w", err)
-	}
-	raw, ok := lookup(doc, recordsPath)
+	records, ok := elements(arr)
 	if !ok {
-		return p, fmt.Errorf("%w %q", ErrPageShape, recordsPath)
+		return p, fmt.Errorf("%w %q: not an array", ErrPageShape, recordsPath)
 	}
-	if err := json.Unmarshal(raw, &p.Records); err != nil {
-		return p, fmt.Errorf("%w %q: %v", ErrPageShape, recordsPath, err)
-	}
+	p.Records = records
 	if totalPath != "" {
-		if raw, ok := lookup(doc, totalPath); ok {
-			n, err := strconv.ParseInt(string(bytes.TrimSpace(raw)), 10, 64)
-			if err == nil && n >= 0 {
+		if raw, reason := find(body, totalPath); reason == "" {
+			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
 				p.Total = n
 			}
 		}
@@ -51,18 +55,32 @@ func ParsePage(body []byte, recordsPath, totalPath string) (Page, error) {
 	return p, nil
 }
 
-// lookup follows a dotted path through nested objects.
-func lookup(doc map[string]json.RawMessage, path string) (json.RawMessage, bool) {
-	head, rest, nested := strings.Cut(path, ".")
-	raw, ok := doc[head]
-	if !ok || !nested {
-		return raw, ok
-	}
-	var inner map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &inner); err != nil {
+// elements splits a JSON array, already validated, into its elements.
+func elements(arr []byte) ([]json.RawMessage, bool) {
+	s := scanner{b: arr}
+	if !s.eat('[') {
 		return nil, false
 	}
-	return lookup(inner, rest)
+	out := make([]json.RawMessage, 0, bytes.Count(arr, []byte("},"))+1)
+	s.space()
+	if s.eat(']') {
+		return out[:0], true
+	}
+	for {
+		s.space()
+		start := s.i
+		if !s.value() {
+			return nil, false
+		}
+		out = append(out, arr[start:s.i:s.i])
+		s.space()
+		if s.eat(']') {
+			return out, true
+		}
+		if !s.eat(',') {
+			return nil, false
+		}
+	}
 }
 
 func isInteger(b []byte) bool {

@@ -239,6 +239,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 			rows = &chsink.Rows{}
 			tables[env.Table] = rows
 		}
+		// env.Payload is the decoder's own copy, and env.Reset drops it: the rows may keep it.
 		rows.Add(env.Key, env.Payload, env.JobId, env.TaskId, r.Partition, r.Offset, env.ExtractedAt.AsTime())
 		s.loaded.add(r.Offset)
 	}
