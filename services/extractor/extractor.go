@@ -342,7 +342,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (done, again boo
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskExtracted{
 		TaskExtracted: &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
 			DeadLettered: prod.tooLarge.Load(), Run: run}}}
-	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
+	if err := pipeline.Retry(ctx, x.backoff, x.log, "publish job event", func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
 		return false, false
 	}
 	label := pipeline.Partition(r.Partition)
@@ -410,13 +410,13 @@ func (x *Extractor) deadLetter(ctx context.Context, r *kgo.Record, task *sluicev
 		x.log.Error("encode dead letter", "error", lerr)
 		return false
 	}
-	if err := x.retry(ctx, func() error { return dlq.Produce(ctx, x.cl, letter) }); err != nil {
+	if err := pipeline.Retry(ctx, x.backoff, x.log, "produce dead letter", func() error { return dlq.Produce(ctx, x.cl, letter) }); err != nil {
 		return false
 	}
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{
 		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: f.class, Records: f.records,
 			DeadLettered: f.tooLarge, Run: f.run}}}
-	if err := x.retry(ctx, func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
+	if err := pipeline.Retry(ctx, x.backoff, x.log, "publish job event", func() error { return events.Publish(ctx, x.cl, x.topics.events, ev) }); err != nil {
 		return false
 	}
 	x.log.Warn("task dead-lettered", "job", task.JobId, "task", task.TaskId, "class", f.class,
@@ -424,25 +424,6 @@ func (x *Extractor) deadLetter(ctx context.Context, r *kgo.Record, task *sluicev
 	x.metrics.DeadLetters.WithLabelValues("extract", f.class).Inc()
 	x.metrics.tasksDone.WithLabelValues("dead_lettered").Inc()
 	return true
-}
-
-// retry runs fn until it succeeds or ctx ends.
-func (x *Extractor) retry(ctx context.Context, fn func() error) error {
-	for attempt := 0; ; attempt++ {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt%10 == 0 {
-			x.log.Warn("kafka write failed; retrying", "attempt", attempt+1, "error", err)
-		}
-		if !pipeline.Sleep(ctx, x.backoff.Delay(attempt)) {
-			return ctx.Err()
-		}
-	}
 }
 
 // taskProducer produces one task's records asynchronously and waits for all acknowledgements. A
@@ -499,7 +480,7 @@ func (p *taskProducer) deadLetterTooLarge(env *sluicev1.Record, err error) {
 		Original: p.task, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: p.x.now(),
 	}, 0)
 	if lerr == nil {
-		lerr = p.x.retry(p.ctx, func() error { return dlq.Produce(p.ctx, p.x.cl, letter) })
+		lerr = pipeline.Retry(p.ctx, p.x.backoff, p.x.log, "produce dead letter", func() error { return dlq.Produce(p.ctx, p.x.cl, letter) })
 	}
 	if lerr != nil {
 		p.fail(lerr)

@@ -249,11 +249,11 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 			return err
 		}
 	}
-	if err := l.retry(ctx, "produce dead letters", func() error { return dlq.Produce(ctx, l.cl, letters...) }); err != nil {
+	if err := pipeline.Retry(ctx, l.backoff, l.log, "produce dead letters", func() error { return dlq.Produce(ctx, l.cl, letters...) }); err != nil {
 		return err
 	}
 	evs := spanEvents(spans)
-	if err := l.retry(ctx, "publish job events", func() error { return events.Publish(ctx, l.cl, l.topics.events, evs...) }); err != nil {
+	if err := pipeline.Retry(ctx, l.backoff, l.log, "publish job events", func() error { return events.Publish(ctx, l.cl, l.topics.events, evs...) }); err != nil {
 		return err
 	}
 	if err := l.cl.CommitRecords(ctx, recs...); err != nil {
@@ -284,25 +284,6 @@ func (l *Loader) insert(ctx context.Context, table string, rows *chsink.Rows) er
 		if attempt%10 == 0 {
 			l.log.Warn("insert failed; retrying", "table", table, "rows", rows.Len(), "attempt", attempt+1,
 				"class", chsink.Classify(err).String(), "error", err)
-		}
-		if !pipeline.Sleep(ctx, l.backoff.Delay(attempt)) {
-			return ctx.Err()
-		}
-	}
-}
-
-// retry runs fn until it succeeds or ctx ends, with backoff.
-func (l *Loader) retry(ctx context.Context, what string, fn func() error) error {
-	for attempt := 0; ; attempt++ {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt%10 == 0 {
-			l.log.Warn("kafka write failed; retrying", "what", what, "attempt", attempt+1, "error", err)
 		}
 		if !pipeline.Sleep(ctx, l.backoff.Delay(attempt)) {
 			return ctx.Err()

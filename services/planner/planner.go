@@ -177,17 +177,12 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 // publishFinished records a job's end on the events topic, retrying until it is written.
 func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) {
 	fin.At = timestamppb.New(p.now())
-	for attempt := 0; ; attempt++ {
-		err := events.Publish(ctx, p.cl, p.topics.events, fin)
-		if err == nil {
-			p.log.Info("job finished", "job", fin.JobId, "state", stateFromProto(fin.GetFinished().State),
-				"reason", fin.GetFinished().Reason)
-			return
-		}
-		if !pipeline.Sleep(ctx, p.backoff.Delay(attempt)) {
-			return
-		}
-		p.log.Warn("publish job finished failed; retrying", "job", fin.JobId, "error", err)
+	err := pipeline.Retry(ctx, p.backoff, p.log, "publish job finished", func() error {
+		return events.Publish(ctx, p.cl, p.topics.events, fin)
+	})
+	if err == nil {
+		p.log.Info("job finished", "job", fin.JobId, "state", stateFromProto(fin.GetFinished().State),
+			"reason", fin.GetFinished().Reason)
 	}
 }
 

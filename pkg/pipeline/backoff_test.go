@@ -1,0 +1,62 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestBackoffDelayIsFullJitterUnderTheCeiling(t *testing.T) {
+	b := Backoff{Base: 100 * time.Millisecond, Max: time.Second}
+	tests := []struct {
+		attempt int
+		ceiling time.Duration
+	}{
+		{0, 100 * time.Millisecond},
+		{1, 200 * time.Millisecond},
+		{3, 800 * time.Millisecond},
+		{4, time.Second},
+		{63, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ceiling.String(), func(t *testing.T) {
+			var most time.Duration
+			for range 2000 {
+				d := b.Delay(tt.attempt)
+				if d < 0 || d >= tt.ceiling {
+					t.Fatalf("Delay(%d) = %s, want in [0, %s)", tt.attempt, d, tt.ceiling)
+				}
+				most = max(most, d)
+			}
+			if most < tt.ceiling/2 {
+				t.Fatalf("Delay(%d) never above %s in 2000 draws: not jittered over the whole range", tt.attempt, most)
+			}
+		})
+	}
+}
+
+func TestRetry(t *testing.T) {
+	b := Backoff{Base: time.Microsecond, Max: time.Microsecond}
+	calls := 0
+	err := Retry(context.Background(), b, slog.New(slog.DiscardHandler), "thing", func() error {
+		calls++
+		if calls < 5 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil || calls != 5 {
+		t.Fatalf("Retry = %v after %d calls, want nil after 5", err, calls)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	err = Retry(ctx, b, slog.New(slog.DiscardHandler), "thing", func() error {
+		cancel()
+		return errors.New("broker gone")
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Retry after cancel = %v, want context.Canceled", err)
+	}
+}
