@@ -51,6 +51,7 @@ build: ## build the services, sluicectl and the demo source into .sluice/bin
 
 .PHONY: test
 test: lint proto-check up ## the one test command: lint, proto check, unit and integration tests on the real stack
+	@$(STACK) install-tools
 	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -timeout 15m $(PKGS)
 
 .PHONY: test-unit

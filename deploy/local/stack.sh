@@ -8,6 +8,7 @@
 #   stack.sh status    show what runs where, with versions; exit 1 when something does not answer
 #   stack.sh env       print the SLUICE_ addresses of the running stack as shell exports
 #   stack.sh install-protoc   install protoc (Debian's protobuf-compiler), for `make proto`
+#   stack.sh install-tools    install protoc and Prometheus (Debian's packages), for `make test`
 #
 # Environment (defaults in brackets):
 #   SLUICE_STATE_DIR [<repo>/.sluice]        all data, logs, pids and fetched jars
@@ -248,6 +249,7 @@ env_exports() {
 case "${1:-}" in
   install) install ;;
   install-protoc) mkdir -p "$state"; debs protobuf-compiler libprotobuf-dev ;;
+  install-tools) mkdir -p "$state"; debs protobuf-compiler libprotobuf-dev prometheus ;;
   up) up ;;
   down) down ;;
   status) status ;;
