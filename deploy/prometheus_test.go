@@ -74,6 +74,9 @@ scrape_configs:
 		{`sum(extractor_tasks_total{outcome="extracted"})`, 4},
 		{`sum(loader_rows_inserted_total)`, n},
 		{`count(up{job=~"planner|extractor|loader"} == 1)`, 3},
+		// Every partition is reported by the one member that owns it, and all is committed.
+		{`count(pipeline_consumer_lag_records{job="loader"})`, 6},
+		{`sum(pipeline_consumer_lag_records{job=~"extractor|loader"})`, 0},
 	}
 	for _, q := range queries {
 		t.Run(q.query, func(t *testing.T) {

@@ -17,6 +17,8 @@ require (
 
 require go.yaml.in/yaml/v3 v3.0.5
 
+require github.com/kylelemons/godebug v1.1.0 // indirect
+
 require (
 	github.com/ClickHouse/ch-go v0.75.0 // indirect
 	github.com/andybalholm/brotli v1.2.7 // indirect

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/source"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
@@ -41,6 +42,7 @@ type Extractor struct {
 	log     *slog.Logger
 	metrics *extractorMetrics
 	offsets *offsetTracker
+	lag     *kafka.LagReporter
 	backoff pipeline.Backoff
 	now     func() time.Time
 
@@ -178,6 +180,7 @@ func (x *Extractor) partitionContext(parent context.Context, r *kgo.Record) cont
 // revoked runs in the group's rebalance: it cancels the tasks of the partitions going away, waits
 // until they stopped, and commits what is done of them. Their unfinished tasks go to the new owner.
 func (x *Extractor) revoked(ctx context.Context, cl *kgo.Client, partitions map[string][]int32) {
+	x.lag.Revoked(ctx, cl, partitions)
 	x.cancelPartitions(partitions)
 	x.waitPartitions(partitions)
 	x.commit(ctx)
@@ -185,7 +188,8 @@ func (x *Extractor) revoked(ctx context.Context, cl *kgo.Client, partitions map[
 }
 
 // lost runs when the session expired: nothing of those partitions may be committed any more.
-func (x *Extractor) lost(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
+func (x *Extractor) lost(ctx context.Context, cl *kgo.Client, partitions map[string][]int32) {
+	x.lag.Revoked(ctx, cl, partitions)
 	x.offsets.drop(partitions)
 	x.cancelPartitions(partitions)
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/service"
 	"github.com/sluicedata/sluice/pkg/source"
@@ -34,6 +35,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		cancels:       map[tp]context.CancelFunc{},
 		partitionCtxs: map[tp]context.Context{},
 		limiters:      map[string]*rate.Limiter{},
+		lag:           kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
 	}
 	rt, err := service.Start(ctx, "extractor", stdout, cfg.Config,
 		kgo.ConsumerGroup(cfg.Extractor.Group),
@@ -41,6 +43,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(x.lag.Assigned),
 		kgo.OnPartitionsRevoked(x.revoked),
 		kgo.OnPartitionsLost(x.lost),
 		kgo.MaxBufferedRecords(cfg.Extractor.MaxBufferedRecords),
@@ -64,5 +67,6 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		Metrics: x.metrics.fetch,
 		Now:     time.Now,
 	}
-	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr), x.Run)
+	rt.Registry.MustRegister(x.lag.Collector())
+	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr), x.Run, func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) })
 }

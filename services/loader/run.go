@@ -11,6 +11,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/ops"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/service"
@@ -23,7 +24,11 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	if err := config.Load(ctx, lookup, &cfg); err != nil {
 		return err
 	}
+	lag := kafka.NewLagReporter(cfg.Loader.Group, cfg.Kafka.RawTopic, 10*time.Second)
 	rt, err := service.Start(ctx, "loader", stdout, cfg.Config,
+		kgo.OnPartitionsAssigned(lag.Assigned),
+		kgo.OnPartitionsRevoked(lag.Revoked),
+		kgo.OnPartitionsLost(lag.Revoked),
 		kgo.ConsumerGroup(cfg.Loader.Group),
 		kgo.ConsumeTopics(cfg.Kafka.RawTopic),
 		kgo.DisableAutoCommit(),
@@ -56,6 +61,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
 		now:     time.Now,
 	}
+	rt.Registry.MustRegister(lag.Collector())
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping})
-	return rt.Run(ctx, srv, l.Run)
+	return rt.Run(ctx, srv, l.Run, func(ctx context.Context) error { return lag.Run(ctx, rt.Kafka, rt.Log) })
 }
