@@ -68,6 +68,7 @@ func TestMalformedRecordsAreDeadLettered(t *testing.T) {
 	}{
 		{"bad_json", envelope("bad-json", []byte(`{"id": "bad-json",`), nil)},
 		{"invalid_utf8", envelope("bad-utf8", []byte("{\"id\":\"bad-utf8\",\"name\":\"\xff\xfe\"}"), nil)},
+		{"duplicate_key", envelope("dup-key", []byte(`{"id":"dup-key","name":"a","name":"b"}`), nil)},
 		{"missing_key", envelope("", []byte(`{"name":"no id"}`), func(r *sluicev1.Record) { r.KeyError = `field "id" is missing` })},
 		{"too_large", envelope("too-large", []byte(`{"id":"too-large","pad":"`+strings.Repeat("x", 200_000)+`"}`), nil)},
 		{"bad_envelope", &kgo.Record{Topic: kcfg.RawTopic, Key: []byte("not-proto"), Value: []byte("\xff\xff\xff not protobuf")}},

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/sluicedata/sluice/pkg/chsink"
+	"github.com/sluicedata/sluice/pkg/record"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -22,10 +21,9 @@ func validate(r *sluicev1.Record, maxBytes int) (string, error) {
 		return "missing_key", errors.New("record has no key")
 	case len(r.Payload) > maxBytes:
 		return "too_large", fmt.Errorf("record is %d bytes, more than the %d allowed", len(r.Payload), maxBytes)
-	case !utf8.Valid(r.Payload):
-		return "invalid_utf8", errors.New("record is not valid UTF-8")
-	case !json.Valid(r.Payload):
-		return "bad_json", errors.New("record is not valid JSON")
+	}
+	if err := record.Check(r.Payload); err != nil {
+		return record.Class(err), err
 	}
 	return "", nil
 }
