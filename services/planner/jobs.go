@@ -131,8 +131,8 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 		return js.complete(js.jobs[ev.JobId], at)
 	}
 	j := js.jobs[ev.JobId]
-	if j == nil {
-		return nil // events of a job planned before the topic's retention
+	if j == nil || j.tasks == nil {
+		return nil // a job planned before the topic's retention, or finished and frozen
 	}
 	switch e := ev.Event.(type) {
 	case *sluicev1.JobEvent_TaskExtracted:
@@ -155,6 +155,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 		if j.State == stateRunning {
 			j.State, j.Reason = stateFromProto(e.Finished.State), e.Finished.Reason
 			j.FinishedAt = &at
+			j.freeze()
 		}
 		return nil
 	}
@@ -205,6 +206,7 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 			j.Tasks.DeadLettered, j.Tasks.Planned, j.ID)
 	}
 	j.State, j.Reason, j.FinishedAt = stateFromProto(state), reason, &at
+	j.freeze()
 	return &sluicev1.JobEvent{JobId: j.ID, Producer: "planner",
 		Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: state, Reason: reason}}}
 }
@@ -232,13 +234,28 @@ func (js *Jobs) List(now time.Time) []Job {
 	return out
 }
 
+// freeze keeps a finished job's counts and lets go of its per-task detail, so that a planner that
+// has seen many jobs holds a few numbers for each.
+func (j *Job) freeze() {
+	j.Records.Loaded, j.Records.DeadLettered = j.counts()
+	j.tasks = nil
+}
+
+// counts adds up the tasks' loaded and dead-lettered records.
+func (j *Job) counts() (loaded, dead uint64) {
+	for _, t := range j.tasks {
+		l, d := t.counts()
+		loaded += l
+		dead += d
+	}
+	return loaded, dead
+}
+
 func (j *Job) view(now time.Time) Job {
 	v := *j
-	v.tasks = nil
-	for _, t := range j.tasks {
-		loaded, dead := t.counts()
-		v.Records.Loaded += loaded
-		v.Records.DeadLettered += dead
+	if j.tasks != nil {
+		v.Records.Loaded, v.Records.DeadLettered = j.counts()
+		v.tasks = nil
 	}
 	end := now
 	if j.FinishedAt != nil && !j.lastLoad.IsZero() && j.lastLoad.Before(*j.FinishedAt) {
