@@ -12,9 +12,6 @@ type Secret string
 // Reveal returns the secret value.
 func (s Secret) Reveal() string { return string(s) }
 
-// IsSet reports whether a value was configured.
-func (s Secret) IsSet() bool { return s != "" }
-
 // String keeps the value out of fmt output.
 func (s Secret) String() string { return s.mask() }
 

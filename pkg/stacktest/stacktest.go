@@ -230,3 +230,19 @@ func (w *LogWriter) Lines() []map[string]any {
 	defer w.mu.Unlock()
 	return slices.Clone(w.lines)
 }
+
+// AwaitStop cancels a service's run, started in a goroutine that sends its result on done, and
+// checks that it returns nil within timeout after logging "service stopped".
+func AwaitStop(t testing.TB, cancel context.CancelFunc, done <-chan error, logs *LogWriter, timeout time.Duration) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after cancel: %v", err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("run did not return within %s of cancel", timeout)
+	}
+	logs.Await(t, "service stopped", time.Second)
+}

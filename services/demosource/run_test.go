@@ -75,16 +75,7 @@ func TestRun(t *testing.T) {
 		})
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after cancel: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return within 10 s of cancel")
-	}
-	logs.Await(t, "service stopped", time.Second)
+	stacktest.AwaitStop(t, cancel, done, logs, 10*time.Second)
 }
 
 // TestRunRejectsBadConfig fails before listening, naming every bad variable.

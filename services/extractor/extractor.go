@@ -55,7 +55,7 @@ type Extractor struct {
 	commitMu sync.Mutex
 }
 
-type topics struct{ tasks, raw, dlq, events string }
+type topics struct{ raw, dlq, events string }
 
 type extractorMetrics struct {
 	*pipeline.Metrics

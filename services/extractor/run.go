@@ -27,7 +27,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	x := &Extractor{
 		cfg:           cfg.Extractor,
-		topics:        topics{tasks: cfg.Kafka.TasksTopic, raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		topics:        topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
 		lookup:        os.LookupEnv,
 		offsets:       newOffsetTracker(),
 		backoff:       pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},

@@ -40,7 +40,7 @@ type Loader struct {
 	now     func() time.Time
 }
 
-type topics struct{ raw, dlq, events string }
+type topics struct{ dlq, events string }
 
 type loaderMetrics struct {
 	*pipeline.Metrics

@@ -55,7 +55,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		cl:      rt.Kafka,
 		writer:  chsink.NewWriter(ch, rt.Log),
 		cfg:     cfg.Loader,
-		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		topics:  topics{dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
 		log:     rt.Log,
 		metrics: newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry)),
 		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},

@@ -67,16 +67,7 @@ func TestRunAgainstStack(t *testing.T) {
 		t.Error("/metrics lacks the franz-go client metrics (kafka_connects_total)")
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after cancel: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return within 30 s of cancel")
-	}
-	logs.Await(t, "service stopped", time.Second)
+	stacktest.AwaitStop(t, cancel, done, logs, 30*time.Second)
 }
 
 // TestRunRejectsBadConfig fails before connecting anywhere, naming every bad variable.

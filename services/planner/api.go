@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/sluicedata/sluice/pkg/jobspec"
 )
 
@@ -74,5 +72,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
-
-func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicedata/sluice/pkg/events"
@@ -39,8 +40,8 @@ type topics struct{ tasks, events string }
 // errDiscover is a source that could not be asked for its extent.
 var errDiscover = errors.New("discover the extent of the source")
 
-// Submit validates nothing (the caller parsed the spec), discovers the extent, plans the job and
-// publishes its planned event and tasks. The job exists in the planner's state when Submit returns.
+// Submit takes a parsed, valid spec: it discovers the extent, plans the job and publishes its
+// planned event and tasks. The job exists in the planner's state when Submit returns.
 func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec) (Job, error) {
 	total, err := p.discover(ctx, spec)
 	if err != nil {
@@ -63,7 +64,7 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec) (Job, error) {
 	}
 	recs := make([]*kgo.Record, len(pl.tasks))
 	for i, t := range pl.tasks {
-		value, err := marshal(t)
+		value, err := proto.Marshal(t)
 		if err != nil {
 			return Job{}, err
 		}
