@@ -121,6 +121,17 @@ func (p *proc) stop(t testing.TB, sig syscall.Signal) {
 	}
 }
 
+// running reports whether the process has not exited.
+func (p *proc) running() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
 // addr waits for the ops server's address in the process log.
 func (p *proc) addr(t testing.TB) string {
 	t.Helper()
@@ -182,7 +193,12 @@ type deployment struct {
 // newPipeline prepares topics, a database and an in-process demo source with cfg.
 func newPipeline(t testing.TB, src demosource.Config) *deployment {
 	t.Helper()
-	k := stacktest.Kafka(t)
+	return newPipelineOn(t, src, stacktest.Kafka(t))
+}
+
+// newPipelineOn is newPipeline on the Kafka of k, such as a broker the test runs for itself.
+func newPipelineOn(t testing.TB, src demosource.Config, k kafka.Config) *deployment {
+	t.Helper()
 	k.TasksPartitions, k.RawPartitions = 6, 6
 	ch := stacktest.ClickHouse(t)
 	env := stacktest.Env(k, &ch)
@@ -421,41 +437,105 @@ func (p *deployment) deadLetters(t testing.TB) []*sluicev1.DeadLetter {
 	return out
 }
 
-// privateClickHouse is a ClickHouse server of one test's own, started by the stack script with its
-// own state directory and ports, so that the test can stop it without disturbing the others.
-type privateClickHouse struct {
-	addr string
-	env  []string
+// privateStack is a component of the local stack (a Kafka broker or a ClickHouse server) that one
+// test runs for itself through the stack script, with its own state directory and ports, so that the
+// test can stop, kill or pause it without disturbing the others.
+type privateStack struct {
+	addr    string
+	state   string
+	env     []string
+	pidFile string
 }
 
-func ownClickHouse(t testing.TB) *privateClickHouse {
+// ownClickHouse starts a ClickHouse server of the test's own; the stack's Kafka serves it.
+func ownClickHouse(t testing.TB) *privateStack {
 	t.Helper()
 	tcp, httpPort := freePort(t), freePort(t)
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SLUICE_CLICKHOUSE_ADDR=") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env,
-		"SLUICE_STATE_DIR="+t.TempDir(),
+	s := newPrivateStack(t, "SLUICE_CLICKHOUSE_ADDR",
 		"SLUICE_KAFKA_BROKERS="+strings.Join(stacktest.Kafka(t).Brokers, ","), // use the stack's Kafka, start none
 		"SLUICE_CLICKHOUSE_PORT="+strconv.Itoa(tcp),
-		"SLUICE_CLICKHOUSE_HTTP_PORT="+strconv.Itoa(httpPort),
-	)
-	ch := &privateClickHouse{addr: "127.0.0.1:" + strconv.Itoa(tcp), env: env}
-	ch.start(t)
-	t.Cleanup(func() { ch.stop(t) })
-	return ch
+		"SLUICE_CLICKHOUSE_HTTP_PORT="+strconv.Itoa(httpPort))
+	s.addr, s.pidFile = "127.0.0.1:"+strconv.Itoa(tcp), filepath.Join(s.state, "clickhouse", "clickhouse.pid")
+	s.start(t)
+	t.Cleanup(func() { s.stop(t) })
+	return s
 }
 
-func (c *privateClickHouse) start(t testing.TB) { c.stack(t, "up") }
-func (c *privateClickHouse) stop(t testing.TB)  { c.stack(t, "down") }
+// ownKafka starts a single-node KRaft broker of the test's own, from the stack's jars; the stack's
+// ClickHouse serves it.
+func ownKafka(t testing.TB) *privateStack {
+	t.Helper()
+	port, controller := freePort(t), freePort(t)
+	s := newPrivateStack(t, "SLUICE_KAFKA_BROKERS",
+		"SLUICE_CLICKHOUSE_ADDR="+stacktest.ClickHouseAddr(), // use the stack's ClickHouse
+		"SLUICE_KAFKA_LIBS="+filepath.Join(stackState(t), "kafka", "libs"),
+		"SLUICE_KAFKA_PORT="+strconv.Itoa(port),
+		"SLUICE_KAFKA_CONTROLLER_PORT="+strconv.Itoa(controller),
+		"SLUICE_KAFKA_HEAP=512m")
+	s.addr, s.pidFile = "127.0.0.1:"+strconv.Itoa(port), filepath.Join(s.state, "kafka", "kafka.pid")
+	s.start(t)
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
 
-func (c *privateClickHouse) stack(t testing.TB, command string) {
+// newPrivateStack prepares the stack script's environment: the test's own state directory, the
+// process environment less the variable that would point the component elsewhere, and extra.
+func newPrivateStack(t testing.TB, drop string, extra ...string) *privateStack {
+	s := &privateStack{state: t.TempDir()}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, drop+"=") && !strings.HasPrefix(kv, "SLUICE_STATE_DIR=") {
+			s.env = append(s.env, kv)
+		}
+	}
+	s.env = append(append(s.env, "SLUICE_STATE_DIR="+s.state), extra...)
+	return s
+}
+
+// stackState is the state directory of the stack that `make test` started.
+func stackState(t testing.TB) string {
+	if dir := os.Getenv("SLUICE_STATE_DIR"); dir != "" {
+		return dir
+	}
+	return filepath.Join(repoRoot(t), ".sluice")
+}
+
+func (s *privateStack) start(t testing.TB) { s.stack(t, "up") }
+func (s *privateStack) stop(t testing.TB)  { s.stack(t, "down") }
+
+// pid is the component's process, which leads its own process group.
+func (s *privateStack) pid(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile(s.pidFile)
+	if err != nil {
+		t.Fatalf("read pid file: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file %s: %v", s.pidFile, err)
+	}
+	return pid
+}
+
+// kill sends SIGKILL to the component and waits until the process is gone: the fault happened.
+func (s *privateStack) kill(t testing.TB) {
+	t.Helper()
+	pid := s.pid(t)
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %d: %v", pid, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still there 30 s after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *privateStack) stack(t testing.TB, command string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(repoRoot(t), "deploy/local/stack.sh"), command)
-	cmd.Env = c.env
+	cmd.Env = s.env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("stack.sh %s: %v\n%s", command, err, out)
 	}

@@ -18,6 +18,7 @@
 #   SLUICE_CLICKHOUSE_PORT [9000]            ClickHouse native protocol
 #   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
 #   SLUICE_STACK_WAIT [120]                  seconds to wait for a component to answer
+#   SLUICE_KAFKA_LIBS [<state>/kafka/libs]   the broker jars (a test's private broker reuses the stack's)
 #   SLUICE_KAFKA_BROKERS, SLUICE_CLICKHOUSE_ADDR
 #                                            when set, use that Kafka / ClickHouse instead of starting one
 set -euo pipefail
@@ -38,6 +39,7 @@ kafka_addr=${SLUICE_KAFKA_BROKERS:-127.0.0.1:$kafka_port}
 ch_addr=${SLUICE_CLICKHOUSE_ADDR:-127.0.0.1:$ch_port}
 
 kafka_dir="$state/kafka"
+kafka_libs=${SLUICE_KAFKA_LIBS:-$kafka_dir/libs}
 ch_dir="$state/clickhouse"
 probe="$state/bin/stackprobe"
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
@@ -74,12 +76,12 @@ debs() {
 
 # fetch_kafka: the broker jars of the pom's version, fetched by Maven into the state directory.
 fetch_kafka() {
-  [ -f "$kafka_dir/libs/kafka_2.13-$kafka_version.jar" ] && return 0
+  [ -f "$kafka_libs/kafka_2.13-$kafka_version.jar" ] && return 0
   command -v mvn >/dev/null || die "Maven is missing: install it (Debian: apt-get install maven) with JDK 17"
   command -v java >/dev/null || die "Java is missing: install JDK 17 (Debian: apt-get install openjdk-17-jre-headless)"
   say "fetching Apache Kafka $kafka_version with Maven"
-  rm -rf "$kafka_dir/libs"
-  mvn -q -B -f "$here/pom.xml" package -Dlibs.dir="$kafka_dir/libs" -Dstate.dir="$state" >"$state/maven.log" 2>&1 ||
+  rm -rf "$kafka_libs"
+  mvn -q -B -f "$here/pom.xml" package -Dlibs.dir="$kafka_libs" -Dstate.dir="$state" >"$state/maven.log" 2>&1 ||
     { tail -n 30 "$state/maven.log" >&2; die "Maven could not fetch the Kafka broker jars"; }
 }
 
@@ -139,7 +141,7 @@ kafka_up() {
   fetch_kafka
   mkdir -p "$kafka_dir/data"
   render "$here/kafka/server.properties.in" "$kafka_dir/server.properties"
-  local cp="$kafka_dir/libs/*" log4j="-Dlog4j2.configurationFile=$here/kafka/log4j2.properties"
+  local cp="$kafka_libs/*" log4j="-Dlog4j2.configurationFile=$here/kafka/log4j2.properties"
   if [ ! -f "$kafka_dir/data/meta.properties" ]; then
     [ -s "$kafka_dir/cluster.id" ] || java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$kafka_dir/cluster.id"
     java -cp "$cp" "$log4j" -Dlog4j2.level=WARN kafka.tools.StorageTool format \
@@ -234,7 +236,7 @@ show() {
 status() {
   [ -x "$probe" ] || build_probe
   local rc=0
-  [ -n "$kafka_external" ] || printf 'stack: Apache Kafka %s jars in %s\n' "$kafka_version" "$kafka_dir/libs"
+  [ -n "$kafka_external" ] || printf 'stack: Apache Kafka %s jars in %s\n' "$kafka_version" "$kafka_libs"
   show kafka kafka "$kafka_addr" "$kafka_dir/kafka.pid" "$kafka_external" || rc=1
   show clickhouse clickhouse "$ch_addr" "$ch_dir/clickhouse.pid" "$ch_external" || rc=1
   printf 'state      %s\n' "$state"

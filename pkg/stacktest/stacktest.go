@@ -51,9 +51,15 @@ var nonIdent = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
 // checking that the broker answers.
 func Kafka(t testing.TB) kafka.Config {
 	t.Helper()
+	return KafkaAt(t, strings.Split(env("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092"), ",")...)
+}
+
+// KafkaAt is Kafka for other brokers: a cluster that the test started for itself.
+func KafkaAt(t testing.TB, brokers ...string) kafka.Config {
+	t.Helper()
 	Require(t)
 	cfg := kafka.Config{
-		Brokers:           []string{env("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092")},
+		Brokers:           brokers,
 		DialTimeout:       5 * time.Second,
 		RequestTimeout:    10 * time.Second,
 		SessionTimeout:    10 * time.Second,
@@ -105,7 +111,7 @@ func ClickHouse(t testing.TB) chconn.Config {
 	t.Helper()
 	Require(t)
 	cfg := chconn.Config{
-		Addr:           []string{env("SLUICE_CLICKHOUSE_ADDR", "127.0.0.1:9000")},
+		Addr:           []string{ClickHouseAddr()},
 		Database:       Name(t, "test"),
 		CreateDatabase: true,
 		Username:       env("SLUICE_CLICKHOUSE_USERNAME", "default"),
@@ -131,6 +137,9 @@ func ClickHouse(t testing.TB) chconn.Config {
 	})
 	return cfg
 }
+
+// ClickHouseAddr is the native-protocol address of the stack's ClickHouse.
+func ClickHouseAddr() string { return env("SLUICE_CLICKHOUSE_ADDR", "127.0.0.1:9000") }
 
 // Logger returns a logger that writes through t.Log, so that output shows only for failing tests.
 func Logger(t testing.TB) *slog.Logger {

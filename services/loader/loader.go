@@ -120,6 +120,13 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 		deadline time.Time
 	)
 	for len(recs) < l.cfg.BatchRows && bytes < l.cfg.BatchBytes {
+		if len(recs) == 0 {
+			// A poll that returned nothing to work on (no fetch, or only franz-go's injected error
+			// fetch while the group rejoins) still holds off rebalances until AllowRebalance.
+			// Polling again without a deadline would wait for records that only the rebalance it
+			// blocks can bring: after a broker restart the whole group would wait on this member.
+			l.cl.AllowRebalance()
+		}
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
 		if !deadline.IsZero() {
 			pollCtx, cancel = context.WithDeadline(ctx, deadline)
