@@ -252,6 +252,10 @@ type job struct {
 		Loaded       uint64
 		DeadLettered uint64 `json:"dead_lettered"`
 	}
+	Held *struct {
+		Table  string
+		Reason string
+	}
 }
 
 // submit posts a spec to the planner and returns the planned job.

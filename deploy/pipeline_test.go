@@ -244,8 +244,8 @@ func TestPipelineClickHouseOutage(t *testing.T) {
 	if letters := p.deadLetters(t); len(letters) != 0 {
 		t.Fatalf("%d dead letters during an outage, want none: first %+v", len(letters), letters[0])
 	}
-	if retries := metric(t, loader, "loader_insert_retries_total"); retries == 0 {
-		t.Fatal("loader_insert_retries_total did not move during the outage")
+	if retries := metric(t, loader, "pipeline_retries_total", `op="insert"`); retries == 0 {
+		t.Fatal(`pipeline_retries_total{op="insert"} did not move during the outage`)
 	}
 }
 

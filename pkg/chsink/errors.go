@@ -3,46 +3,28 @@ package chsink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
 )
-
-// Class says what to do about a failed insert.
-type Class int
-
-const (
-	// Transient failures are retried with backoff; nothing is committed or dead-lettered meanwhile.
-	Transient Class = iota
-	// Schema failures (the table or a column is missing or different) stop loading of that table
-	// until the table is fixed; the writer recreates a missing table itself.
-	Schema
-	// Data failures are caused by rows: the batch is split to find them.
-	Data
-)
-
-func (c Class) String() string {
-	switch c {
-	case Schema:
-		return "schema"
-	case Data:
-		return "data"
-	default:
-		return "transient"
-	}
-}
 
 // ClickHouse error codes that classify a failure.
 var (
 	schemaCodes = map[int32]bool{
-		16: true, // NO_SUCH_COLUMN_IN_TABLE
-		47: true, // UNKNOWN_IDENTIFIER
-		60: true, // UNKNOWN_TABLE
-		81: true, // UNKNOWN_DATABASE
-		44: true, // ILLEGAL_COLUMN
-		8:  true, // THERE_IS_NO_COLUMN
+		8:   true, // THERE_IS_NO_COLUMN
+		10:  true, // NOT_FOUND_COLUMN_IN_BLOCK
+		16:  true, // NO_SUCH_COLUMN_IN_TABLE
+		44:  true, // ILLEGAL_COLUMN
+		47:  true, // UNKNOWN_IDENTIFIER
+		60:  true, // UNKNOWN_TABLE
+		81:  true, // UNKNOWN_DATABASE
+		48:  true, // NOT_IMPLEMENTED (inserting into a view or engine that takes none)
+		497: true, // ACCESS_DENIED
 	}
 	dataCodes = map[int32]bool{
 		6:   true, // CANNOT_PARSE_TEXT
@@ -55,27 +37,35 @@ var (
 		72:  true, // CANNOT_PARSE_NUMBER
 		117: true, // INCORRECT_DATA
 		131: true, // TOO_LARGE_STRING_SIZE
+		469: true, // VIOLATED_CONSTRAINT
 	}
 )
 
-// Classify maps an insert error to its class. Anything unknown is transient: retrying a healthy
-// record is safe, dead-lettering it is not.
-func Classify(err error) Class {
+// errAppend marks a block that could not be built for the table's columns: their types cannot take
+// the landing rows, which is the table's shape, not one row's fault.
+var errAppend = errors.New("the table's columns cannot take the landing rows")
+
+// Classify is the loader's one decision about a failed insert: schema failures (a missing or
+// different table) hold that table's records, data failures are looked for row by row, and anything
+// unknown is transient: retrying a healthy record is safe, dead-lettering it is not.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ex *clickhouse.Exception
 	switch {
-	case err == nil:
-		return Transient
+	case errors.Is(err, errAppend):
+		return delivery.New(delivery.Schema, "schema", err)
 	case errors.As(err, &ex) && schemaCodes[ex.Code]:
-		return Schema
+		return delivery.New(delivery.Schema, "schema", err)
 	case errors.As(err, &ex) && dataCodes[ex.Code]:
-		return Data
-	default:
-		return Transient
+		return delivery.New(delivery.Data, "data", err)
 	}
+	return delivery.New(delivery.Transient, reason(err), err)
 }
 
-// Reason names a failure for a metric label: a small fixed set.
-func Reason(err error) string {
+// reason names a transient failure for a metric label: a small fixed set.
+func reason(err error) string {
 	var (
 		ex   *clickhouse.Exception
 		nerr net.Error
@@ -88,11 +78,15 @@ func Reason(err error) string {
 	case errors.As(err, &ex) && ex.Code == 252:
 		return "too_many_parts"
 	case errors.As(err, &ex):
-		return Classify(err).String()
+		return "clickhouse_error"
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &nerr):
 		return "network"
 	default:
 		return "other"
 	}
+}
+
+func appendError(column, table string, err error) error {
+	return fmt.Errorf("append column %s for %s: %w: %w", column, table, errAppend, err)
 }

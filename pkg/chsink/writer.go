@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/delivery"
 )
 
 // Rows is one block of records for one table, column by column, so that appending costs no
@@ -36,6 +37,12 @@ func (r *Rows) Add(key string, payload []byte, jobID, taskID string, partition i
 	r.Offsets = append(r.Offsets, offset)
 	r.ExtractedAt = append(r.ExtractedAt, extractedAt.UTC().Truncate(time.Second))
 	r.Versions = append(r.Versions, uint64(extractedAt.UnixNano()))
+}
+
+// Slice returns rows [i, j) as a block of their own, sharing the columns' memory.
+func (r *Rows) Slice(i, j int) *Rows {
+	return &Rows{Keys: r.Keys[i:j], Payloads: r.Payloads[i:j], JobIDs: r.JobIDs[i:j], TaskIDs: r.TaskIDs[i:j],
+		Partitions: r.Partitions[i:j], Offsets: r.Offsets[i:j], ExtractedAt: r.ExtractedAt[i:j], Versions: r.Versions[i:j]}
 }
 
 // Len is the number of rows.
@@ -84,21 +91,22 @@ func (w *Writer) Forget(table string) {
 }
 
 // Insert writes rows into table as one block, with loadedAt as their load time. It makes sure the
-// table exists first. On a schema error it forgets the table, so the next attempt recreates it.
+// table exists first. Its errors are classified (Classify); on a schema error it forgets the table,
+// so that the next attempt creates it again if it went missing.
 func (w *Writer) Insert(ctx context.Context, table string, rows *Rows, loadedAt time.Time) error {
 	if rows.Len() == 0 {
 		return nil
 	}
 	if err := w.EnsureTable(ctx, table); err != nil {
-		return err
+		return Classify(err)
 	}
 	if w.conn.Features.AsyncInsert {
 		// Recent releases may default to asynchronous inserts; sluice relies on the insert being
 		// durable when it returns, before offsets are committed.
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"async_insert": 0}))
 	}
-	err := w.send(ctx, table, rows, loadedAt)
-	if err != nil && Classify(err) == Schema {
+	err := Classify(w.send(ctx, table, rows, loadedAt))
+	if delivery.ClassOf(err) == delivery.Schema {
 		w.Forget(table)
 	}
 	return err
@@ -121,7 +129,7 @@ func (w *Writer) send(ctx context.Context, table string, rows *Rows, loadedAt ti
 		rows.ExtractedAt, loaded, rows.Versions}
 	for i, col := range columns {
 		if err := batch.Column(i).Append(col); err != nil {
-			return fmt.Errorf("append column %s for %s: %w", Columns[i], table, err)
+			return appendError(Columns[i], table, err)
 		}
 	}
 	if err := batch.Send(); err != nil {

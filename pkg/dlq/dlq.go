@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluicedata/sluice/pkg/kafka"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -133,4 +134,31 @@ func Produce(ctx context.Context, cl *kgo.Client, recs ...*kgo.Record) error {
 		return fmt.Errorf("produce %d dead letters: %w", len(recs), err)
 	}
 	return nil
+}
+
+// Fit returns r when it fits in maxBytes, else the same letter without the payload and the response
+// head it carries (their size and sha256 stay, Truncated is set): a letter too large for its topic
+// would be refused forever, and what it says of the failure matters more than the copy.
+func Fit(r *kgo.Record, maxBytes int) (*kgo.Record, error) {
+	if maxBytes <= 0 || kafka.RecordBytes(r) <= maxBytes {
+		return r, nil
+	}
+	var dl sluicev1.DeadLetter
+	if err := proto.Unmarshal(r.Value, &dl); err != nil {
+		return nil, fmt.Errorf("decode dead letter to fit it: %w", err)
+	}
+	dl.Payload, dl.ResponseHead, dl.Truncated = nil, nil, true
+	if len(dl.ErrorMessage) > 4096 {
+		dl.ErrorMessage = dl.ErrorMessage[:4096]
+	}
+	value, err := proto.Marshal(&dl)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter: %w", err)
+	}
+	fitted := *r
+	fitted.Value = value
+	if n := kafka.RecordBytes(&fitted); n > maxBytes {
+		return nil, fmt.Errorf("dead letter of %d bytes without its payload is still larger than the topic takes (%d)", n, maxBytes)
+	}
+	return &fitted, nil
 }

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
 )
@@ -51,3 +53,37 @@ func Ping(ctx context.Context, cl *kgo.Client) error {
 	}
 	return nil
 }
+
+// RecordBytes is about what a record takes in a produce batch: its key, value and headers with
+// their framing. Compare it with a topic's max.message.bytes before producing.
+func RecordBytes(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value) + 64
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 8
+	}
+	return n
+}
+
+// CommitSync commits offsets for the client's group and returns the first error, of the request or
+// of any partition: franz-go reports partition errors only to the callback.
+func CommitSync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
+	var failed error
+	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			failed = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && failed == nil {
+					failed = fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, perr)
+				}
+			}
+		}
+	})
+	return failed
+}
+
+// DefaultMaxMessageBytes is the largest record a topic takes unless it says otherwise: Kafka's
+// default max.message.bytes.
+const DefaultMaxMessageBytes = 1048588

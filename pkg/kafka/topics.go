@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"time"
 
@@ -123,4 +124,32 @@ func (r *TopicReport) addExisting(want TopicSpec, partitions int32) {
 	if partitions < want.Partitions {
 		r.Fewer = append(r.Fewer, have)
 	}
+}
+
+// MaxMessageBytes returns the smallest max.message.bytes of topics: the largest record every one of
+// them takes. Where a topic cannot be described it assumes Kafka's default, and says why.
+func MaxMessageBytes(ctx context.Context, cl *kgo.Client, topics ...string) (int, error) {
+	limit := DefaultMaxMessageBytes
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return limit, fmt.Errorf("describe topic configs: %w", err)
+	}
+	seen := 0
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return limit, fmt.Errorf("describe %s: %w", rc.Name, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key != "max.message.bytes" || c.Value == nil {
+				continue
+			}
+			if n, err := strconv.Atoi(*c.Value); err == nil && n > 0 {
+				if seen == 0 || n < limit {
+					limit = n
+				}
+				seen++
+			}
+		}
+	}
+	return limit, nil
 }

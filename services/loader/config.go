@@ -36,6 +36,13 @@ type LoaderConfig struct {
 	FlushTimeout time.Duration `env:"FLUSH_TIMEOUT, default=30s"`
 	// DrainTimeout is how long a batch in flight at shutdown may still take to insert and commit.
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=10s"`
+	// SchemaGrace is how long the records of a table that refuses them (missing, or with columns
+	// that cannot take them) wait for the table to be fixed before they are dead-lettered with class
+	// schema. Other tables go on loading meanwhile.
+	SchemaGrace time.Duration `env:"SCHEMA_GRACE, default=5m"`
+	// MaxPendingBytes bounds the records a loader holds for tables that refuse them or are
+	// unreachable; past it the loader stops polling until they are inserted or dead-lettered.
+	MaxPendingBytes int `env:"MAX_PENDING_BYTES, default=268435456"`
 }
 
 // Validate reports every problem at once.
@@ -70,6 +77,12 @@ func (c *Config) Validate() error {
 	}
 	if l.DrainTimeout <= 0 || l.DrainTimeout >= c.ShutdownTimeout {
 		p.Addf("LOADER_DRAIN_TIMEOUT", "must be positive and shorter than SLUICE_SHUTDOWN_TIMEOUT (%s), got %s", c.ShutdownTimeout, l.DrainTimeout)
+	}
+	if l.SchemaGrace < time.Second {
+		p.Addf("LOADER_SCHEMA_GRACE", "must be at least 1s, got %s", l.SchemaGrace)
+	}
+	if l.MaxPendingBytes < l.BatchBytes {
+		p.Addf("LOADER_MAX_PENDING_BYTES", "must be at least SLUICE_LOADER_BATCH_BYTES (%d), got %d", l.BatchBytes, l.MaxPendingBytes)
 	}
 	return p.Err()
 }

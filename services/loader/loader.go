@@ -1,53 +1,75 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicedata/sluice/pkg/chsink"
-	"github.com/sluicedata/sluice/pkg/dlq"
-	"github.com/sluicedata/sluice/pkg/events"
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/pipeline"
-	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
-// batchWriter is what the loader needs of ClickHouse.
+// batchWriter is what the loader needs of ClickHouse: an insert whose errors are classified
+// (chsink.Classify).
 type batchWriter interface {
 	Insert(ctx context.Context, table string, rows *chsink.Rows, loadedAt time.Time) error
 }
 
 var _ batchWriter = (*chsink.Writer)(nil)
 
-// Loader consumes the raw topic in a consumer group and inserts the records into ClickHouse. It
-// commits a partition's offsets only after every record before them is inserted or acknowledged by
-// the dead-letter topic.
+// Loader consumes the raw topic in a consumer group and inserts the records into ClickHouse, table
+// by table. It commits a partition only up to its first record that is neither inserted nor
+// acknowledged by the dead-letter topic, so that a table that refuses its records holds back the
+// commit without holding back the other tables.
 type Loader struct {
 	cl      *kgo.Client
 	writer  batchWriter
+	core    *delivery.Core
 	cfg     LoaderConfig
 	topics  topics
 	log     *slog.Logger
 	metrics *loaderMetrics
 	backoff pipeline.Backoff
 	now     func() time.Time
+
+	// mu guards what the rebalance callbacks change: the owned partitions and the records waiting
+	// for their tables.
+	mu     sync.Mutex
+	tables map[string]*table
+	parts  map[int32]*partition
+	// pendingRows and pendingBytes are what the tables hold in all: the bound on buffering.
+	pendingRows, pendingBytes int
+	// unfinished is a batch whose rows are in but whose dead letters, events or commit are not yet
+	// acknowledged: nothing else is committed before it is.
+	unfinished *delivery.Outcome
 }
 
-type topics struct{ dlq, events string }
+type topics struct{ raw, dlq, events string }
+
+// partition is what the loader knows of one raw-topic partition it owns.
+type partition struct {
+	epoch     int32
+	next      int64 // one past the highest offset polled in this ownership
+	committed int64
+}
 
 type loaderMetrics struct {
 	*pipeline.Metrics
 	rowsInserted  prometheus.Counter
 	insertSeconds prometheus.Histogram
 	batchRows     prometheus.Histogram
-	insertRetries *prometheus.CounterVec
+	pendingRows   prometheus.Gauge
+	heldTables    *prometheus.GaugeVec
 }
 
 func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *loaderMetrics {
@@ -68,15 +90,19 @@ func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *load
 			Help:    "Records per flushed batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
-		insertRetries: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "loader_insert_retries_total",
-			Help: "Inserts retried, by reason (network, timeout, too_many_parts, schema, data, transient, other).",
-		}, []string{"reason"}),
+		pendingRows: f.NewGauge(prometheus.GaugeOpts{
+			Name: "loader_pending_rows",
+			Help: "Records polled and not yet inserted or dead-lettered, all tables together.",
+		}),
+		heldTables: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "loader_held_tables",
+			Help: "Tables whose records wait because the last insert failed, by class (transient, schema).",
+		}, []string{"class"}),
 	}
 }
 
 // Run polls, batches, inserts and commits until ctx ends. A batch in flight when ctx ends gets the
-// drain timeout to finish; if it cannot, nothing of it is committed and it is redelivered.
+// drain timeout to finish; what it cannot finish is not committed and is redelivered.
 func (l *Loader) Run(ctx context.Context) error {
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
@@ -85,26 +111,23 @@ func (l *Loader) Run(ctx context.Context) error {
 
 	for {
 		recs := l.collect(ctx)
-		if len(recs) > 0 {
-			// A flush holds off rebalances: bound it well under the rebalance timeout, and when it
-			// runs out (ClickHouse down), rewind and let the group rebalance before trying again.
-			flushCtx, cancel := context.WithTimeout(drainCtx, l.cfg.FlushTimeout)
-			err := l.flush(flushCtx, recs)
-			cancel()
-			switch {
-			case err == nil:
-			case drainCtx.Err() != nil:
-				l.log.Warn("batch abandoned at shutdown; it will be redelivered", "records", len(recs))
-				return nil
-			case errors.Is(err, context.DeadlineExceeded):
-				l.log.Warn("batch not done within the flush timeout; rewound to try again", "records", len(recs),
-					"timeout", l.cfg.FlushTimeout.String())
-				l.cl.SetOffsets(firstOffsets(recs))
-			default:
-				return err
-			}
-		}
+		// A flush holds off rebalances: it is bounded well under the rebalance timeout. What it
+		// could not insert in time waits with its table and is tried again after the rebalance.
+		flushCtx, cancel := context.WithTimeout(drainCtx, l.cfg.FlushTimeout)
+		err := l.flush(flushCtx, recs)
+		cancel()
 		l.cl.AllowRebalance()
+		switch {
+		case err == nil:
+		case drainCtx.Err() != nil:
+			l.log.Warn("batch abandoned at shutdown; it will be redelivered", "records", l.pending())
+			return nil
+		case delivery.ClassOf(err) == delivery.Fatal:
+			return err
+		default:
+			l.log.Warn("batch not finished within the flush timeout; trying again", "error", err,
+				"timeout", l.cfg.FlushTimeout.String())
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -112,12 +135,19 @@ func (l *Loader) Run(ctx context.Context) error {
 }
 
 // collect polls until the batch is full by rows or bytes, the flush interval has passed since its
-// first record, or ctx ends.
+// first record, a waiting table is due for another try, or ctx ends. It polls nothing while the
+// tables hold as much as the loader may buffer: backpressure is lag.
 func (l *Loader) collect(ctx context.Context) []*kgo.Record {
+	due, full := l.waiting()
+	if full {
+		l.cl.AllowRebalance()
+		pipeline.Sleep(ctx, time.Until(due))
+		return nil
+	}
 	var (
 		recs     []*kgo.Record
 		bytes    int
-		deadline time.Time
+		deadline = due
 	)
 	for len(recs) < l.cfg.BatchRows && bytes < l.cfg.BatchBytes {
 		if len(recs) == 0 {
@@ -145,8 +175,8 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 			recs = append(recs, r)
 			bytes += len(r.Value)
 		})
-		if deadline.IsZero() && len(recs) > 0 {
-			deadline = l.now().Add(l.cfg.FlushInterval)
+		if first := l.now().Add(l.cfg.FlushInterval); len(recs) > 0 && (deadline.IsZero() || first.Before(deadline)) {
+			deadline = first
 		}
 		if pollCtx.Err() != nil {
 			return recs
@@ -155,193 +185,108 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 	return recs
 }
 
-// firstOffsets are the offsets to fetch a batch again from: its first record of each partition.
-func firstOffsets(recs []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
-	out := map[string]map[int32]kgo.EpochOffset{}
-	for _, r := range recs {
-		if out[r.Topic] == nil {
-			out[r.Topic] = map[int32]kgo.EpochOffset{}
-		}
-		if _, seen := out[r.Topic][r.Partition]; !seen {
-			out[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+// waiting returns when the first waiting table is due for another try (zero when none waits), and
+// whether the tables hold as much as the loader may buffer.
+func (l *Loader) waiting() (due time.Time, full bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t := range l.tables {
+		if len(t.items) > 0 && (due.IsZero() || t.retryAt.Before(due)) {
+			due = t.retryAt
 		}
 	}
-	return out
-}
-
-// span is the part of a batch that belongs to one run of one task in one partition, for the job's
-// events.
-type span struct {
-	job, task, run string
-	partition      int32
-}
-
-type spanCount struct {
-	table       string
-	first, last int64
-	loaded      offsets
-	dead        map[string]*offsets // by error class
-}
-
-// offsets are a partition's offsets as runs of consecutive offsets, in the order they were added.
-type offsets struct {
-	spans []*sluicev1.OffsetSpan
-	n     uint64
-}
-
-func (o *offsets) add(offset int64) {
-	o.n++
-	if k := len(o.spans); k > 0 && o.spans[k-1].Last+1 == offset {
-		o.spans[k-1].Last = offset
-		return
+	full = l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || l.pendingRows >= 4*l.cfg.BatchRows
+	if full && due.IsZero() {
+		due = l.now().Add(l.cfg.FlushInterval)
 	}
-	o.spans = append(o.spans, &sluicev1.OffsetSpan{First: offset, Last: offset})
+	return due, full
 }
 
-// flush inserts the valid records, dead-letters the rest, publishes the jobs' events and commits.
-func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
-	start := l.now()
-	tables := map[string]*chsink.Rows{}
-	spans := map[span]*spanCount{}
-	var letters []*kgo.Record
-	var env sluicev1.Record
+func (l *Loader) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pendingRows
+}
 
-	count := func(env *sluicev1.Record, r *kgo.Record) *spanCount {
-		k := span{env.JobId, env.TaskId, env.Run, r.Partition}
-		s := spans[k]
-		if s == nil {
-			s = &spanCount{table: env.Table, first: r.Offset, dead: map[string]*offsets{}}
-			spans[k] = s
-		}
-		s.last = r.Offset
-		return s
+// revoked runs in the group's rebalance, for partitions revoked or lost: their waiting records go,
+// and the new owner fetches them again from the committed offset. Everything done of them is
+// committed already: each flush commits before it returns.
+func (l *Loader) revoked(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	gone := map[int32]bool{}
+	for _, p := range partitions[l.topics.raw] {
+		gone[p] = true
+		delete(l.parts, p)
 	}
-	for _, r := range recs {
-		env.Reset()
-		class, err := "", error(nil)
-		if uerr := proto.Unmarshal(r.Value, &env); uerr != nil {
-			env.Reset() // a failed decode leaves fragments: the letter keeps the original bytes instead
-			class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", uerr)
-		} else {
-			class, err = validate(&env, l.cfg.MaxRecordBytes)
-		}
-		s := count(&env, r)
-		if err != nil {
-			letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
-				Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
-				Original: r, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: l.now(),
-			}, l.cfg.MaxRecordBytes)
-			if lerr != nil {
-				return lerr
+	for _, t := range l.tables {
+		t.items = slices.DeleteFunc(t.items, func(it *item) bool {
+			if gone[it.rec.Partition] {
+				l.pendingRows--
+				l.pendingBytes -= len(it.rec.Value)
+				return true
 			}
-			letters = append(letters, letter)
-			if s.dead[class] == nil {
-				s.dead[class] = &offsets{}
-			}
-			s.dead[class].add(r.Offset)
-			continue
-		}
-		rows := tables[env.Table]
-		if rows == nil {
-			rows = &chsink.Rows{}
-			tables[env.Table] = rows
-		}
-		// env.Payload is the decoder's own copy, and env.Reset drops it: the rows may keep it.
-		rows.Add(env.Key, env.Payload, env.JobId, env.TaskId, r.Partition, r.Offset, env.ExtractedAt.AsTime())
-		s.loaded.add(r.Offset)
+			return false
+		})
 	}
+	l.metrics.pendingRows.Set(float64(l.pendingRows))
+}
 
-	for table, rows := range tables {
-		if err := l.insert(ctx, table, rows); err != nil {
-			return err
+// commitOffsets returns, per owned partition, the offset up to which every record is done: its
+// first waiting record, or one past the last polled. The caller holds mu.
+func (l *Loader) commitOffsets() map[string]map[int32]kgo.EpochOffset {
+	next := make(map[int32]int64, len(l.parts))
+	for p, s := range l.parts {
+		next[p] = s.next
+	}
+	for _, t := range l.tables {
+		for _, it := range t.items {
+			if o, ok := next[it.rec.Partition]; ok && it.rec.Offset < o {
+				next[it.rec.Partition] = it.rec.Offset
+			}
 		}
 	}
-	if err := pipeline.Retry(ctx, l.backoff, l.log, "produce dead letters", func() error { return dlq.Produce(ctx, l.cl, letters...) }); err != nil {
-		return err
+	out := map[int32]kgo.EpochOffset{}
+	for p, o := range next {
+		if s := l.parts[p]; o > s.committed {
+			out[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
+		}
 	}
-	evs := spanEvents(spans)
-	if err := pipeline.Retry(ctx, l.backoff, l.log, "publish job events", func() error { return events.Publish(ctx, l.cl, l.topics.events, evs...) }); err != nil {
-		return err
+	if len(out) == 0 {
+		return nil
 	}
-	if err := l.cl.CommitRecords(ctx, recs...); err != nil {
-		// The rows are in; the records come again to whoever owns the partitions now, and the
-		// landing table collapses them.
-		l.log.Warn("commit offsets failed; the batch will be redelivered", "error", err)
+	return map[string]map[int32]kgo.EpochOffset{l.topics.raw: out}
+}
+
+// commit commits what commitOffsets allows. A failed commit is not retried: the records are in, and
+// whoever owns the partitions next gets them again and the landing table collapses them.
+func (l *Loader) commit(ctx context.Context) error {
+	offsets := l.commitOffsets()
+	if offsets == nil {
+		return nil
 	}
-	l.observe(recs, spans, time.Since(start))
+	if failed := kafka.CommitSync(ctx, l.cl, offsets); failed != nil {
+		l.log.Warn("commit offsets failed; the records will be redelivered", "error", failed)
+		return nil
+	}
+	for _, ps := range offsets {
+		for p, eo := range ps {
+			if s := l.parts[p]; s != nil {
+				s.committed = max(s.committed, eo.Offset)
+			}
+		}
+	}
 	return nil
 }
 
-// insert writes one table's rows, retrying transient and schema failures with backoff until it
-// succeeds or ctx ends.
-func (l *Loader) insert(ctx context.Context, table string, rows *chsink.Rows) error {
-	for attempt := 0; ; attempt++ {
-		began := l.now()
-		err := l.writer.Insert(ctx, table, rows, began)
-		if err == nil {
-			l.metrics.insertSeconds.Observe(time.Since(began).Seconds())
-			l.metrics.rowsInserted.Add(float64(rows.Len()))
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		reason := chsink.Reason(err)
-		l.metrics.insertRetries.WithLabelValues(reason).Inc()
-		if attempt%10 == 0 {
-			l.log.Warn("insert failed; retrying", "table", table, "rows", rows.Len(), "attempt", attempt+1,
-				"class", chsink.Classify(err).String(), "error", err)
-		}
-		if !pipeline.Sleep(ctx, l.backoff.Delay(attempt)) {
-			return ctx.Err()
+// sortedTables returns the tables with waiting records, by name: a stable order of inserts.
+func (l *Loader) sortedTables() []*table {
+	out := make([]*table, 0, len(l.tables))
+	for _, t := range l.tables {
+		if len(t.items) > 0 {
+			out = append(out, t)
 		}
 	}
-}
-
-func spanEvents(spans map[span]*spanCount) []*sluicev1.JobEvent {
-	var evs []*sluicev1.JobEvent
-	for k, s := range spans {
-		if k.job == "" {
-			continue // not a sluice record: counted in metrics only
-		}
-		if s.loaded.n > 0 {
-			evs = append(evs, &sluicev1.JobEvent{JobId: k.job, Producer: "loader", Event: &sluicev1.JobEvent_RecordsLoaded{
-				RecordsLoaded: &sluicev1.RecordsLoaded{Records: s.loaded.n, Table: s.table, Partition: k.partition,
-					FirstOffset: s.first, LastOffset: s.last, TaskId: k.task, Run: k.run, Offsets: s.loaded.spans}}})
-		}
-		for class, o := range s.dead {
-			evs = append(evs, &sluicev1.JobEvent{JobId: k.job, Producer: "loader", Event: &sluicev1.JobEvent_RecordsDeadLettered{
-				RecordsDeadLettered: &sluicev1.RecordsDeadLettered{Records: o.n, ErrorClass: class, Partition: k.partition,
-					FirstOffset: s.first, LastOffset: s.last, TaskId: k.task, Run: k.run, Offsets: o.spans}}})
-		}
-	}
-	return evs
-}
-
-func (l *Loader) observe(recs []*kgo.Record, spans map[span]*spanCount, took time.Duration) {
-	type pc struct{ loaded, dead float64 }
-	perPartition := map[int32]*pc{}
-	deadByClass := map[string]float64{}
-	for k, s := range spans {
-		p := perPartition[k.partition]
-		if p == nil {
-			p = &pc{}
-			perPartition[k.partition] = p
-		}
-		p.loaded += float64(s.loaded.n)
-		for class, o := range s.dead {
-			p.dead += float64(o.n)
-			deadByClass[class] += float64(o.n)
-		}
-	}
-	for partition, c := range perPartition {
-		label := pipeline.Partition(partition)
-		l.metrics.Processed.WithLabelValues(label, pipeline.StatusLoaded).Add(c.loaded)
-		l.metrics.Processed.WithLabelValues(label, pipeline.StatusDeadLettered).Add(c.dead)
-	}
-	for class, n := range deadByClass {
-		l.metrics.DeadLetters.WithLabelValues("load", class).Add(n)
-	}
-	l.metrics.Processing.Observe(took.Seconds())
-	l.metrics.batchRows.Observe(float64(len(recs)))
+	slices.SortFunc(out, func(a, b *table) int { return cmp.Compare(a.name, b.name) })
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/ops"
 	"github.com/sluicedata/sluice/pkg/pipeline"
@@ -25,10 +26,22 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return err
 	}
 	lag := kafka.NewLagReporter(cfg.Loader.Group, cfg.Kafka.RawTopic, 10*time.Second)
+	l := &Loader{
+		cfg:     cfg.Loader,
+		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
+		now:     time.Now,
+		tables:  map[string]*table{},
+		parts:   map[int32]*partition{},
+	}
+	revoked := func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
+		lag.Revoked(ctx, cl, ps)
+		l.revoked(ctx, cl, ps)
+	}
 	rt, err := service.Start(ctx, "loader", stdout, cfg.Config,
 		kgo.OnPartitionsAssigned(lag.Assigned),
-		kgo.OnPartitionsRevoked(lag.Revoked),
-		kgo.OnPartitionsLost(lag.Revoked),
+		kgo.OnPartitionsRevoked(revoked),
+		kgo.OnPartitionsLost(revoked),
 		kgo.ConsumerGroup(cfg.Loader.Group),
 		kgo.ConsumeTopics(cfg.Kafka.RawTopic),
 		kgo.DisableAutoCommit(),
@@ -51,16 +64,14 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	rt.Log.Info("connected to clickhouse", "version", ch.Version.String(), "database", ch.Database,
 		"features", ch.Features)
 
-	l := &Loader{
-		cl:      rt.Kafka,
-		writer:  chsink.NewWriter(ch, rt.Log),
-		cfg:     cfg.Loader,
-		topics:  topics{dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
-		log:     rt.Log,
-		metrics: newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry)),
-		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
-		now:     time.Now,
+	l.cl, l.log = rt.Kafka, rt.Log
+	l.writer = chsink.NewWriter(ch, rt.Log)
+	l.metrics = newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
+	limit, err := kafka.MaxMessageBytes(ctx, rt.Kafka, cfg.Kafka.DLQTopic, cfg.Kafka.EventsTopic)
+	if err != nil {
+		rt.Log.Warn("assuming the default message limit for dead letters and events", "bytes", limit, "error", err)
 	}
+	l.core = delivery.NewCore(rt.Kafka, delivery.NewRetrier(rt.Registry, rt.Log), cfg.Kafka.EventsTopic, limit, l.backoff, rt.Log)
 	rt.Registry.MustRegister(lag.Collector())
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping})
 	return rt.Run(ctx, srv, l.Run, func(ctx context.Context) error { return lag.Run(ctx, rt.Kafka, rt.Log) })

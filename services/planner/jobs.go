@@ -29,9 +29,24 @@ type Job struct {
 	RecordsPerSecond float64     `json:"records_per_second"`
 	CreatedAt        time.Time   `json:"created_at"`
 	FinishedAt       *time.Time  `json:"finished_at,omitempty"`
+	// Held says that a loader holds the job's records because their table refuses them.
+	Held *Held `json:"held,omitempty"`
 
 	tasks    map[string]*taskState
 	lastLoad time.Time
+	// schemaDead counts records dead-lettered because their table refused them: such a job fails.
+	schemaDead uint64
+}
+
+// Held is a table that refuses a job's records, as a loader reported it.
+type Held struct {
+	Table      string `json:"table"`
+	ErrorClass string `json:"error_class"`
+	Reason     string `json:"reason"`
+	// Records the loader held when it reported.
+	Records      uint64    `json:"records"`
+	Since        time.Time `json:"since"`
+	DeadLetterAt time.Time `json:"dead_letter_at"`
 }
 
 // TaskCounts are a job's tasks by outcome.
@@ -151,6 +166,18 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 		rc := j.task(r.TaskId).ofRun(r.Run)
 		rc.dead[r.Partition] = addSpans(rc.dead[r.Partition], r.Offsets)
 		j.lastLoad = at
+		if r.ErrorClass == "schema" {
+			j.schemaDead += r.Records
+		}
+	case *sluicev1.JobEvent_LoadHeld:
+		h := e.LoadHeld
+		if h.Cleared {
+			j.Held = nil
+		} else {
+			j.Held = &Held{Table: h.Table, ErrorClass: h.ErrorClass, Reason: h.Reason, Records: h.Records,
+				Since: h.Since.AsTime(), DeadLetterAt: h.DeadLetterAt.AsTime()}
+		}
+		return nil
 	case *sluicev1.JobEvent_Finished:
 		if j.State == stateRunning {
 			j.State, j.Reason = stateFromProto(e.Finished.State), e.Finished.Reason
@@ -200,10 +227,18 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 		}
 	}
 	state, reason := sluicev1.JobFinished_STATE_SUCCEEDED, ""
-	if j.Tasks.DeadLettered > 0 {
+	switch {
+	case j.Tasks.DeadLettered > 0:
 		state = sluicev1.JobFinished_STATE_FAILED
 		reason = fmt.Sprintf("%d of %d tasks dead-lettered after their retries; their records from the failing page on were not extracted (sluicectl dlq list --job %s)",
 			j.Tasks.DeadLettered, j.Tasks.Planned, j.ID)
+	case j.schemaDead > 0:
+		state = sluicev1.JobFinished_STATE_FAILED
+		reason = fmt.Sprintf("table %s refused records; they were dead-lettered with class schema (sluicectl dlq list --job %s)", j.Table, j.ID)
+		if j.Held != nil {
+			reason = fmt.Sprintf("table %s refused records (%s); they were dead-lettered with class schema (sluicectl dlq list --job %s)",
+				j.Table, j.Held.Reason, j.ID)
+		}
 	}
 	j.State, j.Reason, j.FinishedAt = stateFromProto(state), reason, &at
 	j.freeze()

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
@@ -110,5 +112,31 @@ func TestIntervalSet(t *testing.T) {
 				t.Fatalf("count %d in %d spans %v, want %d in %d", s.count(), len(s.spans), s.spans, tt.want, tt.parts)
 			}
 		})
+	}
+}
+
+// TestFoldHeldTable: a loader's report that the table refuses the records shows on the job, its
+// clearing removes it, and a job whose records were dead-lettered for their table fails with why.
+func TestFoldHeldTable(t *testing.T) {
+	held := func(cleared bool) *sluicev1.JobEvent {
+		return &sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_LoadHeld{LoadHeld: &sluicev1.LoadHeld{
+			Table: "users", ErrorClass: "schema", Reason: "No such column key", Records: 10, Cleared: cleared}}}
+	}
+	js := newJobs()
+	js.Apply(planned("j", 1, 10))
+	js.Apply(held(false))
+	if j, _ := js.Get("j", time.Now()); j.Held == nil || j.Held.Reason != "No such column key" || j.State != stateRunning {
+		t.Fatalf("job %+v, want it held", j)
+	}
+	js.Apply(held(true))
+	if j, _ := js.Get("j", time.Now()); j.Held != nil {
+		t.Fatalf("job still held after the table was cleared: %+v", j.Held)
+	}
+	js.Apply(held(false))
+	js.Apply(extracted("j", "t0", "r1", 10))
+	fin := js.Apply(&sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_RecordsDeadLettered{RecordsDeadLettered: &sluicev1.RecordsDeadLettered{
+		TaskId: "t0", Run: "r1", ErrorClass: "schema", Records: 10, Offsets: []*sluicev1.OffsetSpan{{First: 0, Last: 9}}}}})
+	if fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_FAILED || !strings.Contains(fin.GetFinished().Reason, "No such column key") {
+		t.Fatalf("job finished with %v, want failed with the table's reason", fin)
 	}
 }

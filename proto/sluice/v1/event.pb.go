@@ -68,7 +68,7 @@ func (x JobFinished_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobFinished_State.Descriptor instead.
 func (JobFinished_State) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7, 0}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8, 0}
 }
 
 // JobEvent is one fact about a job's progress on the events topic, keyed by job id so that a job's
@@ -88,6 +88,7 @@ type JobEvent struct {
 	//	*JobEvent_RecordsLoaded
 	//	*JobEvent_RecordsDeadLettered
 	//	*JobEvent_Finished
+	//	*JobEvent_LoadHeld
 	Event         isJobEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -205,6 +206,15 @@ func (x *JobEvent) GetFinished() *JobFinished {
 	return nil
 }
 
+func (x *JobEvent) GetLoadHeld() *LoadHeld {
+	if x != nil {
+		if x, ok := x.Event.(*JobEvent_LoadHeld); ok {
+			return x.LoadHeld
+		}
+	}
+	return nil
+}
+
 type isJobEvent_Event interface {
 	isJobEvent_Event()
 }
@@ -233,6 +243,10 @@ type JobEvent_Finished struct {
 	Finished *JobFinished `protobuf:"bytes,15,opt,name=finished,proto3,oneof"`
 }
 
+type JobEvent_LoadHeld struct {
+	LoadHeld *LoadHeld `protobuf:"bytes,16,opt,name=load_held,json=loadHeld,proto3,oneof"`
+}
+
 func (*JobEvent_Planned) isJobEvent_Event() {}
 
 func (*JobEvent_TaskExtracted) isJobEvent_Event() {}
@@ -244,6 +258,8 @@ func (*JobEvent_RecordsLoaded) isJobEvent_Event() {}
 func (*JobEvent_RecordsDeadLettered) isJobEvent_Event() {}
 
 func (*JobEvent_Finished) isJobEvent_Event() {}
+
+func (*JobEvent_LoadHeld) isJobEvent_Event() {}
 
 // JobPlanned: the planner accepted a job and published its tasks.
 type JobPlanned struct {
@@ -716,6 +732,105 @@ func (x *RecordsDeadLettered) GetOffsets() []*OffsetSpan {
 	return nil
 }
 
+// LoadHeld: a loader holds a job's records because their table refuses them (a schema error: the
+// table or a column is missing, or the columns cannot take the rows), or, with cleared, that the
+// table takes them again. Held records are dead-lettered with class schema once the loader's grace
+// runs out.
+type LoadHeld struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Table      string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	ErrorClass string                 `protobuf:"bytes,2,opt,name=error_class,json=errorClass,proto3" json:"error_class,omitempty"`
+	// What ClickHouse said, without secrets.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the loader first saw the table refuse the records, and when it will dead-letter them.
+	Since        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	DeadLetterAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=dead_letter_at,json=deadLetterAt,proto3" json:"dead_letter_at,omitempty"`
+	// Records of the job this loader holds now.
+	Records       uint64 `protobuf:"varint,6,opt,name=records,proto3" json:"records,omitempty"`
+	Cleared       bool   `protobuf:"varint,7,opt,name=cleared,proto3" json:"cleared,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadHeld) Reset() {
+	*x = LoadHeld{}
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadHeld) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadHeld) ProtoMessage() {}
+
+func (x *LoadHeld) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadHeld.ProtoReflect.Descriptor instead.
+func (*LoadHeld) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LoadHeld) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *LoadHeld) GetErrorClass() string {
+	if x != nil {
+		return x.ErrorClass
+	}
+	return ""
+}
+
+func (x *LoadHeld) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LoadHeld) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *LoadHeld) GetDeadLetterAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetterAt
+	}
+	return nil
+}
+
+func (x *LoadHeld) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *LoadHeld) GetCleared() bool {
+	if x != nil {
+		return x.Cleared
+	}
+	return false
+}
+
 // OffsetSpan is offsets [first, last] of one partition.
 type OffsetSpan struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -727,7 +842,7 @@ type OffsetSpan struct {
 
 func (x *OffsetSpan) Reset() {
 	*x = OffsetSpan{}
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +854,7 @@ func (x *OffsetSpan) String() string {
 func (*OffsetSpan) ProtoMessage() {}
 
 func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +867,7 @@ func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetSpan.ProtoReflect.Descriptor instead.
 func (*OffsetSpan) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OffsetSpan) GetFirst() int64 {
@@ -780,7 +895,7 @@ type JobFinished struct {
 
 func (x *JobFinished) Reset() {
 	*x = JobFinished{}
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +907,7 @@ func (x *JobFinished) String() string {
 func (*JobFinished) ProtoMessage() {}
 
 func (x *JobFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +920,7 @@ func (x *JobFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFinished.ProtoReflect.Descriptor instead.
 func (*JobFinished) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobFinished) GetState() JobFinished_State {
@@ -826,7 +941,7 @@ var File_sluice_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/event.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14sluice/v1/task.proto\"\x84\x04\n" +
+	"\x15sluice/v1/event.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14sluice/v1/task.proto\"\xb8\x04\n" +
 	"\bJobEvent\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1a\n" +
@@ -837,7 +952,8 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x12task_dead_lettered\x18\f \x01(\v2\x1b.sluice.v1.TaskDeadLetteredH\x00R\x10taskDeadLettered\x12A\n" +
 	"\x0erecords_loaded\x18\r \x01(\v2\x18.sluice.v1.RecordsLoadedH\x00R\rrecordsLoaded\x12T\n" +
 	"\x15records_dead_lettered\x18\x0e \x01(\v2\x1e.sluice.v1.RecordsDeadLetteredH\x00R\x13recordsDeadLettered\x124\n" +
-	"\bfinished\x18\x0f \x01(\v2\x16.sluice.v1.JobFinishedH\x00R\bfinishedB\a\n" +
+	"\bfinished\x18\x0f \x01(\v2\x16.sluice.v1.JobFinishedH\x00R\bfinished\x122\n" +
+	"\tload_held\x18\x10 \x01(\v2\x13.sluice.v1.LoadHeldH\x00R\bloadHeldB\a\n" +
 	"\x05event\"\xe1\x01\n" +
 	"\n" +
 	"JobPlanned\x12\x12\n" +
@@ -882,7 +998,16 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"lastOffset\x12\x17\n" +
 	"\atask_id\x18\x06 \x01(\tR\x06taskId\x12\x10\n" +
 	"\x03run\x18\a \x01(\tR\x03run\x12/\n" +
-	"\aoffsets\x18\b \x03(\v2\x15.sluice.v1.OffsetSpanR\aoffsets\"6\n" +
+	"\aoffsets\x18\b \x03(\v2\x15.sluice.v1.OffsetSpanR\aoffsets\"\x81\x02\n" +
+	"\bLoadHeld\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1f\n" +
+	"\verror_class\x18\x02 \x01(\tR\n" +
+	"errorClass\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12@\n" +
+	"\x0edead_letter_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fdeadLetterAt\x12\x18\n" +
+	"\arecords\x18\x06 \x01(\x04R\arecords\x12\x18\n" +
+	"\acleared\x18\a \x01(\bR\acleared\"6\n" +
 	"\n" +
 	"OffsetSpan\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x03R\x05first\x12\x12\n" +
@@ -908,7 +1033,7 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_sluice_v1_event_proto_goTypes = []any{
 	(JobFinished_State)(0),        // 0: sluice.v1.JobFinished.State
 	(*JobEvent)(nil),              // 1: sluice.v1.JobEvent
@@ -917,28 +1042,32 @@ var file_sluice_v1_event_proto_goTypes = []any{
 	(*TaskDeadLettered)(nil),      // 4: sluice.v1.TaskDeadLettered
 	(*RecordsLoaded)(nil),         // 5: sluice.v1.RecordsLoaded
 	(*RecordsDeadLettered)(nil),   // 6: sluice.v1.RecordsDeadLettered
-	(*OffsetSpan)(nil),            // 7: sluice.v1.OffsetSpan
-	(*JobFinished)(nil),           // 8: sluice.v1.JobFinished
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*Source)(nil),                // 10: sluice.v1.Source
+	(*LoadHeld)(nil),              // 7: sluice.v1.LoadHeld
+	(*OffsetSpan)(nil),            // 8: sluice.v1.OffsetSpan
+	(*JobFinished)(nil),           // 9: sluice.v1.JobFinished
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*Source)(nil),                // 11: sluice.v1.Source
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
-	9,  // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
+	10, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
 	3,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
 	4,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
 	5,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
 	6,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
-	8,  // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
-	10, // 7: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
-	7,  // 8: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
-	7,  // 9: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
-	0,  // 10: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
+	7,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
+	11, // 8: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
+	8,  // 9: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
+	8,  // 10: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
+	10, // 11: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
+	10, // 12: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
+	0,  // 13: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -954,6 +1083,7 @@ func file_sluice_v1_event_proto_init() {
 		(*JobEvent_RecordsLoaded)(nil),
 		(*JobEvent_RecordsDeadLettered)(nil),
 		(*JobEvent_Finished)(nil),
+		(*JobEvent_LoadHeld)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -961,7 +1091,7 @@ func file_sluice_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicedata/sluice/pkg/chsink"
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/dlq"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// item is one raw record, decoded, on its way to its table.
+type item struct {
+	rec                   *kgo.Record
+	job, task, run, table string
+	key                   string
+	payload               []byte
+	extractedAt           time.Time
+}
+
+// table is the records waiting for one table, and what the table said last.
+type table struct {
+	name  string
+	items []*item
+	// class is the class of the last failed insert (transient or schema) while records wait.
+	class   delivery.Class
+	reason  string
+	attempt int
+	retryAt time.Time
+	// since is when the table first refused records for a schema reason; after the grace the
+	// loader dead-letters what it refuses.
+	since time.Time
+	// told are the jobs whose status says that this table holds their records.
+	told map[string]bool
+}
+
+// batch is what one flush did: the records it finished and how, and the events that say so.
+type batch struct {
+	letters []*kgo.Record
+	spans   map[span]*spanCount
+	events  []*sluicev1.JobEvent
+	records int
+}
+
+// flush decodes recs into their tables, inserts every table that is due, dead-letters what is bad,
+// and finishes the outcome: dead letters, events, commit.
+func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unfinished != nil {
+		if err := l.core.Finish(ctx, l.unfinished); err != nil {
+			return err
+		}
+		l.unfinished = nil
+	}
+	start := l.now()
+	b := &batch{spans: map[span]*spanCount{}, records: len(recs)}
+	if err := l.prepare(recs, b); err != nil {
+		return err
+	}
+	// Inserts get half the flush: the dead letters, events and commit the rest.
+	insertCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/2)
+	for _, t := range l.sortedTables() {
+		if !t.retryAt.After(start) {
+			l.load(insertCtx, t, b)
+		}
+	}
+	cancel()
+	l.metrics.pendingRows.Set(float64(l.pendingRows))
+	l.observeHeld()
+	out := &delivery.Outcome{Letters: b.letters, Events: append(spanEvents(b.spans), b.events...), Commit: l.commit}
+	l.unfinished = out
+	if err := l.core.Finish(ctx, out); err != nil {
+		return err
+	}
+	l.unfinished = nil
+	l.observe(b, time.Since(start))
+	return nil
+}
+
+// prepare decodes and checks every record: a bad one becomes a dead letter at once, a good one
+// waits with its table.
+func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
+	items := make([]item, len(recs))
+	var env sluicev1.Record
+	for i, r := range recs {
+		s := l.parts[r.Partition]
+		if s == nil {
+			s = &partition{committed: -1}
+			l.parts[r.Partition] = s
+		}
+		s.next, s.epoch = r.Offset+1, r.LeaderEpoch
+
+		env.Reset()
+		class, err := "", error(nil)
+		if uerr := proto.Unmarshal(r.Value, &env); uerr != nil {
+			env.Reset() // a failed decode leaves fragments: the letter keeps the original bytes instead
+			class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", uerr)
+		} else {
+			class, err = validate(&env, l.cfg.MaxRecordBytes)
+		}
+		// env.Payload is the decoder's own copy, and env.Reset drops it: the item may keep it.
+		it := &items[i]
+		*it = item{rec: r, job: env.JobId, task: env.TaskId, run: env.Run, table: env.Table, key: env.Key,
+			payload: env.Payload, extractedAt: env.ExtractedAt.AsTime()}
+		if err != nil {
+			if lerr := l.deadLetter(b, it, class, err); lerr != nil {
+				return lerr
+			}
+			continue
+		}
+		t := l.tables[it.table]
+		if t == nil {
+			t = &table{name: it.table, told: map[string]bool{}}
+			l.tables[it.table] = t
+		}
+		t.items = append(t.items, it)
+		l.pendingRows++
+		l.pendingBytes += len(r.Value)
+	}
+	return nil
+}
+
+// load inserts a table's waiting records. Rows that ClickHouse rejects as bad data are found by
+// splitting the block and dead-lettered alone; a schema failure holds the table's records, says so
+// on their jobs' status, and dead-letters them once the grace has passed; a transient failure holds
+// them until the next try.
+func (l *Loader) load(ctx context.Context, t *table, b *batch) {
+	inserted, rejected, err := l.insertSplit(ctx, t.name, t.items)
+	for _, it := range inserted {
+		b.count(it).loaded.add(it.rec.Offset)
+	}
+	for _, rj := range rejected {
+		if lerr := l.deadLetter(b, rj.item, "data", rj.err); lerr != nil {
+			err = lerr
+		}
+	}
+	l.forget(t, len(inserted)+len(rejected))
+	now := l.now()
+	switch class := delivery.ClassOf(err); {
+	case err == nil:
+		if t.class == delivery.Schema {
+			l.log.Info("table takes records again", "table", t.name)
+			l.tell(t, b, true)
+		}
+		t.class, t.reason, t.attempt, t.since, t.retryAt = delivery.Transient, "", 0, time.Time{}, time.Time{}
+	case class == delivery.Schema:
+		if t.since.IsZero() {
+			t.since = now
+			l.log.Warn("table refuses records; holding them", "table", t.name, "records", len(t.items),
+				"dead_letter_after", l.cfg.SchemaGrace.String(), "error", err)
+		}
+		t.class, t.reason = class, err.Error()
+		if now.Sub(t.since) >= l.cfg.SchemaGrace {
+			l.log.Warn("table still refuses records after the grace; dead-lettering them", "table", t.name,
+				"records", len(t.items), "error", err)
+			for _, it := range t.items {
+				if lerr := l.deadLetter(b, it, "schema", fmt.Errorf("table %s refused the record for %s: %w",
+					t.name, l.cfg.SchemaGrace, err)); lerr != nil {
+					return
+				}
+			}
+			l.forget(t, len(t.items))
+		} else {
+			l.tell(t, b, false)
+		}
+		t.retryAt = now.Add(l.backoff.Delay(t.attempt) + time.Second)
+		t.attempt++
+	default:
+		t.class, t.reason = delivery.Transient, err.Error()
+		t.retryAt = now.Add(l.backoff.Delay(t.attempt))
+		t.attempt++
+	}
+}
+
+// rejection is a record that ClickHouse refused as bad data, with what it said.
+type rejection struct {
+	item *item
+	err  error
+}
+
+// insertSplit inserts items as one block, retrying transient failures while ctx lasts. On a data
+// failure it inserts each half on its own, down to single rows, which are the rejected ones. It
+// returns what is in, what is rejected, and the failure that stopped the rest (nil when nothing is
+// left).
+func (l *Loader) insertSplit(ctx context.Context, name string, items []*item) (inserted []*item, rejected []rejection, err error) {
+	rows := &chsink.Rows{}
+	for _, it := range items {
+		rows.Add(it.key, it.payload, it.job, it.task, it.rec.Partition, it.rec.Offset, it.extractedAt)
+	}
+	return l.insertRows(ctx, name, items, rows)
+}
+
+func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Rows) ([]*item, []rejection, error) {
+	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
+	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
+		began := l.now()
+		err := l.writer.Insert(ctx, name, rows, began)
+		if err == nil {
+			l.metrics.insertSeconds.Observe(time.Since(began).Seconds())
+			l.metrics.rowsInserted.Add(float64(rows.Len()))
+		}
+		return err
+	})
+	switch {
+	case err == nil:
+		return items, nil, nil
+	case delivery.ClassOf(err) != delivery.Data:
+		return nil, nil, err
+	case len(items) == 1:
+		return nil, []rejection{{items[0], err}}, nil
+	}
+	mid := len(items) / 2
+	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid))
+	if err != nil {
+		return inLeft, rejLeft, err
+	}
+	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()))
+	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
+}
+
+// forget drops the first n of a table's records from what waits: insertSplit finishes a prefix
+// of the records it is given, inserted or rejected, and leaves the rest in order.
+func (l *Loader) forget(t *table, n int) {
+	if n == 0 {
+		return
+	}
+	l.pendingRows -= n
+	for _, it := range t.items[:n] {
+		l.pendingBytes -= len(it.rec.Value)
+	}
+	t.items = append(t.items[:0:0], t.items[n:]...)
+}
+
+// deadLetter adds the dead letter of it to the batch, counted for its job.
+func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
+	letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
+		Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
+		Original: it.rec, JobID: it.job, TaskID: it.task, Payload: it.payload, FailedAt: l.now(),
+	}, l.cfg.MaxRecordBytes)
+	if lerr != nil {
+		return delivery.New(delivery.Fatal, "bad_letter", lerr)
+	}
+	b.letters = append(b.letters, letter)
+	s := b.count(it)
+	if s.dead[class] == nil {
+		s.dead[class] = &offsets{}
+	}
+	s.dead[class].add(it.rec.Offset)
+	return nil
+}
+
+// tell puts on the status of every job with records waiting for t that its table refuses them, or,
+// with cleared, that it takes them again.
+func (l *Loader) tell(t *table, b *batch, cleared bool) {
+	jobs := map[string]uint64{}
+	if cleared {
+		for job := range t.told {
+			jobs[job] = 0
+		}
+	} else {
+		for _, it := range t.items {
+			if it.job != "" && !t.told[it.job] {
+				jobs[it.job]++
+			}
+		}
+	}
+	for job, n := range jobs {
+		held := &sluicev1.LoadHeld{Table: t.name, ErrorClass: "schema", Reason: t.reason, Records: n, Cleared: cleared,
+			Since: timestamppb.New(t.since), DeadLetterAt: timestamppb.New(t.since.Add(l.cfg.SchemaGrace))}
+		b.events = append(b.events, &sluicev1.JobEvent{JobId: job, Producer: "loader", Event: &sluicev1.JobEvent_LoadHeld{LoadHeld: held}})
+		if cleared {
+			delete(t.told, job)
+		} else {
+			t.told[job] = true
+		}
+	}
+}
+
+func (l *Loader) observeHeld() {
+	var transient, schema float64
+	for _, t := range l.tables {
+		switch {
+		case len(t.items) == 0:
+		case t.class == delivery.Schema:
+			schema++
+		case t.attempt > 0:
+			transient++
+		}
+	}
+	l.metrics.heldTables.WithLabelValues("transient").Set(transient)
+	l.metrics.heldTables.WithLabelValues("schema").Set(schema)
+}

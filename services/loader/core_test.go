@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicedata/sluice/pkg/chsink"
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/events"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// The tests in this file drive the real loader against a kfake cluster and an in-process writer
+// that plays ClickHouse: it can block an insert, reject rows as bad data, or refuse a table.
+
+// fakeWriter is ClickHouse for the loader: rows by table, with faults.
+type fakeWriter struct {
+	mu   sync.Mutex
+	rows map[string]map[string]string // table → key → payload
+	// gate, when set, blocks every insert until it is closed; entered is closed at the first insert.
+	gate    chan struct{}
+	entered chan struct{}
+	// poison makes a block fail as bad data when one of its payloads contains it.
+	poison string
+	// refuse makes inserts into that table fail with a schema error while it is true.
+	refuse map[string]bool
+	blocks int
+}
+
+func newFakeWriter() *fakeWriter {
+	return &fakeWriter{rows: map[string]map[string]string{}, refuse: map[string]bool{}, entered: make(chan struct{})}
+}
+
+func (w *fakeWriter) Insert(ctx context.Context, table string, rows *chsink.Rows, _ time.Time) error {
+	w.mu.Lock()
+	gate, entered := w.gate, w.entered
+	w.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-entered:
+		default:
+			close(entered)
+		}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.blocks++
+	if w.refuse[table] {
+		return delivery.New(delivery.Schema, "schema", fmt.Errorf("code: 16, message: No such column key in table %s", table))
+	}
+	if w.poison != "" {
+		for _, p := range rows.Payloads {
+			if strings.Contains(p, w.poison) {
+				return delivery.New(delivery.Data, "data", errors.New("code: 27, message: Cannot parse input"))
+			}
+		}
+	}
+	if w.rows[table] == nil {
+		w.rows[table] = map[string]string{}
+	}
+	for i, k := range rows.Keys {
+		w.rows[table][k] = rows.Payloads[i]
+	}
+	return nil
+}
+
+func (w *fakeWriter) count(table string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.rows[table])
+}
+
+// rig is a loader on a kfake cluster with the raw, dead-letter and events topics.
+type rig struct {
+	cl     *kgo.Client // the test's own client
+	w      *fakeWriter
+	cfg    kafka.Config
+	group  string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
+	t.Helper()
+	cfg := kafka.Config{RawTopic: "raw", DLQTopic: "dlq", EventsTopic: "events"}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, cfg.RawTopic), kfake.SeedTopics(1, cfg.DLQTopic, cfg.EventsTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	r := &rig{w: w, cfg: cfg, group: "loader", done: make(chan error, 1)}
+	r.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.cl.Close)
+
+	lcfg := LoaderConfig{BatchRows: 100, BatchBytes: 1 << 20, FlushInterval: 20 * time.Millisecond, MaxRecordBytes: 1 << 20,
+		RetryMaxBackoff: 20 * time.Millisecond, FlushTimeout: 2 * time.Second, DrainTimeout: time.Second,
+		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20}
+	if tune != nil {
+		tune(&lcfg)
+	}
+	log := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
+	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic, events: cfg.EventsTopic},
+		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)),
+		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
+		tables: map[string]*table{}, parts: map[int32]*partition{}}
+	l.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
+		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.core = delivery.NewCore(l.cl, delivery.NewRetrier(reg, log), cfg.EventsTopic, kafka.DefaultMaxMessageBytes, l.backoff, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+		l.cl.CloseAllowingRebalance()
+	})
+	return r
+}
+
+// produce puts records of job on the raw topic, for table, with payloads from payload(i).
+func (r *rig) produce(t *testing.T, job, table string, n int, payload func(i int) string) {
+	t.Helper()
+	recs := make([]*kgo.Record, n)
+	for i := range n {
+		key := fmt.Sprintf("%s-%d", job, i)
+		v, err := proto.Marshal(&sluicev1.Record{JobId: job, TaskId: job + "-t0", Run: "r1", Key: key, Table: table,
+			Payload: []byte(payload(i)), ExtractedAt: timestamppb.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[i] = &kgo.Record{Topic: r.cfg.RawTopic, Key: []byte(key), Value: v}
+	}
+	if err := r.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// committed returns the group's committed offsets of the raw topic, summed over partitions.
+func (r *rig) committed(t *testing.T) int64 {
+	t.Helper()
+	offs, err := kadm.NewClient(r.cl).FetchOffsets(context.Background(), r.group)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == r.cfg.RawTopic && o.At > 0 {
+			sum += o.At
+		}
+	})
+	return sum
+}
+
+// letters reads n dead letters.
+func (r *rig) letters(t *testing.T, n int) []*sluicev1.DeadLetter {
+	t.Helper()
+	return readTopic(t, r, r.cfg.DLQTopic, n, func(rec *kgo.Record) (*sluicev1.DeadLetter, error) { return dlq.Decode(rec) })
+}
+
+// events reads n job events.
+func (r *rig) events(t *testing.T, n int) []*sluicev1.JobEvent {
+	t.Helper()
+	return readTopic(t, r, r.cfg.EventsTopic, n, events.Decode)
+}
+
+func readTopic[T any](t *testing.T, r *rig, topic string, n int, decode func(*kgo.Record) (T, error)) []T {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.cl.OptValue(kgo.SeedBrokers).([]string)...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []T
+	for len(out) < n {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records of %s", len(out), n, topic)
+		}
+		fetches.EachRecord(func(rec *kgo.Record) {
+			v, err := decode(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, v)
+		})
+	}
+	return out
+}
+
+// eventually waits up to 10 s for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func payload(i int) string { return fmt.Sprintf(`{"id":%d}`, i) }
+
+// TestLoaderCommitsOnlyAfterInsert holds the first insert open: while it is in flight nothing is
+// committed; once it returns, the commit reaches the end of the topic.
+func TestLoaderCommitsOnlyAfterInsert(t *testing.T) {
+	w := newFakeWriter()
+	w.gate = make(chan struct{})
+	r := newRig(t, w, nil)
+	r.produce(t, "job", "landing", 50, payload)
+
+	<-w.entered // an insert is in flight
+	// The loader's commit, were it to come before the insert, has every chance to land meanwhile.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if c := r.committed(t); c != 0 {
+			t.Fatalf("committed %d offsets while the insert of their rows had not returned", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(w.gate)
+	eventually(t, "the commit to reach the end", func() bool { return r.committed(t) == 50 })
+	if got := w.count("landing"); got != 50 {
+		t.Fatalf("%d rows inserted, want 50", got)
+	}
+}
+
+// TestLoaderSplitsARejectedBlock: ClickHouse rejects a block because of two bad rows; exactly those
+// are dead-lettered with class data and the server's message, and every other row is inserted.
+func TestLoaderSplitsARejectedBlock(t *testing.T) {
+	w := newFakeWriter()
+	w.poison = "POISON"
+	r := newRig(t, w, func(c *LoaderConfig) { c.FlushInterval = 200 * time.Millisecond })
+	r.produce(t, "job", "landing", 80, func(i int) string {
+		if i == 7 || i == 61 {
+			return fmt.Sprintf(`{"id":%d,"x":"POISON"}`, i)
+		}
+		return payload(i)
+	})
+	eventually(t, "the commit to reach the end", func() bool { return r.committed(t) == 80 })
+	if got := w.count("landing"); got != 78 {
+		t.Fatalf("%d rows inserted, want 78", got)
+	}
+	letters := r.letters(t, 2)
+	for _, dl := range letters {
+		key := string(dl.OriginalKey)
+		if dl.ErrorClass != "data" || !strings.Contains(dl.ErrorMessage, "Cannot parse input") || (key != "job-7" && key != "job-61") {
+			t.Fatalf("dead letter %s: class %s, %q", key, dl.ErrorClass, dl.ErrorMessage)
+		}
+	}
+}
+
+// TestLoaderHoldsOnlyTheTableThatRefuses: one table refuses its rows with a schema error; another
+// table's rows on the same partitions are inserted meanwhile, the commit stops at the first held
+// record, the held job is told, and after the grace its records are dead-lettered with class
+// schema and the commit reaches the end.
+func TestLoaderHoldsOnlyTheTableThatRefuses(t *testing.T) {
+	w := newFakeWriter()
+	w.refuse["bad"] = true
+	grace := 700 * time.Millisecond
+	r := newRig(t, w, func(c *LoaderConfig) { c.SchemaGrace = grace })
+	r.produce(t, "held", "bad", 20, payload)
+	r.produce(t, "other", "good", 30, payload)
+
+	eventually(t, "the good table's rows", func() bool { return w.count("good") == 30 })
+	held := r.events(t, 1)
+	var told *sluicev1.LoadHeld
+	for _, ev := range held {
+		if h := ev.GetLoadHeld(); h != nil && ev.JobId == "held" {
+			told = h
+		}
+	}
+	if told == nil || told.Table != "bad" || told.Records == 0 || !strings.Contains(told.Reason, "No such column") {
+		t.Fatalf("first events %v, want the held job told why", held)
+	}
+	if c := r.committed(t); c >= 50 {
+		t.Fatalf("committed %d of 50 offsets while 20 records were held", c)
+	}
+	eventually(t, "the commit to reach the end after the grace", func() bool { return r.committed(t) == 50 })
+	letters := r.letters(t, 20)
+	for _, dl := range letters {
+		if dl.ErrorClass != "schema" || dl.JobId != "held" || !strings.Contains(dl.ErrorMessage, "No such column") {
+			t.Fatalf("dead letter %+v", dl)
+		}
+	}
+	if w.count("bad") != 0 || w.count("good") != 30 {
+		t.Fatalf("rows: bad %d, good %d", w.count("bad"), w.count("good"))
+	}
+}
