@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/pipeline"
@@ -99,7 +101,8 @@ func BenchmarkPipeline(b *testing.B) {
 // baselineSource pages through the source with 16 workers, parsing every page and record key as
 // the extractor does, without Kafka.
 func baselineSource(b testing.TB, url string, n int) float64 {
-	f := &source.Fetcher{Client: &http.Client{}, MaxBody: 64 << 20, Metrics: source.NewMetrics(nopRegisterer{}, "baseline"), Now: time.Now}
+	f := &source.Fetcher{Client: &http.Client{}, MaxBody: 64 << 20, Metrics: source.NewMetrics(nopRegisterer{}, "baseline"),
+		Retry: delivery.NewRetrier(nopRegisterer{}, slog.New(slog.DiscardHandler)), Now: time.Now}
 	src := &sluicev1.HttpSource{Url: url + "/api/users", Pagination: &sluicev1.Pagination{OffsetParam: "offset", LimitParam: "limit"}}
 	pol := source.Policy{MaxRetries: 3, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Second}, Deadline: time.Minute, Timeout: 30 * time.Second}
 	pages := make(chan uint64)

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/chconn"
@@ -411,32 +410,17 @@ func (p *deployment) deadLetters(t testing.TB) []*sluicev1.DeadLetter {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, p.kafka.DLQTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
 	var out []*sluicev1.DeadLetter
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := fetches.Err0(); err != nil {
-			t.Fatalf("read dead letters: %v", err)
+	err = kafka.ReadToEnd(ctx, cl, p.kafka.DLQTopic, func(r *kgo.Record) bool {
+		dl, err := dlq.Decode(r)
+		if err != nil {
+			t.Fatal(err)
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-			dl, err := dlq.Decode(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, dl)
-		})
+		out = append(out, dl)
+		return true
+	})
+	if err != nil {
+		t.Fatalf("read dead letters: %v", err)
 	}
 	return out
 }

@@ -137,14 +137,14 @@ func TestPipelineSourceFaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.reason, func(t *testing.T) {
-			retried := metric(t, extractor, "extractor_retries_total", `reason="`+tt.reason+`"`)
+			retried := metric(t, extractor, "pipeline_retries_total", `op="fetch"`, `reason="`+tt.reason+`"`)
 			if tt.served == 0 || retried == 0 {
 				t.Fatalf("source served %d faults of this kind, extractor retried %v", tt.served, retried)
 			}
 		})
 	}
-	if waits := metric(t, extractor, "extractor_retry_after_waits_total"); waits == 0 {
-		t.Error("extractor_retry_after_waits_total did not move")
+	if waits := metric(t, extractor, "pipeline_retry_after_waits_total", `op="fetch"`); waits == 0 {
+		t.Error(`pipeline_retry_after_waits_total{op="fetch"} did not move`)
 	}
 }
 

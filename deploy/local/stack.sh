@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack: Apache Kafka (single-node KRaft, from the official jars that Maven fetches) and
-# ClickHouse (Debian's clickhouse-server), run as plain processes with all state under one directory.
+# The local stack: Apache Kafka (KRaft, one node or a cluster of three, from the official jars that
+# Maven fetches) and ClickHouse (Debian's clickhouse-server), run as plain processes with all state
+# under one directory.
 #
 #   stack.sh install   install what a fresh machine lacks (Debian packages, broker jars, Go modules)
 #   stack.sh up        start what is not running yet and wait until each component answers
@@ -12,8 +13,10 @@
 #
 # Environment (defaults in brackets):
 #   SLUICE_STATE_DIR [<repo>/.sluice]        all data, logs, pids and fetched jars
-#   SLUICE_KAFKA_PORT [9092]                 broker listener
-#   SLUICE_KAFKA_CONTROLLER_PORT [9093]      KRaft controller listener
+#   SLUICE_KAFKA_NODES [1]                   1, or 3 for a cluster (topics at replication factor 3,
+#                                            min.insync.replicas 2); `make up KAFKA_BROKERS=3`
+#   SLUICE_KAFKA_PORT [9092]                 broker listener (node n: + 2(n-1))
+#   SLUICE_KAFKA_CONTROLLER_PORT [9093]      KRaft controller listener (node n: + 2(n-1))
 #   SLUICE_KAFKA_HEAP [1g]                   broker -Xmx
 #   SLUICE_CLICKHOUSE_PORT [9000]            ClickHouse native protocol
 #   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
@@ -28,6 +31,8 @@ here="$root/deploy/local"
 state=${SLUICE_STATE_DIR:-$root/.sluice}
 kafka_port=${SLUICE_KAFKA_PORT:-9092}
 controller_port=${SLUICE_KAFKA_CONTROLLER_PORT:-9093}
+kafka_nodes=${SLUICE_KAFKA_NODES:-1}
+case "$kafka_nodes" in 1 | 3) ;; *) echo "stack: SLUICE_KAFKA_NODES must be 1 or 3, got $kafka_nodes" >&2; exit 2 ;; esac
 kafka_heap=${SLUICE_KAFKA_HEAP:-1g}
 ch_port=${SLUICE_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SLUICE_CLICKHOUSE_HTTP_PORT:-8123}
@@ -35,7 +40,13 @@ wait_seconds=${SLUICE_STACK_WAIT:-120}
 
 kafka_external=${SLUICE_KAFKA_BROKERS:+yes}
 ch_external=${SLUICE_CLICKHOUSE_ADDR:+yes}
-kafka_addr=${SLUICE_KAFKA_BROKERS:-127.0.0.1:$kafka_port}
+# node_port N / node_controller N: the listener ports of node N.
+node_port() { echo $((kafka_port + 2 * ($1 - 1))); }
+node_controller() { echo $((controller_port + 2 * ($1 - 1))); }
+# node_dir N: node N's directory; a single node keeps the layout of a one-node stack.
+node_dir() { if [ "$kafka_nodes" = 1 ]; then echo "$state/kafka"; else echo "$state/kafka/node$1"; fi; }
+local_brokers=$(for n in $(seq 1 "$kafka_nodes"); do printf '127.0.0.1:%s,' "$(node_port "$n")"; done)
+kafka_addr=${SLUICE_KAFKA_BROKERS:-${local_brokers%,}}
 ch_addr=${SLUICE_CLICKHOUSE_ADDR:-127.0.0.1:$ch_port}
 
 kafka_dir="$state/kafka"
@@ -101,9 +112,15 @@ install() {
   say "installed: Kafka $kafka_version jars, ClickHouse, protoc, Prometheus, Go modules"
 }
 
-# render TEMPLATE OUT: copy a template with the stack's paths and ports filled in.
+# render TEMPLATE OUT [NODE]: copy a template with the stack's paths and ports filled in, for Kafka
+# node NODE (1 when not given).
 render() {
-  sed -e "s#@STATE@#$state#g" -e "s#@KAFKA_PORT@#$kafka_port#g" -e "s#@CONTROLLER_PORT@#$controller_port#g" \
+  local n=${3:-1} voters= i replication=$kafka_nodes min_isr=1
+  for i in $(seq 1 "$kafka_nodes"); do voters+="$i@127.0.0.1:$(node_controller "$i"),"; done
+  [ "$kafka_nodes" -ge 3 ] && min_isr=2
+  sed -e "s#@STATE@#$state#g" -e "s#@KAFKA_PORT@#$(node_port "$n")#g" -e "s#@CONTROLLER_PORT@#$(node_controller "$n")#g" \
+    -e "s#@NODE_ID@#$n#g" -e "s#@VOTERS@#${voters%,}#g" -e "s#@LOG_DIR@#$(node_dir "$n")/data#g" \
+    -e "s#@REPLICATION@#$replication#g" -e "s#@MIN_ISR@#$min_isr#g" \
     -e "s#@TCP_PORT@#$ch_port#g" -e "s#@HTTP_PORT@#$ch_http_port#g" "$1" >"$2"
 }
 
@@ -127,31 +144,55 @@ await() {
 }
 
 kafka_up() {
-  local pidfile="$kafka_dir/kafka.pid" log="$kafka_dir/kafka.log"
   if [ -n "$kafka_external" ]; then
     "$probe" -wait "${wait_seconds}s" kafka "$kafka_addr" >/dev/null || die "Kafka at SLUICE_KAFKA_BROKERS=$kafka_addr does not answer"
     return 0
   fi
-  if alive "$pidfile" && "$probe" kafka "$kafka_addr" >/dev/null 2>&1; then return 0; fi
-  if ! alive "$pidfile" && "$probe" kafka "$kafka_addr" >/dev/null 2>&1; then
-    say "a Kafka not started by this stack answers at $kafka_addr; using it"
+  local first=127.0.0.1:$kafka_port n started=
+  if alive "$(node_dir 1)/kafka.pid" && "$probe" -brokers "$kafka_nodes" kafka "$first" >/dev/null 2>&1; then
+    for n in $(seq 2 "$kafka_nodes"); do alive "$(node_dir "$n")/kafka.pid" || started=missing; done
+    [ -n "$started" ] || return 0
+  fi
+  if ! alive "$(node_dir 1)/kafka.pid" && "$probe" kafka "$first" >/dev/null 2>&1; then
+    say "a Kafka not started by this stack answers at $first; using it"
     return 0
   fi
-  alive "$pidfile" && stop kafka "$pidfile"
   fetch_kafka
-  mkdir -p "$kafka_dir/data"
-  render "$here/kafka/server.properties.in" "$kafka_dir/server.properties"
+  [ -s "$kafka_dir/cluster.id" ] || { mkdir -p "$kafka_dir"; java -cp "$kafka_libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$kafka_dir/cluster.id"; }
+  for n in $(seq 1 "$kafka_nodes"); do kafka_node_up "$n"; done
+  for n in $(seq 1 "$kafka_nodes"); do
+    local dir
+    dir=$(node_dir "$n")
+    if ! "$probe" -wait "${wait_seconds}s" -pid "$dir/kafka.pid" -brokers "$kafka_nodes" kafka "127.0.0.1:$(node_port "$n")" >/dev/null; then
+      printf 'stack: Kafka node %s did not come up at 127.0.0.1:%s; last lines of %s:\n' "$n" "$(node_port "$n")" "$dir/kafka.log" >&2
+      tail -n 40 "$dir/kafka.log" >&2 || true
+      kafka_down
+      exit 1
+    fi
+  done
+}
+
+# kafka_node_up N: start node N unless it runs, formatting its storage on first start.
+kafka_node_up() {
+  local n=$1 dir
+  dir=$(node_dir "$n")
+  alive "$dir/kafka.pid" && return 0
+  mkdir -p "$dir/data"
+  render "$here/kafka/server.properties.in" "$dir/server.properties" "$n"
   local cp="$kafka_libs/*" log4j="-Dlog4j2.configurationFile=$here/kafka/log4j2.properties"
-  if [ ! -f "$kafka_dir/data/meta.properties" ]; then
-    [ -s "$kafka_dir/cluster.id" ] || java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$kafka_dir/cluster.id"
+  if [ ! -f "$dir/data/meta.properties" ]; then
     java -cp "$cp" "$log4j" -Dlog4j2.level=WARN kafka.tools.StorageTool format \
-      -t "$(cat "$kafka_dir/cluster.id")" -c "$kafka_dir/server.properties" >"$kafka_dir/format.log" 2>&1 ||
-      { tail -n 20 "$kafka_dir/format.log" >&2; die "formatting the Kafka log directory failed"; }
-    say "formatted Kafka storage, cluster $(cat "$kafka_dir/cluster.id")"
+      -t "$(cat "$kafka_dir/cluster.id")" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+      { tail -n 20 "$dir/format.log" >&2; die "formatting the log directory of Kafka node $n failed"; }
+    say "formatted Kafka storage of node $n, cluster $(cat "$kafka_dir/cluster.id")"
   fi
-  start kafka "$pidfile" "$log" java -Xms256m "-Xmx$kafka_heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$kafka_dir/server.properties"
-  await Kafka kafka "$kafka_addr" "$pidfile" "$log"
+  start "kafka node $n" "$dir/kafka.pid" "$dir/kafka.log" java -Xms256m "-Xmx$kafka_heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$dir/server.properties"
+}
+
+kafka_down() {
+  local n
+  for n in $(seq 1 "$kafka_nodes"); do stop "kafka node $n" "$(node_dir "$n")/kafka.pid"; done
 }
 
 clickhouse_up() {
@@ -210,7 +251,7 @@ down() {
   for pidfile in "$state"/run/*.pid; do # services that `make demo` started
     [ -e "$pidfile" ] && stop "$(basename "$pidfile" .pid)" "$pidfile"
   done
-  stop kafka "$kafka_dir/kafka.pid"
+  kafka_down
   stop clickhouse "$ch_dir/clickhouse.pid"
   local left
   left=$(pgrep -f -- "$state/(kafka|clickhouse|bin)/" || true)
@@ -237,7 +278,14 @@ status() {
   [ -x "$probe" ] || build_probe
   local rc=0
   [ -n "$kafka_external" ] || printf 'stack: Apache Kafka %s jars in %s\n' "$kafka_version" "$kafka_libs"
-  show kafka kafka "$kafka_addr" "$kafka_dir/kafka.pid" "$kafka_external" || rc=1
+  if [ -n "$kafka_external" ]; then
+    show kafka kafka "$kafka_addr" "" "$kafka_external" || rc=1
+  else
+    local n
+    for n in $(seq 1 "$kafka_nodes"); do
+      show "kafka-$n" kafka "127.0.0.1:$(node_port "$n")" "$(node_dir "$n")/kafka.pid" "" || rc=1
+    done
+  fi
   show clickhouse clickhouse "$ch_addr" "$ch_dir/clickhouse.pid" "$ch_external" || rc=1
   printf 'state      %s\n' "$state"
   return $rc
@@ -256,5 +304,5 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   env) env_exports ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/pipeline"
 )
+
+// ErrDeadline is an operation given up because its next retry would pass the policy's deadline.
+var ErrDeadline = errors.New("the next retry would pass the deadline")
 
 // Policy is how long one operation is retried.
 type Policy struct {
@@ -84,7 +88,7 @@ func (r *Retrier) Do(ctx context.Context, op string, pol Policy, fn func(attempt
 			wait = max(wait, ra)
 		}
 		if !deadline.IsZero() && r.now().Add(wait).After(deadline) {
-			return attempt + 1, fmt.Errorf("%w; the next retry would pass the deadline of %s", err, pol.Deadline)
+			return attempt + 1, fmt.Errorf("%w; %w of %s", err, ErrDeadline, pol.Deadline)
 		}
 		reason := ReasonOf(err)
 		r.retries.WithLabelValues(op, reason).Inc()

@@ -316,6 +316,18 @@ sink: {table: users}
 			},
 		},
 		{
+			name: "max_records past the bound, a rate limit below the least",
+			doc: `
+name: users
+source: {url: 'http://api.example.com/users', key: id, max_records: 9223372036854775807, rate_limit: 0.001}
+sink: {table: users}
+`,
+			want: []jobspec.Problem{
+				{"source.max_records", "must be at most 1000000000000"},
+				{"source.rate_limit", "must be 0 (no limit) or at least 0.1 requests per second"},
+			},
+		},
+		{
 			name: "empty document",
 			doc:  "# nothing here\n",
 			want: []jobspec.Problem{
@@ -582,7 +594,7 @@ func TestJSON(t *testing.T) {
 
 func TestRoundTrip(t *testing.T) {
 	full := exampleSpec()
-	full.Source.MaxRecords = 1 << 60
+	full.Source.MaxRecords = jobspec.MaxRecords
 	full.Source.RateLimit = 0.25
 	full.Source.MaxRetries = 0
 	full.Source.Pagination.Type = "page"

@@ -23,6 +23,11 @@ const (
 	maxRetries  = 100
 	maxPageSize = 100000
 	maxTasks    = 10000
+	// MaxRecords bounds a job's extent, so that planning arithmetic never overflows.
+	MaxRecords = 1_000_000_000_000
+	// minRateLimit is the slowest rate limit taken: slower ones hold extractor slots for minutes
+	// per request.
+	minRateLimit = 0.1
 )
 
 // Validate checks the spec as it is, without applying defaults. It returns a *Error with every
@@ -74,8 +79,14 @@ func (s *Source) validate(p *problems) {
 	if s.MaxRetries < 0 || s.MaxRetries > maxRetries {
 		p.add("source.max_retries", fmt.Sprintf("must be between 0 and %d", maxRetries))
 	}
-	if math.IsNaN(s.RateLimit) || math.IsInf(s.RateLimit, 0) || s.RateLimit < 0 {
+	switch {
+	case math.IsNaN(s.RateLimit) || math.IsInf(s.RateLimit, 0) || s.RateLimit < 0:
 		p.add("source.rate_limit", "must be a finite number, 0 or more")
+	case s.RateLimit > 0 && s.RateLimit < minRateLimit:
+		p.add("source.rate_limit", fmt.Sprintf("must be 0 (no limit) or at least %v requests per second", minRateLimit))
+	}
+	if s.MaxRecords > MaxRecords {
+		p.add("source.max_records", fmt.Sprintf("must be at most %d", uint64(MaxRecords)))
 	}
 }
 

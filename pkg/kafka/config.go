@@ -35,7 +35,12 @@ type Config struct {
 	DLQPartitions    int    `env:"DLQ_PARTITIONS, default=3"`
 	EventsTopic      string `env:"EVENTS_TOPIC, default=sluice.events"`
 	EventsPartitions int    `env:"EVENTS_PARTITIONS, default=3"`
+	// JobsTopic is compacted: the last state of every job, which outlives the events' retention.
+	JobsTopic      string `env:"JOBS_TOPIC, default=sluice.jobs"`
+	JobsPartitions int    `env:"JOBS_PARTITIONS, default=3"`
 }
+
+var compact = "compact"
 
 // legalTopic is Kafka's own rule for topic names.
 var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
@@ -79,14 +84,16 @@ func (c Config) Validate() error {
 type TopicSpec struct {
 	Name       string
 	Partitions int32
+	// Configs are set when the topic is created (cleanup.policy for a compacted topic).
+	Configs map[string]*string
 }
 
-// Topics returns the pipeline's topics: tasks, raw records, dead letters and job events.
+// Topics returns the pipeline's topics: tasks, raw records, dead letters, job events and job states.
 func (c Config) Topics() []TopicSpec {
 	vars := c.topicVars()
 	specs := make([]TopicSpec, len(vars))
 	for i, v := range vars {
-		specs[i] = TopicSpec{Name: v.name, Partitions: int32(v.partitions)}
+		specs[i] = TopicSpec{Name: v.name, Partitions: int32(v.partitions), Configs: v.configs}
 	}
 	return specs
 }
@@ -95,14 +102,16 @@ type topicVar struct {
 	name                   string
 	partitions             int
 	nameVar, partitionsVar string
+	configs                map[string]*string
 }
 
 func (c Config) topicVars() []topicVar {
 	return []topicVar{
-		{c.TasksTopic, c.TasksPartitions, "KAFKA_TASKS_TOPIC", "KAFKA_TASKS_PARTITIONS"},
-		{c.RawTopic, c.RawPartitions, "KAFKA_RAW_TOPIC", "KAFKA_RAW_PARTITIONS"},
-		{c.DLQTopic, c.DLQPartitions, "KAFKA_DLQ_TOPIC", "KAFKA_DLQ_PARTITIONS"},
-		{c.EventsTopic, c.EventsPartitions, "KAFKA_EVENTS_TOPIC", "KAFKA_EVENTS_PARTITIONS"},
+		{c.TasksTopic, c.TasksPartitions, "KAFKA_TASKS_TOPIC", "KAFKA_TASKS_PARTITIONS", nil},
+		{c.RawTopic, c.RawPartitions, "KAFKA_RAW_TOPIC", "KAFKA_RAW_PARTITIONS", nil},
+		{c.DLQTopic, c.DLQPartitions, "KAFKA_DLQ_TOPIC", "KAFKA_DLQ_PARTITIONS", nil},
+		{c.EventsTopic, c.EventsPartitions, "KAFKA_EVENTS_TOPIC", "KAFKA_EVENTS_PARTITIONS", nil},
+		{c.JobsTopic, c.JobsPartitions, "KAFKA_JOBS_TOPIC", "KAFKA_JOBS_PARTITIONS", map[string]*string{"cleanup.policy": &compact}},
 	}
 }
 

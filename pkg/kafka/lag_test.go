@@ -25,6 +25,8 @@ func TestLagReporter(t *testing.T) {
 	group := stacktest.Name(t, "group")
 
 	lag := kafka.NewLagReporter(group, cfg.RawTopic, 50*time.Millisecond)
+	lag.Watch(300*time.Millisecond, stacktest.Logger(t))
+	lag.Doing("inserting into users")
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(lag.Collector())
 	cl, err := kafka.NewClient(cfg, "test", stacktest.Logger(t), nil,
@@ -50,7 +52,7 @@ func TestLagReporter(t *testing.T) {
 		expected := fmt.Sprintf("# HELP pipeline_consumer_lag_records Records not yet committed by this member's group, for the partitions this member owns.\n# TYPE pipeline_consumer_lag_records gauge\npipeline_consumer_lag_records{partition=\"0\",topic=%q} %d\n", cfg.RawTopic, n)
 		var last error
 		for ctx.Err() == nil {
-			if last = testutil.CollectAndCompare(lag.Collector(), strings.NewReader(expected)); last == nil {
+			if last = testutil.CollectAndCompare(lag.Collector(), strings.NewReader(expected), "pipeline_consumer_lag_records"); last == nil {
 				return
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -63,8 +65,26 @@ func TestLagReporter(t *testing.T) {
 		polled = append(polled, cl.PollRecords(ctx, 4-len(polled)).Records()...)
 	}
 	want(10) // joined, nothing committed
+	// Lag without a commit or progress for the stall timeout: not ready, saying what it does.
+	stalled := func(want bool) {
+		t.Helper()
+		gauge := fmt.Sprintf("# HELP pipeline_stalled_partitions Partitions this member owns that lag while neither their commit nor the member moved for the stall timeout.\n# TYPE pipeline_stalled_partitions gauge\npipeline_stalled_partitions{topic=%q} %d\n", cfg.RawTopic, map[bool]int{true: 1}[want])
+		for ctx.Err() == nil {
+			err := lag.Ready(ctx)
+			if (err != nil) == want && testutil.CollectAndCompare(lag.Collector(), strings.NewReader(gauge), "pipeline_stalled_partitions") == nil {
+				if want && !strings.Contains(err.Error(), "inserting into users") {
+					t.Fatalf("Ready = %v, want what the member is doing", err)
+				}
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("stalled never %v", want)
+	}
+	stalled(true)
 	if err := cl.CommitRecords(ctx, polled...); err != nil {
 		t.Fatal(err)
 	}
 	want(6)
+	stalled(false)
 }

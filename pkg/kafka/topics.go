@@ -79,7 +79,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, replication int16, want [
 	adm := kadm.NewClient(cl)
 	var raced []TopicSpec
 	for _, t := range missing {
-		resp, err := adm.CreateTopic(ctx, t.Partitions, replication, nil, t.Name)
+		resp, err := adm.CreateTopic(ctx, t.Partitions, replication, t.Configs, t.Name)
 		if err == nil {
 			err = resp.Err
 		}

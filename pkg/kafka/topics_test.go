@@ -59,7 +59,7 @@ func TestEnsureTopicsFake(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if !slices.Equal(tt.got, tt.want) {
+			if !slices.EqualFunc(tt.got, tt.want, sameTopic) {
 				t.Fatalf("got %v, want %v", tt.got, tt.want)
 			}
 		})
@@ -73,7 +73,7 @@ func TestCheckTopicsChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(report.Missing, []kafka.TopicSpec{{Name: "absent", Partitions: 1}}) {
+	if !slices.EqualFunc(report.Missing, []kafka.TopicSpec{{Name: "absent", Partitions: 1}}, sameTopic) {
 		t.Fatalf("missing = %v", report.Missing)
 	}
 	topics, err := kadm.NewClient(cl).ListTopics(ctx)
@@ -113,15 +113,15 @@ func TestBootstrapRealBroker(t *testing.T) {
 			t.Fatalf("caller %d: %v", i, errs[i])
 		}
 		created += len(reports[i].Created)
-		if n := len(reports[i].Created) + len(reports[i].Existing); n != 4 {
-			t.Fatalf("caller %d accounted for %d topics, want 4: %+v", i, n, reports[i])
+		if n := len(reports[i].Created) + len(reports[i].Existing); n != len(cfg.Topics()) {
+			t.Fatalf("caller %d accounted for %d topics, want %d: %+v", i, n, len(cfg.Topics()), reports[i])
 		}
 	}
-	if created != 4 {
-		t.Fatalf("%d creations reported over all callers, want each of the 4 topics created once", created)
+	if created != len(cfg.Topics()) {
+		t.Fatalf("%d creations reported over all callers, want each of the %d topics created once", created, len(cfg.Topics()))
 	}
 
-	details, err := adm.ListTopics(ctx, cfg.TasksTopic, cfg.RawTopic, cfg.DLQTopic, cfg.EventsTopic)
+	details, err := adm.ListTopics(ctx, cfg.TasksTopic, cfg.RawTopic, cfg.DLQTopic, cfg.EventsTopic, cfg.JobsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,19 @@ func TestBootstrapRealBroker(t *testing.T) {
 		})
 	}
 
+	configs, err := adm.DescribeTopicConfigs(ctx, cfg.JobsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := configs.On(cfg.JobsTopic, nil); err != nil || !slices.ContainsFunc(c.Configs, func(c kadm.Config) bool {
+		return c.Key == "cleanup.policy" && c.Value != nil && *c.Value == "compact"
+	}) {
+		t.Fatalf("jobs topic configs %+v (%v), want cleanup.policy=compact", c, err)
+	}
+
 	if err := kafka.Bootstrap(ctx, cl, cfg, stacktest.Logger(t)); err != nil {
 		t.Fatalf("bootstrap over existing topics: %v", err)
 	}
 }
+
+func sameTopic(a, b kafka.TopicSpec) bool { return a.Name == b.Name && a.Partitions == b.Partitions }

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -39,26 +38,5 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
-	}
-}
-
-// Retry runs fn until it succeeds or ctx ends, waiting b.Delay between attempts, and returns nil or
-// ctx's error. Every tenth failure (the first included) goes to log with what was attempted: what is
-// retried forever must still be seen.
-func Retry(ctx context.Context, b Backoff, log *slog.Logger, what string, fn func() error) error {
-	for attempt := 0; ; attempt++ {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt%10 == 0 {
-			log.Warn("retrying", "what", what, "attempt", attempt+1, "error", err)
-		}
-		if !Sleep(ctx, b.Delay(attempt)) {
-			return ctx.Err()
-		}
 	}
 }

@@ -1,9 +1,6 @@
 package pipeline
 
 import (
-	"context"
-	"errors"
-	"log/slog"
 	"testing"
 	"time"
 )
@@ -34,29 +31,5 @@ func TestBackoffDelayIsFullJitterUnderTheCeiling(t *testing.T) {
 				t.Fatalf("Delay(%d) never above %s in 2000 draws: not jittered over the whole range", tt.attempt, most)
 			}
 		})
-	}
-}
-
-func TestRetry(t *testing.T) {
-	b := Backoff{Base: time.Microsecond, Max: time.Microsecond}
-	calls := 0
-	err := Retry(context.Background(), b, slog.New(slog.DiscardHandler), "thing", func() error {
-		calls++
-		if calls < 5 {
-			return errors.New("not yet")
-		}
-		return nil
-	})
-	if err != nil || calls != 5 {
-		t.Fatalf("Retry = %v after %d calls, want nil after 5", err, calls)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	err = Retry(ctx, b, slog.New(slog.DiscardHandler), "thing", func() error {
-		cancel()
-		return errors.New("broker gone")
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Retry after cancel = %v, want context.Canceled", err)
 	}
 }

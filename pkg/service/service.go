@@ -22,9 +22,12 @@ import (
 // own variables, among them SLUICE_HTTP_ADDR, whose default differs per service.
 type Config struct {
 	// ShutdownTimeout bounds the drain after SIGTERM; keep it under the orchestrator's grace period.
-	ShutdownTimeout time.Duration  `env:"SHUTDOWN_TIMEOUT, default=20s"`
-	Log             logging.Config `env:", prefix=LOG_"`
-	Kafka           kafka.Config   `env:", prefix=KAFKA_"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT, default=20s"`
+	// StallTimeout is how long a consumer-group member may own lagging partitions without progress
+	// before /readyz fails and says what it waits for.
+	StallTimeout time.Duration  `env:"STALL_TIMEOUT, default=3m"`
+	Log          logging.Config `env:", prefix=LOG_"`
+	Kafka        kafka.Config   `env:", prefix=KAFKA_"`
 }
 
 // Validate reports every problem with the common configuration.
@@ -32,6 +35,9 @@ func (c Config) Validate() error {
 	var p config.Problems
 	if c.ShutdownTimeout <= 0 {
 		p.Addf("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.StallTimeout < 30*time.Second {
+		p.Addf("STALL_TIMEOUT", "must be at least 30s (lag is measured every 10 s), got %s", c.StallTimeout)
 	}
 	p.Add(c.Log.Validate())
 	p.Add(c.Kafka.Validate())

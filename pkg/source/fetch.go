@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 )
 
@@ -30,6 +31,15 @@ type Error struct {
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
+// classified is e for the delivery retrier: what may pass is transient, the rest is data.
+func (e *Error) classified() error {
+	class := delivery.Data
+	if e.Retryable {
+		class = delivery.Transient
+	}
+	return &delivery.Error{Class: class, Reason: e.Class, RetryAfter: e.RetryAfter, Err: e}
+}
+
 // ResponseHeadBytes is how much of a failed response a dead letter keeps.
 const ResponseHeadBytes = 512
 
@@ -38,7 +48,9 @@ type Fetcher struct {
 	Client  *http.Client
 	MaxBody int64
 	Metrics *Metrics
-	Now     func() time.Time
+	// Retry runs the attempts at a page, and counts its retries with every other operation's.
+	Retry *delivery.Retrier
+	Now   func() time.Time
 }
 
 // get makes one request. It returns the body of a 2xx response, else a classified error. Errors
@@ -169,35 +181,31 @@ type Policy struct {
 // Retry-After), timeouts, resets, truncated and unparseable bodies. It returns the page, the attempts
 // made, and the last error when it gave up.
 func (f *Fetcher) FetchPage(ctx context.Context, u string, headers map[string]string, recordsPath, totalPath string, pol Policy) (Page, int, *Error) {
-	deadline := f.Now().Add(pol.Deadline)
-	for attempt := 0; ; attempt++ {
-		body, ferr := f.get(ctx, u, headers, pol.Timeout)
-		if ferr == nil {
-			p, err := ParsePage(body, recordsPath, totalPath)
-			if err == nil {
-				return p, attempt + 1, nil
+	var (
+		page Page
+		last *Error
+	)
+	attempts, err := f.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
+		func(int) error {
+			body, ferr := f.get(ctx, u, headers, pol.Timeout)
+			if ferr == nil {
+				p, err := ParsePage(body, recordsPath, totalPath)
+				if err == nil {
+					page = p
+					return nil
+				}
+				ferr = &Error{Class: "bad_json", Retryable: true, Status: http.StatusOK, Head: head(body), Err: err}
 			}
-			ferr = &Error{Class: "bad_json", Retryable: true, Status: http.StatusOK, Head: head(body), Err: err}
-		}
-		if ctx.Err() != nil {
-			return Page{}, attempt + 1, &Error{Class: "canceled", Err: ctx.Err()}
-		}
-		if !ferr.Retryable || attempt >= pol.MaxRetries {
-			return Page{}, attempt + 1, ferr
-		}
-		wait := pol.Backoff.Delay(attempt)
-		if ferr.RetryAfter > 0 {
-			f.Metrics.RetryAfterWaits.Inc()
-			f.Metrics.RetryAfterSeconds.Add(ferr.RetryAfter.Seconds())
-			wait = max(wait, ferr.RetryAfter)
-		}
-		if f.Now().Add(wait).After(deadline) {
-			ferr.Err = fmt.Errorf("%w; the next retry would pass the page deadline of %s", ferr.Err, pol.Deadline)
-			return Page{}, attempt + 1, ferr
-		}
-		f.Metrics.Retries.WithLabelValues(ferr.Class).Inc()
-		if !pipeline.Sleep(ctx, wait) {
-			return Page{}, attempt + 1, &Error{Class: "canceled", Err: ctx.Err()}
-		}
+			last = ferr
+			return ferr.classified()
+		})
+	switch {
+	case err == nil:
+		return page, attempts, nil
+	case ctx.Err() != nil:
+		return Page{}, attempts, &Error{Class: "canceled", Err: ctx.Err()}
+	case errors.Is(err, delivery.ErrDeadline):
+		last.Err = fmt.Errorf("%w; the next retry would pass the page deadline of %s", last.Err, pol.Deadline)
 	}
+	return Page{}, attempts, last
 }

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 )
 
@@ -44,7 +46,8 @@ func body(b string) func(w http.ResponseWriter) {
 }
 
 func newFetcher() *Fetcher {
-	return &Fetcher{Client: &http.Client{}, MaxBody: 1 << 20, Metrics: NewMetrics(prometheus.NewRegistry(), "test"), Now: time.Now}
+	return &Fetcher{Client: &http.Client{}, MaxBody: 1 << 20, Metrics: NewMetrics(prometheus.NewRegistry(), "test"),
+		Retry: delivery.NewRetrier(prometheus.NewRegistry(), slog.New(slog.DiscardHandler)), Now: time.Now}
 }
 
 func TestFetchPage(t *testing.T) {

@@ -7,14 +7,12 @@ import (
 
 // Metrics count what fetching pages meets.
 type Metrics struct {
-	Pages             *prometheus.CounterVec
-	PageSeconds       prometheus.Histogram
-	Retries           *prometheus.CounterVec
-	RetryAfterWaits   prometheus.Counter
-	RetryAfterSeconds prometheus.Counter
+	Pages       *prometheus.CounterVec
+	PageSeconds prometheus.Histogram
 }
 
-// NewMetrics registers the fetch metrics on reg, named for the stage (extractor, planner).
+// NewMetrics registers the fetch metrics on reg, named for the stage (extractor, planner). Retries
+// are counted by the delivery retrier, with every other retried operation.
 func NewMetrics(reg prometheus.Registerer, stage string) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
@@ -26,18 +24,6 @@ func NewMetrics(reg prometheus.Registerer, stage string) *Metrics {
 			Name:    stage + "_page_seconds",
 			Help:    "Time to fetch one page, to the end of its body.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}),
-		Retries: f.NewCounterVec(prometheus.CounterOpts{
-			Name: stage + "_retries_total",
-			Help: "Page requests retried, by reason (http_429, http_5xx, http_408, timeout, network, truncated, bad_json).",
-		}, []string{"reason"}),
-		RetryAfterWaits: f.NewCounter(prometheus.CounterOpts{
-			Name: stage + "_retry_after_waits_total",
-			Help: "Retries that waited for a source's Retry-After.",
-		}),
-		RetryAfterSeconds: f.NewCounter(prometheus.CounterOpts{
-			Name: stage + "_retry_after_seconds_total",
-			Help: "Seconds the sources asked to wait with Retry-After.",
 		}),
 	}
 	for _, c := range []string{"2xx", "3xx", "4xx", "5xx", "error"} {

@@ -12,7 +12,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/ops"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/service"
 	"github.com/sluicedata/sluice/pkg/source"
@@ -26,16 +28,16 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return err
 	}
 	x := &Extractor{
-		cfg:           cfg.Extractor,
-		topics:        topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
-		lookup:        os.LookupEnv,
-		offsets:       newOffsetTracker(),
-		backoff:       pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},
-		now:           time.Now,
-		cancels:       map[tp]context.CancelFunc{},
-		partitionCtxs: map[tp]context.Context{},
-		limiters:      map[string]*rate.Limiter{},
-		lag:           kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
+		cfg:      cfg.Extractor,
+		topics:   topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		lookup:   os.LookupEnv,
+		offsets:  newOffsetTracker(),
+		backoff:  pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},
+		now:      time.Now,
+		owners:   map[tp]*owner{},
+		limiters: map[string]*rate.Limiter{},
+		fatal:    make(chan error, 1),
+		lag:      kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
 	}
 	rt, err := service.Start(ctx, "extractor", stdout, cfg.Config,
 		kgo.ConsumerGroup(cfg.Extractor.Group),
@@ -57,6 +59,16 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	x.cl = rt.Kafka
 	x.log = rt.Log
+	x.maxRecordBytes, err = kafka.MaxMessageBytes(ctx, rt.Kafka, cfg.Kafka.RawTopic)
+	if err != nil {
+		rt.Log.Warn("assuming the default message limit of the raw topic", "bytes", x.maxRecordBytes, "error", err)
+	}
+	limit, err := kafka.MaxMessageBytes(ctx, rt.Kafka, cfg.Kafka.DLQTopic, cfg.Kafka.EventsTopic)
+	if err != nil {
+		rt.Log.Warn("assuming the default message limit for dead letters and events", "bytes", limit, "error", err)
+	}
+	retry := delivery.NewRetrier(rt.Registry, rt.Log)
+	x.core = delivery.NewCore(rt.Kafka, retry, cfg.Kafka.EventsTopic, limit, x.backoff, rt.Log)
 	x.metrics = newExtractorMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
 	x.fetch = &source.Fetcher{
 		Client: &http.Client{
@@ -65,8 +77,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		},
 		MaxBody: cfg.Extractor.MaxBodyBytes,
 		Metrics: x.metrics.fetch,
+		Retry:   retry,
 		Now:     time.Now,
 	}
+	x.lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(x.lag.Collector())
-	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr), x.Run, func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) })
+	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "progress", Func: x.lag.Ready}), x.Run, func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) })
 }

@@ -68,6 +68,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	insertCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/2)
 	for _, t := range l.sortedTables() {
 		if !t.retryAt.After(start) {
+			l.lag.Doing(fmt.Sprintf("inserting %d records into %s", len(t.items), t.name))
 			l.load(insertCtx, t, b)
 		}
 	}
@@ -76,10 +77,14 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	l.observeHeld()
 	out := &delivery.Outcome{Letters: b.letters, Events: append(spanEvents(b.spans), b.events...), Commit: l.commit}
 	l.unfinished = out
+	l.lag.Doing(fmt.Sprintf("writing %d dead letters, %d job events and the commit", len(out.Letters), len(out.Events)))
 	if err := l.core.Finish(ctx, out); err != nil {
 		return err
 	}
 	l.unfinished = nil
+	if len(b.spans) > 0 {
+		l.lag.Progressed()
+	}
 	l.observe(b, time.Since(start))
 	return nil
 }

@@ -125,7 +125,7 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic, events: cfg.EventsTopic},
-		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)),
+		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
 		tables: map[string]*table{}, parts: map[int32]*partition{}}
 	l.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),

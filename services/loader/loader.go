@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -39,6 +40,7 @@ type Loader struct {
 	topics  topics
 	log     *slog.Logger
 	metrics *loaderMetrics
+	lag     *kafka.LagReporter
 	backoff pipeline.Backoff
 	now     func() time.Time
 
@@ -140,10 +142,12 @@ func (l *Loader) Run(ctx context.Context) error {
 func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 	due, full := l.waiting()
 	if full {
+		l.lag.Doing(fmt.Sprintf("waiting: %d records wait for tables that refuse them or cannot be reached", l.pending()))
 		l.cl.AllowRebalance()
 		pipeline.Sleep(ctx, time.Until(due))
 		return nil
 	}
+	l.lag.Doing("polling the raw topic")
 	var (
 		recs     []*kgo.Record
 		bytes    int

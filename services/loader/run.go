@@ -27,6 +27,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	lag := kafka.NewLagReporter(cfg.Loader.Group, cfg.Kafka.RawTopic, 10*time.Second)
 	l := &Loader{
+		lag:     lag,
 		cfg:     cfg.Loader,
 		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
 		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
@@ -72,7 +73,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		rt.Log.Warn("assuming the default message limit for dead letters and events", "bytes", limit, "error", err)
 	}
 	l.core = delivery.NewCore(rt.Kafka, delivery.NewRetrier(rt.Registry, rt.Log), cfg.Kafka.EventsTopic, limit, l.backoff, rt.Log)
+	lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(lag.Collector())
-	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping})
+	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping}, ops.Check{Name: "progress", Func: lag.Ready})
 	return rt.Run(ctx, srv, l.Run, func(ctx context.Context) error { return lag.Run(ctx, rt.Kafka, rt.Log) })
 }

@@ -3,14 +3,19 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/sluicedata/sluice/pkg/jobspec"
 )
 
-// maxSpecBytes bounds a submitted job spec.
-const maxSpecBytes = 1 << 20
+// maxSpecBytes bounds a submitted job spec, maxKeyBytes an idempotency key.
+const (
+	maxSpecBytes = 1 << 20
+	maxKeyBytes  = 200
+)
 
 // apiError is the body of every error answer; Problems lists a rejected spec's problems.
 type apiError struct {
@@ -25,8 +30,9 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("GET /v1/jobs/{id}", http.HandlerFunc(p.get))
 }
 
-// submit takes a job spec in YAML or JSON and answers 201 with the planned job, 400 with every
-// problem of an invalid spec, or 502 when the source cannot tell its extent.
+// submit takes a job spec in YAML or JSON and answers 201 with the planned job, 200 with the job
+// an earlier submission with the same Idempotency-Key made, 400 with every problem of an invalid
+// spec, 409 when the key was used for another spec, or 502 when the source cannot tell its extent.
 func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSpecBytes))
 	if err != nil {
@@ -43,12 +49,21 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 		return
 	}
-	job, err := p.Submit(r.Context(), spec)
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxKeyBytes || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("Idempotency-Key must be at most %d printable ASCII characters without spaces", maxKeyBytes)})
+		return
+	}
+	job, existing, err := p.Submit(r.Context(), spec, key)
 	switch {
 	case errors.Is(err, errDiscover):
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
+	case errors.Is(err, errKeyReused):
+		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+	case existing:
+		writeJSON(w, http.StatusOK, job)
 	default:
 		writeJSON(w, http.StatusCreated, job)
 	}

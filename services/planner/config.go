@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/service"
 )
@@ -9,7 +11,18 @@ import (
 type Config struct {
 	service.Config
 	// HTTPAddr serves /metrics, /healthz and /readyz.
-	HTTPAddr string `env:"HTTP_ADDR, default=:8080"`
+	HTTPAddr string        `env:"HTTP_ADDR, default=:8080"`
+	Planner  PlannerConfig `env:", prefix=PLANNER_"`
+}
+
+// PlannerConfig is how the planner watches its jobs, from SLUICE_PLANNER_… variables.
+type PlannerConfig struct {
+	// JobStallTimeout fails a running job that had no news (no task finished, no record loaded)
+	// for that long, with the reason.
+	JobStallTimeout time.Duration `env:"JOB_STALL_TIMEOUT, default=30m"`
+	// RepublishAfter is how long a planned job may go without its tasks reported published before
+	// a planner publishes them again (the planner that planned it stopped in between).
+	RepublishAfter time.Duration `env:"REPUBLISH_AFTER, default=30s"`
 }
 
 // Validate reports every problem at once.
@@ -18,6 +31,12 @@ func (c *Config) Validate() error {
 	p.Add(c.Config.Validate())
 	if c.HTTPAddr == "" {
 		p.Addf("HTTP_ADDR", "must not be empty")
+	}
+	if c.Planner.JobStallTimeout < time.Minute {
+		p.Addf("PLANNER_JOB_STALL_TIMEOUT", "must be at least 1m, got %s", c.Planner.JobStallTimeout)
+	}
+	if c.Planner.RepublishAfter < time.Second {
+		p.Addf("PLANNER_REPUBLISH_AFTER", "must be at least 1s, got %s", c.Planner.RepublishAfter)
 	}
 	return p.Err()
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -31,9 +33,20 @@ type Job struct {
 	FinishedAt       *time.Time  `json:"finished_at,omitempty"`
 	// Held says that a loader holds the job's records because their table refuses them.
 	Held *Held `json:"held,omitempty"`
+	// IdempotencyKey is the client's key of the submission, when it gave one.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 
 	tasks    map[string]*taskState
 	lastLoad time.Time
+	// lastEvent is when the job last had news, for the progress deadline.
+	lastEvent time.Time
+	// published is set once every task is on the tasks topic; spec is kept until then, so that a
+	// planner can publish them again.
+	published bool
+	spec      []byte
+	specHash  []byte
+	// stored is set once the job's final state is on the jobs topic.
+	stored bool
 	// schemaDead counts records dead-lettered because their table refused them: such a job fails.
 	schemaDead uint64
 }
@@ -109,6 +122,27 @@ func (t *taskState) counts() (loaded, dead uint64) {
 	return loaded, dead
 }
 
+// done counts the run's records that are loaded or dead-lettered: the union of both, so that a record
+// reported both ways (loaded by one member, dead-lettered by the next after a rebalance) counts once.
+func (rc *runCount) done() uint64 {
+	var n uint64
+	for p, l := range rc.loaded {
+		u := &intervalSet{spans: slices.Clone(l.spans)}
+		if d := rc.dead[p]; d != nil {
+			for _, sp := range d.spans {
+				u.add(sp[0], sp[1])
+			}
+		}
+		n += u.count()
+	}
+	for p, d := range rc.dead {
+		if rc.loaded[p] == nil {
+			n += d.count()
+		}
+	}
+	return n
+}
+
 func (rc *runCount) total() (loaded, dead uint64) {
 	for _, s := range rc.loaded {
 		loaded += s.count()
@@ -122,11 +156,12 @@ func (rc *runCount) total() (loaded, dead uint64) {
 // Jobs folds job events into job states. Folding is idempotent per fact: a task reported twice, or a
 // record reported loaded twice, counts once.
 type Jobs struct {
-	mu   sync.Mutex
-	jobs map[string]*Job
+	mu    sync.Mutex
+	jobs  map[string]*Job
+	byKey map[string]string // idempotency key → job id
 }
 
-func newJobs() *Jobs { return &Jobs{jobs: map[string]*Job{}} }
+func newJobs() *Jobs { return &Jobs{jobs: map[string]*Job{}, byKey: map[string]string{}} }
 
 // Apply folds one event in. It returns the job's JobFinished event when this event completed it.
 func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
@@ -141,7 +176,11 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			}
 			js.jobs[ev.JobId] = &Job{ID: ev.JobId, Name: p.Name, Table: p.Table, State: stateRunning,
 				Tasks: TaskCounts{Planned: int(p.Tasks)}, Records: RecordCount{Expected: expected},
-				CreatedAt: at, tasks: map[string]*taskState{}}
+				CreatedAt: at, tasks: map[string]*taskState{}, IdempotencyKey: p.IdempotencyKey,
+				spec: p.Spec, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0}
+			if p.IdempotencyKey != "" {
+				js.byKey[p.IdempotencyKey] = ev.JobId
+			}
 		}
 		return js.complete(js.jobs[ev.JobId], at)
 	}
@@ -149,7 +188,13 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	if j == nil || j.tasks == nil {
 		return nil // a job planned before the topic's retention, or finished and frozen
 	}
+	if at.After(j.lastEvent) {
+		j.lastEvent = at
+	}
 	switch e := ev.Event.(type) {
+	case *sluicev1.JobEvent_TasksPublished:
+		j.published, j.spec = true, nil
+		return nil
 	case *sluicev1.JobEvent_TaskExtracted:
 		x := e.TaskExtracted
 		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, false)
@@ -221,13 +266,22 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 		return nil
 	}
 	for _, t := range j.tasks {
-		loaded, dead := t.counts()
-		if t.finished && loaded+dead < t.records {
+		if !t.finished {
+			continue
+		}
+		done := t.extractDLQ
+		if rc := t.runs[t.run]; rc != nil {
+			done += rc.done()
+		}
+		if done < t.records {
 			return nil
 		}
 	}
 	state, reason := sluicev1.JobFinished_STATE_SUCCEEDED, ""
 	switch {
+	case j.Tasks.DeadLettered == 0 && j.Records.Expected >= 0 && j.Records.Extracted != uint64(j.Records.Expected):
+		state = sluicev1.JobFinished_STATE_FAILED
+		reason = fmt.Sprintf("the tasks extracted %d records where the source announced %d", j.Records.Extracted, j.Records.Expected)
 	case j.Tasks.DeadLettered > 0:
 		state = sluicev1.JobFinished_STATE_FAILED
 		reason = fmt.Sprintf("%d of %d tasks dead-lettered after their retries; their records from the failing page on were not extracted (sluicectl dlq list --job %s)",
@@ -273,7 +327,125 @@ func (js *Jobs) List(now time.Time) []Job {
 // has seen many jobs holds a few numbers for each.
 func (j *Job) freeze() {
 	j.Records.Loaded, j.Records.DeadLettered = j.counts()
-	j.tasks = nil
+	j.tasks, j.spec = nil, nil
+}
+
+// ByKey returns the job submitted with an idempotency key, and the sha256 of its spec.
+func (js *Jobs) ByKey(key string, now time.Time) (Job, []byte, bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j, ok := js.jobs[js.byKey[key]]
+	if !ok {
+		return Job{}, nil, false
+	}
+	return j.view(now), j.specHash, true
+}
+
+// unpublished is a running job whose tasks may not all be on the tasks topic.
+type unpublished struct {
+	id       string
+	spec     []byte
+	expected int64
+	at       time.Time
+}
+
+// Unpublished returns the running jobs planned before cutoff whose tasks were never reported
+// published.
+func (js *Jobs) Unpublished(cutoff time.Time) []unpublished {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	var out []unpublished
+	for _, j := range js.jobs {
+		if j.State == stateRunning && !j.published && j.CreatedAt.Before(cutoff) {
+			out = append(out, unpublished{id: j.ID, spec: j.spec, expected: j.Records.Expected, at: j.CreatedAt})
+		}
+	}
+	return out
+}
+
+// Stalled returns the end of every running job that had no news since cutoff, news counted from
+// floor at the earliest.
+func (js *Jobs) Stalled(cutoff, floor time.Time, timeout time.Duration) []*sluicev1.JobEvent {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	var out []*sluicev1.JobEvent
+	for _, j := range js.jobs {
+		if j.State != stateRunning || !j.lastEvent.Before(cutoff) || !floor.Before(cutoff) {
+			continue
+		}
+		loaded, dead := j.counts()
+		reason := fmt.Sprintf("no progress for %s: %d of %d tasks extracted or dead-lettered, %d records loaded and %d dead-lettered of %d extracted",
+			timeout, j.Tasks.Extracted+j.Tasks.DeadLettered, j.Tasks.Planned, loaded, dead, j.Records.Extracted)
+		out = append(out, &sluicev1.JobEvent{JobId: j.ID, Producer: "planner",
+			Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_FAILED, Reason: reason}}})
+	}
+	return out
+}
+
+// Unstored returns the states of the finished jobs that are not yet on the jobs topic.
+func (js *Jobs) Unstored() []*sluicev1.JobState {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	var out []*sluicev1.JobState
+	for _, j := range js.jobs {
+		if j.State != stateRunning && !j.stored {
+			out = append(out, j.state())
+		}
+	}
+	return out
+}
+
+// Stored marks jobs whose states are on the jobs topic.
+func (js *Jobs) Stored(states []*sluicev1.JobState) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	for _, s := range states {
+		if j := js.jobs[s.JobId]; j != nil {
+			j.stored = true
+		}
+	}
+}
+
+// Restore takes a job's state from the jobs topic; a job restored so is final, and its events are
+// not folded again.
+func (js *Jobs) Restore(s *sluicev1.JobState) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if s.State == stateRunning {
+		return
+	}
+	j := &Job{ID: s.JobId, Name: s.Name, Table: s.Table, State: s.State, Reason: s.Reason,
+		Tasks:          TaskCounts{Planned: int(s.TasksPlanned), Extracted: int(s.TasksExtracted), DeadLettered: int(s.TasksDeadLettered)},
+		Records:        RecordCount{Expected: s.RecordsExpected, Extracted: s.RecordsExtracted, Loaded: s.RecordsLoaded, DeadLettered: s.RecordsDeadLettered},
+		CreatedAt:      s.CreatedAt.AsTime(),
+		IdempotencyKey: s.IdempotencyKey, specHash: s.SpecSha256, stored: true, published: true}
+	if s.FinishedAt != nil {
+		at := s.FinishedAt.AsTime()
+		j.FinishedAt = &at
+	}
+	if s.LastLoadAt != nil {
+		j.lastLoad = s.LastLoadAt.AsTime()
+	}
+	js.jobs[s.JobId] = j
+	if s.IdempotencyKey != "" {
+		js.byKey[s.IdempotencyKey] = s.JobId
+	}
+}
+
+// state is the job's record for the jobs topic; the caller holds the lock.
+func (j *Job) state() *sluicev1.JobState {
+	s := &sluicev1.JobState{JobId: j.ID, Name: j.Name, Table: j.Table, State: j.State, Reason: j.Reason,
+		TasksPlanned: uint32(j.Tasks.Planned), TasksExtracted: uint32(j.Tasks.Extracted), TasksDeadLettered: uint32(j.Tasks.DeadLettered),
+		RecordsExpected: j.Records.Expected, RecordsExtracted: j.Records.Extracted, RecordsLoaded: j.Records.Loaded,
+		RecordsDeadLettered: j.Records.DeadLettered, CreatedAt: timestamppb.New(j.CreatedAt),
+		IdempotencyKey: j.IdempotencyKey, SpecSha256: j.specHash}
+	if j.FinishedAt != nil {
+		s.FinishedAt = timestamppb.New(*j.FinishedAt)
+	}
+	if !j.lastLoad.IsZero() {
+		s.LastLoadAt = timestamppb.New(j.lastLoad)
+	}
+	return s
 }
 
 // counts adds up the tasks' loaded and dead-lettered records.

@@ -140,3 +140,36 @@ func TestFoldHeldTable(t *testing.T) {
 		t.Fatalf("job finished with %v, want failed with the table's reason", fin)
 	}
 }
+
+// TestFoldFewerRecordsThanAnnouncedFailsJob: tasks that extracted fewer records than the source
+// announced never make a job succeed, however complete their loading.
+func TestFoldFewerRecordsThanAnnouncedFailsJob(t *testing.T) {
+	js := newJobs()
+	js.Apply(planned("j", 2, 100))
+	js.Apply(extracted("j", "t0", "r0", 60))
+	js.Apply(extracted("j", "t1", "r1", 30))
+	js.Apply(loaded("j", "t0", "r0", 0, 0, 59))
+	fin := js.Apply(loaded("j", "t1", "r1", 1, 0, 29))
+	if fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_FAILED || !strings.Contains(fin.GetFinished().Reason, "90 records where the source announced 100") {
+		t.Fatalf("job finished with %v", fin)
+	}
+}
+
+// TestFoldCountsLoadedAndDeadLetteredAsAUnion: a record reported loaded and dead-lettered (two
+// members after a rebalance) counts once towards completion.
+func TestFoldCountsLoadedAndDeadLetteredAsAUnion(t *testing.T) {
+	js := newJobs()
+	js.Apply(planned("j", 1, 10))
+	js.Apply(extracted("j", "t0", "r0", 10))
+	js.Apply(loaded("j", "t0", "r0", 0, 0, 5))
+	dead := func(first, last int64) *sluicev1.JobEvent {
+		return &sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_RecordsDeadLettered{RecordsDeadLettered: &sluicev1.RecordsDeadLettered{
+			TaskId: "t0", Run: "r0", ErrorClass: "data", Records: uint64(last - first + 1), Offsets: []*sluicev1.OffsetSpan{{First: first, Last: last}}}}}
+	}
+	if fin := js.Apply(dead(3, 8)); fin != nil {
+		t.Fatalf("offsets 0-8 finished a job of 10 records: %v", fin)
+	}
+	if fin := js.Apply(dead(9, 9)); fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_SUCCEEDED {
+		t.Fatalf("the tenth record did not finish the job: %v", fin)
+	}
+}

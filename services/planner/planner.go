@@ -1,20 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/source"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
@@ -24,28 +28,52 @@ import (
 type Planner struct {
 	cl      *kgo.Client
 	topics  topics
+	cfg     PlannerConfig
 	fetch   *source.Fetcher
 	lookup  func(string) (string, bool)
 	jobs    *Jobs
 	log     *slog.Logger
 	backoff pipeline.Backoff
+	retry   *delivery.Retrier
 	now     func() time.Time
+	// states reads the jobs topic from its start: the final states that outlive the events.
+	states func(ctx context.Context, fn func(*kgo.Record) bool) error
 	// caughtUp is set once the events that existed at start are folded in: before that, progress
 	// is incomplete and the planner does not finish jobs.
-	caughtUp atomic.Bool
+	caughtUp   atomic.Bool
+	caughtUpAt time.Time
+	// submitMu makes the check of an idempotency key and the planning it guards one step.
+	submitMu sync.Mutex
+	// publishing are the jobs whose tasks this process is publishing now.
+	publishing sync.Map
 }
 
-type topics struct{ tasks, events string }
+type topics struct{ tasks, events, jobs string }
 
 // errDiscover is a source that could not be asked for its extent.
 var errDiscover = errors.New("discover the extent of the source")
 
-// Submit takes a parsed, valid spec: it discovers the extent, plans the job and publishes its
-// planned event and tasks. The job exists in the planner's state when Submit returns.
-func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec) (Job, error) {
+// errKeyReused is an idempotency key already used for another spec.
+var errKeyReused = errors.New("the idempotency key was used for another job spec")
+
+// Submit takes a parsed, valid spec: it discovers the extent, plans the job, and publishes its
+// planned event, its tasks, and the event that says they are all out. The job exists in the
+// planner's state when Submit returns. With a key, a job already submitted under it is returned
+// instead (existing is true), or errKeyReused when its spec differs.
+func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (job Job, existing bool, err error) {
+	specJSON := spec.JSON()
+	sum := sha256.Sum256(specJSON)
+	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
+		return j, ok, err
+	}
 	total, err := p.discover(ctx, spec)
 	if err != nil {
-		return Job{}, err
+		return Job{}, false, err
+	}
+	p.submitMu.Lock()
+	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
+		p.submitMu.Unlock()
+		return j, ok, err
 	}
 	// Once the planned event is out, the tasks must follow even if the client goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -56,34 +84,67 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec) (Job, error) {
 		Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{
 			Name: spec.Name, Table: spec.Sink.Table, Tasks: uint32(len(pl.tasks)),
 			ExpectedRecords: uint64(max(pl.expected, 0)), ExpectedUnknown: pl.expected < 0,
-			Spec: spec.JSON(), Source: spec.SourceProto(),
+			Spec: specJSON, Source: spec.SourceProto(), IdempotencyKey: key, SpecSha256: sum[:],
 		}}}
-	// The planned event goes first, so that every task's events find their job.
-	if err := events.Publish(ctx, p.cl, p.topics.events, planned); err != nil {
-		return Job{}, err
+	p.publishing.Store(pl.jobID, true)
+	defer p.publishing.Delete(pl.jobID)
+	// The planned event goes first, so that every task's events find their job; the job counts as
+	// planned only once TasksPublished follows the tasks, and a planner publishes the tasks of a
+	// job without it again.
+	err = events.Publish(ctx, p.cl, p.topics.events, planned)
+	if err == nil {
+		if done := p.jobs.Apply(planned); done != nil { // nothing to extract
+			p.publishFinished(ctx, done)
+		}
+	}
+	p.submitMu.Unlock()
+	if err != nil {
+		return Job{}, false, err
+	}
+	if err := p.publishTasks(ctx, pl); err != nil {
+		return Job{}, false, fmt.Errorf("job %s is planned but its tasks are not all out (a planner publishes them again): %w", pl.jobID, err)
+	}
+	p.log.Info("job planned", "job", pl.jobID, "tasks", len(pl.tasks), "expected", pl.expected, "table", spec.Sink.Table)
+	j, _ := p.jobs.Get(pl.jobID, p.now())
+	return j, false, nil
+}
+
+// byKey returns the job submitted under key, or errKeyReused when it had another spec.
+func (p *Planner) byKey(key string, sum []byte) (Job, bool, error) {
+	if key == "" {
+		return Job{}, false, nil
+	}
+	j, hash, ok := p.jobs.ByKey(key, p.now())
+	if ok && !bytes.Equal(hash, sum) {
+		return Job{}, false, fmt.Errorf("%w: job %s", errKeyReused, j.ID)
+	}
+	return j, ok, nil
+}
+
+// publishTasks puts the plan's tasks on the tasks topic and then says so on the events topic.
+// Publishing them twice is harmless: task ids are deterministic, and a task's first report counts.
+func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
+	if len(pl.tasks) == 0 {
+		return nil
 	}
 	recs := make([]*kgo.Record, len(pl.tasks))
 	for i, t := range pl.tasks {
 		value, err := proto.Marshal(t)
 		if err != nil {
-			return Job{}, err
+			return err
 		}
 		recs[i] = &kgo.Record{Topic: p.topics.tasks, Key: []byte(t.TaskId), Value: value}
 	}
-	done := p.jobs.Apply(planned) // not nil when there is nothing to extract
 	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		// Some tasks may be out: the job cannot complete, so say so rather than leave it running.
-		err = fmt.Errorf("publish %d tasks: %w", len(recs), err)
-		p.publishFinished(ctx, &sluicev1.JobEvent{JobId: pl.jobID, Producer: "planner", Event: &sluicev1.JobEvent_Finished{
-			Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_FAILED, Reason: err.Error()}}})
-		return Job{}, err
+		return fmt.Errorf("publish %d tasks: %w", len(recs), err)
 	}
-	if done != nil {
-		p.publishFinished(ctx, done)
+	out := &sluicev1.JobEvent{JobId: pl.jobID, Producer: "planner",
+		Event: &sluicev1.JobEvent_TasksPublished{TasksPublished: &sluicev1.TasksPublished{Tasks: uint32(len(pl.tasks))}}}
+	if err := events.Publish(ctx, p.cl, p.topics.events, out); err != nil {
+		return err
 	}
-	p.log.Info("job planned", "job", pl.jobID, "tasks", len(pl.tasks), "expected", pl.expected, "table", spec.Sink.Table)
-	j, _ := p.jobs.Get(pl.jobID, p.now())
-	return j, nil
+	p.jobs.Apply(out)
+	return nil
 }
 
 // discover reads the total from the first page when the spec names where it is; -1 otherwise.
@@ -112,27 +173,35 @@ func (p *Planner) discover(ctx context.Context, spec *jobspec.Spec) (int64, erro
 	if page.Total < 0 {
 		return 0, fmt.Errorf("%w: the first page has no integer at %q", errDiscover, spec.Source.Pagination.TotalPath)
 	}
+	if page.Total > jobspec.MaxRecords && spec.Source.MaxRecords == 0 {
+		return 0, fmt.Errorf("%w: the source reports %d records, more than the %d a job may plan; set source.max_records",
+			errDiscover, page.Total, uint64(jobspec.MaxRecords))
+	}
 	return page.Total, nil
 }
 
 // Follow consumes the events topic from its start and folds every event in, finishing jobs once
 // the events that existed at start are read.
 func (p *Planner) Follow(ctx context.Context) error {
-	adm := kadm.NewClient(p.cl)
-	ends, err := adm.ListEndOffsets(ctx, p.topics.events)
-	if err != nil {
-		return fmt.Errorf("list end offsets of %s: %w", p.topics.events, err)
-	}
-	starts, err := adm.ListStartOffsets(ctx, p.topics.events)
-	if err != nil {
-		return fmt.Errorf("list start offsets of %s: %w", p.topics.events, err)
-	}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if s, ok := starts.Lookup(p.topics.events, o.Partition); o.Offset > 0 && (!ok || s.Offset < o.Offset) {
-			remaining[o.Partition] = o.Offset // a partition that retention emptied has nothing to read
+	restored := 0
+	err := p.states(ctx, func(r *kgo.Record) bool {
+		var st sluicev1.JobState
+		if err := proto.Unmarshal(r.Value, &st); err != nil {
+			p.log.Warn("skip undecodable job state", "partition", r.Partition, "offset", r.Offset, "error", err)
+			return true
 		}
+		p.jobs.Restore(&st)
+		restored++
+		return true
 	})
+	if err != nil {
+		return fmt.Errorf("read the job states: %w", err)
+	}
+	p.log.Info("job states read", "jobs", restored)
+	remaining, err := kafka.ToRead(ctx, p.cl, p.topics.events)
+	if err != nil {
+		return err
+	}
 	var pending []*sluicev1.JobEvent // jobs completed while replaying, finished once caught up
 	p.markCaughtUp(ctx, remaining, &pending)
 	for {
@@ -167,6 +236,7 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 	if len(remaining) > 0 || p.caughtUp.Load() {
 		return
 	}
+	p.caughtUpAt = p.now()
 	p.caughtUp.Store(true)
 	for _, fin := range *pending {
 		p.publishFinished(ctx, fin)
@@ -175,11 +245,82 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 	p.log.Info("job events caught up")
 }
 
+// Maintain looks after the jobs every interval once the planner is caught up: it publishes again
+// the tasks of jobs whose planning did not finish, fails jobs without news past the deadline, and
+// puts the final state of finished jobs on the jobs topic.
+func (p *Planner) Maintain(ctx context.Context) error {
+	t := time.NewTicker(min(p.cfg.RepublishAfter/2, 5*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !p.caughtUp.Load() {
+			continue
+		}
+		now := p.now()
+		for _, u := range p.jobs.Unpublished(now.Add(-p.cfg.RepublishAfter)) {
+			if _, busy := p.publishing.Load(u.id); !busy {
+				p.republish(ctx, u)
+			}
+		}
+		// News is counted from when this planner caught up at the earliest: a planner that was down
+		// is no reason to fail a job.
+		for _, fin := range p.jobs.Stalled(now.Add(-p.cfg.JobStallTimeout), p.caughtUpAt, p.cfg.JobStallTimeout) {
+			p.log.Warn("job without progress; failing it", "job", fin.JobId, "reason", fin.GetFinished().Reason)
+			p.jobs.Apply(fin)
+			p.publishFinished(ctx, fin)
+		}
+		p.store(ctx)
+	}
+}
+
+// republish publishes the tasks of a job whose planner stopped before it said they were out.
+func (p *Planner) republish(ctx context.Context, u unpublished) {
+	spec, err := jobspec.Parse(u.spec)
+	if err != nil {
+		fin := &sluicev1.JobEvent{JobId: u.id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{
+			State: sluicev1.JobFinished_STATE_FAILED, Reason: fmt.Sprintf("its tasks cannot be published again: the stored spec does not parse: %v", err)}}}
+		p.jobs.Apply(fin)
+		p.publishFinished(ctx, fin)
+		return
+	}
+	if err := p.publishTasks(ctx, planJob(spec, u.id, u.expected, u.at)); err != nil {
+		p.log.Warn("publish the tasks of a job again", "job", u.id, "error", err)
+		return
+	}
+	p.log.Info("tasks of a job published again", "job", u.id)
+}
+
+// store puts the final state of finished jobs on the compacted jobs topic.
+func (p *Planner) store(ctx context.Context) {
+	states := p.jobs.Unstored()
+	if len(states) == 0 {
+		return
+	}
+	recs := make([]*kgo.Record, 0, len(states))
+	for _, st := range states {
+		v, err := proto.Marshal(st)
+		if err != nil {
+			p.log.Error("encode job state", "job", st.JobId, "error", err)
+			continue
+		}
+		recs = append(recs, &kgo.Record{Topic: p.topics.jobs, Key: []byte(st.JobId), Value: v})
+	}
+	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		p.log.Warn("store job states; trying again", "jobs", len(recs), "error", err)
+		return
+	}
+	p.jobs.Stored(states)
+}
+
 // publishFinished records a job's end on the events topic, retrying until it is written.
 func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) {
 	fin.At = timestamppb.New(p.now())
-	err := pipeline.Retry(ctx, p.backoff, p.log, "publish job finished", func() error {
-		return events.Publish(ctx, p.cl, p.topics.events, fin)
+	_, err := p.retry.Do(ctx, "event", delivery.Policy{Backoff: p.backoff}, func(int) error {
+		return delivery.ClassifyKafka(events.Publish(ctx, p.cl, p.topics.events, fin))
 	})
 	if err == nil {
 		p.log.Info("job finished", "job", fin.JobId, "state", stateFromProto(fin.GetFinished().State),

@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/ops"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/service"
@@ -31,13 +33,27 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	retry := delivery.NewRetrier(rt.Registry, rt.Log)
+	states := func(ctx context.Context, fn func(*kgo.Record) bool) error {
+		cl, err := kafka.NewClient(cfg.Kafka, "sluice-planner-states", rt.Log, nil,
+			kgo.ConsumeTopics(cfg.Kafka.JobsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return kafka.ReadToEnd(ctx, cl, cfg.Kafka.JobsTopic, fn)
+	}
 	p := &Planner{
+		retry:  retry,
+		cfg:    cfg.Planner,
+		states: states,
 		cl:     rt.Kafka,
-		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic},
+		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic, jobs: cfg.Kafka.JobsTopic},
 		fetch: &source.Fetcher{
 			Client:  &http.Client{CheckRedirect: source.SameHostRedirects},
 			MaxBody: 64 << 20,
 			Metrics: source.NewMetrics(rt.Registry, "planner"),
+			Retry:   retry,
 			Now:     time.Now,
 		},
 		lookup:  os.LookupEnv,
@@ -48,5 +64,5 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
 	p.routes(srv.Handle)
-	return rt.Run(ctx, srv, p.Follow)
+	return rt.Run(ctx, srv, p.Follow, p.Maintain)
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/config"
@@ -71,42 +70,25 @@ func deadLetters(ctx context.Context, args []string, lookup envconfig.Lookuper, 
 		return exitFailed, err
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, cfg.Kafka.DLQTopic)
-	if err != nil {
-		return exitFailed, fmt.Errorf("list end offsets of %s: %w", cfg.Kafka.DLQTopic, err)
-	}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-
 	var rows []letterRow
-	for len(remaining) > 0 && (*limit == 0 || len(rows) < *limit) {
-		fetches := cl.PollFetches(ctx)
-		if err := fetches.Err0(); err != nil {
-			return exitFailed, fmt.Errorf("read %s: %w", cfg.Kafka.DLQTopic, err)
+	err = kafka.ReadToEnd(ctx, cl, cfg.Kafka.DLQTopic, func(r *kgo.Record) bool {
+		dl, err := dlq.Decode(r)
+		if err != nil {
+			fmt.Fprintln(stderr, "sluicectl:", err)
+			return true
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-			dl, err := dlq.Decode(r)
-			if err != nil {
-				fmt.Fprintln(stderr, "sluicectl:", err)
-				return
-			}
-			row := letterRow{Partition: r.Partition, Offset: r.Offset, Stage: dlq.Stage(dl.Stage), Class: dl.ErrorClass,
-				Message: dl.ErrorMessage, Attempts: dl.Attempts, JobID: dl.JobId, TaskID: dl.TaskId,
-				OriginalTopic: dl.OriginalTopic, OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset,
-				PayloadSize: dl.PayloadSize, PayloadSHA256: hex.EncodeToString(dl.PayloadSha256), Truncated: dl.Truncated,
-				HTTPStatus: dl.HttpStatus, FailedAt: dl.FailedAt.AsTime()}
-			if (*jobID == "" || row.JobID == *jobID) && (*stage == "" || row.Stage == *stage) &&
-				(*class == "" || row.Class == *class) && (*limit == 0 || len(rows) < *limit) {
-				rows = append(rows, row)
-			}
-		})
+		row := letterRow{Partition: r.Partition, Offset: r.Offset, Stage: dlq.Stage(dl.Stage), Class: dl.ErrorClass,
+			Message: dl.ErrorMessage, Attempts: dl.Attempts, JobID: dl.JobId, TaskID: dl.TaskId,
+			OriginalTopic: dl.OriginalTopic, OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset,
+			PayloadSize: dl.PayloadSize, PayloadSHA256: hex.EncodeToString(dl.PayloadSha256), Truncated: dl.Truncated,
+			HTTPStatus: dl.HttpStatus, FailedAt: dl.FailedAt.AsTime()}
+		if (*jobID == "" || row.JobID == *jobID) && (*stage == "" || row.Stage == *stage) && (*class == "" || row.Class == *class) {
+			rows = append(rows, row)
+		}
+		return *limit == 0 || len(rows) < *limit
+	})
+	if err != nil {
+		return exitFailed, err
 	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)

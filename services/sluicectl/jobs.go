@@ -58,10 +58,13 @@ func newPlannerClient(ctx context.Context, lookup envconfig.Lookuper) (*plannerC
 
 // do sends a request and decodes a 2xx answer into out; other answers become errors with the
 // planner's message and, for a rejected spec, every problem.
-func (c *plannerClient) do(ctx context.Context, method, path string, body []byte, out any) error {
+func (c *plannerClient) do(ctx context.Context, method, path string, body []byte, out any, headers ...string) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -97,8 +100,9 @@ func submit(ctx context.Context, args []string, lookup envconfig.Lookuper, stdou
 	fs.SetOutput(stderr)
 	wait := fs.Bool("wait", false, "show progress until the job ends; exit 0 only when it succeeded")
 	output := fs.String("o", "table", "output format: table or json")
+	key := fs.String("idempotency-key", "", "a key of the submission: submitting again with it returns the same job instead of starting another")
 	if err := fs.Parse(reorder(args)); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: sluicectl submit FILE [--wait] [-o table|json]")
+		fmt.Fprintln(stderr, "usage: sluicectl submit FILE [--wait] [--idempotency-key KEY] [-o table|json]")
 		return exitUsage, errUsage
 	}
 	spec, err := os.ReadFile(fs.Arg(0))
@@ -110,7 +114,11 @@ func submit(ctx context.Context, args []string, lookup envconfig.Lookuper, stdou
 		return exitFailed, err
 	}
 	var j job
-	if err := c.do(ctx, http.MethodPost, "/v1/jobs", spec, &j); err != nil {
+	var headers []string
+	if *key != "" {
+		headers = []string{"Idempotency-Key", *key}
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/jobs", spec, &j, headers...); err != nil {
 		return exitFailed, fmt.Errorf("submit %s: %w", fs.Arg(0), err)
 	}
 	if !*wait {
@@ -244,12 +252,15 @@ func printJobs(w io.Writer, format string, js []job) error {
 }
 
 // reorder moves flags after positional arguments to the front, so `submit FILE --wait` works.
+// takesValue are the flags whose value is the next argument.
+var takesValue = map[string]bool{"-o": true, "--o": true, "-idempotency-key": true, "--idempotency-key": true}
+
 func reorder(args []string) []string {
 	var flags, rest []string
 	for _, a := range args {
 		if strings.HasPrefix(a, "-") {
 			flags = append(flags, a)
-		} else if len(flags) > 0 && (flags[len(flags)-1] == "-o" || flags[len(flags)-1] == "--o") {
+		} else if len(flags) > 0 && takesValue[flags[len(flags)-1]] {
 			flags = append(flags, a)
 		} else {
 			rest = append(rest, a)

@@ -43,16 +43,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	wait := fs.Duration("wait", 0, "keep trying this long")
 	pidFile := fs.String("pid", "", "give up when the process in this pid file has exited")
+	brokers := fs.Int("brokers", 1, "kafka: answer only once the cluster has this many brokers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: probe [-wait D] [-pid FILE] kafka|clickhouse HOST:PORT")
+		return errors.New("usage: probe [-wait D] [-pid FILE] [-brokers N] kafka|clickhouse HOST:PORT")
 	}
 	var ask func(context.Context, string) (string, error)
 	switch fs.Arg(0) {
 	case "kafka":
-		ask = askKafka
+		ask = func(ctx context.Context, addr string) (string, error) { return askKafka(ctx, addr, *brokers) }
 	case "clickhouse":
 		ask = askClickHouse
 	default:
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
-func askKafka(ctx context.Context, addr string) (string, error) {
+func askKafka(ctx context.Context, addr string, brokers int) (string, error) {
 	cfg := kafka.Config{Brokers: []string{addr}, DialTimeout: 3 * time.Second, RequestTimeout: 3 * time.Second}
 	cl, err := kafka.NewClient(cfg, "sluice-probe", quiet(), nil)
 	if err != nil {
@@ -97,6 +98,9 @@ func askKafka(ctx context.Context, addr string) (string, error) {
 	versions, err := adm.ApiVersions(ctx)
 	if err != nil {
 		return "", fmt.Errorf("kafka api versions request to %s: %w", addr, err)
+	}
+	if len(meta.Brokers) < brokers {
+		return "", fmt.Errorf("kafka at %s answers with %d of %d brokers", addr, len(meta.Brokers), brokers)
 	}
 	guess := "unknown"
 	for _, v := range versions.Sorted() {

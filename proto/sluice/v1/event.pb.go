@@ -68,7 +68,7 @@ func (x JobFinished_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobFinished_State.Descriptor instead.
 func (JobFinished_State) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8, 0}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9, 0}
 }
 
 // JobEvent is one fact about a job's progress on the events topic, keyed by job id so that a job's
@@ -89,6 +89,7 @@ type JobEvent struct {
 	//	*JobEvent_RecordsDeadLettered
 	//	*JobEvent_Finished
 	//	*JobEvent_LoadHeld
+	//	*JobEvent_TasksPublished
 	Event         isJobEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -215,6 +216,15 @@ func (x *JobEvent) GetLoadHeld() *LoadHeld {
 	return nil
 }
 
+func (x *JobEvent) GetTasksPublished() *TasksPublished {
+	if x != nil {
+		if x, ok := x.Event.(*JobEvent_TasksPublished); ok {
+			return x.TasksPublished
+		}
+	}
+	return nil
+}
+
 type isJobEvent_Event interface {
 	isJobEvent_Event()
 }
@@ -247,6 +257,10 @@ type JobEvent_LoadHeld struct {
 	LoadHeld *LoadHeld `protobuf:"bytes,16,opt,name=load_held,json=loadHeld,proto3,oneof"`
 }
 
+type JobEvent_TasksPublished struct {
+	TasksPublished *TasksPublished `protobuf:"bytes,17,opt,name=tasks_published,json=tasksPublished,proto3,oneof"`
+}
+
 func (*JobEvent_Planned) isJobEvent_Event() {}
 
 func (*JobEvent_TaskExtracted) isJobEvent_Event() {}
@@ -261,6 +275,8 @@ func (*JobEvent_Finished) isJobEvent_Event() {}
 
 func (*JobEvent_LoadHeld) isJobEvent_Event() {}
 
+func (*JobEvent_TasksPublished) isJobEvent_Event() {}
+
 // JobPlanned: the planner accepted a job and published its tasks.
 type JobPlanned struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -272,10 +288,14 @@ type JobPlanned struct {
 	// The job spec as submitted, with secrets still as ${VAR} references.
 	Spec   []byte  `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
 	Source *Source `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
-	// True when the source gave no extent: one open-ended task pages until a short or empty page.
+	// True when the source gave no extent: one open-ended task pages until an empty page.
 	ExpectedUnknown bool `protobuf:"varint,7,opt,name=expected_unknown,json=expectedUnknown,proto3" json:"expected_unknown,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The client's key for the submission (Idempotency-Key): the same key again returns this job.
+	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// sha256 of spec, to tell a retried submission from another spec under the same key.
+	SpecSha256    []byte `protobuf:"bytes,9,opt,name=spec_sha256,json=specSha256,proto3" json:"spec_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobPlanned) Reset() {
@@ -357,6 +377,66 @@ func (x *JobPlanned) GetExpectedUnknown() bool {
 	return false
 }
 
+func (x *JobPlanned) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *JobPlanned) GetSpecSha256() []byte {
+	if x != nil {
+		return x.SpecSha256
+	}
+	return nil
+}
+
+// TasksPublished: every task of the job is on the tasks topic. A job planned without it (the
+// planner stopped in between) has its tasks published again, the same tasks, by a planner.
+type TasksPublished struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tasks         uint32                 `protobuf:"varint,1,opt,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TasksPublished) Reset() {
+	*x = TasksPublished{}
+	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TasksPublished) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TasksPublished) ProtoMessage() {}
+
+func (x *TasksPublished) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TasksPublished.ProtoReflect.Descriptor instead.
+func (*TasksPublished) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TasksPublished) GetTasks() uint32 {
+	if x != nil {
+		return x.Tasks
+	}
+	return 0
+}
+
 // TaskExtracted: every record of a task is on the raw topic.
 type TaskExtracted struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -375,7 +455,7 @@ type TaskExtracted struct {
 
 func (x *TaskExtracted) Reset() {
 	*x = TaskExtracted{}
-	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	mi := &file_sluice_v1_event_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +467,7 @@ func (x *TaskExtracted) String() string {
 func (*TaskExtracted) ProtoMessage() {}
 
 func (x *TaskExtracted) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	mi := &file_sluice_v1_event_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +480,7 @@ func (x *TaskExtracted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskExtracted.ProtoReflect.Descriptor instead.
 func (*TaskExtracted) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TaskExtracted) GetTaskId() string {
@@ -462,7 +542,7 @@ type TaskDeadLettered struct {
 
 func (x *TaskDeadLettered) Reset() {
 	*x = TaskDeadLettered{}
-	mi := &file_sluice_v1_event_proto_msgTypes[3]
+	mi := &file_sluice_v1_event_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +554,7 @@ func (x *TaskDeadLettered) String() string {
 func (*TaskDeadLettered) ProtoMessage() {}
 
 func (x *TaskDeadLettered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[3]
+	mi := &file_sluice_v1_event_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +567,7 @@ func (x *TaskDeadLettered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDeadLettered.ProtoReflect.Descriptor instead.
 func (*TaskDeadLettered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TaskDeadLettered) GetTaskId() string {
@@ -546,7 +626,7 @@ type RecordsLoaded struct {
 
 func (x *RecordsLoaded) Reset() {
 	*x = RecordsLoaded{}
-	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	mi := &file_sluice_v1_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +638,7 @@ func (x *RecordsLoaded) String() string {
 func (*RecordsLoaded) ProtoMessage() {}
 
 func (x *RecordsLoaded) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	mi := &file_sluice_v1_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +651,7 @@ func (x *RecordsLoaded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsLoaded.ProtoReflect.Descriptor instead.
 func (*RecordsLoaded) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RecordsLoaded) GetRecords() uint64 {
@@ -648,7 +728,7 @@ type RecordsDeadLettered struct {
 
 func (x *RecordsDeadLettered) Reset() {
 	*x = RecordsDeadLettered{}
-	mi := &file_sluice_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +740,7 @@ func (x *RecordsDeadLettered) String() string {
 func (*RecordsDeadLettered) ProtoMessage() {}
 
 func (x *RecordsDeadLettered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +753,7 @@ func (x *RecordsDeadLettered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsDeadLettered.ProtoReflect.Descriptor instead.
 func (*RecordsDeadLettered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecordsDeadLettered) GetRecords() uint64 {
@@ -754,7 +834,7 @@ type LoadHeld struct {
 
 func (x *LoadHeld) Reset() {
 	*x = LoadHeld{}
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +846,7 @@ func (x *LoadHeld) String() string {
 func (*LoadHeld) ProtoMessage() {}
 
 func (x *LoadHeld) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +859,7 @@ func (x *LoadHeld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadHeld.ProtoReflect.Descriptor instead.
 func (*LoadHeld) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LoadHeld) GetTable() string {
@@ -842,7 +922,7 @@ type OffsetSpan struct {
 
 func (x *OffsetSpan) Reset() {
 	*x = OffsetSpan{}
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +934,7 @@ func (x *OffsetSpan) String() string {
 func (*OffsetSpan) ProtoMessage() {}
 
 func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +947,7 @@ func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetSpan.ProtoReflect.Descriptor instead.
 func (*OffsetSpan) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OffsetSpan) GetFirst() int64 {
@@ -895,7 +975,7 @@ type JobFinished struct {
 
 func (x *JobFinished) Reset() {
 	*x = JobFinished{}
-	mi := &file_sluice_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +987,7 @@ func (x *JobFinished) String() string {
 func (*JobFinished) ProtoMessage() {}
 
 func (x *JobFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1000,7 @@ func (x *JobFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFinished.ProtoReflect.Descriptor instead.
 func (*JobFinished) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobFinished) GetState() JobFinished_State {
@@ -937,11 +1017,187 @@ func (x *JobFinished) GetReason() string {
 	return ""
 }
 
+// JobState is a job as the planner last decided it, on the compacted jobs topic keyed by job id:
+// what outlives the events topic's retention.
+type JobState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Table string                 `protobuf:"bytes,3,opt,name=table,proto3" json:"table,omitempty"`
+	// running, succeeded or failed.
+	State             string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Reason            string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	TasksPlanned      uint32 `protobuf:"varint,6,opt,name=tasks_planned,json=tasksPlanned,proto3" json:"tasks_planned,omitempty"`
+	TasksExtracted    uint32 `protobuf:"varint,7,opt,name=tasks_extracted,json=tasksExtracted,proto3" json:"tasks_extracted,omitempty"`
+	TasksDeadLettered uint32 `protobuf:"varint,8,opt,name=tasks_dead_lettered,json=tasksDeadLettered,proto3" json:"tasks_dead_lettered,omitempty"`
+	// -1 when the source gave no extent.
+	RecordsExpected     int64                  `protobuf:"varint,9,opt,name=records_expected,json=recordsExpected,proto3" json:"records_expected,omitempty"`
+	RecordsExtracted    uint64                 `protobuf:"varint,10,opt,name=records_extracted,json=recordsExtracted,proto3" json:"records_extracted,omitempty"`
+	RecordsLoaded       uint64                 `protobuf:"varint,11,opt,name=records_loaded,json=recordsLoaded,proto3" json:"records_loaded,omitempty"`
+	RecordsDeadLettered uint64                 `protobuf:"varint,12,opt,name=records_dead_lettered,json=recordsDeadLettered,proto3" json:"records_dead_lettered,omitempty"`
+	CreatedAt           *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	FinishedAt          *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	LastLoadAt          *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=last_load_at,json=lastLoadAt,proto3" json:"last_load_at,omitempty"`
+	IdempotencyKey      string                 `protobuf:"bytes,16,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	SpecSha256          []byte                 `protobuf:"bytes,17,opt,name=spec_sha256,json=specSha256,proto3" json:"spec_sha256,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *JobState) Reset() {
+	*x = JobState{}
+	mi := &file_sluice_v1_event_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobState) ProtoMessage() {}
+
+func (x *JobState) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobState.ProtoReflect.Descriptor instead.
+func (*JobState) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *JobState) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobState) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *JobState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *JobState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *JobState) GetTasksPlanned() uint32 {
+	if x != nil {
+		return x.TasksPlanned
+	}
+	return 0
+}
+
+func (x *JobState) GetTasksExtracted() uint32 {
+	if x != nil {
+		return x.TasksExtracted
+	}
+	return 0
+}
+
+func (x *JobState) GetTasksDeadLettered() uint32 {
+	if x != nil {
+		return x.TasksDeadLettered
+	}
+	return 0
+}
+
+func (x *JobState) GetRecordsExpected() int64 {
+	if x != nil {
+		return x.RecordsExpected
+	}
+	return 0
+}
+
+func (x *JobState) GetRecordsExtracted() uint64 {
+	if x != nil {
+		return x.RecordsExtracted
+	}
+	return 0
+}
+
+func (x *JobState) GetRecordsLoaded() uint64 {
+	if x != nil {
+		return x.RecordsLoaded
+	}
+	return 0
+}
+
+func (x *JobState) GetRecordsDeadLettered() uint64 {
+	if x != nil {
+		return x.RecordsDeadLettered
+	}
+	return 0
+}
+
+func (x *JobState) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *JobState) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *JobState) GetLastLoadAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastLoadAt
+	}
+	return nil
+}
+
+func (x *JobState) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *JobState) GetSpecSha256() []byte {
+	if x != nil {
+		return x.SpecSha256
+	}
+	return nil
+}
+
 var File_sluice_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/event.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14sluice/v1/task.proto\"\xb8\x04\n" +
+	"\x15sluice/v1/event.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14sluice/v1/task.proto\"\xfe\x04\n" +
 	"\bJobEvent\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1a\n" +
@@ -953,8 +1209,9 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x0erecords_loaded\x18\r \x01(\v2\x18.sluice.v1.RecordsLoadedH\x00R\rrecordsLoaded\x12T\n" +
 	"\x15records_dead_lettered\x18\x0e \x01(\v2\x1e.sluice.v1.RecordsDeadLetteredH\x00R\x13recordsDeadLettered\x124\n" +
 	"\bfinished\x18\x0f \x01(\v2\x16.sluice.v1.JobFinishedH\x00R\bfinished\x122\n" +
-	"\tload_held\x18\x10 \x01(\v2\x13.sluice.v1.LoadHeldH\x00R\bloadHeldB\a\n" +
-	"\x05event\"\xe1\x01\n" +
+	"\tload_held\x18\x10 \x01(\v2\x13.sluice.v1.LoadHeldH\x00R\bloadHeld\x12D\n" +
+	"\x0ftasks_published\x18\x11 \x01(\v2\x19.sluice.v1.TasksPublishedH\x00R\x0etasksPublishedB\a\n" +
+	"\x05event\"\xab\x02\n" +
 	"\n" +
 	"JobPlanned\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -963,7 +1220,12 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x10expected_records\x18\x04 \x01(\x04R\x0fexpectedRecords\x12\x12\n" +
 	"\x04spec\x18\x05 \x01(\fR\x04spec\x12)\n" +
 	"\x06source\x18\x06 \x01(\v2\x11.sluice.v1.SourceR\x06source\x12)\n" +
-	"\x10expected_unknown\x18\a \x01(\bR\x0fexpectedUnknown\"\xab\x01\n" +
+	"\x10expected_unknown\x18\a \x01(\bR\x0fexpectedUnknown\x12'\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vspec_sha256\x18\t \x01(\fR\n" +
+	"specSha256\"&\n" +
+	"\x0eTasksPublished\x12\x14\n" +
+	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\xab\x01\n" +
 	"\rTaskExtracted\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
@@ -1018,7 +1280,30 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_SUCCEEDED\x10\x01\x12\x10\n" +
-	"\fSTATE_FAILED\x10\x02B7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\fSTATE_FAILED\x10\x02\"\xaa\x05\n" +
+	"\bJobState\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05table\x18\x03 \x01(\tR\x05table\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12#\n" +
+	"\rtasks_planned\x18\x06 \x01(\rR\ftasksPlanned\x12'\n" +
+	"\x0ftasks_extracted\x18\a \x01(\rR\x0etasksExtracted\x12.\n" +
+	"\x13tasks_dead_lettered\x18\b \x01(\rR\x11tasksDeadLettered\x12)\n" +
+	"\x10records_expected\x18\t \x01(\x03R\x0frecordsExpected\x12+\n" +
+	"\x11records_extracted\x18\n" +
+	" \x01(\x04R\x10recordsExtracted\x12%\n" +
+	"\x0erecords_loaded\x18\v \x01(\x04R\rrecordsLoaded\x122\n" +
+	"\x15records_dead_lettered\x18\f \x01(\x04R\x13recordsDeadLettered\x129\n" +
+	"\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
+	"\vfinished_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12<\n" +
+	"\flast_load_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastLoadAt\x12'\n" +
+	"\x0fidempotency_key\x18\x10 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vspec_sha256\x18\x11 \x01(\fR\n" +
+	"specSha256B7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_event_proto_rawDescOnce sync.Once
@@ -1033,41 +1318,47 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_sluice_v1_event_proto_goTypes = []any{
 	(JobFinished_State)(0),        // 0: sluice.v1.JobFinished.State
 	(*JobEvent)(nil),              // 1: sluice.v1.JobEvent
 	(*JobPlanned)(nil),            // 2: sluice.v1.JobPlanned
-	(*TaskExtracted)(nil),         // 3: sluice.v1.TaskExtracted
-	(*TaskDeadLettered)(nil),      // 4: sluice.v1.TaskDeadLettered
-	(*RecordsLoaded)(nil),         // 5: sluice.v1.RecordsLoaded
-	(*RecordsDeadLettered)(nil),   // 6: sluice.v1.RecordsDeadLettered
-	(*LoadHeld)(nil),              // 7: sluice.v1.LoadHeld
-	(*OffsetSpan)(nil),            // 8: sluice.v1.OffsetSpan
-	(*JobFinished)(nil),           // 9: sluice.v1.JobFinished
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*Source)(nil),                // 11: sluice.v1.Source
+	(*TasksPublished)(nil),        // 3: sluice.v1.TasksPublished
+	(*TaskExtracted)(nil),         // 4: sluice.v1.TaskExtracted
+	(*TaskDeadLettered)(nil),      // 5: sluice.v1.TaskDeadLettered
+	(*RecordsLoaded)(nil),         // 6: sluice.v1.RecordsLoaded
+	(*RecordsDeadLettered)(nil),   // 7: sluice.v1.RecordsDeadLettered
+	(*LoadHeld)(nil),              // 8: sluice.v1.LoadHeld
+	(*OffsetSpan)(nil),            // 9: sluice.v1.OffsetSpan
+	(*JobFinished)(nil),           // 10: sluice.v1.JobFinished
+	(*JobState)(nil),              // 11: sluice.v1.JobState
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Source)(nil),                // 13: sluice.v1.Source
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
-	10, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
+	12, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
-	3,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
-	4,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
-	5,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
-	6,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
-	9,  // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
-	7,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
-	11, // 8: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
-	8,  // 9: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
-	8,  // 10: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
-	10, // 11: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
-	10, // 12: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
-	0,  // 13: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
+	5,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
+	6,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
+	7,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
+	10, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
+	8,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
+	3,  // 8: sluice.v1.JobEvent.tasks_published:type_name -> sluice.v1.TasksPublished
+	13, // 9: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
+	9,  // 10: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
+	9,  // 11: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
+	12, // 12: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
+	12, // 13: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
+	0,  // 14: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
+	12, // 15: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
+	12, // 16: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 17: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -1084,6 +1375,7 @@ func file_sluice_v1_event_proto_init() {
 		(*JobEvent_RecordsDeadLettered)(nil),
 		(*JobEvent_Finished)(nil),
 		(*JobEvent_LoadHeld)(nil),
+		(*JobEvent_TasksPublished)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1091,7 +1383,7 @@ func file_sluice_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

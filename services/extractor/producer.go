@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// taskProducer produces one run of a task's records asynchronously and waits for their
+// acknowledgements. It produces with a context that outlives the task: franz-go fails every
+// buffered record of a partition when the first one's context ends, which would fail other tasks'
+// records too; cancelling a task stops its fetching, not its producing.
+//
+// The first failed record stops the run: failed reports it, and the task loop fetches no further
+// page. A record the raw topic refuses as too large is produced again alone when it fits the
+// topic's limit (the broker refuses a whole batch for one record over it), and becomes a dead
+// letter with a stub only when it is larger itself.
+type taskProducer struct {
+	x     *Extractor
+	ctx   context.Context
+	task  *kgo.Record
+	wg    sync.WaitGroup
+	acked atomic.Uint64
+	// tooLarge counts the records dead-lettered as too large, acknowledged.
+	tooLarge atomic.Uint64
+	err      atomic.Pointer[error]
+}
+
+func newTaskProducer(x *Extractor, ctx context.Context, task *kgo.Record) *taskProducer {
+	return &taskProducer{x: x, ctx: context.WithoutCancel(ctx), task: task}
+}
+
+// produce sends one record; it does nothing once the run failed.
+func (p *taskProducer) produce(env *sluicev1.Record) {
+	if p.failed() != nil {
+		return
+	}
+	value, err := proto.Marshal(env)
+	if err != nil {
+		p.fail(delivery.New(delivery.Fatal, "bad_record", fmt.Errorf("encode record: %w", err)))
+		return
+	}
+	p.wg.Add(1)
+	p.x.cl.Produce(p.ctx, &kgo.Record{Topic: p.x.topics.raw, Key: []byte(env.Key), Value: value}, p.onAck)
+}
+
+// onAck is the one callback of every record of the run: no closure per record.
+func (p *taskProducer) onAck(rec *kgo.Record, err error) {
+	defer p.wg.Done()
+	switch {
+	case err == nil:
+		p.acked.Add(1)
+	case errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge):
+		// Not on this goroutine: franz-go runs every produce callback on it, so waiting here for
+		// another acknowledgement would wait forever.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.tooLargeRecord(rec, err)
+		}()
+	default:
+		p.fail(delivery.ClassifyKafka(err))
+	}
+}
+
+// tooLargeRecord produces a record that came back too large alone, or dead-letters it with a stub
+// (size, sha256, and its page and index, to fetch it again) when it is larger than the topic takes.
+func (p *taskProducer) tooLargeRecord(rec *kgo.Record, err error) {
+	if kafka.RecordBytes(rec) <= p.x.maxRecordBytes {
+		again := &kgo.Record{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
+		if perr := p.x.cl.ProduceSync(p.ctx, again).FirstErr(); perr == nil {
+			p.acked.Add(1)
+			return
+		} else if !errors.Is(perr, kerr.MessageTooLarge) {
+			p.fail(delivery.ClassifyKafka(perr))
+			return
+		}
+	}
+	var env sluicev1.Record
+	if uerr := proto.Unmarshal(rec.Value, &env); uerr != nil {
+		p.fail(delivery.New(delivery.Fatal, "bad_record", uerr))
+		return
+	}
+	letter, lerr := dlq.Record(p.x.topics.dlq, dlq.Letter{
+		Stage: sluicev1.DeadLetter_STAGE_EXTRACT, ErrorClass: "too_large",
+		Err: fmt.Errorf("record %d of the page at %d, %d bytes, refused by the raw topic: %w",
+			env.IndexInPage, env.Page, len(env.Payload), err),
+		Attempts: 1, Original: p.task, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: p.x.now(),
+	}, 0)
+	if lerr != nil {
+		p.fail(delivery.New(delivery.Fatal, "bad_letter", lerr))
+		return
+	}
+	if err := p.x.core.Finish(p.ctx, &delivery.Outcome{Letters: []*kgo.Record{letter}}); err != nil {
+		p.fail(err)
+		return
+	}
+	p.tooLarge.Add(1)
+}
+
+func (p *taskProducer) fail(err error) { p.err.CompareAndSwap(nil, &err) }
+
+// failed returns the run's first produce failure, nil while there is none.
+func (p *taskProducer) failed() error {
+	if e := p.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// wait returns once every record is acknowledged or failed, with the first failure.
+func (p *taskProducer) wait() error {
+	p.wg.Wait()
+	return p.failed()
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	"github.com/sluicedata/sluice/pkg/source"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// taskError is why a run of a task failed, with what the source last said: the dead letter's
+// context. Its class decides: transient failures run the task again, data failures dead-letter it.
+type taskError struct {
+	err      *delivery.Error
+	attempts int
+	status   int
+	head     []byte
+	page     uint64
+	// records the task's earlier pages held; tooLarge of them were dead-lettered, not produced.
+	records  uint64
+	tooLarge uint64
+	run      string
+}
+
+func (e *taskError) Error() string { return e.err.Error() }
+func (e *taskError) Unwrap() error { return e.err }
+
+// process runs one task through the delivery core: a run that fails transiently (a produce) runs
+// again after a backoff; a run that fails for good is dead-lettered with its context; the task's
+// offset becomes committable only once its records or its dead letter are acknowledged and its
+// event published. It returns nil when the task is done, ctx's error when it was abandoned, and a
+// fatal error that must stop the member.
+func (x *Extractor) process(ctx context.Context, r *kgo.Record, markDone func(context.Context) error) error {
+	return x.core.Handle(ctx, "task", delivery.Policy{Backoff: x.backoff},
+		func(ctx context.Context, _ int) (delivery.Outcome, error) {
+			out, err := x.runTask(ctx, r)
+			out.Commit = markDone
+			return out, err
+		},
+		func(err error, attempts int) (delivery.Outcome, error) {
+			out, ferr := x.taskDeadLetter(r, err)
+			out.Commit = markDone
+			return out, ferr
+		})
+}
+
+// runTask makes one run of a task: it fetches its pages in order and produces their records,
+// stopping at the first failure. It returns the task's event once every record is acknowledged.
+func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (delivery.Outcome, error) {
+	began := x.now()
+	run := newRun()
+	var task sluicev1.Task
+	if err := proto.Unmarshal(r.Value, &task); err != nil {
+		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "bad_task", fmt.Errorf("task is not a sluice.v1.Task: %w", err)), run: run}
+	}
+	src := task.GetSource().GetHttp()
+	if src == nil {
+		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "bad_task", errors.New("task has no HTTP source")), run: run}
+	}
+	headers, err := jobspec.ExpandHeaders(src.Headers, x.lookup)
+	if err != nil {
+		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "config", err), run: run}
+	}
+	pol := source.Policy{
+		MaxRetries: int(src.MaxRetries),
+		Backoff:    x.backoff,
+		Deadline:   x.cfg.PageDeadline,
+		Timeout:    src.GetTimeout().AsDuration(),
+	}
+	if pol.Timeout <= 0 {
+		pol.Timeout = 30 * time.Second
+	}
+
+	prod := newTaskProducer(x, ctx, r)
+	var (
+		records uint64
+		pages   uint32
+		attempt int
+	)
+	// failure waits for the records in flight and describes the run's end.
+	failure := func(e *delivery.Error, page uint64, status int, head []byte, attempts int) error {
+		if perr := prod.wait(); perr != nil {
+			e = asDelivery(perr)
+		}
+		return &taskError{err: e, attempts: attempts, status: status, head: head, page: page, records: records,
+			tooLarge: prod.tooLarge.Load(), run: run}
+	}
+	pg := newPager(&task, src)
+	for req, ok := pg.request(); ok; req, ok = pg.request() {
+		if perr := prod.failed(); perr != nil {
+			return delivery.Outcome{}, failure(asDelivery(perr), req.start, 0, nil, attempt)
+		}
+		if err := x.wait(ctx, task.JobId, src); err != nil {
+			prod.wait()
+			return delivery.Outcome{}, ctx.Err()
+		}
+		u, err := source.PageURL(src, req.start, req.limit)
+		if err != nil {
+			return delivery.Outcome{}, failure(delivery.New(delivery.Data, "bad_task", err), req.start, 0, nil, attempt)
+		}
+		p, attempts, ferr := x.page(ctx, pg, req, u, headers, src, pol)
+		attempt = max(attempt, attempts)
+		if ferr != nil {
+			if ctx.Err() != nil {
+				prod.wait()
+				return delivery.Outcome{}, ctx.Err()
+			}
+			// The page's own retries are spent: the task is dead-lettered, not run again.
+			return delivery.Outcome{}, failure(delivery.New(delivery.Data, ferr.Class, ferr.Err), req.start, ferr.Status, ferr.Head, attempts)
+		}
+		pages++
+		extractedAt := timestamppb.New(x.now())
+		for i, rec := range p.Records {
+			key, keyErr := source.RecordKey(rec, src.Key)
+			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
+				ExtractedAt: extractedAt, Page: req.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run})
+		}
+		records += uint64(len(p.Records))
+		pg.advance(req, len(p.Records))
+	}
+	if perr := prod.wait(); perr != nil {
+		return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
+	}
+	if ctx.Err() != nil {
+		return delivery.Outcome{}, ctx.Err()
+	}
+	x.observe(r, prod, began)
+	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskExtracted{
+		TaskExtracted: &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
+			DeadLettered: prod.tooLarge.Load(), Run: run}}}
+	return delivery.Outcome{Events: []*sluicev1.JobEvent{ev}}, nil
+}
+
+// page fetches the page of req. A page that would end the task early (empty, or short where page
+// numbers would skip records) is fetched again under the task's retries, and then fails the task
+// with class short_page: never a quiet end.
+func (x *Extractor) page(ctx context.Context, pg *pager, req pageRequest, u string, headers map[string]string,
+	src *sluicev1.HttpSource, pol source.Policy) (source.Page, int, *source.Error) {
+	var (
+		page  source.Page
+		ferr  *source.Error
+		total int
+	)
+	_, err := x.core.Retrier().Do(ctx, "fetch", delivery.Policy{Backoff: x.backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
+		func(int) error {
+			var attempts int
+			page, attempts, ferr = x.fetch.FetchPage(ctx, u, headers, src.RecordsPath, src.Pagination.GetTotalPath(), pol)
+			total += attempts
+			if ferr != nil {
+				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries
+			}
+			if err := pg.check(req, len(page.Records)); err != nil {
+				return delivery.New(delivery.Transient, "short_page", err)
+			}
+			return nil
+		})
+	if err != nil && ferr == nil {
+		ferr = &source.Error{Class: "short_page", Status: http.StatusOK, Err: err}
+		if ctx.Err() != nil {
+			ferr = &source.Error{Class: "canceled", Err: ctx.Err()}
+		}
+	}
+	return page, total, ferr
+}
+
+// asDelivery returns err's delivery error, or a transient one around it.
+func asDelivery(err error) *delivery.Error {
+	var e *delivery.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return delivery.New(delivery.Transient, delivery.ReasonOf(err), err)
+}
+
+// taskDeadLetter is the outcome of a task that failed for good: its dead letter, with what the
+// source last said, and the event that tells the planner.
+func (x *Extractor) taskDeadLetter(r *kgo.Record, err error) (delivery.Outcome, error) {
+	var te *taskError
+	if !errors.As(err, &te) {
+		te = &taskError{err: asDelivery(err)}
+	}
+	var task sluicev1.Task
+	_ = proto.Unmarshal(r.Value, &task) // a task that does not decode is dead-lettered as it is
+	class := te.err.Reason
+	cause := error(te.err)
+	if te.page > 0 || te.status > 0 {
+		cause = fmt.Errorf("page at %d: %w", te.page, te.err)
+	}
+	letter, lerr := dlq.Record(x.topics.dlq, dlq.Letter{
+		Stage: sluicev1.DeadLetter_STAGE_EXTRACT, ErrorClass: class, Err: cause, Attempts: te.attempts,
+		Original: r, JobID: task.JobId, TaskID: task.TaskId, HTTPStatus: te.status, ResponseHead: te.head,
+		FailedAt: x.now(),
+	}, x.cfg.MaxRecordBytes)
+	if lerr != nil {
+		return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_letter", lerr)
+	}
+	x.log.Warn("task dead-lettered", "job", task.JobId, "task", task.TaskId, "class", class,
+		"attempts", te.attempts, "status", te.status, "error", cause)
+	x.metrics.DeadLetters.WithLabelValues("extract", class).Inc()
+	x.metrics.tasksDone.WithLabelValues("dead_lettered").Inc()
+	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{
+		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: class, Records: te.records,
+			DeadLettered: te.tooLarge, Run: te.run}}}
+	return delivery.Outcome{Letters: []*kgo.Record{letter}, Events: []*sluicev1.JobEvent{ev}}, nil
+}
+
+// observe counts a run whose records are all acknowledged.
+func (x *Extractor) observe(r *kgo.Record, prod *taskProducer, began time.Time) {
+	label := pipeline.Partition(r.Partition)
+	if n := prod.tooLarge.Load(); n > 0 {
+		x.metrics.DeadLetters.WithLabelValues("extract", "too_large").Add(float64(n))
+		x.metrics.Processed.WithLabelValues(label, pipeline.StatusDeadLettered).Add(float64(n))
+	}
+	x.metrics.Processed.WithLabelValues(label, pipeline.StatusProduced).Add(float64(prod.acked.Load()))
+	x.metrics.produced.Add(float64(prod.acked.Load()))
+	x.metrics.tasksDone.WithLabelValues("extracted").Inc()
+	x.metrics.Processing.Observe(time.Since(began).Seconds())
+}
+
+// newRun names one attempt at a task.
+func newRun() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// wait blocks for the job's rate limit, when it has one.
+func (x *Extractor) wait(ctx context.Context, job string, src *sluicev1.HttpSource) error {
+	if src.RateLimit <= 0 {
+		return nil
+	}
+	x.mu.Lock()
+	l := x.limiters[job]
+	if l == nil {
+		l = newLimiter(src.RateLimit)
+		x.limiters[job] = l
+	}
+	x.mu.Unlock()
+	if !l.Allow() {
+		x.metrics.rateLimitWaits.Inc()
+		return l.Wait(ctx)
+	}
+	return nil
+}

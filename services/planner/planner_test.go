@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/events"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	"github.com/sluicedata/sluice/pkg/source"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// The tests in this file run the planner against a kfake cluster and an in-process demo source.
+
+type plannerRig struct {
+	cluster *kfake.Cluster
+	srcURL  string
+	cfg     PlannerConfig
+	events  string
+}
+
+func newPlannerRig(t *testing.T) *plannerRig {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "tasks", "events", "events-after-retention", "jobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	srcCfg := demosource.DefaultConfig()
+	srcCfg.Records = 1000
+	src, err := demosource.New(srcCfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(src.Handler())
+	t.Cleanup(ts.Close)
+	return &plannerRig{cluster: c, srcURL: ts.URL, events: "events", cfg: PlannerConfig{JobStallTimeout: time.Hour, RepublishAfter: 200 * time.Millisecond}}
+}
+
+func (r *plannerRig) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(r.cluster.ListenAddrs()...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// start runs a planner, as a restarted process would, until the test ends.
+func (r *plannerRig) start(t *testing.T) *Planner {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
+	retry := delivery.NewRetrier(reg, log)
+	p := &Planner{
+		cl:     r.client(t, kgo.ConsumeTopics(r.events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())),
+		topics: topics{tasks: "tasks", events: r.events, jobs: "jobs"},
+		cfg:    r.cfg,
+		fetch: &source.Fetcher{Client: &http.Client{}, MaxBody: 1 << 20, Metrics: source.NewMetrics(reg, "planner"),
+			Retry: retry, Now: time.Now},
+		lookup:  func(string) (string, bool) { return "", false },
+		jobs:    newJobs(),
+		log:     log,
+		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
+		retry:   retry,
+		now:     time.Now,
+		states: func(ctx context.Context, fn func(*kgo.Record) bool) error {
+			return kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics("jobs"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "jobs", fn)
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = p.Follow(ctx); done <- struct{}{} }()
+	go func() { _ = p.Maintain(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	waitUntil(t, "the planner to catch up", func() bool { return p.ready(ctx) == nil })
+	return p
+}
+
+func (r *plannerRig) spec(t *testing.T, table string) *jobspec.Spec {
+	t.Helper()
+	spec, err := jobspec.Parse([]byte(`name: users
+source:
+  type: http
+  url: ` + r.srcURL + `/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, offset_param: offset, limit_param: limit, page_size: 100, total_path: total}
+tasks: 4
+sink: {table: ` + table + `}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+// count returns the records of topic.
+func (r *plannerRig) count(t *testing.T, topic string) []*kgo.Record {
+	t.Helper()
+	var out []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), topic,
+		func(rec *kgo.Record) bool { out = append(out, rec); return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSubmitIsIdempotentWithAKey: the same key returns the same job and publishes nothing more; the
+// same key with another spec is refused; no key plans a new job each time.
+func TestSubmitIsIdempotentWithAKey(t *testing.T) {
+	r := newPlannerRig(t)
+	p := r.start(t)
+	ctx := context.Background()
+	first, existing, err := p.Submit(ctx, r.spec(t, "users"), "key-1")
+	if err != nil || existing {
+		t.Fatalf("first submit: %v, existing %v", err, existing)
+	}
+	again, existing, err := p.Submit(ctx, r.spec(t, "users"), "key-1")
+	if err != nil || !existing || again.ID != first.ID {
+		t.Fatalf("second submit with the key: job %s (first %s), existing %v, %v", again.ID, first.ID, existing, err)
+	}
+	if _, _, err := p.Submit(ctx, r.spec(t, "other"), "key-1"); !errors.Is(err, errKeyReused) {
+		t.Fatalf("another spec under the key: %v, want errKeyReused", err)
+	}
+	if tasks := r.count(t, "tasks"); len(tasks) != 4 {
+		t.Fatalf("%d tasks published, want the first submission's 4", len(tasks))
+	}
+	// A restarted planner knows the key from the events.
+	again, existing, err = r.start(t).Submit(ctx, r.spec(t, "users"), "key-1")
+	if err != nil || !existing || again.ID != first.ID {
+		t.Fatalf("submit after a restart: job %s, existing %v, %v", again.ID, existing, err)
+	}
+}
+
+// TestTasksOfAnInterruptedPlanningArePublishedAgain: a planner that stopped after the planned
+// event and before the tasks leaves a job that the next planner completes: the same tasks appear.
+func TestTasksOfAnInterruptedPlanningArePublishedAgain(t *testing.T) {
+	r := newPlannerRig(t)
+	spec := r.spec(t, "users")
+	now := time.Now().Add(-time.Minute)
+	pl := planJob(spec, "users-interrupted", 1000, now)
+	sum := [32]byte{}
+	planned := &sluicev1.JobEvent{JobId: pl.jobID, At: timestamppb.New(now), Producer: "planner",
+		Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{Name: "users", Table: "users", Tasks: uint32(len(pl.tasks)),
+			ExpectedRecords: 1000, Spec: spec.JSON(), SpecSha256: sum[:]}}}
+	if err := events.Publish(context.Background(), r.client(t), "events", planned); err != nil {
+		t.Fatal(err)
+	}
+	r.start(t)
+	waitUntil(t, "the tasks", func() bool { return len(r.count(t, "tasks")) == len(pl.tasks) })
+	for i, rec := range r.count(t, "tasks") {
+		var task sluicev1.Task
+		if err := proto.Unmarshal(rec.Value, &task); err != nil || task.TaskId != pl.tasks[i].TaskId {
+			t.Fatalf("task %d is %v (%v), want %s", i, task.TaskId, err, pl.tasks[i].TaskId)
+		}
+	}
+}
+
+// TestJobWithoutNewsFails and outlives the events topic: a job whose tasks never report fails with
+// a reason after the deadline, its final state goes to the jobs topic, and a planner that finds the
+// events topic empty (its retention passed) still knows it.
+func TestJobWithoutNewsFails(t *testing.T) {
+	r := newPlannerRig(t)
+	r.cfg.JobStallTimeout = 300 * time.Millisecond
+	p := r.start(t)
+	j, _, err := p.Submit(context.Background(), r.spec(t, "users"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the job to fail", func() bool { got, _ := p.jobs.Get(j.ID, time.Now()); return got.State == stateFailed })
+	got, _ := p.jobs.Get(j.ID, time.Now())
+	if !strings.Contains(got.Reason, "no progress for 300ms") {
+		t.Fatalf("reason %q", got.Reason)
+	}
+	waitUntil(t, "the job's state on the jobs topic", func() bool { return len(r.count(t, "jobs")) == 1 })
+
+	// The events topic's retention passed: a new planner on an empty events topic knows the job
+	// from the jobs topic alone.
+	r.events = "events-after-retention"
+	again, ok := r.start(t).jobs.Get(j.ID, time.Now())
+	if !ok || again.State != stateFailed || again.Reason != got.Reason || again.Tasks.Planned != 4 || again.Records.Expected != 1000 {
+		t.Fatalf("after the events' retention the job is %+v (known %v), was %+v", again, ok, got)
+	}
+}
