@@ -4,6 +4,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 STACK   := deploy/local/stack.sh
+# KAFKA_BROKERS=3 runs the local Kafka as a cluster of three KRaft nodes (make up KAFKA_BROKERS=3).
+KAFKA_BROKERS ?= 1
+export SLUICE_KAFKA_NODES := $(KAFKA_BROKERS)
 STATE   := $(or $(SLUICE_STATE_DIR),$(CURDIR)/.sluice)
 BIN     := $(STATE)/bin
 MODULES := $(shell go list -m 2>/dev/null)
@@ -53,6 +56,15 @@ build: ## build the services, sluicectl and the demo source into .sluice/bin
 test: lint proto-check up ## the one test command: lint, proto check, unit and integration tests on the real stack
 	@$(STACK) install-tools
 	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -timeout 15m $(PKGS)
+
+.PHONY: chaos
+chaos: ## the whole fault suite F1–F13 on the real stack, long outages and the 3-broker cluster included; results in .sluice/chaos-results.txt
+	@$(STACK) up >/dev/null
+	@$(STACK) install-tools
+	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 SLUICE_CHAOS=all SLUICE_CHAOS_RESULTS=$(STATE)/chaos-results.txt \
+	  go test -count=1 -run '^TestChaos$$' -timeout 85m -v ./deploy/ >$(STATE)/chaos.log 2>&1 || \
+	  { grep -E '^\s*(--- FAIL|chaos|.*_test.go:)' $(STATE)/chaos.log | tail -n 40; echo "chaos: failed; the whole log is $(STATE)/chaos.log"; exit 1; }
+	@cat $(STATE)/chaos-results.txt
 
 .PHONY: test-unit
 test-unit: ## the tests that need no stack (integration tests skip)

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -187,6 +188,8 @@ type deployment struct {
 	source *demosource.Server
 	srcURL string
 	conn   *chconn.Conn
+	// sourceDown makes the source answer 503 to everything.
+	sourceDown atomic.Bool
 }
 
 // newPipeline prepares topics, a database and an in-process demo source with cfg.
@@ -210,8 +213,17 @@ func newPipelineOn(t testing.TB, src demosource.Config, k kafka.Config) *deploym
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(server.Handler())
+	d := &deployment{kafka: k, ch: ch, env: env, source: server}
+	api := server.Handler()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.sourceDown.Load() { // an outage of the whole source, without Retry-After
+			http.Error(w, "source down", http.StatusServiceUnavailable)
+			return
+		}
+		api.ServeHTTP(w, r)
+	}))
 	t.Cleanup(ts.Close)
+	d.srcURL = ts.URL
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -220,7 +232,8 @@ func newPipelineOn(t testing.TB, src demosource.Config, k kafka.Config) *deploym
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &deployment{kafka: k, ch: ch, env: env, source: server, srcURL: ts.URL, conn: conn}
+	d.conn = conn
+	return d
 }
 
 // with returns the pipeline's environment plus extra variables.
@@ -435,8 +448,9 @@ type privateStack struct {
 	pidFile string
 }
 
-// ownClickHouse starts a ClickHouse server of the test's own; the stack's Kafka serves it.
-func ownClickHouse(t testing.TB) *privateStack {
+// ownClickHouse starts a ClickHouse server of the test's own; the stack's Kafka serves it. configD
+// are files for its config.d directory, such as lowered merge-tree limits.
+func ownClickHouse(t testing.TB, configD ...string) *privateStack {
 	t.Helper()
 	tcp, httpPort := freePort(t), freePort(t)
 	s := newPrivateStack(t, "SLUICE_CLICKHOUSE_ADDR",
@@ -444,6 +458,15 @@ func ownClickHouse(t testing.TB) *privateStack {
 		"SLUICE_CLICKHOUSE_PORT="+strconv.Itoa(tcp),
 		"SLUICE_CLICKHOUSE_HTTP_PORT="+strconv.Itoa(httpPort))
 	s.addr, s.pidFile = "127.0.0.1:"+strconv.Itoa(tcp), filepath.Join(s.state, "clickhouse", "clickhouse.pid")
+	for i, xml := range configD {
+		dir := filepath.Join(s.state, "clickhouse", "config.d")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("test-%d.xml", i)), []byte(xml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.start(t)
 	t.Cleanup(func() { s.stop(t) })
 	return s
@@ -453,17 +476,62 @@ func ownClickHouse(t testing.TB) *privateStack {
 // ClickHouse serves it.
 func ownKafka(t testing.TB) *privateStack {
 	t.Helper()
+	return ownKafkaAdvertised(t, 0)
+}
+
+// ownKafkaAdvertised is ownKafka telling its clients to connect to advertised (0: its listener),
+// where a test's proxy forwards to it; listening, when not nil, learns the broker's own address
+// before it starts.
+func ownKafkaAdvertised(t testing.TB, advertised int, listening ...func(addr string)) *privateStack {
+	t.Helper()
 	port, controller := freePort(t), freePort(t)
+	if advertised == 0 {
+		advertised = port
+	}
 	s := newPrivateStack(t, "SLUICE_KAFKA_BROKERS",
+		"SLUICE_KAFKA_ADVERTISED_PORT="+strconv.Itoa(advertised),
 		"SLUICE_CLICKHOUSE_ADDR="+stacktest.ClickHouseAddr(), // use the stack's ClickHouse
 		"SLUICE_KAFKA_LIBS="+filepath.Join(stackState(t), "kafka", "libs"),
 		"SLUICE_KAFKA_PORT="+strconv.Itoa(port),
 		"SLUICE_KAFKA_CONTROLLER_PORT="+strconv.Itoa(controller),
 		"SLUICE_KAFKA_HEAP=512m")
 	s.addr, s.pidFile = "127.0.0.1:"+strconv.Itoa(port), filepath.Join(s.state, "kafka", "kafka.pid")
+	for _, fn := range listening {
+		fn(s.addr)
+	}
 	s.start(t)
 	t.Cleanup(func() { s.stop(t) })
 	return s
+}
+
+// ownKafkaCluster starts a three-node KRaft cluster of the test's own (topics at replication factor
+// 3, min.insync.replicas 2) and returns it with its brokers' addresses; node n's process is in
+// its state directory's kafka/node<n>.
+func ownKafkaCluster(t testing.TB) (*privateStack, []string) {
+	t.Helper()
+	base := freePorts(t, 6)
+	s := newPrivateStack(t, "SLUICE_KAFKA_BROKERS",
+		"SLUICE_CLICKHOUSE_ADDR="+stacktest.ClickHouseAddr(),
+		"SLUICE_KAFKA_LIBS="+filepath.Join(stackState(t), "kafka", "libs"),
+		"SLUICE_KAFKA_NODES=3",
+		"SLUICE_KAFKA_PORT="+strconv.Itoa(base),
+		"SLUICE_KAFKA_CONTROLLER_PORT="+strconv.Itoa(base+1),
+		"SLUICE_KAFKA_HEAP=512m")
+	var addrs []string
+	for n := range 3 {
+		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(base+2*n))
+	}
+	s.addr, s.pidFile = strings.Join(addrs, ","), filepath.Join(s.state, "kafka", "node1", "kafka.pid")
+	s.start(t)
+	t.Cleanup(func() { s.stop(t) })
+	return s, addrs
+}
+
+// node is the cluster's node n (1-based), to kill or pause on its own.
+func (s *privateStack) node(n int32) *privateStack {
+	c := *s
+	c.pidFile = filepath.Join(s.state, "kafka", fmt.Sprintf("node%d", n), "kafka.pid")
+	return &c
 }
 
 // newPrivateStack prepares the stack script's environment: the test's own state directory, the
@@ -504,6 +572,14 @@ func (s *privateStack) pid(t testing.TB) int {
 	return pid
 }
 
+// signal sends sig to the component's process group.
+func (s *privateStack) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(-s.pid(t), sig); err != nil {
+		t.Fatalf("signal %s to %d: %v", sig, s.pid(t), err)
+	}
+}
+
 // kill sends SIGKILL to the component and waits until the process is gone: the fault happened.
 func (s *privateStack) kill(t testing.TB) {
 	t.Helper()
@@ -541,6 +617,28 @@ func (p *deployment) useClickHouse(t testing.TB, addr string) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	p.conn = conn
+}
+
+// freePorts returns the first of n consecutive free ports below the ephemeral range.
+func freePorts(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		base := 20000 + rand.IntN(12000-n)
+		free := true
+		for i := range n {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
+			if err != nil {
+				free = false
+				break
+			}
+			ln.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatalf("no %d free consecutive ports between 20000 and 32000", n)
+	return 0
 }
 
 // freePort returns a port for a server to listen on, below Linux's ephemeral range (32768 and up)

@@ -93,61 +93,6 @@ func TestPipelineEndToEnd(t *testing.T) {
 	checkExact(t, p, "users", n, src.RecordSize)
 }
 
-// TestPipelineSourceFaults runs the same job against a source that answers 429 with Retry-After,
-// bursts of 5xx, slow pages and truncated bodies: the result is the same, the retry counters moved,
-// and no request came before its Retry-After.
-func TestPipelineSourceFaults(t *testing.T) {
-	stacktest.Require(t)
-	const n = 50_000
-	src := demosource.DefaultConfig()
-	src.Records = n
-	src.Rate429 = 0.08
-	src.RetryAfter = time.Second
-	src.Rate5xx = 0.05
-	src.Burst5xx = 3
-	src.RateSlow = 0.03
-	src.SlowDelay = 6 * time.Second // longer than the job's 5 s request timeout
-	src.RateTruncated = 0.05
-	p := newPipeline(t, src)
-
-	env := p.with(map[string]string{"SLUICE_EXTRACTOR_CONCURRENCY": "8", "SLUICE_EXTRACTOR_RETRY_BASE": "50ms", "SLUICE_EXTRACTOR_RETRY_MAX": "2s"})
-	planner := start(t, "planner", env).ready(t)
-	extractor := start(t, "extractor", env).ready(t)
-	start(t, "loader", env).ready(t)
-
-	j := submit(t, planner, jobSpec("faulty", p.srcURL, "faulty", 16, 500, 12))
-	j = await(t, planner, j.ID, 5*time.Minute)
-	if j.State != "succeeded" || j.Records.Loaded != n || j.Tasks.DeadLettered != 0 {
-		t.Fatalf("job ended %+v", j)
-	}
-	checkExact(t, p, "faulty", n, src.RecordSize)
-
-	stats := p.source.Stats()
-	if stats.EarlyRequests != 0 {
-		t.Errorf("%d requests came before their Retry-After", stats.EarlyRequests)
-	}
-	tests := []struct {
-		reason string
-		served int64
-	}{
-		{"http_429", stats.ByStatus["429"]},
-		{"http_5xx", stats.ByStatus["500"] + stats.ByStatus["502"] + stats.ByStatus["503"]},
-		{"truncated", stats.Truncated},
-		{"timeout", stats.Slow},
-	}
-	for _, tt := range tests {
-		t.Run(tt.reason, func(t *testing.T) {
-			retried := metric(t, extractor, "pipeline_retries_total", `op="fetch"`, `reason="`+tt.reason+`"`)
-			if tt.served == 0 || retried == 0 {
-				t.Fatalf("source served %d faults of this kind, extractor retried %v", tt.served, retried)
-			}
-		})
-	}
-	if waits := metric(t, extractor, "pipeline_retry_after_waits_total", `op="fetch"`); waits == 0 {
-		t.Error(`pipeline_retry_after_waits_total{op="fetch"} did not move`)
-	}
-}
-
 // TestPipelineDeadLettersFailingTask gives one task a page that always fails: that task is
 // dead-lettered with its context after its retries, the other tasks complete, and the job reports
 // it as failed with exactly the records before the failing page loaded.
@@ -210,71 +155,6 @@ func TestPipelineDeadLettersFailingTask(t *testing.T) {
 			t.Fatalf("record %d: in clickhouse = %v", i, in)
 		}
 	}
-}
-
-// TestPipelineClickHouseOutage stops the pipeline's ClickHouse for 15 seconds in the middle of
-// loading: nothing is lost, nothing is dead-lettered, and loading resumes by itself.
-func TestPipelineClickHouseOutage(t *testing.T) {
-	stacktest.Require(t)
-	const n = 30_000
-	src := demosource.DefaultConfig()
-	src.Records = n
-	src.PageLatency = 150 * time.Millisecond // about 10 s of extraction: the outage falls inside it
-	p := newPipeline(t, src)
-	own := ownClickHouse(t)
-	env := p.with(map[string]string{"SLUICE_CLICKHOUSE_ADDR": own.addr, "SLUICE_LOADER_RETRY_MAX_BACKOFF": "1s",
-		"SLUICE_LOADER_FLUSH_TIMEOUT": "5s"}) // the outage outlasts a flush: batches are rewound and fetched again
-	p.useClickHouse(t, own.addr)
-
-	planner := start(t, "planner", env).ready(t)
-	start(t, "extractor", env).ready(t)
-	loader := start(t, "loader", env).ready(t)
-
-	j := submit(t, planner, jobSpec("outage", p.srcURL, "outage", 4, 100, 3))
-	p.waitRows(t, "outage", 1, time.Minute)
-	own.stop(t)
-	time.Sleep(15 * time.Second) // the outage itself
-	own.start(t)
-
-	j = await(t, planner, j.ID, 3*time.Minute)
-	if j.State != "succeeded" || j.Records.DeadLettered != 0 {
-		t.Fatalf("job ended %+v", j)
-	}
-	checkExact(t, p, "outage", n, src.RecordSize)
-	if letters := p.deadLetters(t); len(letters) != 0 {
-		t.Fatalf("%d dead letters during an outage, want none: first %+v", len(letters), letters[0])
-	}
-	if retries := metric(t, loader, "pipeline_retries_total", `op="insert"`); retries == 0 {
-		t.Fatal(`pipeline_retries_total{op="insert"} did not move during the outage`)
-	}
-}
-
-// TestPipelineLoaderKilled kills a loader with SIGKILL in the middle of a run and starts another:
-// nothing is lost and, after deduplication, nothing is there twice.
-func TestPipelineLoaderKilled(t *testing.T) {
-	stacktest.Require(t)
-	const n = 30_000
-	src := demosource.DefaultConfig()
-	src.Records = n
-	src.PageLatency = 50 * time.Millisecond
-	p := newPipeline(t, src)
-	env := p.with(map[string]string{"SLUICE_LOADER_BATCH_ROWS": "2000"})
-	planner := start(t, "planner", env).ready(t)
-	start(t, "extractor", env).ready(t)
-	first := start(t, "loader-1", env)
-	first.ready(t)
-
-	j := submit(t, planner, jobSpec("killed", p.srcURL, "killed", 4, 200, 3))
-	p.waitRows(t, "killed", 2000, time.Minute)
-	first.stop(t, syscall.SIGKILL)
-	start(t, "loader-2", env).ready(t)
-
-	j = await(t, planner, j.ID, 3*time.Minute)
-	if j.State != "succeeded" {
-		t.Fatalf("job ended %+v", j)
-	}
-	// Success means every record of every task's final run is in: no waiting for stragglers.
-	checkExact(t, p, "killed", n, src.RecordSize)
 }
 
 // TestPipelineMembersStopped runs two extractors and two loaders on the same groups and stops one

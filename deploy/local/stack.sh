@@ -17,6 +17,8 @@
 #                                            min.insync.replicas 2); `make up KAFKA_BROKERS=3`
 #   SLUICE_KAFKA_PORT [9092]                 broker listener (node n: + 2(n-1))
 #   SLUICE_KAFKA_CONTROLLER_PORT [9093]      KRaft controller listener (node n: + 2(n-1))
+#   SLUICE_KAFKA_ADVERTISED_PORT [the listener]  one node: the port clients are told to use, such as a
+#                                            test's TCP proxy in front of the broker
 #   SLUICE_KAFKA_HEAP [1g]                   broker -Xmx
 #   SLUICE_CLICKHOUSE_PORT [9000]            ClickHouse native protocol
 #   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
@@ -118,10 +120,11 @@ render() {
   local n=${3:-1} voters= i replication=$kafka_nodes min_isr=1
   for i in $(seq 1 "$kafka_nodes"); do voters+="$i@127.0.0.1:$(node_controller "$i"),"; done
   [ "$kafka_nodes" -ge 3 ] && min_isr=2
-  sed -e "s#@STATE@#$state#g" -e "s#@KAFKA_PORT@#$(node_port "$n")#g" -e "s#@CONTROLLER_PORT@#$(node_controller "$n")#g" \
-    -e "s#@NODE_ID@#$n#g" -e "s#@VOTERS@#${voters%,}#g" -e "s#@LOG_DIR@#$(node_dir "$n")/data#g" \
-    -e "s#@REPLICATION@#$replication#g" -e "s#@MIN_ISR@#$min_isr#g" \
-    -e "s#@TCP_PORT@#$ch_port#g" -e "s#@HTTP_PORT@#$ch_http_port#g" "$1" >"$2"
+  sed -e "s|@STATE@|$state|g" -e "s|@KAFKA_PORT@|$(node_port "$n")|g" -e "s|@CONTROLLER_PORT@|$(node_controller "$n")|g" \
+    -e "s|@ADVERTISED_PORT@|${SLUICE_KAFKA_ADVERTISED_PORT:-$(node_port "$n")}|g" \
+    -e "s|@NODE_ID@|$n|g" -e "s|@VOTERS@|${voters%,}|g" -e "s|@LOG_DIR@|$(node_dir "$n")/data|g" \
+    -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
+    -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" "$1" >"$2"
 }
 
 # start NAME PIDFILE LOG CMD...: run CMD in its own session, detached, and record its pid.
@@ -148,7 +151,12 @@ kafka_up() {
     "$probe" -wait "${wait_seconds}s" kafka "$kafka_addr" >/dev/null || die "Kafka at SLUICE_KAFKA_BROKERS=$kafka_addr does not answer"
     return 0
   fi
-  local first=127.0.0.1:$kafka_port n started=
+  local first=127.0.0.1:$kafka_port n started= other
+  # The other layout (one node, or three) on the same ports goes first.
+  if [ "$kafka_nodes" = 1 ]; then other=("$state"/kafka/node*/kafka.pid); else other=("$state/kafka/kafka.pid"); fi
+  for pidfile in "${other[@]}"; do
+    if alive "$pidfile"; then say "stopping the Kafka of the other layout ($pidfile) to start $kafka_nodes node(s)"; stop kafka "$pidfile"; fi
+  done
   if alive "$(node_dir 1)/kafka.pid" && "$probe" -brokers "$kafka_nodes" kafka "$first" >/dev/null 2>&1; then
     for n in $(seq 2 "$kafka_nodes"); do alive "$(node_dir "$n")/kafka.pid" || started=missing; done
     [ -n "$started" ] || return 0
@@ -190,9 +198,32 @@ kafka_node_up() {
     -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$dir/server.properties"
 }
 
+# kafka_down: stop every Kafka node of the state directory, of either layout, all at once: a node
+# of a cluster whose peers are gone waits for a quorum that will not come.
 kafka_down() {
-  local n
-  for n in $(seq 1 "$kafka_nodes"); do stop "kafka node $n" "$(node_dir "$n")/kafka.pid"; done
+  local pidfile pids=() i
+  for pidfile in "$state/kafka/kafka.pid" "$state"/kafka/node*/kafka.pid; do
+    [ -s "$pidfile" ] || continue
+    if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      pids+=("$(cat "$pidfile")")
+      kill -TERM -- "-$(cat "$pidfile")" 2>/dev/null || kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  for i in $(seq 1 300); do
+    local left=()
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    [ ${#left[@]} -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      say "kafka (pid $pid) did not stop in 30 s; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  say "stopped kafka (pid ${pids[*]})"
 }
 
 clickhouse_up() {
@@ -304,5 +335,5 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   env) env_exports ;;
-  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -66,7 +66,7 @@ func (c *Core) Finish(ctx context.Context, out *Outcome) error {
 			out.Letters[i] = fitted
 		}
 		if _, err := c.retry.Do(ctx, "dead_letter", forever, func(int) error {
-			return ClassifyKafka(dlq.Produce(ctx, c.cl, out.Letters...))
+			return untilFatal(ClassifyKafka(dlq.Produce(ctx, c.cl, fresh(out.Letters)...)))
 		}); err != nil {
 			return fmt.Errorf("produce dead letters: %w", err)
 		}
@@ -85,7 +85,7 @@ func (c *Core) Finish(ctx context.Context, out *Outcome) error {
 			recs = append(recs, r)
 		}
 		if _, err := c.retry.Do(ctx, "event", forever, func(int) error {
-			return ClassifyKafka(c.cl.ProduceSync(ctx, recs...).FirstErr())
+			return untilFatal(ClassifyKafka(c.cl.ProduceSync(ctx, fresh(recs)...).FirstErr()))
 		}); err != nil {
 			return fmt.Errorf("publish job events: %w", err)
 		}
@@ -123,6 +123,25 @@ func (c *Core) Handle(ctx context.Context, op string, pol Policy, work func(ctx 
 		}
 	}
 	return c.Finish(ctx, &out)
+}
+
+// fresh copies records for one more attempt: franz-go owns a record it was given until it is
+// acknowledged or failed, and one whose context ended may still be in a request.
+func fresh(recs []*kgo.Record) []*kgo.Record {
+	out := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		out[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	}
+	return out
+}
+
+// untilFatal makes every failure but a fatal one transient: a dead letter or an event that was fitted
+// to its topic must be written before anything else happens, however long that takes.
+func untilFatal(err error) error {
+	if err == nil || ClassOf(err) == Fatal {
+		return err
+	}
+	return &Error{Class: Transient, Reason: ReasonOf(err), Err: err}
 }
 
 // ClassifyKafka is the class of a failed produce or commit: authorization and unknown topics are

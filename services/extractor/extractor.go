@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,8 @@ type Extractor struct {
 	tasks    sync.WaitGroup
 	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
 	commitMu sync.Mutex
+	// parked counts the tasks waiting for a rate limit without a slot.
+	parked atomic.Int64
 	// fatal is the first fatal failure of a task: the member stops with it.
 	fatal     chan error
 	fatalOnce sync.Once
@@ -57,6 +60,7 @@ type extractorMetrics struct {
 	produced       prometheus.Counter
 	tasksDone      *prometheus.CounterVec
 	inFlight       prometheus.Gauge
+	parked         prometheus.Gauge
 	rateLimitWaits prometheus.Counter
 }
 
@@ -76,6 +80,10 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_in_flight",
 			Help: "Tasks this member is working on.",
+		}),
+		parked: f.NewGauge(prometheus.GaugeOpts{
+			Name: "extractor_tasks_parked",
+			Help: "Tasks waiting for their job's rate limit without holding a work slot.",
 		}),
 		rateLimitWaits: f.NewCounter(prometheus.CounterOpts{
 			Name: "extractor_rate_limit_waits_total",
@@ -150,14 +158,15 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 	o.wg.Add(1)
 	x.metrics.inFlight.Inc()
 	go func() {
-		defer func() { <-slots; x.metrics.inFlight.Dec(); o.wg.Done(); x.tasks.Done() }()
+		held := &slot{ch: slots, held: true}
+		defer func() { held.release(); x.metrics.inFlight.Dec(); o.wg.Done(); x.tasks.Done() }()
 		markDone := func(ctx context.Context) error {
 			x.offsets.done(state, r)
 			x.commit(ctx)
 			x.lag.Progressed()
 			return nil
 		}
-		err := x.process(o.ctx, r, markDone)
+		err := x.process(o.ctx, r, held, markDone)
 		switch {
 		case err == nil:
 		case delivery.ClassOf(err) == delivery.Fatal && o.ctx.Err() == nil:
@@ -207,3 +216,38 @@ func (x *Extractor) commit(ctx context.Context) {
 }
 
 func newLimiter(perSecond float64) *rate.Limiter { return rate.NewLimiter(rate.Limit(perSecond), 1) }
+
+// slot is the member's work slot that a task holds. A task that waits for its job's rate limit
+// gives it back meanwhile, so that a slow job does not starve the others.
+type slot struct {
+	ch   chan struct{}
+	held bool
+}
+
+func (s *slot) release() {
+	if s.held {
+		<-s.ch
+		s.held = false
+	}
+}
+
+// park runs wait without the slot, at most 4×Concurrency tasks at once (beyond that a task waits
+// holding its slot: parked tasks are not free), and takes a slot again before it returns.
+func (x *Extractor) park(ctx context.Context, s *slot, wait func(context.Context) error) error {
+	if x.parked.Add(1) > int64(4*cap(s.ch)) {
+		x.parked.Add(-1)
+		return wait(ctx)
+	}
+	s.release()
+	x.metrics.parked.Inc()
+	err := wait(ctx)
+	x.metrics.parked.Dec()
+	x.parked.Add(-1)
+	select {
+	case s.ch <- struct{}{}:
+		s.held = true
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return err
+}

@@ -76,6 +76,8 @@ func (x *Extractor) revoked(ctx context.Context, cl *kgo.Client, partitions map[
 // lost runs when the session expired: nothing of those partitions may be committed any more, and
 // their tasks stop.
 func (x *Extractor) lost(ctx context.Context, cl *kgo.Client, partitions map[string][]int32) {
+	x.log.Warn("partitions lost: the group session expired; their tasks stop and nothing of them is committed",
+		"partitions", partitions)
 	x.lag.Revoked(ctx, cl, partitions)
 	x.offsets.drop(partitions)
 	x.release(partitions)

@@ -43,10 +43,10 @@ func (e *taskError) Unwrap() error { return e.err }
 // offset becomes committable only once its records or its dead letter are acknowledged and its
 // event published. It returns nil when the task is done, ctx's error when it was abandoned, and a
 // fatal error that must stop the member.
-func (x *Extractor) process(ctx context.Context, r *kgo.Record, markDone func(context.Context) error) error {
+func (x *Extractor) process(ctx context.Context, r *kgo.Record, s *slot, markDone func(context.Context) error) error {
 	return x.core.Handle(ctx, "task", delivery.Policy{Backoff: x.backoff},
 		func(ctx context.Context, _ int) (delivery.Outcome, error) {
-			out, err := x.runTask(ctx, r)
+			out, err := x.runTask(ctx, r, s)
 			out.Commit = markDone
 			return out, err
 		},
@@ -59,7 +59,7 @@ func (x *Extractor) process(ctx context.Context, r *kgo.Record, markDone func(co
 
 // runTask makes one run of a task: it fetches its pages in order and produces their records,
 // stopping at the first failure. It returns the task's event once every record is acknowledged.
-func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (delivery.Outcome, error) {
+func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delivery.Outcome, error) {
 	began := x.now()
 	run := newRun()
 	var task sluicev1.Task
@@ -103,7 +103,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record) (delivery.Outcom
 		if perr := prod.failed(); perr != nil {
 			return delivery.Outcome{}, failure(asDelivery(perr), req.start, 0, nil, attempt)
 		}
-		if err := x.wait(ctx, task.JobId, src); err != nil {
+		if err := x.wait(ctx, s, task.JobId, src); err != nil {
 			prod.wait()
 			return delivery.Outcome{}, ctx.Err()
 		}
@@ -237,8 +237,8 @@ func newRun() string {
 	return hex.EncodeToString(b)
 }
 
-// wait blocks for the job's rate limit, when it has one.
-func (x *Extractor) wait(ctx context.Context, job string, src *sluicev1.HttpSource) error {
+// wait blocks for the job's rate limit, when it has one, with the task's slot given back meanwhile.
+func (x *Extractor) wait(ctx context.Context, s *slot, job string, src *sluicev1.HttpSource) error {
 	if src.RateLimit <= 0 {
 		return nil
 	}
@@ -251,7 +251,7 @@ func (x *Extractor) wait(ctx context.Context, job string, src *sluicev1.HttpSour
 	x.mu.Unlock()
 	if !l.Allow() {
 		x.metrics.rateLimitWaits.Inc()
-		return l.Wait(ctx)
+		return x.park(ctx, s, l.Wait)
 	}
 	return nil
 }
