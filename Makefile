@@ -55,7 +55,9 @@ build: ## build the services, sluicectl and the demo source into .sluice/bin
 .PHONY: test
 test: lint proto-check up ## the one test command: lint, proto check, unit and integration tests on the real stack
 	@$(STACK) install-tools
-	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -timeout 15m $(PKGS)
+	@rm -f $(STATE)/chaos-quick.txt
+	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 SLUICE_CHAOS_RESULTS=$(STATE)/chaos-quick.txt go test -count=1 -timeout 18m $(PKGS)
+	@echo "quick fault cases:"; cat $(STATE)/chaos-quick.txt
 
 .PHONY: chaos
 chaos: ## the whole fault suite F1–F13 on the real stack, long outages and the 3-broker cluster included; results in .sluice/chaos-results.txt

@@ -190,6 +190,7 @@ func TestComposeEnvironment(t *testing.T) {
 		{"planner", "SLUICE_KAFKA_BROKERS", "kafka:9092"},
 		{"planner", "SLUICE_KAFKA_CREATE_TOPICS", "false"},
 		{"planner", "SLUICE_HTTP_ADDR", ":8080"},
+		{"planner", "SLUICE_CLICKHOUSE_ADDR", "clickhouse:9000"},
 		{"extractor", "SLUICE_KAFKA_BROKERS", "kafka:9092"},
 		{"extractor", "SLUICE_KAFKA_CREATE_TOPICS", "false"},
 		{"extractor", "SLUICE_HTTP_ADDR", ":8082"},

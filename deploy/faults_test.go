@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -32,11 +33,25 @@ func TestPipelineIncompatibleTable(t *testing.T) {
 	env := p.with(map[string]string{"SLUICE_LOADER_SCHEMA_GRACE": grace.String()})
 	planner := start(t, "planner", env).ready(t)
 	start(t, "extractor", env).ready(t)
-	start(t, "loader", env).ready(t)
 
+	// A spec whose existing table cannot take the landing rows is refused at submit, with why.
+	status, body := post(t, planner, jobSpec("refused", p.srcURL, "narrow", 2, 500, 3), "")
+	if status != http.StatusBadRequest || !strings.Contains(body, "sink.table") || !strings.Contains(body, "no column key") {
+		t.Fatalf("submit into the incompatible table: %d %s", status, body)
+	}
+	// The same table made incompatible after the submit: the loaders find it.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.conn.Exec(ctx, "RENAME TABLE narrow TO narrow_later"); err != nil {
+		t.Fatal(err)
+	}
 	held := submit(t, planner, strings.Replace(jobSpec("held", p.srcURL, "narrow", 2, 500, 3), "  max_retries: 3", fmt.Sprintf("  max_retries: 3\n  max_records: %d", bad), 1))
 	submitted := time.Now()
+	if err := p.conn.Exec(ctx, "RENAME TABLE narrow_later TO narrow"); err != nil {
+		t.Fatal(err)
+	}
 	other := submit(t, planner, jobSpec("other", p.srcURL, "wide", 8, 500, 3))
+	start(t, "loader", env).ready(t)
 
 	var j job
 	for j = poll(t, planner, held.ID); j.Held == nil; j = poll(t, planner, held.ID) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -113,8 +114,7 @@ func (w *Writer) Insert(ctx context.Context, table string, rows *Rows, loadedAt 
 }
 
 func (w *Writer) send(ctx context.Context, table string, rows *Rows, loadedAt time.Time) error {
-	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (key, payload, job_id, task_id, kafka_partition, kafka_offset, extracted_at, loaded_at, version)",
-		w.conn.Database, table)
+	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (%s)", w.conn.Database, table, strings.Join(Columns, ", "))
 	batch, err := w.conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return fmt.Errorf("prepare insert into %s: %w", table, err)

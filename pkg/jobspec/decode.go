@@ -112,6 +112,7 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 			"max_retries": d.integer(&src.MaxRetries),
 			"max_records": d.count(&src.MaxRecords),
 			"rate_limit":  d.number(&src.RateLimit),
+			"concurrency": d.integer(&src.Concurrency),
 		}),
 		"tasks": d.integer(&s.Tasks),
 		"sink": d.object(map[string]fieldFunc{

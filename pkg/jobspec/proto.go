@@ -39,6 +39,7 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 		MaxRetries:  toUint32(src.MaxRetries),
 		RateLimit:   src.RateLimit,
 		MaxRecords:  src.MaxRecords,
+		Concurrency: toUint32(src.Concurrency),
 	}}}
 }
 
@@ -85,11 +86,12 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 			PageSize:    int(pg.GetPageSize()),
 			TotalPath:   pg.GetTotalPath(),
 		},
-		Headers:    headers,
-		Timeout:    timeout,
-		MaxRetries: int(h.GetMaxRetries()),
-		MaxRecords: h.GetMaxRecords(),
-		RateLimit:  h.GetRateLimit(),
+		Headers:     headers,
+		Timeout:     timeout,
+		MaxRetries:  int(h.GetMaxRetries()),
+		MaxRecords:  h.GetMaxRecords(),
+		RateLimit:   h.GetRateLimit(),
+		Concurrency: int(h.GetConcurrency()),
 	}, nil
 }
 

@@ -47,6 +47,9 @@ type Source struct {
 	MaxRecords uint64 `json:"max_records,omitempty" yaml:"max_records,omitempty"`
 	// RateLimit is requests per second per extractor member; 0 means unlimited.
 	RateLimit float64 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
+	// Concurrency caps the tasks of the job one extractor member works on at once; 0 means no cap
+	// beyond the member's own.
+	Concurrency int `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
 }
 
 // Pagination says how to page through a source: by record offset (offset_param=N&limit_param=M) or
@@ -115,6 +118,7 @@ type sourceDoc[R any] struct {
 	MaxRetries  int               `json:"max_retries" yaml:"max_retries"`
 	MaxRecords  uint64            `json:"max_records,omitempty" yaml:"max_records,omitempty"`
 	RateLimit   R                 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
+	Concurrency int               `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
 }
 
 func (s Source) doc() sourceDoc[any] {
@@ -128,6 +132,7 @@ func (s Source) doc() sourceDoc[any] {
 		Timeout:     s.Timeout.String(),
 		MaxRetries:  s.MaxRetries,
 		MaxRecords:  s.MaxRecords,
+		Concurrency: s.Concurrency,
 	}
 	switch {
 	case s.RateLimit == 0:
@@ -158,6 +163,7 @@ func (s *Source) fromDoc(d sourceDoc[float64]) error {
 		MaxRetries:  d.MaxRetries,
 		MaxRecords:  d.MaxRecords,
 		RateLimit:   d.RateLimit,
+		Concurrency: d.Concurrency,
 	}
 	return nil
 }

@@ -596,6 +596,7 @@ func TestRoundTrip(t *testing.T) {
 	full := exampleSpec()
 	full.Source.MaxRecords = jobspec.MaxRecords
 	full.Source.RateLimit = 0.25
+	full.Source.Concurrency = 2
 	full.Source.MaxRetries = 0
 	full.Source.Pagination.Type = "page"
 	full.Source.Pagination.FirstPage = 0

@@ -23,6 +23,8 @@ const (
 	maxRetries  = 100
 	maxPageSize = 100000
 	maxTasks    = 10000
+	// maxConcurrency bounds a job's cap on the tasks one extractor member works on at once.
+	maxConcurrency = 1024
 	// MaxRecords bounds a job's extent, so that planning arithmetic never overflows.
 	MaxRecords = 1_000_000_000_000
 	// minRateLimit is the slowest rate limit taken: slower ones hold extractor slots for minutes
@@ -84,6 +86,9 @@ func (s *Source) validate(p *problems) {
 		p.add("source.rate_limit", "must be a finite number, 0 or more")
 	case s.RateLimit > 0 && s.RateLimit < minRateLimit:
 		p.add("source.rate_limit", fmt.Sprintf("must be 0 (no limit) or at least %v requests per second", minRateLimit))
+	}
+	if s.Concurrency < 0 || s.Concurrency > maxConcurrency {
+		p.add("source.concurrency", fmt.Sprintf("must be between 0 (no cap) and %d", maxConcurrency))
 	}
 	if s.MaxRecords > MaxRecords {
 		p.add("source.max_records", fmt.Sprintf("must be at most %d", uint64(MaxRecords)))

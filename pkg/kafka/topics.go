@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"time"
@@ -152,4 +153,24 @@ func MaxMessageBytes(ctx context.Context, cl *kgo.Client, topics ...string) (int
 		}
 	}
 	return limit, nil
+}
+
+// ProducerBatchLimit is the largest produce batch for topic: its max.message.bytes when the topic
+// says less than franz-go's default batch limit, else that default. A batch larger than the topic
+// takes is refused whole, healthy records with the large one. It asks the brokers with a client of
+// its own, before the service's client exists; a topic that does not exist yet gets the default.
+func ProducerBatchLimit(ctx context.Context, cfg Config, topic string) int {
+	const franzDefault = 1_000_012
+	cl, err := NewClient(cfg, "sluice-limits", slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		return franzDefault
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	limit, err := MaxMessageBytes(ctx, cl, topic)
+	if err != nil {
+		return franzDefault
+	}
+	return min(limit, franzDefault)
 }

@@ -42,6 +42,7 @@ type Extractor struct {
 	mu       sync.Mutex
 	owners   map[tp]*owner            // one per owned partition with tasks: revoking it cancels them
 	limiters map[string]*rate.Limiter // one per job with a rate limit
+	jobSlots map[string]chan struct{} // one per job with a concurrency cap
 	tasks    sync.WaitGroup
 	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
 	commitMu sync.Mutex

@@ -36,10 +36,13 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		now:      time.Now,
 		owners:   map[tp]*owner{},
 		limiters: map[string]*rate.Limiter{},
+		jobSlots: map[string]chan struct{}{},
 		fatal:    make(chan error, 1),
 		lag:      kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
 	}
 	rt, err := service.Start(ctx, "extractor", stdout, cfg.Config,
+		// The raw topic refuses a whole batch for one record over its limit: batches stay under it.
+		kgo.ProducerBatchMaxBytes(int32(kafka.ProducerBatchLimit(ctx, cfg.Kafka, cfg.Kafka.RawTopic))),
 		kgo.ConsumerGroup(cfg.Extractor.Group),
 		kgo.ConsumeTopics(cfg.Kafka.TasksTopic),
 		kgo.DisableAutoCommit(),

@@ -30,3 +30,39 @@ func TestParkGivesTheSlotBack(t *testing.T) {
 		t.Fatalf("after the wait: err %v, held %v, %d of 1 slots taken", err, s.held, len(slots))
 	}
 }
+
+// TestAdmitCapsAJob: a job capped at one task lets the second in only once the first left, and the
+// second waits without the member's slot.
+func TestAdmitCapsAJob(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg)), jobSlots: map[string]chan struct{}{}}
+	slots := make(chan struct{}, 2)
+	slots <- struct{}{}
+	slots <- struct{}{}
+	first, second := &slot{ch: slots, held: true}, &slot{ch: slots, held: true}
+	leave, err := x.admit(context.Background(), first, "job", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := make(chan func())
+	go func() {
+		leave2, err := x.admit(context.Background(), second, "job", 1)
+		if err != nil {
+			t.Error(err)
+		}
+		admitted <- leave2
+	}()
+	// The second task gives its slot back while it waits: another task can take it.
+	slots <- struct{}{}
+	<-slots
+	select {
+	case <-admitted:
+		t.Fatal("a second task of a job capped at one was let in")
+	default:
+	}
+	leave()
+	(<-admitted)()
+	if !second.held {
+		t.Fatal("the admitted task does not hold a slot")
+	}
+}

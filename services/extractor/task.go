@@ -74,6 +74,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	if err != nil {
 		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "config", err), run: run}
 	}
+	leave, err := x.admit(ctx, s, task.JobId, int(src.Concurrency))
+	if err != nil {
+		return delivery.Outcome{}, err
+	}
+	defer leave()
 	pol := source.Policy{
 		MaxRetries: int(src.MaxRetries),
 		Backoff:    x.backoff,
@@ -235,6 +240,37 @@ func newRun() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// admit waits, without the member's slot, until the job has fewer than limit tasks at work on this
+// member (0: no cap), and returns the function that lets the next one in.
+func (x *Extractor) admit(ctx context.Context, s *slot, job string, limit int) (func(), error) {
+	if limit <= 0 {
+		return func() {}, nil
+	}
+	x.mu.Lock()
+	sem := x.jobSlots[job]
+	if sem == nil || cap(sem) != limit {
+		sem = make(chan struct{}, limit)
+		x.jobSlots[job] = sem
+	}
+	x.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+	default:
+		err := x.park(ctx, s, func(ctx context.Context) error {
+			select {
+			case sem <- struct{}{}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return func() { <-sem }, nil
 }
 
 // wait blocks for the job's rate limit, when it has one, with the task's slot given back meanwhile.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/jobspec"
 )
 
@@ -60,6 +61,8 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
 	case errors.Is(err, errKeyReused):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+	case errors.Is(err, chsink.ErrIncompatibleTable):
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "sink.table", Message: err.Error()}}})
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 	case existing:

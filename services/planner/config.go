@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/service"
 )
@@ -13,6 +14,9 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz and /readyz.
 	HTTPAddr string        `env:"HTTP_ADDR, default=:8080"`
 	Planner  PlannerConfig `env:", prefix=PLANNER_"`
+	// ClickHouse is where the planner checks, at submit, that an existing sink table can take the
+	// landing rows; the planner works without it, and the loaders check again.
+	ClickHouse chconn.Config `env:", prefix=CLICKHOUSE_"`
 }
 
 // PlannerConfig is how the planner watches its jobs, from SLUICE_PLANNER_… variables.
@@ -32,6 +36,7 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr == "" {
 		p.Addf("HTTP_ADDR", "must not be empty")
 	}
+	p.Add(c.ClickHouse.Validate())
 	if c.Planner.JobStallTimeout < time.Minute {
 		p.Addf("PLANNER_JOB_STALL_TIMEOUT", "must be at least 1m, got %s", c.Planner.JobStallTimeout)
 	}

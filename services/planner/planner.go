@@ -46,6 +46,9 @@ type Planner struct {
 	submitMu sync.Mutex
 	// publishing are the jobs whose tasks this process is publishing now.
 	publishing sync.Map
+	// checkTable says why an existing sink table cannot take the landing rows; nil when it can, or
+	// when ClickHouse cannot be asked (the loaders hold the records of a table that refuses them).
+	checkTable func(ctx context.Context, table string) error
 }
 
 type topics struct{ tasks, events, jobs string }
@@ -65,6 +68,11 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 	sum := sha256.Sum256(specJSON)
 	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
 		return j, ok, err
+	}
+	if p.checkTable != nil {
+		if err := p.checkTable(ctx, spec.Sink.Table); err != nil {
+			return Job{}, false, err
+		}
 	}
 	total, err := p.discover(ctx, spec)
 	if err != nil {

@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/kafka"
@@ -62,7 +67,41 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 		now:     time.Now,
 	}
+	p.checkTable = tableChecker(cfg.ClickHouse, rt.Log)
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
 	p.routes(srv.Handle)
 	return rt.Run(ctx, srv, p.Follow, p.Maintain)
+}
+
+// tableChecker returns the planner's check of an existing sink table. It connects on first use and
+// again after a failure; when ClickHouse cannot be asked it lets the job through, and says so.
+func tableChecker(cfg chconn.Config, log *slog.Logger) func(ctx context.Context, table string) error {
+	cfg.CreateDatabase = false
+	cfg.DialTimeout = min(cfg.DialTimeout, 5*time.Second)
+	var (
+		mu   sync.Mutex
+		conn *chconn.Conn
+	)
+	return func(ctx context.Context, table string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if conn == nil {
+			c, err := chconn.Open(ctx, cfg, log)
+			if err != nil {
+				log.Warn("cannot check the sink table at submit; the loaders will", "table", table, "error", err)
+				return nil
+			}
+			conn = c
+		}
+		err := chsink.CheckTable(ctx, conn, table)
+		if err != nil && !errors.Is(err, chsink.ErrIncompatibleTable) {
+			log.Warn("cannot check the sink table at submit; the loaders will", "table", table, "error", err)
+			conn.Close()
+			conn = nil
+			return nil
+		}
+		return err
+	}
 }

@@ -332,7 +332,9 @@ type HttpSource struct {
 	// Requests per second one extractor member makes to this source; 0 is unlimited.
 	RateLimit float64 `protobuf:"fixed64,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// Upper bound on the records to extract when the source reports no total; 0 is none.
-	MaxRecords    uint64 `protobuf:"varint,9,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	MaxRecords uint64 `protobuf:"varint,9,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	// Tasks of the job one extractor member works on at once; 0 is as many as it has slots.
+	Concurrency   uint32 `protobuf:"varint,10,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +428,13 @@ func (x *HttpSource) GetRateLimit() float64 {
 func (x *HttpSource) GetMaxRecords() uint64 {
 	if x != nil {
 		return x.MaxRecords
+	}
+	return 0
+}
+
+func (x *HttpSource) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
 	}
 	return 0
 }
@@ -767,7 +776,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\x05slice\"=\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04httpB\x06\n" +
-	"\x04kind\"\x9a\x03\n" +
+	"\x04kind\"\xbc\x03\n" +
 	"\n" +
 	"HttpSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12!\n" +
@@ -783,7 +792,9 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"rate_limit\x18\b \x01(\x01R\trateLimit\x12\x1f\n" +
 	"\vmax_records\x18\t \x01(\x04R\n" +
-	"maxRecords\x1a:\n" +
+	"maxRecords\x12 \n" +
+	"\vconcurrency\x18\n" +
+	" \x01(\rR\vconcurrency\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
