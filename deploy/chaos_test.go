@@ -553,8 +553,8 @@ func deadLetterTopicDown(t *testing.T) string {
 
 func slowLoader(t *testing.T) string {
 	src := demosource.DefaultConfig()
-	src.Records = 3_000_000
-	r := newChaos(t, src, nil, "slowloader", map[string]string{"SLUICE_LOADER_BATCH_ROWS": "300", "SLUICE_LOADER_FLUSH_INTERVAL": "10ms"})
+	src.Records = 6_000_000 // about ten minutes at what this loader takes
+	r := newChaos(t, src, nil, "slowloader", map[string]string{"SLUICE_LOADER_BATCH_ROWS": "150", "SLUICE_LOADER_FLUSH_INTERVAL": "10ms"})
 	x := r.service(t, "extractor")
 	l := r.service(t, "loader")
 	j := r.submit(t, 12, 1000)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -70,12 +71,15 @@ func Record(topic string, l Letter, maxPayload int) (*kgo.Record, error) {
 		payload = l.Original.Value
 	}
 	sum := sha256.Sum256(payload)
+	// Protobuf strings must be UTF-8: an error that echoes a record's bytes must not make the letter
+	// impossible to write.
+	valid := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 	msg := &sluicev1.DeadLetter{
 		Stage:         l.Stage,
-		ErrorClass:    l.ErrorClass,
+		ErrorClass:    valid(l.ErrorClass),
 		Attempts:      uint32(max(l.Attempts, 0)),
-		JobId:         l.JobID,
-		TaskId:        l.TaskID,
+		JobId:         valid(l.JobID),
+		TaskId:        valid(l.TaskID),
 		PayloadSize:   uint64(len(payload)),
 		PayloadSha256: sum[:],
 		HttpStatus:    uint32(max(l.HTTPStatus, 0)),
@@ -83,7 +87,7 @@ func Record(topic string, l Letter, maxPayload int) (*kgo.Record, error) {
 		FailedAt:      timestamppb.New(l.FailedAt),
 	}
 	if l.Err != nil {
-		msg.ErrorMessage = l.Err.Error()
+		msg.ErrorMessage = valid(l.Err.Error())
 	}
 	if len(payload) > maxPayload {
 		msg.Truncated = true

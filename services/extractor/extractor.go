@@ -46,8 +46,10 @@ type Extractor struct {
 	tasks    sync.WaitGroup
 	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
 	commitMu sync.Mutex
-	// parked counts the tasks waiting for a rate limit without a slot.
-	parked atomic.Int64
+	// parked counts the tasks waiting for a rate limit or their job's cap without a slot; unparked
+	// tells Run that one returned.
+	parked   atomic.Int64
+	unparked chan struct{}
 	// fatal is the first fatal failure of a task: the member stops with it.
 	fatal     chan error
 	fatalOnce sync.Once
@@ -105,10 +107,11 @@ func (x *Extractor) Run(ctx context.Context) error {
 	defer stop()
 	pollCtx, cancelPoll := context.WithCancel(ctx)
 	defer cancelPoll()
-	var fatal error
+	var fatal atomic.Pointer[error]
 	go func() {
 		select {
-		case fatal = <-x.fatal:
+		case err := <-x.fatal:
+			fatal.Store(&err)
 			cancelPoll()
 			cancelDrain()
 		case <-pollCtx.Done():
@@ -117,18 +120,30 @@ func (x *Extractor) Run(ctx context.Context) error {
 
 	slots := make(chan struct{}, x.cfg.Concurrency)
 	for pollCtx.Err() == nil {
+		// Parked tasks are not free: past the bound no task is taken until one of them returns.
+		for x.parked.Load() >= int64(4*cap(slots)) && pollCtx.Err() == nil {
+			x.lag.Doing(fmt.Sprintf("%d tasks wait for their jobs' rate limits or caps; taking no more", x.parked.Load()))
+			select {
+			case <-x.unparked:
+			case <-pollCtx.Done():
+			}
+		}
 		x.lag.Doing(fmt.Sprintf("working on %d of %d tasks; waiting for a free slot", len(slots), cap(slots)))
 		free := acquire(pollCtx, slots)
 		if free == 0 {
 			break
 		}
 		x.lag.Doing(fmt.Sprintf("working on %d tasks; polling for more", len(slots)-free))
-		fetches := x.cl.PollRecords(pollCtx, free)
+		// The poll has a deadline, and the slots it did not fill go back: a parked task waiting to
+		// take its slot again gets it then (waiting senders are served first).
+		pollOnce, cancelOnce := context.WithTimeout(pollCtx, time.Second)
+		fetches := x.cl.PollRecords(pollOnce, free)
+		cancelOnce()
 		if fetches.IsClientClosed() {
 			break
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				x.log.Warn("fetch tasks failed", "topic", topic, "partition", partition, "error", err)
 			}
 		})
@@ -145,8 +160,13 @@ func (x *Extractor) Run(ctx context.Context) error {
 	}
 	x.tasks.Wait()
 	x.commit(context.WithoutCancel(ctx))
-	if fatal != nil {
-		return fmt.Errorf("extractor stopped: %w", fatal)
+	if err := fatal.Load(); err != nil {
+		return fmt.Errorf("extractor stopped: %w", *err)
+	}
+	select {
+	case err := <-x.fatal: // a task failed for good while the others drained
+		return fmt.Errorf("extractor stopped: %w", err)
+	default:
 	}
 	return nil
 }
@@ -232,18 +252,19 @@ func (s *slot) release() {
 	}
 }
 
-// park runs wait without the slot, at most 4×Concurrency tasks at once (beyond that a task waits
-// holding its slot: parked tasks are not free), and takes a slot again before it returns.
+// park runs wait without the slot and takes a slot again before it returns. Run takes no new task
+// while 4×Concurrency tasks are parked, which bounds them.
 func (x *Extractor) park(ctx context.Context, s *slot, wait func(context.Context) error) error {
-	if x.parked.Add(1) > int64(4*cap(s.ch)) {
-		x.parked.Add(-1)
-		return wait(ctx)
-	}
+	x.parked.Add(1)
 	s.release()
 	x.metrics.parked.Inc()
 	err := wait(ctx)
 	x.metrics.parked.Dec()
 	x.parked.Add(-1)
+	select {
+	case x.unparked <- struct{}{}:
+	default:
+	}
 	select {
 	case s.ch <- struct{}{}:
 		s.held = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -102,8 +103,12 @@ func (p *taskProducer) tooLargeRecord(rec *kgo.Record, err error) {
 		p.fail(delivery.New(delivery.Fatal, "bad_letter", lerr))
 		return
 	}
-	if err := p.x.core.Finish(p.ctx, &delivery.Outcome{Letters: []*kgo.Record{letter}}); err != nil {
-		p.fail(err)
+	// Bounded: a dead-letter topic that refuses it fails the run, which runs again later, instead of
+	// holding the task and its slot for ever.
+	ctx, cancel := context.WithTimeout(p.ctx, time.Minute)
+	defer cancel()
+	if err := p.x.core.Finish(ctx, &delivery.Outcome{Letters: []*kgo.Record{letter}}); err != nil {
+		p.fail(delivery.New(delivery.Transient, "dead_letter", err))
 		return
 	}
 	p.tooLarge.Add(1)

@@ -38,6 +38,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		limiters: map[string]*rate.Limiter{},
 		jobSlots: map[string]chan struct{}{},
 		fatal:    make(chan error, 1),
+		unparked: make(chan struct{}, 1),
 		lag:      kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
 	}
 	rt, err := service.Start(ctx, "extractor", stdout, cfg.Config,

@@ -13,7 +13,7 @@ import (
 // again when the wait is over.
 func TestParkGivesTheSlotBack(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg))}
+	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg)), unparked: make(chan struct{}, 1)}
 	slots := make(chan struct{}, 1)
 	slots <- struct{}{}
 	s := &slot{ch: slots, held: true}
@@ -35,7 +35,8 @@ func TestParkGivesTheSlotBack(t *testing.T) {
 // second waits without the member's slot.
 func TestAdmitCapsAJob(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg)), jobSlots: map[string]chan struct{}{}}
+	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg)), jobSlots: map[string]chan struct{}{},
+		unparked: make(chan struct{}, 1)}
 	slots := make(chan struct{}, 2)
 	slots <- struct{}{}
 	slots <- struct{}{}

@@ -258,15 +258,20 @@ func (x *Extractor) admit(ctx context.Context, s *slot, job string, limit int) (
 	select {
 	case sem <- struct{}{}:
 	default:
+		admitted := false
 		err := x.park(ctx, s, func(ctx context.Context) error {
 			select {
 			case sem <- struct{}{}:
+				admitted = true
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		})
 		if err != nil {
+			if admitted { // let in, then cancelled while taking its slot back
+				<-sem
+			}
 			return nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -73,6 +74,9 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	cancel()
+	if l.fatal != nil {
+		return l.fatal
+	}
 	l.metrics.pendingRows.Set(float64(l.pendingRows))
 	l.observeHeld()
 	out := &delivery.Outcome{Letters: b.letters, Events: append(spanEvents(b.spans), b.events...), Commit: l.commit}
@@ -142,8 +146,11 @@ func (l *Loader) load(ctx context.Context, t *table, b *batch) {
 		b.count(it).loaded.add(it.rec.Offset)
 	}
 	for _, rj := range rejected {
+		// dlq.Record fails only on what cannot be encoded, which it cleans first: were it to fail,
+		// the record would have no letter, so the member stops rather than commit past it.
 		if lerr := l.deadLetter(b, rj.item, "data", rj.err); lerr != nil {
-			err = lerr
+			l.fatal = lerr
+			return
 		}
 	}
 	l.forget(t, len(inserted)+len(rejected))
@@ -168,6 +175,7 @@ func (l *Loader) load(ctx context.Context, t *table, b *batch) {
 			for _, it := range t.items {
 				if lerr := l.deadLetter(b, it, "schema", fmt.Errorf("table %s refused the record for %s: %w",
 					t.name, l.cfg.SchemaGrace, err)); lerr != nil {
+					l.fatal = lerr
 					return
 				}
 			}
@@ -277,7 +285,7 @@ func (l *Loader) tell(t *table, b *batch, cleared bool) {
 		}
 	}
 	for job, n := range jobs {
-		held := &sluicev1.LoadHeld{Table: t.name, ErrorClass: "schema", Reason: t.reason, Records: n, Cleared: cleared,
+		held := &sluicev1.LoadHeld{Table: t.name, ErrorClass: "schema", Reason: strings.ToValidUTF8(t.reason, "\uFFFD"), Records: n, Cleared: cleared,
 			Since: timestamppb.New(t.since), DeadLetterAt: timestamppb.New(t.since.Add(l.cfg.SchemaGrace))}
 		b.events = append(b.events, &sluicev1.JobEvent{JobId: job, Producer: "loader", Event: &sluicev1.JobEvent_LoadHeld{LoadHeld: held}})
 		if cleared {

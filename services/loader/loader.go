@@ -54,6 +54,8 @@ type Loader struct {
 	// unfinished is a batch whose rows are in but whose dead letters, events or commit are not yet
 	// acknowledged: nothing else is committed before it is.
 	unfinished *delivery.Outcome
+	// fatal is a record that could not get a dead letter: the member stops without committing.
+	fatal error
 }
 
 type topics struct{ raw, dlq, events string }

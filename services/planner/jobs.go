@@ -279,7 +279,7 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 	}
 	state, reason := sluicev1.JobFinished_STATE_SUCCEEDED, ""
 	switch {
-	case j.Tasks.DeadLettered == 0 && j.Records.Expected >= 0 && j.Records.Extracted != uint64(j.Records.Expected):
+	case j.Tasks.DeadLettered == 0 && j.Records.Expected >= 0 && j.Records.Extracted < uint64(j.Records.Expected):
 		state = sluicev1.JobFinished_STATE_FAILED
 		reason = fmt.Sprintf("the tasks extracted %d records where the source announced %d", j.Records.Extracted, j.Records.Expected)
 	case j.Tasks.DeadLettered > 0:

@@ -56,6 +56,10 @@ type topics struct{ tasks, events, jobs string }
 // errDiscover is a source that could not be asked for its extent.
 var errDiscover = errors.New("discover the extent of the source")
 
+// errNotCaughtUp is a submission before the planner has read the job events written before it
+// started.
+var errNotCaughtUp = errors.New("the planner is still reading the job events written before it started; submit again shortly")
+
 // errKeyReused is an idempotency key already used for another spec.
 var errKeyReused = errors.New("the idempotency key was used for another job spec")
 
@@ -64,6 +68,10 @@ var errKeyReused = errors.New("the idempotency key was used for another job spec
 // planner's state when Submit returns. With a key, a job already submitted under it is returned
 // instead (existing is true), or errKeyReused when its spec differs.
 func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (job Job, existing bool, err error) {
+	if !p.caughtUp.Load() {
+		// Before the replay ends an earlier submission with the same key may not be known yet.
+		return Job{}, false, errNotCaughtUp
+	}
 	specJSON := spec.JSON()
 	sum := sha256.Sum256(specJSON)
 	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
