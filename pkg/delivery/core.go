@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -37,14 +35,12 @@ type Core struct {
 	// maxBytes is the largest record the dead-letter and events topics take.
 	maxBytes int
 	backoff  pipeline.Backoff
-	log      *slog.Logger
-	now      func() time.Time
 }
 
 // NewCore returns a core that writes dead letters and events with cl. maxBytes is the largest
 // record the dead-letter and events topics accept (their max.message.bytes).
-func NewCore(cl *kgo.Client, retry *Retrier, eventsTopic string, maxBytes int, backoff pipeline.Backoff, log *slog.Logger) *Core {
-	return &Core{cl: cl, retry: retry, events: eventsTopic, maxBytes: maxBytes, backoff: backoff, log: log, now: time.Now}
+func NewCore(cl *kgo.Client, retry *Retrier, eventsTopic string, maxBytes int, backoff pipeline.Backoff) *Core {
+	return &Core{cl: cl, retry: retry, events: eventsTopic, maxBytes: maxBytes, backoff: backoff}
 }
 
 // Retrier is the core's retry loop, for the stages' own operations.

@@ -76,7 +76,7 @@ func newHarness(t *testing.T) *harness {
 	h.cl = cl
 	log := slog.New(slog.DiscardHandler)
 	r := NewRetrier(prometheus.NewRegistry(), log)
-	h.core = NewCore(cl, r, "events", 1<<20, pipeline.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond}, log)
+	h.core = NewCore(cl, r, "events", 1<<20, pipeline.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond})
 	return h
 }
 

@@ -72,7 +72,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		rt.Log.Warn("assuming the default message limit for dead letters and events", "bytes", limit, "error", err)
 	}
 	retry := delivery.NewRetrier(rt.Registry, rt.Log)
-	x.core = delivery.NewCore(rt.Kafka, retry, cfg.Kafka.EventsTopic, limit, x.backoff, rt.Log)
+	x.core = delivery.NewCore(rt.Kafka, retry, cfg.Kafka.EventsTopic, limit, x.backoff)
 	x.metrics = newExtractorMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
 	x.fetch = &source.Fetcher{
 		Client: &http.Client{

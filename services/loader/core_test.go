@@ -124,7 +124,7 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 	}
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
-	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic, events: cfg.EventsTopic},
+	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic},
 		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
 		tables: map[string]*table{}, parts: map[int32]*partition{}}
@@ -134,7 +134,7 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.core = delivery.NewCore(l.cl, delivery.NewRetrier(reg, log), cfg.EventsTopic, kafka.DefaultMaxMessageBytes, l.backoff, log)
+	l.core = delivery.NewCore(l.cl, delivery.NewRetrier(reg, log), cfg.EventsTopic, kafka.DefaultMaxMessageBytes, l.backoff)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- l.Run(ctx) }()

@@ -58,7 +58,7 @@ type Loader struct {
 	fatal error
 }
 
-type topics struct{ raw, dlq, events string }
+type topics struct{ raw, dlq string }
 
 // partition is what the loader knows of one raw-topic partition it owns.
 type partition struct {

@@ -29,7 +29,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	l := &Loader{
 		lag:     lag,
 		cfg:     cfg.Loader,
-		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic},
 		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
 		now:     time.Now,
 		tables:  map[string]*table{},
@@ -75,7 +75,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	if err != nil {
 		rt.Log.Warn("assuming the default message limit for dead letters and events", "bytes", limit, "error", err)
 	}
-	l.core = delivery.NewCore(rt.Kafka, delivery.NewRetrier(rt.Registry, rt.Log), cfg.Kafka.EventsTopic, limit, l.backoff, rt.Log)
+	l.core = delivery.NewCore(rt.Kafka, delivery.NewRetrier(rt.Registry, rt.Log), cfg.Kafka.EventsTopic, limit, l.backoff)
 	lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(lag.Collector())
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping}, ops.Check{Name: "progress", Func: lag.Ready})
