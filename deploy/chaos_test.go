@@ -416,7 +416,9 @@ func connectionChaos(t *testing.T, span time.Duration) string {
 	ownKafkaAdvertised(t, kp, toKafka.to)
 	toClickHouse := newProxy(t, "127.0.0.1:0", stacktest.ClickHouseAddr())
 	k := stacktest.KafkaAt(t, toKafka.addr())
-	r := newChaos(t, src, &k, "cuts", map[string]string{"SLUICE_CLICKHOUSE_ADDR": toClickHouse.addr(), "SLUICE_LOADER_BATCH_ROWS": "5000"})
+	// Eight slots for the eight tasks: they all run while the connections are cut.
+	r := newChaos(t, src, &k, "cuts", map[string]string{"SLUICE_CLICKHOUSE_ADDR": toClickHouse.addr(), "SLUICE_LOADER_BATCH_ROWS": "5000",
+		"SLUICE_EXTRACTOR_CONCURRENCY": "8"})
 	r.service(t, "extractor")
 	r.service(t, "loader")
 	j := r.submit(t, 8, 200)

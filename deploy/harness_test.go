@@ -97,10 +97,22 @@ func start(t testing.TB, name string, env map[string]string) *proc {
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait(); f.Close() }()
 	t.Cleanup(func() {
+		keep := os.Getenv("SLUICE_TEST_LOGS")
+		if t.Failed() && keep != "" && p.running() {
+			// A failed case keeps the goroutines of what was still running: SIGQUIT dumps them.
+			p.stop(t, syscall.SIGQUIT)
+		}
 		p.stop(t, syscall.SIGTERM)
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			t.Logf("--- %s log (last 6000 bytes) ---\n%s", name, tail(b, 6000))
+			if keep != "" {
+				dst := filepath.Join(keep, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+"-"+name+".log")
+				if err := os.MkdirAll(keep, 0o755); err == nil {
+					_ = os.WriteFile(dst, b, 0o644)
+					t.Logf("the whole %s log: %s", name, dst)
+				}
+			}
 		}
 	})
 	return p

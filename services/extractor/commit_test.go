@@ -53,52 +53,9 @@ func TestTaskCommittedOnlyAfterItsRecordsAreAcknowledged(t *testing.T) {
 	ts := httptest.NewServer(src.Handler())
 	defer ts.Close()
 
-	env := map[string]string{
-		"SLUICE_KAFKA_BROKERS": c.ListenAddrs()[0], "SLUICE_HTTP_ADDR": "127.0.0.1:0",
-		"SLUICE_KAFKA_TASKS_PARTITIONS": "1", "SLUICE_KAFKA_RAW_PARTITIONS": "1",
-		"SLUICE_KAFKA_SESSION_TIMEOUT": "6s", "SLUICE_EXTRACTOR_GROUP": "extractor",
-	}
-	logs := &stacktest.LogWriter{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, envconfig.MapLookuper(env), logs) }()
-	defer func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			for _, l := range logs.Lines() {
-				t.Log(l)
-			}
-		}
-	}()
+	logs := startExtractor(t, c.ListenAddrs()[0], nil)
 	logs.Await(t, "service started", 30*time.Second)
-
-	spec, err := jobspec.Parse([]byte(fmt.Sprintf(`name: held
-source:
-  type: http
-  url: %s/api/users
-  records_path: data
-  key: id
-  pagination: {type: offset, offset_param: offset, limit_param: limit, page_size: 100}
-sink: {table: held}
-`, ts.URL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := proto.Marshal(&sluicev1.Task{JobId: "held", TaskId: "held-t0000", Source: spec.SourceProto(), Table: "held",
-		Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: 0, End: n}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "sluice.tasks", Value: task}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-
+	cl := publishTask(t, c.ListenAddrs(), ts.URL, n, 100)
 	select {
 	case <-held:
 	case <-time.After(30 * time.Second):
@@ -138,4 +95,64 @@ sink: {table: held}
 	if end, _ := ends.Lookup("sluice.raw", 0); end.Offset != n {
 		t.Fatalf("raw topic holds %d records, want %d", end.Offset, n)
 	}
+}
+
+// startExtractor runs the extractor on brokers with the test's variables added until the test ends;
+// its log lines are printed when the test fails.
+func startExtractor(t *testing.T, brokers string, extra map[string]string) *stacktest.LogWriter {
+	t.Helper()
+	env := map[string]string{
+		"SLUICE_KAFKA_BROKERS": brokers, "SLUICE_HTTP_ADDR": "127.0.0.1:0",
+		"SLUICE_KAFKA_TASKS_PARTITIONS": "1", "SLUICE_KAFKA_RAW_PARTITIONS": "1",
+		"SLUICE_KAFKA_SESSION_TIMEOUT": "6s", "SLUICE_EXTRACTOR_GROUP": "extractor",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	logs := &stacktest.LogWriter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, envconfig.MapLookuper(env), logs) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			for _, l := range logs.Lines() {
+				t.Log(l)
+			}
+		}
+	})
+	return logs
+}
+
+// publishTask publishes one task of the first n records of the demo source at url, in pages of
+// pageSize, and returns the client it used.
+func publishTask(t *testing.T, brokers []string, url string, n, pageSize int) *kgo.Client {
+	t.Helper()
+	spec, err := jobspec.Parse([]byte(fmt.Sprintf(`name: held
+source:
+  type: http
+  url: %s/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, offset_param: offset, limit_param: limit, page_size: %d}
+sink: {table: held}
+`, url, pageSize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := proto.Marshal(&sluicev1.Task{JobId: "held", TaskId: "held-t0000", Source: spec.SourceProto(), Table: "held",
+		Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: 0, End: uint64(n)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "sluice.tasks", Value: task}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return cl
 }

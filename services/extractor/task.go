@@ -92,6 +92,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	prod := newTaskProducer(x, ctx, r)
 	var (
 		records uint64
+		acked   uint64
 		pages   uint32
 		attempt int
 	)
@@ -135,6 +136,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		}
 		records += uint64(len(p.Records))
 		pg.advance(req, len(p.Records))
+		// A long task commits only at its end; records acknowledged since the last page are progress.
+		if a := prod.acked.Load(); a > acked {
+			acked = a
+			x.lag.Progressed()
+		}
 	}
 	if perr := prod.wait(); perr != nil {
 		return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
