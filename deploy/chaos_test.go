@@ -16,6 +16,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/stacktest"
@@ -63,7 +64,7 @@ func chaosCases() []chaosCase {
 		{"F5", "3-broker cluster: the leader of a raw partition SIGKILLed mid-job", true, leaderKill},
 		{"F6", "ClickHouse SIGKILL mid-insert, down 10 s", false, func(t *testing.T) string { return clickhouseKill(t, 10*time.Second) }},
 		{"F6", "ClickHouse SIGKILL, down 5 min", true, func(t *testing.T) string { return clickhouseKill(t, 5*time.Minute) }},
-		{"F7", "TOO_MANY_PARTS from a lowered parts_to_throw_insert (5)", true, tooManyParts},
+		{"F7", "TOO_MANY_PARTS from a lowered parts_to_throw_insert (10)", false, tooManyParts},
 		{"F8", "connections to Kafka and ClickHouse cut every 0.5–1.5 s for 30 s", false, func(t *testing.T) string { return connectionChaos(t, 30*time.Second) }},
 		{"F8", "connections to Kafka and ClickHouse cut every 0.5–1.5 s for 5 minutes", true, func(t *testing.T) string { return connectionChaos(t, 5*time.Minute) }},
 		{"F9", "rebalance storm and a SIGSTOPped extractor resumed after its session expired", false, rebalanceStorm},
@@ -386,20 +387,42 @@ func clickhouseKill(t *testing.T, down time.Duration) string {
 
 func tooManyParts(t *testing.T) string {
 	src := demosource.DefaultConfig()
-	src.Records = 12_000
-	own := ownClickHouse(t, `<yandex><merge_tree><parts_to_delay_insert>5</parts_to_delay_insert><parts_to_throw_insert>5</parts_to_throw_insert></merge_tree></yandex>`)
-	r := newChaos(t, src, nil, "parts", map[string]string{"SLUICE_CLICKHOUSE_ADDR": own.addr, "SLUICE_LOADER_BATCH_ROWS": "1000",
+	src.Records = 30_000
+	// Merges of the table stop until inserts are refused: then its parts pass the lowered threshold
+	// for certain, and the loader must hold and retry until merges bring them back under it.
+	own := ownClickHouse(t, `<yandex><merge_tree><parts_to_delay_insert>10</parts_to_delay_insert><parts_to_throw_insert>10</parts_to_throw_insert></merge_tree></yandex>`)
+	r := newChaos(t, src, nil, "parts", map[string]string{"SLUICE_CLICKHOUSE_ADDR": own.addr, "SLUICE_LOADER_BATCH_ROWS": "500",
 		"SLUICE_LOADER_FLUSH_INTERVAL": "5ms", "SLUICE_LOADER_RETRY_MAX_BACKOFF": "500ms"})
 	r.p.useClickHouse(t, own.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := chsink.NewWriter(r.p.conn, stacktest.Logger(t)).EnsureTable(ctx, r.table); err != nil {
+		t.Fatal(err)
+	}
+	merges := func(verb string) {
+		if err := r.p.conn.Exec(ctx, fmt.Sprintf("SYSTEM %s MERGES `%s`.`%s`", verb, r.p.conn.Database, r.table)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	merges("STOP")
 	r.service(t, "extractor")
 	loader := r.service(t, "loader")
 	j := r.submit(t, 8, 200)
-	checked := r.end(t, j, 5*time.Minute, 0)
-	n := metric(t, loader.addr(t), "pipeline_retries_total", `op="insert"`, `reason="too_many_parts"`)
-	if n == 0 {
-		t.Fatal("ClickHouse never answered TOO_MANY_PARTS")
+	refused := func() float64 {
+		return metric(t, loader.addr(t), "pipeline_retries_total", `op="insert"`, `reason="too_many_parts"`)
 	}
-	return fmt.Sprintf("%v inserts refused with TOO_MANY_PARTS and retried; %s", n, checked)
+	for deadline := time.Now().Add(2 * time.Minute); refused() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("ClickHouse refused %v inserts with TOO_MANY_PARTS in 2 minutes of stopped merges, want 3", refused())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if state := poll(t, r.planner, j.ID).State; state != "running" {
+		t.Fatalf("job %s while its table refused inserts", state)
+	}
+	merges("START")
+	checked := r.end(t, j, 5*time.Minute, 0)
+	return fmt.Sprintf("%v inserts refused with TOO_MANY_PARTS and retried, merges stopped until the third; %s", refused(), checked)
 }
 
 func connectionChaos(t *testing.T, span time.Duration) string {
