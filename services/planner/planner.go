@@ -46,12 +46,27 @@ type Planner struct {
 	submitMu sync.Mutex
 	// publishing are the jobs whose tasks this process is publishing now.
 	publishing sync.Map
+	// unsure are plans whose planned event got no acknowledgement, by idempotency key: the event
+	// may be on the topic all the same, so a retry with the key publishes the same job again
+	// rather than plan a second one. Guarded by submitMu.
+	unsure map[string]unsurePlan
 	// checkTable says why an existing sink table cannot take the landing rows; nil when it can, or
 	// when ClickHouse cannot be asked (the loaders hold the records of a table that refuses them).
 	checkTable func(ctx context.Context, table string) error
 }
 
 type topics struct{ tasks, events, jobs string }
+
+// maxUnsure bounds the unacknowledged plans a planner remembers (a broker down for long refuses
+// every submission): past it a retry may plan a second job, as it would without a key.
+const maxUnsure = 10_000
+
+// unsurePlan is a plan whose planned event may or may not be on the events topic.
+type unsurePlan struct {
+	plan    plan
+	planned *sluicev1.JobEvent
+	sum     []byte
+}
 
 // errDiscover is a source that could not be asked for its extent.
 var errDiscover = errors.New("discover the extent of the source")
@@ -102,16 +117,31 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 			ExpectedRecords: uint64(max(pl.expected, 0)), ExpectedUnknown: pl.expected < 0,
 			Spec: specJSON, Source: spec.SourceProto(), IdempotencyKey: key, SpecSha256: sum[:],
 		}}}
+	if u, ok := p.unsure[key]; ok && key != "" {
+		if !bytes.Equal(u.sum, sum[:]) {
+			p.submitMu.Unlock()
+			return Job{}, false, fmt.Errorf("%w: job %s", errKeyReused, u.plan.jobID)
+		}
+		// The same job again: its planned event and tasks are idempotent by job and task id.
+		pl, planned = u.plan, u.planned
+	}
 	p.publishing.Store(pl.jobID, true)
 	defer p.publishing.Delete(pl.jobID)
 	// The planned event goes first, so that every task's events find their job; the job counts as
 	// planned only once TasksPublished follows the tasks, and a planner publishes the tasks of a
 	// job without it again.
 	err = events.Publish(ctx, p.cl, p.topics.events, planned)
-	if err == nil {
+	switch {
+	case err == nil:
+		delete(p.unsure, key)
 		if done := p.jobs.Apply(planned); done != nil { // nothing to extract
 			p.publishFinished(ctx, done)
 		}
+	case key != "" && len(p.unsure) < maxUnsure:
+		if p.unsure == nil {
+			p.unsure = map[string]unsurePlan{}
+		}
+		p.unsure[key] = unsurePlan{plan: pl, planned: planned, sum: sum[:]}
 	}
 	p.submitMu.Unlock()
 	if err != nil {

@@ -7,12 +7,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -212,5 +215,71 @@ func TestJobWithoutNewsFails(t *testing.T) {
 	again, ok := r.start(t).jobs.Get(j.ID, time.Now())
 	if !ok || again.State != stateFailed || again.Reason != got.Reason || again.Tasks.Planned != 4 || again.Records.Expected != 1000 {
 		t.Fatalf("after the events' retention the job is %+v (known %v), was %+v", again, ok, got)
+	}
+}
+
+// TestSubmitAfterAnUnacknowledgedPlannedEvent: the broker did not acknowledge the planned event,
+// which may be on the topic all the same (here it shows up after the retry): the retry with the key
+// publishes the same job again instead of planning a second one.
+func TestSubmitAfterAnUnacknowledgedPlannedEvent(t *testing.T) {
+	r := newPlannerRig(t)
+	p := r.start(t)
+	var refused atomic.Bool
+	r.cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		pr := req.(*kmsg.ProduceRequest)
+		// The first produce after the start is the planned event (topics may be named by id only).
+		if !refused.CompareAndSwap(false, true) {
+			r.cluster.KeepControl()
+			return nil, nil, false
+		}
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		for _, tp := range pr.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+			for _, part := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, kerr.InvalidRecord.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	ctx := context.Background()
+	if _, _, err := p.Submit(ctx, r.spec(t, "users"), "key-1"); err == nil {
+		t.Fatal("the first submission succeeded although its planned event was refused")
+	}
+	p.submitMu.Lock()
+	first, ok := p.unsure["key-1"]
+	p.submitMu.Unlock()
+	if !ok {
+		t.Fatal("the planner forgot the plan whose planned event was not acknowledged")
+	}
+	again, _, err := p.Submit(ctx, r.spec(t, "users"), "key-1")
+	if err != nil || again.ID != first.plan.jobID {
+		t.Fatalf("the retry gave job %s (%v), want the first attempt's %s", again.ID, err, first.plan.jobID)
+	}
+	// The first event was written after all, and becomes visible only now.
+	if err := events.Publish(ctx, r.client(t), "events", first.planned); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, rec := range r.count(t, "events") {
+		ids[string(rec.Key)] = true
+	}
+	if len(ids) != 1 {
+		t.Fatalf("events of %d jobs on the topic, want one: %v", len(ids), ids)
+	}
+	// Its tasks follow (published again, if need be, by the planner's upkeep), all of the one job.
+	waitUntil(t, "the job's tasks", func() bool { return len(r.count(t, "tasks")) >= 4 })
+	tasks := map[string]bool{}
+	for _, rec := range r.count(t, "tasks") {
+		if !strings.HasPrefix(string(rec.Key), first.plan.jobID+"-t") {
+			t.Fatalf("task %s is not of job %s", rec.Key, first.plan.jobID)
+		}
+		tasks[string(rec.Key)] = true
+	}
+	if len(tasks) != 4 {
+		t.Fatalf("%d distinct tasks, want 4", len(tasks))
 	}
 }
