@@ -11,9 +11,8 @@ import (
 )
 
 // SourceProto returns the source as it travels in a Task. Header values keep their ${VAR} references:
-// the extractor expands them from its own environment. The proto has no field for
-// Pagination.FirstPage (the planner turns it into page numbers in each task's PageRange), so it is left
-// out. Call it on a valid spec; a negative count becomes 0.
+// the extractor expands them from its own environment. Call it on a valid spec; a negative count
+// becomes 0.
 func (s *Spec) SourceProto() *sluicev1.Source {
 	src := s.Source
 	pagination := &sluicev1.Pagination{
@@ -22,6 +21,7 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 		LimitParam:  src.Pagination.LimitParam,
 		PageSize:    toUint32(src.Pagination.PageSize),
 		TotalPath:   src.Pagination.TotalPath,
+		FirstPage:   toUint32(src.Pagination.FirstPage),
 	}
 	switch src.Pagination.Type {
 	case "offset":
@@ -43,8 +43,7 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 	}}}
 }
 
-// SourceFromProto is the inverse of Spec.SourceProto. Pagination.FirstPage, which the proto does not
-// carry, is zero. It returns an error wrapping
+// SourceFromProto is the inverse of Spec.SourceProto. It returns an error wrapping
 // ErrUnsupportedSource when the source is not http, and an error for an unknown pagination type or
 // an invalid timeout. It does not validate.
 func SourceFromProto(p *sluicev1.Source) (Source, error) {
@@ -85,6 +84,7 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 			LimitParam:  pg.GetLimitParam(),
 			PageSize:    int(pg.GetPageSize()),
 			TotalPath:   pg.GetTotalPath(),
+			FirstPage:   int(pg.GetFirstPage()),
 		},
 		Headers:     headers,
 		Timeout:     timeout,

@@ -19,13 +19,17 @@ import (
 // class and a metric label), whether trying again may help, and what the source last said.
 type Error struct {
 	// Class is one of bad_request, network, timeout, canceled, truncated, too_large, http_429,
-	// http_5xx, http_408, http_4xx, bad_json.
+	// http_5xx, http_408, http_4xx, bad_json, short_page, config, bad_task.
 	Class      string
 	Retryable  bool
 	Status     int
 	Head       []byte
 	RetryAfter time.Duration
-	Err        error
+	// At is the place of the page in its slice and Attempts the requests it took, when a reader
+	// gave up on it.
+	At       uint64
+	Attempts int
+	Err      error
 }
 
 func (e *Error) Error() string { return e.Err.Error() }

@@ -24,12 +24,12 @@ import (
 // raw topic. A task's offset is committed only after every record of it is acknowledged by Kafka,
 // or the task is acknowledged by the dead-letter topic.
 type Extractor struct {
-	cl      *kgo.Client
-	core    *delivery.Core
-	fetch   *source.Fetcher
+	cl   *kgo.Client
+	core *delivery.Core
+	// sources is what every source reads with: HTTP, secrets, retries.
+	sources source.Env
 	cfg     ExtractorConfig
 	topics  topics
-	lookup  func(string) (string, bool)
 	log     *slog.Logger
 	metrics *extractorMetrics
 	offsets *offsetTracker

@@ -30,7 +30,6 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	x := &Extractor{
 		cfg:      cfg.Extractor,
 		topics:   topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
-		lookup:   os.LookupEnv,
 		offsets:  newOffsetTracker(),
 		backoff:  pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},
 		now:      time.Now,
@@ -74,15 +73,20 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	retry := delivery.NewRetrier(rt.Registry, rt.Log)
 	x.core = delivery.NewCore(rt.Kafka, retry, cfg.Kafka.EventsTopic, limit, x.backoff)
 	x.metrics = newExtractorMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
-	x.fetch = &source.Fetcher{
-		Client: &http.Client{
-			Transport:     &http.Transport{MaxIdleConnsPerHost: cfg.Extractor.Concurrency * 2, ForceAttemptHTTP2: true},
-			CheckRedirect: source.SameHostRedirects,
+	x.sources = source.Env{
+		Fetcher: &source.Fetcher{
+			Client: &http.Client{
+				Transport:     &http.Transport{MaxIdleConnsPerHost: cfg.Extractor.Concurrency * 2, ForceAttemptHTTP2: true},
+				CheckRedirect: source.SameHostRedirects,
+			},
+			MaxBody: cfg.Extractor.MaxBodyBytes,
+			Metrics: x.metrics.fetch,
+			Retry:   retry,
+			Now:     time.Now,
 		},
-		MaxBody: cfg.Extractor.MaxBodyBytes,
-		Metrics: x.metrics.fetch,
-		Retry:   retry,
-		Now:     time.Now,
+		Lookup:       os.LookupEnv,
+		Backoff:      x.backoff,
+		PageDeadline: cfg.Extractor.PageDeadline,
 	}
 	x.lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(x.lag.Collector())

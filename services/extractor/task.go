@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/dlq"
-	"github.com/sluicedata/sluice/pkg/jobspec"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/source"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
@@ -57,7 +55,7 @@ func (x *Extractor) process(ctx context.Context, r *kgo.Record, s *slot, markDon
 		})
 }
 
-// runTask makes one run of a task: it fetches its pages in order and produces their records,
+// runTask makes one run of a task: it reads its slice page by page and produces the records,
 // stopping at the first failure. It returns the task's event once every record is acknowledged.
 func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delivery.Outcome, error) {
 	began := x.now()
@@ -66,28 +64,20 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	if err := proto.Unmarshal(r.Value, &task); err != nil {
 		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "bad_task", fmt.Errorf("task is not a sluice.v1.Task: %w", err)), run: run}
 	}
-	src := task.GetSource().GetHttp()
-	if src == nil {
-		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "bad_task", errors.New("task has no HTTP source")), run: run}
-	}
-	headers, err := jobspec.ExpandHeaders(src.Headers, x.lookup)
+	src, err := source.New(task.GetSource(), x.sources)
 	if err != nil {
-		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "config", err), run: run}
+		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
 	}
-	leave, err := x.admit(ctx, s, task.JobId, int(src.Concurrency))
+	rd, err := src.Open(&task)
+	if err != nil {
+		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
+	}
+	limits := src.Limits()
+	leave, err := x.admit(ctx, s, task.JobId, limits.Concurrency)
 	if err != nil {
 		return delivery.Outcome{}, err
 	}
 	defer leave()
-	pol := source.Policy{
-		MaxRetries: int(src.MaxRetries),
-		Backoff:    x.backoff,
-		Deadline:   x.cfg.PageDeadline,
-		Timeout:    src.GetTimeout().AsDuration(),
-	}
-	if pol.Timeout <= 0 {
-		pol.Timeout = 30 * time.Second
-	}
 
 	prod := newTaskProducer(x, ctx, r)
 	var (
@@ -104,38 +94,36 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		return &taskError{err: e, attempts: attempts, status: status, head: head, page: page, records: records,
 			tooLarge: prod.tooLarge.Load(), run: run}
 	}
-	pg := newPager(&task, src)
-	for req, ok := pg.request(); ok; req, ok = pg.request() {
+	for {
 		if perr := prod.failed(); perr != nil {
-			return delivery.Outcome{}, failure(asDelivery(perr), req.start, 0, nil, attempt)
+			return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
 		}
-		if err := x.wait(ctx, s, task.JobId, src); err != nil {
+		if err := x.wait(ctx, s, task.JobId, limits.RateLimit); err != nil {
 			prod.wait()
 			return delivery.Outcome{}, ctx.Err()
 		}
-		u, err := source.PageURL(src, req.start, req.limit)
+		p, more, err := rd.Next(ctx)
 		if err != nil {
-			return delivery.Outcome{}, failure(delivery.New(delivery.Data, "bad_task", err), req.start, 0, nil, attempt)
-		}
-		p, attempts, ferr := x.page(ctx, pg, req, u, headers, src, pol)
-		attempt = max(attempt, attempts)
-		if ferr != nil {
 			if ctx.Err() != nil {
 				prod.wait()
 				return delivery.Outcome{}, ctx.Err()
 			}
 			// The page's own retries are spent: the task is dead-lettered, not run again.
-			return delivery.Outcome{}, failure(delivery.New(delivery.Data, ferr.Class, ferr.Err), req.start, ferr.Status, ferr.Head, attempts)
+			fe := source.AsError(err, "bad_task")
+			return delivery.Outcome{}, failure(delivery.New(delivery.Data, fe.Class, fe.Err), fe.At, fe.Status, fe.Head, max(attempt, fe.Attempts))
 		}
+		if !more {
+			break
+		}
+		attempt = max(attempt, p.Attempts)
 		pages++
 		extractedAt := timestamppb.New(x.now())
 		for i, rec := range p.Records {
-			key, keyErr := source.RecordKey(rec, src.Key)
+			key, keyErr := rd.Key(rec)
 			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
-				ExtractedAt: extractedAt, Page: req.start, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run})
+				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run})
 		}
 		records += uint64(len(p.Records))
-		pg.advance(req, len(p.Records))
 		// A long task commits only at its end; records acknowledged since the last page are progress.
 		if a := prod.acked.Load(); a > acked {
 			acked = a
@@ -153,38 +141,6 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		TaskExtracted: &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
 			DeadLettered: prod.tooLarge.Load(), Run: run}}}
 	return delivery.Outcome{Events: []*sluicev1.JobEvent{ev}}, nil
-}
-
-// page fetches the page of req. A page that would end the task early (empty, or short where page
-// numbers would skip records) is fetched again under the task's retries, and then fails the task
-// with class short_page: never a quiet end.
-func (x *Extractor) page(ctx context.Context, pg *pager, req pageRequest, u string, headers map[string]string,
-	src *sluicev1.HttpSource, pol source.Policy) (source.Page, int, *source.Error) {
-	var (
-		page  source.Page
-		ferr  *source.Error
-		total int
-	)
-	_, err := x.core.Retrier().Do(ctx, "fetch", delivery.Policy{Backoff: x.backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
-		func(int) error {
-			var attempts int
-			page, attempts, ferr = x.fetch.FetchPage(ctx, u, headers, src.RecordsPath, src.Pagination.GetTotalPath(), pol)
-			total += attempts
-			if ferr != nil {
-				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries
-			}
-			if err := pg.check(req, len(page.Records)); err != nil {
-				return delivery.New(delivery.Transient, "short_page", err)
-			}
-			return nil
-		})
-	if err != nil && ferr == nil {
-		ferr = &source.Error{Class: "short_page", Status: http.StatusOK, Err: err}
-		if ctx.Err() != nil {
-			ferr = &source.Error{Class: "canceled", Err: ctx.Err()}
-		}
-	}
-	return page, total, ferr
 }
 
 // asDelivery returns err's delivery error, or a transient one around it.
@@ -285,14 +241,14 @@ func (x *Extractor) admit(ctx context.Context, s *slot, job string, limit int) (
 }
 
 // wait blocks for the job's rate limit, when it has one, with the task's slot given back meanwhile.
-func (x *Extractor) wait(ctx context.Context, s *slot, job string, src *sluicev1.HttpSource) error {
-	if src.RateLimit <= 0 {
+func (x *Extractor) wait(ctx context.Context, s *slot, job string, rateLimit float64) error {
+	if rateLimit <= 0 {
 		return nil
 	}
 	x.mu.Lock()
 	l := x.limiters[job]
 	if l == nil {
-		l = newLimiter(src.RateLimit)
+		l = newLimiter(rateLimit)
 		x.limiters[job] = l
 	}
 	x.mu.Unlock()

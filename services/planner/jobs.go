@@ -40,10 +40,11 @@ type Job struct {
 	lastLoad time.Time
 	// lastEvent is when the job last had news, for the progress deadline.
 	lastEvent time.Time
-	// published is set once every task is on the tasks topic; spec is kept until then, so that a
-	// planner can publish them again.
+	// published is set once every task is on the tasks topic; spec and extent are kept until then,
+	// so that a planner can publish them again.
 	published bool
 	spec      []byte
+	extent    []byte
 	specHash  []byte
 	// stored is set once the job's final state is on the jobs topic.
 	stored bool
@@ -177,7 +178,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			js.jobs[ev.JobId] = &Job{ID: ev.JobId, Name: p.Name, Table: p.Table, State: stateRunning,
 				Tasks: TaskCounts{Planned: int(p.Tasks)}, Records: RecordCount{Expected: expected},
 				CreatedAt: at, tasks: map[string]*taskState{}, IdempotencyKey: p.IdempotencyKey,
-				spec: p.Spec, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0}
+				spec: p.Spec, extent: p.Extent, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0}
 			if p.IdempotencyKey != "" {
 				js.byKey[p.IdempotencyKey] = ev.JobId
 			}
@@ -193,7 +194,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	}
 	switch e := ev.Event.(type) {
 	case *sluicev1.JobEvent_TasksPublished:
-		j.published, j.spec = true, nil
+		j.published, j.spec, j.extent = true, nil, nil
 		return nil
 	case *sluicev1.JobEvent_TaskExtracted:
 		x := e.TaskExtracted
@@ -345,6 +346,7 @@ func (js *Jobs) ByKey(key string, now time.Time) (Job, []byte, bool) {
 type unpublished struct {
 	id       string
 	spec     []byte
+	extent   []byte
 	expected int64
 	at       time.Time
 }
@@ -357,7 +359,7 @@ func (js *Jobs) Unpublished(cutoff time.Time) []unpublished {
 	var out []unpublished
 	for _, j := range js.jobs {
 		if j.State == stateRunning && !j.published && j.CreatedAt.Before(cutoff) {
-			out = append(out, unpublished{id: j.ID, spec: j.spec, expected: j.Records.Expected, at: j.CreatedAt})
+			out = append(out, unpublished{id: j.ID, spec: j.spec, extent: j.extent, expected: j.Records.Expected, at: j.CreatedAt})
 		}
 	}
 	return out

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/source"
 )
 
 func spec(t *testing.T, pagination string, pageSize, tasks int, maxRecords uint64) *jobspec.Spec {
@@ -86,4 +88,17 @@ func TestPlanUnknownExtent(t *testing.T) {
 	if len(p.tasks) != 1 || p.expected != -1 || !p.tasks[0].GetOffsets().Unbounded {
 		t.Fatalf("plan %+v, want one open-ended task", p)
 	}
+}
+
+// planJob plans a job whose source reported total records (-1: none), through the source's Replan.
+func planJob(s *jobspec.Spec, jobID string, total int64, now time.Time) plan {
+	src, err := source.New(s.SourceProto(), source.Env{})
+	if err != nil {
+		panic(err)
+	}
+	sp, err := src.Replan([]byte(strconv.FormatInt(total, 10)), s.Tasks)
+	if err != nil {
+		panic(err)
+	}
+	return planTasks(s, jobID, sp, now)
 }

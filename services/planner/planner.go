@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,11 +27,11 @@ import (
 
 // Planner accepts jobs, publishes their tasks and folds the job events into their progress.
 type Planner struct {
-	cl      *kgo.Client
-	topics  topics
-	cfg     PlannerConfig
-	fetch   *source.Fetcher
-	lookup  func(string) (string, bool)
+	cl     *kgo.Client
+	topics topics
+	cfg    PlannerConfig
+	// sources is what sources plan with: HTTP, secrets, retries.
+	sources source.Env
 	jobs    *Jobs
 	log     *slog.Logger
 	backoff pipeline.Backoff
@@ -97,9 +98,13 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 			return Job{}, false, err
 		}
 	}
-	total, err := p.discover(ctx, spec)
+	src, err := source.New(spec.SourceProto(), p.sources)
 	if err != nil {
 		return Job{}, false, err
+	}
+	sp, err := src.Plan(ctx, spec.Tasks)
+	if err != nil {
+		return Job{}, false, fmt.Errorf("%w: %v", errDiscover, err)
 	}
 	p.submitMu.Lock()
 	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
@@ -110,12 +115,12 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	now := p.now()
-	pl := planJob(spec, newJobID(spec.Name, now), total, now)
+	pl := planTasks(spec, newJobID(spec.Name, now), sp, now)
 	planned := &sluicev1.JobEvent{JobId: pl.jobID, At: timestamppb.New(now), Producer: "planner",
 		Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{
 			Name: spec.Name, Table: spec.Sink.Table, Tasks: uint32(len(pl.tasks)),
 			ExpectedRecords: uint64(max(pl.expected, 0)), ExpectedUnknown: pl.expected < 0,
-			Spec: specJSON, Source: spec.SourceProto(), IdempotencyKey: key, SpecSha256: sum[:],
+			Spec: specJSON, Source: spec.SourceProto(), IdempotencyKey: key, SpecSha256: sum[:], Extent: pl.extent,
 		}}}
 	if u, ok := p.unsure[key]; ok && key != "" {
 		if !bytes.Equal(u.sum, sum[:]) {
@@ -191,39 +196,6 @@ func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
 	}
 	p.jobs.Apply(out)
 	return nil
-}
-
-// discover reads the total from the first page when the spec names where it is; -1 otherwise.
-func (p *Planner) discover(ctx context.Context, spec *jobspec.Spec) (int64, error) {
-	if spec.Source.Pagination.TotalPath == "" {
-		return -1, nil
-	}
-	src := spec.SourceProto().GetHttp()
-	headers, err := jobspec.ExpandHeaders(src.Headers, p.lookup)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", errDiscover, err)
-	}
-	start := uint64(0)
-	if spec.Source.Pagination.Type == "page" {
-		start = uint64(spec.Source.Pagination.FirstPage)
-	}
-	u, err := source.PageURL(src, start, uint64(spec.Source.Pagination.PageSize))
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", errDiscover, err)
-	}
-	pol := source.Policy{MaxRetries: spec.Source.MaxRetries, Backoff: p.backoff, Deadline: time.Minute, Timeout: spec.Source.Timeout}
-	page, _, ferr := p.fetch.FetchPage(ctx, u, headers, spec.Source.RecordsPath, spec.Source.Pagination.TotalPath, pol)
-	if ferr != nil {
-		return 0, fmt.Errorf("%w: %v", errDiscover, ferr)
-	}
-	if page.Total < 0 {
-		return 0, fmt.Errorf("%w: the first page has no integer at %q", errDiscover, spec.Source.Pagination.TotalPath)
-	}
-	if page.Total > jobspec.MaxRecords && spec.Source.MaxRecords == 0 {
-		return 0, fmt.Errorf("%w: the source reports %d records, more than the %d a job may plan; set source.max_records",
-			errDiscover, page.Total, uint64(jobspec.MaxRecords))
-	}
-	return page.Total, nil
 }
 
 // Follow consumes the events topic from its start and folds every event in, finishing jobs once
@@ -325,19 +297,38 @@ func (p *Planner) Maintain(ctx context.Context) error {
 
 // republish publishes the tasks of a job whose planner stopped before it said they were out.
 func (p *Planner) republish(ctx context.Context, u unpublished) {
-	spec, err := jobspec.Parse(u.spec)
+	sp, spec, err := p.replan(u)
 	if err != nil {
 		fin := &sluicev1.JobEvent{JobId: u.id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{
-			State: sluicev1.JobFinished_STATE_FAILED, Reason: fmt.Sprintf("its tasks cannot be published again: the stored spec does not parse: %v", err)}}}
+			State: sluicev1.JobFinished_STATE_FAILED, Reason: fmt.Sprintf("its tasks cannot be published again: %v", err)}}}
 		p.jobs.Apply(fin)
 		p.publishFinished(ctx, fin)
 		return
 	}
-	if err := p.publishTasks(ctx, planJob(spec, u.id, u.expected, u.at)); err != nil {
+	if err := p.publishTasks(ctx, planTasks(spec, u.id, sp, u.at)); err != nil {
 		p.log.Warn("publish the tasks of a job again", "job", u.id, "error", err)
 		return
 	}
 	p.log.Info("tasks of a job published again", "job", u.id)
+}
+
+// replan plans a job again from its stored spec and the extent its planning found.
+func (p *Planner) replan(u unpublished) (source.Plan, *jobspec.Spec, error) {
+	spec, err := jobspec.Parse(u.spec)
+	if err != nil {
+		return source.Plan{}, nil, fmt.Errorf("the stored spec does not parse: %w", err)
+	}
+	src, err := source.New(spec.SourceProto(), p.sources)
+	if err != nil {
+		return source.Plan{}, nil, err
+	}
+	extent := u.extent
+	if len(extent) == 0 {
+		// Planned before planned events kept the extent: the HTTP sources of then had their total.
+		extent = []byte(strconv.FormatInt(u.expected, 10))
+	}
+	sp, err := src.Replan(extent, spec.Tasks)
+	return sp, spec, err
 }
 
 // store puts the final state of finished jobs on the compacted jobs topic.

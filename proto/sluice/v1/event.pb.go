@@ -293,7 +293,10 @@ type JobPlanned struct {
 	// The client's key for the submission (Idempotency-Key): the same key again returns this job.
 	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// sha256 of spec, to tell a retried submission from another spec under the same key.
-	SpecSha256    []byte `protobuf:"bytes,9,opt,name=spec_sha256,json=specSha256,proto3" json:"spec_sha256,omitempty"`
+	SpecSha256 []byte `protobuf:"bytes,9,opt,name=spec_sha256,json=specSha256,proto3" json:"spec_sha256,omitempty"`
+	// What the source's planning found out, opaque to the planner (pkg/source reads it): planning
+	// again from it gives the same tasks.
+	Extent        []byte `protobuf:"bytes,10,opt,name=extent,proto3" json:"extent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -387,6 +390,13 @@ func (x *JobPlanned) GetIdempotencyKey() string {
 func (x *JobPlanned) GetSpecSha256() []byte {
 	if x != nil {
 		return x.SpecSha256
+	}
+	return nil
+}
+
+func (x *JobPlanned) GetExtent() []byte {
+	if x != nil {
+		return x.Extent
 	}
 	return nil
 }
@@ -1211,7 +1221,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\bfinished\x18\x0f \x01(\v2\x16.sluice.v1.JobFinishedH\x00R\bfinished\x122\n" +
 	"\tload_held\x18\x10 \x01(\v2\x13.sluice.v1.LoadHeldH\x00R\bloadHeld\x12D\n" +
 	"\x0ftasks_published\x18\x11 \x01(\v2\x19.sluice.v1.TasksPublishedH\x00R\x0etasksPublishedB\a\n" +
-	"\x05event\"\xab\x02\n" +
+	"\x05event\"\xc3\x02\n" +
 	"\n" +
 	"JobPlanned\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1223,7 +1233,9 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x10expected_unknown\x18\a \x01(\bR\x0fexpectedUnknown\x12'\n" +
 	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
 	"\vspec_sha256\x18\t \x01(\fR\n" +
-	"specSha256\"&\n" +
+	"specSha256\x12\x16\n" +
+	"\x06extent\x18\n" +
+	" \x01(\fR\x06extent\"&\n" +
 	"\x0eTasksPublished\x12\x14\n" +
 	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\xab\x01\n" +
 	"\rTaskExtracted\x12\x17\n" +

@@ -249,8 +249,9 @@ func (*Task_Keys) isTask_Slice() {}
 
 func (*Task_Window) isTask_Slice() {}
 
-// Source says where and how to fetch. Header values keep their ${VAR} references unexpanded: the
-// extractor expands them from its own environment, so no secret travels through Kafka.
+// Source says where and how to fetch: one kind of source (pkg/source reads each kind). Header
+// values keep their ${VAR} references unexpanded: the extractor expands them from its own
+// environment, so no secret travels through Kafka.
 type Source struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -448,7 +449,9 @@ type Pagination struct {
 	LimitParam  string                 `protobuf:"bytes,4,opt,name=limit_param,json=limitParam,proto3" json:"limit_param,omitempty"`
 	PageSize    uint32                 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Dotted path to the total record count in a response body; empty when the source has none.
-	TotalPath     string `protobuf:"bytes,6,opt,name=total_path,json=totalPath,proto3" json:"total_path,omitempty"`
+	TotalPath string `protobuf:"bytes,6,opt,name=total_path,json=totalPath,proto3" json:"total_path,omitempty"`
+	// The number of the first page, for page pagination (1 for most APIs, 0 for some).
+	FirstPage     uint32 `protobuf:"varint,7,opt,name=first_page,json=firstPage,proto3" json:"first_page,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -523,6 +526,13 @@ func (x *Pagination) GetTotalPath() string {
 		return x.TotalPath
 	}
 	return ""
+}
+
+func (x *Pagination) GetFirstPage() uint32 {
+	if x != nil {
+		return x.FirstPage
+	}
+	return 0
 }
 
 // OffsetRange is records [start, end) of an offset-paginated source. An unbounded range has no end:
@@ -797,7 +807,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	" \x01(\rR\vconcurrency\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x02\n" +
 	"\n" +
 	"Pagination\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.sluice.v1.Pagination.TypeR\x04type\x12!\n" +
@@ -808,7 +818,9 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"limitParam\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"total_path\x18\x06 \x01(\tR\ttotalPath\"<\n" +
+	"total_path\x18\x06 \x01(\tR\ttotalPath\x12\x1d\n" +
+	"\n" +
+	"first_page\x18\a \x01(\rR\tfirstPage\"<\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vTYPE_OFFSET\x10\x01\x12\r\n" +

@@ -1,0 +1,213 @@
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// httpSource is a paginated JSON API: offsets or page numbers in the query.
+type httpSource struct {
+	src *sluicev1.HttpSource
+	env Env
+}
+
+func newHTTP(src *sluicev1.HttpSource, env Env) *httpSource { return &httpSource{src: src, env: env} }
+
+func (h *httpSource) Limits() Limits {
+	return Limits{RateLimit: h.src.GetRateLimit(), Concurrency: int(h.src.GetConcurrency())}
+}
+
+func (h *httpSource) policy() Policy {
+	pol := Policy{MaxRetries: int(h.src.GetMaxRetries()), Backoff: h.env.Backoff, Deadline: h.env.PageDeadline,
+		Timeout: h.src.GetTimeout().AsDuration()}
+	if pol.Timeout <= 0 {
+		pol.Timeout = jobspec.DefaultTimeout
+	}
+	return pol
+}
+
+func (h *httpSource) pageSize() uint64 {
+	if n := h.src.GetPagination().GetPageSize(); n > 0 {
+		return uint64(n)
+	}
+	return jobspec.DefaultPageSize
+}
+
+func (h *httpSource) pages() bool {
+	return h.src.GetPagination().GetType() == sluicev1.Pagination_TYPE_PAGE
+}
+
+// Plan splits the source's extent (its total, bounded by max_records) into page-aligned slices.
+// With neither a total nor max_records the extent is unknown: one open-ended slice reads until the
+// first empty page.
+func (h *httpSource) Plan(ctx context.Context, tasks int) (Plan, error) {
+	total, err := h.discover(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	return planHTTP(h.src, total, tasks), nil
+}
+
+// Replan plans again from the total that Plan found, the extent's decimal digits (-1: none).
+func (h *httpSource) Replan(extent []byte, tasks int) (Plan, error) {
+	total, err := strconv.ParseInt(string(extent), 10, 64)
+	if err != nil || total < -1 {
+		return Plan{}, &Error{Class: "bad_task", Err: fmt.Errorf("the extent of an HTTP source is its total, not %q", extent)}
+	}
+	return planHTTP(h.src, total, tasks), nil
+}
+
+// planHTTP is the plan of a source of total records (-1: unknown) in at most tasks slices.
+func planHTTP(src *sluicev1.HttpSource, total int64, tasks int) Plan {
+	h := &httpSource{src: src}
+	n := total
+	if max := src.GetMaxRecords(); max > 0 && (n < 0 || uint64(n) > max) {
+		n = int64(max)
+	}
+	first := uint64(src.GetPagination().GetFirstPage())
+	if n < 0 {
+		t := &sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Unbounded: true}}}
+		if h.pages() {
+			t.Slice = &sluicev1.Task_Pages{Pages: &sluicev1.PageRange{First: first, Unbounded: true}}
+		}
+		return Plan{Expected: -1, Slices: []*sluicev1.Task{t}, Extent: []byte(strconv.FormatInt(total, 10))}
+	}
+	size := int64(h.pageSize())
+	pages := (n + size - 1) / size
+	count := min(int64(max(tasks, 1)), pages)
+	p := Plan{Expected: n, Extent: []byte(strconv.FormatInt(total, 10))}
+	for i := range count {
+		from := i * pages / count
+		to := (i + 1) * pages / count // pages [from, to)
+		t := &sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: uint64(from * size), End: uint64(min(to*size, n))}}}
+		if h.pages() {
+			t.Slice = &sluicev1.Task_Pages{Pages: &sluicev1.PageRange{First: first + uint64(from), Last: first + uint64(to-1)}}
+		}
+		p.Slices = append(p.Slices, t)
+	}
+	return p
+}
+
+// discover reads the total from the first page when the source says where it is; -1 otherwise.
+func (h *httpSource) discover(ctx context.Context) (int64, error) {
+	pg := h.src.GetPagination()
+	if pg.GetTotalPath() == "" {
+		return -1, nil
+	}
+	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
+	if err != nil {
+		return 0, &Error{Class: "config", Err: err}
+	}
+	start := uint64(0)
+	if h.pages() {
+		start = uint64(pg.GetFirstPage())
+	}
+	u, err := PageURL(h.src, start, h.pageSize())
+	if err != nil {
+		return 0, &Error{Class: "bad_request", Err: err}
+	}
+	pol := h.policy()
+	pol.Deadline = time.Minute
+	page, _, ferr := h.env.Fetcher.FetchPage(ctx, u, headers, h.src.RecordsPath, pg.GetTotalPath(), pol)
+	if ferr != nil {
+		return 0, ferr
+	}
+	if page.Total < 0 {
+		return 0, &Error{Class: "bad_json", Err: fmt.Errorf("the first page has no integer at %q", pg.GetTotalPath())}
+	}
+	if page.Total > jobspec.MaxRecords && h.src.GetMaxRecords() == 0 {
+		return 0, &Error{Class: "too_large", Err: fmt.Errorf("the source reports %d records, more than the %d a job may plan; set source.max_records",
+			page.Total, uint64(jobspec.MaxRecords))}
+	}
+	return page.Total, nil
+}
+
+// Open returns a reader of an offset or page range.
+func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
+	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
+	if err != nil {
+		return nil, &Error{Class: "config", Err: err}
+	}
+	switch task.GetSlice().(type) {
+	case *sluicev1.Task_Offsets, *sluicev1.Task_Pages:
+	default:
+		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("an HTTP source reads offset or page ranges, not %T", task.GetSlice())}
+	}
+	return &httpReader{h: h, headers: headers, pol: h.policy(), pager: newPager(task, h.src)}, nil
+}
+
+// httpReader reads an offset or page range.
+type httpReader struct {
+	h       *httpSource
+	headers map[string]string
+	pol     Policy
+	pager   *pager
+}
+
+func (r *httpReader) Key(record json.RawMessage) (string, string) {
+	return RecordKey(record, r.h.src.Key)
+}
+
+// Next fetches the next page. A page that would end the slice early (empty, or short where page
+// numbers would skip records) is fetched again under the source's retries, and then fails with
+// class short_page: never a quiet end.
+func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
+	req, ok := r.pager.request()
+	if !ok {
+		return Read{}, false, nil
+	}
+	u, err := PageURL(r.h.src, req.start, req.limit)
+	if err != nil {
+		return Read{}, false, &Error{Class: "bad_task", Err: err}
+	}
+	var (
+		page  Page
+		ferr  *Error
+		total int
+	)
+	src, pol := r.h.src, r.pol
+	_, err = r.h.env.Fetcher.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
+		func(int) error {
+			var attempts int
+			page, attempts, ferr = r.h.env.Fetcher.FetchPage(ctx, u, r.headers, src.RecordsPath, src.GetPagination().GetTotalPath(), pol)
+			total += attempts
+			if ferr != nil {
+				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries
+			}
+			if err := r.pager.check(req, len(page.Records)); err != nil {
+				return delivery.New(delivery.Transient, "short_page", err)
+			}
+			return nil
+		})
+	switch {
+	case ferr != nil:
+	case err != nil && ctx.Err() != nil:
+		ferr = &Error{Class: "canceled", Err: ctx.Err()}
+	case err != nil:
+		ferr = &Error{Class: "short_page", Status: http.StatusOK, Err: err}
+	}
+	if ferr != nil {
+		ferr.At, ferr.Attempts = req.start, total
+		return Read{}, false, ferr
+	}
+	r.pager.advance(req, len(page.Records))
+	return Read{Records: page.Records, At: req.start, Attempts: total}, true, nil
+}
+
+// AsError returns err as a source error: a *Error it wraps, or one of class other around it.
+func AsError(err error, other string) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Class: other, Err: err}
+}

@@ -1,0 +1,127 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// demo serves a demo source of n records and returns the HTTP source of it, paginated by kind
+// ("offset" or "page") in pages of size, with the total at "total".
+func demo(t *testing.T, n int64, kind string, size uint32) (Source, *sluicev1.HttpSource) {
+	t.Helper()
+	cfg := demosource.DefaultConfig()
+	cfg.Records = n
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	pg := &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: size, TotalPath: "total"}
+	if kind == "page" {
+		pg.Type, pg.PageParam, pg.OffsetParam, pg.FirstPage = sluicev1.Pagination_TYPE_PAGE, "page", "", 1
+	}
+	h := &sluicev1.HttpSource{Url: ts.URL + "/api/users", RecordsPath: "data", Key: "id", Pagination: pg, MaxRetries: 2}
+	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
+		Lookup: func(string) (string, bool) { return "", false }, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond},
+		PageDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, h
+}
+
+// TestHTTPSourcePlansAndReadsEveryRecordOnce plans offset and page sources, reads every slice
+// through the boundary, and finds each record exactly once; planning again from the extent gives
+// the same slices.
+func TestHTTPSourcePlansAndReadsEveryRecordOnce(t *testing.T) {
+	for _, kind := range []string{"offset", "page"} {
+		t.Run(kind, func(t *testing.T) {
+			const n = 2_345
+			src, _ := demo(t, n, kind, 100)
+			ctx := context.Background()
+			plan, err := src.Plan(ctx, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.Expected != n || len(plan.Slices) != 4 {
+				t.Fatalf("plan of %d records in %d slices, want %d in 4", plan.Expected, len(plan.Slices), n)
+			}
+			again, err := src.Replan(plan.Extent, 4)
+			if err != nil || fmt.Sprint(again.Slices) != fmt.Sprint(plan.Slices) || again.Expected != plan.Expected {
+				t.Fatalf("replan from %q: %v, %v; want the same slices", plan.Extent, again, err)
+			}
+			seen := map[string]bool{}
+			for _, slice := range plan.Slices {
+				rd, err := src.Open(slice)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for {
+					read, more, err := rd.Next(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !more {
+						break
+					}
+					for _, rec := range read.Records {
+						key, reason := rd.Key(rec)
+						if reason != "" || seen[key] {
+							t.Fatalf("record %s: key %q twice or without a key (%s)", rec, key, reason)
+						}
+						seen[key] = true
+					}
+				}
+			}
+			if len(seen) != n {
+				t.Fatalf("%d records read, want %d", len(seen), n)
+			}
+		})
+	}
+}
+
+// TestHTTPReaderFailsAShortPage: a bounded slice that reaches past the source's end gets an empty
+// page, fetched again under the retries and then failed as short_page, with where it was.
+func TestHTTPReaderFailsAShortPage(t *testing.T) {
+	src, _ := demo(t, 150, "offset", 100)
+	rd, err := src.Open(&sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: 100, End: 300}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if read, more, err := rd.Next(context.Background()); err != nil || !more || len(read.Records) != 50 {
+		t.Fatalf("first page: %d records, more %v, %v", len(read.Records), more, err)
+	}
+	_, _, err = rd.Next(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || e.Class != "short_page" || e.At != 150 || e.Attempts != 3 {
+		t.Fatalf("the empty page inside the slice gave %#v, want short_page at 150 after 3 attempts", err)
+	}
+}
+
+// TestHTTPSourceRefusesWhatItCannotRead: a slice of another shape, and a header whose secret is
+// missing from the environment, are refused with their class, before any request.
+func TestHTTPSourceRefusesWhatItCannotRead(t *testing.T) {
+	src, h := demo(t, 10, "offset", 10)
+	_, err := src.Open(&sluicev1.Task{Slice: &sluicev1.Task_Keys{Keys: &sluicev1.KeyRange{Start: "a"}}})
+	if e := AsError(err, ""); e.Class != "bad_task" {
+		t.Fatalf("a key range: %v, want bad_task", err)
+	}
+	h.Headers = map[string]string{"Authorization": "Bearer ${SOURCE_TOKEN}"}
+	_, err = src.Open(&sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{End: 10}}})
+	if e := AsError(err, ""); e.Class != "config" || !strings.Contains(err.Error(), "SOURCE_TOKEN") {
+		t.Fatalf("a missing secret: %v, want config naming the variable", err)
+	}
+	if _, err := New(&sluicev1.Source{}, Env{}); !errors.Is(err, ErrUnknownKind) {
+		t.Fatalf("a source of no kind: %v, want ErrUnknownKind", err)
+	}
+}

@@ -1,0 +1,92 @@
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// Source is one job's source, of one kind: the planner asks it for a plan, an extractor opens one
+// task's slice and reads it page by page. The planner and the extractor know nothing else of a
+// kind; New is the one place that knows them all.
+type Source interface {
+	// Plan splits the source into at most tasks slices, asking the source for its extent when it
+	// must. Its errors are *Error.
+	Plan(ctx context.Context, tasks int) (Plan, error)
+	// Replan gives the same plan again from the extent that Plan found, asking the source nothing.
+	Replan(extent []byte, tasks int) (Plan, error)
+	// Open returns a reader of the slice of task. Its errors are *Error.
+	Open(task *sluicev1.Task) (Reader, error)
+	// Limits are how the extractor paces the source.
+	Limits() Limits
+}
+
+// Plan is a source split into slices.
+type Plan struct {
+	// Expected is how many records the slices hold; -1 when the source does not say (the slices
+	// read until the source ends them).
+	Expected int64
+	// Slices are tasks with only their slice set: the planner adds the job's fields.
+	Slices []*sluicev1.Task
+	// Extent is what planning found out of the source, for Replan.
+	Extent []byte
+}
+
+// Reader reads one slice, page by page, in order.
+type Reader interface {
+	// Next reads the next page. It returns false once the slice is read to its end. A failure is a
+	// *Error that has spent the page's retries (or says the read was cancelled); Next is not called
+	// again after one.
+	Next(ctx context.Context) (Read, bool, error)
+	// Key returns a record's key, or why it has none.
+	Key(record json.RawMessage) (key, reason string)
+}
+
+// Read is one page of a slice.
+type Read struct {
+	// Records are exactly as the source gave them.
+	Records []json.RawMessage
+	// At is the page's place in its slice (an offset, a page number, the sequence of a crawl): with
+	// a record's index in the page it finds the record again.
+	At uint64
+	// Attempts are the requests the page took.
+	Attempts int
+}
+
+// Limits pace one job's reads on every extractor member.
+type Limits struct {
+	// RateLimit is requests per second per member; 0 is none.
+	RateLimit float64
+	// Concurrency caps the job's tasks one member works on at once; 0 is no cap.
+	Concurrency int
+}
+
+// Env is what a source gets from the service that runs it.
+type Env struct {
+	// Fetcher makes HTTP requests, with its retries and metrics.
+	Fetcher *Fetcher
+	// Lookup resolves the ${VAR} references of a source's secrets in this process's environment.
+	Lookup func(string) (string, bool)
+	// Backoff spaces the attempts at one page.
+	Backoff pipeline.Backoff
+	// PageDeadline bounds all attempts at one page, waits included.
+	PageDeadline time.Duration
+}
+
+// ErrUnknownKind is a source of a kind this build does not read.
+var ErrUnknownKind = errors.New("unknown kind of source")
+
+// New returns the source that src describes.
+func New(src *sluicev1.Source, env Env) (Source, error) {
+	switch k := src.GetKind().(type) {
+	case *sluicev1.Source_Http:
+		return newHTTP(k.Http, env), nil
+	default:
+		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("%w: %T", ErrUnknownKind, k)}
+	}
+}
