@@ -48,6 +48,11 @@ type Config struct {
 	// FailRanges lists record index ranges, such as "1000-1999,5000-5099" (both ends included, a
 	// single index allowed); every page that holds a record in one of them always answers 500.
 	FailRanges string `env:"DEMO_FAIL_RANGES"`
+	// CursorFault breaks the crawl endpoints (/cursor, /next, /link) from the first page at or past
+	// record CursorFaultAt: "stuck" gives the page's own cursor or URL as the next one, "loop" the
+	// previous page's, which leads back here.
+	CursorFault   string `env:"DEMO_CURSOR_FAULT"`
+	CursorFaultAt int64  `env:"DEMO_CURSOR_FAULT_AT, default=0"`
 }
 
 // DefaultConfig returns the configuration that the defaults of the variables give.
@@ -105,6 +110,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseRanges(c.FailRanges); err != nil {
 		p.Addf("DEMO_FAIL_RANGES", "%v", err)
+	}
+	if c.CursorFault != "" && c.CursorFault != "stuck" && c.CursorFault != "loop" {
+		p.Addf("DEMO_CURSOR_FAULT", `must be empty, "stuck" or "loop", got %q`, c.CursorFault)
+	}
+	if c.CursorFaultAt < 0 {
+		p.Addf("DEMO_CURSOR_FAULT_AT", "must not be negative, got %d", c.CursorFaultAt)
 	}
 	return p.Err()
 }

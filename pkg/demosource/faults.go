@@ -63,9 +63,10 @@ type fault struct {
 
 // pageState is what the source remembers of a page key between requests.
 type pageState struct {
-	attempts  uint64    // requests that drew faults, early requests excluded
-	burst     int       // server errors still owed from the last 5xx draw
-	notBefore time.Time // the page must not be asked for again before this
+	servedWhole bool      // the page was served whole at least once
+	attempts    uint64    // requests that drew faults, early requests excluded
+	burst       int       // server errors still owed from the last 5xx draw
+	notBefore   time.Time // the page must not be asked for again before this
 }
 
 // faults decides, deterministically per page and attempt, which fault a request gets.
@@ -130,4 +131,18 @@ func (f *faults) inFailRange(start, end int64) bool {
 // retryAfterSeconds is d in whole seconds for a Retry-After header: rounded up, at least 1.
 func retryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64((d+time.Second-1)/time.Second))
+}
+
+// served records that the page of key was served whole, and reports whether it was before.
+func (f *faults) served(key pageKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.pages[key]
+	if st == nil {
+		st = &pageState{}
+		f.pages[key] = st
+	}
+	again := st.servedWhole
+	st.servedWhole = true
+	return again
 }

@@ -67,6 +67,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		s.metrics = newMetrics(s.reg)
 	}
 	s.mux.HandleFunc("GET /api/{name}", s.serveAPI)
+	s.mux.HandleFunc("GET /cursor/{name}", s.serveCrawl(styleCursor))
+	s.mux.HandleFunc("GET /next/{name}", s.serveCrawl(styleNext))
+	s.mux.HandleFunc("GET /link/{name}", s.serveCrawl(styleLink))
 	s.mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.Stats())
 	})
@@ -81,7 +84,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 }
 
 // Handler returns the routes: GET /api/{name} (any name) pages through the records with offset and
-// limit or page and limit; GET /stats, POST /stats/reset and GET /healthz.
+// limit or page and limit; GET /cursor/{name}, /next/{name} and /link/{name} crawl them with a
+// cursor in the body, a next URL in the body, or a Link header (see serveCrawl); GET /stats,
+// POST /stats/reset and GET /healthz.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Stats returns what the server counted since it started or was last reset.
@@ -95,6 +100,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, err.Error(), 0)
 		return
 	}
+	s.serve(w, r, key, styleOffset)
+}
+
+// serve answers a request for the page of key in style, or the fault it draws.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, key pageKey, st style) {
 	ctx := r.Context()
 	if !sleep(ctx, s.cfg.PageLatency) {
 		return
@@ -128,7 +138,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.writePage(w, key, start, end, f.truncated)
+	s.writePage(w, r, key, start, end, f.truncated, st)
 }
 
 var faultNames = [...]string{faultNone: "none", faultEarly: "early", faultFailRange: "fail_range",
@@ -180,11 +190,15 @@ func (s *Server) span(key pageKey) (start, end int64) {
 
 // writePage builds the whole body first, for its Content-Length, then writes it, or half of it
 // when truncated.
-func (s *Server) writePage(w http.ResponseWriter, key pageKey, start, end int64, truncated bool) {
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, key pageKey, start, end int64, truncated bool, st style) {
 	n := end - start
-	bp := s.buffer(64 + int(n)*(max(s.cfg.RecordSize, maxUnpadded)+1))
+	bp := s.buffer(256 + int(n)*(max(s.cfg.RecordSize, maxUnpadded)+1))
 	defer s.bufs.Put(bp)
-	buf := append((*bp)[:0], `{"data":[`...)
+	buf := (*bp)[:0]
+	if st != styleLink {
+		buf = append(buf, `{"data":`...)
+	}
+	buf = append(buf, '[')
 	for i := start; i < end; i++ {
 		if i > start {
 			buf = append(buf, ',')
@@ -195,13 +209,40 @@ func (s *Server) writePage(w http.ResponseWriter, key pageKey, start, end int64,
 		}
 		buf = appendRecord(buf, i, s.cfg.RecordSize, k)
 	}
-	buf = append(buf, `],"total":`...)
-	buf = strconv.AppendInt(buf, s.cfg.Records, 10)
-	buf = append(buf, `,"offset":`...)
-	buf = strconv.AppendInt(buf, key.offset, 10)
-	buf = append(buf, `,"limit":`...)
-	buf = strconv.AppendInt(buf, key.limit, 10)
-	buf = append(buf, '}')
+	buf = append(buf, ']')
+	next, more := s.next(key, end)
+	switch st {
+	case styleOffset:
+		buf = append(buf, `,"total":`...)
+		buf = strconv.AppendInt(buf, s.cfg.Records, 10)
+		buf = append(buf, `,"offset":`...)
+		buf = strconv.AppendInt(buf, key.offset, 10)
+		buf = append(buf, `,"limit":`...)
+		buf = strconv.AppendInt(buf, key.limit, 10)
+		buf = append(buf, '}')
+	case styleCursor:
+		buf = append(buf, `,"next_cursor":`...)
+		if more {
+			buf = strconv.AppendQuote(buf, cursorOf(next))
+		} else {
+			buf = append(buf, "null"...)
+		}
+		buf = append(buf, `,"has_more":`...)
+		buf = strconv.AppendBool(buf, more)
+		buf = append(buf, '}')
+	case styleNext:
+		buf = append(buf, `,"links":{"next":`...)
+		if more {
+			buf = strconv.AppendQuote(buf, crawlURL(r, next, key.limit, false))
+		} else {
+			buf = append(buf, "null"...)
+		}
+		buf = append(buf, "}}"...)
+	case styleLink:
+		if more {
+			w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next", <%s>; rel="first"`, crawlURL(r, next, key.limit, true), crawlURL(r, 0, key.limit, true)))
+		}
+	}
 	*bp = buf
 
 	h := w.Header()
@@ -222,6 +263,9 @@ func (s *Server) writePage(w http.ResponseWriter, key pageKey, start, end int64,
 	}
 	s.stats.pages.Add(1)
 	s.stats.records.Add(n)
+	if s.faults.served(key) {
+		s.stats.pagesAgain.Add(1)
+	}
 	if s.metrics != nil {
 		s.metrics.records.Add(float64(n))
 	}

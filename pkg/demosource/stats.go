@@ -20,6 +20,8 @@ type Stats struct {
 	// PagesServed and RecordsServed count pages served whole and the records in them.
 	PagesServed   int64 `json:"pages_served"`
 	RecordsServed int64 `json:"records_served"`
+	// PagesServedAgain counts pages served whole that had been served whole before.
+	PagesServedAgain int64 `json:"pages_served_again"`
 	// Truncated counts pages cut short; their records are not in RecordsServed.
 	Truncated int64 `json:"truncated"`
 	// Slow counts responses delayed by SlowDelay.
@@ -28,24 +30,26 @@ type Stats struct {
 
 // counters are the live Stats, updated without locks.
 type counters struct {
-	requests  atomic.Int64
-	byStatus  [600]atomic.Int64
-	early     atomic.Int64
-	pages     atomic.Int64
-	records   atomic.Int64
-	truncated atomic.Int64
-	slow      atomic.Int64
+	requests   atomic.Int64
+	byStatus   [600]atomic.Int64
+	early      atomic.Int64
+	pages      atomic.Int64
+	pagesAgain atomic.Int64
+	records    atomic.Int64
+	truncated  atomic.Int64
+	slow       atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
 	st := Stats{
-		Requests:      c.requests.Load(),
-		ByStatus:      make(map[string]int64),
-		EarlyRequests: c.early.Load(),
-		PagesServed:   c.pages.Load(),
-		RecordsServed: c.records.Load(),
-		Truncated:     c.truncated.Load(),
-		Slow:          c.slow.Load(),
+		Requests:         c.requests.Load(),
+		ByStatus:         make(map[string]int64),
+		EarlyRequests:    c.early.Load(),
+		PagesServed:      c.pages.Load(),
+		PagesServedAgain: c.pagesAgain.Load(),
+		RecordsServed:    c.records.Load(),
+		Truncated:        c.truncated.Load(),
+		Slow:             c.slow.Load(),
 	}
 	for code := range c.byStatus {
 		if n := c.byStatus[code].Load(); n > 0 {
@@ -62,6 +66,7 @@ func (c *counters) reset() {
 	}
 	c.early.Store(0)
 	c.pages.Store(0)
+	c.pagesAgain.Store(0)
 	c.records.Store(0)
 	c.truncated.Store(0)
 	c.slow.Store(0)
