@@ -504,6 +504,8 @@ func ownKafkaAdvertised(t testing.TB, advertised int, listening ...func(addr str
 		"SLUICE_KAFKA_ADVERTISED_PORT="+strconv.Itoa(advertised),
 		"SLUICE_CLICKHOUSE_ADDR="+stacktest.ClickHouseAddr(), // use the stack's ClickHouse
 		"SLUICE_KAFKA_LIBS="+filepath.Join(stackState(t), "kafka", "libs"),
+		// One node, whatever the stack runs (make chaos KAFKA_BROKERS=3 exports three).
+		"SLUICE_KAFKA_NODES=1",
 		"SLUICE_KAFKA_PORT="+strconv.Itoa(port),
 		"SLUICE_KAFKA_CONTROLLER_PORT="+strconv.Itoa(controller),
 		"SLUICE_KAFKA_HEAP=512m")
