@@ -20,7 +20,10 @@ import (
 type Outcome struct {
 	// Letters are the dead letters of what failed; they are acknowledged before anything else.
 	Letters []*kgo.Record
-	// Events are the job events that report the work; published after the letters.
+	// Follow is the work that continues this unit (a crawl's next page, on the tasks topic),
+	// acknowledged after the letters: the events may then name it.
+	Follow []*kgo.Record
+	// Events are the job events that report the work; published after the letters and the follow-up.
 	Events []*sluicev1.JobEvent
 	// Commit makes the input done (the loader commits its batch, the extractor marks its task
 	// done); it runs last, and only when everything before it is acknowledged. May be nil.
@@ -46,7 +49,7 @@ func NewCore(cl *kgo.Client, retry *Retrier, eventsTopic string, maxBytes int, b
 // Retrier is the core's retry loop, for the stages' own operations.
 func (c *Core) Retrier() *Retrier { return c.retry }
 
-// Finish delivers out: dead letters acknowledged, then events acknowledged, then the commit. Each
+// Finish delivers out: dead letters acknowledged, then the follow-up work, then events, then the commit. Each
 // step is retried while its failure is transient and ctx lasts; a later step never runs before an
 // earlier one is acknowledged. It returns ctx's error, or a fatal error that must stop the member.
 // Each step is cleared from out once acknowledged, so that an outcome whose Finish did not return
@@ -67,6 +70,14 @@ func (c *Core) Finish(ctx context.Context, out *Outcome) error {
 			return fmt.Errorf("produce dead letters: %w", err)
 		}
 		out.Letters = nil
+	}
+	if len(out.Follow) > 0 {
+		if _, err := c.retry.Do(ctx, "follow", forever, func(int) error {
+			return untilFatal(ClassifyKafka(c.cl.ProduceSync(ctx, fresh(out.Follow)...).FirstErr()))
+		}); err != nil {
+			return fmt.Errorf("publish the work that follows: %w", err)
+		}
+		out.Follow = nil
 	}
 	if len(out.Events) > 0 {
 		recs := make([]*kgo.Record, 0, len(out.Events))

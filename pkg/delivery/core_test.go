@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "dlq", "events"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "dlq", "tasks", "events"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +98,7 @@ func (h *harness) steps() []string {
 func outcome(h *harness, committed *atomic.Bool) *Outcome {
 	return &Outcome{
 		Letters: []*kgo.Record{{Topic: "dlq", Value: []byte("letter")}},
+		Follow:  []*kgo.Record{{Topic: "tasks", Value: []byte("next page")}},
 		Events:  []*sluicev1.JobEvent{{JobId: "job", Producer: "test"}},
 		Commit: func(context.Context) error {
 			h.record("commit")
@@ -106,8 +108,9 @@ func outcome(h *harness, committed *atomic.Bool) *Outcome {
 	}
 }
 
-// TestFinishOrder: the dead letters are acknowledged before the events, and the events before the
-// commit, also when the dead-letter topic refuses writes for a while.
+// TestFinishOrder: the dead letters are acknowledged before the follow-up work, that before the
+// events, and the events before the commit, also when the dead-letter topic refuses writes for a
+// while.
 func TestFinishOrder(t *testing.T) {
 	h := newHarness(t)
 	h.failDLQ.Store(3)
@@ -116,8 +119,8 @@ func TestFinishOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := h.steps()
-	want := []string{"dlq", "events", "commit"}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	want := []string{"dlq", "tasks", "events", "commit"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("steps %v, want %v", got, want)
 	}
 }

@@ -22,12 +22,16 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 		PageSize:    toUint32(src.Pagination.PageSize),
 		TotalPath:   src.Pagination.TotalPath,
 		FirstPage:   toUint32(src.Pagination.FirstPage),
+		CursorParam: src.Pagination.CursorParam,
+		CursorPath:  src.Pagination.CursorPath,
+		NextUrlPath: src.Pagination.NextURLPath,
+		HasMorePath: src.Pagination.HasMorePath,
+		MaxPages:    uint64(max(src.Pagination.MaxPages, 0)),
 	}
-	switch src.Pagination.Type {
-	case "offset":
-		pagination.Type = sluicev1.Pagination_TYPE_OFFSET
-	case "page":
-		pagination.Type = sluicev1.Pagination_TYPE_PAGE
+	for kind, t := range paginationTypes {
+		if kind == src.Pagination.Type {
+			pagination.Type = t
+		}
 	}
 	return &sluicev1.Source{Kind: &sluicev1.Source_Http{Http: &sluicev1.HttpSource{
 		Url:         src.URL,
@@ -51,14 +55,14 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 	if h == nil {
 		return Source{}, fmt.Errorf("source from proto: %w", ErrUnsupportedSource)
 	}
-	var kind string
-	switch t := h.GetPagination().GetType(); t {
-	case sluicev1.Pagination_TYPE_OFFSET:
-		kind = "offset"
-	case sluicev1.Pagination_TYPE_PAGE:
-		kind = "page"
-	default:
-		return Source{}, fmt.Errorf("source from proto: unknown pagination type %v", t)
+	kind := ""
+	for name, t := range paginationTypes {
+		if t == h.GetPagination().GetType() {
+			kind = name
+		}
+	}
+	if kind == "" {
+		return Source{}, fmt.Errorf("source from proto: unknown pagination type %v", h.GetPagination().GetType())
 	}
 	var timeout time.Duration
 	if h.GetTimeout() != nil {
@@ -85,6 +89,11 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 			PageSize:    int(pg.GetPageSize()),
 			TotalPath:   pg.GetTotalPath(),
 			FirstPage:   int(pg.GetFirstPage()),
+			CursorParam: pg.GetCursorParam(),
+			CursorPath:  pg.GetCursorPath(),
+			NextURLPath: pg.GetNextUrlPath(),
+			HasMorePath: pg.GetHasMorePath(),
+			MaxPages:    int(min(pg.GetMaxPages(), math.MaxInt32)),
 		},
 		Headers:     headers,
 		Timeout:     timeout,
@@ -93,6 +102,13 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 		RateLimit:   h.GetRateLimit(),
 		Concurrency: int(h.GetConcurrency()),
 	}, nil
+}
+
+// paginationTypes are the spec's names of the pagination types.
+var paginationTypes = map[string]sluicev1.Pagination_Type{
+	"offset": sluicev1.Pagination_TYPE_OFFSET, "page": sluicev1.Pagination_TYPE_PAGE,
+	"cursor": sluicev1.Pagination_TYPE_CURSOR, "next_url": sluicev1.Pagination_TYPE_NEXT_URL,
+	"link_header": sluicev1.Pagination_TYPE_LINK_HEADER,
 }
 
 func toUint32(n int) uint32 {

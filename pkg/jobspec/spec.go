@@ -52,10 +52,12 @@ type Source struct {
 	Concurrency int `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
 }
 
-// Pagination says how to page through a source: by record offset (offset_param=N&limit_param=M) or
-// by page number (page_param=N&limit_param=M).
+// Pagination says how to page through a source: by record offset (offset_param=N&limit_param=M),
+// by page number (page_param=N&limit_param=M), or as a crawl that follows what each page says of
+// the next: a cursor in the body (cursor), a URL in the body (next_url), or the Link header
+// (link_header).
 type Pagination struct {
-	// Type is "offset" or "page".
+	// Type is "offset", "page", "cursor", "next_url" or "link_header".
 	Type        string `json:"type" yaml:"type"`
 	OffsetParam string `json:"offset_param" yaml:"offset_param"`
 	PageParam   string `json:"page_param" yaml:"page_param"`
@@ -67,6 +69,24 @@ type Pagination struct {
 	// TotalPath is the dotted path to the total record count in a response body. Empty when the source
 	// has none: then Source.MaxRecords bounds the job, or it ends at the first short or empty page.
 	TotalPath string `json:"total_path,omitempty" yaml:"total_path,omitempty"`
+	// CursorParam is the query parameter that takes the cursor, for cursor pagination.
+	CursorParam string `json:"cursor_param,omitempty" yaml:"cursor_param,omitempty"`
+	// CursorPath is the dotted path to the next cursor in a body; null, empty or missing ends the
+	// crawl.
+	CursorPath string `json:"cursor_path,omitempty" yaml:"cursor_path,omitempty"`
+	// NextURLPath is the dotted path to the next page's URL (absolute, or relative to the page's) in
+	// a body, for next_url pagination; null, empty or missing ends the crawl.
+	NextURLPath string `json:"next_url_path,omitempty" yaml:"next_url_path,omitempty"`
+	// HasMorePath is the dotted path to a boolean in a body: false ends a crawl.
+	HasMorePath string `json:"has_more_path,omitempty" yaml:"has_more_path,omitempty"`
+	// MaxPages bounds the pages a crawl reads; 0 means none.
+	MaxPages int `json:"max_pages,omitempty" yaml:"max_pages,omitempty"`
+}
+
+// Crawl reports whether the pagination is a crawl: each page says where the next one is, so the
+// pages come one after another and the extent is not known in advance.
+func (pg Pagination) Crawl() bool {
+	return pg.Type == "cursor" || pg.Type == "next_url" || pg.Type == "link_header"
 }
 
 // Sink is where the records land.

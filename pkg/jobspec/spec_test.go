@@ -191,7 +191,7 @@ source:
   key: meta..id
   records_path: .data
   pagination:
-    type: cursor
+    type: keyset
     limit_param: lim it
     page_size: 0
     first_page: -1
@@ -223,7 +223,7 @@ sink:
 				{"source.pagination.limit_param", "must contain only letters, digits and - . _ ~ [ ]"},
 				{"source.pagination.page_size", "must be between 1 and 100000"},
 				{"source.pagination.total_path", "must be a dotted path of field names, such as total or meta.count"},
-				{"source.pagination.type", `must be "offset" or "page"`},
+				{"source.pagination.type", `must be "offset", "page", "cursor", "next_url" or "link_header"`},
 				{"source.rate_limit", "must be a finite number, 0 or more"},
 				{"source.records_path", "must be a dotted path of field names, such as data or result.items"},
 				{"source.timeout", "must be between 1ms and 10m0s"},
@@ -486,7 +486,7 @@ func TestValidate(t *testing.T) {
 				{"source.key", "required"},
 				{"source.pagination.limit_param", "required"},
 				{"source.pagination.page_size", "must be between 1 and 100000"},
-				{"source.pagination.type", `must be "offset" or "page"`},
+				{"source.pagination.type", `must be "offset", "page", "cursor", "next_url" or "link_header"`},
 				{"source.timeout", "must be between 1ms and 10m0s"},
 				{"source.type", `must be "http"`},
 				{"source.url", "required"},
@@ -670,5 +670,38 @@ func TestJSONOfInvalidSpec(t *testing.T) {
 				t.Errorf("problems:\n got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCrawlPaginations parses each crawl kind, round-trips it through the task's proto, and
+// refuses what a crawl cannot do.
+func TestCrawlPaginations(t *testing.T) {
+	base := "name: c\nsource:\n  url: https://api.example/items\n  key: id\n  pagination: "
+	for _, pg := range []string{
+		`{type: cursor, cursor_param: cursor, cursor_path: meta.next, has_more_path: meta.more, max_pages: 50}`,
+		`{type: next_url, next_url_path: links.next}`,
+		`{type: link_header, page_size: 250}`,
+	} {
+		s, err := jobspec.Parse([]byte(base + pg + "\nsink: {table: c}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", pg, err)
+		}
+		back, err := jobspec.SourceFromProto(s.SourceProto())
+		if err != nil || !reflect.DeepEqual(back, s.Source) {
+			t.Fatalf("%s: round trip gave %+v, %v; want %+v", pg, back, err, s.Source)
+		}
+	}
+	for _, tt := range []struct{ doc, path, message string }{
+		{`{type: cursor, cursor_param: c}` + "\nsink: {table: c}", "source.pagination.cursor_path", "required"},
+		{`{type: next_url}` + "\nsink: {table: c}", "source.pagination.next_url_path", "required"},
+		{`{type: link_header, total_path: total}` + "\nsink: {table: c}", "source.pagination.total_path", "a crawl has no total to split the job by: leave it out"},
+		{`{type: link_header}` + "\ntasks: 4\nsink: {table: c}", "tasks", "must be 1: a link_header crawl reads one page after another"},
+		{`{type: offset, cursor_path: next}` + "\nsink: {table: c}", "source.pagination", "cursor_param, cursor_path, next_url_path, has_more_path and max_pages are for cursor, next_url and link_header pagination"},
+	} {
+		_, err := jobspec.Parse([]byte(base + tt.doc + "\n"))
+		var perr *jobspec.Error
+		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
+			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)
+		}
 	}
 }

@@ -48,8 +48,11 @@ func (s *Spec) validate(p *problems) {
 		p.add("name", "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit")
 	}
 	s.Source.validate(p)
-	if s.Tasks < 1 || s.Tasks > maxTasks {
+	switch {
+	case s.Tasks < 1 || s.Tasks > maxTasks:
 		p.add("tasks", fmt.Sprintf("must be between 1 and %d", maxTasks))
+	case s.Tasks > 1 && s.Source.Pagination.Crawl():
+		p.add("tasks", "must be 1: a "+s.Source.Pagination.Type+" crawl reads one page after another")
 	}
 	switch {
 	case s.Sink.Table == "":
@@ -109,6 +112,17 @@ func (pg *Pagination) validate(p *problems) []string {
 			params = append(params, name)
 		}
 	}
+	dotted := func(field, value, example string) {
+		if value != "" && !isDottedPath(value) {
+			p.add(path+"."+field, "must be a dotted path of field names, such as "+example)
+		}
+	}
+	required := func(field, value, example string) {
+		if value == "" {
+			p.add(path+"."+field, "required")
+		}
+		dotted(field, value, example)
+	}
 	var position string
 	switch pg.Type {
 	case "offset":
@@ -117,12 +131,29 @@ func (pg *Pagination) validate(p *problems) []string {
 	case "page":
 		position = "page_param"
 		check(position, pg.PageParam)
+	case "cursor":
+		position = "cursor_param"
+		check(position, pg.CursorParam)
+		required("cursor_path", pg.CursorPath, "next_cursor or meta.next")
+	case "next_url":
+		required("next_url_path", pg.NextURLPath, "next or links.next")
+	case "link_header":
 	default:
-		p.add(path+".type", `must be "offset" or "page"`)
+		p.add(path+".type", `must be "offset", "page", "cursor", "next_url" or "link_header"`)
 	}
 	check("limit_param", pg.LimitParam)
 	if len(params) == 2 && params[0] == params[1] {
 		p.add(path+".limit_param", "must differ from "+position)
+	}
+	dotted("has_more_path", pg.HasMorePath, "has_more or meta.has_next")
+	if pg.MaxPages < 0 {
+		p.add(path+".max_pages", "must be 0 (no bound) or more")
+	}
+	if pg.Crawl() && pg.TotalPath != "" {
+		p.add(path+".total_path", "a crawl has no total to split the job by: leave it out")
+	}
+	if !pg.Crawl() && (pg.CursorParam != "" || pg.CursorPath != "" || pg.NextURLPath != "" || pg.HasMorePath != "" || pg.MaxPages != 0) {
+		p.add(path, "cursor_param, cursor_path, next_url_path, has_more_path and max_pages are for cursor, next_url and link_header pagination")
 	}
 	if pg.PageSize < 1 || pg.PageSize > maxPageSize {
 		p.add(path+".page_size", fmt.Sprintf("must be between 1 and %d", maxPageSize))

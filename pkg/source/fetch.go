@@ -59,12 +59,12 @@ type Fetcher struct {
 
 // get makes one request. It returns the body of a 2xx response, else a classified error. Errors
 // never carry the URL, which may hold credentials in its query.
-func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, timeout time.Duration) ([]byte, *Error) {
+func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, timeout time.Duration) ([]byte, http.Header, *Error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, &Error{Class: "bad_request", Err: fmt.Errorf("build request: %w", stripURL(err))}
+		return nil, nil, &Error{Class: "bad_request", Err: fmt.Errorf("build request: %w", stripURL(err))}
 	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
@@ -74,7 +74,7 @@ func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, 
 	resp, err := f.Client.Do(req)
 	if err != nil {
 		f.Metrics.Pages.WithLabelValues("error").Inc()
-		return nil, transportError(ctx, err)
+		return nil, nil, transportError(ctx, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, f.MaxBody+1))
@@ -87,14 +87,14 @@ func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, 
 			fe.Class = "truncated"
 			fe.Err = fmt.Errorf("response body truncated after %d bytes: %w", len(body), stripURL(err))
 		}
-		return nil, fe
+		return nil, nil, fe
 	}
 	if int64(len(body)) > f.MaxBody {
-		return nil, &Error{Class: "too_large", Status: resp.StatusCode, Head: head(body),
+		return nil, nil, &Error{Class: "too_large", Status: resp.StatusCode, Head: head(body),
 			Err: fmt.Errorf("response body larger than %d bytes", f.MaxBody)}
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return body, nil
+		return body, resp.Header, nil
 	}
 	fe := &Error{Status: resp.StatusCode, Head: head(body),
 		Err: fmt.Errorf("source answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
@@ -113,7 +113,7 @@ func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, 
 	default:
 		fe.Class = "http_4xx"
 	}
-	return nil, fe
+	return nil, nil, fe
 }
 
 // transportError classifies a failure below HTTP: timeouts, resets, refused connections.
@@ -191,10 +191,11 @@ func (f *Fetcher) FetchPage(ctx context.Context, u string, headers map[string]st
 	)
 	attempts, err := f.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
 		func(int) error {
-			body, ferr := f.get(ctx, u, headers, pol.Timeout)
+			body, header, ferr := f.get(ctx, u, headers, pol.Timeout)
 			if ferr == nil {
 				p, err := ParsePage(body, recordsPath, totalPath)
 				if err == nil {
+					p.Body, p.Header = body, header
 					page = p
 					return nil
 				}

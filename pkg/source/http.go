@@ -46,6 +46,15 @@ func (h *httpSource) pages() bool {
 	return h.src.GetPagination().GetType() == sluicev1.Pagination_TYPE_PAGE
 }
 
+// crawls reports whether each page says where the next is: one page after another, no extent.
+func (h *httpSource) crawls() bool {
+	switch h.src.GetPagination().GetType() {
+	case sluicev1.Pagination_TYPE_CURSOR, sluicev1.Pagination_TYPE_NEXT_URL, sluicev1.Pagination_TYPE_LINK_HEADER:
+		return true
+	}
+	return false
+}
+
 // Plan splits the source's extent (its total, bounded by max_records) into page-aligned slices.
 // With neither a total nor max_records the extent is unknown: one open-ended slice reads until the
 // first empty page.
@@ -66,9 +75,14 @@ func (h *httpSource) Replan(extent []byte, tasks int) (Plan, error) {
 	return planHTTP(h.src, total, tasks), nil
 }
 
-// planHTTP is the plan of a source of total records (-1: unknown) in at most tasks slices.
+// planHTTP is the plan of a source of total records (-1: unknown) in at most tasks slices. A crawl
+// is one slice, its first page: each page's task publishes the next one's.
 func planHTTP(src *sluicev1.HttpSource, total int64, tasks int) Plan {
 	h := &httpSource{src: src}
+	if h.crawls() {
+		return Plan{Expected: -1, Slices: []*sluicev1.Task{{Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}}},
+			Extent: []byte("-1")}
+	}
 	n := total
 	if max := src.GetMaxRecords(); max > 0 && (n < 0 || uint64(n) > max) {
 		n = int64(max)
@@ -100,7 +114,7 @@ func planHTTP(src *sluicev1.HttpSource, total int64, tasks int) Plan {
 // discover reads the total from the first page when the source says where it is; -1 otherwise.
 func (h *httpSource) discover(ctx context.Context) (int64, error) {
 	pg := h.src.GetPagination()
-	if pg.GetTotalPath() == "" {
+	if pg.GetTotalPath() == "" || h.crawls() {
 		return -1, nil
 	}
 	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
@@ -137,12 +151,22 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 	if err != nil {
 		return nil, &Error{Class: "config", Err: err}
 	}
-	switch task.GetSlice().(type) {
+	switch s := task.GetSlice().(type) {
 	case *sluicev1.Task_Offsets, *sluicev1.Task_Pages:
-	default:
-		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("an HTTP source reads offset or page ranges, not %T", task.GetSlice())}
+		if !h.crawls() {
+			return &httpReader{h: h, headers: headers, pol: h.policy(), pager: newPager(task, h.src)}, nil
+		}
+	case *sluicev1.Task_Crawl:
+		if h.crawls() {
+			chain := s.Crawl.GetChain()
+			if chain == "" {
+				chain = task.GetTaskId()
+			}
+			return &crawlReader{h: h, headers: headers, pol: h.policy(), crawl: s.Crawl, chain: chain}, nil
+		}
 	}
-	return &httpReader{h: h, headers: headers, pol: h.policy(), pager: newPager(task, h.src)}, nil
+	return nil, &Error{Class: "bad_task", Err: fmt.Errorf("an HTTP source paginated by %v does not read a slice of %T",
+		h.src.GetPagination().GetType(), task.GetSlice())}
 }
 
 // httpReader reads an offset or page range.
@@ -156,6 +180,9 @@ type httpReader struct {
 func (r *httpReader) Key(record json.RawMessage) (string, string) {
 	return RecordKey(record, r.h.src.Key)
 }
+
+// Then is nil: an offset or page range is read by its one task.
+func (r *httpReader) Then() *sluicev1.Task { return nil }
 
 // Next fetches the next page. A page that would end the slice early (empty, or short where page
 // numbers would skip records) is fetched again under the source's retries, and then fails with

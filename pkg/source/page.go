@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 )
 
@@ -16,6 +17,10 @@ var ErrPageShape = errors.New("page has no records array at the records path")
 type Page struct {
 	Records []json.RawMessage
 	Total   int64
+	// Body is the whole response body, which Records are slices of, and Header its headers: where
+	// a crawl finds the next page.
+	Body   []byte
+	Header http.Header
 }
 
 // ErrNotJSON is a response body that is not JSON: an HTML error page with status 200, a body cut

@@ -45,6 +45,9 @@ type Reader interface {
 	Next(ctx context.Context) (Read, bool, error)
 	// Key returns a record's key, or why it has none.
 	Key(record json.RawMessage) (key, reason string)
+	// Then is the task that continues this slice once it is read to its end (a crawl's next page,
+	// with only its id and slice set), or nil when there is none.
+	Then() *sluicev1.Task
 }
 
 // Read is one page of a slice.

@@ -33,6 +33,7 @@ type Extractor struct {
 	log     *slog.Logger
 	metrics *extractorMetrics
 	offsets *offsetTracker
+	claims  *claims
 	lag     *kafka.LagReporter
 	backoff pipeline.Backoff
 	now     func() time.Time
@@ -55,7 +56,7 @@ type Extractor struct {
 	fatalOnce sync.Once
 }
 
-type topics struct{ raw, dlq, events string }
+type topics struct{ tasks, raw, dlq, events string }
 
 type extractorMetrics struct {
 	*pipeline.Metrics
@@ -63,6 +64,7 @@ type extractorMetrics struct {
 	produced       prometheus.Counter
 	tasksDone      *prometheus.CounterVec
 	inFlight       prometheus.Gauge
+	copies         prometheus.Counter
 	parked         prometheus.Gauge
 	rateLimitWaits prometheus.Counter
 }
@@ -83,6 +85,10 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_in_flight",
 			Help: "Tasks this member is working on.",
+		}),
+		copies: f.NewCounter(prometheus.CounterOpts{
+			Name: "extractor_task_copies_skipped_total",
+			Help: "Tasks not run because this member works on or finished the same task (a crawl page published twice).",
 		}),
 		parked: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_parked",
@@ -171,18 +177,35 @@ func (x *Extractor) Run(ctx context.Context) error {
 	return nil
 }
 
-// start runs the task at r on its partition's owner.
+// start runs the task at r on its partition's owner. A copy of a task this member works on or
+// finished is done at once.
 func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan struct{}) {
 	o := x.owner(parent, r)
 	state := x.offsets.start(r)
+	id := taskID(r)
+	if id != "" && !x.claims.claim(id) {
+		x.metrics.copies.Inc()
+		x.offsets.done(state, r)
+		x.commit(parent)
+		<-slots
+		return
+	}
 	x.tasks.Add(1)
 	o.wg.Add(1)
 	x.metrics.inFlight.Inc()
 	go func() {
 		held := &slot{ch: slots, held: true}
-		defer func() { held.release(); x.metrics.inFlight.Dec(); o.wg.Done(); x.tasks.Done() }()
+		done := false
+		defer func() {
+			x.claims.release(id, done)
+			held.release()
+			x.metrics.inFlight.Dec()
+			o.wg.Done()
+			x.tasks.Done()
+		}()
 		markDone := func(ctx context.Context) error {
 			x.offsets.done(state, r)
+			done = true
 			x.commit(ctx)
 			x.lag.Progressed()
 			return nil

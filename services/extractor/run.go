@@ -29,8 +29,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	x := &Extractor{
 		cfg:      cfg.Extractor,
-		topics:   topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		topics:   topics{tasks: cfg.Kafka.TasksTopic, raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
 		offsets:  newOffsetTracker(),
+		claims:   newClaims(),
 		backoff:  pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},
 		now:      time.Now,
 		owners:   map[tp]*owner{},

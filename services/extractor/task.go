@@ -136,11 +136,25 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	if ctx.Err() != nil {
 		return delivery.Outcome{}, ctx.Err()
 	}
+	out := delivery.Outcome{}
+	extracted := &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
+		DeadLettered: prod.tooLarge.Load(), Run: run, Follows: task.Follows}
+	if then := rd.Then(); then != nil {
+		// The slice goes on in a task of its own (a crawl's next page), published before this
+		// task's end is reported and committed, on this task's partition.
+		next := &sluicev1.Task{JobId: task.JobId, TaskId: then.TaskId, Index: task.Index, Count: task.Count, Source: task.Source,
+			Slice: then.Slice, Table: task.Table, PlannedAt: task.PlannedAt, Follows: task.TaskId}
+		value, err := proto.Marshal(next)
+		if err != nil {
+			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)
+		}
+		out.Follow = []*kgo.Record{{Topic: x.topics.tasks, Key: r.Key, Value: value}}
+		extracted.NextTaskId = next.TaskId
+	}
 	x.observe(r, prod, began)
-	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskExtracted{
-		TaskExtracted: &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
-			DeadLettered: prod.tooLarge.Load(), Run: run}}}
-	return delivery.Outcome{Events: []*sluicev1.JobEvent{ev}}, nil
+	out.Events = []*sluicev1.JobEvent{{JobId: task.JobId, Producer: "extractor",
+		Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: extracted}}}
+	return out, nil
 }
 
 // asDelivery returns err's delivery error, or a transient one around it.
@@ -180,7 +194,7 @@ func (x *Extractor) taskDeadLetter(r *kgo.Record, err error) (delivery.Outcome, 
 	x.metrics.tasksDone.WithLabelValues("dead_lettered").Inc()
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{
 		TaskDeadLettered: &sluicev1.TaskDeadLettered{TaskId: task.TaskId, ErrorClass: class, Records: te.records,
-			DeadLettered: te.tooLarge, Run: te.run}}}
+			DeadLettered: te.tooLarge, Run: te.run, Follows: task.Follows}}}
 	return delivery.Outcome{Letters: []*kgo.Record{letter}, Events: []*sluicev1.JobEvent{ev}}, nil
 }
 

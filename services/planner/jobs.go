@@ -43,6 +43,8 @@ type Job struct {
 	// published is set once every task is on the tasks topic; spec and extent are kept until then,
 	// so that a planner can publish them again.
 	published bool
+	// followers are the tasks that other tasks' ends published (a crawl's pages after its first).
+	followers map[string]bool
 	spec      []byte
 	extent    []byte
 	specHash  []byte
@@ -198,9 +200,12 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 		return nil
 	case *sluicev1.JobEvent_TaskExtracted:
 		x := e.TaskExtracted
+		j.follow(x.TaskId, x.Follows)
+		j.follow(x.NextTaskId, x.TaskId)
 		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, false)
 	case *sluicev1.JobEvent_TaskDeadLettered:
 		x := e.TaskDeadLettered
+		j.follow(x.TaskId, x.Follows)
 		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, true)
 	case *sluicev1.JobEvent_RecordsLoaded:
 		r := e.RecordsLoaded
@@ -242,6 +247,21 @@ func (j *Job) task(id string) *taskState {
 		j.tasks[id] = t
 	}
 	return t
+}
+
+// follow counts task id, which the end of task after published (a crawl's next page), among the
+// job's tasks, once: the job is not complete before it ends too. Either event may come first.
+func (j *Job) follow(id, after string) {
+	if id == "" || after == "" {
+		return
+	}
+	if j.followers == nil {
+		j.followers = map[string]bool{}
+	}
+	if !j.followers[id] {
+		j.followers[id] = true
+		j.Tasks.Planned++
+	}
 }
 
 // finishTask records how a task ended; a task reported again (it ran again after a rebalance) keeps
@@ -328,7 +348,7 @@ func (js *Jobs) List(now time.Time) []Job {
 // has seen many jobs holds a few numbers for each.
 func (j *Job) freeze() {
 	j.Records.Loaded, j.Records.DeadLettered = j.counts()
-	j.tasks, j.spec = nil, nil
+	j.tasks, j.spec, j.followers = nil, nil, nil
 }
 
 // ByKey returns the job submitted with an idempotency key, and the sha256 of its spec.

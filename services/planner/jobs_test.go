@@ -173,3 +173,39 @@ func TestFoldCountsLoadedAndDeadLetteredAsAUnion(t *testing.T) {
 		t.Fatalf("the tenth record did not finish the job: %v", fin)
 	}
 }
+
+// TestCrawlChainCompletesAtItsLastPage: a crawl's pages are tasks that each page's end publishes;
+// their events may come in any order, and the job completes only once the page that names no next
+// one has ended and every page's records are loaded.
+func TestCrawlChainCompletesAtItsLastPage(t *testing.T) {
+	link := func(task, follows, next string) *sluicev1.JobEvent {
+		return &sluicev1.JobEvent{JobId: "c", Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: &sluicev1.TaskExtracted{
+			TaskId: task, Run: "r-" + task, Records: 10, Follows: follows, NextTaskId: next}}}
+	}
+	ev := &sluicev1.JobEvent{JobId: "c", Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{
+		Name: "c", Table: "c", Tasks: 1, ExpectedUnknown: true}}}
+	steps := []*sluicev1.JobEvent{
+		ev,
+		link("t0", "", "t0-p1"),
+		loaded("c", "t0", "r-t0", 0, 0, 9),
+		link("t0-p2", "t0-p1", ""), // the last page's end reported before its predecessor's
+		loaded("c", "t0-p2", "r-t0-p2", 0, 20, 29),
+		loaded("c", "t0-p1", "r-t0-p1", 0, 10, 19),
+	}
+	js := newJobs()
+	for _, e := range steps {
+		if fin := js.Apply(e); fin != nil {
+			t.Fatalf("job finished early, after %v", e)
+		}
+	}
+	if j, _ := js.Get("c", time.Now()); j.Tasks.Planned != 3 || j.Tasks.Extracted != 2 {
+		t.Fatalf("tasks %+v, want 3 known and 2 ended", j.Tasks)
+	}
+	fin := js.Apply(link("t0-p1", "t0", "t0-p2"))
+	if fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_SUCCEEDED {
+		t.Fatalf("the middle page's end did not finish the job: %v", fin)
+	}
+	if j, _ := js.Get("c", time.Now()); j.Records.Extracted != 30 || j.Records.Loaded != 30 || j.Tasks.Planned != 3 {
+		t.Fatalf("job %+v", j)
+	}
+}

@@ -458,7 +458,11 @@ type TaskExtracted struct {
 	// Records the raw topic refused (too large) and that went to the dead-letter topic instead.
 	DeadLettered uint64 `protobuf:"varint,5,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
 	// The run of the task that completed: the records to count are that run's.
-	Run           string `protobuf:"bytes,6,opt,name=run,proto3" json:"run,omitempty"`
+	Run string `protobuf:"bytes,6,opt,name=run,proto3" json:"run,omitempty"`
+	// The task that continues the crawl, published before this event; empty at the crawl's end.
+	NextTaskId string `protobuf:"bytes,7,opt,name=next_task_id,json=nextTaskId,proto3" json:"next_task_id,omitempty"`
+	// The task whose end published this one; empty for a planned task.
+	Follows       string `protobuf:"bytes,8,opt,name=follows,proto3" json:"follows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +539,20 @@ func (x *TaskExtracted) GetRun() string {
 	return ""
 }
 
+func (x *TaskExtracted) GetNextTaskId() string {
+	if x != nil {
+		return x.NextTaskId
+	}
+	return ""
+}
+
+func (x *TaskExtracted) GetFollows() string {
+	if x != nil {
+		return x.Follows
+	}
+	return ""
+}
+
 // TaskDeadLettered: a task's retries ran out and it is on the dead-letter topic.
 type TaskDeadLettered struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -544,8 +562,10 @@ type TaskDeadLettered struct {
 	// were not fetched.
 	Records uint64 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
 	// Records of those pages the raw topic refused (too large) and that went to the dead-letter topic.
-	DeadLettered  uint64 `protobuf:"varint,4,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
-	Run           string `protobuf:"bytes,5,opt,name=run,proto3" json:"run,omitempty"`
+	DeadLettered uint64 `protobuf:"varint,4,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Run          string `protobuf:"bytes,5,opt,name=run,proto3" json:"run,omitempty"`
+	// The task whose end published this one; empty for a planned task.
+	Follows       string `protobuf:"bytes,6,opt,name=follows,proto3" json:"follows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -611,6 +631,13 @@ func (x *TaskDeadLettered) GetDeadLettered() uint64 {
 func (x *TaskDeadLettered) GetRun() string {
 	if x != nil {
 		return x.Run
+	}
+	return ""
+}
+
+func (x *TaskDeadLettered) GetFollows() string {
+	if x != nil {
+		return x.Follows
 	}
 	return ""
 }
@@ -1237,21 +1264,25 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x06extent\x18\n" +
 	" \x01(\fR\x06extent\"&\n" +
 	"\x0eTasksPublished\x12\x14\n" +
-	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\xab\x01\n" +
+	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\xe7\x01\n" +
 	"\rTaskExtracted\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05pages\x18\x03 \x01(\rR\x05pages\x12\x1a\n" +
 	"\battempts\x18\x04 \x01(\rR\battempts\x12#\n" +
 	"\rdead_lettered\x18\x05 \x01(\x04R\fdeadLettered\x12\x10\n" +
-	"\x03run\x18\x06 \x01(\tR\x03run\"\x9d\x01\n" +
+	"\x03run\x18\x06 \x01(\tR\x03run\x12 \n" +
+	"\fnext_task_id\x18\a \x01(\tR\n" +
+	"nextTaskId\x12\x18\n" +
+	"\afollows\x18\b \x01(\tR\afollows\"\xb7\x01\n" +
 	"\x10TaskDeadLettered\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
 	"errorClass\x12\x18\n" +
 	"\arecords\x18\x03 \x01(\x04R\arecords\x12#\n" +
 	"\rdead_lettered\x18\x04 \x01(\x04R\fdeadLettered\x12\x10\n" +
-	"\x03run\x18\x05 \x01(\tR\x03run\"\xfd\x01\n" +
+	"\x03run\x18\x05 \x01(\tR\x03run\x12\x18\n" +
+	"\afollows\x18\x06 \x01(\tR\afollows\"\xfd\x01\n" +
 	"\rRecordsLoaded\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x1c\n" +

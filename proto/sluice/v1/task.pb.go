@@ -29,6 +29,12 @@ const (
 	Pagination_TYPE_UNSPECIFIED Pagination_Type = 0
 	Pagination_TYPE_OFFSET      Pagination_Type = 1
 	Pagination_TYPE_PAGE        Pagination_Type = 2
+	// A cursor in the body, sent back in cursor_param.
+	Pagination_TYPE_CURSOR Pagination_Type = 3
+	// The URL of the next page in the body, at next_url_path.
+	Pagination_TYPE_NEXT_URL Pagination_Type = 4
+	// The URL of the next page in the Link header, rel="next" (RFC 8288).
+	Pagination_TYPE_LINK_HEADER Pagination_Type = 5
 )
 
 // Enum value maps for Pagination_Type.
@@ -37,11 +43,17 @@ var (
 		0: "TYPE_UNSPECIFIED",
 		1: "TYPE_OFFSET",
 		2: "TYPE_PAGE",
+		3: "TYPE_CURSOR",
+		4: "TYPE_NEXT_URL",
+		5: "TYPE_LINK_HEADER",
 	}
 	Pagination_Type_value = map[string]int32{
 		"TYPE_UNSPECIFIED": 0,
 		"TYPE_OFFSET":      1,
 		"TYPE_PAGE":        2,
+		"TYPE_CURSOR":      3,
+		"TYPE_NEXT_URL":    4,
+		"TYPE_LINK_HEADER": 5,
 	}
 )
 
@@ -91,10 +103,13 @@ type Task struct {
 	//	*Task_Pages
 	//	*Task_Keys
 	//	*Task_Window
+	//	*Task_Crawl
 	Slice isTask_Slice `protobuf_oneof:"slice"`
 	// The ClickHouse table the records land in.
-	Table         string                 `protobuf:"bytes,10,opt,name=table,proto3" json:"table,omitempty"`
-	PlannedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=planned_at,json=plannedAt,proto3" json:"planned_at,omitempty"`
+	Table     string                 `protobuf:"bytes,10,opt,name=table,proto3" json:"table,omitempty"`
+	PlannedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=planned_at,json=plannedAt,proto3" json:"planned_at,omitempty"`
+	// The task whose end published this one (a crawl's previous page); empty for a planned task.
+	Follows       string `protobuf:"bytes,13,opt,name=follows,proto3" json:"follows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +222,15 @@ func (x *Task) GetWindow() *TimeWindow {
 	return nil
 }
 
+func (x *Task) GetCrawl() *Crawl {
+	if x != nil {
+		if x, ok := x.Slice.(*Task_Crawl); ok {
+			return x.Crawl
+		}
+	}
+	return nil
+}
+
 func (x *Task) GetTable() string {
 	if x != nil {
 		return x.Table
@@ -219,6 +243,13 @@ func (x *Task) GetPlannedAt() *timestamppb.Timestamp {
 		return x.PlannedAt
 	}
 	return nil
+}
+
+func (x *Task) GetFollows() string {
+	if x != nil {
+		return x.Follows
+	}
+	return ""
 }
 
 type isTask_Slice interface {
@@ -241,6 +272,10 @@ type Task_Window struct {
 	Window *TimeWindow `protobuf:"bytes,9,opt,name=window,proto3,oneof"`
 }
 
+type Task_Crawl struct {
+	Crawl *Crawl `protobuf:"bytes,12,opt,name=crawl,proto3,oneof"`
+}
+
 func (*Task_Offsets) isTask_Slice() {}
 
 func (*Task_Pages) isTask_Slice() {}
@@ -248,6 +283,8 @@ func (*Task_Pages) isTask_Slice() {}
 func (*Task_Keys) isTask_Slice() {}
 
 func (*Task_Window) isTask_Slice() {}
+
+func (*Task_Crawl) isTask_Slice() {}
 
 // Source says where and how to fetch: one kind of source (pkg/source reads each kind). Header
 // values keep their ${VAR} references unexpanded: the extractor expands them from its own
@@ -451,7 +488,17 @@ type Pagination struct {
 	// Dotted path to the total record count in a response body; empty when the source has none.
 	TotalPath string `protobuf:"bytes,6,opt,name=total_path,json=totalPath,proto3" json:"total_path,omitempty"`
 	// The number of the first page, for page pagination (1 for most APIs, 0 for some).
-	FirstPage     uint32 `protobuf:"varint,7,opt,name=first_page,json=firstPage,proto3" json:"first_page,omitempty"`
+	FirstPage uint32 `protobuf:"varint,7,opt,name=first_page,json=firstPage,proto3" json:"first_page,omitempty"`
+	// Cursor pagination: the query parameter that takes the cursor, and the dotted path to the next
+	// one in the body (null, empty or missing ends the crawl).
+	CursorParam string `protobuf:"bytes,8,opt,name=cursor_param,json=cursorParam,proto3" json:"cursor_param,omitempty"`
+	CursorPath  string `protobuf:"bytes,9,opt,name=cursor_path,json=cursorPath,proto3" json:"cursor_path,omitempty"`
+	// Next-URL pagination: the dotted path to the next page's URL in the body.
+	NextUrlPath string `protobuf:"bytes,10,opt,name=next_url_path,json=nextUrlPath,proto3" json:"next_url_path,omitempty"`
+	// Dotted path to a boolean in the body; false ends a crawl.
+	HasMorePath string `protobuf:"bytes,11,opt,name=has_more_path,json=hasMorePath,proto3" json:"has_more_path,omitempty"`
+	// The most pages a crawl reads; 0 is no bound.
+	MaxPages      uint64 `protobuf:"varint,12,opt,name=max_pages,json=maxPages,proto3" json:"max_pages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +582,126 @@ func (x *Pagination) GetFirstPage() uint32 {
 	return 0
 }
 
+func (x *Pagination) GetCursorParam() string {
+	if x != nil {
+		return x.CursorParam
+	}
+	return ""
+}
+
+func (x *Pagination) GetCursorPath() string {
+	if x != nil {
+		return x.CursorPath
+	}
+	return ""
+}
+
+func (x *Pagination) GetNextUrlPath() string {
+	if x != nil {
+		return x.NextUrlPath
+	}
+	return ""
+}
+
+func (x *Pagination) GetHasMorePath() string {
+	if x != nil {
+		return x.HasMorePath
+	}
+	return ""
+}
+
+func (x *Pagination) GetMaxPages() uint64 {
+	if x != nil {
+		return x.MaxPages
+	}
+	return 0
+}
+
+// Crawl is one page of a sequential crawl (cursor, next URL, Link header). Its task, once the
+// page's records are acknowledged, publishes the task of the next page: a member that dies
+// mid-crawl costs the page it was reading, not the crawl.
+type Crawl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the page is: empty for the first, else the cursor or URL the previous page gave.
+	Position string `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
+	// The page's sequence in the crawl, from 0.
+	Page uint64 `protobuf:"varint,2,opt,name=page,proto3" json:"page,omitempty"`
+	// Records the crawl read before this page.
+	Records uint64 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
+	// Hashes of the positions of the pages before this one, the most recent last (a bounded
+	// number): a cursor or URL seen again is a crawl going round in circles.
+	Seen []uint64 `protobuf:"fixed64,4,rep,packed,name=seen,proto3" json:"seen,omitempty"`
+	// The id of the crawl's first task, which the ids of the next ones derive from.
+	Chain         string `protobuf:"bytes,5,opt,name=chain,proto3" json:"chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Crawl) Reset() {
+	*x = Crawl{}
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Crawl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Crawl) ProtoMessage() {}
+
+func (x *Crawl) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Crawl.ProtoReflect.Descriptor instead.
+func (*Crawl) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Crawl) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *Crawl) GetPage() uint64 {
+	if x != nil {
+		return x.Page
+	}
+	return 0
+}
+
+func (x *Crawl) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *Crawl) GetSeen() []uint64 {
+	if x != nil {
+		return x.Seen
+	}
+	return nil
+}
+
+func (x *Crawl) GetChain() string {
+	if x != nil {
+		return x.Chain
+	}
+	return ""
+}
+
 // OffsetRange is records [start, end) of an offset-paginated source. An unbounded range has no end:
 // its task pages until a short or empty page.
 type OffsetRange struct {
@@ -548,7 +715,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +727,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +740,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OffsetRange) GetStart() uint64 {
@@ -609,7 +776,7 @@ type PageRange struct {
 
 func (x *PageRange) Reset() {
 	*x = PageRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +788,7 @@ func (x *PageRange) String() string {
 func (*PageRange) ProtoMessage() {}
 
 func (x *PageRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +801,7 @@ func (x *PageRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRange.ProtoReflect.Descriptor instead.
 func (*PageRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PageRange) GetFirst() uint64 {
@@ -669,7 +836,7 @@ type KeyRange struct {
 
 func (x *KeyRange) Reset() {
 	*x = KeyRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +848,7 @@ func (x *KeyRange) String() string {
 func (*KeyRange) ProtoMessage() {}
 
 func (x *KeyRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +861,7 @@ func (x *KeyRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRange.ProtoReflect.Descriptor instead.
 func (*KeyRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KeyRange) GetStart() string {
@@ -722,7 +889,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +901,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +914,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TimeWindow) GetStart() *timestamppb.Timestamp {
@@ -768,7 +935,7 @@ var File_sluice_v1_task_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x03\n" +
+	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x03\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
@@ -778,11 +945,13 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\aoffsets\x18\x06 \x01(\v2\x16.sluice.v1.OffsetRangeH\x00R\aoffsets\x12,\n" +
 	"\x05pages\x18\a \x01(\v2\x14.sluice.v1.PageRangeH\x00R\x05pages\x12)\n" +
 	"\x04keys\x18\b \x01(\v2\x13.sluice.v1.KeyRangeH\x00R\x04keys\x12/\n" +
-	"\x06window\x18\t \x01(\v2\x15.sluice.v1.TimeWindowH\x00R\x06window\x12\x14\n" +
+	"\x06window\x18\t \x01(\v2\x15.sluice.v1.TimeWindowH\x00R\x06window\x12(\n" +
+	"\x05crawl\x18\f \x01(\v2\x10.sluice.v1.CrawlH\x00R\x05crawl\x12\x14\n" +
 	"\x05table\x18\n" +
 	" \x01(\tR\x05table\x129\n" +
 	"\n" +
-	"planned_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tplannedAtB\a\n" +
+	"planned_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tplannedAt\x12\x18\n" +
+	"\afollows\x18\r \x01(\tR\afollowsB\a\n" +
 	"\x05slice\"=\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04httpB\x06\n" +
@@ -807,7 +976,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	" \x01(\rR\vconcurrency\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x04\n" +
 	"\n" +
 	"Pagination\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.sluice.v1.Pagination.TypeR\x04type\x12!\n" +
@@ -820,11 +989,27 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"total_path\x18\x06 \x01(\tR\ttotalPath\x12\x1d\n" +
 	"\n" +
-	"first_page\x18\a \x01(\rR\tfirstPage\"<\n" +
+	"first_page\x18\a \x01(\rR\tfirstPage\x12!\n" +
+	"\fcursor_param\x18\b \x01(\tR\vcursorParam\x12\x1f\n" +
+	"\vcursor_path\x18\t \x01(\tR\n" +
+	"cursorPath\x12\"\n" +
+	"\rnext_url_path\x18\n" +
+	" \x01(\tR\vnextUrlPath\x12\"\n" +
+	"\rhas_more_path\x18\v \x01(\tR\vhasMorePath\x12\x1b\n" +
+	"\tmax_pages\x18\f \x01(\x04R\bmaxPages\"v\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vTYPE_OFFSET\x10\x01\x12\r\n" +
-	"\tTYPE_PAGE\x10\x02\"S\n" +
+	"\tTYPE_PAGE\x10\x02\x12\x0f\n" +
+	"\vTYPE_CURSOR\x10\x03\x12\x11\n" +
+	"\rTYPE_NEXT_URL\x10\x04\x12\x14\n" +
+	"\x10TYPE_LINK_HEADER\x10\x05\"{\n" +
+	"\x05Crawl\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\tR\bposition\x12\x12\n" +
+	"\x04page\x18\x02 \x01(\x04R\x04page\x12\x18\n" +
+	"\arecords\x18\x03 \x01(\x04R\arecords\x12\x12\n" +
+	"\x04seen\x18\x04 \x03(\x06R\x04seen\x12\x14\n" +
+	"\x05chain\x18\x05 \x01(\tR\x05chain\"S\n" +
 	"\vOffsetRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x1c\n" +
@@ -854,40 +1039,42 @@ func file_sluice_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sluice_v1_task_proto_goTypes = []any{
 	(Pagination_Type)(0),          // 0: sluice.v1.Pagination.Type
 	(*Task)(nil),                  // 1: sluice.v1.Task
 	(*Source)(nil),                // 2: sluice.v1.Source
 	(*HttpSource)(nil),            // 3: sluice.v1.HttpSource
 	(*Pagination)(nil),            // 4: sluice.v1.Pagination
-	(*OffsetRange)(nil),           // 5: sluice.v1.OffsetRange
-	(*PageRange)(nil),             // 6: sluice.v1.PageRange
-	(*KeyRange)(nil),              // 7: sluice.v1.KeyRange
-	(*TimeWindow)(nil),            // 8: sluice.v1.TimeWindow
-	nil,                           // 9: sluice.v1.HttpSource.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*Crawl)(nil),                 // 5: sluice.v1.Crawl
+	(*OffsetRange)(nil),           // 6: sluice.v1.OffsetRange
+	(*PageRange)(nil),             // 7: sluice.v1.PageRange
+	(*KeyRange)(nil),              // 8: sluice.v1.KeyRange
+	(*TimeWindow)(nil),            // 9: sluice.v1.TimeWindow
+	nil,                           // 10: sluice.v1.HttpSource.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
 }
 var file_sluice_v1_task_proto_depIdxs = []int32{
 	2,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
-	5,  // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
-	6,  // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
-	7,  // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
-	8,  // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
-	10, // 5: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
-	3,  // 6: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
-	4,  // 7: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	9,  // 8: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	11, // 9: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	0,  // 10: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	10, // 11: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
-	10, // 12: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	6,  // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
+	7,  // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
+	8,  // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
+	9,  // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
+	5,  // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
+	11, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
+	3,  // 7: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
+	4,  // 8: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	10, // 9: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	12, // 10: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	0,  // 11: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	11, // 12: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
+	11, // 13: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
@@ -900,6 +1087,7 @@ func file_sluice_v1_task_proto_init() {
 		(*Task_Pages)(nil),
 		(*Task_Keys)(nil),
 		(*Task_Window)(nil),
+		(*Task_Crawl)(nil),
 	}
 	file_sluice_v1_task_proto_msgTypes[1].OneofWrappers = []any{
 		(*Source_Http)(nil),
@@ -910,7 +1098,7 @@ func file_sluice_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_task_proto_rawDesc), len(file_sluice_v1_task_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
