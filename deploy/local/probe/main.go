@@ -84,7 +84,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func askKafka(ctx context.Context, addr string, brokers int) (string, error) {
-	cfg := kafka.Config{Brokers: []string{addr}, DialTimeout: 3 * time.Second, RequestTimeout: 3 * time.Second}
+	// addr may list several brokers, comma-separated, as SLUICE_KAFKA_BROKERS does.
+	cfg := kafka.Config{Brokers: strings.Split(addr, ","), DialTimeout: 3 * time.Second, RequestTimeout: 3 * time.Second}
 	cl, err := kafka.NewClient(cfg, "sluice-probe", quiet(), nil)
 	if err != nil {
 		return "", err
