@@ -111,7 +111,7 @@ func baselineSource(b testing.TB, url string, n int) float64 {
 	for range 16 {
 		wg.Go(func() {
 			for off := range pages {
-				u, _ := source.PageURL(src, off, 1000)
+				u, _ := source.PageURL(src, off, 1000, nil)
 				p, _, err := f.FetchPage(context.Background(), u, nil, "data", "", pol)
 				if err != nil {
 					b.Error(err)

@@ -137,3 +137,44 @@ func TestPipelineStuckCrawl(t *testing.T) {
 		})
 	}
 }
+
+// TestPipelineTimeWindows splits a 200,000-record source without a total into hour windows, each
+// read by offsets to its end, over three extractors: every record lands once and every extractor
+// took windows.
+func TestPipelineTimeWindows(t *testing.T) {
+	stacktest.Require(t)
+	const n = 200_000 // created one second apart from 2020-01-01T00:00:00Z: 55.6 hours
+	src := demosource.DefaultConfig()
+	src.Records, src.PageLatency = n, 5*time.Millisecond
+	p := newPipeline(t, src)
+	planner := start(t, "planner", p.env).ready(t)
+	var extractors []*proc
+	for i := range 3 {
+		x := start(t, fmt.Sprintf("extractor-%d", i+1), p.env)
+		x.ready(t)
+		extractors = append(extractors, x)
+	}
+	start(t, "loader", p.env).ready(t)
+	spec := fmt.Sprintf(`name: windows
+source:
+  type: http
+  url: %s/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, page_size: 1000}
+  slices: {type: time, param_from: created_from, param_to: created_to, start: 2020-01-01T00:00:00Z, end: 2020-01-03T08:00:00Z, step: 1h}
+sink:
+  table: windows
+`, p.srcURL)
+	j := submit(t, planner, spec)
+	j = await(t, planner, j.ID, 4*time.Minute)
+	if j.State != "succeeded" || j.Tasks.Planned != 56 || j.Records.Extracted != n || j.Records.Loaded != n {
+		t.Fatalf("job ended %+v, want succeeded with 56 windows and %d records", j, n)
+	}
+	for _, x := range extractors {
+		if done := metric(t, x.addr(t), "extractor_tasks_total", `outcome="extracted"`); done == 0 {
+			t.Fatalf("%s took no window: the work was not spread", x.name)
+		}
+	}
+	checkExact(t, p, "windows", n, src.RecordSize)
+}

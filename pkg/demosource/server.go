@@ -100,16 +100,22 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, err.Error(), 0)
 		return
 	}
-	s.serve(w, r, key, styleOffset)
+	lo, hi, err := s.window(r.URL.Query())
+	if err != nil {
+		s.writeError(w, http.StatusBadRequest, err.Error(), 0)
+		return
+	}
+	key.offset += lo // offsets count from the window's first record
+	s.serve(w, r, key, hi, styleOffset)
 }
 
 // serve answers a request for the page of key in style, or the fault it draws.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, key pageKey, st style) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, key pageKey, hi int64, st style) {
 	ctx := r.Context()
 	if !sleep(ctx, s.cfg.PageLatency) {
 		return
 	}
-	start, end := s.span(key)
+	start, end := s.span(key, hi)
 	f := s.faults.decide(key, end, s.now())
 	if f.kind != faultNone || f.slow || f.truncated {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "fault injected", slog.String("fault", faultNames[f.kind]),
@@ -138,7 +144,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, key pageKey, st s
 			return
 		}
 	}
-	s.writePage(w, r, key, start, end, f.truncated, st)
+	s.writePage(w, r, key, start, end, hi, f.truncated, st)
 }
 
 var faultNames = [...]string{faultNone: "none", faultEarly: "early", faultFailRange: "fail_range",
@@ -180,17 +186,17 @@ func intParam(q url.Values, name string, lo, hi int64) (int64, error) {
 	return v, nil
 }
 
-// span returns the records [start, end) that the page holds; start == end past the last record.
-func (s *Server) span(key pageKey) (start, end int64) {
-	if key.offset >= s.cfg.Records {
+// span returns the records [start, end) that the page holds, below hi; start == end past the last.
+func (s *Server) span(key pageKey, hi int64) (start, end int64) {
+	if key.offset >= hi {
 		return key.offset, key.offset
 	}
-	return key.offset, key.offset + min(key.limit, s.cfg.Records-key.offset)
+	return key.offset, key.offset + min(key.limit, hi-key.offset)
 }
 
 // writePage builds the whole body first, for its Content-Length, then writes it, or half of it
 // when truncated.
-func (s *Server) writePage(w http.ResponseWriter, r *http.Request, key pageKey, start, end int64, truncated bool, st style) {
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, key pageKey, start, end, hi int64, truncated bool, st style) {
 	n := end - start
 	bp := s.buffer(256 + int(n)*(max(s.cfg.RecordSize, maxUnpadded)+1))
 	defer s.bufs.Put(bp)
@@ -210,11 +216,11 @@ func (s *Server) writePage(w http.ResponseWriter, r *http.Request, key pageKey, 
 		buf = appendRecord(buf, i, s.cfg.RecordSize, k)
 	}
 	buf = append(buf, ']')
-	next, more := s.next(key, end)
+	next, more := s.next(key, end, hi)
 	switch st {
 	case styleOffset:
 		buf = append(buf, `,"total":`...)
-		buf = strconv.AppendInt(buf, s.cfg.Records, 10)
+		buf = strconv.AppendInt(buf, s.cfg.Records, 10) // of the whole source, windowed or not
 		buf = append(buf, `,"offset":`...)
 		buf = strconv.AppendInt(buf, key.offset, 10)
 		buf = append(buf, `,"limit":`...)

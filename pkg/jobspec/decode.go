@@ -118,6 +118,15 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 			"max_records": d.count(&src.MaxRecords),
 			"rate_limit":  d.number(&src.RateLimit),
 			"concurrency": d.integer(&src.Concurrency),
+			"slices": d.object(map[string]fieldFunc{
+				"type":       d.str(&src.Slices.Type),
+				"param_from": d.str(&src.Slices.ParamFrom),
+				"param_to":   d.str(&src.Slices.ParamTo),
+				"start":      d.text(&src.Slices.Start),
+				"end":        d.text(&src.Slices.End),
+				"step":       d.text(&src.Slices.Step),
+				"format":     d.str(&src.Slices.Format),
+			}),
 		}),
 		"tasks": d.integer(&s.Tasks),
 		"sink": d.object(map[string]fieldFunc{
@@ -201,6 +210,17 @@ func (d *decoder) str(dst *string) fieldFunc {
 	return func(n *yaml.Node, path string) {
 		if !isScalar(n, "!!str") {
 			d.wrongType(path, "must be a string")
+			return
+		}
+		*dst = n.Value
+	}
+}
+
+// text takes a string, an integer or a timestamp as written: a bound that may be either.
+func (d *decoder) text(dst *string) fieldFunc {
+	return func(n *yaml.Node, path string) {
+		if !isScalar(n, "!!str") && !isScalar(n, "!!int") && !isScalar(n, "!!timestamp") {
+			d.wrongType(path, "must be a string, an integer or a time")
 			return
 		}
 		*dst = n.Value

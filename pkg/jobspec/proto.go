@@ -44,7 +44,31 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 		RateLimit:   src.RateLimit,
 		MaxRecords:  src.MaxRecords,
 		Concurrency: toUint32(src.Concurrency),
+		Slices:      slicesProto(src.Slices),
 	}}}
+}
+
+func slicesProto(sl Slices) *sluicev1.Slices {
+	if sl == (Slices{}) {
+		return nil
+	}
+	t := sluicev1.Slices_TYPE_UNSPECIFIED
+	switch sl.Type {
+	case "time":
+		t = sluicev1.Slices_TYPE_TIME
+	case "key_range":
+		t = sluicev1.Slices_TYPE_KEY_RANGE
+	}
+	return &sluicev1.Slices{Type: t, ParamFrom: sl.ParamFrom, ParamTo: sl.ParamTo, Start: sl.Start, End: sl.End,
+		Step: sl.Step, Format: sl.Format}
+}
+
+func slicesFromProto(p *sluicev1.Slices) Slices {
+	if p == nil {
+		return Slices{}
+	}
+	kind := map[sluicev1.Slices_Type]string{sluicev1.Slices_TYPE_TIME: "time", sluicev1.Slices_TYPE_KEY_RANGE: "key_range"}[p.Type]
+	return Slices{Type: kind, ParamFrom: p.ParamFrom, ParamTo: p.ParamTo, Start: p.Start, End: p.End, Step: p.Step, Format: p.Format}
 }
 
 // SourceFromProto is the inverse of Spec.SourceProto. It returns an error wrapping
@@ -101,6 +125,7 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 		MaxRecords:  h.GetMaxRecords(),
 		RateLimit:   h.GetRateLimit(),
 		Concurrency: int(h.GetConcurrency()),
+		Slices:      slicesFromProto(h.GetSlices()),
 	}, nil
 }
 

@@ -50,6 +50,26 @@ type Source struct {
 	// Concurrency caps the tasks of the job one extractor member works on at once; 0 means no cap
 	// beyond the member's own.
 	Concurrency int `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
+	// Slices split the job into windows of time or of keys that extractors read in parallel, for a
+	// source that gives no total; the zero value is none.
+	Slices Slices `json:"slices,omitzero" yaml:"slices,omitempty"`
+}
+
+// Slices are the windows [start, end) in steps of step, each one task whose requests carry
+// param_from and param_to; inside a window the pagination applies, to the window's end.
+type Slices struct {
+	// Type is "time" or "key_range".
+	Type      string `json:"type" yaml:"type"`
+	ParamFrom string `json:"param_from" yaml:"param_from"`
+	ParamTo   string `json:"param_to" yaml:"param_to"`
+	// Start and End are RFC 3339 times for time, decimal integers for key_range.
+	Start string `json:"start" yaml:"start"`
+	End   string `json:"end" yaml:"end"`
+	// Step is a duration such as 24h for time, an integer for key_range.
+	Step string `json:"step" yaml:"step"`
+	// Format is how times are written in the parameters: rfc3339 (the default), date, unix or
+	// unix_ms.
+	Format string `json:"format,omitempty" yaml:"format,omitempty"`
 }
 
 // Pagination says how to page through a source: by record offset (offset_param=N&limit_param=M),
@@ -139,6 +159,7 @@ type sourceDoc[R any] struct {
 	MaxRecords  uint64            `json:"max_records,omitempty" yaml:"max_records,omitempty"`
 	RateLimit   R                 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
 	Concurrency int               `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
+	Slices      Slices            `json:"slices,omitzero" yaml:"slices,omitempty"`
 }
 
 func (s Source) doc() sourceDoc[any] {
@@ -153,6 +174,7 @@ func (s Source) doc() sourceDoc[any] {
 		MaxRetries:  s.MaxRetries,
 		MaxRecords:  s.MaxRecords,
 		Concurrency: s.Concurrency,
+		Slices:      s.Slices,
 	}
 	switch {
 	case s.RateLimit == 0:
@@ -184,6 +206,7 @@ func (s *Source) fromDoc(d sourceDoc[float64]) error {
 		MaxRecords:  d.MaxRecords,
 		RateLimit:   d.RateLimit,
 		Concurrency: d.Concurrency,
+		Slices:      d.Slices,
 	}
 	return nil
 }

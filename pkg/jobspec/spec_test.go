@@ -705,3 +705,45 @@ func TestCrawlPaginations(t *testing.T) {
 		}
 	}
 }
+
+// TestSlices parses time and key slices (bounds written as YAML times and integers), round-trips
+// them, and refuses what cannot be sliced.
+func TestSlices(t *testing.T) {
+	base := "name: s\nsource:\n  url: https://api.example/items\n  key: id\n"
+	for _, doc := range []string{
+		"  slices: {type: time, param_from: since, param_to: until, start: 2024-01-01T00:00:00Z, end: 2024-02-01T00:00:00Z, step: 24h, format: date}\n",
+		"  slices: {type: key_range, param_from: id_from, param_to: id_to, start: 0, end: 1000000, step: 10000}\n" +
+			"  pagination: {type: cursor, cursor_param: c, cursor_path: next}\n",
+	} {
+		s, err := jobspec.Parse([]byte(base + doc + "sink: {table: s}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		back, err := jobspec.SourceFromProto(s.SourceProto())
+		if err != nil || !reflect.DeepEqual(back, s.Source) {
+			t.Fatalf("%s: round trip gave %+v, %v; want %+v", doc, back, err, s.Source)
+		}
+		again, err := jobspec.Parse(s.JSON())
+		if err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("%s: Parse(JSON()) gave %+v, %v", doc, again, err)
+		}
+	}
+	for _, tt := range []struct{ doc, path, message string }{
+		{"  slices: {type: time, param_from: a, param_to: b, start: 2024-02-01T00:00:00Z, end: 2024-01-01T00:00:00Z, step: 1h}\n",
+			"source.slices", "start must be before end"},
+		{"  slices: {type: key_range, param_from: a, param_to: b, start: 0, end: 100000, step: 1}\n",
+			"source.slices", "make 100000 slices, more than 10000: take a longer step"},
+		{"  slices: {type: key_range, param_from: limit, param_to: b, start: 0, end: 10, step: 1}\n",
+			"source.slices.param_from", "must differ from the other query parameters of the job"},
+		{"  slices: {type: keys, param_from: a, param_to: b, start: 0, end: 10, step: 1}\n",
+			"source.slices.type", `must be "time" or "key_range"`},
+		{"  slices: {type: key_range, param_from: a, param_to: b, start: 0, end: 10, step: 1}\ntasks: 3\n",
+			"tasks", "must be 1: the slices make the tasks"},
+	} {
+		_, err := jobspec.Parse([]byte(base + tt.doc + "sink: {table: s}\n"))
+		var perr *jobspec.Error
+		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
+			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)
+		}
+	}
+}

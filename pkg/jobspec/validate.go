@@ -1,12 +1,14 @@
 package jobspec
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -51,8 +53,13 @@ func (s *Spec) validate(p *problems) {
 	switch {
 	case s.Tasks < 1 || s.Tasks > maxTasks:
 		p.add("tasks", fmt.Sprintf("must be between 1 and %d", maxTasks))
+	case s.Tasks > 1 && s.Source.Slices.Type != "":
+		p.add("tasks", "must be 1: the slices make the tasks")
 	case s.Tasks > 1 && s.Source.Pagination.Crawl():
 		p.add("tasks", "must be 1: a "+s.Source.Pagination.Type+" crawl reads one page after another")
+	}
+	if s.Source.Slices.Type != "" && s.Source.Pagination.TotalPath != "" {
+		p.add("source.pagination.total_path", "a sliced job reads each slice to its end: leave it out")
 	}
 	switch {
 	case s.Sink.Table == "":
@@ -67,6 +74,7 @@ func (s *Source) validate(p *problems) {
 		p.add("source.type", `must be "http"`)
 	}
 	params := s.Pagination.validate(p)
+	params = append(params, s.Slices.validate(p, params)...)
 	validateURL(p, s.URL, params)
 	switch {
 	case s.Key == "":
@@ -249,4 +257,84 @@ func isParamName(s string) bool {
 // isToken reports whether s is an HTTP token (RFC 9110), the syntax of a header name.
 func isToken(s string) bool {
 	return s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") == ""
+}
+
+// TimeFormats are the ways a time slice writes its bounds.
+var TimeFormats = map[string]string{"rfc3339": time.RFC3339, "date": time.DateOnly, "unix": "", "unix_ms": ""}
+
+// validate checks the slices, when there are, and returns their parameters; params are the
+// pagination's, which they must not reuse.
+func (sl *Slices) validate(p *problems, params []string) []string {
+	const path = "source.slices"
+	if *sl == (Slices{}) {
+		return nil
+	}
+	var own []string
+	for _, f := range []struct{ field, name string }{{"param_from", sl.ParamFrom}, {"param_to", sl.ParamTo}} {
+		switch {
+		case f.name == "":
+			p.add(path+"."+f.field, "required")
+		case !isParamName(f.name):
+			p.add(path+"."+f.field, "must contain only letters, digits and - . _ ~ [ ]")
+		case slices.Contains(params, f.name) || slices.Contains(own, f.name):
+			p.add(path+"."+f.field, "must differ from the other query parameters of the job")
+		default:
+			own = append(own, f.name)
+		}
+	}
+	count, err := sl.Count()
+	switch {
+	case sl.Type != "time" && sl.Type != "key_range":
+		p.add(path+".type", `must be "time" or "key_range"`)
+	case err != nil:
+		p.add(path, err.Error())
+	case count > maxTasks:
+		p.add(path, fmt.Sprintf("make %d slices, more than %d: take a longer step", count, maxTasks))
+	}
+	if sl.Type == "time" {
+		if _, ok := TimeFormats[sl.Format]; !ok && sl.Format != "" {
+			p.add(path+".format", `must be "rfc3339", "date", "unix" or "unix_ms"`)
+		}
+	} else if sl.Format != "" {
+		p.add(path+".format", "is for time slices")
+	}
+	return own
+}
+
+// Count is how many windows the slices make, or why they make none.
+func (sl Slices) Count() (int64, error) {
+	switch sl.Type {
+	case "time":
+		start, err1 := time.Parse(time.RFC3339, sl.Start)
+		end, err2 := time.Parse(time.RFC3339, sl.End)
+		step, err3 := time.ParseDuration(sl.Step)
+		switch {
+		case err1 != nil || err2 != nil:
+			return 0, errors.New("start and end must be RFC 3339 times, such as 2024-01-01T00:00:00Z")
+		case err3 != nil || step < time.Second:
+			return 0, errors.New("step must be a duration of at least 1s, such as 24h")
+		case !start.Before(end):
+			return 0, errors.New("start must be before end")
+		}
+		n := end.Sub(start) / step
+		if end.Sub(start)%step != 0 {
+			n++
+		}
+		return int64(n), nil
+	case "key_range":
+		start, err1 := strconv.ParseInt(sl.Start, 10, 64)
+		end, err2 := strconv.ParseInt(sl.End, 10, 64)
+		step, err3 := strconv.ParseInt(sl.Step, 10, 64)
+		switch {
+		case err1 != nil || err2 != nil:
+			return 0, errors.New("start and end must be integers")
+		case err3 != nil || step < 1:
+			return 0, errors.New("step must be a positive integer")
+		case start >= end:
+			return 0, errors.New("start must be below end")
+		}
+		span := uint64(end - start)
+		return int64((span + uint64(step) - 1) / uint64(step)), nil
+	}
+	return 0, errors.New("unknown type")
 }

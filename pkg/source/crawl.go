@@ -28,6 +28,7 @@ type crawlReader struct {
 	pol     Policy
 	crawl   *sluicev1.Crawl
 	chain   string
+	query   map[string]string
 	read    bool
 	// next is the position of the next page, set once the page is read and the crawl goes on.
 	next    string
@@ -69,10 +70,12 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 			if ferr != nil {
 				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries
 			}
-			if next, more, err = r.after(page, u); err != nil {
+			var told bool
+			if next, more, told, err = r.after(page, u); err != nil {
 				ferr = &Error{Class: "bad_next_url", Status: http.StatusOK, Head: head(page.Body), Err: err}
 				return delivery.New(delivery.Data, ferr.Class, ferr)
 			}
+			more = more && r.goesOn(len(page.Records), told)
 			if more && r.seen(next) {
 				return delivery.New(delivery.Transient, "stuck_cursor", fmt.Errorf("%w (page %d)", errStuck, c.Page))
 			}
@@ -91,19 +94,32 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 	}
 	records := page.Records
 	if limit := src.GetMaxRecords(); limit > 0 && c.Records+uint64(len(records)) >= limit {
-		records, more = records[:limit-min(limit, c.Records)], false
-	}
-	if maxPages := src.GetPagination().GetMaxPages(); maxPages > 0 && c.Page+1 >= maxPages {
-		more = false
-	}
-	if len(records) == 0 {
-		more = false // the empty page ends a crawl
+		records = records[:limit-min(limit, c.Records)]
 	}
 	if more {
 		r.next = next
 	}
 	r.records = len(records)
 	return Read{Records: records, At: c.Page, Attempts: total}, true, nil
+}
+
+func (r *crawlReader) More() bool { return !r.read }
+
+// goesOn reports whether the crawl goes on past a page of n records whose body said where the
+// next one is: the empty page ends it (unless has_more_path said true), and so do max_records and
+// max_pages. It is decided before a position seen again counts as going round in circles: the last
+// page of many APIs repeats its cursor.
+func (r *crawlReader) goesOn(n int, told bool) bool {
+	c, src := r.crawl, r.h.src
+	switch {
+	case n == 0 && !told:
+		return false
+	case src.GetMaxRecords() > 0 && c.Records+uint64(n) >= src.GetMaxRecords():
+		return false
+	case src.GetPagination().GetMaxPages() > 0 && c.Page+1 >= src.GetPagination().GetMaxPages():
+		return false
+	}
+	return true
 }
 
 // Then is the task of the crawl's next page, once this one is read and the crawl goes on.
@@ -158,37 +174,38 @@ func (r *crawlReader) url() (string, error) {
 	if pos != "" {
 		q.Set(pg.GetCursorParam(), pos)
 	}
+	for k, v := range r.query {
+		q.Set(k, v)
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
 
-// after reads where the page at u says the next one is, and whether there is one.
-func (r *crawlReader) after(page Page, u string) (string, bool, error) {
+// after reads where the page at u says the next one is, whether there is one, and whether
+// has_more_path said so in as many words.
+func (r *crawlReader) after(page Page, u string) (next string, more, told bool, err error) {
 	pg := r.h.src.GetPagination()
 	if path := pg.GetHasMorePath(); path != "" {
-		if raw, reason := find(page.Body, path); reason == "" && bytes.Equal(raw, []byte("false")) {
-			return "", false, nil
+		raw, reason := find(page.Body, path)
+		if reason == "" && bytes.Equal(raw, []byte("false")) {
+			return "", false, false, nil
 		}
+		told = reason == "" && bytes.Equal(raw, []byte("true"))
 	}
 	switch pg.GetType() {
 	case sluicev1.Pagination_TYPE_CURSOR:
-		c, ok := scalar(page.Body, pg.GetCursorPath())
-		return c, ok, nil
+		next, more = scalar(page.Body, pg.GetCursorPath())
+		return next, more, told, nil
 	case sluicev1.Pagination_TYPE_NEXT_URL:
-		next, ok := scalar(page.Body, pg.GetNextUrlPath())
-		if !ok {
-			return "", false, nil
-		}
-		abs, err := r.sameHost(u, next)
-		return abs, err == nil, err
+		next, more = scalar(page.Body, pg.GetNextUrlPath())
 	default: // TYPE_LINK_HEADER
-		next, ok := linkNext(page.Header.Values("Link"))
-		if !ok {
-			return "", false, nil
-		}
-		abs, err := r.sameHost(u, next)
-		return abs, err == nil, err
+		next, more = linkNext(page.Header.Values("Link"))
 	}
+	if !more {
+		return "", false, told, nil
+	}
+	abs, err := r.sameHost(u, next)
+	return abs, err == nil, told, err
 }
 
 // sameHost resolves next against the page's URL and refuses another host: the source's headers,

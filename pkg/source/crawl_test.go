@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
@@ -163,5 +164,32 @@ func TestNextURLStaysOnTheSourceHost(t *testing.T) {
 		if got, err := r.sameHost(page, next); err == nil {
 			t.Errorf("%s was followed as %s", next, got)
 		}
+	}
+}
+
+// TestCrawlEnds: a last page that repeats its cursor is the end, not a stuck cursor; an empty page
+// ends a crawl unless has_more says true.
+func TestCrawlEnds(t *testing.T) {
+	pages := map[string]string{
+		"":   `{"data":[{"id":1}],"next":"c1","more":true}`,
+		"c1": `{"data":[],"next":"c2","more":true}`, // empty, but the source says there is more
+		"c2": `{"data":[{"id":2}],"next":"c3"}`,
+		"c3": `{"data":[],"next":"c3"}`, // caught up: empty, and the same cursor again
+	}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(pages[r.URL.Query().Get("cursor")]))
+	}))
+	defer ts.Close()
+	h := &sluicev1.HttpSource{Url: ts.URL, RecordsPath: "data", Key: "id", MaxRetries: 1,
+		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_CURSOR, CursorParam: "cursor", CursorPath: "next", HasMorePath: "more", PageSize: 10}}
+	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
+		Lookup: func(string) (string, bool) { return "", false }, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond},
+		PageDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, tasks, err := walk(t, src)
+	if err != nil || len(keys) != 2 || tasks != 4 {
+		t.Fatalf("%v in %d tasks (%v), want the 2 records in 4 pages and a quiet end", keys, tasks, err)
 	}
 }

@@ -63,7 +63,7 @@ func (h *httpSource) Plan(ctx context.Context, tasks int) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	return planHTTP(h.src, total, tasks), nil
+	return planHTTP(h.src, total, tasks)
 }
 
 // Replan plans again from the total that Plan found, the extent's decimal digits (-1: none).
@@ -72,28 +72,48 @@ func (h *httpSource) Replan(extent []byte, tasks int) (Plan, error) {
 	if err != nil || total < -1 {
 		return Plan{}, &Error{Class: "bad_task", Err: fmt.Errorf("the extent of an HTTP source is its total, not %q", extent)}
 	}
-	return planHTTP(h.src, total, tasks), nil
+	return planHTTP(h.src, total, tasks)
 }
 
 // planHTTP is the plan of a source of total records (-1: unknown) in at most tasks slices. A crawl
-// is one slice, its first page: each page's task publishes the next one's.
-func planHTTP(src *sluicev1.HttpSource, total int64, tasks int) Plan {
+// is one slice, its first page: each page's task publishes the next one's. With slices, each window
+// is a task read to its end.
+func planHTTP(src *sluicev1.HttpSource, total int64, tasks int) (Plan, error) {
 	h := &httpSource{src: src}
+	first := uint64(src.GetPagination().GetFirstPage())
+	// open is a slice read to its end: the whole crawl, or a window's records.
+	open := func() *sluicev1.Task {
+		switch {
+		case h.crawls():
+			return &sluicev1.Task{Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}}
+		case h.pages():
+			return &sluicev1.Task{Slice: &sluicev1.Task_Pages{Pages: &sluicev1.PageRange{First: first, Unbounded: true}}}
+		default:
+			return &sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Unbounded: true}}}
+		}
+	}
+	if src.GetSlices() != nil {
+		ws, err := windows(src.GetSlices())
+		if err != nil {
+			return Plan{}, &Error{Class: "bad_task", Err: err}
+		}
+		p := Plan{Expected: -1, Extent: []byte("-1")}
+		for _, w := range ws {
+			t := open()
+			t.Query = w
+			p.Slices = append(p.Slices, t)
+		}
+		return p, nil
+	}
 	if h.crawls() {
-		return Plan{Expected: -1, Slices: []*sluicev1.Task{{Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}}},
-			Extent: []byte("-1")}
+		return Plan{Expected: -1, Slices: []*sluicev1.Task{open()}, Extent: []byte("-1")}, nil
 	}
 	n := total
 	if max := src.GetMaxRecords(); max > 0 && (n < 0 || uint64(n) > max) {
 		n = int64(max)
 	}
-	first := uint64(src.GetPagination().GetFirstPage())
 	if n < 0 {
-		t := &sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Unbounded: true}}}
-		if h.pages() {
-			t.Slice = &sluicev1.Task_Pages{Pages: &sluicev1.PageRange{First: first, Unbounded: true}}
-		}
-		return Plan{Expected: -1, Slices: []*sluicev1.Task{t}, Extent: []byte(strconv.FormatInt(total, 10))}
+		return Plan{Expected: -1, Slices: []*sluicev1.Task{open()}, Extent: []byte(strconv.FormatInt(total, 10))}, nil
 	}
 	size := int64(h.pageSize())
 	pages := (n + size - 1) / size
@@ -108,7 +128,7 @@ func planHTTP(src *sluicev1.HttpSource, total int64, tasks int) Plan {
 		}
 		p.Slices = append(p.Slices, t)
 	}
-	return p
+	return p, nil
 }
 
 // discover reads the total from the first page when the source says where it is; -1 otherwise.
@@ -125,7 +145,7 @@ func (h *httpSource) discover(ctx context.Context) (int64, error) {
 	if h.pages() {
 		start = uint64(pg.GetFirstPage())
 	}
-	u, err := PageURL(h.src, start, h.pageSize())
+	u, err := PageURL(h.src, start, h.pageSize(), nil)
 	if err != nil {
 		return 0, &Error{Class: "bad_request", Err: err}
 	}
@@ -154,7 +174,7 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 	switch s := task.GetSlice().(type) {
 	case *sluicev1.Task_Offsets, *sluicev1.Task_Pages:
 		if !h.crawls() {
-			return &httpReader{h: h, headers: headers, pol: h.policy(), pager: newPager(task, h.src)}, nil
+			return &httpReader{h: h, headers: headers, pol: h.policy(), pager: newPager(task, h.src), query: task.Query}, nil
 		}
 	case *sluicev1.Task_Crawl:
 		if h.crawls() {
@@ -162,7 +182,7 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 			if chain == "" {
 				chain = task.GetTaskId()
 			}
-			return &crawlReader{h: h, headers: headers, pol: h.policy(), crawl: s.Crawl, chain: chain}, nil
+			return &crawlReader{h: h, headers: headers, pol: h.policy(), crawl: s.Crawl, chain: chain, query: task.Query}, nil
 		}
 	}
 	return nil, &Error{Class: "bad_task", Err: fmt.Errorf("an HTTP source paginated by %v does not read a slice of %T",
@@ -175,11 +195,14 @@ type httpReader struct {
 	headers map[string]string
 	pol     Policy
 	pager   *pager
+	query   map[string]string
 }
 
 func (r *httpReader) Key(record json.RawMessage) (string, string) {
 	return RecordKey(record, r.h.src.Key)
 }
+
+func (r *httpReader) More() bool { return !r.pager.done }
 
 // Then is nil: an offset or page range is read by its one task.
 func (r *httpReader) Then() *sluicev1.Task { return nil }
@@ -192,7 +215,7 @@ func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
 	if !ok {
 		return Read{}, false, nil
 	}
-	u, err := PageURL(r.h.src, req.start, req.limit)
+	u, err := PageURL(r.h.src, req.start, req.limit, r.query)
 	if err != nil {
 		return Read{}, false, &Error{Class: "bad_task", Err: err}
 	}

@@ -125,3 +125,76 @@ func TestHTTPSourceRefusesWhatItCannotRead(t *testing.T) {
 		t.Fatalf("a source of no kind: %v, want ErrUnknownKind", err)
 	}
 }
+
+// TestSlicesSplitAJobWithoutATotal splits a source by time windows and by key ranges, each read to
+// its end by offsets or by a cursor crawl: every record once, and the windows cut where they say.
+func TestSlicesSplitAJobWithoutATotal(t *testing.T) {
+	const n = 1_000 // created at 2020-01-01T00:00:00Z + i seconds
+	for _, tt := range []struct {
+		name   string
+		slices *sluicev1.Slices
+		count  int
+		crawl  bool
+	}{
+		{"time by offset", &sluicev1.Slices{Type: sluicev1.Slices_TYPE_TIME, ParamFrom: "created_from", ParamTo: "created_to",
+			Start: "2020-01-01T00:00:00Z", End: "2020-01-01T00:20:00Z", Step: "7m", Format: "unix"}, 3, false},
+		{"keys by cursor", &sluicev1.Slices{Type: sluicev1.Slices_TYPE_KEY_RANGE, ParamFrom: "id_from", ParamTo: "id_to",
+			Start: "0", End: "1000", Step: "300"}, 4, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var src Source
+			if tt.crawl {
+				cfg := demosource.DefaultConfig()
+				cfg.Records = n
+				src = crawlSource(t, cfg, sluicev1.Pagination_TYPE_CURSOR, 0)
+			} else {
+				src, _ = demo(t, n, "offset", 100)
+			}
+			h := src.(*httpSource).src
+			h.Slices, h.Pagination.TotalPath = tt.slices, ""
+			plan, err := src.Plan(context.Background(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(plan.Slices) != tt.count || plan.Expected != -1 {
+				t.Fatalf("%d slices of %d records, want %d of an unknown number", len(plan.Slices), plan.Expected, tt.count)
+			}
+			seen := map[string]int{}
+			for i, task := range plan.Slices {
+				task.TaskId = fmt.Sprintf("j-t%04d", i)
+				for task != nil {
+					rd, err := src.Open(task)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for {
+						read, more, err := rd.Next(context.Background())
+						if err != nil {
+							t.Fatal(err)
+						}
+						if !more {
+							break
+						}
+						for _, rec := range read.Records {
+							k, _ := rd.Key(rec)
+							seen[k]++
+						}
+					}
+					next := rd.Then()
+					if next != nil {
+						next.Query = task.Query // as the extractor carries it on
+					}
+					task = next
+				}
+			}
+			if len(seen) != n {
+				t.Fatalf("%d distinct records, want %d", len(seen), n)
+			}
+			for k, c := range seen {
+				if c != 1 {
+					t.Fatalf("record %s read %d times", k, c)
+				}
+			}
+		})
+	}
+}

@@ -43,6 +43,9 @@ type Reader interface {
 	// *Error that has spent the page's retries (or says the read was cancelled); Next is not called
 	// again after one.
 	Next(ctx context.Context) (Read, bool, error)
+	// More reports whether Next may still make a request: false once the slice is read to its end
+	// (a rate limit is spent only on requests).
+	More() bool
 	// Key returns a record's key, or why it has none.
 	Key(record json.RawMessage) (key, reason string)
 	// Then is the task that continues this slice once it is read to its end (a crawl's next page,

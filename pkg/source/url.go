@@ -8,9 +8,9 @@ import (
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
-// PageURL is the source URL with a page's pagination parameters: the offset or page number start,
-// and the limit.
-func PageURL(src *sluicev1.HttpSource, start, limit uint64) (string, error) {
+// PageURL is the source URL with a page's pagination parameters (the offset or page number start,
+// and the limit) and the parameters that bound its slice.
+func PageURL(src *sluicev1.HttpSource, start, limit uint64, bounds map[string]string) (string, error) {
 	u, err := url.Parse(src.Url)
 	if err != nil {
 		return "", errors.New("source url does not parse")
@@ -24,6 +24,9 @@ func PageURL(src *sluicev1.HttpSource, start, limit uint64) (string, error) {
 		q.Set(pag.GetOffsetParam(), strconv.FormatUint(start, 10))
 	}
 	q.Set(pag.GetLimitParam(), strconv.FormatUint(limit, 10))
+	for k, v := range bounds {
+		q.Set(k, v)
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

@@ -16,31 +16,42 @@ const maxDone = 10_000
 // not run again: a crawl's page whose task ran twice (its member died after publishing the next
 // page and before committing) publishes the next page twice, and running both would fetch every
 // page after it twice.
+//
+// A task at work counts only within its partition's ownership: the copy is later on the same
+// partition, so the commit stops at the original until it ends, and if the ownership ends both
+// come back. A run of an earlier ownership that has not returned yet (its partition was lost and
+// came back) claims nothing: the task runs again.
 type claims struct {
 	mu      sync.Mutex
-	working map[string]bool
+	working map[claim]bool
 	done    map[string]bool
 	order   []string // done ids, oldest first
 }
 
-func newClaims() *claims { return &claims{working: map[string]bool{}, done: map[string]bool{}} }
+// claim is a task id at work in one ownership of its partition.
+type claim struct {
+	o  *owner
+	id string
+}
 
-// claim takes id for this member; false when it is already at work here or done.
-func (c *claims) claim(id string) bool {
+func newClaims() *claims { return &claims{working: map[claim]bool{}, done: map[string]bool{}} }
+
+// claim takes id for o; false when it is at work in o already, or done.
+func (c *claims) claim(o *owner, id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.working[id] || c.done[id] {
+	if c.working[claim{o, id}] || c.done[id] {
 		return false
 	}
-	c.working[id] = true
+	c.working[claim{o, id}] = true
 	return true
 }
 
-// release ends the claim of id: done, it is remembered; abandoned, it may run again.
-func (c *claims) release(id string, done bool) {
+// release ends o's claim of id: done, it is remembered; abandoned, it may run again.
+func (c *claims) release(o *owner, id string, done bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.working, id)
+	delete(c.working, claim{o, id})
 	if !done || c.done[id] {
 		return
 	}

@@ -183,7 +183,7 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 	o := x.owner(parent, r)
 	state := x.offsets.start(r)
 	id := taskID(r)
-	if id != "" && !x.claims.claim(id) {
+	if id != "" && !x.claims.claim(o, id) {
 		x.metrics.copies.Inc()
 		x.offsets.done(state, r)
 		x.commit(parent)
@@ -197,7 +197,7 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 		held := &slot{ch: slots, held: true}
 		done := false
 		defer func() {
-			x.claims.release(id, done)
+			x.claims.release(o, id, done)
 			held.release()
 			x.metrics.inFlight.Dec()
 			o.wg.Done()

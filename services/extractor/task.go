@@ -94,7 +94,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		return &taskError{err: e, attempts: attempts, status: status, head: head, page: page, records: records,
 			tooLarge: prod.tooLarge.Load(), run: run}
 	}
-	for {
+	for rd.More() {
 		if perr := prod.failed(); perr != nil {
 			return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
 		}
@@ -143,7 +143,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		// The slice goes on in a task of its own (a crawl's next page), published before this
 		// task's end is reported and committed, on this task's partition.
 		next := &sluicev1.Task{JobId: task.JobId, TaskId: then.TaskId, Index: task.Index, Count: task.Count, Source: task.Source,
-			Slice: then.Slice, Table: task.Table, PlannedAt: task.PlannedAt, Follows: task.TaskId}
+			Slice: then.Slice, Table: task.Table, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query}
 		value, err := proto.Marshal(next)
 		if err != nil {
 			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)

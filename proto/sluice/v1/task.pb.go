@@ -23,6 +23,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Slices_Type int32
+
+const (
+	Slices_TYPE_UNSPECIFIED Slices_Type = 0
+	Slices_TYPE_TIME        Slices_Type = 1
+	Slices_TYPE_KEY_RANGE   Slices_Type = 2
+)
+
+// Enum value maps for Slices_Type.
+var (
+	Slices_Type_name = map[int32]string{
+		0: "TYPE_UNSPECIFIED",
+		1: "TYPE_TIME",
+		2: "TYPE_KEY_RANGE",
+	}
+	Slices_Type_value = map[string]int32{
+		"TYPE_UNSPECIFIED": 0,
+		"TYPE_TIME":        1,
+		"TYPE_KEY_RANGE":   2,
+	}
+)
+
+func (x Slices_Type) Enum() *Slices_Type {
+	p := new(Slices_Type)
+	*p = x
+	return p
+}
+
+func (x Slices_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Slices_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_task_proto_enumTypes[0].Descriptor()
+}
+
+func (Slices_Type) Type() protoreflect.EnumType {
+	return &file_sluice_v1_task_proto_enumTypes[0]
+}
+
+func (x Slices_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Slices_Type.Descriptor instead.
+func (Slices_Type) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3, 0}
+}
+
 type Pagination_Type int32
 
 const (
@@ -68,11 +117,11 @@ func (x Pagination_Type) String() string {
 }
 
 func (Pagination_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_task_proto_enumTypes[0].Descriptor()
+	return file_sluice_v1_task_proto_enumTypes[1].Descriptor()
 }
 
 func (Pagination_Type) Type() protoreflect.EnumType {
-	return &file_sluice_v1_task_proto_enumTypes[0]
+	return &file_sluice_v1_task_proto_enumTypes[1]
 }
 
 func (x Pagination_Type) Number() protoreflect.EnumNumber {
@@ -81,7 +130,7 @@ func (x Pagination_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Pagination_Type.Descriptor instead.
 func (Pagination_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4, 0}
 }
 
 // Task is one unit of extraction work on the tasks topic: a slice of one job's source that one
@@ -109,7 +158,10 @@ type Task struct {
 	Table     string                 `protobuf:"bytes,10,opt,name=table,proto3" json:"table,omitempty"`
 	PlannedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=planned_at,json=plannedAt,proto3" json:"planned_at,omitempty"`
 	// The task whose end published this one (a crawl's previous page); empty for a planned task.
-	Follows       string `protobuf:"bytes,13,opt,name=follows,proto3" json:"follows,omitempty"`
+	Follows string `protobuf:"bytes,13,opt,name=follows,proto3" json:"follows,omitempty"`
+	// Query parameters that bound the task's part of the source (a time window, a key range), sent
+	// with every request made from the source URL.
+	Query         map[string]string `protobuf:"bytes,14,rep,name=query,proto3" json:"query,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +304,13 @@ func (x *Task) GetFollows() string {
 	return ""
 }
 
+func (x *Task) GetQuery() map[string]string {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
 type isTask_Slice interface {
 	isTask_Slice()
 }
@@ -372,7 +431,9 @@ type HttpSource struct {
 	// Upper bound on the records to extract when the source reports no total; 0 is none.
 	MaxRecords uint64 `protobuf:"varint,9,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
 	// Tasks of the job one extractor member works on at once; 0 is as many as it has slots.
-	Concurrency   uint32 `protobuf:"varint,10,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	Concurrency uint32 `protobuf:"varint,10,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// Splits the job into parallel slices bounded by query parameters; none when unset.
+	Slices        *Slices `protobuf:"bytes,11,opt,name=slices,proto3" json:"slices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -477,6 +538,110 @@ func (x *HttpSource) GetConcurrency() uint32 {
 	return 0
 }
 
+func (x *HttpSource) GetSlices() *Slices {
+	if x != nil {
+		return x.Slices
+	}
+	return nil
+}
+
+// Slices are consecutive windows of time or of keys, [start, end) in steps, each a task whose
+// requests carry param_from and param_to; inside a window the source's pagination applies.
+type Slices struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Type      Slices_Type            `protobuf:"varint,1,opt,name=type,proto3,enum=sluice.v1.Slices_Type" json:"type,omitempty"`
+	ParamFrom string                 `protobuf:"bytes,2,opt,name=param_from,json=paramFrom,proto3" json:"param_from,omitempty"`
+	ParamTo   string                 `protobuf:"bytes,3,opt,name=param_to,json=paramTo,proto3" json:"param_to,omitempty"`
+	// Times as RFC 3339, keys as decimal integers.
+	Start string `protobuf:"bytes,4,opt,name=start,proto3" json:"start,omitempty"`
+	End   string `protobuf:"bytes,5,opt,name=end,proto3" json:"end,omitempty"`
+	// A duration such as 24h for time, an integer for keys.
+	Step string `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
+	// How times are written in the parameters: rfc3339 (the default), date, unix or unix_ms.
+	Format        string `protobuf:"bytes,7,opt,name=format,proto3" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Slices) Reset() {
+	*x = Slices{}
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Slices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Slices) ProtoMessage() {}
+
+func (x *Slices) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Slices.ProtoReflect.Descriptor instead.
+func (*Slices) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Slices) GetType() Slices_Type {
+	if x != nil {
+		return x.Type
+	}
+	return Slices_TYPE_UNSPECIFIED
+}
+
+func (x *Slices) GetParamFrom() string {
+	if x != nil {
+		return x.ParamFrom
+	}
+	return ""
+}
+
+func (x *Slices) GetParamTo() string {
+	if x != nil {
+		return x.ParamTo
+	}
+	return ""
+}
+
+func (x *Slices) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *Slices) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+func (x *Slices) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Slices) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
 // Pagination names the query parameters a source pages with.
 type Pagination struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -505,7 +670,7 @@ type Pagination struct {
 
 func (x *Pagination) Reset() {
 	*x = Pagination{}
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +682,7 @@ func (x *Pagination) String() string {
 func (*Pagination) ProtoMessage() {}
 
 func (x *Pagination) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +695,7 @@ func (x *Pagination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pagination.ProtoReflect.Descriptor instead.
 func (*Pagination) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Pagination) GetType() Pagination_Type {
@@ -639,7 +804,7 @@ type Crawl struct {
 
 func (x *Crawl) Reset() {
 	*x = Crawl{}
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +816,7 @@ func (x *Crawl) String() string {
 func (*Crawl) ProtoMessage() {}
 
 func (x *Crawl) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +829,7 @@ func (x *Crawl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Crawl.ProtoReflect.Descriptor instead.
 func (*Crawl) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Crawl) GetPosition() string {
@@ -715,7 +880,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +892,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +905,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OffsetRange) GetStart() uint64 {
@@ -776,7 +941,7 @@ type PageRange struct {
 
 func (x *PageRange) Reset() {
 	*x = PageRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +953,7 @@ func (x *PageRange) String() string {
 func (*PageRange) ProtoMessage() {}
 
 func (x *PageRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +966,7 @@ func (x *PageRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRange.ProtoReflect.Descriptor instead.
 func (*PageRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PageRange) GetFirst() uint64 {
@@ -836,7 +1001,7 @@ type KeyRange struct {
 
 func (x *KeyRange) Reset() {
 	*x = KeyRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1013,7 @@ func (x *KeyRange) String() string {
 func (*KeyRange) ProtoMessage() {}
 
 func (x *KeyRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1026,7 @@ func (x *KeyRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRange.ProtoReflect.Descriptor instead.
 func (*KeyRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *KeyRange) GetStart() string {
@@ -889,7 +1054,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1066,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1079,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TimeWindow) GetStart() *timestamppb.Timestamp {
@@ -935,7 +1100,7 @@ var File_sluice_v1_task_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x03\n" +
+	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x04\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
@@ -951,11 +1116,16 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	" \x01(\tR\x05table\x129\n" +
 	"\n" +
 	"planned_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tplannedAt\x12\x18\n" +
-	"\afollows\x18\r \x01(\tR\afollowsB\a\n" +
+	"\afollows\x18\r \x01(\tR\afollows\x120\n" +
+	"\x05query\x18\x0e \x03(\v2\x1a.sluice.v1.Task.QueryEntryR\x05query\x1a8\n" +
+	"\n" +
+	"QueryEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
 	"\x05slice\"=\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04httpB\x06\n" +
-	"\x04kind\"\xbc\x03\n" +
+	"\x04kind\"\xe7\x03\n" +
 	"\n" +
 	"HttpSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12!\n" +
@@ -973,10 +1143,24 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\vmax_records\x18\t \x01(\x04R\n" +
 	"maxRecords\x12 \n" +
 	"\vconcurrency\x18\n" +
-	" \x01(\rR\vconcurrency\x1a:\n" +
+	" \x01(\rR\vconcurrency\x12)\n" +
+	"\x06slices\x18\v \x01(\v2\x11.sluice.v1.SlicesR\x06slices\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +
+	"\x06Slices\x12*\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x16.sluice.v1.Slices.TypeR\x04type\x12\x1d\n" +
+	"\n" +
+	"param_from\x18\x02 \x01(\tR\tparamFrom\x12\x19\n" +
+	"\bparam_to\x18\x03 \x01(\tR\aparamTo\x12\x14\n" +
+	"\x05start\x18\x04 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x05 \x01(\tR\x03end\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\tR\x04step\x12\x16\n" +
+	"\x06format\x18\a \x01(\tR\x06format\"?\n" +
+	"\x04Type\x12\x14\n" +
+	"\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tTYPE_TIME\x10\x01\x12\x12\n" +
+	"\x0eTYPE_KEY_RANGE\x10\x02\"\x9b\x04\n" +
 	"\n" +
 	"Pagination\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.sluice.v1.Pagination.TypeR\x04type\x12!\n" +
@@ -1038,43 +1222,49 @@ func file_sluice_v1_task_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_task_proto_rawDescData
 }
 
-var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_v1_task_proto_goTypes = []any{
-	(Pagination_Type)(0),          // 0: sluice.v1.Pagination.Type
-	(*Task)(nil),                  // 1: sluice.v1.Task
-	(*Source)(nil),                // 2: sluice.v1.Source
-	(*HttpSource)(nil),            // 3: sluice.v1.HttpSource
-	(*Pagination)(nil),            // 4: sluice.v1.Pagination
-	(*Crawl)(nil),                 // 5: sluice.v1.Crawl
-	(*OffsetRange)(nil),           // 6: sluice.v1.OffsetRange
-	(*PageRange)(nil),             // 7: sluice.v1.PageRange
-	(*KeyRange)(nil),              // 8: sluice.v1.KeyRange
-	(*TimeWindow)(nil),            // 9: sluice.v1.TimeWindow
-	nil,                           // 10: sluice.v1.HttpSource.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(Slices_Type)(0),              // 0: sluice.v1.Slices.Type
+	(Pagination_Type)(0),          // 1: sluice.v1.Pagination.Type
+	(*Task)(nil),                  // 2: sluice.v1.Task
+	(*Source)(nil),                // 3: sluice.v1.Source
+	(*HttpSource)(nil),            // 4: sluice.v1.HttpSource
+	(*Slices)(nil),                // 5: sluice.v1.Slices
+	(*Pagination)(nil),            // 6: sluice.v1.Pagination
+	(*Crawl)(nil),                 // 7: sluice.v1.Crawl
+	(*OffsetRange)(nil),           // 8: sluice.v1.OffsetRange
+	(*PageRange)(nil),             // 9: sluice.v1.PageRange
+	(*KeyRange)(nil),              // 10: sluice.v1.KeyRange
+	(*TimeWindow)(nil),            // 11: sluice.v1.TimeWindow
+	nil,                           // 12: sluice.v1.Task.QueryEntry
+	nil,                           // 13: sluice.v1.HttpSource.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_sluice_v1_task_proto_depIdxs = []int32{
-	2,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
-	6,  // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
-	7,  // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
-	8,  // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
-	9,  // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
-	5,  // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
-	11, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
-	3,  // 7: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
-	4,  // 8: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	10, // 9: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	12, // 10: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	0,  // 11: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	11, // 12: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
-	11, // 13: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
+	8,  // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
+	9,  // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
+	10, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
+	11, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
+	7,  // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
+	14, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
+	12, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
+	4,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
+	6,  // 9: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	13, // 10: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	15, // 11: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	5,  // 12: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
+	0,  // 13: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
+	1,  // 14: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	14, // 15: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
+	14, // 16: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
@@ -1097,8 +1287,8 @@ func file_sluice_v1_task_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_task_proto_rawDesc), len(file_sluice_v1_task_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   10,
+			NumEnums:      2,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

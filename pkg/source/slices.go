@@ -1,0 +1,68 @@
+package source
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// windows returns the query parameters of each slice of sl, in order: [start, end) in steps, the
+// last one cut at end. Call it on validated slices.
+func windows(sl *sluicev1.Slices) ([]map[string]string, error) {
+	var out []map[string]string
+	add := func(from, to string) { out = append(out, map[string]string{sl.ParamFrom: from, sl.ParamTo: to}) }
+	switch sl.GetType() {
+	case sluicev1.Slices_TYPE_TIME:
+		start, err1 := time.Parse(time.RFC3339, sl.Start)
+		end, err2 := time.Parse(time.RFC3339, sl.End)
+		step, err3 := time.ParseDuration(sl.Step)
+		if err1 != nil || err2 != nil || err3 != nil || step <= 0 {
+			return nil, fmt.Errorf("time slices from %q to %q by %q do not parse", sl.Start, sl.End, sl.Step)
+		}
+		for from := start; from.Before(end); from = from.Add(step) {
+			add(formatTime(from, sl.Format), formatTime(minTime(from.Add(step), end), sl.Format))
+		}
+	case sluicev1.Slices_TYPE_KEY_RANGE:
+		start, err1 := strconv.ParseInt(sl.Start, 10, 64)
+		end, err2 := strconv.ParseInt(sl.End, 10, 64)
+		step, err3 := strconv.ParseInt(sl.Step, 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || step <= 0 {
+			return nil, fmt.Errorf("key slices from %q to %q by %q do not parse", sl.Start, sl.End, sl.Step)
+		}
+		for from := start; from < end; {
+			to := end
+			if end-from > step {
+				to = from + step
+			}
+			add(strconv.FormatInt(from, 10), strconv.FormatInt(to, 10))
+			from = to
+		}
+	default:
+		return nil, fmt.Errorf("unknown kind of slices %v", sl.GetType())
+	}
+	return out, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// formatTime writes t the way the slices' format says.
+func formatTime(t time.Time, format string) string {
+	switch format {
+	case "unix":
+		return strconv.FormatInt(t.Unix(), 10)
+	case "unix_ms":
+		return strconv.FormatInt(t.UnixMilli(), 10)
+	case "", "rfc3339":
+		return t.UTC().Format(time.RFC3339)
+	default:
+		return t.UTC().Format(jobspec.TimeFormats[format])
+	}
+}
