@@ -53,6 +53,17 @@ type Config struct {
 	// previous page's, which leads back here.
 	CursorFault   string `env:"DEMO_CURSOR_FAULT"`
 	CursorFaultAt int64  `env:"DEMO_CURSOR_FAULT_AT, default=0"`
+	// APIKey, when set, must come with every API request, in the X-Api-Key header or the api_key
+	// query parameter; else 401.
+	APIKey string `env:"DEMO_API_KEY"`
+	// OAuthClientID and OAuthClientSecret, when set, make POST /oauth/token issue tokens (client
+	// credentials, RFC 6749 4.4) that every API request must bear; else 401.
+	OAuthClientID     string `env:"DEMO_OAUTH_CLIENT_ID"`
+	OAuthClientSecret string `env:"DEMO_OAUTH_CLIENT_SECRET"`
+	// OAuthTokenTTL is how long a token lasts.
+	OAuthTokenTTL time.Duration `env:"DEMO_OAUTH_TOKEN_TTL, default=1h"`
+	// OAuthRevokeEvery revokes the token of every Nth authorized request (answered 401); 0 never.
+	OAuthRevokeEvery int64 `env:"DEMO_OAUTH_REVOKE_EVERY, default=0"`
 }
 
 // DefaultConfig returns the configuration that the defaults of the variables give.
@@ -65,6 +76,8 @@ func DefaultConfig() Config {
 		RetryAfter: time.Second,
 		Burst5xx:   1,
 		SlowDelay:  2 * time.Second,
+
+		OAuthTokenTTL: time.Hour,
 	}
 }
 
@@ -113,6 +126,15 @@ func (c Config) Validate() error {
 	}
 	if c.CursorFault != "" && c.CursorFault != "stuck" && c.CursorFault != "loop" {
 		p.Addf("DEMO_CURSOR_FAULT", `must be empty, "stuck" or "loop", got %q`, c.CursorFault)
+	}
+	if (c.OAuthClientID == "") != (c.OAuthClientSecret == "") {
+		p.Addf("DEMO_OAUTH_CLIENT_ID", "and DEMO_OAUTH_CLIENT_SECRET must be set together")
+	}
+	if c.OAuthClientID != "" && c.OAuthTokenTTL < time.Second {
+		p.Addf("DEMO_OAUTH_TOKEN_TTL", "must be at least 1s, got %s", c.OAuthTokenTTL)
+	}
+	if c.OAuthRevokeEvery < 0 {
+		p.Addf("DEMO_OAUTH_REVOKE_EVERY", "must not be negative, got %d", c.OAuthRevokeEvery)
 	}
 	if c.CursorFaultAt < 0 {
 		p.Addf("DEMO_CURSOR_FAULT_AT", "must not be negative, got %d", c.CursorFaultAt)

@@ -45,5 +45,5 @@ func ExampleNew() {
 	// Output:
 	// 200 OK
 	// {"data":[{"id":2,"name":"user-2","email":"user-2@example.com","created_at":"2020-01-01T00:00:02Z","pad":""},{"id":3,"name":"user-3","email":"user-3@example.com","created_at":"2020-01-01T00:00:03Z","pad":""}],"total":5,"offset":2,"limit":2}
-	// {Requests:1 ByStatus:map[200:1] EarlyRequests:0 PagesServed:1 RecordsServed:2 PagesServedAgain:0 Truncated:0 Slow:0}
+	// {Requests:1 ByStatus:map[200:1] EarlyRequests:0 PagesServed:1 RecordsServed:2 PagesServedAgain:0 Truncated:0 Slow:0 TokensIssued:0 Unauthorized:0}
 }

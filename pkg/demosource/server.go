@@ -25,6 +25,7 @@ type Server struct {
 	reg     prometheus.Registerer
 	metrics *metrics
 	faults  *faults
+	tokens  tokens
 	stats   counters
 	bufs    sync.Pool
 	mux     *http.ServeMux
@@ -66,6 +67,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if s.reg != nil {
 		s.metrics = newMetrics(s.reg)
 	}
+	s.tokens.expiry = map[string]time.Time{}
+	s.mux.HandleFunc("POST /oauth/token", s.serveToken)
 	s.mux.HandleFunc("GET /api/{name}", s.serveAPI)
 	s.mux.HandleFunc("GET /cursor/{name}", s.serveCrawl(styleCursor))
 	s.mux.HandleFunc("GET /next/{name}", s.serveCrawl(styleNext))
@@ -112,6 +115,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 // serve answers a request for the page of key in style, or the fault it draws.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, key pageKey, hi int64, st style) {
 	ctx := r.Context()
+	if !s.authorized(r) {
+		s.stats.unauthorized.Add(1)
+		s.writeError(w, http.StatusUnauthorized, "missing, wrong or expired credentials", 0)
+		return
+	}
 	if !sleep(ctx, s.cfg.PageLatency) {
 		return
 	}

@@ -183,7 +183,7 @@ func TestStatsJSONNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"requests":0,"by_status":{"200":1},"early_requests":0,"pages_served":0,"records_served":0,"pages_served_again":0,"truncated":0,"slow":0}`
+	want := `{"requests":0,"by_status":{"200":1},"early_requests":0,"pages_served":0,"records_served":0,"pages_served_again":0,"truncated":0,"slow":0,"tokens_issued":0,"unauthorized":0}`
 	if string(js) != want {
 		t.Fatalf("%s, want %s", js, want)
 	}

@@ -26,18 +26,23 @@ type Stats struct {
 	Truncated int64 `json:"truncated"`
 	// Slow counts responses delayed by SlowDelay.
 	Slow int64 `json:"slow"`
+	// TokensIssued counts OAuth2 tokens issued; Unauthorized the requests refused for credentials.
+	TokensIssued int64 `json:"tokens_issued"`
+	Unauthorized int64 `json:"unauthorized"`
 }
 
 // counters are the live Stats, updated without locks.
 type counters struct {
-	requests   atomic.Int64
-	byStatus   [600]atomic.Int64
-	early      atomic.Int64
-	pages      atomic.Int64
-	pagesAgain atomic.Int64
-	records    atomic.Int64
-	truncated  atomic.Int64
-	slow       atomic.Int64
+	requests     atomic.Int64
+	byStatus     [600]atomic.Int64
+	early        atomic.Int64
+	pages        atomic.Int64
+	pagesAgain   atomic.Int64
+	records      atomic.Int64
+	truncated    atomic.Int64
+	slow         atomic.Int64
+	tokens       atomic.Int64
+	unauthorized atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -50,6 +55,8 @@ func (c *counters) snapshot() Stats {
 		RecordsServed:    c.records.Load(),
 		Truncated:        c.truncated.Load(),
 		Slow:             c.slow.Load(),
+		TokensIssued:     c.tokens.Load(),
+		Unauthorized:     c.unauthorized.Load(),
 	}
 	for code := range c.byStatus {
 		if n := c.byStatus[code].Load(); n > 0 {
@@ -70,6 +77,8 @@ func (c *counters) reset() {
 	c.records.Store(0)
 	c.truncated.Store(0)
 	c.slow.Store(0)
+	c.tokens.Store(0)
+	c.unauthorized.Store(0)
 }
 
 // metrics are the source's Prometheus counters. Unlike Stats they never reset.

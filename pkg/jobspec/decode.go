@@ -3,6 +3,7 @@ package jobspec
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -127,6 +128,18 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 				"step":       d.text(&src.Slices.Step),
 				"format":     d.str(&src.Slices.Format),
 			}),
+			"auth": d.object(map[string]fieldFunc{
+				"type":          d.str(&src.Auth.Type),
+				"in":            d.str(&src.Auth.In),
+				"name":          d.str(&src.Auth.Name),
+				"value":         d.str(&src.Auth.Value),
+				"username":      d.str(&src.Auth.Username),
+				"password":      d.str(&src.Auth.Password),
+				"token_url":     d.str(&src.Auth.TokenURL),
+				"client_id":     d.str(&src.Auth.ClientID),
+				"client_secret": d.str(&src.Auth.ClientSecret),
+				"scopes":        d.strings(&src.Auth.Scopes),
+			}),
 		}),
 		"tasks": d.integer(&s.Tasks),
 		"sink": d.object(map[string]fieldFunc{
@@ -155,6 +168,9 @@ func (d *decoder) applyDefaults(s *Spec) {
 		if !d.present[f.path] {
 			f.apply()
 		}
+	}
+	if s.Source.Auth.Type == "api_key" && !d.present["source.auth.in"] {
+		s.Source.Auth.In = "header"
 	}
 }
 
@@ -281,6 +297,26 @@ func (d *decoder) duration(dst *time.Duration) fieldFunc {
 }
 
 // headers decodes a mapping of header names to string values. Values are never quoted in a problem.
+// strings decodes a sequence of strings.
+func (d *decoder) strings(dst *[]string) fieldFunc {
+	return func(n *yaml.Node, path string) {
+		if n.Kind != yaml.SequenceNode {
+			d.wrongType(path, "must be a list of strings")
+			return
+		}
+		var out []string
+		for i, item := range n.Content {
+			item = resolve(item)
+			if !isScalar(item, "!!str") {
+				d.wrongType(fmt.Sprintf("%s[%d]", path, i), "must be a string")
+				continue
+			}
+			out = append(out, item.Value)
+		}
+		*dst = out
+	}
+}
+
 func (d *decoder) headers(dst *map[string]string) fieldFunc {
 	return func(n *yaml.Node, path string) {
 		if n.Kind != yaml.MappingNode {

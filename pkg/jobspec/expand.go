@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	pathpkg "path"
 	"slices"
 	"strings"
 )
@@ -13,11 +14,36 @@ import (
 // passwords among them) into it: only those meant for sources.
 const VarPrefix = "SOURCE_"
 
+// FilePrefix starts a reference to a file: ${file:/run/secrets/token}, the way Kubernetes and
+// Docker mount secrets. The services read such files only under their secret directories.
+const FilePrefix = "file:"
+
 var (
 	errUnclosed  = fmt.Errorf("%w: unclosed ${", ErrBadReference)
-	errBadName   = fmt.Errorf("%w: the name must match [A-Za-z_][A-Za-z0-9_]*", ErrBadReference)
+	errBadName   = fmt.Errorf("%w: the name must match [A-Za-z_][A-Za-z0-9_]*, or be file: and an absolute path", ErrBadReference)
 	errNotSource = fmt.Errorf("%w: only variables named %s… can be used in headers", ErrBadReference, VarPrefix)
 )
+
+// isFileRef reports whether name is file: and a clean absolute path.
+func isFileRef(name string) bool {
+	path, ok := strings.CutPrefix(name, FilePrefix)
+	return ok && strings.HasPrefix(path, "/") && pathpkg.Clean(path) == path && !hasControl(path)
+}
+
+// Expand replaces the ${…} references in one value, as ExpandHeaders does; what names the value
+// in errors (such as "auth.client_secret").
+func Expand(what, value string, lookup func(string) (string, bool)) (string, error) {
+	out, missing, err := expand(value, lookup)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%s: %w", what, err)
+	case len(missing) > 0:
+		return "", fmt.Errorf("%s: ${%s}: %w", what, missing[0], ErrMissingVariable)
+	case hasControl(out):
+		return "", fmt.Errorf("%s: expanded value contains control characters", what)
+	}
+	return out, nil
+}
 
 // ExpandHeaders returns a copy of headers in which every ${VAR} reference in a value is replaced by
 // lookup(VAR); the extractor passes os.LookupEnv, so secrets stay in its environment and never travel
@@ -65,10 +91,11 @@ func expand(value string, lookup func(string) (string, bool)) (string, []string,
 		if !closed {
 			return "", nil, errUnclosed
 		}
-		if !isVarName(name) {
+		switch {
+		case isFileRef(name):
+		case !isVarName(name):
 			return "", nil, errBadName
-		}
-		if !strings.HasPrefix(name, VarPrefix) {
+		case !strings.HasPrefix(name, VarPrefix):
 			return "", nil, errNotSource
 		}
 		v, ok := lookup(name)

@@ -103,13 +103,13 @@ func TestExpandHeadersErrors(t *testing.T) {
 		{
 			name:    "bad name",
 			headers: map[string]string{"Authorization": "Bearer ${TO-KEN}"},
-			want:    "header Authorization: malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*",
+			want:    "header Authorization: malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*, or be file: and an absolute path",
 			is:      jobspec.ErrBadReference,
 		},
 		{
 			name:    "empty name",
 			headers: map[string]string{"Authorization": "Bearer ${}"},
-			want:    "header Authorization: malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*",
+			want:    "header Authorization: malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*, or be file: and an absolute path",
 			is:      jobspec.ErrBadReference,
 		},
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"time"
 
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
@@ -45,7 +46,39 @@ func (s *Spec) SourceProto() *sluicev1.Source {
 		MaxRecords:  src.MaxRecords,
 		Concurrency: toUint32(src.Concurrency),
 		Slices:      slicesProto(src.Slices),
+		Auth:        authProto(src.Auth),
 	}}}
+}
+
+var authTypes = map[string]sluicev1.Auth_Type{"api_key": sluicev1.Auth_TYPE_API_KEY, "basic": sluicev1.Auth_TYPE_BASIC,
+	"oauth2_client_credentials": sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS}
+
+func authProto(a Auth) *sluicev1.Auth {
+	if a.IsZero() {
+		return nil
+	}
+	return &sluicev1.Auth{Type: authTypes[a.Type], InQuery: a.In == "query", Name: a.Name, Value: a.Value,
+		Username: a.Username, Password: a.Password, TokenUrl: a.TokenURL, ClientId: a.ClientID,
+		ClientSecret: a.ClientSecret, Scopes: slices.Clone(a.Scopes)}
+}
+
+func authFromProto(p *sluicev1.Auth) Auth {
+	if p == nil {
+		return Auth{}
+	}
+	a := Auth{Name: p.Name, Value: p.Value, Username: p.Username, Password: p.Password, TokenURL: p.TokenUrl,
+		ClientID: p.ClientId, ClientSecret: p.ClientSecret, Scopes: slices.Clone(p.Scopes)}
+	for name, t := range authTypes {
+		if t == p.Type {
+			a.Type = name
+		}
+	}
+	if p.InQuery {
+		a.In = "query"
+	} else if a.Type == "api_key" {
+		a.In = "header"
+	}
+	return a
 }
 
 func slicesProto(sl Slices) *sluicev1.Slices {
@@ -126,6 +159,7 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 		RateLimit:   h.GetRateLimit(),
 		Concurrency: int(h.GetConcurrency()),
 		Slices:      slicesFromProto(h.GetSlices()),
+		Auth:        authFromProto(h.GetAuth()),
 	}, nil
 }
 

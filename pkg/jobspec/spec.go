@@ -53,6 +53,36 @@ type Source struct {
 	// Slices split the job into windows of time or of keys that extractors read in parallel, for a
 	// source that gives no total; the zero value is none.
 	Slices Slices `json:"slices,omitzero" yaml:"slices,omitempty"`
+	// Auth is how requests authenticate; the zero value is none (headers may still carry a token).
+	Auth Auth `json:"auth,omitzero" yaml:"auth,omitempty"`
+}
+
+// Auth is a source's credentials. Every secret (value, password, client_secret) must be a
+// reference, ${SOURCE_…} or ${file:/run/secrets/…}, that the extractors resolve themselves: the
+// spec, the tasks and the events carry the reference only. The credentials go only to the source's
+// host, the client secret only to the token URL's.
+type Auth struct {
+	// Type is "api_key", "basic" or "oauth2_client_credentials".
+	Type string `json:"type" yaml:"type"`
+	// In is where an api_key goes: "header" (the default) or "query"; Name is the header or the
+	// parameter.
+	In    string `json:"in,omitempty" yaml:"in,omitempty"`
+	Name  string `json:"name,omitempty" yaml:"name,omitempty"`
+	Value string `json:"value,omitempty" yaml:"value,omitempty"`
+	// Username and Password are for basic.
+	Username string `json:"username,omitempty" yaml:"username,omitempty"`
+	Password string `json:"password,omitempty" yaml:"password,omitempty"`
+	// TokenURL, ClientID, ClientSecret and Scopes are for oauth2_client_credentials.
+	TokenURL     string   `json:"token_url,omitempty" yaml:"token_url,omitempty"`
+	ClientID     string   `json:"client_id,omitempty" yaml:"client_id,omitempty"`
+	ClientSecret string   `json:"client_secret,omitempty" yaml:"client_secret,omitempty"`
+	Scopes       []string `json:"scopes,omitempty" yaml:"scopes,omitempty"`
+}
+
+// IsZero reports whether there are no credentials.
+func (a Auth) IsZero() bool {
+	return a.Type == "" && a.In == "" && a.Name == "" && a.Value == "" &&
+		a.Username == "" && a.Password == "" && a.TokenURL == "" && a.ClientID == "" && a.ClientSecret == "" && len(a.Scopes) == 0
 }
 
 // Slices are the windows [start, end) in steps of step, each one task whose requests carry
@@ -160,6 +190,7 @@ type sourceDoc[R any] struct {
 	RateLimit   R                 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
 	Concurrency int               `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
 	Slices      Slices            `json:"slices,omitzero" yaml:"slices,omitempty"`
+	Auth        Auth              `json:"auth,omitzero" yaml:"auth,omitempty"`
 }
 
 func (s Source) doc() sourceDoc[any] {
@@ -175,6 +206,7 @@ func (s Source) doc() sourceDoc[any] {
 		MaxRecords:  s.MaxRecords,
 		Concurrency: s.Concurrency,
 		Slices:      s.Slices,
+		Auth:        s.Auth,
 	}
 	switch {
 	case s.RateLimit == 0:
@@ -207,6 +239,7 @@ func (s *Source) fromDoc(d sourceDoc[float64]) error {
 		RateLimit:   d.RateLimit,
 		Concurrency: d.Concurrency,
 		Slices:      d.Slices,
+		Auth:        d.Auth,
 	}
 	return nil
 }

@@ -214,7 +214,7 @@ sink:
 				{"sink.table", "must be 1 to 206 letters, digits or '_', not starting with a digit"},
 				{"source.headers.Authorization", "value has a malformed ${VAR} reference: unclosed ${"},
 				{"source.headers.Bad Header", "must be a valid header name (letters, digits and !#$%&'*+-.^_`|~)"},
-				{"source.headers.X-Api-Key", "value has a malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*"},
+				{"source.headers.X-Api-Key", "value has a malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*, or be file: and an absolute path"},
 				{"source.headers.X-Trace", "value must not contain control characters"},
 				{"source.headers.x-api-key", "duplicates another header: names are case-insensitive"},
 				{"source.key", "must be a dotted path of field names, such as id or meta.id"},
@@ -741,6 +741,43 @@ func TestSlices(t *testing.T) {
 			"tasks", "must be 1: the slices make the tasks"},
 	} {
 		_, err := jobspec.Parse([]byte(base + tt.doc + "sink: {table: s}\n"))
+		var perr *jobspec.Error
+		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
+			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)
+		}
+	}
+}
+
+// TestAuth parses each kind of credentials, round-trips them, and refuses a secret written out.
+func TestAuth(t *testing.T) {
+	base := "name: a\nsource:\n  url: https://api.example/items\n  key: id\n  auth: "
+	for _, doc := range []string{
+		`{type: api_key, name: X-Api-Key, value: "${SOURCE_KEY}"}`,
+		`{type: api_key, in: query, name: api_key, value: "${file:/run/secrets/key}"}`,
+		`{type: basic, username: reader, password: "${SOURCE_PASSWORD}"}`,
+		`{type: oauth2_client_credentials, token_url: "https://auth.example/token", client_id: "${SOURCE_ID}", client_secret: "${file:/run/secrets/secret}", scopes: [read, "items:list"]}`,
+	} {
+		s, err := jobspec.Parse([]byte(base + doc + "\nsink: {table: a}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		back, err := jobspec.SourceFromProto(s.SourceProto())
+		if err != nil || !reflect.DeepEqual(back, s.Source) {
+			t.Fatalf("%s: round trip gave %+v, %v; want %+v", doc, back, err, s.Source)
+		}
+		if again, err := jobspec.Parse(s.JSON()); err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("%s: Parse(JSON()) gave %+v, %v", doc, again, err)
+		}
+	}
+	for _, tt := range []struct{ doc, path, message string }{
+		{`{type: api_key, name: X-Api-Key, value: hunter2}`, "source.auth.value", "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec"},
+		{`{type: basic, username: u, password: "pre-${SOURCE_P}"}`, "source.auth.password", "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec"},
+		{`{type: api_key, name: k, value: "${file:../etc/passwd}"}`, "source.auth.value", "has a malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*, or be file: and an absolute path"},
+		{`{type: oauth2_client_credentials, token_url: "ftp://x", client_id: i, client_secret: "${SOURCE_S}"}`, "source.auth.token_url", "must be an absolute http or https URL without credentials"},
+		{`{type: basic, username: u, password: "${SOURCE_P}", token_url: "https://x"}`, "source.auth.token_url", "is not used by auth type basic"},
+		{`{type: kerberos}`, "source.auth.type", `must be "api_key", "basic" or "oauth2_client_credentials"`},
+	} {
+		_, err := jobspec.Parse([]byte(base + tt.doc + "\nsink: {table: a}\n"))
 		var perr *jobspec.Error
 		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
 			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)

@@ -86,6 +86,7 @@ func (s *Source) validate(p *problems) {
 		p.add("source.records_path", "must be a dotted path of field names, such as data or result.items")
 	}
 	validateHeaders(p, s.Headers)
+	s.Auth.validate(p)
 	if s.Timeout < minTimeout || s.Timeout > maxTimeout {
 		p.add("source.timeout", fmt.Sprintf("must be between %v and %v", minTimeout, maxTimeout))
 	}
@@ -337,4 +338,80 @@ func (sl Slices) Count() (int64, error) {
 		return int64((span + uint64(step) - 1) / uint64(step)), nil
 	}
 	return 0, errors.New("unknown type")
+}
+
+// validate checks the credentials, when there are. A secret must be one reference and nothing
+// else: a literal secret would travel in the spec, the tasks and the events.
+func (a *Auth) validate(p *problems) {
+	const path = "source.auth"
+	if a.IsZero() {
+		return
+	}
+	secret := func(field, value string) {
+		name, ok := strings.CutPrefix(value, "${")
+		name, closed := strings.CutSuffix(name, "}")
+		switch {
+		case value == "":
+			p.add(path+"."+field, "required")
+		case !ok || !closed || strings.Contains(name, "${"):
+			p.add(path+"."+field, "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec")
+		default:
+			if _, _, err := expand(value, func(string) (string, bool) { return "", true }); err != nil {
+				p.add(path+"."+field, "has a "+err.Error())
+			}
+		}
+	}
+	plain := func(field, value string) {
+		if value == "" {
+			p.add(path+"."+field, "required")
+		} else if _, _, err := expand(value, func(string) (string, bool) { return "", true }); err != nil {
+			p.add(path+"."+field, "has a "+err.Error())
+		}
+	}
+	unused := func(fields ...string) {
+		values := map[string]bool{"in": a.In != "", "name": a.Name != "", "value": a.Value != "", "username": a.Username != "",
+			"password": a.Password != "", "token_url": a.TokenURL != "", "client_id": a.ClientID != "",
+			"client_secret": a.ClientSecret != "", "scopes": len(a.Scopes) > 0}
+		for _, f := range fields {
+			if values[f] {
+				p.add(path+"."+f, "is not used by auth type "+a.Type)
+			}
+		}
+	}
+	switch a.Type {
+	case "api_key":
+		if a.In != "" && a.In != "header" && a.In != "query" {
+			p.add(path+".in", `must be "header" or "query"`)
+		}
+		switch {
+		case a.Name == "":
+			p.add(path+".name", "required")
+		case a.In == "query" && !isParamName(a.Name):
+			p.add(path+".name", "must contain only letters, digits and - . _ ~ [ ]")
+		case a.In != "query" && !isToken(a.Name):
+			p.add(path+".name", "must be a valid header name")
+		}
+		secret("value", a.Value)
+		unused("username", "password", "token_url", "client_id", "client_secret", "scopes")
+	case "basic":
+		plain("username", a.Username)
+		secret("password", a.Password)
+		unused("in", "name", "value", "token_url", "client_id", "client_secret", "scopes")
+	case "oauth2_client_credentials":
+		if u, err := url.Parse(a.TokenURL); a.TokenURL == "" {
+			p.add(path+".token_url", "required")
+		} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || hasUserinfo(a.TokenURL) {
+			p.add(path+".token_url", "must be an absolute http or https URL without credentials")
+		}
+		plain("client_id", a.ClientID)
+		secret("client_secret", a.ClientSecret)
+		for i, sc := range a.Scopes {
+			if sc == "" || strings.ContainsAny(sc, " \"\\") || hasControl(sc) {
+				p.add(fmt.Sprintf("%s.scopes[%d]", path, i), "must be a scope token without spaces or quotes")
+			}
+		}
+		unused("in", "name", "value", "username", "password")
+	default:
+		p.add(path+".type", `must be "api_key", "basic" or "oauth2_client_credentials"`)
+	}
 }

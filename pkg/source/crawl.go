@@ -23,13 +23,13 @@ const maxSeen = 64
 // crawlReader reads one page of a crawl (cursor, next URL, Link header) and says where the next
 // one is. A crawl hands on one page per task so that a member that dies mid-crawl costs one page.
 type crawlReader struct {
-	h       *httpSource
-	headers map[string]string
-	pol     Policy
-	crawl   *sluicev1.Crawl
-	chain   string
-	query   map[string]string
-	read    bool
+	h     *httpSource
+	creds *credentials
+	pol   Policy
+	crawl *sluicev1.Crawl
+	chain string
+	query map[string]string
+	read  bool
 	// next is the position of the next page, set once the page is read and the crawl goes on.
 	next    string
 	records int
@@ -65,7 +65,7 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 	_, err = r.h.env.Fetcher.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
 		func(int) error {
 			var attempts int
-			page, attempts, ferr = r.h.env.Fetcher.FetchPage(ctx, u, r.headers, src.RecordsPath, "", pol)
+			page, attempts, ferr = r.h.fetch(ctx, r.creds, u, src.RecordsPath, "", pol)
 			total += attempts
 			if ferr != nil {
 				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries

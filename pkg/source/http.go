@@ -137,9 +137,9 @@ func (h *httpSource) discover(ctx context.Context) (int64, error) {
 	if pg.GetTotalPath() == "" || h.crawls() {
 		return -1, nil
 	}
-	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
+	creds, err := h.credentials()
 	if err != nil {
-		return 0, &Error{Class: "config", Err: err}
+		return 0, err
 	}
 	start := uint64(0)
 	if h.pages() {
@@ -151,7 +151,7 @@ func (h *httpSource) discover(ctx context.Context) (int64, error) {
 	}
 	pol := h.policy()
 	pol.Deadline = time.Minute
-	page, _, ferr := h.env.Fetcher.FetchPage(ctx, u, headers, h.src.RecordsPath, pg.GetTotalPath(), pol)
+	page, _, ferr := h.fetch(ctx, creds, u, h.src.RecordsPath, pg.GetTotalPath(), pol)
 	if ferr != nil {
 		return 0, ferr
 	}
@@ -167,14 +167,14 @@ func (h *httpSource) discover(ctx context.Context) (int64, error) {
 
 // Open returns a reader of an offset or page range.
 func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
-	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
+	creds, err := h.credentials()
 	if err != nil {
-		return nil, &Error{Class: "config", Err: err}
+		return nil, err
 	}
 	switch s := task.GetSlice().(type) {
 	case *sluicev1.Task_Offsets, *sluicev1.Task_Pages:
 		if !h.crawls() {
-			return &httpReader{h: h, headers: headers, pol: h.policy(), pager: newPager(task, h.src), query: task.Query}, nil
+			return &httpReader{h: h, creds: creds, pol: h.policy(), pager: newPager(task, h.src), query: task.Query}, nil
 		}
 	case *sluicev1.Task_Crawl:
 		if h.crawls() {
@@ -182,7 +182,7 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 			if chain == "" {
 				chain = task.GetTaskId()
 			}
-			return &crawlReader{h: h, headers: headers, pol: h.policy(), crawl: s.Crawl, chain: chain, query: task.Query}, nil
+			return &crawlReader{h: h, creds: creds, pol: h.policy(), crawl: s.Crawl, chain: chain, query: task.Query}, nil
 		}
 	}
 	return nil, &Error{Class: "bad_task", Err: fmt.Errorf("an HTTP source paginated by %v does not read a slice of %T",
@@ -191,11 +191,11 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 
 // httpReader reads an offset or page range.
 type httpReader struct {
-	h       *httpSource
-	headers map[string]string
-	pol     Policy
-	pager   *pager
-	query   map[string]string
+	h     *httpSource
+	creds *credentials
+	pol   Policy
+	pager *pager
+	query map[string]string
 }
 
 func (r *httpReader) Key(record json.RawMessage) (string, string) {
@@ -228,7 +228,7 @@ func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
 	_, err = r.h.env.Fetcher.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
 		func(int) error {
 			var attempts int
-			page, attempts, ferr = r.h.env.Fetcher.FetchPage(ctx, u, r.headers, src.RecordsPath, src.GetPagination().GetTotalPath(), pol)
+			page, attempts, ferr = r.h.fetch(ctx, r.creds, u, src.RecordsPath, src.GetPagination().GetTotalPath(), pol)
 			total += attempts
 			if ferr != nil {
 				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries

@@ -76,12 +76,14 @@ type Limits struct {
 type Env struct {
 	// Fetcher makes HTTP requests, with its retries and metrics.
 	Fetcher *Fetcher
-	// Lookup resolves the ${VAR} references of a source's secrets in this process's environment.
+	// Lookup resolves the ${…} references of a source's secrets in this process (Secrets.Lookup).
 	Lookup func(string) (string, bool)
 	// Backoff spaces the attempts at one page.
 	Backoff pipeline.Backoff
 	// PageDeadline bounds all attempts at one page, waits included.
 	PageDeadline time.Duration
+	// Tokens are the process's OAuth2 tokens.
+	Tokens *Tokens
 }
 
 // ErrUnknownKind is a source of a kind this build does not read.

@@ -13,6 +13,8 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz and /readyz.
 	HTTPAddr  string          `env:"HTTP_ADDR, default=:8082"`
 	Extractor ExtractorConfig `env:", prefix=EXTRACTOR_"`
+	// SecretDirs are where a source's ${file:…} references may point, comma-separated.
+	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets"`
 }
 
 // ExtractorConfig is how the extractor fetches and produces, from SLUICE_EXTRACTOR_… variables.

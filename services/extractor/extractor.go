@@ -65,6 +65,7 @@ type extractorMetrics struct {
 	tasksDone      *prometheus.CounterVec
 	inFlight       prometheus.Gauge
 	copies         prometheus.Counter
+	tokens         prometheus.Counter
 	parked         prometheus.Gauge
 	rateLimitWaits prometheus.Counter
 }
@@ -85,6 +86,10 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_in_flight",
 			Help: "Tasks this member is working on.",
+		}),
+		tokens: f.NewCounter(prometheus.CounterOpts{
+			Name: "extractor_oauth_tokens_total",
+			Help: "OAuth2 tokens obtained from sources' token endpoints.",
 		}),
 		copies: f.NewCounter(prometheus.CounterOpts{
 			Name: "extractor_task_copies_skipped_total",

@@ -85,9 +85,11 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Retry:   retry,
 			Now:     time.Now,
 		},
-		Lookup:       os.LookupEnv,
+		Lookup:       source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs}.Lookup,
 		Backoff:      x.backoff,
 		PageDeadline: cfg.Extractor.PageDeadline,
+		Tokens: &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now,
+			Issued: x.metrics.tokens.Inc},
 	}
 	x.lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(x.lag.Collector())

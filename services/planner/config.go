@@ -14,6 +14,8 @@ type Config struct {
 	// HTTPAddr serves /metrics, /healthz and /readyz.
 	HTTPAddr string        `env:"HTTP_ADDR, default=:8080"`
 	Planner  PlannerConfig `env:", prefix=PLANNER_"`
+	// SecretDirs are where a source's ${file:…} references may point, comma-separated.
+	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets"`
 	// ClickHouse is where the planner checks, at submit, that an existing sink table can take the
 	// landing rows; the planner works without it, and the loaders check again.
 	ClickHouse chconn.Config `env:", prefix=CLICKHOUSE_"`

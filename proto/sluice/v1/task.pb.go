@@ -23,6 +23,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Auth_Type int32
+
+const (
+	Auth_TYPE_UNSPECIFIED               Auth_Type = 0
+	Auth_TYPE_API_KEY                   Auth_Type = 1
+	Auth_TYPE_BASIC                     Auth_Type = 2
+	Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS Auth_Type = 3
+)
+
+// Enum value maps for Auth_Type.
+var (
+	Auth_Type_name = map[int32]string{
+		0: "TYPE_UNSPECIFIED",
+		1: "TYPE_API_KEY",
+		2: "TYPE_BASIC",
+		3: "TYPE_OAUTH2_CLIENT_CREDENTIALS",
+	}
+	Auth_Type_value = map[string]int32{
+		"TYPE_UNSPECIFIED":               0,
+		"TYPE_API_KEY":                   1,
+		"TYPE_BASIC":                     2,
+		"TYPE_OAUTH2_CLIENT_CREDENTIALS": 3,
+	}
+)
+
+func (x Auth_Type) Enum() *Auth_Type {
+	p := new(Auth_Type)
+	*p = x
+	return p
+}
+
+func (x Auth_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Auth_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_task_proto_enumTypes[0].Descriptor()
+}
+
+func (Auth_Type) Type() protoreflect.EnumType {
+	return &file_sluice_v1_task_proto_enumTypes[0]
+}
+
+func (x Auth_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Auth_Type.Descriptor instead.
+func (Auth_Type) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3, 0}
+}
+
 type Slices_Type int32
 
 const (
@@ -56,11 +108,11 @@ func (x Slices_Type) String() string {
 }
 
 func (Slices_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_task_proto_enumTypes[0].Descriptor()
+	return file_sluice_v1_task_proto_enumTypes[1].Descriptor()
 }
 
 func (Slices_Type) Type() protoreflect.EnumType {
-	return &file_sluice_v1_task_proto_enumTypes[0]
+	return &file_sluice_v1_task_proto_enumTypes[1]
 }
 
 func (x Slices_Type) Number() protoreflect.EnumNumber {
@@ -69,7 +121,7 @@ func (x Slices_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Slices_Type.Descriptor instead.
 func (Slices_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type Pagination_Type int32
@@ -117,11 +169,11 @@ func (x Pagination_Type) String() string {
 }
 
 func (Pagination_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_task_proto_enumTypes[1].Descriptor()
+	return file_sluice_v1_task_proto_enumTypes[2].Descriptor()
 }
 
 func (Pagination_Type) Type() protoreflect.EnumType {
-	return &file_sluice_v1_task_proto_enumTypes[1]
+	return &file_sluice_v1_task_proto_enumTypes[2]
 }
 
 func (x Pagination_Type) Number() protoreflect.EnumNumber {
@@ -130,7 +182,7 @@ func (x Pagination_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Pagination_Type.Descriptor instead.
 func (Pagination_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // Task is one unit of extraction work on the tasks topic: a slice of one job's source that one
@@ -433,7 +485,9 @@ type HttpSource struct {
 	// Tasks of the job one extractor member works on at once; 0 is as many as it has slots.
 	Concurrency uint32 `protobuf:"varint,10,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// Splits the job into parallel slices bounded by query parameters; none when unset.
-	Slices        *Slices `protobuf:"bytes,11,opt,name=slices,proto3" json:"slices,omitempty"`
+	Slices *Slices `protobuf:"bytes,11,opt,name=slices,proto3" json:"slices,omitempty"`
+	// How requests authenticate; none when unset. Secrets stay ${…} references here.
+	Auth          *Auth `protobuf:"bytes,12,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,6 +599,134 @@ func (x *HttpSource) GetSlices() *Slices {
 	return nil
 }
 
+func (x *HttpSource) GetAuth() *Auth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+// Auth is a source's credentials, every secret a ${SOURCE_…} or ${file:…} reference that the
+// extractor resolves in its own environment.
+type Auth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  Auth_Type              `protobuf:"varint,1,opt,name=type,proto3,enum=sluice.v1.Auth_Type" json:"type,omitempty"`
+	// api_key: in a header (the default) or a query parameter, by this name.
+	InQuery bool   `protobuf:"varint,2,opt,name=in_query,json=inQuery,proto3" json:"in_query,omitempty"`
+	Name    string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Value   string `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	// basic
+	Username string `protobuf:"bytes,5,opt,name=username,proto3" json:"username,omitempty"`
+	Password string `protobuf:"bytes,6,opt,name=password,proto3" json:"password,omitempty"`
+	// oauth2_client_credentials
+	TokenUrl      string   `protobuf:"bytes,7,opt,name=token_url,json=tokenUrl,proto3" json:"token_url,omitempty"`
+	ClientId      string   `protobuf:"bytes,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSecret  string   `protobuf:"bytes,9,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	Scopes        []string `protobuf:"bytes,10,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Auth) Reset() {
+	*x = Auth{}
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Auth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Auth) ProtoMessage() {}
+
+func (x *Auth) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Auth.ProtoReflect.Descriptor instead.
+func (*Auth) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Auth) GetType() Auth_Type {
+	if x != nil {
+		return x.Type
+	}
+	return Auth_TYPE_UNSPECIFIED
+}
+
+func (x *Auth) GetInQuery() bool {
+	if x != nil {
+		return x.InQuery
+	}
+	return false
+}
+
+func (x *Auth) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Auth) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Auth) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *Auth) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *Auth) GetTokenUrl() string {
+	if x != nil {
+		return x.TokenUrl
+	}
+	return ""
+}
+
+func (x *Auth) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Auth) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *Auth) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
 // Slices are consecutive windows of time or of keys, [start, end) in steps, each a task whose
 // requests carry param_from and param_to; inside a window the source's pagination applies.
 type Slices struct {
@@ -565,7 +747,7 @@ type Slices struct {
 
 func (x *Slices) Reset() {
 	*x = Slices{}
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +759,7 @@ func (x *Slices) String() string {
 func (*Slices) ProtoMessage() {}
 
 func (x *Slices) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +772,7 @@ func (x *Slices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slices.ProtoReflect.Descriptor instead.
 func (*Slices) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Slices) GetType() Slices_Type {
@@ -670,7 +852,7 @@ type Pagination struct {
 
 func (x *Pagination) Reset() {
 	*x = Pagination{}
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +864,7 @@ func (x *Pagination) String() string {
 func (*Pagination) ProtoMessage() {}
 
 func (x *Pagination) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +877,7 @@ func (x *Pagination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pagination.ProtoReflect.Descriptor instead.
 func (*Pagination) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Pagination) GetType() Pagination_Type {
@@ -804,7 +986,7 @@ type Crawl struct {
 
 func (x *Crawl) Reset() {
 	*x = Crawl{}
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +998,7 @@ func (x *Crawl) String() string {
 func (*Crawl) ProtoMessage() {}
 
 func (x *Crawl) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1011,7 @@ func (x *Crawl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Crawl.ProtoReflect.Descriptor instead.
 func (*Crawl) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Crawl) GetPosition() string {
@@ -880,7 +1062,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1074,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1087,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OffsetRange) GetStart() uint64 {
@@ -941,7 +1123,7 @@ type PageRange struct {
 
 func (x *PageRange) Reset() {
 	*x = PageRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1135,7 @@ func (x *PageRange) String() string {
 func (*PageRange) ProtoMessage() {}
 
 func (x *PageRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1148,7 @@ func (x *PageRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRange.ProtoReflect.Descriptor instead.
 func (*PageRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PageRange) GetFirst() uint64 {
@@ -1001,7 +1183,7 @@ type KeyRange struct {
 
 func (x *KeyRange) Reset() {
 	*x = KeyRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1195,7 @@ func (x *KeyRange) String() string {
 func (*KeyRange) ProtoMessage() {}
 
 func (x *KeyRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1208,7 @@ func (x *KeyRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRange.ProtoReflect.Descriptor instead.
 func (*KeyRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KeyRange) GetStart() string {
@@ -1054,7 +1236,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_sluice_v1_task_proto_msgTypes[9]
+	mi := &file_sluice_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1248,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[9]
+	mi := &file_sluice_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1261,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TimeWindow) GetStart() *timestamppb.Timestamp {
@@ -1125,7 +1307,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\x05slice\"=\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04httpB\x06\n" +
-	"\x04kind\"\xe7\x03\n" +
+	"\x04kind\"\x8c\x04\n" +
 	"\n" +
 	"HttpSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12!\n" +
@@ -1144,10 +1326,29 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"maxRecords\x12 \n" +
 	"\vconcurrency\x18\n" +
 	" \x01(\rR\vconcurrency\x12)\n" +
-	"\x06slices\x18\v \x01(\v2\x11.sluice.v1.SlicesR\x06slices\x1a:\n" +
+	"\x06slices\x18\v \x01(\v2\x11.sluice.v1.SlicesR\x06slices\x12#\n" +
+	"\x04auth\x18\f \x01(\v2\x0f.sluice.v1.AuthR\x04auth\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x03\n" +
+	"\x04Auth\x12(\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x14.sluice.v1.Auth.TypeR\x04type\x12\x19\n" +
+	"\bin_query\x18\x02 \x01(\bR\ainQuery\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\tR\x05value\x12\x1a\n" +
+	"\busername\x18\x05 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x06 \x01(\tR\bpassword\x12\x1b\n" +
+	"\ttoken_url\x18\a \x01(\tR\btokenUrl\x12\x1b\n" +
+	"\tclient_id\x18\b \x01(\tR\bclientId\x12#\n" +
+	"\rclient_secret\x18\t \x01(\tR\fclientSecret\x12\x16\n" +
+	"\x06scopes\x18\n" +
+	" \x03(\tR\x06scopes\"b\n" +
+	"\x04Type\x12\x14\n" +
+	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fTYPE_API_KEY\x10\x01\x12\x0e\n" +
+	"\n" +
+	"TYPE_BASIC\x10\x02\x12\"\n" +
+	"\x1eTYPE_OAUTH2_CLIENT_CREDENTIALS\x10\x03\"\x83\x02\n" +
 	"\x06Slices\x12*\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x16.sluice.v1.Slices.TypeR\x04type\x12\x1d\n" +
 	"\n" +
@@ -1222,49 +1423,53 @@ func file_sluice_v1_task_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_task_proto_rawDescData
 }
 
-var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sluice_v1_task_proto_goTypes = []any{
-	(Slices_Type)(0),              // 0: sluice.v1.Slices.Type
-	(Pagination_Type)(0),          // 1: sluice.v1.Pagination.Type
-	(*Task)(nil),                  // 2: sluice.v1.Task
-	(*Source)(nil),                // 3: sluice.v1.Source
-	(*HttpSource)(nil),            // 4: sluice.v1.HttpSource
-	(*Slices)(nil),                // 5: sluice.v1.Slices
-	(*Pagination)(nil),            // 6: sluice.v1.Pagination
-	(*Crawl)(nil),                 // 7: sluice.v1.Crawl
-	(*OffsetRange)(nil),           // 8: sluice.v1.OffsetRange
-	(*PageRange)(nil),             // 9: sluice.v1.PageRange
-	(*KeyRange)(nil),              // 10: sluice.v1.KeyRange
-	(*TimeWindow)(nil),            // 11: sluice.v1.TimeWindow
-	nil,                           // 12: sluice.v1.Task.QueryEntry
-	nil,                           // 13: sluice.v1.HttpSource.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(Auth_Type)(0),                // 0: sluice.v1.Auth.Type
+	(Slices_Type)(0),              // 1: sluice.v1.Slices.Type
+	(Pagination_Type)(0),          // 2: sluice.v1.Pagination.Type
+	(*Task)(nil),                  // 3: sluice.v1.Task
+	(*Source)(nil),                // 4: sluice.v1.Source
+	(*HttpSource)(nil),            // 5: sluice.v1.HttpSource
+	(*Auth)(nil),                  // 6: sluice.v1.Auth
+	(*Slices)(nil),                // 7: sluice.v1.Slices
+	(*Pagination)(nil),            // 8: sluice.v1.Pagination
+	(*Crawl)(nil),                 // 9: sluice.v1.Crawl
+	(*OffsetRange)(nil),           // 10: sluice.v1.OffsetRange
+	(*PageRange)(nil),             // 11: sluice.v1.PageRange
+	(*KeyRange)(nil),              // 12: sluice.v1.KeyRange
+	(*TimeWindow)(nil),            // 13: sluice.v1.TimeWindow
+	nil,                           // 14: sluice.v1.Task.QueryEntry
+	nil,                           // 15: sluice.v1.HttpSource.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_sluice_v1_task_proto_depIdxs = []int32{
-	3,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
-	8,  // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
-	9,  // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
-	10, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
-	11, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
-	7,  // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
-	14, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
-	12, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
-	4,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
-	6,  // 9: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	13, // 10: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	15, // 11: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	5,  // 12: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
-	0,  // 13: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
-	1,  // 14: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	14, // 15: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
-	14, // 16: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	4,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
+	10, // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
+	11, // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
+	12, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
+	13, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
+	9,  // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
+	16, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
+	14, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
+	5,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
+	8,  // 9: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	15, // 10: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	17, // 11: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	7,  // 12: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
+	6,  // 13: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
+	0,  // 14: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
+	1,  // 15: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
+	2,  // 16: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	16, // 17: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
+	16, // 18: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
@@ -1287,8 +1492,8 @@ func file_sluice_v1_task_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_task_proto_rawDesc), len(file_sluice_v1_task_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   12,
+			NumEnums:      3,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

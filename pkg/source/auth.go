@@ -1,0 +1,303 @@
+package source
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// Secrets resolves the references of a source's headers and credentials in this process: ${SOURCE_…}
+// from the environment, ${file:/path} from a file under one of Dirs (the way Kubernetes and Docker
+// mount secrets), never anywhere else, so that whoever submits a job cannot read the services' own
+// files or variables.
+type Secrets struct {
+	Env  func(string) (string, bool)
+	Dirs []string
+}
+
+// Lookup resolves one reference name.
+func (s Secrets) Lookup(name string) (string, bool) {
+	path, isFile := strings.CutPrefix(name, jobspec.FilePrefix)
+	if !isFile {
+		if s.Env == nil {
+			return "", false
+		}
+		return s.Env(name)
+	}
+	real, err := filepath.EvalSymlinks(filepath.Clean(path))
+	if err != nil {
+		return "", false
+	}
+	for _, dir := range s.Dirs {
+		root, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(root, real); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && rel != "." {
+			b, err := os.ReadFile(real)
+			if err != nil {
+				return "", false
+			}
+			return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), true
+		}
+	}
+	return "", false
+}
+
+// credentials are what a source's requests carry: headers (its own and its auth's), query
+// parameters (an api_key in the query), and an OAuth2 token renewed as it expires.
+type credentials struct {
+	headers map[string]string
+	query   map[string]string
+	token   *tokenSource
+}
+
+// credentials resolves the source's headers and auth.
+func (h *httpSource) credentials() (*credentials, error) {
+	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
+	if err != nil {
+		return nil, &Error{Class: "config", Err: err}
+	}
+	c := &credentials{headers: headers}
+	a := h.src.GetAuth()
+	if a == nil {
+		return c, nil
+	}
+	expand := func(what, v string) (string, error) {
+		out, err := jobspec.Expand("auth."+what, v, h.env.Lookup)
+		if err != nil {
+			return "", &Error{Class: "config", Err: err}
+		}
+		return out, nil
+	}
+	switch a.Type {
+	case sluicev1.Auth_TYPE_API_KEY:
+		v, err := expand("value", a.Value)
+		if err != nil {
+			return nil, err
+		}
+		if a.InQuery {
+			c.query = map[string]string{a.Name: v}
+		} else {
+			c.headers[a.Name] = v
+		}
+	case sluicev1.Auth_TYPE_BASIC:
+		user, err := expand("username", a.Username)
+		if err != nil {
+			return nil, err
+		}
+		pass, err := expand("password", a.Password)
+		if err != nil {
+			return nil, err
+		}
+		c.headers["Authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	case sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS:
+		id, err := expand("client_id", a.ClientId)
+		if err != nil {
+			return nil, err
+		}
+		secret, err := expand("client_secret", a.ClientSecret)
+		if err != nil {
+			return nil, err
+		}
+		c.token = h.env.Tokens.source(a.TokenUrl, id, secret, a.Scopes)
+	default:
+		return nil, &Error{Class: "config", Err: fmt.Errorf("unknown auth type %v", a.Type)}
+	}
+	return c, nil
+}
+
+// forRequest returns the headers of one request, with a fresh token when there is one: not the
+// refused one, which the source answered 401 to.
+func (c *credentials) forRequest(ctx context.Context, refused string) (map[string]string, *Error) {
+	if c.token == nil {
+		return c.headers, nil
+	}
+	tok, err := c.token.get(ctx, refused)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(c.headers)+1)
+	for k, v := range c.headers {
+		out[k] = v
+	}
+	out["Authorization"] = "Bearer " + tok
+	return out, nil
+}
+
+// withQuery adds the credentials' query parameters to u.
+func (c *credentials) withQuery(u string) string {
+	if len(c.query) == 0 {
+		return u
+	}
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	q := parsed.Query()
+	for k, v := range c.query {
+		q.Set(k, v)
+	}
+	parsed.RawQuery = q.Encode()
+	return parsed.String()
+}
+
+// fetch gets a page with the source's credentials; a 401 with an OAuth2 token renews the token and
+// asks once more.
+func (h *httpSource) fetch(ctx context.Context, c *credentials, u, recordsPath, totalPath string, pol Policy) (Page, int, *Error) {
+	headers, ferr := h.headers(ctx, c, "", pol)
+	if ferr != nil {
+		return Page{}, 1, ferr
+	}
+	u = c.withQuery(u)
+	page, n, ferr := h.env.Fetcher.FetchPage(ctx, u, headers, recordsPath, totalPath, pol)
+	if ferr == nil || ferr.Status != http.StatusUnauthorized || c.token == nil {
+		return page, n, ferr
+	}
+	if headers, ferr = h.headers(ctx, c, strings.TrimPrefix(headers["Authorization"], "Bearer "), pol); ferr != nil {
+		return Page{}, n, ferr
+	}
+	page, m, ferr := h.env.Fetcher.FetchPage(ctx, u, headers, recordsPath, totalPath, pol)
+	return page, n + m, ferr
+}
+
+// headers are c's headers for one request, a token endpoint that fails transiently asked again
+// under the page's retries.
+func (h *httpSource) headers(ctx context.Context, c *credentials, refused string, pol Policy) (map[string]string, *Error) {
+	if c.token == nil {
+		return c.headers, nil
+	}
+	var (
+		out  map[string]string
+		last *Error
+	)
+	_, err := h.env.Fetcher.Retry.Do(ctx, "token", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
+		func(int) error {
+			var ferr *Error
+			if out, ferr = c.forRequest(ctx, refused); ferr != nil {
+				last = ferr
+				return ferr.classified()
+			}
+			return nil
+		})
+	if err != nil {
+		if last == nil {
+			last = &Error{Class: "canceled", Err: err}
+		}
+		return nil, last
+	}
+	return out, nil
+}
+
+// Tokens are the OAuth2 tokens of one process, shared by every task of the same client.
+type Tokens struct {
+	Client *http.Client
+	Now    func() time.Time
+	// Issued counts tokens obtained, for a metric.
+	Issued func()
+
+	mu      sync.Mutex
+	sources map[string]*tokenSource
+}
+
+func (t *Tokens) source(tokenURL, id, secret string, scopes []string) *tokenSource {
+	key := tokenURL + "\x00" + id + "\x00" + strings.Join(scopes, " ")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sources == nil {
+		t.sources = map[string]*tokenSource{}
+	}
+	ts := t.sources[key]
+	if ts == nil || ts.secret != secret {
+		ts = &tokenSource{tokens: t, url: tokenURL, id: id, secret: secret, scopes: scopes}
+		t.sources[key] = ts
+	}
+	return ts
+}
+
+// tokenSource is one client's token, renewed before it expires.
+type tokenSource struct {
+	tokens          *Tokens
+	url, id, secret string
+	scopes          []string
+	mu              sync.Mutex
+	token           string
+	renewAt         time.Time
+}
+
+// get returns a token that is not about to expire and is not refused (the source answered 401 to
+// it; another task may have renewed it already).
+func (ts *tokenSource) get(ctx context.Context, refused string) (string, *Error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	now := ts.tokens.Now()
+	if ts.token != "" && now.Before(ts.renewAt) && ts.token != refused {
+		return ts.token, nil
+	}
+	tok, ttl, err := ts.request(ctx)
+	if err != nil {
+		return "", err
+	}
+	// Renewed a tenth of its life before it expires, at most a minute before.
+	ts.token, ts.renewAt = tok, now.Add(ttl-min(ttl/10, time.Minute))
+	if ts.tokens.Issued != nil {
+		ts.tokens.Issued()
+	}
+	return tok, nil
+}
+
+// request asks the token endpoint (RFC 6749 4.4) with the client's credentials in Basic auth. Its
+// errors carry neither the secret nor the token.
+func (ts *tokenSource) request(ctx context.Context) (string, time.Duration, *Error) {
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if len(ts.scopes) > 0 {
+		form.Set("scope", strings.Join(ts.scopes, " "))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.url, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", 0, &Error{Class: "auth", Err: errors.New("build the token request: the token URL does not parse")}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.SetBasicAuth(url.QueryEscape(ts.id), url.QueryEscape(ts.secret))
+	resp, err := ts.tokens.Client.Do(req)
+	if err != nil {
+		return "", 0, &Error{Class: "auth", Retryable: true, Err: fmt.Errorf("token request failed: %w", stripURL(err))}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return "", 0, &Error{Class: "auth", Retryable: resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests,
+			Status: resp.StatusCode, Err: fmt.Errorf("the token endpoint answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
+	}
+	var t struct {
+		AccessToken string          `json:"access_token"`
+		ExpiresIn   json.RawMessage `json:"expires_in"` // a number, or by some servers a string
+	}
+	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
+		return "", 0, &Error{Class: "auth", Retryable: true, Status: resp.StatusCode, Err: errors.New("the token endpoint's answer has no access_token")}
+	}
+	secs, _ := strconv.ParseInt(strings.Trim(string(t.ExpiresIn), `"`), 10, 64)
+	ttl := time.Duration(secs) * time.Second
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	return t.AccessToken, ttl, nil
+}

@@ -1,0 +1,152 @@
+package source
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// TestSecretsStayWhereTheyMayBeRead: ${file:…} reads files under the secret directories only, a
+// symbolic link out of them included; names that are not files come from the environment.
+func TestSecretsStayWhereTheyMayBeRead(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "passwd"), []byte("root"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "passwd"), filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	s := Secrets{Env: func(n string) (string, bool) { return "env-" + n, n == "SOURCE_X" }, Dirs: []string{dir}}
+	for _, tt := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"file:" + filepath.Join(dir, "token"), "s3cret", true},
+		{"file:" + filepath.Join(outside, "passwd"), "", false},
+		{"file:" + filepath.Join(dir, "escape"), "", false},
+		{"file:" + dir, "", false},
+		{"file:" + filepath.Join(dir, "missing"), "", false},
+		{"SOURCE_X", "env-SOURCE_X", true},
+	} {
+		if got, ok := s.Lookup(tt.name); got != tt.want || ok != tt.ok {
+			t.Errorf("Lookup(%s) = %q, %v; want %q, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// authSource is an HTTP source of the demo source with auth a and the secrets in env.
+func authSource(t *testing.T, url string, a *sluicev1.Auth, env map[string]string, tokens *Tokens) Source {
+	t.Helper()
+	h := &sluicev1.HttpSource{Url: url + "/api/users", RecordsPath: "data", Key: "id", MaxRetries: 2, Auth: a,
+		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: 50, TotalPath: "total"}}
+	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
+		Lookup:  Secrets{Env: func(n string) (string, bool) { v, ok := env[n]; return v, ok }}.Lookup,
+		Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second, Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// readAll plans and reads every slice, failing the test on any error.
+func readAll(t *testing.T, src Source) int {
+	t.Helper()
+	plan, err := src.Plan(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, slice := range plan.Slices {
+		rd, err := src.Open(slice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rd.More() {
+			read, _, err := rd.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(read.Records)
+		}
+	}
+	return n
+}
+
+// TestOAuth2TokenRenewedOnExpiryAndOn401 reads a source whose tokens last a second and that revokes
+// every seventh: the token is renewed before it expires and once after each 401, and every page
+// comes.
+func TestOAuth2TokenRenewedOnExpiryAndOn401(t *testing.T) {
+	cfg := demosource.DefaultConfig()
+	cfg.Records, cfg.PageLatency = 2_000, 50*time.Millisecond
+	cfg.OAuthClientID, cfg.OAuthClientSecret, cfg.OAuthTokenTTL, cfg.OAuthRevokeEvery = "sluice", "the-client-secret", time.Second, 7
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	tokens := &Tokens{Client: &http.Client{}, Now: time.Now}
+	a := &sluicev1.Auth{Type: sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS, TokenUrl: ts.URL + "/oauth/token",
+		ClientId: "sluice", ClientSecret: "${SOURCE_SECRET}", Scopes: []string{"read"}}
+	src := authSource(t, ts.URL, a, map[string]string{"SOURCE_SECRET": "the-client-secret"}, tokens)
+	if n := readAll(t, src); n != 2_000 {
+		t.Fatalf("%d records, want 2000", n)
+	}
+	st := srv.Stats()
+	revoked := st.PagesServed / 6 // every seventh authorized request
+	if st.TokensIssued < 3+revoked/2 || st.Unauthorized == 0 {
+		t.Fatalf("%d tokens issued and %d requests refused over %d pages: want renewals on expiry and after 401s", st.TokensIssued, st.Unauthorized, st.PagesServed)
+	}
+	// A wrong secret fails as auth, saying nothing of the secret.
+	bad := authSource(t, ts.URL, a, map[string]string{"SOURCE_SECRET": "not-the-secret"}, &Tokens{Client: &http.Client{}, Now: time.Now})
+	_, err = bad.Plan(context.Background(), 1)
+	if e := AsError(err, ""); e.Class != "auth" || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("a wrong client secret: %v (class %q)", err, e.Class)
+	}
+}
+
+// TestAPIKeyAndBasic send their credentials where the spec says.
+func TestAPIKeyAndBasic(t *testing.T) {
+	cfg := demosource.DefaultConfig()
+	cfg.Records, cfg.APIKey = 300, "k-123"
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	env := map[string]string{"SOURCE_KEY": "k-123"}
+	for _, a := range []*sluicev1.Auth{
+		{Type: sluicev1.Auth_TYPE_API_KEY, Name: "X-Api-Key", Value: "${SOURCE_KEY}"},
+		{Type: sluicev1.Auth_TYPE_API_KEY, InQuery: true, Name: "api_key", Value: "${SOURCE_KEY}"},
+	} {
+		if n := readAll(t, authSource(t, ts.URL, a, env, nil)); n != 300 {
+			t.Fatalf("%v: %d records", a, n)
+		}
+	}
+	var got string
+	basic := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, _ := r.BasicAuth()
+		got = u + ":" + p
+		_, _ = w.Write([]byte(`{"data":[],"total":0}`))
+	}))
+	defer basic.Close()
+	src := authSource(t, basic.URL, &sluicev1.Auth{Type: sluicev1.Auth_TYPE_BASIC, Username: "reader", Password: "${SOURCE_PW}"},
+		map[string]string{"SOURCE_PW": "pw:with:colons"}, nil)
+	readAll(t, src)
+	if got != "reader:pw:with:colons" {
+		t.Fatalf("basic credentials %q", got)
+	}
+}
