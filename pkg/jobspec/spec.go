@@ -45,7 +45,8 @@ type Source struct {
 	// MaxRecords is an upper bound on the number of records, for planning a source that reports no
 	// total; 0 means none.
 	MaxRecords uint64 `json:"max_records,omitempty" yaml:"max_records,omitempty"`
-	// RateLimit is requests per second per extractor member; 0 means unlimited.
+	// RateLimit is requests per second to the source's host from the whole extractor group (each
+	// member takes its share); 0 means unlimited.
 	RateLimit float64 `json:"rate_limit,omitempty" yaml:"rate_limit,omitempty"`
 	// Concurrency caps the tasks of the job one extractor member works on at once; 0 means no cap
 	// beyond the member's own.

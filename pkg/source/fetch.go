@@ -55,6 +55,9 @@ type Fetcher struct {
 	// Retry runs the attempts at a page, and counts its retries with every other operation's.
 	Retry *delivery.Retrier
 	Now   func() time.Time
+	// Observe, when set, hears the status and headers of every response, by host: what a rate
+	// limit learns from (429, Retry-After, RateLimit-Remaining).
+	Observe func(host string, status int, header http.Header)
 }
 
 // get makes one request. It returns the body of a 2xx response, else a classified error. Errors
@@ -77,6 +80,9 @@ func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, 
 		return nil, nil, transportError(ctx, err)
 	}
 	defer resp.Body.Close()
+	if f.Observe != nil {
+		f.Observe(req.URL.Host, resp.StatusCode, resp.Header)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, f.MaxBody+1))
 	f.Metrics.PageSeconds.Observe(time.Since(began).Seconds())
 	f.Metrics.Pages.WithLabelValues(statusClass(resp.StatusCode)).Inc()

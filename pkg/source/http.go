@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -23,7 +24,11 @@ type httpSource struct {
 func newHTTP(src *sluicev1.HttpSource, env Env) *httpSource { return &httpSource{src: src, env: env} }
 
 func (h *httpSource) Limits() Limits {
-	return Limits{RateLimit: h.src.GetRateLimit(), Concurrency: int(h.src.GetConcurrency())}
+	host := ""
+	if u, err := url.Parse(h.src.GetUrl()); err == nil {
+		host = u.Host
+	}
+	return Limits{RateLimit: h.src.GetRateLimit(), Host: host, Concurrency: int(h.src.GetConcurrency())}
 }
 
 func (h *httpSource) policy() Policy {

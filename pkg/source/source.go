@@ -64,10 +64,11 @@ type Read struct {
 	Attempts int
 }
 
-// Limits pace one job's reads on every extractor member.
+// Limits pace one job's reads.
 type Limits struct {
-	// RateLimit is requests per second per member; 0 is none.
+	// RateLimit is requests per second to Host for the whole extractor group; 0 is none.
 	RateLimit float64
+	Host      string
 	// Concurrency caps the job's tasks one member works on at once; 0 is no cap.
 	Concurrency int
 }

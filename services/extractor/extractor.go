@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/time/rate"
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/kafka"
@@ -40,9 +39,14 @@ type Extractor struct {
 	// maxRecordBytes is the largest record the raw topic takes.
 	maxRecordBytes int
 
-	mu       sync.Mutex
-	owners   map[tp]*owner            // one per owned partition with tasks: revoking it cancels them
-	limiters map[string]*rate.Limiter // one per job with a rate limit
+	mu     sync.Mutex
+	owners map[tp]*owner // one per owned partition with tasks: revoking it cancels them
+	// pacers are the rate limits of source hosts, this member's share of each.
+	pacers *pacers
+	// membersKick asks for a count of the group's members now (a rebalance happened).
+	membersKick chan struct{}
+	// wantSlot is a parked task ready to work again: the poll that holds the free slots ends.
+	wantSlot chan struct{}
 	jobSlots map[string]chan struct{} // one per job with a concurrency cap
 	tasks    sync.WaitGroup
 	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
@@ -68,6 +72,9 @@ type extractorMetrics struct {
 	tokens         prometheus.Counter
 	parked         prometheus.Gauge
 	rateLimitWaits prometheus.Counter
+	throttles      *prometheus.CounterVec
+	ratePerSecond  *prometheus.GaugeVec
+	members        prometheus.Gauge
 }
 
 func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *extractorMetrics {
@@ -102,6 +109,18 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		rateLimitWaits: f.NewCounter(prometheus.CounterOpts{
 			Name: "extractor_rate_limit_waits_total",
 			Help: "Requests that waited for the job's rate limit.",
+		}),
+		throttles: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "extractor_rate_limit_throttles_total",
+			Help: "Answers that slowed this member down for a source host (429, or 503 with Retry-After).",
+		}, []string{"host"}),
+		ratePerSecond: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "extractor_rate_limit_per_second",
+			Help: "Requests per second this member may make to a source host now: its share of the group's rate limit, slowed by throttles.",
+		}, []string{"host"}),
+		members: f.NewGauge(prometheus.GaugeOpts{
+			Name: "extractor_group_members",
+			Help: "Members of the extractor group, that share every rate limit.",
 		}),
 	}
 	return m
@@ -148,7 +167,16 @@ func (x *Extractor) Run(ctx context.Context) error {
 		// The poll has a deadline, and the slots it did not fill go back: a parked task waiting to
 		// take its slot again gets it then (waiting senders are served first).
 		pollOnce, cancelOnce := context.WithTimeout(pollCtx, time.Second)
+		polled := make(chan struct{})
+		go func() {
+			select {
+			case <-x.wantSlot: // a parked task is ready: the slots go back to it now
+				cancelOnce()
+			case <-polled:
+			}
+		}()
 		fetches := x.cl.PollRecords(pollOnce, free)
+		close(polled)
 		cancelOnce()
 		if fetches.IsClientClosed() {
 			break
@@ -264,8 +292,6 @@ func (x *Extractor) commit(ctx context.Context) {
 	x.offsets.committed(offsets)
 }
 
-func newLimiter(perSecond float64) *rate.Limiter { return rate.NewLimiter(rate.Limit(perSecond), 1) }
-
 // slot is the member's work slot that a task holds. A task that waits for its job's rate limit
 // gives it back meanwhile, so that a slow job does not starve the others.
 type slot struct {
@@ -291,6 +317,10 @@ func (x *Extractor) park(ctx context.Context, s *slot, wait func(context.Context
 	x.parked.Add(-1)
 	select {
 	case x.unparked <- struct{}{}:
+	default:
+	}
+	select { // a poll holding the free slots ends now
+	case x.wantSlot <- struct{}{}:
 	default:
 	}
 	select {

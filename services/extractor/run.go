@@ -9,7 +9,6 @@ import (
 
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/time/rate"
 
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/delivery"
@@ -28,18 +27,20 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return err
 	}
 	x := &Extractor{
-		cfg:      cfg.Extractor,
-		topics:   topics{tasks: cfg.Kafka.TasksTopic, raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
-		offsets:  newOffsetTracker(),
-		claims:   newClaims(),
-		backoff:  pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},
-		now:      time.Now,
-		owners:   map[tp]*owner{},
-		limiters: map[string]*rate.Limiter{},
-		jobSlots: map[string]chan struct{}{},
-		fatal:    make(chan error, 1),
-		unparked: make(chan struct{}, 1),
-		lag:      kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
+		cfg:         cfg.Extractor,
+		topics:      topics{tasks: cfg.Kafka.TasksTopic, raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic, events: cfg.Kafka.EventsTopic},
+		offsets:     newOffsetTracker(),
+		claims:      newClaims(),
+		backoff:     pipeline.Backoff{Base: cfg.Extractor.RetryBase, Max: cfg.Extractor.RetryMax},
+		now:         time.Now,
+		owners:      map[tp]*owner{},
+		pacers:      newPacers(),
+		membersKick: make(chan struct{}, 1),
+		wantSlot:    make(chan struct{}, 1),
+		jobSlots:    map[string]chan struct{}{},
+		fatal:       make(chan error, 1),
+		unparked:    make(chan struct{}, 1),
+		lag:         kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
 	}
 	rt, err := service.Start(ctx, "extractor", stdout, cfg.Config,
 		// The raw topic refuses a whole batch for one record over its limit: batches stay under it.
@@ -49,7 +50,13 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.OnPartitionsAssigned(x.lag.Assigned),
+		kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+			x.lag.Assigned(ctx, cl, assigned)
+			select { // the members changed: count them again
+			case x.membersKick <- struct{}{}:
+			default:
+			}
+		}),
 		kgo.OnPartitionsRevoked(x.revoked),
 		kgo.OnPartitionsLost(x.lost),
 		kgo.MaxBufferedRecords(cfg.Extractor.MaxBufferedRecords),
@@ -84,6 +91,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Metrics: x.metrics.fetch,
 			Retry:   retry,
 			Now:     time.Now,
+			Observe: x.hear,
 		},
 		Lookup:       source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs}.Lookup,
 		Backoff:      x.backoff,
@@ -93,5 +101,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	x.lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(x.lag.Collector())
-	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "progress", Func: x.lag.Ready}), x.Run, func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) })
+	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "progress", Func: x.lag.Ready}), x.Run,
+		func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) },
+		func(ctx context.Context) error { return x.countMembers(ctx, x.membersKick) })
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -98,7 +99,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		if perr := prod.failed(); perr != nil {
 			return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
 		}
-		if err := x.wait(ctx, s, task.JobId, limits.RateLimit); err != nil {
+		if err := x.wait(ctx, s, limits); err != nil {
 			prod.wait()
 			return delivery.Outcome{}, ctx.Err()
 		}
@@ -255,20 +256,25 @@ func (x *Extractor) admit(ctx context.Context, s *slot, job string, limit int) (
 }
 
 // wait blocks for the job's rate limit, when it has one, with the task's slot given back meanwhile.
-func (x *Extractor) wait(ctx context.Context, s *slot, job string, rateLimit float64) error {
-	if rateLimit <= 0 {
+func (x *Extractor) wait(ctx context.Context, s *slot, limits source.Limits) error {
+	if limits.RateLimit <= 0 {
 		return nil
 	}
-	x.mu.Lock()
-	l := x.limiters[job]
-	if l == nil {
-		l = newLimiter(rateLimit)
-		x.limiters[job] = l
-	}
-	x.mu.Unlock()
-	if !l.Allow() {
+	p := x.pacers.get(limits.Host, limits.RateLimit)
+	x.metrics.ratePerSecond.WithLabelValues(limits.Host).Set(p.perSecond())
+	if !p.allow(time.Now()) {
 		x.metrics.rateLimitWaits.Inc()
-		return x.park(ctx, s, l.Wait)
+		return x.park(ctx, s, p.wait)
 	}
 	return nil
+}
+
+// hear gives a response's status and headers to the pacers of its host.
+func (x *Extractor) hear(host string, status int, h http.Header) {
+	for _, p := range x.pacers.forHost(host) {
+		if p.observe(time.Now(), status, h) {
+			x.metrics.throttles.WithLabelValues(host).Inc()
+		}
+		x.metrics.ratePerSecond.WithLabelValues(host).Set(p.perSecond())
+	}
 }

@@ -478,7 +478,7 @@ type HttpSource struct {
 	Headers    map[string]string    `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Timeout    *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	MaxRetries uint32               `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
-	// Requests per second one extractor member makes to this source; 0 is unlimited.
+	// Requests per second to this source's host from the whole extractor group; 0 is unlimited.
 	RateLimit float64 `protobuf:"fixed64,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// Upper bound on the records to extract when the source reports no total; 0 is none.
 	MaxRecords uint64 `protobuf:"varint,9,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
