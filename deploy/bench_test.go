@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -201,4 +203,101 @@ func envInt(name string, fallback int) int {
 		return v
 	}
 	return fallback
+}
+
+// runJob submits spec to a fresh planner, extractor and loader on p and returns how long the job
+// took to succeed.
+func runJob(b *testing.B, p *deployment, spec string) (time.Duration, job) {
+	b.Helper()
+	planner := start(b, "planner", p.env).ready(b)
+	start(b, "extractor", p.env).ready(b)
+	start(b, "loader", p.env).ready(b)
+	began := time.Now()
+	j := submit(b, planner, spec)
+	j = await(b, planner, j.ID, 20*time.Minute)
+	if j.State != "succeeded" {
+		b.Fatalf("job ended %+v", j)
+	}
+	return time.Since(began), j
+}
+
+// BenchmarkCrawl runs a cursor crawl (CRAWL_PAGES pages of 100 records, 1,000 by default, the
+// source answering each after CRAWL_LATENCY, 5ms by default): one page after another, each its own
+// task. It reports pages/s beside the baseline of reading the same crawl with a plain HTTP client
+// in a loop.
+func BenchmarkCrawl(b *testing.B) {
+	stacktest.Require(b)
+	pages := envInt("CRAWL_PAGES", 1_000)
+	latency, err := time.ParseDuration(cmp.Or(os.Getenv("CRAWL_LATENCY"), "5ms"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := demosource.DefaultConfig()
+	src.Records, src.PageLatency = int64(pages*100), latency
+	for range b.N {
+		p := newPipeline(b, src)
+		baseline := baselineCrawl(b, p.srcURL, pages)
+		took, j := runJob(b, p, crawlSpec("crawl", p.srcURL, "cursor", "crawl", 100))
+		rate := float64(j.Tasks.Extracted) / took.Seconds()
+		fmt.Printf("\nsluice crawl benchmark: a cursor crawl of %d pages of 100 records, the source answering after %s\n", pages, latency)
+		fmt.Printf("  %-34s %10.1f pages/s\n", "baseline: the crawl, HTTP alone", baseline)
+		fmt.Printf("  %-34s %10.1f pages/s  (%.1f s, %.0f records/s)\n", "sluice: submit to loaded", rate, took.Seconds(), float64(j.Records.Loaded)/took.Seconds())
+		b.ReportMetric(rate, "pages/s")
+		b.ReportMetric(baseline, "baseline-pages/s")
+	}
+}
+
+// baselineCrawl follows the demo source's cursor endpoint with a plain client and returns pages/s.
+func baselineCrawl(b *testing.B, url string, pages int) float64 {
+	b.Helper()
+	began := time.Now()
+	next := url + "/cursor/users?limit=100"
+	for range pages {
+		resp, err := http.Get(next)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var body struct {
+			Next *string `json:"next_cursor"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || body.Next == nil {
+			break
+		}
+		next = url + "/cursor/users?limit=100&cursor=" + *body.Next
+	}
+	return float64(pages) / time.Since(began).Seconds()
+}
+
+// BenchmarkWindows runs a job without a total split into time windows (RECORDS records, 200,000
+// by default, in hour windows read by offsets) through one extractor, and reports records/s; the
+// offset job of BenchmarkPipeline is its comparison.
+func BenchmarkWindows(b *testing.B) {
+	stacktest.Require(b)
+	n := envInt("RECORDS", 200_000)
+	src := demosource.DefaultConfig()
+	src.Records = int64(n)
+	end := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(n) * time.Second).Truncate(time.Hour).Add(time.Hour)
+	for range b.N {
+		p := newPipeline(b, src)
+		spec := fmt.Sprintf(`name: windows
+source:
+  type: http
+  url: %s/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, page_size: 1000}
+  slices: {type: time, param_from: created_from, param_to: created_to, start: 2020-01-01T00:00:00Z, end: %s, step: 1h}
+sink:
+  table: windows
+`, p.srcURL, end.Format(time.RFC3339))
+		took, j := runJob(b, p, spec)
+		if j.Records.Loaded != uint64(n) {
+			b.Fatalf("job ended %+v", j)
+		}
+		fmt.Printf("\nsluice windows benchmark: %d records in %d hour windows, 1 extractor, 1 loader\n", n, j.Tasks.Planned)
+		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "end to end: submit to loaded", float64(n)/took.Seconds(), took.Seconds())
+		b.ReportMetric(float64(n)/took.Seconds(), "records/s")
+	}
 }
