@@ -735,6 +735,10 @@ func TestSlices(t *testing.T) {
 			"source.slices", "make 100000 slices, more than 10000: take a longer step"},
 		{"  slices: {type: key_range, param_from: limit, param_to: b, start: 0, end: 10, step: 1}\n",
 			"source.slices.param_from", "must differ from the other query parameters of the job"},
+		{"  slices: {type: time, param_from: a, param_to: b, start: 0001-01-01T00:00:00Z, end: 9999-12-31T00:00:00Z, step: 257h}\n",
+			"source.slices", "make 341049 slices, more than 10000: take a longer step"},
+		{"  slices: {type: time, param_from: a, param_to: b, start: 2024-01-01T00:00:00Z, end: 2024-02-01T00:00:00Z, step: 36h, format: date}\n",
+			"source.slices", "date bounds need whole days: a step of a multiple of 24h, start and end at midnight UTC"},
 		{"  slices: {type: keys, param_from: a, param_to: b, start: 0, end: 10, step: 1}\n",
 			"source.slices.type", `must be "time" or "key_range"`},
 		{"  slices: {type: key_range, param_from: a, param_to: b, start: 0, end: 10, step: 1}\ntasks: 3\n",
@@ -772,10 +776,13 @@ func TestAuth(t *testing.T) {
 	for _, tt := range []struct{ doc, path, message string }{
 		{`{type: api_key, name: X-Api-Key, value: hunter2}`, "source.auth.value", "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec"},
 		{`{type: basic, username: u, password: "pre-${SOURCE_P}"}`, "source.auth.password", "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec"},
-		{`{type: api_key, name: k, value: "${file:../etc/passwd}"}`, "source.auth.value", "has a malformed ${VAR} reference: the name must match [A-Za-z_][A-Za-z0-9_]*, or be file: and an absolute path"},
+		{`{type: api_key, name: k, value: "${file:../etc/passwd}"}`, "source.auth.value", "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec"},
+		{`{type: api_key, name: k, value: "${SOURCE_A}literal}"}`, "source.auth.value", "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec"},
+		{`{type: api_key, name: k, value: "${HOME}"}`, "source.auth.value", "has a malformed ${VAR} reference: only variables named SOURCE_… can be used in headers"},
 		{`{type: oauth2_client_credentials, token_url: "ftp://x", client_id: i, client_secret: "${SOURCE_S}"}`, "source.auth.token_url", "must be an absolute http or https URL without credentials"},
 		{`{type: basic, username: u, password: "${SOURCE_P}", token_url: "https://x"}`, "source.auth.token_url", "is not used by auth type basic"},
 		{`{type: kerberos}`, "source.auth.type", `must be "api_key", "basic" or "oauth2_client_credentials"`},
+		{`{type: oauth2_client_credentials, token_url: "http://auth.example/token", client_id: i, client_secret: "${SOURCE_S}"}`, "source.auth.token_url", "must be https: the client secret is sent to it (http only to a loopback address)"},
 	} {
 		_, err := jobspec.Parse([]byte(base + tt.doc + "\nsink: {table: a}\n"))
 		var perr *jobspec.Error

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -302,6 +303,8 @@ func (sl *Slices) validate(p *problems, params []string) []string {
 	return own
 }
 
+func midnight(t time.Time) bool { return t.Equal(t.UTC().Truncate(24 * time.Hour)) }
+
 // Count is how many windows the slices make, or why they make none.
 func (sl Slices) Count() (int64, error) {
 	switch sl.Type {
@@ -316,12 +319,12 @@ func (sl Slices) Count() (int64, error) {
 			return 0, errors.New("step must be a duration of at least 1s, such as 24h")
 		case !start.Before(end):
 			return 0, errors.New("start must be before end")
+		case sl.Format == "date" && (step%(24*time.Hour) != 0 || !midnight(start) || !midnight(end)):
+			return 0, errors.New("date bounds need whole days: a step of a multiple of 24h, start and end at midnight UTC")
 		}
-		n := end.Sub(start) / step
-		if end.Sub(start)%step != 0 {
-			n++
-		}
-		return int64(n), nil
+		// In seconds, as uint64: a span of more than 292 years overflows a Duration.
+		span, secs := uint64(end.Unix()-start.Unix()), uint64(step/time.Second)
+		return int64(min((span+secs-1)/secs, math.MaxInt32)), nil
 	case "key_range":
 		start, err1 := strconv.ParseInt(sl.Start, 10, 64)
 		end, err2 := strconv.ParseInt(sl.End, 10, 64)
@@ -353,7 +356,7 @@ func (a *Auth) validate(p *problems) {
 		switch {
 		case value == "":
 			p.add(path+"."+field, "required")
-		case !ok || !closed || strings.Contains(name, "${"):
+		case !ok || !closed || strings.ContainsAny(name, "${}") || (!isVarName(name) && !isFileRef(name)):
 			p.add(path+"."+field, "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec")
 		default:
 			if _, _, err := expand(value, func(string) (string, bool) { return "", true }); err != nil {
@@ -402,6 +405,8 @@ func (a *Auth) validate(p *problems) {
 			p.add(path+".token_url", "required")
 		} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || hasUserinfo(a.TokenURL) {
 			p.add(path+".token_url", "must be an absolute http or https URL without credentials")
+		} else if u.Scheme == "http" && !loopback(u.Hostname()) {
+			p.add(path+".token_url", "must be https: the client secret is sent to it (http only to a loopback address)")
 		}
 		plain("client_id", a.ClientID)
 		secret("client_secret", a.ClientSecret)
@@ -414,4 +419,13 @@ func (a *Auth) validate(p *problems) {
 	default:
 		p.add(path+".type", `must be "api_key", "basic" or "oauth2_client_credentials"`)
 	}
+}
+
+// loopback reports whether host is this machine: localhost or a loopback address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -24,10 +24,48 @@ import (
 // Secrets resolves the references of a source's headers and credentials in this process: ${SOURCE_…}
 // from the environment, ${file:/path} from a file under one of Dirs (the way Kubernetes and Docker
 // mount secrets), never anywhere else, so that whoever submits a job cannot read the services' own
-// files or variables.
+// files or variables. With Hosts, each secret goes only to the hosts it is bound to.
 type Secrets struct {
 	Env  func(string) (string, bool)
 	Dirs []string
+	// Hosts binds reference names to the hosts they may be sent to ("api.example.com", or
+	// "*.example.com" for its subdomains); nil lets every secret go to any source host.
+	Hosts map[string][]string
+}
+
+// Allowed reports whether the secret name may be sent to host.
+func (s Secrets) Allowed(name, host string) bool {
+	if s.Hosts == nil {
+		return true
+	}
+	h := strings.ToLower(host)
+	if i := strings.LastIndexByte(h, ':'); i > strings.LastIndexByte(h, ']') {
+		h = h[:i] // the port is no part of the binding
+	}
+	for _, pattern := range s.Hosts[name] {
+		pattern = strings.ToLower(pattern)
+		if suffix, wild := strings.CutPrefix(pattern, "*."); wild && strings.HasSuffix(h, "."+suffix) || pattern == h {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseSecretHosts reads SLUICE_SECRET_HOSTS: NAME=host|host,NAME=host, where a NAME is a variable
+// (SOURCE_TOKEN) or a file reference (file:/run/secrets/sluice/token).
+func ParseSecretHosts(v string) (map[string][]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	out := map[string][]string{}
+	for _, entry := range strings.Split(v, ",") {
+		name, hosts, ok := strings.Cut(strings.TrimSpace(entry), "=")
+		if !ok || name == "" || hosts == "" {
+			return nil, fmt.Errorf("%q is not NAME=host|host", entry)
+		}
+		out[name] = append(out[name], strings.Split(hosts, "|")...)
+	}
+	return out, nil
 }
 
 // Lookup resolves one reference name.
@@ -67,11 +105,33 @@ type credentials struct {
 	token   *tokenSource
 }
 
-// credentials resolves the source's headers and auth.
+// lookupFor resolves references for requests to host, refusing a secret bound to other hosts.
+func (h *httpSource) lookupFor(host string, refused *string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		if h.env.Allowed != nil && !h.env.Allowed(name, host) {
+			if *refused == "" {
+				*refused = name
+			}
+			return "", false
+		}
+		return h.env.Lookup(name)
+	}
+}
+
+// credentials resolves the source's headers and auth, each secret for the host it goes to.
 func (h *httpSource) credentials() (*credentials, error) {
-	headers, err := jobspec.ExpandHeaders(h.src.Headers, h.env.Lookup)
+	var refused string
+	host := h.Limits().Host
+	lookup := h.lookupFor(host, &refused)
+	bound := func(err error) error {
+		if refused != "" {
+			return &Error{Class: "config", Err: fmt.Errorf("${%s} may not be sent to %s (SLUICE_SECRET_HOSTS binds it to other hosts)", refused, host)}
+		}
+		return &Error{Class: "config", Err: err}
+	}
+	headers, err := jobspec.ExpandHeaders(h.src.Headers, lookup)
 	if err != nil {
-		return nil, &Error{Class: "config", Err: err}
+		return nil, bound(err)
 	}
 	c := &credentials{headers: headers}
 	a := h.src.GetAuth()
@@ -79,9 +139,9 @@ func (h *httpSource) credentials() (*credentials, error) {
 		return c, nil
 	}
 	expand := func(what, v string) (string, error) {
-		out, err := jobspec.Expand("auth."+what, v, h.env.Lookup)
+		out, err := jobspec.Expand("auth."+what, v, lookup)
 		if err != nil {
-			return "", &Error{Class: "config", Err: err}
+			return "", bound(err)
 		}
 		return out, nil
 	}
@@ -107,6 +167,11 @@ func (h *httpSource) credentials() (*credentials, error) {
 		}
 		c.headers["Authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	case sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS:
+		// The client's credentials go to the token endpoint, not to the source.
+		if u, perr := url.Parse(a.TokenUrl); perr == nil {
+			host = u.Host
+			lookup = h.lookupFor(host, &refused)
+		}
 		id, err := expand("client_id", a.ClientId)
 		if err != nil {
 			return nil, err
@@ -152,6 +217,23 @@ func (c *credentials) withQuery(u string) string {
 	q := parsed.Query()
 	for k, v := range c.query {
 		q.Set(k, v)
+	}
+	parsed.RawQuery = q.Encode()
+	return parsed.String()
+}
+
+// withoutQuery removes the credentials' query parameters from u, which withQuery puts back.
+func (c *credentials) withoutQuery(u string) string {
+	if len(c.query) == 0 {
+		return u
+	}
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	q := parsed.Query()
+	for k := range c.query {
+		q.Del(k)
 	}
 	parsed.RawQuery = q.Encode()
 	return parsed.String()
@@ -294,8 +376,8 @@ func (ts *tokenSource) request(ctx context.Context) (string, time.Duration, *Err
 	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
 		return "", 0, &Error{Class: "auth", Retryable: true, Status: resp.StatusCode, Err: errors.New("the token endpoint's answer has no access_token")}
 	}
-	secs, _ := strconv.ParseInt(strings.Trim(string(t.ExpiresIn), `"`), 10, 64)
-	ttl := time.Duration(secs) * time.Second
+	secs, _ := strconv.ParseFloat(strings.Trim(string(t.ExpiresIn), `"`), 64)
+	ttl := time.Duration(min(secs, 30*24*3600) * float64(time.Second))
 	if ttl <= 0 {
 		ttl = time.Hour
 	}

@@ -150,3 +150,101 @@ func TestAPIKeyAndBasic(t *testing.T) {
 		t.Fatalf("basic credentials %q", got)
 	}
 }
+
+// TestAPIKeyInQueryStaysOutOfTheCrawl: a source that echoes the api_key in its next links gets the
+// key on every request, and the next page's task carries the link without it.
+func TestAPIKeyInQueryStaysOutOfTheCrawl(t *testing.T) {
+	cfg := demosource.DefaultConfig()
+	cfg.Records, cfg.APIKey = 250, "k-456"
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	h := &sluicev1.HttpSource{Url: ts.URL + "/next/users", RecordsPath: "data", Key: "id", MaxRetries: 1,
+		Auth:       &sluicev1.Auth{Type: sluicev1.Auth_TYPE_API_KEY, InQuery: true, Name: "api_key", Value: "${SOURCE_KEY}"},
+		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_NEXT_URL, NextUrlPath: "links.next", LimitParam: "limit", PageSize: 100}}
+	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
+		Lookup:  func(n string) (string, bool) { return "k-456", n == "SOURCE_KEY" },
+		Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := &sluicev1.Task{TaskId: "k-t0000", Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}}
+	records := 0
+	for task != nil {
+		rd, err := src.Open(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rd.More() {
+			read, _, err := rd.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			records += len(read.Records)
+		}
+		if task = rd.Then(); task != nil && strings.Contains(task.GetCrawl().Position, "k-456") {
+			t.Fatalf("the next page's task carries the key: %s", task.GetCrawl().Position)
+		}
+	}
+	if records != 250 {
+		t.Fatalf("%d records, want 250", records)
+	}
+}
+
+// TestSecretsBoundToHosts: with SLUICE_SECRET_HOSTS a secret goes only to the hosts it is bound
+// to; a job that points it elsewhere fails as config, naming the reference, not the value.
+func TestSecretsBoundToHosts(t *testing.T) {
+	hosts, err := ParseSecretHosts("SOURCE_KEY=127.0.0.1|*.example.com,file:/run/secrets/sluice/x=auth.example.com")
+	if err != nil || len(hosts) != 2 || len(hosts["SOURCE_KEY"]) != 2 {
+		t.Fatalf("ParseSecretHosts: %v, %v", hosts, err)
+	}
+	s := Secrets{Hosts: hosts}
+	for _, tt := range []struct {
+		name, host string
+		ok         bool
+	}{
+		{"SOURCE_KEY", "127.0.0.1:8081", true}, {"SOURCE_KEY", "api.example.com", true}, {"SOURCE_KEY", "example.com", false},
+		{"SOURCE_KEY", "evil.test", false}, {"SOURCE_OTHER", "127.0.0.1", false}, {"file:/run/secrets/sluice/x", "AUTH.example.com:443", true},
+	} {
+		if got := s.Allowed(tt.name, tt.host); got != tt.ok {
+			t.Errorf("Allowed(%s, %s) = %v, want %v", tt.name, tt.host, got, tt.ok)
+		}
+	}
+	if _, err := ParseSecretHosts("SOURCE_KEY"); err == nil {
+		t.Fatal("an entry without hosts was taken")
+	}
+
+	cfg := demosource.DefaultConfig()
+	cfg.Records, cfg.APIKey = 100, "k-789"
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	for _, tt := range []struct {
+		bound []string
+		ok    bool
+	}{{[]string{"127.0.0.1"}, true}, {[]string{"api.example.com"}, false}} {
+		sec := Secrets{Env: func(n string) (string, bool) { return "k-789", n == "SOURCE_KEY" }, Hosts: map[string][]string{"SOURCE_KEY": tt.bound}}
+		h := &sluicev1.HttpSource{Url: ts.URL + "/api/users", RecordsPath: "data", Key: "id",
+			Auth:       &sluicev1.Auth{Type: sluicev1.Auth_TYPE_API_KEY, Name: "X-Api-Key", Value: "${SOURCE_KEY}"},
+			Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: 50, TotalPath: "total"}}
+		src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(), Lookup: sec.Lookup, Allowed: sec.Allowed,
+			Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = src.Plan(context.Background(), 1)
+		e := AsError(err, "")
+		switch {
+		case tt.ok && err != nil:
+			t.Fatalf("bound to %v: %v", tt.bound, err)
+		case !tt.ok && (e.Class != "config" || !strings.Contains(err.Error(), "${SOURCE_KEY} may not be sent to 127.0.0.1") || strings.Contains(err.Error(), "k-789")):
+			t.Fatalf("bound to %v: %v (class %q)", tt.bound, err, e.Class)
+		}
+	}
+}

@@ -205,7 +205,11 @@ func (r *crawlReader) after(page Page, u string) (next string, more, told bool, 
 		return "", false, told, nil
 	}
 	abs, err := r.sameHost(u, next)
-	return abs, err == nil, told, err
+	if err != nil {
+		return "", false, told, err
+	}
+	// The position travels in the next page's task: a key the source echoes in its links stays out.
+	return r.creds.withoutQuery(abs), true, told, nil
 }
 
 // sameHost resolves next against the page's URL and refuses another host: the source's headers,

@@ -34,7 +34,7 @@ func windows(sl *sluicev1.Slices) ([]map[string]string, error) {
 		}
 		for from := start; from < end; {
 			to := end
-			if end-from > step {
+			if uint64(end-from) > uint64(step) { // as uint64: a span past 2^63 overflows int64
 				to = from + step
 			}
 			add(strconv.FormatInt(from, 10), strconv.FormatInt(to, 10))

@@ -77,8 +77,10 @@ type Limits struct {
 type Env struct {
 	// Fetcher makes HTTP requests, with its retries and metrics.
 	Fetcher *Fetcher
-	// Lookup resolves the ${…} references of a source's secrets in this process (Secrets.Lookup).
-	Lookup func(string) (string, bool)
+	// Lookup resolves the ${…} references of a source's secrets in this process (Secrets.Lookup),
+	// and Allowed, when set, says whether one may go to a host (Secrets.Allowed).
+	Lookup  func(string) (string, bool)
+	Allowed func(name, host string) bool
 	// Backoff spaces the attempts at one page.
 	Backoff pipeline.Backoff
 	// PageDeadline bounds all attempts at one page, waits included.

@@ -14,7 +14,9 @@ type Config struct {
 	HTTPAddr  string          `env:"HTTP_ADDR, default=:8082"`
 	Extractor ExtractorConfig `env:", prefix=EXTRACTOR_"`
 	// SecretDirs are where a source's ${file:…} references may point, comma-separated.
-	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets"`
+	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets/sluice"`
+	// SecretHosts binds secrets to the hosts they may go to: NAME=host|host,NAME=host.
+	SecretHosts string `env:"SECRET_HOSTS"`
 }
 
 // ExtractorConfig is how the extractor fetches and produces, from SLUICE_EXTRACTOR_… variables.

@@ -82,7 +82,15 @@ func (p *pacer) wait(ctx context.Context) error {
 			}
 			continue
 		}
-		return p.limiter.Wait(ctx)
+		if err := p.limiter.Wait(ctx); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		held := time.Now().Before(p.until) // a Retry-After came while this request waited
+		p.mu.Unlock()
+		if !held {
+			return nil
+		}
 	}
 }
 
@@ -105,9 +113,13 @@ func (p *pacer) observe(now time.Time, status int, h http.Header) bool {
 	retryAfter := seconds(h.Get("Retry-After"))
 	throttle := status == http.StatusTooManyRequests || (status == http.StatusServiceUnavailable && retryAfter > 0)
 	if throttle {
-		p.factor = max(p.factor/2, minFactor)
-		p.throttled = now
-		p.limiter.SetLimitAt(now, rate.Limit(p.share()))
+		// One halving per recovery step: the answers to requests already in flight, and their
+		// retries, say the same thing again.
+		if p.throttled.IsZero() || now.Sub(p.throttled) >= recoverEvery {
+			p.factor = max(p.factor/2, minFactor)
+			p.throttled = now
+			p.limiter.SetLimitAt(now, rate.Limit(p.share()))
+		}
 		p.until = later(p.until, now.Add(retryAfter))
 	}
 	if h.Get("RateLimit-Remaining") == "0" {

@@ -31,8 +31,11 @@ func TestPacer(t *testing.T) {
 	if p.allow(now.Add(time.Second)) {
 		t.Fatal("a request went before the Retry-After")
 	}
-	p.observe(now, http.StatusTooManyRequests, http.Header{})
+	p.observe(now.Add(time.Second), http.StatusTooManyRequests, http.Header{})
+	near("a second 429 at once: the same news", p.perSecond(), 5)
+	p.observe(now.Add(recoverEvery), http.StatusTooManyRequests, http.Header{})
 	near("after two", p.perSecond(), 2.5)
+	now = now.Add(recoverEvery)
 	if p.observe(now, http.StatusServiceUnavailable, http.Header{}) {
 		t.Fatal("a 503 without Retry-After counted as a throttle")
 	}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -81,6 +83,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	retry := delivery.NewRetrier(rt.Registry, rt.Log)
 	x.core = delivery.NewCore(rt.Kafka, retry, cfg.Kafka.EventsTopic, limit, x.backoff)
 	x.metrics = newExtractorMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
+	secrets, err := newSecrets(cfg.SecretDirs, cfg.SecretHosts, rt.Log)
+	if err != nil {
+		return err
+	}
 	x.sources = source.Env{
 		Fetcher: &source.Fetcher{
 			Client: &http.Client{
@@ -93,7 +99,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Now:     time.Now,
 			Observe: x.hear,
 		},
-		Lookup:       source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs}.Lookup,
+		Lookup:       secrets.Lookup,
+		Allowed:      secrets.Allowed,
 		Backoff:      x.backoff,
 		PageDeadline: cfg.Extractor.PageDeadline,
 		Tokens: &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now,
@@ -104,4 +111,16 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "progress", Func: x.lag.Ready}), x.Run,
 		func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) },
 		func(ctx context.Context) error { return x.countMembers(ctx, x.membersKick) })
+}
+
+// newSecrets is how this process resolves sources' secrets.
+func newSecrets(dirs []string, hosts string, log *slog.Logger) (source.Secrets, error) {
+	bound, err := source.ParseSecretHosts(hosts)
+	if err != nil {
+		return source.Secrets{}, fmt.Errorf("SLUICE_SECRET_HOSTS: %w", err)
+	}
+	if bound == nil {
+		log.Warn("secrets are not bound to hosts: a job's source decides where its ${SOURCE_…} and ${file:…} secrets go; set SLUICE_SECRET_HOSTS")
+	}
+	return source.Secrets{Env: os.LookupEnv, Dirs: dirs, Hosts: bound}, nil
 }

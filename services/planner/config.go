@@ -15,7 +15,9 @@ type Config struct {
 	HTTPAddr string        `env:"HTTP_ADDR, default=:8080"`
 	Planner  PlannerConfig `env:", prefix=PLANNER_"`
 	// SecretDirs are where a source's ${file:…} references may point, comma-separated.
-	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets"`
+	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets/sluice"`
+	// SecretHosts binds secrets to the hosts they may go to: NAME=host|host,NAME=host.
+	SecretHosts string `env:"SECRET_HOSTS"`
 	// ClickHouse is where the planner checks, at submit, that an existing sink table can take the
 	// landing rows; the planner works without it, and the loaders check again.
 	ClickHouse chconn.Config `env:", prefix=CLICKHOUSE_"`

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -48,6 +49,11 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		defer cl.Close()
 		return kafka.ReadToEnd(ctx, cl, cfg.Kafka.JobsTopic, fn)
 	}
+	bound, err := source.ParseSecretHosts(cfg.SecretHosts)
+	if err != nil {
+		return fmt.Errorf("SLUICE_SECRET_HOSTS: %w", err)
+	}
+	secrets := source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs, Hosts: bound}
 	p := &Planner{
 		retry:  retry,
 		cfg:    cfg.Planner,
@@ -62,7 +68,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 				Retry:   retry,
 				Now:     time.Now,
 			},
-			Lookup:       source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs}.Lookup,
+			Lookup:       secrets.Lookup,
+			Allowed:      secrets.Allowed,
 			Backoff:      pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 			PageDeadline: time.Minute,
 			Tokens:       &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now},
