@@ -782,6 +782,8 @@ func TestAuth(t *testing.T) {
 		{`{type: oauth2_client_credentials, token_url: "ftp://x", client_id: i, client_secret: "${SOURCE_S}"}`, "source.auth.token_url", "must be an absolute http or https URL without credentials"},
 		{`{type: basic, username: u, password: "${SOURCE_P}", token_url: "https://x"}`, "source.auth.token_url", "is not used by auth type basic"},
 		{`{type: kerberos}`, "source.auth.type", `must be "api_key", "basic" or "oauth2_client_credentials"`},
+		{`{type: api_key, in: query, name: limit, value: "${SOURCE_K}"}`, "source.auth.name", "must differ from the other query parameters of the job"},
+		{`{type: basic, username: u, password: "${SOURCE_P}"}` + "\n  headers: {authorization: x}", "source.headers.authorization", "is the header source.auth sets: leave one of them out"},
 		{`{type: oauth2_client_credentials, token_url: "http://auth.example/token", client_id: i, client_secret: "${SOURCE_S}"}`, "source.auth.token_url", "must be https: the client secret is sent to it (http only to a loopback address)"},
 	} {
 		_, err := jobspec.Parse([]byte(base + tt.doc + "\nsink: {table: a}\n"))

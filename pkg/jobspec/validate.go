@@ -76,6 +76,19 @@ func (s *Source) validate(p *problems) {
 	}
 	params := s.Pagination.validate(p)
 	params = append(params, s.Slices.validate(p, params)...)
+	if s.Auth.Type == "api_key" && s.Auth.In == "query" && s.Auth.Name != "" {
+		if slices.Contains(params, s.Auth.Name) {
+			p.add("source.auth.name", "must differ from the other query parameters of the job")
+		}
+		params = append(params, s.Auth.Name)
+	}
+	if h := s.Auth.header(); h != "" {
+		for name := range s.Headers {
+			if strings.EqualFold(name, h) {
+				p.add("source.headers."+name, "is the header source.auth sets: leave one of them out")
+			}
+		}
+	}
 	validateURL(p, s.URL, params)
 	switch {
 	case s.Key == "":
@@ -341,6 +354,19 @@ func (sl Slices) Count() (int64, error) {
 		return int64((span + uint64(step) - 1) / uint64(step)), nil
 	}
 	return 0, errors.New("unknown type")
+}
+
+// header is the request header the credentials set, "" when none.
+func (a *Auth) header() string {
+	switch a.Type {
+	case "basic", "oauth2_client_credentials":
+		return "Authorization"
+	case "api_key":
+		if a.In != "query" {
+			return a.Name
+		}
+	}
+	return ""
 }
 
 // validate checks the credentials, when there are. A secret must be one reference and nothing

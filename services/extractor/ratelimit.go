@@ -37,6 +37,7 @@ type pacer struct {
 	factor    float64
 	throttled time.Time
 	until     time.Time // no request before this (Retry-After, RateLimit-Reset)
+	used      time.Time // last asked for, guarded by the pacers' mu
 }
 
 func newPacer(group float64, members int) *pacer {
@@ -173,7 +174,32 @@ func (ps *pacers) get(host string, group float64) *pacer {
 		p = newPacer(group, ps.members)
 		ps.byKey[k] = p
 	}
+	p.used = time.Now()
 	return p
+}
+
+// idleAfter is how long a pacer unused is kept.
+const idleAfter = 10 * time.Minute
+
+// sweep drops the pacers not asked for since idleAfter and returns the hosts left without any.
+func (ps *pacers) sweep(now time.Time) []string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	gone := map[string]bool{}
+	for k, p := range ps.byKey {
+		if now.Sub(p.used) > idleAfter {
+			delete(ps.byKey, k)
+			gone[k.host] = true
+		}
+	}
+	for k := range ps.byKey {
+		delete(gone, k.host)
+	}
+	var out []string
+	for h := range gone {
+		out = append(out, h)
+	}
+	return out
 }
 
 // forHost returns the pacers of host.
@@ -208,6 +234,10 @@ func (x *Extractor) countMembers(ctx context.Context, kick <-chan struct{}) erro
 	t := time.NewTicker(membersEvery)
 	defer t.Stop()
 	for {
+		for _, host := range x.pacers.sweep(time.Now()) { // their series go with them
+			x.metrics.ratePerSecond.DeleteLabelValues(host)
+			x.metrics.throttles.DeleteLabelValues(host)
+		}
 		if groups, err := adm.DescribeGroups(ctx, x.cfg.Group); err == nil {
 			if g, ok := groups[x.cfg.Group]; ok && g.Err == nil && len(g.Members) > 0 {
 				x.pacers.setMembers(len(g.Members))
