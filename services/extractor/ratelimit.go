@@ -187,7 +187,10 @@ func (ps *pacers) sweep(now time.Time) []string {
 	defer ps.mu.Unlock()
 	gone := map[string]bool{}
 	for k, p := range ps.byKey {
-		if now.Sub(p.used) > idleAfter {
+		p.mu.Lock()
+		holding := now.Before(p.until) // a Retry-After still runs: it stays
+		p.mu.Unlock()
+		if now.Sub(p.used) > idleAfter && !holding {
 			delete(ps.byKey, k)
 			gone[k.host] = true
 		}
