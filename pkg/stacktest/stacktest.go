@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"regexp"
@@ -125,9 +126,9 @@ func ClickHouse(t testing.TB) chconn.Config {
 	t.Cleanup(func() {
 		admin := cfg
 		admin.Database = "default"
-		admin.ReadTimeout = 2 * time.Minute
-		// Dropping millions of rows (F13's six million) takes ClickHouse 18.16 longer than a query.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		admin.ReadTimeout = 5 * time.Minute
+		// Dropping millions of rows (F13's six million) waits for ClickHouse 18.16's merges of them.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		conn, err := chconn.Open(ctx, admin, Logger(t))
 		if err != nil {
@@ -135,7 +136,11 @@ func ClickHouse(t testing.TB) chconn.Config {
 			return
 		}
 		defer conn.Close()
-		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+cfg.Database+"`"); err != nil {
+		switch err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+cfg.Database+"`"); {
+		case errors.Is(err, context.DeadlineExceeded):
+			// The server goes on with the drop; the test's outcome was decided before it.
+			t.Logf("drop test database %s: still running after 5 minutes", cfg.Database)
+		case err != nil:
 			t.Errorf("drop test database: %v", err)
 		}
 	})
