@@ -207,6 +207,15 @@ func (c *credentials) forRequest(ctx context.Context, refused string) (map[strin
 
 // withQuery adds the credentials' query parameters to u.
 func (c *credentials) withQuery(u string) string {
+	return c.editQuery(u, func(q url.Values, k, v string) { q.Set(k, v) })
+}
+
+// withoutQuery removes the credentials' query parameters from u, which withQuery puts back.
+func (c *credentials) withoutQuery(u string) string {
+	return c.editQuery(u, func(q url.Values, k, _ string) { q.Del(k) })
+}
+
+func (c *credentials) editQuery(u string, edit func(q url.Values, k, v string)) string {
 	if len(c.query) == 0 {
 		return u
 	}
@@ -216,24 +225,7 @@ func (c *credentials) withQuery(u string) string {
 	}
 	q := parsed.Query()
 	for k, v := range c.query {
-		q.Set(k, v)
-	}
-	parsed.RawQuery = q.Encode()
-	return parsed.String()
-}
-
-// withoutQuery removes the credentials' query parameters from u, which withQuery puts back.
-func (c *credentials) withoutQuery(u string) string {
-	if len(c.query) == 0 {
-		return u
-	}
-	parsed, err := url.Parse(u)
-	if err != nil {
-		return u
-	}
-	q := parsed.Query()
-	for k := range c.query {
-		q.Del(k)
+		edit(q, k, v)
 	}
 	parsed.RawQuery = q.Encode()
 	return parsed.String()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
-	"github.com/sluicedata/sluice/pkg/pipeline"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -51,12 +50,7 @@ func authSource(t *testing.T, url string, a *sluicev1.Auth, env map[string]strin
 	t.Helper()
 	h := &sluicev1.HttpSource{Url: url + "/api/users", RecordsPath: "data", Key: "id", MaxRetries: 2, Auth: a,
 		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: 50, TotalPath: "total"}}
-	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
-		Lookup:  Secrets{Env: func(n string) (string, bool) { v, ok := env[n]; return v, ok }}.Lookup,
-		Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second, Tokens: tokens})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := testSource(t, h, Env{Lookup: Secrets{Env: func(n string) (string, bool) { v, ok := env[n]; return v, ok }}.Lookup, Tokens: tokens})
 	return src
 }
 
@@ -165,12 +159,7 @@ func TestAPIKeyInQueryStaysOutOfTheCrawl(t *testing.T) {
 	h := &sluicev1.HttpSource{Url: ts.URL + "/next/users", RecordsPath: "data", Key: "id", MaxRetries: 1,
 		Auth:       &sluicev1.Auth{Type: sluicev1.Auth_TYPE_API_KEY, InQuery: true, Name: "api_key", Value: "${SOURCE_KEY}"},
 		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_NEXT_URL, NextUrlPath: "links.next", LimitParam: "limit", PageSize: 100}}
-	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
-		Lookup:  func(n string) (string, bool) { return "k-456", n == "SOURCE_KEY" },
-		Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := testSource(t, h, Env{Lookup: func(n string) (string, bool) { return "k-456", n == "SOURCE_KEY" }})
 	task := &sluicev1.Task{TaskId: "k-t0000", Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}}
 	records := 0
 	for task != nil {
@@ -233,11 +222,7 @@ func TestSecretsBoundToHosts(t *testing.T) {
 		h := &sluicev1.HttpSource{Url: ts.URL + "/api/users", RecordsPath: "data", Key: "id",
 			Auth:       &sluicev1.Auth{Type: sluicev1.Auth_TYPE_API_KEY, Name: "X-Api-Key", Value: "${SOURCE_KEY}"},
 			Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: 50, TotalPath: "total"}}
-		src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(), Lookup: sec.Lookup, Allowed: sec.Allowed,
-			Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
+		src := testSource(t, h, Env{Lookup: sec.Lookup, Allowed: sec.Allowed})
 		_, err = src.Plan(context.Background(), 1)
 		e := AsError(err, "")
 		switch {

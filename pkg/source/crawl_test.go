@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
-	"github.com/sluicedata/sluice/pkg/pipeline"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -36,12 +35,7 @@ func crawlSource(t *testing.T, cfg demosource.Config, kind sluicev1.Pagination_T
 		records = ""
 	}
 	h := &sluicev1.HttpSource{Url: ts.URL + path, RecordsPath: records, Key: "id", Pagination: pg, MaxRetries: 2, MaxRecords: maxRecords}
-	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
-		Lookup: func(string) (string, bool) { return "", false }, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond},
-		PageDeadline: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := testSource(t, h, Env{})
 	return src
 }
 
@@ -182,12 +176,7 @@ func TestCrawlEnds(t *testing.T) {
 	defer ts.Close()
 	h := &sluicev1.HttpSource{Url: ts.URL, RecordsPath: "data", Key: "id", MaxRetries: 1,
 		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_CURSOR, CursorParam: "cursor", CursorPath: "next", HasMorePath: "more", PageSize: 10}}
-	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
-		Lookup: func(string) (string, bool) { return "", false }, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond},
-		PageDeadline: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := testSource(t, h, Env{})
 	keys, tasks, err := walk(t, src)
 	if err != nil || len(keys) != 2 || tasks != 4 {
 		t.Fatalf("%v in %d tasks (%v), want the 2 records in 4 pages and a quiet end", keys, tasks, err)

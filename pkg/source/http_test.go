@@ -31,12 +31,7 @@ func demo(t *testing.T, n int64, kind string, size uint32) (Source, *sluicev1.Ht
 		pg.Type, pg.PageParam, pg.OffsetParam, pg.FirstPage = sluicev1.Pagination_TYPE_PAGE, "page", "", 1
 	}
 	h := &sluicev1.HttpSource{Url: ts.URL + "/api/users", RecordsPath: "data", Key: "id", Pagination: pg, MaxRetries: 2}
-	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, Env{Fetcher: newFetcher(),
-		Lookup: func(string) (string, bool) { return "", false }, Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond},
-		PageDeadline: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := testSource(t, h, Env{})
 	return src, h
 }
 
@@ -197,4 +192,27 @@ func TestSlicesSplitAJobWithoutATotal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testSource is the source of h with env's fields, and test defaults for those left out: a fetcher,
+// no secrets, millisecond backoffs, a 10 s page deadline.
+func testSource(t *testing.T, h *sluicev1.HttpSource, env Env) Source {
+	t.Helper()
+	if env.Fetcher == nil {
+		env.Fetcher = newFetcher()
+	}
+	if env.Lookup == nil {
+		env.Lookup = func(string) (string, bool) { return "", false }
+	}
+	if env.Backoff == (pipeline.Backoff{}) {
+		env.Backoff = pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}
+	}
+	if env.PageDeadline == 0 {
+		env.PageDeadline = 10 * time.Second
+	}
+	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h}}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
 }
