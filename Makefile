@@ -6,6 +6,8 @@ SHELL := /bin/bash
 STACK   := deploy/local/stack.sh
 # KAFKA_BROKERS=3 runs the local Kafka as a cluster of three KRaft nodes (make up KAFKA_BROKERS=3).
 KAFKA_BROKERS ?= 1
+# POSTGRES=yes starts a local PostgreSQL too (make up POSTGRES=yes), to read from.
+POSTGRES ?= no
 export SLUICE_KAFKA_NODES := $(KAFKA_BROKERS)
 STATE   := $(or $(SLUICE_STATE_DIR),$(CURDIR)/.sluice)
 BIN     := $(STATE)/bin
@@ -22,8 +24,8 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: up
-up: ## start the local Kafka and ClickHouse (reuses what runs) and show what runs where
-	@$(STACK) up
+up: ## start the local Kafka and ClickHouse, and PostgreSQL with POSTGRES=yes (reuses what runs); show what runs where
+	@SLUICE_STACK_POSTGRES=$(POSTGRES) $(STACK) up
 
 .PHONY: demo
 demo: ## the whole pipeline locally: stack, services, a RECORDS-record job (default 100000), summary
@@ -53,7 +55,8 @@ build: ## build the services, sluicectl and the demo source into .sluice/bin
 	@echo "built $(SERVICES) into $(BIN)"
 
 .PHONY: test
-test: lint proto-check up ## the one test command: lint, proto check, unit and integration tests on the real stack
+test: lint proto-check ## the one test command: lint, proto check, unit and integration tests on the real stack
+	@SLUICE_STACK_POSTGRES=yes $(STACK) up
 	@$(STACK) install-tools
 	@rm -f $(STATE)/chaos-quick.txt
 	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 SLUICE_CHAOS_RESULTS=$(STATE)/chaos-quick.txt go test -count=1 -timeout 18m $(PKGS)

@@ -22,10 +22,14 @@
 #   SLUICE_KAFKA_HEAP [1g]                   broker -Xmx
 #   SLUICE_CLICKHOUSE_PORT [9000]            ClickHouse native protocol
 #   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
+#   SLUICE_STACK_POSTGRES [no]               yes: `up` also starts PostgreSQL (`make up POSTGRES=yes`;
+#                                            `make test` asks for it), role sluice, password sluice
+#   SLUICE_POSTGRES_PORT [5432]              PostgreSQL, on 127.0.0.1
 #   SLUICE_STACK_WAIT [120]                  seconds to wait for a component to answer
 #   SLUICE_KAFKA_LIBS [<state>/kafka/libs]   the broker jars (a test's private broker reuses the stack's)
-#   SLUICE_KAFKA_BROKERS, SLUICE_CLICKHOUSE_ADDR
-#                                            when set, use that Kafka / ClickHouse instead of starting one
+#   SLUICE_KAFKA_BROKERS, SLUICE_CLICKHOUSE_ADDR, SLUICE_POSTGRES_DSN
+#                                            when set, use that Kafka / ClickHouse / PostgreSQL instead
+#                                            of starting one
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -39,6 +43,10 @@ kafka_heap=${SLUICE_KAFKA_HEAP:-1g}
 ch_port=${SLUICE_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SLUICE_CLICKHOUSE_HTTP_PORT:-8123}
 wait_seconds=${SLUICE_STACK_WAIT:-120}
+pg_port=${SLUICE_POSTGRES_PORT:-5432}
+pg_wanted=${SLUICE_STACK_POSTGRES:-no}
+pg_external=${SLUICE_POSTGRES_DSN:+yes}
+pg_dsn=${SLUICE_POSTGRES_DSN:-postgres://sluice:sluice@127.0.0.1:$pg_port/postgres?sslmode=disable}
 
 kafka_external=${SLUICE_KAFKA_BROKERS:+yes}
 ch_external=${SLUICE_CLICKHOUSE_ADDR:+yes}
@@ -54,6 +62,7 @@ ch_addr=${SLUICE_CLICKHOUSE_ADDR:-127.0.0.1:$ch_port}
 kafka_dir="$state/kafka"
 kafka_libs=${SLUICE_KAFKA_LIBS:-$kafka_dir/libs}
 ch_dir="$state/clickhouse"
+pg_dir="$state/postgres"
 probe="$state/bin/stackprobe"
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
 
@@ -106,12 +115,12 @@ build_probe() {
 
 install() {
   mkdir -p "$state"
-  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus
+  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus postgresql
   fetch_kafka
   local m
   for m in $(cd "$root" && go list -m -f '{{.Dir}}'); do (cd "$m" && go mod download); done
   build_probe
-  say "installed: Kafka $kafka_version jars, ClickHouse, protoc, Prometheus, Go modules"
+  say "installed: Kafka $kafka_version jars, ClickHouse, PostgreSQL, protoc, Prometheus, Go modules"
 }
 
 # render TEMPLATE OUT [NODE]: copy a template with the stack's paths and ports filled in, for Kafka
@@ -252,13 +261,65 @@ clickhouse_up() {
   await ClickHouse clickhouse "$ch_addr" "$pidfile" "$ch_dir/log/clickhouse-server.err.log"
 }
 
+# pg_bin: the directory of the newest PostgreSQL server installed.
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+# as_pg CMD...: run CMD as the postgres user when root (PostgreSQL refuses to run as root).
+as_pg() {
+  if is_root; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
+}
+
+# pg_ready: PostgreSQL answers on the stack's port.
+pg_ready() { pg_isready -q -h 127.0.0.1 -p "$pg_port" -t 2 2>/dev/null; }
+
+postgres_up() {
+  local pidfile="$pg_dir/postgres.pid" log="$pg_dir/postgres.log" bin i
+  if [ -n "$pg_external" ] || [ "$pg_wanted" != yes ]; then return 0; fi
+  if alive "$pidfile" && pg_ready; then return 0; fi
+  if ! alive "$pidfile" && pg_ready; then
+    say "a PostgreSQL not started by this stack answers at 127.0.0.1:$pg_port; using it"
+    return 0
+  fi
+  bin=$(pg_bin)
+  if [ -z "$bin" ]; then
+    is_root || die "PostgreSQL is missing: install it (Debian: apt-get install postgresql), or set SLUICE_POSTGRES_DSN"
+    debs postgresql
+    bin=$(pg_bin)
+  fi
+  mkdir -p "$pg_dir"
+  if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
+    rm -rf "$pg_dir/data"
+    mkdir -p "$pg_dir/data"
+    printf 'sluice\n' >"$pg_dir/pwfile"
+    if is_root; then chown -R postgres:postgres "$pg_dir"; fi
+    as_pg "$bin/initdb" -D "$pg_dir/data" -U sluice --pwfile="$pg_dir/pwfile" --auth-local=trust --auth-host=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$pg_dir/initdb.log" 2>&1 || { tail -n 20 "$pg_dir/initdb.log" >&2; die "initdb failed"; }
+    say "initialized PostgreSQL in $pg_dir/data (role sluice)"
+  fi
+  if is_root; then chown -R postgres:postgres "$pg_dir"; fi
+  local as=()
+  is_root && as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  start postgres "$pidfile" "$log" "${as[@]}" "$bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" \
+    -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_buffers=256MB
+  for i in $(seq 1 "$wait_seconds"); do
+    pg_ready && return 0
+    alive "$pidfile" || break
+    sleep 1
+  done
+  printf 'stack: PostgreSQL did not come up at 127.0.0.1:%s; last lines of %s:\n' "$pg_port" "$log" >&2
+  tail -n 40 "$log" >&2 || true
+  stop postgres "$pidfile"
+  exit 1
+}
+
 # stop NAME PIDFILE: SIGTERM the process group, wait up to 30 s, then SIGKILL; remove the pid file.
 stop() {
   local name=$1 pidfile=$2 pid i
   [ -s "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
+  local sig=${STOP_SIGNAL:-TERM}
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
     for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
       say "$name (pid $pid) did not stop in 30 s; killing it"
@@ -274,6 +335,7 @@ up() {
   build_probe
   kafka_up
   clickhouse_up
+  postgres_up
   status
 }
 
@@ -284,8 +346,10 @@ down() {
   done
   kafka_down
   stop clickhouse "$ch_dir/clickhouse.pid"
+  # SIGINT is PostgreSQL's fast shutdown: SIGTERM would wait for every client to leave.
+  STOP_SIGNAL=INT stop postgres "$pg_dir/postgres.pid"
   local left
-  left=$(pgrep -f -- "$state/(kafka|clickhouse|bin)/" || true)
+  left=$(pgrep -f -- "$state/(kafka|clickhouse|postgres|bin)/" || true)
   [ -z "$left" ] || die "processes still running from $state: $left"
 }
 
@@ -318,6 +382,18 @@ status() {
     done
   fi
   show clickhouse clickhouse "$ch_addr" "$ch_dir/clickhouse.pid" "$ch_external" || rc=1
+  if [ -n "$pg_external" ]; then
+    printf '%-10s %-22s %s\n' postgres "SLUICE_POSTGRES_DSN" external
+  elif alive "$pg_dir/postgres.pid" || [ "$pg_wanted" = yes ]; then
+    local who="not running"
+    alive "$pg_dir/postgres.pid" && who="pid $(cat "$pg_dir/postgres.pid")"
+    if pg_ready; then
+      printf '%-10s %-22s %-28s %s\n' postgres "127.0.0.1:$pg_port" "$who" "PostgreSQL $("$(pg_bin)/postgres" -V | awk '{print $3}')"
+    else
+      printf '%-10s %-22s %-28s DOWN\n' postgres "127.0.0.1:$pg_port" "$who"
+      rc=1
+    fi
+  fi
   printf 'state      %s\n' "$state"
   return $rc
 }
@@ -325,6 +401,7 @@ status() {
 env_exports() {
   printf 'export SLUICE_KAFKA_BROKERS=%q\n' "$kafka_addr"
   printf 'export SLUICE_CLICKHOUSE_ADDR=%q\n' "$ch_addr"
+  if [ -n "$pg_external" ] || alive "$pg_dir/postgres.pid"; then printf 'export SLUICE_POSTGRES_DSN=%q\n' "$pg_dsn"; fi
 }
 
 case "${1:-}" in

@@ -97,6 +97,10 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 		"source": d.object(map[string]fieldFunc{
 			"type":         d.str(&src.Type),
 			"url":          d.str(&src.URL),
+			"dsn":          d.str(&src.DSN),
+			"table":        d.str(&src.Table),
+			"query":        d.str(&src.Query),
+			"batch_size":   d.integer(&src.BatchSize),
 			"records_path": d.str(&src.RecordsPath),
 			"key":          d.str(&src.Key),
 			"pagination": d.object(map[string]fieldFunc{
@@ -165,9 +169,13 @@ func (d *decoder) applyDefaults(s *Spec) {
 		{"tasks", func() { s.Tasks = DefaultTasks }},
 	}
 	for _, f := range defaults {
-		if !d.present[f.path] {
+		http := strings.HasPrefix(f.path, "source.pagination.")
+		if !d.present[f.path] && (!http || s.Source.Type != "postgres") {
 			f.apply()
 		}
+	}
+	if s.Source.Type == "postgres" && !d.present["source.batch_size"] {
+		s.Source.BatchSize = DefaultBatchSize
 	}
 	if s.Source.Auth.Type == "api_key" && !d.present["source.auth.in"] {
 		s.Source.Auth.In = "header"

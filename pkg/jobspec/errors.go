@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// ErrUnsupportedSource is returned by SourceFromProto for a source kind other than http.
+// ErrUnsupportedSource is returned by SourceFromProto for a source of a kind this build does not know.
 var ErrUnsupportedSource = errors.New("unsupported source kind")
 
 // ErrMissingVariable is wrapped by ExpandHeaders' error when a header refers to a variable the lookup

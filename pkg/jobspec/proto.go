@@ -16,6 +16,19 @@ import (
 // becomes 0.
 func (s *Spec) SourceProto() *sluicev1.Source {
 	src := s.Source
+	if src.Type == "postgres" {
+		return &sluicev1.Source{Kind: &sluicev1.Source_Postgres{Postgres: &sluicev1.PostgresSource{
+			Dsn:         src.DSN,
+			Table:       src.Table,
+			Query:       src.Query,
+			Key:         src.Key,
+			BatchSize:   toUint32(src.BatchSize),
+			Timeout:     durationpb.New(src.Timeout),
+			MaxRetries:  toUint32(src.MaxRetries),
+			RateLimit:   src.RateLimit,
+			Concurrency: toUint32(src.Concurrency),
+		}}}
+	}
 	pagination := &sluicev1.Pagination{
 		OffsetParam: src.Pagination.OffsetParam,
 		PageParam:   src.Pagination.PageParam,
@@ -108,6 +121,15 @@ func slicesFromProto(p *sluicev1.Slices) Slices {
 // ErrUnsupportedSource when the source is not http, and an error for an unknown pagination type or
 // an invalid timeout. It does not validate.
 func SourceFromProto(p *sluicev1.Source) (Source, error) {
+	if pg := p.GetPostgres(); pg != nil {
+		timeout, err := durationOf(pg.GetTimeout())
+		if err != nil {
+			return Source{}, err
+		}
+		return Source{Type: "postgres", DSN: pg.GetDsn(), Table: pg.GetTable(), Query: pg.GetQuery(), Key: pg.GetKey(),
+			BatchSize: int(pg.GetBatchSize()), Timeout: timeout, MaxRetries: int(pg.GetMaxRetries()),
+			RateLimit: pg.GetRateLimit(), Concurrency: int(pg.GetConcurrency())}, nil
+	}
 	h := p.GetHttp()
 	if h == nil {
 		return Source{}, fmt.Errorf("source from proto: %w", ErrUnsupportedSource)
@@ -121,12 +143,9 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 	if kind == "" {
 		return Source{}, fmt.Errorf("source from proto: unknown pagination type %v", h.GetPagination().GetType())
 	}
-	var timeout time.Duration
-	if h.GetTimeout() != nil {
-		if err := h.GetTimeout().CheckValid(); err != nil {
-			return Source{}, fmt.Errorf("source from proto: timeout: %w", err)
-		}
-		timeout = h.GetTimeout().AsDuration()
+	timeout, err := durationOf(h.GetTimeout())
+	if err != nil {
+		return Source{}, err
 	}
 	var headers map[string]string
 	if len(h.GetHeaders()) > 0 {
@@ -161,6 +180,17 @@ func SourceFromProto(p *sluicev1.Source) (Source, error) {
 		Slices:      slicesFromProto(h.GetSlices()),
 		Auth:        authFromProto(h.GetAuth()),
 	}, nil
+}
+
+// durationOf is a source's timeout, 0 when it has none.
+func durationOf(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, fmt.Errorf("source from proto: timeout: %w", err)
+	}
+	return d.AsDuration(), nil
 }
 
 // paginationTypes are the spec's names of the pagination types.

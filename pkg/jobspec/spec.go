@@ -24,17 +24,29 @@ type Spec struct {
 	Sink  Sink `json:"sink" yaml:"sink"`
 }
 
-// Source is a paginated HTTP JSON API.
+// Source is where a job reads: a tagged union on Type. An "http" source is a paginated JSON API
+// (URL, RecordsPath, Pagination, Headers, MaxRecords, Slices, Auth); a "postgres" source is a table
+// or a query of a PostgreSQL database (DSN, Table or Query, BatchSize). Key, Timeout, MaxRetries,
+// RateLimit and Concurrency are for both.
 type Source struct {
-	// Type is the kind of source; "http" is the only one.
+	// Type is the kind of source: "http" or "postgres".
 	Type string `json:"type" yaml:"type"`
-	URL  string `json:"url" yaml:"url"`
+	URL  string `json:"url,omitempty" yaml:"url,omitempty"`
+	// DSN is a postgres source's connection string: one ${SOURCE_…} or ${file:…} reference, which
+	// the planner and the extractors resolve in their own environment.
+	DSN string `json:"dsn,omitempty" yaml:"dsn,omitempty"`
+	// Table (schema.name or name) or Query (a SELECT) is what a postgres source reads.
+	Table string `json:"table,omitempty" yaml:"table,omitempty"`
+	Query string `json:"query,omitempty" yaml:"query,omitempty"`
+	// BatchSize is the rows a postgres source reads per query.
+	BatchSize int `json:"batch_size,omitempty" yaml:"batch_size,omitempty"`
 	// RecordsPath is the dotted path to the array of records in a response body; empty when the
 	// body is the array.
 	RecordsPath string `json:"records_path,omitempty" yaml:"records_path,omitempty"`
-	// Key is the dotted path to the field that identifies a record (a string or an integer).
+	// Key is the dotted path to the field that identifies a record (a string or an integer); for a
+	// postgres source, the column that orders and identifies the rows (unique, ideally indexed).
 	Key        string     `json:"key" yaml:"key"`
-	Pagination Pagination `json:"pagination" yaml:"pagination"`
+	Pagination Pagination `json:"pagination,omitzero" yaml:"pagination,omitempty"`
 	// Headers are sent with every request. Values may refer to the extractor's environment with
 	// ${VAR}; they stay unexpanded in the spec and on Kafka, and ExpandHeaders resolves them.
 	Headers map[string]string `json:"headers,omitempty" yaml:"headers,omitempty"`
@@ -158,6 +170,7 @@ const (
 	DefaultTimeout     = 30 * time.Second
 	DefaultMaxRetries  = 3
 	DefaultTasks       = 1
+	DefaultBatchSize   = 10000
 )
 
 // JSON returns the canonical JSON of the spec, for storing in events: fields in a fixed order, header
@@ -180,10 +193,14 @@ func (s *Spec) JSON() []byte {
 // Validate rejects) is written as a string instead of failing; unmarshalling uses sourceDoc[float64].
 type sourceDoc[R any] struct {
 	Type        string            `json:"type" yaml:"type"`
-	URL         string            `json:"url" yaml:"url"`
+	URL         string            `json:"url,omitempty" yaml:"url,omitempty"`
+	DSN         string            `json:"dsn,omitempty" yaml:"dsn,omitempty"`
+	Table       string            `json:"table,omitempty" yaml:"table,omitempty"`
+	Query       string            `json:"query,omitempty" yaml:"query,omitempty"`
+	BatchSize   int               `json:"batch_size,omitempty" yaml:"batch_size,omitempty"`
 	RecordsPath string            `json:"records_path,omitempty" yaml:"records_path,omitempty"`
 	Key         string            `json:"key" yaml:"key"`
-	Pagination  Pagination        `json:"pagination" yaml:"pagination"`
+	Pagination  Pagination        `json:"pagination,omitzero" yaml:"pagination,omitempty"`
 	Headers     map[string]string `json:"headers,omitempty" yaml:"headers,omitempty"`
 	Timeout     string            `json:"timeout" yaml:"timeout"`
 	MaxRetries  int               `json:"max_retries" yaml:"max_retries"`
@@ -198,6 +215,10 @@ func (s Source) doc() sourceDoc[any] {
 	d := sourceDoc[any]{
 		Type:        s.Type,
 		URL:         s.URL,
+		DSN:         s.DSN,
+		Table:       s.Table,
+		Query:       s.Query,
+		BatchSize:   s.BatchSize,
 		RecordsPath: s.RecordsPath,
 		Key:         s.Key,
 		Pagination:  s.Pagination,
@@ -230,6 +251,10 @@ func (s *Source) fromDoc(d sourceDoc[float64]) error {
 	*s = Source{
 		Type:        d.Type,
 		URL:         d.URL,
+		DSN:         d.DSN,
+		Table:       d.Table,
+		Query:       d.Query,
+		BatchSize:   d.BatchSize,
 		RecordsPath: d.RecordsPath,
 		Key:         d.Key,
 		Pagination:  d.Pagination,

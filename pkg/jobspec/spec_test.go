@@ -227,7 +227,7 @@ sink:
 				{"source.rate_limit", "must be a finite number, 0 or more"},
 				{"source.records_path", "must be a dotted path of field names, such as data or result.items"},
 				{"source.timeout", "must be between 1ms and 10m0s"},
-				{"source.type", `must be "http"`},
+				{"source.type", `must be "http" or "postgres"`},
 				{"source.url", "must not contain a user name or password: pass credentials in headers with ${VAR}"},
 				{"tasks", "must be between 1 and 10000"},
 			},
@@ -351,7 +351,7 @@ sink: {table: users}
 			want: []jobspec.Problem{
 				{"source.pagination.limit_param", "required"},
 				{"source.pagination.page_param", "required"},
-				{"source.type", `must be "http"`},
+				{"source.type", `must be "http" or "postgres"`},
 			},
 		},
 		{
@@ -488,7 +488,7 @@ func TestValidate(t *testing.T) {
 				{"source.pagination.page_size", "must be between 1 and 100000"},
 				{"source.pagination.type", `must be "offset", "page", "cursor", "next_url" or "link_header"`},
 				{"source.timeout", "must be between 1ms and 10m0s"},
-				{"source.type", `must be "http"`},
+				{"source.type", `must be "http" or "postgres"`},
 				{"source.url", "required"},
 				{"tasks", "must be between 1 and 10000"},
 			},

@@ -71,8 +71,87 @@ func (s *Spec) validate(p *problems) {
 }
 
 func (s *Source) validate(p *problems) {
-	if s.Type != "http" {
-		p.add("source.type", `must be "http"`)
+	switch s.Type {
+	case "http":
+		s.validateHTTP(p)
+	case "postgres":
+		s.validatePostgres(p)
+	default:
+		// Checked as the default kind, so that one run lists the rest of what needs fixing.
+		p.add("source.type", `must be "http" or "postgres"`)
+		s.validateHTTP(p)
+	}
+	s.validateCommon(p)
+}
+
+// validateCommon checks the fields every kind of source has.
+func (s *Source) validateCommon(p *problems) {
+	if s.Timeout < minTimeout || s.Timeout > maxTimeout {
+		p.add("source.timeout", fmt.Sprintf("must be between %v and %v", minTimeout, maxTimeout))
+	}
+	if s.MaxRetries < 0 || s.MaxRetries > maxRetries {
+		p.add("source.max_retries", fmt.Sprintf("must be between 0 and %d", maxRetries))
+	}
+	switch {
+	case math.IsNaN(s.RateLimit) || math.IsInf(s.RateLimit, 0) || s.RateLimit < 0:
+		p.add("source.rate_limit", "must be a finite number, 0 or more")
+	case s.RateLimit > 0 && s.RateLimit < minRateLimit:
+		p.add("source.rate_limit", fmt.Sprintf("must be 0 (no limit) or at least %v requests per second", minRateLimit))
+	}
+	if s.Concurrency < 0 || s.Concurrency > maxConcurrency {
+		p.add("source.concurrency", fmt.Sprintf("must be between 0 (no cap) and %d", maxConcurrency))
+	}
+}
+
+var (
+	pgTableRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$`)
+	pgColumnRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}$`)
+	pgQueryRE  = regexp.MustCompile(`(?is)^\s*(select|with|values|table)\b`)
+)
+
+// maxQuery bounds a postgres source's query.
+const maxQuery = 64 << 10
+
+// validatePostgres checks a postgres source: a DSN reference, a table or a query, a key column.
+func (s *Source) validatePostgres(p *problems) {
+	secretRef(p, "source.dsn", s.DSN, "a connection string holds a password")
+	switch {
+	case s.Table == "" && s.Query == "":
+		p.add("source.table", "required: a table, or a query in source.query")
+	case s.Table != "" && s.Query != "":
+		p.add("source.query", "leave it out: source.table is set")
+	case s.Table != "" && !pgTableRE.MatchString(s.Table):
+		p.add("source.table", "must be name or schema.name, each of letters, digits, '_' or '$', not starting with a digit")
+	case s.Query != "" && len(s.Query) > maxQuery:
+		p.add("source.query", fmt.Sprintf("must be at most %d bytes", maxQuery))
+	case s.Query != "" && !pgQueryRE.MatchString(s.Query):
+		p.add("source.query", "must be one SELECT (or WITH, VALUES, TABLE) statement")
+	case s.Query != "" && strings.HasSuffix(strings.TrimSpace(s.Query), ";"):
+		p.add("source.query", "must be one statement without a closing ';': sluice adds its own WHERE, ORDER BY and LIMIT around it")
+	}
+	switch {
+	case s.Key == "":
+		p.add("source.key", "required: the column that orders and identifies the rows")
+	case !pgColumnRE.MatchString(s.Key):
+		p.add("source.key", "must be a column name: letters, digits, '_' or '$', not starting with a digit")
+	}
+	if s.BatchSize < 1 || s.BatchSize > maxPageSize {
+		p.add("source.batch_size", fmt.Sprintf("must be between 1 and %d", maxPageSize))
+	}
+	for field, set := range map[string]bool{"url": s.URL != "", "records_path": s.RecordsPath != "", "pagination": s.Pagination != (Pagination{}),
+		"headers": len(s.Headers) > 0, "max_records": s.MaxRecords != 0, "slices": s.Slices != (Slices{}), "auth": !s.Auth.IsZero()} {
+		if set {
+			p.add("source."+field, "is for http sources: a postgres source is split by its key")
+		}
+	}
+}
+
+// validateHTTP checks an http source.
+func (s *Source) validateHTTP(p *problems) {
+	for field, set := range map[string]bool{"dsn": s.DSN != "", "table": s.Table != "", "query": s.Query != "", "batch_size": s.BatchSize != 0} {
+		if set {
+			p.add("source."+field, "is for postgres sources")
+		}
 	}
 	params := s.Pagination.validate(p)
 	params = append(params, s.Slices.validate(p, params)...)
@@ -101,21 +180,6 @@ func (s *Source) validate(p *problems) {
 	}
 	validateHeaders(p, s.Headers)
 	s.Auth.validate(p)
-	if s.Timeout < minTimeout || s.Timeout > maxTimeout {
-		p.add("source.timeout", fmt.Sprintf("must be between %v and %v", minTimeout, maxTimeout))
-	}
-	if s.MaxRetries < 0 || s.MaxRetries > maxRetries {
-		p.add("source.max_retries", fmt.Sprintf("must be between 0 and %d", maxRetries))
-	}
-	switch {
-	case math.IsNaN(s.RateLimit) || math.IsInf(s.RateLimit, 0) || s.RateLimit < 0:
-		p.add("source.rate_limit", "must be a finite number, 0 or more")
-	case s.RateLimit > 0 && s.RateLimit < minRateLimit:
-		p.add("source.rate_limit", fmt.Sprintf("must be 0 (no limit) or at least %v requests per second", minRateLimit))
-	}
-	if s.Concurrency < 0 || s.Concurrency > maxConcurrency {
-		p.add("source.concurrency", fmt.Sprintf("must be between 0 (no cap) and %d", maxConcurrency))
-	}
 	if s.MaxRecords > MaxRecords {
 		p.add("source.max_records", fmt.Sprintf("must be at most %d", uint64(MaxRecords)))
 	}
@@ -376,20 +440,7 @@ func (a *Auth) validate(p *problems) {
 	if a.IsZero() {
 		return
 	}
-	secret := func(field, value string) {
-		name, ok := strings.CutPrefix(value, "${")
-		name, closed := strings.CutSuffix(name, "}")
-		switch {
-		case value == "":
-			p.add(path+"."+field, "required")
-		case !ok || !closed || strings.ContainsAny(name, "${}") || (!isVarName(name) && !isFileRef(name)):
-			p.add(path+"."+field, "must be one reference, ${SOURCE_…} or ${file:/path}: a secret is never written in the spec")
-		default:
-			if _, _, err := expand(value, func(string) (string, bool) { return "", true }); err != nil {
-				p.add(path+"."+field, "has a "+err.Error())
-			}
-		}
-	}
+	secret := func(field, value string) { secretRef(p, path+"."+field, value, "a secret is never written in the spec") }
 	plain := func(field, value string) {
 		if value == "" {
 			p.add(path+"."+field, "required")
@@ -444,6 +495,23 @@ func (a *Auth) validate(p *problems) {
 		unused("in", "name", "value", "username", "password")
 	default:
 		p.add(path+".type", `must be "api_key", "basic" or "oauth2_client_credentials"`)
+	}
+}
+
+// secretRef checks that value at path is one reference, ${SOURCE_…} or ${file:/path}, and nothing
+// else; why says why it must be.
+func secretRef(p *problems, path, value, why string) {
+	name, ok := strings.CutPrefix(value, "${")
+	name, closed := strings.CutSuffix(name, "}")
+	switch {
+	case value == "":
+		p.add(path, "required")
+	case !ok || !closed || strings.ContainsAny(name, "${}") || (!isVarName(name) && !isFileRef(name)):
+		p.add(path, "must be one reference, ${SOURCE_…} or ${file:/path}: "+why)
+	default:
+		if _, _, err := expand(value, func(string) (string, bool) { return "", true }); err != nil {
+			p.add(path, "has a "+err.Error())
+		}
 	}
 }
 

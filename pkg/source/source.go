@@ -87,6 +87,8 @@ type Env struct {
 	PageDeadline time.Duration
 	// Tokens are the process's OAuth2 tokens.
 	Tokens *Tokens
+	// Postgres are the process's connections to the databases of postgres sources.
+	Postgres *Pools
 }
 
 // ErrUnknownKind is a source of a kind this build does not read.
@@ -97,6 +99,8 @@ func New(src *sluicev1.Source, env Env) (Source, error) {
 	switch k := src.GetKind().(type) {
 	case *sluicev1.Source_Http:
 		return newHTTP(k.Http, env), nil
+	case *sluicev1.Source_Postgres:
+		return newPostgres(k.Postgres, env), nil
 	default:
 		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("%w: %T", ErrUnknownKind, k)}
 	}

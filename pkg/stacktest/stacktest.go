@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/sluicedata/sluice/pkg/chconn"
@@ -265,4 +267,54 @@ func AwaitStop(t testing.TB, cancel context.CancelFunc, done <-chan error, logs 
 		t.Fatalf("run did not return within %s of cancel", timeout)
 	}
 	logs.Await(t, "service stopped", time.Second)
+}
+
+// Postgres returns the connection string of a database of t's own on the stack's PostgreSQL
+// (SLUICE_POSTGRES_DSN, which `make test` sets), created now and dropped when t ends. t is skipped
+// when no PostgreSQL is configured outside `make test`, and fails within it.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	Require(t)
+	admin := os.Getenv("SLUICE_POSTGRES_DSN")
+	if admin == "" {
+		t.Fatal("SLUICE_POSTGRES_DSN is not set: start PostgreSQL with `make up POSTGRES=yes` and eval \"$(deploy/local/stack.sh env)\"")
+	}
+	cfg, err := pgx.ParseConfig(admin)
+	if err != nil {
+		t.Fatalf("SLUICE_POSTGRES_DSN does not parse: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v", err)
+	}
+	defer conn.Close(ctx)
+	name := Name(t, "test")
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Errorf("drop test database: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return withDatabase(admin, name)
+}
+
+// withDatabase is the connection string dsn for the database name instead of its own.
+func withDatabase(dsn, name string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
+	}
+	return dsn + " dbname=" + name // in key=value form the last value counts
 }

@@ -105,7 +105,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		PageDeadline: cfg.Extractor.PageDeadline,
 		Tokens: &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now,
 			Issued: x.metrics.tokens.Inc},
+		Postgres: &source.Pools{MaxConns: int32(cfg.Extractor.Concurrency)},
 	}
+	defer x.sources.Postgres.Close()
 	x.lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(x.lag.Collector())
 	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "progress", Func: x.lag.Ready}), x.Run,

@@ -54,6 +54,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return fmt.Errorf("SLUICE_SECRET_HOSTS: %w", err)
 	}
 	secrets := source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs, Hosts: bound}
+	// Planning a postgres source asks its database for the key's extent: one query at a time.
+	pools := &source.Pools{MaxConns: 2}
+	defer pools.Close()
 	p := &Planner{
 		retry:  retry,
 		cfg:    cfg.Planner,
@@ -73,6 +76,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Backoff:      pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 			PageDeadline: time.Minute,
 			Tokens:       &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now},
+			Postgres:     pools,
 		},
 		jobs:    newJobs(),
 		log:     rt.Log,

@@ -72,7 +72,7 @@ func (x Auth_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Auth_Type.Descriptor instead.
 func (Auth_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type Slices_Type int32
@@ -121,7 +121,7 @@ func (x Slices_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Slices_Type.Descriptor instead.
 func (Slices_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type Pagination_Type int32
@@ -182,7 +182,7 @@ func (x Pagination_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Pagination_Type.Descriptor instead.
 func (Pagination_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // Task is one unit of extraction work on the tasks topic: a slice of one job's source that one
@@ -405,6 +405,7 @@ type Source struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Source_Http
+	//	*Source_Postgres
 	Kind          isSource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -456,6 +457,15 @@ func (x *Source) GetHttp() *HttpSource {
 	return nil
 }
 
+func (x *Source) GetPostgres() *PostgresSource {
+	if x != nil {
+		if x, ok := x.Kind.(*Source_Postgres); ok {
+			return x.Postgres
+		}
+	}
+	return nil
+}
+
 type isSource_Kind interface {
 	isSource_Kind()
 }
@@ -464,7 +474,132 @@ type Source_Http struct {
 	Http *HttpSource `protobuf:"bytes,1,opt,name=http,proto3,oneof"`
 }
 
+type Source_Postgres struct {
+	Postgres *PostgresSource `protobuf:"bytes,2,opt,name=postgres,proto3,oneof"`
+}
+
 func (*Source_Http) isSource_Kind() {}
+
+func (*Source_Postgres) isSource_Kind() {}
+
+// PostgresSource is a table or a query of a PostgreSQL database, read in ranges of a unique,
+// ordered key by keyset pagination. Rows become JSON objects, their types kept: bigint exact,
+// numeric as a string, timestamptz as RFC 3339, bytea as base64, json and jsonb nested, NULL as null.
+type PostgresSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection string, a ${SOURCE_…} or ${file:…} reference the extractor resolves: the
+	// password never travels through Kafka.
+	Dsn string `protobuf:"bytes,1,opt,name=dsn,proto3" json:"dsn,omitempty"`
+	// Either a table (schema.name or name) or a SELECT query.
+	Table string `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	Query string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	// The column that orders and identifies the rows: unique, ideally indexed.
+	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// Rows per query.
+	BatchSize uint32 `protobuf:"varint,5,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	// Bounds one query.
+	Timeout    *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MaxRetries uint32               `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// Queries per second to the database from the whole extractor group; 0 is unlimited.
+	RateLimit float64 `protobuf:"fixed64,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Tasks of the job one extractor member works on at once; 0 is as many as it has slots.
+	Concurrency   uint32 `protobuf:"varint,9,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostgresSource) Reset() {
+	*x = PostgresSource{}
+	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostgresSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostgresSource) ProtoMessage() {}
+
+func (x *PostgresSource) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostgresSource.ProtoReflect.Descriptor instead.
+func (*PostgresSource) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PostgresSource) GetDsn() string {
+	if x != nil {
+		return x.Dsn
+	}
+	return ""
+}
+
+func (x *PostgresSource) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *PostgresSource) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *PostgresSource) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PostgresSource) GetBatchSize() uint32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *PostgresSource) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *PostgresSource) GetMaxRetries() uint32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *PostgresSource) GetRateLimit() float64 {
+	if x != nil {
+		return x.RateLimit
+	}
+	return 0
+}
+
+func (x *PostgresSource) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
 
 // HttpSource is a paginated JSON API.
 type HttpSource struct {
@@ -494,7 +629,7 @@ type HttpSource struct {
 
 func (x *HttpSource) Reset() {
 	*x = HttpSource{}
-	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +641,7 @@ func (x *HttpSource) String() string {
 func (*HttpSource) ProtoMessage() {}
 
 func (x *HttpSource) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +654,7 @@ func (x *HttpSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpSource.ProtoReflect.Descriptor instead.
 func (*HttpSource) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HttpSource) GetUrl() string {
@@ -629,7 +764,7 @@ type Auth struct {
 
 func (x *Auth) Reset() {
 	*x = Auth{}
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +776,7 @@ func (x *Auth) String() string {
 func (*Auth) ProtoMessage() {}
 
 func (x *Auth) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +789,7 @@ func (x *Auth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Auth.ProtoReflect.Descriptor instead.
 func (*Auth) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Auth) GetType() Auth_Type {
@@ -747,7 +882,7 @@ type Slices struct {
 
 func (x *Slices) Reset() {
 	*x = Slices{}
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +894,7 @@ func (x *Slices) String() string {
 func (*Slices) ProtoMessage() {}
 
 func (x *Slices) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +907,7 @@ func (x *Slices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slices.ProtoReflect.Descriptor instead.
 func (*Slices) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Slices) GetType() Slices_Type {
@@ -852,7 +987,7 @@ type Pagination struct {
 
 func (x *Pagination) Reset() {
 	*x = Pagination{}
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +999,7 @@ func (x *Pagination) String() string {
 func (*Pagination) ProtoMessage() {}
 
 func (x *Pagination) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1012,7 @@ func (x *Pagination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pagination.ProtoReflect.Descriptor instead.
 func (*Pagination) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Pagination) GetType() Pagination_Type {
@@ -986,7 +1121,7 @@ type Crawl struct {
 
 func (x *Crawl) Reset() {
 	*x = Crawl{}
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1133,7 @@ func (x *Crawl) String() string {
 func (*Crawl) ProtoMessage() {}
 
 func (x *Crawl) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1146,7 @@ func (x *Crawl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Crawl.ProtoReflect.Descriptor instead.
 func (*Crawl) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Crawl) GetPosition() string {
@@ -1062,7 +1197,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1209,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1222,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OffsetRange) GetStart() uint64 {
@@ -1123,7 +1258,7 @@ type PageRange struct {
 
 func (x *PageRange) Reset() {
 	*x = PageRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1270,7 @@ func (x *PageRange) String() string {
 func (*PageRange) ProtoMessage() {}
 
 func (x *PageRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1283,7 @@ func (x *PageRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRange.ProtoReflect.Descriptor instead.
 func (*PageRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PageRange) GetFirst() uint64 {
@@ -1172,7 +1307,8 @@ func (x *PageRange) GetUnbounded() bool {
 	return false
 }
 
-// KeyRange is the records whose key lies in [start, end); an empty end is unbounded.
+// KeyRange is the records whose key lies in [start, end), bounds written as the key's text; an
+// empty start or end is unbounded.
 type KeyRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         string                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
@@ -1183,7 +1319,7 @@ type KeyRange struct {
 
 func (x *KeyRange) Reset() {
 	*x = KeyRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[9]
+	mi := &file_sluice_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1331,7 @@ func (x *KeyRange) String() string {
 func (*KeyRange) ProtoMessage() {}
 
 func (x *KeyRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[9]
+	mi := &file_sluice_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1344,7 @@ func (x *KeyRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRange.ProtoReflect.Descriptor instead.
 func (*KeyRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyRange) GetStart() string {
@@ -1236,7 +1372,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_sluice_v1_task_proto_msgTypes[10]
+	mi := &file_sluice_v1_task_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1384,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[10]
+	mi := &file_sluice_v1_task_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1397,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TimeWindow) GetStart() *timestamppb.Timestamp {
@@ -1304,10 +1440,24 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
-	"\x05slice\"=\n" +
+	"\x05slice\"v\n" +
 	"\x06Source\x12+\n" +
-	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04httpB\x06\n" +
-	"\x04kind\"\x8c\x04\n" +
+	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04http\x127\n" +
+	"\bpostgres\x18\x02 \x01(\v2\x19.sluice.v1.PostgresSourceH\x00R\bpostgresB\x06\n" +
+	"\x04kind\"\x96\x02\n" +
+	"\x0ePostgresSource\x12\x10\n" +
+	"\x03dsn\x18\x01 \x01(\tR\x03dsn\x12\x14\n" +
+	"\x05table\x18\x02 \x01(\tR\x05table\x12\x14\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x05 \x01(\rR\tbatchSize\x123\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
+	"\vmax_retries\x18\a \x01(\rR\n" +
+	"maxRetries\x12\x1d\n" +
+	"\n" +
+	"rate_limit\x18\b \x01(\x01R\trateLimit\x12 \n" +
+	"\vconcurrency\x18\t \x01(\rR\vconcurrency\"\x8c\x04\n" +
 	"\n" +
 	"HttpSource\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12!\n" +
@@ -1424,52 +1574,55 @@ func file_sluice_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_v1_task_proto_goTypes = []any{
 	(Auth_Type)(0),                // 0: sluice.v1.Auth.Type
 	(Slices_Type)(0),              // 1: sluice.v1.Slices.Type
 	(Pagination_Type)(0),          // 2: sluice.v1.Pagination.Type
 	(*Task)(nil),                  // 3: sluice.v1.Task
 	(*Source)(nil),                // 4: sluice.v1.Source
-	(*HttpSource)(nil),            // 5: sluice.v1.HttpSource
-	(*Auth)(nil),                  // 6: sluice.v1.Auth
-	(*Slices)(nil),                // 7: sluice.v1.Slices
-	(*Pagination)(nil),            // 8: sluice.v1.Pagination
-	(*Crawl)(nil),                 // 9: sluice.v1.Crawl
-	(*OffsetRange)(nil),           // 10: sluice.v1.OffsetRange
-	(*PageRange)(nil),             // 11: sluice.v1.PageRange
-	(*KeyRange)(nil),              // 12: sluice.v1.KeyRange
-	(*TimeWindow)(nil),            // 13: sluice.v1.TimeWindow
-	nil,                           // 14: sluice.v1.Task.QueryEntry
-	nil,                           // 15: sluice.v1.HttpSource.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*PostgresSource)(nil),        // 5: sluice.v1.PostgresSource
+	(*HttpSource)(nil),            // 6: sluice.v1.HttpSource
+	(*Auth)(nil),                  // 7: sluice.v1.Auth
+	(*Slices)(nil),                // 8: sluice.v1.Slices
+	(*Pagination)(nil),            // 9: sluice.v1.Pagination
+	(*Crawl)(nil),                 // 10: sluice.v1.Crawl
+	(*OffsetRange)(nil),           // 11: sluice.v1.OffsetRange
+	(*PageRange)(nil),             // 12: sluice.v1.PageRange
+	(*KeyRange)(nil),              // 13: sluice.v1.KeyRange
+	(*TimeWindow)(nil),            // 14: sluice.v1.TimeWindow
+	nil,                           // 15: sluice.v1.Task.QueryEntry
+	nil,                           // 16: sluice.v1.HttpSource.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_sluice_v1_task_proto_depIdxs = []int32{
 	4,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
-	10, // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
-	11, // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
-	12, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
-	13, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
-	9,  // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
-	16, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
-	14, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
-	5,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
-	8,  // 9: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	15, // 10: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	17, // 11: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	7,  // 12: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
-	6,  // 13: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
-	0,  // 14: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
-	1,  // 15: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
-	2,  // 16: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	16, // 17: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
-	16, // 18: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	11, // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
+	12, // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
+	13, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
+	14, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
+	10, // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
+	17, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
+	15, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
+	6,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
+	5,  // 9: sluice.v1.Source.postgres:type_name -> sluice.v1.PostgresSource
+	18, // 10: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
+	9,  // 11: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	16, // 12: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	18, // 13: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	8,  // 14: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
+	7,  // 15: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
+	0,  // 16: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
+	1,  // 17: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
+	2,  // 18: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	17, // 19: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
+	17, // 20: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
@@ -1486,6 +1639,7 @@ func file_sluice_v1_task_proto_init() {
 	}
 	file_sluice_v1_task_proto_msgTypes[1].OneofWrappers = []any{
 		(*Source_Http)(nil),
+		(*Source_Postgres)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1493,7 +1647,7 @@ func file_sluice_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_task_proto_rawDesc), len(file_sluice_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,564 @@
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// pgSource is a table or a query of a PostgreSQL database. The planner splits it into ranges of
+// its key, of about as many rows each; an extractor reads a range in key order by keyset
+// pagination, each page a query that starts where the last one ended. PostgreSQL itself writes
+// each row as a JSON object (row_to_json), with numeric as a string and bytea as base64, so no
+// value passes through a Go type on the way.
+type pgSource struct {
+	src *sluicev1.PostgresSource
+	env Env
+}
+
+func newPostgres(src *sluicev1.PostgresSource, env Env) *pgSource { return &pgSource{src: src, env: env} }
+
+// Quantile sampling: a source of more rows than sampleAbove plans from a random sample of about
+// sampleRows of them rather than sorting every key.
+const (
+	sampleAbove = 5_000_000
+	sampleRows  = 1_000_000
+	// skewed is how much fuller than the average the fullest range of equal key widths may be
+	// before the planner takes quantiles instead.
+	skewed = 1.25
+)
+
+func (p *pgSource) Limits() Limits {
+	host := ""
+	if cfg, err := p.config(); err == nil {
+		host = net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port)))
+	}
+	return Limits{RateLimit: p.src.GetRateLimit(), Host: host, Concurrency: int(p.src.GetConcurrency())}
+}
+
+func (p *pgSource) policy() Policy {
+	pol := Policy{MaxRetries: int(p.src.GetMaxRetries()), Backoff: p.env.Backoff, Deadline: p.env.PageDeadline,
+		Timeout: p.src.GetTimeout().AsDuration()}
+	if pol.Timeout <= 0 {
+		pol.Timeout = jobspec.DefaultTimeout
+	}
+	return pol
+}
+
+// config resolves the DSN reference in this process and parses it. Its errors never quote the DSN.
+func (p *pgSource) config() (*pgxpool.Config, error) {
+	ref := p.src.GetDsn()
+	dsn, err := jobspec.Expand("source.dsn", ref, p.env.Lookup)
+	if err != nil {
+		return nil, &Error{Class: "config", Err: err}
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, &Error{Class: "config", Err: errors.New("source.dsn does not parse as a PostgreSQL connection string")}
+	}
+	name := strings.TrimSuffix(strings.TrimPrefix(ref, "${"), "}")
+	hosts := []string{cfg.ConnConfig.Host}
+	for _, f := range cfg.ConnConfig.Fallbacks {
+		hosts = append(hosts, f.Host)
+	}
+	for _, h := range hosts {
+		if p.env.Allowed != nil && !p.env.Allowed(name, h) {
+			return nil, &Error{Class: "config", Err: fmt.Errorf("${%s} may not be sent to %s (SLUICE_SECRET_HOSTS binds it to other hosts)", name, h)}
+		}
+	}
+	return cfg, nil
+}
+
+// pool is this process's connection pool for the source's database.
+func (p *pgSource) pool(ctx context.Context) (*pgxpool.Pool, error) {
+	if p.env.Postgres == nil {
+		return nil, &Error{Class: "config", Err: errors.New("this process reads no PostgreSQL sources")}
+	}
+	cfg, err := p.config()
+	if err != nil {
+		return nil, err
+	}
+	return p.env.Postgres.get(ctx, cfg, p.policy().Timeout)
+}
+
+// relation is the FROM item the queries read, named q.
+func (p *pgSource) relation() string {
+	if t := p.src.GetTable(); t != "" {
+		parts := strings.Split(t, ".")
+		return pgx.Identifier(parts).Sanitize() + " AS q"
+	}
+	return "(" + p.src.GetQuery() + ") AS q"
+}
+
+func (p *pgSource) key() string { return "q." + pgx.Identifier{p.src.GetKey()}.Sanitize() }
+
+// do runs one statement under the source's retries, each attempt bounded by its timeout.
+func (p *pgSource) do(ctx context.Context, fn func(ctx context.Context) error) (int, *Error) {
+	pol := p.policy()
+	var last *Error
+	attempts, err := p.env.Fetcher.Retry.Do(ctx, "query", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
+		func(int) error {
+			actx, cancel := context.WithTimeout(ctx, pol.Timeout)
+			defer cancel()
+			err := fn(actx)
+			if err == nil {
+				last = nil
+				return nil
+			}
+			last = pgError(ctx, err)
+			return last.classified()
+		})
+	if err == nil {
+		return attempts, nil
+	}
+	if last == nil || ctx.Err() != nil {
+		last = &Error{Class: "canceled", Err: ctx.Err()}
+	}
+	last.Attempts = attempts
+	return attempts, last
+}
+
+// pgExtent is what planning found: the bounds between the ranges, as the key's text.
+type pgExtent struct {
+	Bounds []string `json:"bounds"`
+	Rows   int64    `json:"rows"`
+}
+
+// Plan splits the key's values into at most tasks ranges of about as many rows: between equal
+// widths of an integer key, or between quantiles when such ranges would be uneven (or the key is
+// not an integer). The first range has no lower bound and the last no upper one, so that a row
+// outside the keys seen at planning is still read.
+func (p *pgSource) Plan(ctx context.Context, tasks int) (Plan, error) {
+	pool, err := p.pool(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	rel, key := p.relation(), p.key()
+	var (
+		rows, nulls int64
+		lo, hi      *string
+		oid         uint32
+	)
+	if _, ferr := p.do(ctx, func(ctx context.Context) error {
+		oid, err = keyType(ctx, pool, rel, key)
+		if err != nil {
+			return err
+		}
+		return pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, rel)).
+			Scan(&rows, &nulls, &lo, &hi)
+	}); ferr != nil {
+		return Plan{}, ferr
+	}
+	if nulls > 0 {
+		return Plan{}, &Error{Class: "null_key", Err: fmt.Errorf("%d rows have no value in the key column %q: keyset reads would skip them; choose a NOT NULL key", nulls, p.src.GetKey())}
+	}
+	n := int64(max(tasks, 1))
+	ext := pgExtent{Rows: rows}
+	if rows > 0 && n > 1 {
+		n = min(n, rows)
+		if integerOID(oid) {
+			ext.Bounds, err = p.widths(ctx, pool, *lo, *hi, n, rows)
+			if err != nil {
+				return Plan{}, err
+			}
+		}
+		if ext.Bounds == nil {
+			if ext.Bounds, err = p.quantiles(ctx, pool, n, rows); err != nil {
+				return Plan{}, err
+			}
+		}
+	}
+	extent, _ := json.Marshal(ext)
+	return p.planOf(ext, extent), nil
+}
+
+// Replan plans again from the bounds that Plan found.
+func (p *pgSource) Replan(extent []byte, _ int) (Plan, error) {
+	var ext pgExtent
+	if err := json.Unmarshal(extent, &ext); err != nil {
+		return Plan{}, &Error{Class: "bad_task", Err: fmt.Errorf("the extent of a postgres source is its bounds, not %q", extent)}
+	}
+	return p.planOf(ext, extent), nil
+}
+
+// planOf is the ranges between bounds. Its Expected is -1: a table may change between planning and
+// reading, and each range is read to its end.
+func (p *pgSource) planOf(ext pgExtent, extent []byte) Plan {
+	plan := Plan{Expected: -1, Extent: extent}
+	start := ""
+	for _, b := range append(ext.Bounds, "") {
+		plan.Slices = append(plan.Slices, &sluicev1.Task{Slice: &sluicev1.Task_Keys{Keys: &sluicev1.KeyRange{Start: start, End: b}}})
+		start = b
+	}
+	return plan
+}
+
+// widths returns the n-1 bounds of equal widths between the integers lo and hi, or nil when the
+// rows fill those ranges unevenly.
+func (p *pgSource) widths(ctx context.Context, pool *pgxpool.Pool, lo, hi string, n, rows int64) ([]string, error) {
+	l, ok1 := new(big.Int).SetString(lo, 10)
+	h, ok2 := new(big.Int).SetString(hi, 10)
+	if !ok1 || !ok2 {
+		return nil, nil
+	}
+	span := new(big.Int).Sub(h, l)
+	span.Add(span, big.NewInt(1))
+	if span.Cmp(big.NewInt(n)) < 0 {
+		return nil, nil
+	}
+	// Rows per range, counted in numeric so that no key overflows.
+	counts := make([]int64, n)
+	sql := fmt.Sprintf("SELECT floor((%s::numeric - $1::text::numeric) * $2::bigint / $3::text::numeric)::bigint AS r, count(*) FROM %s GROUP BY 1", p.key(), p.relation())
+	if _, ferr := p.do(ctx, func(ctx context.Context) error {
+		clear(counts)
+		rs, err := pool.Query(ctx, sql, lo, n, span.String())
+		if err != nil {
+			return err
+		}
+		var r, c int64
+		_, err = pgx.ForEachRow(rs, []any{&r, &c}, func() error {
+			if r >= 0 && r < n {
+				counts[r] += c
+			}
+			return nil
+		})
+		return err
+	}); ferr != nil {
+		return nil, ferr
+	}
+	fullest := int64(0)
+	for _, c := range counts {
+		fullest = max(fullest, c)
+	}
+	if float64(fullest) > skewed*float64(rows)/float64(n) {
+		return nil, nil
+	}
+	bounds := make([]string, 0, n-1)
+	for i := int64(1); i < n; i++ {
+		b := new(big.Int).Mul(span, big.NewInt(i))
+		b.Quo(b, big.NewInt(n))
+		bounds = append(bounds, b.Add(b, l).String())
+	}
+	return bounds, nil
+}
+
+// quantiles returns the n-1 bounds between ranges of about rows/n rows each: the key's quantiles,
+// over a random sample when the source is large.
+func (p *pgSource) quantiles(ctx context.Context, pool *pgxpool.Pool, n, rows int64) ([]string, error) {
+	fractions := make([]float64, n-1)
+	for i := range fractions {
+		fractions[i] = float64(i+1) / float64(n)
+	}
+	where, args := "", []any{fractions}
+	if rows > sampleAbove {
+		where, args = " WHERE random() < $2", append(args, float64(sampleRows)/float64(rows))
+	}
+	sql := fmt.Sprintf("SELECT (percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY %s))::text[] FROM %s%s", p.key(), p.relation(), where)
+	var bounds []*string
+	if _, ferr := p.do(ctx, func(ctx context.Context) error { return pool.QueryRow(ctx, sql, args...).Scan(&bounds) }); ferr != nil {
+		return nil, ferr
+	}
+	out := make([]string, 0, len(bounds))
+	for _, b := range bounds {
+		if b != nil && (len(out) == 0 || out[len(out)-1] != *b) {
+			out = append(out, *b)
+		}
+	}
+	return out, nil
+}
+
+// keyType is the type of the key column, asked without reading a row.
+func keyType(ctx context.Context, pool *pgxpool.Pool, rel, key string) (uint32, error) {
+	rs, err := pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s LIMIT 0", key, rel))
+	if err != nil {
+		return 0, err
+	}
+	defer rs.Close()
+	fields := rs.FieldDescriptions()
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return 0, err
+	}
+	return fields[0].DataTypeOID, nil
+}
+
+// Type OIDs that the reader writes differently from PostgreSQL's own JSON.
+const (
+	oidInt2         = 21
+	oidInt4         = 23
+	oidInt8         = 20
+	oidNumeric      = 1700
+	oidNumericArray = 1231
+	oidBytea        = 17
+)
+
+func integerOID(oid uint32) bool { return oid == oidInt2 || oid == oidInt4 || oid == oidInt8 }
+
+// Open returns a reader of a key range.
+func (p *pgSource) Open(task *sluicev1.Task) (Reader, error) {
+	keys := task.GetKeys()
+	if keys == nil {
+		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("a postgres source does not read a slice of %T", task.GetSlice())}
+	}
+	if _, err := p.config(); err != nil {
+		return nil, err
+	}
+	size := int(p.src.GetBatchSize())
+	if size <= 0 {
+		size = jobspec.DefaultBatchSize
+	}
+	return &pgReader{p: p, keys: keys, size: size}, nil
+}
+
+// pgReader reads one key range, a page at a time, in key order.
+type pgReader struct {
+	p    *pgSource
+	keys *sluicev1.KeyRange
+	size int
+	// first and next are the page queries, from the start of the range and after a key, built on
+	// the first page from the columns the source has.
+	first, next string
+	// after is the key of the last row read, "" before the first page; read is how many rows.
+	after   string
+	started bool
+	read    uint64
+	done    bool
+}
+
+func (r *pgReader) More() bool { return !r.done }
+
+func (r *pgReader) Then() *sluicev1.Task { return nil }
+
+func (r *pgReader) Key(record json.RawMessage) (string, string) {
+	return RecordKey(record, r.p.src.GetKey())
+}
+
+// Next reads the rows after the last one read, up to a page. The query asks for the last row
+// again (key >= after) rather than past it, so that a second row with that key, which a
+// strictly-greater query would skip for good, shows: a key that is not unique fails the task
+// instead of losing rows.
+func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
+	if r.done {
+		return Read{}, false, nil
+	}
+	pool, err := r.p.pool(ctx)
+	if err != nil {
+		return Read{}, false, err
+	}
+	var (
+		records []json.RawMessage
+		last    string
+	)
+	attempts, ferr := r.p.do(ctx, func(ctx context.Context) error {
+		if r.first == "" {
+			first, next, err := r.p.pageSQL(ctx, pool, r.keys)
+			if err != nil {
+				return err
+			}
+			r.first, r.next = first, next
+		}
+		records, last = records[:0], ""
+		sql, args := r.first, []any{r.size}
+		if r.started {
+			sql, args = r.next, []any{r.size + 1, r.after}
+		}
+		rs, err := pool.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		var (
+			row    []byte
+			key    string
+			prev   string
+			repeat bool
+		)
+		_, err = pgx.ForEachRow(rs, []any{&row, &key}, func() error {
+			switch {
+			case len(records) > 0 && key == prev, len(records) == 0 && repeat && key == r.after:
+				return &Error{Class: "duplicate_key", Err: fmt.Errorf("two rows have the key %q in column %q: keyset reads need a unique key", key, r.p.src.GetKey())}
+			case r.started && len(records) == 0 && !repeat && key == r.after:
+				repeat = true // the last row of the previous page
+				return nil
+			}
+			if len(records) < r.size {
+				records = append(records, json.RawMessage(append([]byte(nil), row...)))
+				prev, last = key, key
+			}
+			return nil
+		})
+		return err
+	})
+	if ferr != nil {
+		ferr.At = r.read
+		return Read{}, false, ferr
+	}
+	at := r.read
+	if len(records) < r.size {
+		r.done = true
+	}
+	if len(records) > 0 {
+		r.after, r.started = last, true
+	}
+	r.read += uint64(len(records))
+	if len(records) == 0 {
+		return Read{}, false, nil
+	}
+	return Read{Records: records, At: at, Attempts: attempts}, true, nil
+}
+
+// pageSQL is the queries of one page of a key range, from its start and after the key $2 where
+// the previous page ended; $1 is the rows to read. The columns are the source's, each as PostgreSQL's
+// JSON writes it, but numeric as a string (JSON numbers lose its digits in most readers) and bytea
+// as base64.
+func (p *pgSource) pageSQL(ctx context.Context, pool *pgxpool.Pool, keys *sluicev1.KeyRange) (first, next string, err error) {
+	rel, key := p.relation(), p.key()
+	rs, err := pool.Query(ctx, fmt.Sprintf("SELECT * FROM %s LIMIT 0", rel))
+	if err != nil {
+		return "", "", err
+	}
+	fields := rs.FieldDescriptions()
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return "", "", err
+	}
+	var (
+		cols    []string
+		keyOID  uint32
+		hasKey  bool
+		columns = map[string]bool{}
+	)
+	for _, f := range fields {
+		if columns[f.Name] {
+			return "", "", &Error{Class: "bad_query", Err: fmt.Errorf("the source has two columns named %q: name them apart", f.Name)}
+		}
+		columns[f.Name] = true
+		c := "q." + pgx.Identifier{f.Name}.Sanitize()
+		switch f.DataTypeOID {
+		case oidNumeric:
+			c += "::text"
+		case oidNumericArray:
+			c += "::text[]"
+		case oidBytea:
+			c = "translate(encode(" + c + ", 'base64'), E'\\n', '')"
+		}
+		cols = append(cols, c+" AS "+pgx.Identifier{f.Name}.Sanitize())
+		if f.Name == p.src.GetKey() {
+			keyOID, hasKey = f.DataTypeOID, true
+		}
+	}
+	if !hasKey {
+		return "", "", &Error{Class: "bad_query", Err: fmt.Errorf("the source has no column %q, its key", p.src.GetKey())}
+	}
+	var typ string
+	if err := pool.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", keyOID).Scan(&typ); err != nil {
+		return "", "", err
+	}
+	cast := func(v string) string { return "CAST(" + quoteLiteral(v) + " AS " + typ + ")" }
+	where := []string{"TRUE"}
+	if keys.GetStart() != "" {
+		where = append(where, key+" >= "+cast(keys.GetStart()))
+	}
+	if keys.GetEnd() != "" {
+		where = append(where, key+" < "+cast(keys.GetEnd()))
+	}
+	query := func(where []string) string {
+		return fmt.Sprintf("SELECT row_to_json(c)::text, %s::text FROM %s CROSS JOIN LATERAL (SELECT %s) AS c WHERE %s ORDER BY %s LIMIT $1",
+			key, rel, strings.Join(cols, ", "), strings.Join(where, " AND "), key)
+	}
+	return query(where), query(append(where, fmt.Sprintf("%s >= CAST($2::text AS %s)", key, typ))), nil
+}
+
+// quoteLiteral writes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// pgError classifies a PostgreSQL error: what may pass (a lost connection, a server shutting down
+// or out of connections, a timeout, a serialization failure) is retried, the rest is the job's.
+func pgError(ctx context.Context, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		class := pe.Code[:2]
+		out := &Error{Class: "bad_query", Err: fmt.Errorf("postgres: %s (SQLSTATE %s)", pe.Message, pe.Code)}
+		switch {
+		case pe.Code == "57014":
+			out.Class, out.Retryable = "timeout", true
+		case class == "08" || class == "40" || class == "53" || class == "57" || class == "58" || pe.Code == "55P03":
+			out.Class, out.Retryable = "postgres_unavailable", true
+		case class == "28":
+			out.Class = "unauthorized"
+		}
+		return out
+	}
+	if ctx.Err() != nil {
+		return &Error{Class: "canceled", Err: ctx.Err()}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return &Error{Class: "timeout", Retryable: true, Err: errors.New("postgres: the query timed out")}
+	}
+	// A connection that failed or broke: the message names the host and user, never the password.
+	return &Error{Class: "network", Retryable: true, Err: fmt.Errorf("postgres: %w", err)}
+}
+
+// Pools are a process's connection pools, one per database its sources read: a pool idle for a
+// minute holds no connection.
+type Pools struct {
+	// MaxConns bounds each pool's connections: the tasks the process runs at once.
+	MaxConns int32
+
+	mu    sync.Mutex
+	pools map[string]*pgxpool.Pool
+}
+
+func (ps *Pools) get(ctx context.Context, cfg *pgxpool.Config, timeout time.Duration) (*pgxpool.Pool, error) {
+	id := cfg.ConnString()
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p, ok := ps.pools[id]; ok {
+		return p, nil
+	}
+	cfg.MaxConns = max(ps.MaxConns, 2)
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = time.Minute
+	cfg.ConnConfig.ConnectTimeout = timeout
+	// Sessions read only, in UTC, so that timestamptz is written as RFC 3339 with +00:00.
+	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
+	cfg.ConnConfig.RuntimeParams["application_name"] = "sluice"
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, &Error{Class: "config", Err: errors.New("source.dsn: cannot make a PostgreSQL connection pool from it")}
+	}
+	if ps.pools == nil {
+		ps.pools = map[string]*pgxpool.Pool{}
+	}
+	ps.pools[id] = p
+	return p, nil
+}
+
+// Close closes every pool.
+func (ps *Pools) Close() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for id, p := range ps.pools {
+		p.Close()
+		delete(ps.pools, id)
+	}
+}
