@@ -793,3 +793,62 @@ func TestAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgres parses a postgres source, with a table and with a query, round-trips it, and
+// refuses what does not belong to it.
+func TestPostgres(t *testing.T) {
+	base := "name: p\nsource:\n  type: postgres\n  dsn: \"${SOURCE_PG_DSN}\"\n  key: id\n"
+	for _, doc := range []string{
+		"  table: public.orders\n",
+		"  query: SELECT id, total FROM orders WHERE total > 0\n  batch_size: 500\n  rate_limit: 20\n  concurrency: 2\ntasks: 16\n",
+	} {
+		s, err := jobspec.Parse([]byte(base + doc + "sink: {table: p}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if s.Source.Pagination != (jobspec.Pagination{}) || s.Source.BatchSize == 0 {
+			t.Fatalf("%s: pagination %+v, batch size %d: want none, and a batch size", doc, s.Source.Pagination, s.Source.BatchSize)
+		}
+		back, err := jobspec.SourceFromProto(s.SourceProto())
+		if err != nil || !reflect.DeepEqual(back, s.Source) {
+			t.Fatalf("%s: round trip gave %+v, %v; want %+v", doc, back, err, s.Source)
+		}
+		if again, err := jobspec.Parse(s.JSON()); err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("%s: Parse(JSON()) gave %+v, %v", doc, again, err)
+		}
+	}
+	if s, err := jobspec.Parse([]byte(base + "  table: t\nsink: {table: p}\n")); err != nil || s.Source.BatchSize != jobspec.DefaultBatchSize {
+		t.Fatalf("default batch size: %+v, %v", s, err)
+	}
+	for _, tt := range []struct{ doc, path, message string }{
+		{"  table: t\n  dsn: postgres://u:hunter2@db/x\n", "source.dsn", "must be one reference, ${SOURCE_…} or ${file:/path}: a connection string holds a password"},
+		{"", "source.table", "required: a table, or a query in source.query"},
+		{"  table: t\n  query: SELECT 1 AS id\n", "source.query", "leave it out: source.table is set"},
+		{"  table: \"t; DROP TABLE x\"\n", "source.table", "must be name or schema.name, each of letters, digits, '_' or '$', not starting with a digit"},
+		{"  query: DELETE FROM t\n", "source.query", "must be one SELECT (or WITH, VALUES, TABLE) statement"},
+		{"  query: SELECT * FROM t;\n", "source.query", "must be one statement without a closing ';': sluice adds its own WHERE, ORDER BY and LIMIT around it"},
+		{"  table: t\n  key: meta.id\n", "source.key", "must be a column name: letters, digits, '_' or '$', not starting with a digit"},
+		{"  table: t\n  url: https://api.example/x\n", "source.url", "is for http sources: a postgres source is split by its key"},
+		{"  table: t\n  pagination: {type: offset}\n", "source.pagination", "is for http sources: a postgres source is split by its key"},
+		{"  table: t\n  batch_size: 0\n", "source.batch_size", "must be between 1 and 100000"},
+	} {
+		doc := strings.Replace(base, "  key: id\n", "", 1)
+		if !strings.Contains(tt.doc, "key:") {
+			doc += "  key: id\n"
+		}
+		if strings.Contains(tt.doc, "dsn:") {
+			doc = strings.Replace(doc, "  dsn: \"${SOURCE_PG_DSN}\"\n", "", 1)
+		}
+		_, err := jobspec.Parse([]byte(doc + tt.doc + "sink: {table: p}\n"))
+		var perr *jobspec.Error
+		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
+			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)
+		}
+	}
+	// An http source refuses a postgres field.
+	_, err := jobspec.Parse([]byte("name: h\nsource:\n  url: https://api.example/x\n  key: id\n  table: t\nsink: {table: h}\n"))
+	var perr *jobspec.Error
+	if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != "source.table" {
+		t.Errorf("http source with a table: %v", err)
+	}
+}

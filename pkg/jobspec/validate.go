@@ -440,7 +440,9 @@ func (a *Auth) validate(p *problems) {
 	if a.IsZero() {
 		return
 	}
-	secret := func(field, value string) { secretRef(p, path+"."+field, value, "a secret is never written in the spec") }
+	secret := func(field, value string) {
+		secretRef(p, path+"."+field, value, "a secret is never written in the spec")
+	}
 	plain := func(field, value string) {
 		if value == "" {
 			p.add(path+"."+field, "required")

@@ -31,7 +31,9 @@ type pgSource struct {
 	env Env
 }
 
-func newPostgres(src *sluicev1.PostgresSource, env Env) *pgSource { return &pgSource{src: src, env: env} }
+func newPostgres(src *sluicev1.PostgresSource, env Env) *pgSource {
+	return &pgSource{src: src, env: env}
+}
 
 // Quantile sampling: a source of more rows than sampleAbove plans from a random sample of about
 // sampleRows of them rather than sorting every key.
