@@ -262,9 +262,14 @@ func (p *deployment) with(extra map[string]string) map[string]string {
 
 // job is the planner's view of a job.
 type job struct {
-	ID     string `json:"id"`
-	State  string `json:"state"`
-	Reason string `json:"reason"`
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	State      string     `json:"state"`
+	Reason     string     `json:"reason"`
+	Since      string     `json:"since"`
+	MaxCursor  string     `json:"max_cursor"`
+	CreatedAt  time.Time  `json:"created_at"`
+	FinishedAt *time.Time `json:"finished_at"`
 	Tasks  struct {
 		Planned      int
 		Extracted    int

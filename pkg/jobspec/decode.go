@@ -149,6 +149,15 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 		"sink": d.object(map[string]fieldFunc{
 			"table": d.str(&s.Sink.Table),
 		}),
+		"incremental": d.object(map[string]fieldFunc{
+			"cursor_field":  d.str(&s.Incremental.CursorField),
+			"param":         d.str(&s.Incremental.Param),
+			"initial_value": d.text(&s.Incremental.InitialValue),
+			"lookback":      d.text(&s.Incremental.Lookback),
+		}),
+		"schedule": d.object(map[string]fieldFunc{
+			"every": d.str(&s.Schedule.Every),
+		}),
 	}
 }
 

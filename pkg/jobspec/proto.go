@@ -15,6 +15,14 @@ import (
 // the extractor expands them from its own environment. Call it on a valid spec; a negative count
 // becomes 0.
 func (s *Spec) SourceProto() *sluicev1.Source {
+	p := s.sourceProto()
+	if in := s.Incremental; in != (Incremental{}) {
+		p.Incremental = &sluicev1.Incremental{CursorField: in.CursorField, Param: in.Param}
+	}
+	return p
+}
+
+func (s *Spec) sourceProto() *sluicev1.Source {
 	src := s.Source
 	if src.Type == "postgres" {
 		return &sluicev1.Source{Kind: &sluicev1.Source_Postgres{Postgres: &sluicev1.PostgresSource{

@@ -22,6 +22,32 @@ type Spec struct {
 	// Tasks is how many slices the planner splits the source into; extractors fetch them in parallel.
 	Tasks int  `json:"tasks" yaml:"tasks"`
 	Sink  Sink `json:"sink" yaml:"sink"`
+	// Incremental makes each run read only what changed since the last one that succeeded; the
+	// zero value reads everything every time.
+	Incremental Incremental `json:"incremental,omitzero" yaml:"incremental,omitempty"`
+	// Schedule has the planner run the job again every interval; the zero value runs it once.
+	Schedule Schedule `json:"schedule,omitzero" yaml:"schedule,omitempty"`
+}
+
+// Incremental is a job whose runs each read from the high-water mark of the last run that
+// succeeded: the largest CursorField among its records, kept per job name.
+type Incremental struct {
+	// CursorField is the dotted path, in each record, to the value that grows as records change
+	// (an RFC 3339 time or an integer, as a string or a number); a column for postgres.
+	CursorField string `json:"cursor_field" yaml:"cursor_field"`
+	// Param is the query parameter an http source takes the mark in; postgres sources filter
+	// themselves.
+	Param string `json:"param,omitempty" yaml:"param,omitempty"`
+	// InitialValue is where the first run starts; empty reads everything.
+	InitialValue string `json:"initial_value,omitempty" yaml:"initial_value,omitempty"`
+	// Lookback is how far behind the mark a run starts, for records that arrive late: a duration
+	// such as 10m for time cursors, an integer for integer ones.
+	Lookback string `json:"lookback,omitempty" yaml:"lookback,omitempty"`
+}
+
+// Schedule runs a job again every Every (a duration such as 15m); runs of one job never overlap.
+type Schedule struct {
+	Every string `json:"every" yaml:"every"`
 }
 
 // Source is where a job reads: a tagged union on Type. An "http" source is a paginated JSON API

@@ -62,6 +62,12 @@ func (s *Spec) validate(p *problems) {
 	if s.Source.Slices.Type != "" && s.Source.Pagination.TotalPath != "" {
 		p.add("source.pagination.total_path", "a sliced job reads each slice to its end: leave it out")
 	}
+	s.validateIncremental(p)
+	if s.Schedule != (Schedule{}) {
+		if every, err := time.ParseDuration(s.Schedule.Every); err != nil || every < minEvery {
+			p.add("schedule.every", fmt.Sprintf("must be a duration of at least %v, such as 15m", minEvery))
+		}
+	}
 	switch {
 	case s.Sink.Table == "":
 		p.add("sink.table", "required")
@@ -82,6 +88,49 @@ func (s *Source) validate(p *problems) {
 		s.validateHTTP(p)
 	}
 	s.validateCommon(p)
+}
+
+// minEvery is the shortest interval a schedule takes.
+const minEvery = time.Second
+
+// validateIncremental checks the incremental settings, when there are.
+func (s *Spec) validateIncremental(p *problems) {
+	in := s.Incremental
+	if in == (Incremental{}) {
+		return
+	}
+	const path = "incremental"
+	switch {
+	case in.CursorField == "":
+		p.add(path+".cursor_field", "required")
+	case s.Source.Type == "postgres" && !pgColumnRE.MatchString(in.CursorField):
+		p.add(path+".cursor_field", "must be a column name: letters, digits, '_' or '$', not starting with a digit")
+	case !isDottedPath(in.CursorField):
+		p.add(path+".cursor_field", "must be a dotted path of field names, such as updated_at or meta.updated")
+	}
+	pg := s.Source.Pagination
+	switch {
+	case s.Source.Type == "postgres" && in.Param != "":
+		p.add(path+".param", "is for http sources: a postgres source filters on cursor_field itself")
+	case s.Source.Type == "postgres":
+	case in.Param == "":
+		p.add(path+".param", "required: the query parameter that takes the mark")
+	case !isParamName(in.Param):
+		p.add(path+".param", "must contain only letters, digits and - . _ ~ [ ]")
+	case slices.Contains([]string{pg.OffsetParam, pg.PageParam, pg.LimitParam, pg.CursorParam, s.Source.Slices.ParamFrom, s.Source.Slices.ParamTo}, in.Param) ||
+		(s.Source.Auth.In == "query" && s.Source.Auth.Name == in.Param):
+		p.add(path+".param", "must differ from the other query parameters of the job")
+	}
+	if hasControl(in.InitialValue) {
+		p.add(path+".initial_value", "must not contain control characters")
+	}
+	if in.Lookback != "" {
+		d, derr := time.ParseDuration(in.Lookback)
+		n, nerr := strconv.ParseInt(in.Lookback, 10, 64)
+		if (derr != nil || d < 0) && (nerr != nil || n < 0) {
+			p.add(path+".lookback", "must be a duration such as 10m (time cursors) or an integer, 0 or more (integer cursors)")
+		}
+	}
 }
 
 // validateCommon checks the fields every kind of source has.

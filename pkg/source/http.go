@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -19,9 +20,29 @@ import (
 type httpSource struct {
 	src *sluicev1.HttpSource
 	env Env
+	// since is an incremental run's start, sent in its own query parameter; nil for other jobs.
+	since map[string]string
 }
 
-func newHTTP(src *sluicev1.HttpSource, env Env) *httpSource { return &httpSource{src: src, env: env} }
+func newHTTP(src *sluicev1.HttpSource, in *sluicev1.Incremental, env Env) *httpSource {
+	h := &httpSource{src: src, env: env}
+	if in.GetSince() != "" && in.GetParam() != "" {
+		h.since = map[string]string{in.GetParam(): in.GetSince()}
+	}
+	return h
+}
+
+// query is the parameters a task's requests carry beside the pagination's: its slice's and the
+// incremental run's start.
+func (h *httpSource) query(task map[string]string) map[string]string {
+	if h.since == nil {
+		return task
+	}
+	q := make(map[string]string, len(task)+1)
+	maps.Copy(q, task)
+	maps.Copy(q, h.since)
+	return q
+}
 
 func (h *httpSource) Limits() Limits {
 	host := ""
@@ -150,7 +171,7 @@ func (h *httpSource) discover(ctx context.Context) (int64, error) {
 	if h.pages() {
 		start = uint64(pg.GetFirstPage())
 	}
-	u, err := PageURL(h.src, start, h.pageSize(), nil)
+	u, err := PageURL(h.src, start, h.pageSize(), h.query(nil))
 	if err != nil {
 		return 0, &Error{Class: "bad_request", Err: err}
 	}
@@ -179,7 +200,7 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 	switch s := task.GetSlice().(type) {
 	case *sluicev1.Task_Offsets, *sluicev1.Task_Pages:
 		if !h.crawls() {
-			return &httpReader{h: h, creds: creds, pol: h.policy(), pager: newPager(task, h.src), query: task.Query}, nil
+			return &httpReader{h: h, creds: creds, pol: h.policy(), pager: newPager(task, h.src), query: h.query(task.Query)}, nil
 		}
 	case *sluicev1.Task_Crawl:
 		if h.crawls() {
@@ -187,7 +208,7 @@ func (h *httpSource) Open(task *sluicev1.Task) (Reader, error) {
 			if chain == "" {
 				chain = task.GetTaskId()
 			}
-			return &crawlReader{h: h, creds: creds, pol: h.policy(), crawl: s.Crawl, chain: chain, query: task.Query}, nil
+			return &crawlReader{h: h, creds: creds, pol: h.policy(), crawl: s.Crawl, chain: chain, query: h.query(task.Query)}, nil
 		}
 	}
 	return nil, &Error{Class: "bad_task", Err: fmt.Errorf("an HTTP source paginated by %v does not read a slice of %T",

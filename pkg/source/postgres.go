@@ -29,10 +29,17 @@ import (
 type pgSource struct {
 	src *sluicev1.PostgresSource
 	env Env
+	// An incremental run reads the rows whose cursor column is at or after since; cursorType is
+	// that column's type, asked of the database before the first query.
+	cursor, since, cursorType string
 }
 
-func newPostgres(src *sluicev1.PostgresSource, env Env) *pgSource {
-	return &pgSource{src: src, env: env}
+func newPostgres(src *sluicev1.PostgresSource, in *sluicev1.Incremental, env Env) *pgSource {
+	p := &pgSource{src: src, env: env}
+	if in.GetSince() != "" {
+		p.cursor, p.since = in.GetCursorField(), in.GetSince()
+	}
+	return p
 }
 
 // Quantile sampling: a source of more rows than sampleAbove plans from a random sample of about
@@ -98,13 +105,34 @@ func (p *pgSource) pool(ctx context.Context) (*pgxpool.Pool, error) {
 	return p.env.Postgres.get(ctx, cfg, p.policy().Timeout)
 }
 
-// relation is the FROM item the queries read, named q.
+// relation is the FROM item the queries read, named q: the table or the query, and for an
+// incremental run only its rows from since on.
 func (p *pgSource) relation() string {
+	if p.since == "" {
+		return p.base()
+	}
+	return fmt.Sprintf("(SELECT q.* FROM %s WHERE q.%s >= CAST(%s AS %s)) AS q", p.base(), pgx.Identifier{p.cursor}.Sanitize(),
+		quoteLiteral(p.since), p.cursorType)
+}
+
+func (p *pgSource) base() string {
 	if t := p.src.GetTable(); t != "" {
 		parts := strings.Split(t, ".")
 		return pgx.Identifier(parts).Sanitize() + " AS q"
 	}
 	return "(" + p.src.GetQuery() + ") AS q"
+}
+
+// resolve asks the type of an incremental run's cursor column, once.
+func (p *pgSource) resolve(ctx context.Context, pool *pgxpool.Pool) error {
+	if p.since == "" || p.cursorType != "" {
+		return nil
+	}
+	oid, err := keyType(ctx, pool, p.base(), "q."+pgx.Identifier{p.cursor}.Sanitize())
+	if err != nil {
+		return err
+	}
+	return pool.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", oid).Scan(&p.cursorType)
 }
 
 func (p *pgSource) key() string { return "q." + pgx.Identifier{p.src.GetKey()}.Sanitize() }
@@ -150,18 +178,22 @@ func (p *pgSource) Plan(ctx context.Context, tasks int) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	rel, key := p.relation(), p.key()
+	key := p.key()
 	var (
 		rows, nulls int64
 		lo, hi      *string
 		oid         uint32
 	)
 	if _, ferr := p.do(ctx, func(ctx context.Context) error {
+		if err := p.resolve(ctx, pool); err != nil {
+			return err
+		}
+		rel := p.relation()
 		oid, err = keyType(ctx, pool, rel, key)
 		if err != nil {
 			return err
 		}
-		return pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, rel)).
+		return pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, p.relation())).
 			Scan(&rows, &nulls, &lo, &hi)
 	}); ferr != nil {
 		return Plan{}, ferr
@@ -367,6 +399,9 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 		last    string
 	)
 	attempts, ferr := r.p.do(ctx, func(ctx context.Context) error {
+		if err := r.p.resolve(ctx, pool); err != nil {
+			return err
+		}
 		if r.first == "" {
 			first, next, err := r.p.pageSQL(ctx, pool, r.keys)
 			if err != nil {

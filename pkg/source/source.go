@@ -98,9 +98,9 @@ var ErrUnknownKind = errors.New("unknown kind of source")
 func New(src *sluicev1.Source, env Env) (Source, error) {
 	switch k := src.GetKind().(type) {
 	case *sluicev1.Source_Http:
-		return newHTTP(k.Http, env), nil
+		return newHTTP(k.Http, src.GetIncremental(), env), nil
 	case *sluicev1.Source_Postgres:
-		return newPostgres(k.Postgres, env), nil
+		return newPostgres(k.Postgres, src.GetIncremental(), env), nil
 	default:
 		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("%w: %T", ErrUnknownKind, k)}
 	}

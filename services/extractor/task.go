@@ -86,6 +86,9 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		acked   uint64
 		pages   uint32
 		attempt int
+		// An incremental job's largest cursor among the task's records.
+		cursorField = task.GetSource().GetIncremental().GetCursorField()
+		maxCursor   string
 	)
 	// failure waits for the records in flight and describes the run's end.
 	failure := func(e *delivery.Error, page uint64, status int, head []byte, attempts int) error {
@@ -123,6 +126,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 			key, keyErr := rd.Key(rec)
 			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
 				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run})
+			if cursorField != "" {
+				if c, ok := source.CursorValue(rec, cursorField); ok && (maxCursor == "" || source.CompareCursors(c, maxCursor) > 0) {
+					maxCursor = c
+				}
+			}
 		}
 		records += uint64(len(p.Records))
 		// A long task commits only at its end; records acknowledged since the last page are progress.
@@ -139,7 +147,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	}
 	out := delivery.Outcome{}
 	extracted := &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
-		DeadLettered: prod.tooLarge.Load(), Run: run, Follows: task.Follows}
+		DeadLettered: prod.tooLarge.Load(), Run: run, Follows: task.Follows, MaxCursor: maxCursor}
 	if then := rd.Then(); then != nil {
 		// The slice goes on in a task of its own (a crawl's next page), published before this
 		// task's end is reported and committed, on this task's partition.

@@ -29,6 +29,25 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("POST /v1/jobs", http.HandlerFunc(p.submit))
 	handle("GET /v1/jobs", http.HandlerFunc(p.list))
 	handle("GET /v1/jobs/{id}", http.HandlerFunc(p.get))
+	handle("GET /v1/schedules", http.HandlerFunc(p.listSchedules))
+	handle("DELETE /v1/schedules/{name}", http.HandlerFunc(p.removeSchedule))
+}
+
+func (p *Planner) listSchedules(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"schedules": p.schedules()})
+}
+
+// removeSchedule stops a job's schedule; a run that is running goes on to its end.
+func (p *Planner) removeSchedule(w http.ResponseWriter, r *http.Request) {
+	had, err := p.deleteSchedule(r.Context(), r.PathValue("name"))
+	switch {
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+	case !had:
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no schedule " + r.PathValue("name")})
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 // submit takes a job spec in YAML or JSON and answers 201 with the planned job, 200 with the job
@@ -55,8 +74,18 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("Idempotency-Key must be at most %d printable ASCII characters without spaces", maxKeyBytes)})
 		return
 	}
+	// A spec with a schedule keeps it (its first run starts now); a spec without one ends the
+	// name's schedule.
+	if p.caughtUp.Load() {
+		if err := p.setSchedule(r.Context(), spec); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+			return
+		}
+	}
 	job, existing, err := p.Submit(r.Context(), spec, key)
 	switch {
+	case errors.Is(err, errRunning):
+		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, errDiscover):
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
 	case errors.Is(err, errKeyReused):

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluicedata/sluice/pkg/source"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -35,6 +36,10 @@ type Job struct {
 	Held *Held `json:"held,omitempty"`
 	// IdempotencyKey is the client's key of the submission, when it gave one.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Since is where an incremental run started reading; MaxCursor is the largest cursor among the
+	// records it extracted, which becomes the job's mark when the run succeeds.
+	Since     string `json:"since,omitempty"`
+	MaxCursor string `json:"max_cursor,omitempty"`
 
 	tasks    map[string]*taskState
 	lastLoad time.Time
@@ -52,6 +57,11 @@ type Job struct {
 	stored bool
 	// schemaDead counts records dead-lettered because their table refused them: such a job fails.
 	schemaDead uint64
+	// source is the planned source (an incremental run's start in it), kept until the tasks are
+	// out; markChecked is set once the planner compared the run's cursor with the job's mark.
+	source      *sluicev1.Source
+	incremental bool
+	markChecked bool
 }
 
 // Held is a table that refuses a job's records, as a loader reported it.
@@ -180,7 +190,8 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			js.jobs[ev.JobId] = &Job{ID: ev.JobId, Name: p.Name, Table: p.Table, State: stateRunning,
 				Tasks: TaskCounts{Planned: int(p.Tasks)}, Records: RecordCount{Expected: expected},
 				CreatedAt: at, tasks: map[string]*taskState{}, IdempotencyKey: p.IdempotencyKey,
-				spec: p.Spec, extent: p.Extent, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0}
+				spec: p.Spec, extent: p.Extent, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0,
+				source: p.Source, incremental: p.Source.GetIncremental() != nil, Since: p.Source.GetIncremental().GetSince()}
 			if p.IdempotencyKey != "" {
 				js.byKey[p.IdempotencyKey] = ev.JobId
 			}
@@ -196,13 +207,16 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	}
 	switch e := ev.Event.(type) {
 	case *sluicev1.JobEvent_TasksPublished:
-		j.published, j.spec, j.extent = true, nil, nil
+		j.published, j.spec, j.extent, j.source = true, nil, nil, nil
 		return nil
 	case *sluicev1.JobEvent_TaskExtracted:
 		x := e.TaskExtracted
 		j.follow(x.TaskId, x.Follows)
 		j.follow(x.NextTaskId, x.TaskId)
 		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, false)
+		if c := x.MaxCursor; c != "" && (j.MaxCursor == "" || source.CompareCursors(c, j.MaxCursor) > 0) {
+			j.MaxCursor = c
+		}
 	case *sluicev1.JobEvent_TaskDeadLettered:
 		x := e.TaskDeadLettered
 		j.follow(x.TaskId, x.Follows)
@@ -348,7 +362,61 @@ func (js *Jobs) List(now time.Time) []Job {
 // has seen many jobs holds a few numbers for each.
 func (j *Job) freeze() {
 	j.Records.Loaded, j.Records.DeadLettered = j.counts()
-	j.tasks, j.spec, j.followers = nil, nil, nil
+	j.tasks, j.spec, j.followers, j.source = nil, nil, nil, nil
+}
+
+// Advancing returns the incremental runs that succeeded with a cursor and whose cursor was not yet
+// compared with their job's mark, oldest first.
+func (js *Jobs) Advancing() []Job {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	var out []Job
+	for _, j := range js.jobs {
+		if j.State == stateSucceeded && j.MaxCursor != "" && !j.markChecked {
+			out = append(out, *j)
+		}
+	}
+	slices.SortFunc(out, func(a, b Job) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// MarksChecked records that the runs' cursors were compared with their marks.
+func (js *Jobs) MarksChecked(ids []string) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	for _, id := range ids {
+		if j := js.jobs[id]; j != nil {
+			j.markChecked = true
+		}
+	}
+}
+
+// Latest returns the newest run of the job name.
+func (js *Jobs) Latest(name string) (Job, bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	var latest *Job
+	for _, j := range js.jobs {
+		if j.Name == name && (latest == nil || j.CreatedAt.After(latest.CreatedAt)) {
+			latest = j
+		}
+	}
+	if latest == nil {
+		return Job{}, false
+	}
+	return *latest, true
+}
+
+// Running reports whether a run of the job name is running.
+func (js *Jobs) Running(name string) bool {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	for _, j := range js.jobs {
+		if j.Name == name && j.State == stateRunning {
+			return true
+		}
+	}
+	return false
 }
 
 // ByKey returns the job submitted with an idempotency key, and the sha256 of its spec.
@@ -366,6 +434,7 @@ func (js *Jobs) ByKey(key string, now time.Time) (Job, []byte, bool) {
 type unpublished struct {
 	id       string
 	spec     []byte
+	source   *sluicev1.Source
 	extent   []byte
 	expected int64
 	at       time.Time
@@ -379,7 +448,7 @@ func (js *Jobs) Unpublished(cutoff time.Time) []unpublished {
 	var out []unpublished
 	for _, j := range js.jobs {
 		if j.State == stateRunning && !j.published && j.CreatedAt.Before(cutoff) {
-			out = append(out, unpublished{id: j.ID, spec: j.spec, extent: j.extent, expected: j.Records.Expected, at: j.CreatedAt})
+			out = append(out, unpublished{id: j.ID, spec: j.spec, source: j.source, extent: j.extent, expected: j.Records.Expected, at: j.CreatedAt})
 		}
 	}
 	return out
@@ -440,7 +509,7 @@ func (js *Jobs) Restore(s *sluicev1.JobState) {
 		Tasks:          TaskCounts{Planned: int(s.TasksPlanned), Extracted: int(s.TasksExtracted), DeadLettered: int(s.TasksDeadLettered)},
 		Records:        RecordCount{Expected: s.RecordsExpected, Extracted: s.RecordsExtracted, Loaded: s.RecordsLoaded, DeadLettered: s.RecordsDeadLettered},
 		CreatedAt:      s.CreatedAt.AsTime(),
-		IdempotencyKey: s.IdempotencyKey, specHash: s.SpecSha256, stored: true, published: true}
+		IdempotencyKey: s.IdempotencyKey, specHash: s.SpecSha256, stored: true, published: true, MaxCursor: s.MaxCursor}
 	if s.FinishedAt != nil {
 		at := s.FinishedAt.AsTime()
 		j.FinishedAt = &at
@@ -460,7 +529,7 @@ func (j *Job) state() *sluicev1.JobState {
 		TasksPlanned: uint32(j.Tasks.Planned), TasksExtracted: uint32(j.Tasks.Extracted), TasksDeadLettered: uint32(j.Tasks.DeadLettered),
 		RecordsExpected: j.Records.Expected, RecordsExtracted: j.Records.Extracted, RecordsLoaded: j.Records.Loaded,
 		RecordsDeadLettered: j.Records.DeadLettered, CreatedAt: timestamppb.New(j.CreatedAt),
-		IdempotencyKey: j.IdempotencyKey, SpecSha256: j.specHash}
+		IdempotencyKey: j.IdempotencyKey, SpecSha256: j.specHash, MaxCursor: j.MaxCursor}
 	if j.FinishedAt != nil {
 		s.FinishedAt = timestamppb.New(*j.FinishedAt)
 	}

@@ -54,6 +54,8 @@ type Planner struct {
 	// checkTable says why an existing sink table cannot take the landing rows; nil when it can, or
 	// when ClickHouse cannot be asked (the loaders hold the records of a table that refuses them).
 	checkTable func(ctx context.Context, table string) error
+	// names are the marks of incremental jobs and the schedules, from the jobs topic.
+	names *names
 }
 
 type topics struct{ tasks, events, jobs string }
@@ -98,7 +100,20 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 			return Job{}, false, err
 		}
 	}
-	src, err := source.New(spec.SourceProto(), p.sources)
+	// Runs of an incremental or scheduled job come one after another, each from the mark the
+	// runs before it left.
+	oneAtATime := spec.Incremental != (jobspec.Incremental{}) || spec.Schedule != (jobspec.Schedule{})
+	if oneAtATime && p.jobs.Running(spec.Name) {
+		return Job{}, false, fmt.Errorf("%w: %s (runs of an incremental or scheduled job never overlap)", errRunning, spec.Name)
+	}
+	srcProto := spec.SourceProto()
+	if in := srcProto.GetIncremental(); in != nil {
+		if err := p.advanceMarks(ctx); err != nil {
+			return Job{}, false, err
+		}
+		in.Since = p.since(spec)
+	}
+	src, err := source.New(srcProto, p.sources)
 	if err != nil {
 		return Job{}, false, err
 	}
@@ -111,16 +126,20 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 		p.submitMu.Unlock()
 		return j, ok, err
 	}
+	if oneAtATime && p.jobs.Running(spec.Name) {
+		p.submitMu.Unlock()
+		return Job{}, false, fmt.Errorf("%w: %s (runs of an incremental or scheduled job never overlap)", errRunning, spec.Name)
+	}
 	// Once the planned event is out, the tasks must follow even if the client goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	now := p.now()
-	pl := planTasks(spec, newJobID(spec.Name, now), sp, now)
+	pl := planTasks(spec, srcProto, newJobID(spec.Name, now), sp, now)
 	planned := &sluicev1.JobEvent{JobId: pl.jobID, At: timestamppb.New(now), Producer: "planner",
 		Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{
 			Name: spec.Name, Table: spec.Sink.Table, Tasks: uint32(len(pl.tasks)),
 			ExpectedRecords: uint64(max(pl.expected, 0)), ExpectedUnknown: pl.expected < 0,
-			Spec: specJSON, Source: spec.SourceProto(), IdempotencyKey: key, SpecSha256: sum[:], Extent: pl.extent,
+			Spec: specJSON, Source: srcProto, IdempotencyKey: key, SpecSha256: sum[:], Extent: pl.extent,
 		}}}
 	if u, ok := p.unsure[key]; ok && key != "" {
 		if !bytes.Equal(u.sum, sum[:]) {
@@ -203,6 +222,12 @@ func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
 func (p *Planner) Follow(ctx context.Context) error {
 	restored := 0
 	err := p.states(ctx, func(r *kgo.Record) bool {
+		if ok, err := p.names.restore(r); ok {
+			if err != nil {
+				p.log.Warn("skip an undecodable mark or schedule", "key", string(r.Key), "offset", r.Offset, "error", err)
+			}
+			return true
+		}
 		var st sluicev1.JobState
 		if err := proto.Unmarshal(r.Value, &st); err != nil {
 			p.log.Warn("skip undecodable job state", "partition", r.Partition, "offset", r.Offset, "error", err)
@@ -292,12 +317,17 @@ func (p *Planner) Maintain(ctx context.Context) error {
 			p.publishFinished(ctx, fin)
 		}
 		p.store(ctx)
+		if err := p.advanceMarks(ctx); err != nil {
+			p.log.Warn("advance the marks of incremental jobs; trying again", "error", err)
+		} else {
+			p.runSchedules(ctx)
+		}
 	}
 }
 
 // republish publishes the tasks of a job whose planner stopped before it said they were out.
 func (p *Planner) republish(ctx context.Context, u unpublished) {
-	sp, spec, err := p.replan(u)
+	sp, spec, src, err := p.replan(u)
 	if err != nil {
 		fin := &sluicev1.JobEvent{JobId: u.id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{
 			State: sluicev1.JobFinished_STATE_FAILED, Reason: fmt.Sprintf("its tasks cannot be published again: %v", err)}}}
@@ -305,22 +335,27 @@ func (p *Planner) republish(ctx context.Context, u unpublished) {
 		p.publishFinished(ctx, fin)
 		return
 	}
-	if err := p.publishTasks(ctx, planTasks(spec, u.id, sp, u.at)); err != nil {
+	if err := p.publishTasks(ctx, planTasks(spec, src, u.id, sp, u.at)); err != nil {
 		p.log.Warn("publish the tasks of a job again", "job", u.id, "error", err)
 		return
 	}
 	p.log.Info("tasks of a job published again", "job", u.id)
 }
 
-// replan plans a job again from its stored spec and the extent its planning found.
-func (p *Planner) replan(u unpublished) (source.Plan, *jobspec.Spec, error) {
+// replan plans a job again from its stored spec, its planned source (an incremental run's start
+// in it) and the extent its planning found.
+func (p *Planner) replan(u unpublished) (source.Plan, *jobspec.Spec, *sluicev1.Source, error) {
 	spec, err := jobspec.Parse(u.spec)
 	if err != nil {
-		return source.Plan{}, nil, fmt.Errorf("the stored spec does not parse: %w", err)
+		return source.Plan{}, nil, nil, fmt.Errorf("the stored spec does not parse: %w", err)
 	}
-	src, err := source.New(spec.SourceProto(), p.sources)
+	srcProto := u.source
+	if srcProto == nil {
+		srcProto = spec.SourceProto()
+	}
+	src, err := source.New(srcProto, p.sources)
 	if err != nil {
-		return source.Plan{}, nil, err
+		return source.Plan{}, nil, nil, err
 	}
 	extent := u.extent
 	if len(extent) == 0 {
@@ -328,7 +363,7 @@ func (p *Planner) replan(u unpublished) (source.Plan, *jobspec.Spec, error) {
 		extent = []byte(strconv.FormatInt(u.expected, 10))
 	}
 	sp, err := src.Replan(extent, spec.Tasks)
-	return sp, spec, err
+	return sp, spec, srcProto, err
 }
 
 // store puts the final state of finished jobs on the compacted jobs topic.

@@ -84,6 +84,7 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 			PageDeadline: 10 * time.Second,
 		},
 		jobs:    newJobs(),
+		names:   newNames(),
 		log:     log,
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
 		retry:   retry,

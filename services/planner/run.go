@@ -79,6 +79,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Postgres:     pools,
 		},
 		jobs:    newJobs(),
+		names:   newNames(),
 		log:     rt.Log,
 		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 		now:     time.Now,

@@ -462,7 +462,10 @@ type TaskExtracted struct {
 	// The task that continues the crawl, published before this event; empty at the crawl's end.
 	NextTaskId string `protobuf:"bytes,7,opt,name=next_task_id,json=nextTaskId,proto3" json:"next_task_id,omitempty"`
 	// The task whose end published this one; empty for a planned task.
-	Follows       string `protobuf:"bytes,8,opt,name=follows,proto3" json:"follows,omitempty"`
+	Follows string `protobuf:"bytes,8,opt,name=follows,proto3" json:"follows,omitempty"`
+	// An incremental job's largest cursor value among the task's records, as the records write it
+	// (a string's text, a number's digits); empty when it read none.
+	MaxCursor     string `protobuf:"bytes,9,opt,name=max_cursor,json=maxCursor,proto3" json:"max_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -549,6 +552,13 @@ func (x *TaskExtracted) GetNextTaskId() string {
 func (x *TaskExtracted) GetFollows() string {
 	if x != nil {
 		return x.Follows
+	}
+	return ""
+}
+
+func (x *TaskExtracted) GetMaxCursor() string {
+	if x != nil {
+		return x.MaxCursor
 	}
 	return ""
 }
@@ -1077,8 +1087,10 @@ type JobState struct {
 	LastLoadAt          *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=last_load_at,json=lastLoadAt,proto3" json:"last_load_at,omitempty"`
 	IdempotencyKey      string                 `protobuf:"bytes,16,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	SpecSha256          []byte                 `protobuf:"bytes,17,opt,name=spec_sha256,json=specSha256,proto3" json:"spec_sha256,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// An incremental job's largest cursor value among its extracted records.
+	MaxCursor     string `protobuf:"bytes,18,opt,name=max_cursor,json=maxCursor,proto3" json:"max_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobState) Reset() {
@@ -1230,6 +1242,231 @@ func (x *JobState) GetSpecSha256() []byte {
 	return nil
 }
 
+func (x *JobState) GetMaxCursor() string {
+	if x != nil {
+		return x.MaxCursor
+	}
+	return ""
+}
+
+// State is a record of the compacted state topic, keyed mark/<job name> or schedule/<job name>;
+// an empty value deletes.
+type State struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*State_Mark
+	//	*State_Schedule
+	Kind          isState_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *State) Reset() {
+	*x = State{}
+	mi := &file_sluice_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *State) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*State) ProtoMessage() {}
+
+func (x *State) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use State.ProtoReflect.Descriptor instead.
+func (*State) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *State) GetKind() isState_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *State) GetMark() *Mark {
+	if x != nil {
+		if x, ok := x.Kind.(*State_Mark); ok {
+			return x.Mark
+		}
+	}
+	return nil
+}
+
+func (x *State) GetSchedule() *Schedule {
+	if x != nil {
+		if x, ok := x.Kind.(*State_Schedule); ok {
+			return x.Schedule
+		}
+	}
+	return nil
+}
+
+type isState_Kind interface {
+	isState_Kind()
+}
+
+type State_Mark struct {
+	Mark *Mark `protobuf:"bytes,1,opt,name=mark,proto3,oneof"`
+}
+
+type State_Schedule struct {
+	Schedule *Schedule `protobuf:"bytes,2,opt,name=schedule,proto3,oneof"`
+}
+
+func (*State_Mark) isState_Kind() {}
+
+func (*State_Schedule) isState_Kind() {}
+
+// Mark is an incremental job's high-water mark: the largest cursor value of its last run that
+// succeeded, every record of it loaded or dead-lettered. The next run reads from it (less the
+// lookback).
+type Mark struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The run that set it.
+	JobId         string                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mark) Reset() {
+	*x = Mark{}
+	mi := &file_sluice_v1_event_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mark) ProtoMessage() {}
+
+func (x *Mark) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mark.ProtoReflect.Descriptor instead.
+func (*Mark) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Mark) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Mark) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Mark) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Mark) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// Schedule is a job the planner runs again every interval, one run at a time.
+type Schedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The job's spec, canonical JSON.
+	Spec          []byte                 `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_sluice_v1_event_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Schedule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Schedule) GetSpec() []byte {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *Schedule) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 var File_sluice_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_event_proto_rawDesc = "" +
@@ -1264,7 +1501,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x06extent\x18\n" +
 	" \x01(\fR\x06extent\"&\n" +
 	"\x0eTasksPublished\x12\x14\n" +
-	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\xe7\x01\n" +
+	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\x86\x02\n" +
 	"\rTaskExtracted\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
@@ -1274,7 +1511,9 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x03run\x18\x06 \x01(\tR\x03run\x12 \n" +
 	"\fnext_task_id\x18\a \x01(\tR\n" +
 	"nextTaskId\x12\x18\n" +
-	"\afollows\x18\b \x01(\tR\afollows\"\xb7\x01\n" +
+	"\afollows\x18\b \x01(\tR\afollows\x12\x1d\n" +
+	"\n" +
+	"max_cursor\x18\t \x01(\tR\tmaxCursor\"\xb7\x01\n" +
 	"\x10TaskDeadLettered\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
@@ -1323,7 +1562,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_SUCCEEDED\x10\x01\x12\x10\n" +
-	"\fSTATE_FAILED\x10\x02\"\xaa\x05\n" +
+	"\fSTATE_FAILED\x10\x02\"\xc9\x05\n" +
 	"\bJobState\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1346,7 +1585,23 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"lastLoadAt\x12'\n" +
 	"\x0fidempotency_key\x18\x10 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
 	"\vspec_sha256\x18\x11 \x01(\fR\n" +
-	"specSha256B7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"specSha256\x12\x1d\n" +
+	"\n" +
+	"max_cursor\x18\x12 \x01(\tR\tmaxCursor\"i\n" +
+	"\x05State\x12%\n" +
+	"\x04mark\x18\x01 \x01(\v2\x0f.sluice.v1.MarkH\x00R\x04mark\x121\n" +
+	"\bschedule\x18\x02 \x01(\v2\x13.sluice.v1.ScheduleH\x00R\bscheduleB\x06\n" +
+	"\x04kind\"s\n" +
+	"\x04Mark\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"m\n" +
+	"\bSchedule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04spec\x18\x02 \x01(\fR\x04spec\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAtB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_event_proto_rawDescOnce sync.Once
@@ -1361,7 +1616,7 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_v1_event_proto_goTypes = []any{
 	(JobFinished_State)(0),        // 0: sluice.v1.JobFinished.State
 	(*JobEvent)(nil),              // 1: sluice.v1.JobEvent
@@ -1375,11 +1630,14 @@ var file_sluice_v1_event_proto_goTypes = []any{
 	(*OffsetSpan)(nil),            // 9: sluice.v1.OffsetSpan
 	(*JobFinished)(nil),           // 10: sluice.v1.JobFinished
 	(*JobState)(nil),              // 11: sluice.v1.JobState
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*Source)(nil),                // 13: sluice.v1.Source
+	(*State)(nil),                 // 12: sluice.v1.State
+	(*Mark)(nil),                  // 13: sluice.v1.Mark
+	(*Schedule)(nil),              // 14: sluice.v1.Schedule
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Source)(nil),                // 16: sluice.v1.Source
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
-	12, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
+	15, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
 	4,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
 	5,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
@@ -1388,20 +1646,24 @@ var file_sluice_v1_event_proto_depIdxs = []int32{
 	10, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
 	8,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
 	3,  // 8: sluice.v1.JobEvent.tasks_published:type_name -> sluice.v1.TasksPublished
-	13, // 9: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
+	16, // 9: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
 	9,  // 10: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
 	9,  // 11: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
-	12, // 12: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
-	12, // 13: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
+	15, // 12: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
+	15, // 13: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
 	0,  // 14: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
-	12, // 15: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
-	12, // 16: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
-	12, // 17: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	15, // 15: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
+	15, // 16: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
+	15, // 17: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
+	13, // 18: sluice.v1.State.mark:type_name -> sluice.v1.Mark
+	14, // 19: sluice.v1.State.schedule:type_name -> sluice.v1.Schedule
+	15, // 20: sluice.v1.Mark.at:type_name -> google.protobuf.Timestamp
+	15, // 21: sluice.v1.Schedule.created_at:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -1420,13 +1682,17 @@ func file_sluice_v1_event_proto_init() {
 		(*JobEvent_LoadHeld)(nil),
 		(*JobEvent_TasksPublished)(nil),
 	}
+	file_sluice_v1_event_proto_msgTypes[11].OneofWrappers = []any{
+		(*State_Mark)(nil),
+		(*State_Schedule)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

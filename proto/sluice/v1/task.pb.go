@@ -72,7 +72,7 @@ func (x Auth_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Auth_Type.Descriptor instead.
 func (Auth_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type Slices_Type int32
@@ -121,7 +121,7 @@ func (x Slices_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Slices_Type.Descriptor instead.
 func (Slices_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type Pagination_Type int32
@@ -182,7 +182,7 @@ func (x Pagination_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Pagination_Type.Descriptor instead.
 func (Pagination_Type) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6, 0}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7, 0}
 }
 
 // Task is one unit of extraction work on the tasks topic: a slice of one job's source that one
@@ -406,7 +406,9 @@ type Source struct {
 	//
 	//	*Source_Http
 	//	*Source_Postgres
-	Kind          isSource_Kind `protobuf_oneof:"kind"`
+	Kind isSource_Kind `protobuf_oneof:"kind"`
+	// Set for an incremental job: the run reads the records whose cursor is at or after since.
+	Incremental   *Incremental `protobuf:"bytes,10,opt,name=incremental,proto3" json:"incremental,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -466,6 +468,13 @@ func (x *Source) GetPostgres() *PostgresSource {
 	return nil
 }
 
+func (x *Source) GetIncremental() *Incremental {
+	if x != nil {
+		return x.Incremental
+	}
+	return nil
+}
+
 type isSource_Kind interface {
 	isSource_Kind()
 }
@@ -481,6 +490,73 @@ type Source_Postgres struct {
 func (*Source_Http) isSource_Kind() {}
 
 func (*Source_Postgres) isSource_Kind() {}
+
+// Incremental is how a run of an incremental job reads only what changed: an http source sends
+// since in the query parameter param, a postgres source adds cursor_field >= since to its queries;
+// the extractor reports the largest cursor_field of the records it read, from which the planner
+// advances the job's mark once the run succeeded.
+type Incremental struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A dotted path in each record (a column for postgres).
+	CursorField string `protobuf:"bytes,1,opt,name=cursor_field,json=cursorField,proto3" json:"cursor_field,omitempty"`
+	Param       string `protobuf:"bytes,2,opt,name=param,proto3" json:"param,omitempty"`
+	// Where this run starts: the job's mark less its lookback, the initial value on the first run,
+	// empty to read everything.
+	Since         string `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Incremental) Reset() {
+	*x = Incremental{}
+	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Incremental) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Incremental) ProtoMessage() {}
+
+func (x *Incremental) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Incremental.ProtoReflect.Descriptor instead.
+func (*Incremental) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Incremental) GetCursorField() string {
+	if x != nil {
+		return x.CursorField
+	}
+	return ""
+}
+
+func (x *Incremental) GetParam() string {
+	if x != nil {
+		return x.Param
+	}
+	return ""
+}
+
+func (x *Incremental) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
 
 // PostgresSource is a table or a query of a PostgreSQL database, read in ranges of a unique,
 // ordered key by keyset pagination. Rows become JSON objects, their types kept: bigint exact,
@@ -510,7 +586,7 @@ type PostgresSource struct {
 
 func (x *PostgresSource) Reset() {
 	*x = PostgresSource{}
-	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +598,7 @@ func (x *PostgresSource) String() string {
 func (*PostgresSource) ProtoMessage() {}
 
 func (x *PostgresSource) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[2]
+	mi := &file_sluice_v1_task_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +611,7 @@ func (x *PostgresSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostgresSource.ProtoReflect.Descriptor instead.
 func (*PostgresSource) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PostgresSource) GetDsn() string {
@@ -629,7 +705,7 @@ type HttpSource struct {
 
 func (x *HttpSource) Reset() {
 	*x = HttpSource{}
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +717,7 @@ func (x *HttpSource) String() string {
 func (*HttpSource) ProtoMessage() {}
 
 func (x *HttpSource) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[3]
+	mi := &file_sluice_v1_task_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +730,7 @@ func (x *HttpSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpSource.ProtoReflect.Descriptor instead.
 func (*HttpSource) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HttpSource) GetUrl() string {
@@ -764,7 +840,7 @@ type Auth struct {
 
 func (x *Auth) Reset() {
 	*x = Auth{}
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +852,7 @@ func (x *Auth) String() string {
 func (*Auth) ProtoMessage() {}
 
 func (x *Auth) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[4]
+	mi := &file_sluice_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +865,7 @@ func (x *Auth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Auth.ProtoReflect.Descriptor instead.
 func (*Auth) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Auth) GetType() Auth_Type {
@@ -882,7 +958,7 @@ type Slices struct {
 
 func (x *Slices) Reset() {
 	*x = Slices{}
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +970,7 @@ func (x *Slices) String() string {
 func (*Slices) ProtoMessage() {}
 
 func (x *Slices) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[5]
+	mi := &file_sluice_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +983,7 @@ func (x *Slices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slices.ProtoReflect.Descriptor instead.
 func (*Slices) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Slices) GetType() Slices_Type {
@@ -987,7 +1063,7 @@ type Pagination struct {
 
 func (x *Pagination) Reset() {
 	*x = Pagination{}
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1075,7 @@ func (x *Pagination) String() string {
 func (*Pagination) ProtoMessage() {}
 
 func (x *Pagination) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[6]
+	mi := &file_sluice_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1088,7 @@ func (x *Pagination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pagination.ProtoReflect.Descriptor instead.
 func (*Pagination) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Pagination) GetType() Pagination_Type {
@@ -1121,7 +1197,7 @@ type Crawl struct {
 
 func (x *Crawl) Reset() {
 	*x = Crawl{}
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1209,7 @@ func (x *Crawl) String() string {
 func (*Crawl) ProtoMessage() {}
 
 func (x *Crawl) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[7]
+	mi := &file_sluice_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1222,7 @@ func (x *Crawl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Crawl.ProtoReflect.Descriptor instead.
 func (*Crawl) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Crawl) GetPosition() string {
@@ -1197,7 +1273,7 @@ type OffsetRange struct {
 
 func (x *OffsetRange) Reset() {
 	*x = OffsetRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1285,7 @@ func (x *OffsetRange) String() string {
 func (*OffsetRange) ProtoMessage() {}
 
 func (x *OffsetRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[8]
+	mi := &file_sluice_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1298,7 @@ func (x *OffsetRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetRange.ProtoReflect.Descriptor instead.
 func (*OffsetRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OffsetRange) GetStart() uint64 {
@@ -1258,7 +1334,7 @@ type PageRange struct {
 
 func (x *PageRange) Reset() {
 	*x = PageRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[9]
+	mi := &file_sluice_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1346,7 @@ func (x *PageRange) String() string {
 func (*PageRange) ProtoMessage() {}
 
 func (x *PageRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[9]
+	mi := &file_sluice_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1359,7 @@ func (x *PageRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageRange.ProtoReflect.Descriptor instead.
 func (*PageRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PageRange) GetFirst() uint64 {
@@ -1319,7 +1395,7 @@ type KeyRange struct {
 
 func (x *KeyRange) Reset() {
 	*x = KeyRange{}
-	mi := &file_sluice_v1_task_proto_msgTypes[10]
+	mi := &file_sluice_v1_task_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1407,7 @@ func (x *KeyRange) String() string {
 func (*KeyRange) ProtoMessage() {}
 
 func (x *KeyRange) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[10]
+	mi := &file_sluice_v1_task_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1420,7 @@ func (x *KeyRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRange.ProtoReflect.Descriptor instead.
 func (*KeyRange) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyRange) GetStart() string {
@@ -1372,7 +1448,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_sluice_v1_task_proto_msgTypes[11]
+	mi := &file_sluice_v1_task_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1460,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[11]
+	mi := &file_sluice_v1_task_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1473,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_task_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TimeWindow) GetStart() *timestamppb.Timestamp {
@@ -1440,11 +1516,17 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
-	"\x05slice\"v\n" +
+	"\x05slice\"\xb0\x01\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04http\x127\n" +
-	"\bpostgres\x18\x02 \x01(\v2\x19.sluice.v1.PostgresSourceH\x00R\bpostgresB\x06\n" +
-	"\x04kind\"\x96\x02\n" +
+	"\bpostgres\x18\x02 \x01(\v2\x19.sluice.v1.PostgresSourceH\x00R\bpostgres\x128\n" +
+	"\vincremental\x18\n" +
+	" \x01(\v2\x16.sluice.v1.IncrementalR\vincrementalB\x06\n" +
+	"\x04kind\"\\\n" +
+	"\vIncremental\x12!\n" +
+	"\fcursor_field\x18\x01 \x01(\tR\vcursorField\x12\x14\n" +
+	"\x05param\x18\x02 \x01(\tR\x05param\x12\x14\n" +
+	"\x05since\x18\x03 \x01(\tR\x05since\"\x96\x02\n" +
 	"\x0ePostgresSource\x12\x10\n" +
 	"\x03dsn\x18\x01 \x01(\tR\x03dsn\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x14\n" +
@@ -1574,55 +1656,57 @@ func file_sluice_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sluice_v1_task_proto_goTypes = []any{
 	(Auth_Type)(0),                // 0: sluice.v1.Auth.Type
 	(Slices_Type)(0),              // 1: sluice.v1.Slices.Type
 	(Pagination_Type)(0),          // 2: sluice.v1.Pagination.Type
 	(*Task)(nil),                  // 3: sluice.v1.Task
 	(*Source)(nil),                // 4: sluice.v1.Source
-	(*PostgresSource)(nil),        // 5: sluice.v1.PostgresSource
-	(*HttpSource)(nil),            // 6: sluice.v1.HttpSource
-	(*Auth)(nil),                  // 7: sluice.v1.Auth
-	(*Slices)(nil),                // 8: sluice.v1.Slices
-	(*Pagination)(nil),            // 9: sluice.v1.Pagination
-	(*Crawl)(nil),                 // 10: sluice.v1.Crawl
-	(*OffsetRange)(nil),           // 11: sluice.v1.OffsetRange
-	(*PageRange)(nil),             // 12: sluice.v1.PageRange
-	(*KeyRange)(nil),              // 13: sluice.v1.KeyRange
-	(*TimeWindow)(nil),            // 14: sluice.v1.TimeWindow
-	nil,                           // 15: sluice.v1.Task.QueryEntry
-	nil,                           // 16: sluice.v1.HttpSource.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*Incremental)(nil),           // 5: sluice.v1.Incremental
+	(*PostgresSource)(nil),        // 6: sluice.v1.PostgresSource
+	(*HttpSource)(nil),            // 7: sluice.v1.HttpSource
+	(*Auth)(nil),                  // 8: sluice.v1.Auth
+	(*Slices)(nil),                // 9: sluice.v1.Slices
+	(*Pagination)(nil),            // 10: sluice.v1.Pagination
+	(*Crawl)(nil),                 // 11: sluice.v1.Crawl
+	(*OffsetRange)(nil),           // 12: sluice.v1.OffsetRange
+	(*PageRange)(nil),             // 13: sluice.v1.PageRange
+	(*KeyRange)(nil),              // 14: sluice.v1.KeyRange
+	(*TimeWindow)(nil),            // 15: sluice.v1.TimeWindow
+	nil,                           // 16: sluice.v1.Task.QueryEntry
+	nil,                           // 17: sluice.v1.HttpSource.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
 }
 var file_sluice_v1_task_proto_depIdxs = []int32{
 	4,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
-	11, // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
-	12, // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
-	13, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
-	14, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
-	10, // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
-	17, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
-	15, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
-	6,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
-	5,  // 9: sluice.v1.Source.postgres:type_name -> sluice.v1.PostgresSource
-	18, // 10: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
-	9,  // 11: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	16, // 12: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	18, // 13: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	8,  // 14: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
-	7,  // 15: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
-	0,  // 16: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
-	1,  // 17: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
-	2,  // 18: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	17, // 19: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
-	17, // 20: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	12, // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
+	13, // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
+	14, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
+	15, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
+	11, // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
+	18, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
+	16, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
+	7,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
+	6,  // 9: sluice.v1.Source.postgres:type_name -> sluice.v1.PostgresSource
+	5,  // 10: sluice.v1.Source.incremental:type_name -> sluice.v1.Incremental
+	19, // 11: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
+	10, // 12: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	17, // 13: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	19, // 14: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	9,  // 15: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
+	8,  // 16: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
+	0,  // 17: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
+	1,  // 18: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
+	2,  // 19: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	18, // 20: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
+	18, // 21: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
@@ -1647,7 +1731,7 @@ func file_sluice_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_task_proto_rawDesc), len(file_sluice_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,72 @@
+package source
+
+import (
+	"encoding/json"
+	"math/big"
+	"strconv"
+	"time"
+)
+
+// CursorValue returns the value at the dotted path of a record as an incremental job's cursor: a
+// string's text or a number's digits; false when the record has none there (or null).
+func CursorValue(record []byte, path string) (string, bool) {
+	raw, reason := find(record, path)
+	if reason != "" || len(raw) == 0 {
+		return "", false
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil || s == "" {
+			return "", false
+		}
+		return s, true
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return string(raw), true
+	}
+	return "", false
+}
+
+// CompareCursors orders two cursor values: as times when both are RFC 3339, as numbers when both
+// are, and as text otherwise. It returns -1, 0 or +1.
+func CompareCursors(a, b string) int {
+	if ta, err := time.Parse(time.RFC3339Nano, a); err == nil {
+		if tb, err := time.Parse(time.RFC3339Nano, b); err == nil {
+			return ta.Compare(tb)
+		}
+	}
+	if na, ok := new(big.Float).SetPrec(200).SetString(a); ok {
+		if nb, ok := new(big.Float).SetPrec(200).SetString(b); ok {
+			return na.Cmp(nb)
+		}
+	}
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Since is where a run of an incremental job starts: its mark less the lookback (a duration for a
+// time mark, an integer for an integer one), or the initial value before any run succeeded.
+func Since(mark, initial, lookback string) string {
+	if mark == "" {
+		return initial
+	}
+	if lookback == "" {
+		return mark
+	}
+	if t, err := time.Parse(time.RFC3339Nano, mark); err == nil {
+		if d, err := time.ParseDuration(lookback); err == nil {
+			return t.Add(-d).UTC().Format(time.RFC3339Nano)
+		}
+	}
+	if n, ok := new(big.Int).SetString(mark, 10); ok {
+		if l, err := strconv.ParseInt(lookback, 10, 64); err == nil {
+			return n.Sub(n, big.NewInt(l)).String()
+		}
+	}
+	return mark
+}

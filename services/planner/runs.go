@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/source"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// Keys of the per-name state on the compacted jobs topic, beside the job ids (which hold no '/').
+const (
+	markPrefix     = "mark/"
+	schedulePrefix = "schedule/"
+)
+
+// errRunning is a run of an incremental or scheduled job submitted while another run of it is
+// running: two runs would race for the job's mark.
+var errRunning = errors.New("a run of this job is still running")
+
+// names is the planner's durable state per job name: incremental jobs' marks and the schedules.
+type names struct {
+	mu        sync.Mutex
+	marks     map[string]*sluicev1.Mark
+	schedules map[string]*sluicev1.Schedule
+	// tried is when a schedule's run was last tried and failed to plan, so that a source that
+	// cannot be planned is asked again after a pause rather than at every tick.
+	tried map[string]time.Time
+}
+
+func newNames() *names {
+	return &names{marks: map[string]*sluicev1.Mark{}, schedules: map[string]*sluicev1.Schedule{}, tried: map[string]time.Time{}}
+}
+
+// restore folds in one record of the jobs topic, reporting whether it was per-name state.
+func (n *names) restore(r *kgo.Record) (bool, error) {
+	key := string(r.Key)
+	mark, isMark := strings.CutPrefix(key, markPrefix)
+	sched, isSchedule := strings.CutPrefix(key, schedulePrefix)
+	if !isMark && !isSchedule {
+		return false, nil
+	}
+	var st sluicev1.State
+	if err := proto.Unmarshal(r.Value, &st); err != nil {
+		return true, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case isMark && st.GetMark() != nil:
+		n.marks[mark] = st.GetMark()
+	case isMark:
+		delete(n.marks, mark)
+	case st.GetSchedule() != nil:
+		n.schedules[sched] = st.GetSchedule()
+	default:
+		delete(n.schedules, sched)
+	}
+	return true, nil
+}
+
+func (n *names) mark(name string) *sluicev1.Mark {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.marks[name]
+}
+
+// put writes per-name state to the jobs topic (nil: deletes it) and then keeps it.
+func (p *Planner) put(ctx context.Context, key string, st *sluicev1.State) error {
+	rec := &kgo.Record{Topic: p.topics.jobs, Key: []byte(key)}
+	if st != nil {
+		v, err := proto.Marshal(st)
+		if err != nil {
+			return err
+		}
+		rec.Value = v
+	}
+	if err := p.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return fmt.Errorf("store %s: %w", key, err)
+	}
+	if st == nil {
+		rec.Value = []byte{}
+	}
+	_, err := p.names.restore(rec)
+	return err
+}
+
+// advanceMarks moves each incremental job's mark to the largest cursor of its runs that
+// succeeded, every record of them loaded or dead-lettered. A mark never goes back, and a run that
+// failed leaves it where it was.
+func (p *Planner) advanceMarks(ctx context.Context) error {
+	var done []string
+	defer func() { p.jobs.MarksChecked(done) }()
+	for _, j := range p.jobs.Advancing() {
+		cur := p.names.mark(j.Name)
+		if cur == nil || source.CompareCursors(j.MaxCursor, cur.Value) > 0 {
+			m := &sluicev1.Mark{Name: j.Name, Value: j.MaxCursor, JobId: j.ID, At: timestamppb.New(p.now())}
+			if err := p.put(ctx, markPrefix+j.Name, &sluicev1.State{Kind: &sluicev1.State_Mark{Mark: m}}); err != nil {
+				return err
+			}
+			p.log.Info("mark advanced", "name", j.Name, "mark", j.MaxCursor, "job", j.ID)
+		}
+		done = append(done, j.ID)
+	}
+	return nil
+}
+
+// since is where the next run of an incremental job starts.
+func (p *Planner) since(spec *jobspec.Spec) string {
+	value := ""
+	if m := p.names.mark(spec.Name); m != nil {
+		value = m.Value
+	}
+	return source.Since(value, spec.Incremental.InitialValue, spec.Incremental.Lookback)
+}
+
+// setSchedule keeps the spec's schedule, or deletes the name's when the spec has none.
+func (p *Planner) setSchedule(ctx context.Context, spec *jobspec.Spec) error {
+	key := schedulePrefix + spec.Name
+	if spec.Schedule == (jobspec.Schedule{}) {
+		p.names.mu.Lock()
+		_, had := p.names.schedules[spec.Name]
+		p.names.mu.Unlock()
+		if !had {
+			return nil
+		}
+		p.log.Info("schedule removed", "name", spec.Name)
+		return p.put(ctx, key, nil)
+	}
+	s := &sluicev1.Schedule{Name: spec.Name, Spec: spec.JSON(), CreatedAt: timestamppb.New(p.now())}
+	p.log.Info("schedule kept", "name", spec.Name, "every", spec.Schedule.Every)
+	return p.put(ctx, key, &sluicev1.State{Kind: &sluicev1.State_Schedule{Schedule: s}})
+}
+
+// deleteSchedule removes a name's schedule, reporting whether it had one.
+func (p *Planner) deleteSchedule(ctx context.Context, name string) (bool, error) {
+	p.names.mu.Lock()
+	_, had := p.names.schedules[name]
+	p.names.mu.Unlock()
+	if !had {
+		return false, nil
+	}
+	return true, p.put(ctx, schedulePrefix+name, nil)
+}
+
+// ScheduleView is a schedule as the API shows it.
+type ScheduleView struct {
+	Name    string     `json:"name"`
+	Every   string     `json:"every"`
+	LastRun string     `json:"last_run,omitempty"`
+	NextAt  *time.Time `json:"next_at,omitempty"`
+	Mark    string     `json:"mark,omitempty"`
+}
+
+// schedules returns the schedules with what is due when.
+func (p *Planner) schedules() []ScheduleView {
+	p.names.mu.Lock()
+	var list []*sluicev1.Schedule
+	for _, s := range p.names.schedules {
+		list = append(list, s)
+	}
+	p.names.mu.Unlock()
+	out := make([]ScheduleView, 0, len(list))
+	for _, s := range list {
+		spec, err := jobspec.Parse(s.Spec)
+		if err != nil {
+			continue
+		}
+		v := ScheduleView{Name: s.Name, Every: spec.Schedule.Every}
+		if m := p.names.mark(s.Name); m != nil {
+			v.Mark = m.Value
+		}
+		if due, last, ok := p.due(spec); ok {
+			v.NextAt = &due
+			v.LastRun = last
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// due is when a scheduled job's next run starts, and its last run: every interval after the last
+// run started, and not before it ended; false while a run is running.
+func (p *Planner) due(spec *jobspec.Spec) (time.Time, string, bool) {
+	every, _ := time.ParseDuration(spec.Schedule.Every)
+	last, ok := p.jobs.Latest(spec.Name)
+	switch {
+	case !ok:
+		return p.now(), "", true
+	case last.State == stateRunning:
+		return time.Time{}, last.ID, false
+	}
+	return last.CreatedAt.Add(every), last.ID, true
+}
+
+// runSchedules starts the runs that are due, one per job at a time.
+func (p *Planner) runSchedules(ctx context.Context) {
+	p.names.mu.Lock()
+	var list []*sluicev1.Schedule
+	for _, s := range p.names.schedules {
+		list = append(list, s)
+	}
+	p.names.mu.Unlock()
+	now := p.now()
+	for _, s := range list {
+		spec, err := jobspec.Parse(s.Spec)
+		if err != nil {
+			p.log.Error("skip a schedule whose spec does not parse", "name", s.Name, "error", err)
+			continue
+		}
+		due, _, ok := p.due(spec)
+		p.names.mu.Lock()
+		tried := p.names.tried[s.Name]
+		p.names.mu.Unlock()
+		if !ok || now.Before(due) || now.Sub(tried) < time.Minute {
+			continue
+		}
+		// One key per due time: a run that was planned but not acknowledged is not planned twice.
+		key := fmt.Sprintf("%s%s@%d", schedulePrefix, s.Name, due.Unix())
+		j, _, err := p.Submit(ctx, spec, key)
+		if err != nil {
+			p.log.Warn("a scheduled run could not start; trying again in a minute", "name", s.Name, "error", err)
+			p.names.mu.Lock()
+			p.names.tried[s.Name] = now
+			p.names.mu.Unlock()
+			continue
+		}
+		p.log.Info("scheduled run started", "name", s.Name, "job", j.ID)
+	}
+}
