@@ -270,7 +270,7 @@ type job struct {
 	MaxCursor  string     `json:"max_cursor"`
 	CreatedAt  time.Time  `json:"created_at"`
 	FinishedAt *time.Time `json:"finished_at"`
-	Tasks  struct {
+	Tasks      struct {
 		Planned      int
 		Extracted    int
 		DeadLettered int `json:"dead_lettered"`

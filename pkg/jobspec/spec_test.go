@@ -852,3 +852,40 @@ func TestPostgres(t *testing.T) {
 		t.Errorf("http source with a table: %v", err)
 	}
 }
+
+// TestIncrementalAndSchedule parses incremental and scheduled jobs, round-trips them, and refuses
+// settings that do not fit the source.
+func TestIncrementalAndSchedule(t *testing.T) {
+	http := "name: i\nsource:\n  url: https://api.example/items\n  key: id\n"
+	pg := "name: i\nsource: {type: postgres, dsn: \"${SOURCE_PG_DSN}\", table: t, key: id}\n"
+	for _, doc := range []string{
+		http + "incremental: {cursor_field: meta.updated_at, param: updated_since, initial_value: 2024-01-01T00:00:00Z, lookback: 10m}\nschedule: {every: 15m}\n",
+		pg + "incremental: {cursor_field: version, lookback: 100}\n",
+	} {
+		s, err := jobspec.Parse([]byte(doc + "sink: {table: i}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if in := s.SourceProto().GetIncremental(); in.GetCursorField() != s.Incremental.CursorField || in.GetParam() != s.Incremental.Param || in.GetSince() != "" {
+			t.Fatalf("%s: incremental in the source %v", doc, in)
+		}
+		if again, err := jobspec.Parse(s.JSON()); err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("%s: Parse(JSON()) gave %+v, %v", doc, again, err)
+		}
+	}
+	for _, tt := range []struct{ doc, path, message string }{
+		{http + "incremental: {cursor_field: updated_at}\n", "incremental.param", "required: the query parameter that takes the mark"},
+		{http + "incremental: {cursor_field: updated_at, param: limit}\n", "incremental.param", "must differ from the other query parameters of the job"},
+		{http + "incremental: {param: since}\n", "incremental.cursor_field", "required"},
+		{pg + "incremental: {cursor_field: updated_at, param: since}\n", "incremental.param", "is for http sources: a postgres source filters on cursor_field itself"},
+		{pg + "incremental: {cursor_field: a.b}\n", "incremental.cursor_field", "must be a column name: letters, digits, '_' or '$', not starting with a digit"},
+		{http + "incremental: {cursor_field: u, param: s, lookback: soon}\n", "incremental.lookback", "must be a duration such as 10m (time cursors) or an integer, 0 or more (integer cursors)"},
+		{http + "schedule: {every: 10ms}\n", "schedule.every", "must be a duration of at least 1s, such as 15m"},
+	} {
+		_, err := jobspec.Parse([]byte(tt.doc + "sink: {table: i}\n"))
+		var perr *jobspec.Error
+		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
+			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)
+		}
+	}
+}

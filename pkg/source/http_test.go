@@ -216,3 +216,87 @@ func testSource(t *testing.T, h *sluicev1.HttpSource, env Env) Source {
 	}
 	return src
 }
+
+// TestHTTPIncremental sends an incremental run's start in its parameter on every page, and reads
+// only the records from it on.
+func TestHTTPIncremental(t *testing.T) {
+	cfg := demosource.DefaultConfig()
+	cfg.Records = 1000
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	h := &sluicev1.HttpSource{Url: ts.URL + "/api/users", RecordsPath: "data", Key: "id", MaxRetries: 1,
+		Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: 64}}
+	src, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Http{Http: h},
+		Incremental: &sluicev1.Incremental{CursorField: "created_at", Param: "created_from", Since: "2020-01-01T00:10:00Z"}},
+		Env{Fetcher: newFetcher(), Lookup: func(string) (string, bool) { return "", false },
+			Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := src.Plan(context.Background(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0 // records 600..999 were created from 00:10:00 on
+	for _, slice := range plan.Slices {
+		rd, err := src.Open(slice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rd.More() {
+			r, more, err := rd.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !more {
+				break
+			}
+			for _, rec := range r.Records {
+				if c, ok := CursorValue(rec, "created_at"); !ok || CompareCursors(c, "2020-01-01T00:10:00Z") < 0 {
+					t.Fatalf("record %s is from before the run's start", rec)
+				}
+				n++
+			}
+		}
+	}
+	if n != 400 {
+		t.Fatalf("read %d records, want 400", n)
+	}
+}
+
+// TestCursors orders times, numbers and text, and takes the lookback off a mark.
+func TestCursors(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{
+		{"2024-01-01T00:00:00Z", "2024-01-01T01:00:00+02:00", 1}, {"9", "10", -1}, {"18446744073709551616", "18446744073709551615", 1},
+		{"1.5", "1.50", 0}, {"b", "a", 1}, {"2024-01-01T00:00:00.5Z", "2024-01-01T00:00:00.25Z", 1},
+	} {
+		if got := CompareCursors(c.a, c.b); got != c.want {
+			t.Errorf("CompareCursors(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+	for _, c := range []struct{ mark, initial, lookback, want string }{
+		{"", "2020-01-01T00:00:00Z", "1h", "2020-01-01T00:00:00Z"},
+		{"2024-03-01T00:00:00+00:00", "", "90m", "2024-02-29T22:30:00Z"},
+		{"1000", "", "25", "975"},
+		{"abc", "", "5", "abc"},
+		{"77", "", "", "77"},
+	} {
+		if got := Since(c.mark, c.initial, c.lookback); got != c.want {
+			t.Errorf("Since(%q, %q, %q) = %q, want %q", c.mark, c.initial, c.lookback, got, c.want)
+		}
+	}
+	for _, c := range []struct{ rec, want string }{
+		{`{"a":{"t":"x"}}`, "x"}, {`{"a":{"t":12345678901234567890}}`, "12345678901234567890"}, {`{"a":{"t":null}}`, ""}, {`{"a":{}}`, ""},
+	} {
+		if got, _ := CursorValue([]byte(c.rec), "a.t"); got != c.want {
+			t.Errorf("CursorValue(%s) = %q, want %q", c.rec, got, c.want)
+		}
+	}
+}
