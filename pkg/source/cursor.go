@@ -27,11 +27,25 @@ func CursorValue(record []byte, path string) (string, bool) {
 	return "", false
 }
 
-// CompareCursors orders two cursor values: as times when both are RFC 3339, as numbers when both
-// are, and as text otherwise. It returns -1, 0 or +1.
+// timeLayouts are the ways a cursor may write a time: RFC 3339, and without a zone (PostgreSQL's
+// timestamp, taken as UTC) or as a date.
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", time.DateOnly}
+
+// parseTime reads a cursor time, with the layout it is written in.
+func parseTime(s string) (time.Time, string, bool) {
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, l, true
+		}
+	}
+	return time.Time{}, "", false
+}
+
+// CompareCursors orders two cursor values: as times when both are (RFC 3339, without a zone, or a
+// date), as numbers when both are, and as text otherwise. It returns -1, 0 or +1.
 func CompareCursors(a, b string) int {
-	if ta, err := time.Parse(time.RFC3339Nano, a); err == nil {
-		if tb, err := time.Parse(time.RFC3339Nano, b); err == nil {
+	if ta, _, ok := parseTime(a); ok {
+		if tb, _, ok := parseTime(b); ok {
 			return ta.Compare(tb)
 		}
 	}
@@ -50,7 +64,8 @@ func CompareCursors(a, b string) int {
 }
 
 // Since is where a run of an incremental job starts: its mark less the lookback (a duration for a
-// time mark, an integer for an integer one), or the initial value before any run succeeded.
+// time mark, written as the mark is; an integer for an integer one), or the initial value before
+// any run succeeded.
 func Since(mark, initial, lookback string) string {
 	if mark == "" {
 		return initial
@@ -58,9 +73,16 @@ func Since(mark, initial, lookback string) string {
 	if lookback == "" {
 		return mark
 	}
-	if t, err := time.Parse(time.RFC3339Nano, mark); err == nil {
+	if t, layout, ok := parseTime(mark); ok {
 		if d, err := time.ParseDuration(lookback); err == nil {
-			return t.Add(-d).UTC().Format(time.RFC3339Nano)
+			switch layout {
+			case time.RFC3339Nano:
+				return t.Add(-d).UTC().Format(time.RFC3339Nano)
+			case time.DateOnly: // a date less a lookback of part of a day is the day before
+				return t.Add(-d).Truncate(24 * time.Hour).Format(time.DateOnly)
+			default:
+				return t.Add(-d).Format(layout)
+			}
 		}
 	}
 	if n, ok := new(big.Int).SetString(mark, 10); ok {

@@ -309,7 +309,8 @@ func (p *pgSource) quantiles(ctx context.Context, pool *pgxpool.Pool, n, rows in
 	}
 	out := make([]string, 0, len(bounds))
 	for _, b := range bounds {
-		if b != nil && (len(out) == 0 || out[len(out)-1] != *b) {
+		// "" is no bound (KeyRange's unbounded end): the ranges below it hold the empty key.
+		if b != nil && *b != "" && (len(out) == 0 || out[len(out)-1] != *b) {
 			out = append(out, *b)
 		}
 	}
@@ -420,11 +421,16 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 		}
 		var (
 			row    []byte
+			k      *string
 			key    string
 			prev   string
 			repeat bool
 		)
-		_, err = pgx.ForEachRow(rs, []any{&row, &key}, func() error {
+		_, err = pgx.ForEachRow(rs, []any{&row, &k}, func() error {
+			if k == nil { // a NULL key added since planning: a keyset read cannot place it
+				return &Error{Class: "null_key", Err: fmt.Errorf("a row has no value in the key column %q: keyset reads would skip it; choose a NOT NULL key", r.p.src.GetKey())}
+			}
+			key = *k
 			switch {
 			case len(records) > 0 && key == prev, len(records) == 0 && repeat && key == r.after:
 				return &Error{Class: "duplicate_key", Err: fmt.Errorf("two rows have the key %q in column %q: keyset reads need a unique key", key, r.p.src.GetKey())}
@@ -579,6 +585,8 @@ func (ps *Pools) get(ctx context.Context, cfg *pgxpool.Config, timeout time.Dura
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "sluice"
+	// quoteLiteral relies on it (the default since PostgreSQL 9.1): a backslash is no escape.
+	cfg.ConnConfig.RuntimeParams["standard_conforming_strings"] = "on"
 	p, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, &Error{Class: "config", Err: errors.New("source.dsn: cannot make a PostgreSQL connection pool from it")}

@@ -34,11 +34,19 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 }
 
 func (p *Planner) listSchedules(w http.ResponseWriter, _ *http.Request) {
+	if !p.caughtUp.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errNotCaughtUp.Error()})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"schedules": p.schedules()})
 }
 
 // removeSchedule stops a job's schedule; a run that is running goes on to its end.
 func (p *Planner) removeSchedule(w http.ResponseWriter, r *http.Request) {
+	if !p.caughtUp.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errNotCaughtUp.Error()})
+		return
+	}
 	had, err := p.deleteSchedule(r.Context(), r.PathValue("name"))
 	switch {
 	case err != nil:
@@ -74,16 +82,18 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("Idempotency-Key must be at most %d printable ASCII characters without spaces", maxKeyBytes)})
 		return
 	}
-	// A spec with a schedule keeps it (its first run starts now); a spec without one ends the
-	// name's schedule.
-	if p.caughtUp.Load() {
-		if err := p.setSchedule(r.Context(), spec); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+	job, existing, err := p.Submit(r.Context(), spec, key)
+	// A spec with a schedule keeps it once its run is planned (or one runs already); a spec without
+	// one ends the name's schedule.
+	if err == nil || errors.Is(err, errRunning) {
+		if serr := p.setSchedule(r.Context(), spec); serr != nil {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the job is planned but its schedule could not be kept: " + serr.Error()})
 			return
 		}
 	}
-	job, existing, err := p.Submit(r.Context(), spec, key)
 	switch {
+	case errors.Is(err, errRunning) && spec.Schedule != (jobspec.Schedule{}):
+		writeJSON(w, http.StatusConflict, apiError{Error: err.Error() + "; its schedule is kept, and the next run starts after this one"})
 	case errors.Is(err, errRunning):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, errDiscover):

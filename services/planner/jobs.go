@@ -60,7 +60,6 @@ type Job struct {
 	// source is the planned source (an incremental run's start in it), kept until the tasks are
 	// out; markChecked is set once the planner compared the run's cursor with the job's mark.
 	source      *sluicev1.Source
-	incremental bool
 	markChecked bool
 }
 
@@ -191,7 +190,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 				Tasks: TaskCounts{Planned: int(p.Tasks)}, Records: RecordCount{Expected: expected},
 				CreatedAt: at, tasks: map[string]*taskState{}, IdempotencyKey: p.IdempotencyKey,
 				spec: p.Spec, extent: p.Extent, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0,
-				source: p.Source, incremental: p.Source.GetIncremental() != nil, Since: p.Source.GetIncremental().GetSince()}
+				source: p.Source, Since: p.Source.GetIncremental().GetSince()}
 			if p.IdempotencyKey != "" {
 				js.byKey[p.IdempotencyKey] = ev.JobId
 			}
@@ -213,9 +212,11 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 		x := e.TaskExtracted
 		j.follow(x.TaskId, x.Follows)
 		j.follow(x.NextTaskId, x.TaskId)
-		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, false)
-		if c := x.MaxCursor; c != "" && (j.MaxCursor == "" || source.CompareCursors(c, j.MaxCursor) > 0) {
-			j.MaxCursor = c
+		// The cursor of the run whose records the job waits for: the first reported.
+		if first := j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, false); first {
+			if c := x.MaxCursor; c != "" && (j.MaxCursor == "" || source.CompareCursors(c, j.MaxCursor) > 0) {
+				j.MaxCursor = c
+			}
 		}
 	case *sluicev1.JobEvent_TaskDeadLettered:
 		x := e.TaskDeadLettered
@@ -278,12 +279,12 @@ func (j *Job) follow(id, after string) {
 	}
 }
 
-// finishTask records how a task ended; a task reported again (it ran again after a rebalance) keeps
-// its first report.
-func (j *Job) finishTask(id, run string, records, extractDLQ uint64, dead bool) {
+// finishTask records how a task ended, reporting whether this was its first report: a task
+// reported again (it ran again after a rebalance) keeps its first report.
+func (j *Job) finishTask(id, run string, records, extractDLQ uint64, dead bool) bool {
 	t := j.task(id)
 	if t.finished {
-		return
+		return false
 	}
 	t.finished, t.dead, t.run, t.records, t.extractDLQ = true, dead, run, records, extractDLQ
 	if dead {
@@ -292,6 +293,7 @@ func (j *Job) finishTask(id, run string, records, extractDLQ uint64, dead bool) 
 		j.Tasks.Extracted++
 	}
 	j.Records.Extracted += records
+	return true
 }
 
 // complete finishes a running job whose tasks all ended and whose final runs' records are all

@@ -294,6 +294,7 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 func (p *Planner) Maintain(ctx context.Context) error {
 	t := time.NewTicker(min(p.cfg.RepublishAfter/2, 5*time.Second))
 	defer t.Stop()
+	defer p.names.planning.Wait()
 	for {
 		select {
 		case <-ctx.Done():

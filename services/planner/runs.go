@@ -33,12 +33,19 @@ type names struct {
 	marks     map[string]*sluicev1.Mark
 	schedules map[string]*sluicev1.Schedule
 	// tried is when a schedule's run was last tried and failed to plan, so that a source that
-	// cannot be planned is asked again after a pause rather than at every tick.
-	tried map[string]time.Time
+	// cannot be planned is asked again after a pause rather than at every tick; starting are the
+	// names whose scheduled run is being planned.
+	tried    map[string]time.Time
+	starting map[string]bool
+	// planning are those goroutines, which Maintain waits for before it returns.
+	planning sync.WaitGroup
+	// advancing makes the comparison of a run's cursor with its mark and the mark's write one step.
+	advancing sync.Mutex
 }
 
 func newNames() *names {
-	return &names{marks: map[string]*sluicev1.Mark{}, schedules: map[string]*sluicev1.Schedule{}, tried: map[string]time.Time{}}
+	return &names{marks: map[string]*sluicev1.Mark{}, schedules: map[string]*sluicev1.Schedule{},
+		tried: map[string]time.Time{}, starting: map[string]bool{}}
 }
 
 // restore folds in one record of the jobs topic, reporting whether it was per-name state.
@@ -98,6 +105,8 @@ func (p *Planner) put(ctx context.Context, key string, st *sluicev1.State) error
 // succeeded, every record of them loaded or dead-lettered. A mark never goes back, and a run that
 // failed leaves it where it was.
 func (p *Planner) advanceMarks(ctx context.Context) error {
+	p.names.advancing.Lock()
+	defer p.names.advancing.Unlock()
 	var done []string
 	defer func() { p.jobs.MarksChecked(done) }()
 	for _, j := range p.jobs.Advancing() {
@@ -202,7 +211,8 @@ func (p *Planner) due(spec *jobspec.Spec) (time.Time, string, bool) {
 	return last.CreatedAt.Add(every), last.ID, true
 }
 
-// runSchedules starts the runs that are due, one per job at a time.
+// runSchedules starts the runs that are due, one per job at a time, each planned in a goroutine
+// of its own so that a slow source holds up no other job's upkeep.
 func (p *Planner) runSchedules(ctx context.Context) {
 	p.names.mu.Lock()
 	var list []*sluicev1.Schedule
@@ -219,21 +229,33 @@ func (p *Planner) runSchedules(ctx context.Context) {
 		}
 		due, _, ok := p.due(spec)
 		p.names.mu.Lock()
-		tried := p.names.tried[s.Name]
+		tried, starting := p.names.tried[s.Name], p.names.starting[s.Name]
+		if ok && !starting && !now.Before(due) && now.Sub(tried) >= time.Minute {
+			p.names.starting[s.Name] = true
+		} else {
+			ok = false
+		}
 		p.names.mu.Unlock()
-		if !ok || now.Before(due) || now.Sub(tried) < time.Minute {
+		if !ok {
 			continue
 		}
 		// One key per due time: a run that was planned but not acknowledged is not planned twice.
 		key := fmt.Sprintf("%s%s@%d", schedulePrefix, s.Name, due.Unix())
-		j, _, err := p.Submit(ctx, spec, key)
-		if err != nil {
-			p.log.Warn("a scheduled run could not start; trying again in a minute", "name", s.Name, "error", err)
+		p.names.planning.Go(func() {
+			j, _, err := p.Submit(ctx, spec, key)
 			p.names.mu.Lock()
-			p.names.tried[s.Name] = now
+			delete(p.names.starting, s.Name)
+			if err != nil {
+				p.names.tried[s.Name] = now
+			}
 			p.names.mu.Unlock()
-			continue
-		}
-		p.log.Info("scheduled run started", "name", s.Name, "job", j.ID)
+			switch {
+			case errors.Is(err, errRunning):
+			case err != nil:
+				p.log.Warn("a scheduled run could not start; trying again in a minute", "name", s.Name, "error", err)
+			default:
+				p.log.Info("scheduled run started", "name", s.Name, "job", j.ID)
+			}
+		})
 	}
 }
