@@ -33,7 +33,7 @@ demo: ## the whole pipeline locally: stack, services, a RECORDS-record job (defa
 
 .PHONY: bench
 bench: ## benchmark a demo-sized job end to end: records/s per stage and CPU seconds per million records
-	@$(STACK) up >/dev/null
+	@SLUICE_STACK_POSTGRES=yes $(STACK) up >/dev/null
 	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./deploy/
 
 .PHONY: down

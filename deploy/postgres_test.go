@@ -140,3 +140,76 @@ sink:
 	}
 	t.Logf("rows per range: %v", sizes)
 }
+
+// BenchmarkPostgres reads a PostgreSQL table of PG_ROWS rows (200,000 by default, about 200 bytes
+// of JSON each) in 8 key ranges through the real services into ClickHouse, and reports records/s
+// and the extractor's and loader's CPU seconds per million records, beside the baseline of one
+// connection reading the same rows as JSON (SELECT row_to_json) in a loop.
+func BenchmarkPostgres(b *testing.B) {
+	stacktest.Require(b)
+	n := envInt("PG_ROWS", 200_000)
+	for range b.N {
+		dsn := stacktest.Postgres(b)
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, sql := range []string{
+			`CREATE TABLE bench (id bigint PRIMARY KEY, name text, amount numeric, at timestamptz, doc jsonb)`,
+			fmt.Sprintf(`INSERT INTO bench SELECT i, 'user-' || i || repeat('x', 60), i * 1.25,
+				timestamptz '2020-01-01 00:00:00+00' + i * interval '1 second', jsonb_build_object('i', i, 'tags', jsonb_build_array('a', 'b'))
+				FROM generate_series(1, %d) i`, n),
+			`ANALYZE bench`,
+		} {
+			if _, err := conn.Exec(ctx, sql); err != nil {
+				b.Fatal(err)
+			}
+		}
+		began := time.Now()
+		rows, err := conn.Query(ctx, "SELECT row_to_json(t)::text FROM bench t ORDER BY id")
+		if err != nil {
+			b.Fatal(err)
+		}
+		read := 0
+		for rows.Next() {
+			read++
+		}
+		rows.Close()
+		baseline := float64(read) / time.Since(began).Seconds()
+		conn.Close(ctx)
+
+		p := newPipeline(b, demosource.DefaultConfig())
+		env := p.with(map[string]string{"SOURCE_PG_DSN": dsn})
+		planner := start(b, "planner", env)
+		extractor := start(b, "extractor", env)
+		loader := start(b, "loader", env)
+		base := planner.ready(b)
+		extractor.ready(b)
+		loader.ready(b)
+		procs := map[string]int{"extractor": extractor.cmd.Process.Pid, "loader": loader.cmd.Process.Pid}
+		before := cpuOf(procs)
+		began = time.Now()
+		j := submit(b, base, `name: bench
+source: {type: postgres, dsn: "${SOURCE_PG_DSN}", table: bench, key: id, batch_size: 5000}
+tasks: 8
+sink: {table: bench}
+`)
+		j = await(b, base, j.ID, 20*time.Minute)
+		took := time.Since(began)
+		after := cpuOf(procs)
+		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
+			b.Fatalf("job ended %+v", j)
+		}
+		m := float64(n) / 1e6
+		fmt.Printf("\nsluice postgres benchmark: %d rows in 8 key ranges, batches of 5000, 1 extractor, 1 loader\n", n)
+		fmt.Printf("  %-34s %12.0f records/s\n", "baseline: one SELECT row_to_json", baseline)
+		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "end to end: submit to loaded", float64(n)/took.Seconds(), took.Seconds())
+		fmt.Printf("  CPU seconds per million records: extractor %.2f, loader %.2f\n",
+			(after["extractor"]-before["extractor"])/m, (after["loader"]-before["loader"])/m)
+		b.ReportMetric(float64(n)/took.Seconds(), "records/s")
+		b.ReportMetric(baseline, "baseline-records/s")
+		b.ReportMetric((after["extractor"]-before["extractor"])/m, "extractor-cpu-s/M")
+		b.ReportMetric((after["loader"]-before["loader"])/m, "loader-cpu-s/M")
+	}
+}
