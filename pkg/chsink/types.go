@@ -1,0 +1,485 @@
+package chsink
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
+)
+
+// Kind is the base of a ClickHouse column type.
+type Kind int
+
+// The kinds a typed column may have.
+const (
+	KindInt Kind = iota
+	KindUint
+	KindFloat
+	KindDecimal
+	KindBool
+	KindString
+	KindUUID
+	KindEnum
+	KindDate
+	KindDateTime
+	KindDateTime64
+	KindArray
+	KindJSON
+)
+
+// Type is a ClickHouse column type as the loader converts values into it: its kind, its bits
+// (Int8…Int64, Float32/64), its precision and scale (Decimal, DateTime64), its enum values, its
+// element (Array), and whether it is Nullable or LowCardinality.
+type Type struct {
+	Kind      Kind
+	Bits      int
+	Precision int
+	Scale     int
+	Enum      []string
+	Elem      *Type
+	Nullable  bool
+	LowCard   bool
+	// Name is the type as ClickHouse writes it, for DDL and errors.
+	Name string
+}
+
+// ParseType reads a ClickHouse type such as Int64, Nullable(DateTime64(3)), Array(String),
+// LowCardinality(String), Decimal(18, 4) or Enum8('a' = 1, 'b' = 2).
+func ParseType(s string) (*Type, error) {
+	s = strings.TrimSpace(s)
+	t, err := parseType(s)
+	if err != nil {
+		return nil, fmt.Errorf("column type %q: %w", s, err)
+	}
+	return t, nil
+}
+
+func parseType(s string) (*Type, error) {
+	name, args, hasArgs := strings.Cut(s, "(")
+	name = strings.TrimSpace(name)
+	if hasArgs {
+		if !strings.HasSuffix(args, ")") {
+			return nil, errors.New("unbalanced parentheses")
+		}
+		args = strings.TrimSpace(args[:len(args)-1])
+	}
+	t := &Type{Name: s}
+	simple := map[string]Type{
+		"Int8": {Kind: KindInt, Bits: 8}, "Int16": {Kind: KindInt, Bits: 16}, "Int32": {Kind: KindInt, Bits: 32}, "Int64": {Kind: KindInt, Bits: 64},
+		"UInt8": {Kind: KindUint, Bits: 8}, "UInt16": {Kind: KindUint, Bits: 16}, "UInt32": {Kind: KindUint, Bits: 32}, "UInt64": {Kind: KindUint, Bits: 64},
+		"Float32": {Kind: KindFloat, Bits: 32}, "Float64": {Kind: KindFloat, Bits: 64},
+		"Bool": {Kind: KindBool}, "String": {Kind: KindString}, "UUID": {Kind: KindUUID},
+		"Date": {Kind: KindDate}, "DateTime": {Kind: KindDateTime}, "JSON": {Kind: KindJSON},
+	}
+	if st, ok := simple[name]; ok {
+		if hasArgs && name != "DateTime" && name != "JSON" {
+			return nil, fmt.Errorf("%s takes no arguments", name)
+		}
+		*t = st
+		t.Name = s
+		return t, nil
+	}
+	if !hasArgs {
+		return nil, errors.New("unknown type")
+	}
+	inner := func() (*Type, error) {
+		e, err := parseType(args)
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+	switch name {
+	case "Nullable", "LowCardinality":
+		e, err := inner()
+		if err != nil {
+			return nil, err
+		}
+		if e.Nullable && name == "Nullable" || e.Kind == KindArray && name == "Nullable" {
+			return nil, errors.New("Nullable takes a type that is not Nullable or an Array")
+		}
+		e.Name = s
+		if name == "Nullable" {
+			e.Nullable = true
+		} else {
+			e.LowCard = true
+		}
+		return e, nil
+	case "Array":
+		e, err := inner()
+		if err != nil {
+			return nil, err
+		}
+		return &Type{Kind: KindArray, Elem: e, Name: s}, nil
+	case "Decimal", "Decimal32", "Decimal64", "Decimal128":
+		parts := strings.Split(args, ",")
+		nums := make([]int, len(parts))
+		for i, p := range parts {
+			n, err := strconv.Atoi(strings.TrimSpace(p))
+			if err != nil {
+				return nil, errors.New("decimal arguments must be integers")
+			}
+			nums[i] = n
+		}
+		t.Kind = KindDecimal
+		switch {
+		case name == "Decimal" && len(nums) == 2:
+			t.Precision, t.Scale = nums[0], nums[1]
+		case name != "Decimal" && len(nums) == 1:
+			t.Precision = map[string]int{"Decimal32": 9, "Decimal64": 18, "Decimal128": 38}[name]
+			t.Scale = nums[0]
+		default:
+			return nil, errors.New("wrong number of decimal arguments")
+		}
+		if t.Precision < 1 || t.Precision > 38 || t.Scale < 0 || t.Scale > t.Precision {
+			return nil, errors.New("decimal precision must be 1 to 38 and scale 0 to the precision")
+		}
+		return t, nil
+	case "DateTime64":
+		p, _, _ := strings.Cut(args, ",")
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 0 || n > 9 {
+			return nil, errors.New("DateTime64 precision must be 0 to 9")
+		}
+		t.Kind, t.Precision = KindDateTime64, n
+		return t, nil
+	case "Enum8", "Enum16":
+		t.Kind = KindEnum
+		for _, item := range splitTop(args) {
+			lit, _, _ := strings.Cut(item, "=")
+			lit = strings.TrimSpace(lit)
+			if len(lit) < 2 || lit[0] != '\'' || lit[len(lit)-1] != '\'' {
+				return nil, errors.New("enum values must be quoted")
+			}
+			t.Enum = append(t.Enum, strings.ReplaceAll(lit[1:len(lit)-1], `\'`, `'`))
+		}
+		return t, nil
+	}
+	return nil, errors.New("unknown type")
+}
+
+// splitTop splits s at the commas outside quotes.
+func splitTop(s string) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '\'':
+			quoted = !quoted
+		case s[i] == ',' && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// GoType is the Go type clickhouse-go takes for a value of t.
+func (t *Type) GoType() reflect.Type {
+	var g reflect.Type
+	switch t.Kind {
+	case KindInt:
+		g = map[int]reflect.Type{8: reflect.TypeFor[int8](), 16: reflect.TypeFor[int16](), 32: reflect.TypeFor[int32](), 64: reflect.TypeFor[int64]()}[t.Bits]
+	case KindUint:
+		g = map[int]reflect.Type{8: reflect.TypeFor[uint8](), 16: reflect.TypeFor[uint16](), 32: reflect.TypeFor[uint32](), 64: reflect.TypeFor[uint64]()}[t.Bits]
+	case KindFloat:
+		g = reflect.TypeFor[float64]()
+		if t.Bits == 32 {
+			g = reflect.TypeFor[float32]()
+		}
+	case KindDecimal:
+		g = reflect.TypeFor[decimal.Decimal]()
+	case KindBool:
+		g = reflect.TypeFor[bool]()
+	case KindUUID:
+		g = reflect.TypeFor[uuid.UUID]()
+	case KindDate, KindDateTime, KindDateTime64:
+		g = reflect.TypeFor[time.Time]()
+	case KindArray:
+		g = reflect.SliceOf(t.Elem.GoType())
+	default:
+		g = reflect.TypeFor[string]()
+	}
+	if t.Nullable {
+		g = reflect.PointerTo(g)
+	}
+	return g
+}
+
+// ConvertError is a value that does not fit its column.
+type ConvertError struct{ Reason string }
+
+func (e *ConvertError) Error() string { return e.Reason }
+
+func bad(format string, args ...any) error { return &ConvertError{Reason: fmt.Sprintf(format, args...)} }
+
+// Convert turns one JSON value (raw, exactly as the record holds it; nil when the field is missing)
+// into the Go value clickhouse-go takes for t. Numbers are read from their digits, never through a
+// float64 on the way to an integer, so 2^53+1 and 2^64-1 stay exact. A value that does not fit is
+// a *ConvertError that says why. Missing and null give nil for a Nullable column and an error
+// otherwise (the column's policy decides what then).
+func Convert(t *Type, raw []byte) (any, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		if t.Nullable {
+			return reflect.Zero(t.GoType()).Interface(), nil
+		}
+		if len(raw) == 0 {
+			return nil, bad("missing")
+		}
+		return nil, bad("null, and %s is not Nullable", t.Name)
+	}
+	v, err := convert(t, raw)
+	if err != nil {
+		return nil, err
+	}
+	if t.Nullable {
+		p := reflect.New(reflect.TypeOf(v))
+		p.Elem().Set(reflect.ValueOf(v))
+		return p.Interface(), nil
+	}
+	return v, nil
+}
+
+func convert(t *Type, raw []byte) (any, error) {
+	switch t.Kind {
+	case KindInt, KindUint:
+		return convertInt(t, raw)
+	case KindFloat:
+		lit, ok := numberText(raw)
+		if !ok {
+			return nil, bad("%s is not a number", short(raw))
+		}
+		f, err := strconv.ParseFloat(lit, t.Bits)
+		if err != nil {
+			return nil, bad("%s is out of the range of %s", short(raw), t.Name)
+		}
+		if t.Bits == 32 {
+			return float32(f), nil
+		}
+		return f, nil
+	case KindDecimal:
+		lit, ok := numberText(raw)
+		if !ok {
+			return nil, bad("%s is not a number", short(raw))
+		}
+		d, err := decimal.NewFromString(lit)
+		if err != nil {
+			return nil, bad("%s is not a decimal number", short(raw))
+		}
+		if !d.Equal(d.Truncate(int32(t.Scale))) {
+			return nil, bad("%s has more than %d decimal places", lit, t.Scale)
+		}
+		whole := d.Truncate(0).Abs()
+		if digits := len(whole.String()); !whole.IsZero() && digits > t.Precision-t.Scale {
+			return nil, bad("%s has more than %d digits before the point", lit, t.Precision-t.Scale)
+		}
+		return d, nil
+	case KindBool:
+		switch string(raw) {
+		case "true":
+			return true, nil
+		case "false":
+			return false, nil
+		}
+		return nil, bad("%s is not true or false", short(raw))
+	case KindString, KindJSON:
+		if raw[0] == '"' {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, bad("a string that does not decode")
+			}
+			return s, nil
+		}
+		return string(raw), nil // a number, a boolean, an object or an array: its JSON text
+	case KindUUID:
+		s, ok := jsonString(raw)
+		if !ok {
+			return nil, bad("%s is not a string", short(raw))
+		}
+		u, err := uuid.Parse(s)
+		if err != nil {
+			return nil, bad("%q is not a UUID", s)
+		}
+		return u, nil
+	case KindEnum:
+		s, ok := jsonString(raw)
+		if !ok {
+			return nil, bad("%s is not a string", short(raw))
+		}
+		for _, e := range t.Enum {
+			if e == s {
+				return s, nil
+			}
+		}
+		return nil, bad("%q is not one of the values of %s", s, t.Name)
+	case KindDate, KindDateTime, KindDateTime64:
+		return convertTime(t, raw)
+	case KindArray:
+		if raw[0] != '[' {
+			return nil, bad("%s is not an array", short(raw))
+		}
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return nil, bad("an array that does not decode")
+		}
+		out := reflect.MakeSlice(t.GoType(), 0, len(items))
+		for i, item := range items {
+			v, err := Convert(t.Elem, item)
+			if err != nil {
+				return nil, bad("item %d: %v", i, err)
+			}
+			out = reflect.Append(out, reflect.ValueOf(v))
+		}
+		return out.Interface(), nil
+	}
+	return nil, bad("unsupported type %s", t.Name)
+}
+
+// convertInt reads an integer exactly: from a JSON number (1e3 is 1000; 1.5 is no integer) or a
+// string of digits, as APIs write integers past 2^53.
+func convertInt(t *Type, raw []byte) (any, error) {
+	lit, ok := numberText(raw)
+	if !ok {
+		if raw[0] == 't' || raw[0] == 'f' { // a boolean into UInt8, the Bool of servers before 21.12
+			if t.Kind == KindUint && t.Bits == 8 && (string(raw) == "true" || string(raw) == "false") {
+				return map[string]uint8{"true": 1, "false": 0}[string(raw)], nil
+			}
+		}
+		return nil, bad("%s is not an integer", short(raw))
+	}
+	n, ok := new(big.Int).SetString(lit, 10)
+	if !ok {
+		f, _, err := big.ParseFloat(lit, 10, 1024, big.ToNearestEven)
+		if err != nil || !f.IsInt() {
+			return nil, bad("%s is not an integer", short(raw))
+		}
+		n, _ = f.Int(nil)
+	}
+	if t.Kind == KindInt {
+		lo := new(big.Int).Lsh(big.NewInt(-1), uint(t.Bits-1))
+		hi := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(t.Bits-1)), big.NewInt(1))
+		if n.Cmp(lo) < 0 || n.Cmp(hi) > 0 {
+			return nil, bad("%s does not fit %s", lit, t.Name)
+		}
+		v := n.Int64()
+		switch t.Bits {
+		case 8:
+			return int8(v), nil
+		case 16:
+			return int16(v), nil
+		case 32:
+			return int32(v), nil
+		}
+		return v, nil
+	}
+	if n.Sign() < 0 || n.BitLen() > t.Bits {
+		return nil, bad("%s does not fit %s", lit, t.Name)
+	}
+	v := n.Uint64()
+	switch t.Bits {
+	case 8:
+		return uint8(v), nil
+	case 16:
+		return uint16(v), nil
+	case 32:
+		return uint32(v), nil
+	}
+	return v, nil
+}
+
+// epochMillisAbove is where an epoch number is taken for milliseconds rather than seconds: 10^11
+// seconds is the year 5138, 10^11 milliseconds is March 1973.
+const epochMillisAbove = 100_000_000_000
+
+// convertTime reads a time from RFC 3339 text (a date alone for Date), or from epoch seconds or
+// milliseconds (told apart by size), as a number or a string of digits.
+func convertTime(t *Type, raw []byte) (any, error) {
+	if lit, ok := numberText(raw); ok && (raw[0] != '"' || !strings.ContainsAny(lit, "-:T")) {
+		f, _, err := big.ParseFloat(lit, 10, 128, big.ToNearestEven)
+		if err != nil {
+			return nil, bad("%s is not a time", short(raw))
+		}
+		ms := new(big.Float).Abs(f).Cmp(big.NewFloat(epochMillisAbove)) >= 0
+		if !ms {
+			f.Mul(f, big.NewFloat(1000))
+		}
+		n, _ := f.Int64()
+		tm := time.UnixMilli(n).UTC()
+		return fitTime(t, tm, string(raw))
+	}
+	s, ok := jsonString(raw)
+	if !ok {
+		return nil, bad("%s is not a time", short(raw))
+	}
+	tm, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil && t.Kind == KindDate {
+		tm, err = time.Parse(time.DateOnly, s)
+	}
+	if err != nil {
+		return nil, bad("%q is not an RFC 3339 time", s)
+	}
+	return fitTime(t, tm.UTC(), s)
+}
+
+// fitTime checks a time against the range its column holds.
+func fitTime(t *Type, tm time.Time, text string) (any, error) {
+	var lo, hi time.Time
+	switch t.Kind {
+	case KindDate:
+		lo, hi = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2149, 6, 6, 0, 0, 0, 0, time.UTC)
+		tm = tm.Truncate(24 * time.Hour)
+	case KindDateTime:
+		lo, hi = time.Unix(0, 0).UTC(), time.Unix(math.MaxUint32, 0).UTC()
+		tm = tm.Truncate(time.Second)
+	default:
+		lo, hi = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2299, 12, 31, 23, 59, 59, 0, time.UTC)
+	}
+	if tm.Before(lo) || tm.After(hi) {
+		return nil, bad("%s is outside the range of %s", text, t.Name)
+	}
+	return tm, nil
+}
+
+// numberText is the digits of a JSON number, or of a string that holds one.
+func numberText(raw []byte) (string, bool) {
+	s := string(raw)
+	if raw[0] == '"' {
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		s = strings.TrimSpace(s)
+	}
+	if !json.Valid([]byte(s)) || s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) {
+		return "", false
+	}
+	return s, true
+}
+
+// jsonString is the text of a JSON string.
+func jsonString(raw []byte) (string, bool) {
+	if raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	return s, json.Unmarshal(raw, &s) == nil
+}
+
+// short is a value for an error: at most 64 bytes of it.
+func short(raw []byte) string {
+	if len(raw) > 64 {
+		return string(raw[:61]) + "..."
+	}
+	return string(raw)
+}
