@@ -222,7 +222,9 @@ type ConvertError struct{ Reason string }
 
 func (e *ConvertError) Error() string { return e.Reason }
 
-func bad(format string, args ...any) error { return &ConvertError{Reason: fmt.Sprintf(format, args...)} }
+func bad(format string, args ...any) error {
+	return &ConvertError{Reason: fmt.Sprintf(format, args...)}
+}
 
 // Convert turns one JSON value (raw, exactly as the record holds it; nil when the field is missing)
 // into the Go value clickhouse-go takes for t. Numbers are read from their digits, never through a
