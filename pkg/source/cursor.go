@@ -2,8 +2,8 @@ package source
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/big"
-	"strconv"
 	"time"
 )
 
@@ -17,7 +17,9 @@ func CursorValue(record []byte, path string) (string, bool) {
 	switch raw[0] {
 	case '"':
 		var s string
-		if json.Unmarshal(raw, &s) != nil || s == "" {
+		// PostgreSQL's infinite timestamps are no place to continue from: a mark there would end
+		// every later run's reading.
+		if json.Unmarshal(raw, &s) != nil || s == "" || s == "infinity" || s == "-infinity" {
 			return "", false
 		}
 		return s, true
@@ -64,31 +66,48 @@ func CompareCursors(a, b string) int {
 }
 
 // Since is where a run of an incremental job starts: its mark less the lookback (a duration for a
-// time mark, written as the mark is; an integer for an integer one), or the initial value before
-// any run succeeded.
-func Since(mark, initial, lookback string) string {
+// time mark, written as the mark is; a number for a numeric one), or the initial value before any
+// run succeeded. A lookback that cannot be taken off the mark is an error, never ignored.
+func Since(mark, initial, lookback string) (string, error) {
 	if mark == "" {
-		return initial
+		return initial, nil
 	}
 	if lookback == "" {
-		return mark
+		return mark, nil
 	}
 	if t, layout, ok := parseTime(mark); ok {
 		if d, err := time.ParseDuration(lookback); err == nil {
 			switch layout {
 			case time.RFC3339Nano:
-				return t.Add(-d).UTC().Format(time.RFC3339Nano)
+				return t.Add(-d).UTC().Format(time.RFC3339Nano), nil
 			case time.DateOnly: // a date less a lookback of part of a day is the day before
-				return t.Add(-d).Truncate(24 * time.Hour).Format(time.DateOnly)
+				return t.Add(-d).Truncate(24 * time.Hour).Format(time.DateOnly), nil
 			default:
-				return t.Add(-d).Format(layout)
+				return t.Add(-d).Format(layout), nil
 			}
 		}
+		return "", fmt.Errorf("the mark %q is a time and the lookback %q is not a duration such as 10m", mark, lookback)
 	}
 	if n, ok := new(big.Int).SetString(mark, 10); ok {
-		if l, err := strconv.ParseInt(lookback, 10, 64); err == nil {
-			return n.Sub(n, big.NewInt(l)).String()
+		if l, ok := new(big.Int).SetString(lookback, 10); ok {
+			return n.Sub(n, l).String(), nil
 		}
 	}
-	return mark
+	if n, ok := new(big.Rat).SetString(mark); ok {
+		if l, ok := new(big.Rat).SetString(lookback); ok {
+			return decimalText(n.Sub(n, l)), nil
+		}
+	}
+	return "", fmt.Errorf("the lookback %q cannot be taken off the mark %q: a duration goes with times, a number with numbers", lookback, mark)
+}
+
+// decimalText writes r in decimal digits, exactly when it has a finite expansion.
+func decimalText(r *big.Rat) string {
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	if s, exact := r.FloatPrec(); exact {
+		return r.FloatString(s)
+	}
+	return r.FloatString(20)
 }

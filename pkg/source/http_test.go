@@ -286,14 +286,23 @@ func TestCursors(t *testing.T) {
 		{"", "2020-01-01T00:00:00Z", "1h", "2020-01-01T00:00:00Z"},
 		{"2024-03-01T00:00:00+00:00", "", "90m", "2024-02-29T22:30:00Z"},
 		{"1000", "", "25", "975"},
-		{"abc", "", "5", "abc"},
 		{"77", "", "", "77"},
+		{"12.50", "", "0.25", "12.25"},
+		{"-1", "", "0.5", "-1.5"},
 		{"2024-03-01T00:00:00.25", "", "1h", "2024-02-29T23:00:00.25"},
 		{"2024-03-01", "", "1h", "2024-02-29"},
 	} {
-		if got := Since(c.mark, c.initial, c.lookback); got != c.want {
-			t.Errorf("Since(%q, %q, %q) = %q, want %q", c.mark, c.initial, c.lookback, got, c.want)
+		if got, err := Since(c.mark, c.initial, c.lookback); got != c.want || err != nil {
+			t.Errorf("Since(%q, %q, %q) = %q, %v; want %q", c.mark, c.initial, c.lookback, got, err, c.want)
 		}
+	}
+	for _, c := range [][2]string{{"abc", "5"}, {"2024-01-01T00:00:00Z", "100"}, {"100", "10m"}} {
+		if got, err := Since(c[0], "", c[1]); err == nil {
+			t.Errorf("Since(%q, lookback %q) = %q, want an error", c[0], c[1], got)
+		}
+	}
+	if _, ok := CursorValue([]byte(`{"t":"infinity"}`), "t"); ok {
+		t.Error("an infinite timestamp is a cursor")
 	}
 	for _, c := range []struct{ rec, want string }{
 		{`{"a":{"t":"x"}}`, "x"}, {`{"a":{"t":12345678901234567890}}`, "12345678901234567890"}, {`{"a":{"t":null}}`, ""}, {`{"a":{}}`, ""},

@@ -84,8 +84,8 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	job, existing, err := p.Submit(r.Context(), spec, key)
 	// A spec with a schedule keeps it once its run is planned (or one runs already); a spec without
-	// one ends the name's schedule.
-	if err == nil || errors.Is(err, errRunning) {
+	// one, once planned, ends the name's schedule.
+	if err == nil || errors.Is(err, errRunning) && spec.Schedule != (jobspec.Schedule{}) {
 		if serr := p.setSchedule(r.Context(), spec); serr != nil {
 			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the job is planned but its schedule could not be kept: " + serr.Error()})
 			return
@@ -96,6 +96,8 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error() + "; its schedule is kept, and the next run starts after this one"})
 	case errors.Is(err, errRunning):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+	case errors.Is(err, errLookback):
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "incremental.lookback", Message: err.Error()}}})
 	case errors.Is(err, errDiscover):
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
 	case errors.Is(err, errKeyReused):

@@ -86,6 +86,12 @@ var errKeyReused = errors.New("the idempotency key was used for another job spec
 // planner's state when Submit returns. With a key, a job already submitted under it is returned
 // instead (existing is true), or errKeyReused when its spec differs.
 func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (job Job, existing bool, err error) {
+	return p.plan(ctx, spec, key, nil)
+}
+
+// plan is Submit; when still is set, it is asked under submitMu, just before the planned event
+// goes out, whether the run is still wanted (its schedule was not deleted or replaced meanwhile).
+func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, still func() bool) (job Job, existing bool, err error) {
 	if !p.caughtUp.Load() {
 		// Before the replay ends an earlier submission with the same key may not be known yet.
 		return Job{}, false, errNotCaughtUp
@@ -111,7 +117,9 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 		if err := p.advanceMarks(ctx); err != nil {
 			return Job{}, false, err
 		}
-		in.Since = p.since(spec)
+		if in.Since, err = p.since(spec); err != nil {
+			return Job{}, false, err
+		}
 	}
 	src, err := source.New(srcProto, p.sources)
 	if err != nil {
@@ -129,6 +137,14 @@ func (p *Planner) Submit(ctx context.Context, spec *jobspec.Spec, key string) (j
 	if oneAtATime && p.jobs.Running(spec.Name) {
 		p.submitMu.Unlock()
 		return Job{}, false, fmt.Errorf("%w: %s (runs of an incremental or scheduled job never overlap)", errRunning, spec.Name)
+	}
+	if still != nil && !still() {
+		p.submitMu.Unlock()
+		return Job{}, false, errScheduleGone
+	}
+	if err := ctx.Err(); err != nil { // shutting down: plan nothing new
+		p.submitMu.Unlock()
+		return Job{}, false, err
 	}
 	// Once the planned event is out, the tasks must follow even if the client goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

@@ -27,6 +27,12 @@ const (
 // running: two runs would race for the job's mark.
 var errRunning = errors.New("a run of this job is still running")
 
+// errScheduleGone is a scheduled run whose schedule was deleted or replaced while it was planned.
+var errScheduleGone = errors.New("the schedule was deleted or replaced while its run was planned")
+
+// errLookback is a lookback of another kind than the mark it would go back from.
+var errLookback = errors.New("incremental.lookback does not fit the mark")
+
 // names is the planner's durable state per job name: incremental jobs' marks and the schedules.
 type names struct {
 	mu        sync.Mutex
@@ -124,16 +130,23 @@ func (p *Planner) advanceMarks(ctx context.Context) error {
 }
 
 // since is where the next run of an incremental job starts.
-func (p *Planner) since(spec *jobspec.Spec) string {
+func (p *Planner) since(spec *jobspec.Spec) (string, error) {
 	value := ""
 	if m := p.names.mark(spec.Name); m != nil {
 		value = m.Value
 	}
-	return source.Since(value, spec.Incremental.InitialValue, spec.Incremental.Lookback)
+	s, err := source.Since(value, spec.Incremental.InitialValue, spec.Incremental.Lookback)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errLookback, err)
+	}
+	return s, nil
 }
 
-// setSchedule keeps the spec's schedule, or deletes the name's when the spec has none.
+// setSchedule keeps the spec's schedule, or deletes the name's when the spec has none. It holds
+// submitMu, so that a scheduled run being planned sees the change before it goes out.
 func (p *Planner) setSchedule(ctx context.Context, spec *jobspec.Spec) error {
+	p.submitMu.Lock()
+	defer p.submitMu.Unlock()
 	key := schedulePrefix + spec.Name
 	if spec.Schedule == (jobspec.Schedule{}) {
 		p.names.mu.Lock()
@@ -152,6 +165,8 @@ func (p *Planner) setSchedule(ctx context.Context, spec *jobspec.Spec) error {
 
 // deleteSchedule removes a name's schedule, reporting whether it had one.
 func (p *Planner) deleteSchedule(ctx context.Context, name string) (bool, error) {
+	p.submitMu.Lock()
+	defer p.submitMu.Unlock()
 	p.names.mu.Lock()
 	_, had := p.names.schedules[name]
 	p.names.mu.Unlock()
@@ -239,10 +254,16 @@ func (p *Planner) runSchedules(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		// One key per due time: a run that was planned but not acknowledged is not planned twice.
-		key := fmt.Sprintf("%s%s@%d", schedulePrefix, s.Name, due.Unix())
+		// One key per schedule and due time: a run that was planned but not acknowledged is not
+		// planned twice, and a schedule replaced since starts afresh.
+		key := fmt.Sprintf("%s%s@%d@%d", schedulePrefix, s.Name, s.GetCreatedAt().AsTime().UnixNano(), due.Unix())
+		still := func() bool {
+			p.names.mu.Lock()
+			defer p.names.mu.Unlock()
+			return p.names.schedules[s.Name] == s
+		}
 		p.names.planning.Go(func() {
-			j, _, err := p.Submit(ctx, spec, key)
+			j, _, err := p.plan(ctx, spec, key, still)
 			p.names.mu.Lock()
 			delete(p.names.starting, s.Name)
 			if err != nil {
@@ -250,7 +271,7 @@ func (p *Planner) runSchedules(ctx context.Context) {
 			}
 			p.names.mu.Unlock()
 			switch {
-			case errors.Is(err, errRunning):
+			case errors.Is(err, errRunning), errors.Is(err, errScheduleGone), ctx.Err() != nil:
 			case err != nil:
 				p.log.Warn("a scheduled run could not start; trying again in a minute", "name", s.Name, "error", err)
 			default:
