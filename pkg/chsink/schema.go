@@ -1,0 +1,179 @@
+package chsink
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Lineage is where a column's value comes from when it is not a field of the record: the record's
+// key, the record whole, or where and when sluice read it.
+type Lineage string
+
+// The lineage a column may take.
+const (
+	FromKey         Lineage = "key"
+	FromRecord      Lineage = "record"
+	FromJob         Lineage = "job"
+	FromTask        Lineage = "task"
+	FromPartition   Lineage = "partition"
+	FromOffset      Lineage = "offset"
+	FromExtractedAt Lineage = "extracted_at"
+	FromLoadedAt    Lineage = "loaded_at"
+	FromVersion     Lineage = "version"
+)
+
+// lineageTypes are the types lineage columns have.
+var lineageTypes = map[Lineage]string{
+	FromKey: "String", FromRecord: "String", FromJob: "String", FromTask: "String", FromPartition: "Int32",
+	FromOffset: "Int64", FromExtractedAt: "DateTime", FromLoadedAt: "DateTime", FromVersion: "UInt64",
+}
+
+// Column is one column of a sink table: its name, its ClickHouse type, and where its value comes
+// from, a dotted path into the record (Path) or lineage.
+type Column struct {
+	Name    string
+	Type    *Type
+	Path    string
+	Lineage Lineage
+}
+
+// Schema is a sink table: its columns in insert order, the columns it is ordered (and so collapsed)
+// by, and its version column, by which ReplacingMergeTree keeps the latest row of each order key.
+// DDL, the INSERT column list and the check of an existing table all derive from it.
+type Schema struct {
+	Columns []Column
+	OrderBy []string
+	Version string
+}
+
+// Raw is the raw landing table: one row per record, its key and payload with their lineage,
+// collapsed per key to the latest extraction.
+var Raw = mustSchema(Schema{Columns: []Column{
+	{Name: "key", Lineage: FromKey}, {Name: "payload", Lineage: FromRecord}, {Name: "job_id", Lineage: FromJob},
+	{Name: "task_id", Lineage: FromTask}, {Name: "kafka_partition", Lineage: FromPartition}, {Name: "kafka_offset", Lineage: FromOffset},
+	{Name: "extracted_at", Lineage: FromExtractedAt}, {Name: "loaded_at", Lineage: FromLoadedAt}, {Name: "version", Lineage: FromVersion},
+}, OrderBy: []string{"key"}, Version: "version"})
+
+func mustSchema(s Schema) *Schema {
+	if err := s.init(); err != nil {
+		panic(err)
+	}
+	return &s
+}
+
+var columnName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,127}$`)
+
+// NewSchema checks a schema and fills in the types of its lineage columns.
+func NewSchema(s Schema) (*Schema, error) {
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (s *Schema) init() error {
+	var problems []string
+	seen := map[string]*Column{}
+	for i := range s.Columns {
+		c := &s.Columns[i]
+		switch {
+		case !columnName.MatchString(c.Name):
+			problems = append(problems, fmt.Sprintf("column %q: a name is letters, digits and '_', not starting with a digit", c.Name))
+		case seen[c.Name] != nil:
+			problems = append(problems, fmt.Sprintf("column %s: named twice", c.Name))
+		}
+		seen[c.Name] = c
+		switch {
+		case c.Lineage != "" && c.Path != "":
+			problems = append(problems, fmt.Sprintf("column %s: a value comes from a field or from lineage, not both", c.Name))
+		case c.Lineage != "":
+			typ, ok := lineageTypes[c.Lineage]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("column %s: no lineage %q", c.Name, c.Lineage))
+				continue
+			}
+			if c.Type == nil {
+				c.Type, _ = ParseType(typ)
+			}
+		case c.Path == "" || slices.Contains(strings.Split(c.Path, "."), ""):
+			problems = append(problems, fmt.Sprintf("column %s: from must be a dotted path, such as id or meta.id", c.Name))
+		case c.Type == nil:
+			problems = append(problems, fmt.Sprintf("column %s: a type is required", c.Name))
+		}
+	}
+	if len(s.OrderBy) == 0 {
+		problems = append(problems, "order_by: at least one column")
+	}
+	for _, name := range s.OrderBy {
+		switch c := seen[name]; {
+		case c == nil:
+			problems = append(problems, fmt.Sprintf("order_by: no column %s", name))
+		case c.Type != nil && c.Type.Nullable:
+			problems = append(problems, fmt.Sprintf("order_by: %s is Nullable, which a sorting key may not be", name))
+		}
+	}
+	if c := seen[s.Version]; s.Version != "" && (c == nil || c.Type == nil || c.Type.Kind != KindUint || c.Type.Nullable) {
+		problems = append(problems, fmt.Sprintf("version: %s must be a UInt column of the schema", s.Version))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Names are the columns' names, in insert order.
+func (s *Schema) Names() []string {
+	out := make([]string, len(s.Columns))
+	for i, c := range s.Columns {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// CreateSQL is the table's DDL, which works on ClickHouse 18.16 and on current releases:
+// ReplacingMergeTree by the version column (plain MergeTree without one), ordered by OrderBy.
+func (s *Schema) CreateSQL(database, table string) string {
+	cols := make([]string, len(s.Columns))
+	for i, c := range s.Columns {
+		cols[i] = "  `" + c.Name + "` " + c.Type.Name
+	}
+	engine := "MergeTree"
+	if s.Version != "" {
+		engine = "ReplacingMergeTree(`" + s.Version + "`)"
+	}
+	order := make([]string, len(s.OrderBy))
+	for i, name := range s.OrderBy {
+		order[i] = "`" + name + "`"
+	}
+	by := strings.Join(order, ", ")
+	if len(order) > 1 {
+		by = "(" + by + ")"
+	}
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS `%s`.`%s` (\n%s\n) ENGINE = %s\nORDER BY %s",
+		database, table, strings.Join(cols, ",\n"), engine, by)
+}
+
+// Mismatches are how an existing table's columns (name → type, as system.columns writes them)
+// differ from what the schema inserts: each column missing or of another type.
+func (s *Schema) Mismatches(have map[string]string) []string {
+	var wrong []string
+	for _, c := range s.Columns {
+		switch typ, ok := have[c.Name]; {
+		case !ok:
+			wrong = append(wrong, "no column "+c.Name)
+		case !sameType(typ, c.Type.Name):
+			wrong = append(wrong, fmt.Sprintf("%s is %s, not %s", c.Name, typ, c.Type.Name))
+		}
+	}
+	return wrong
+}
+
+// sameType reports whether a table's type takes the schema's: equal once spaces are ignored, or a
+// DateTime with a time zone for DateTime.
+func sameType(have, want string) bool {
+	strip := func(s string) string { return strings.ReplaceAll(s, " ", "") }
+	return strip(have) == strip(want) || want == "DateTime" && strings.HasPrefix(have, "DateTime(")
+}
