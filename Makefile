@@ -115,4 +115,4 @@ tidy: ## go mod tidy in every module
 
 .PHONY: clean
 clean: down ## stop the stack and remove .sluice (data, logs, jars)
-	@rm -rf $(STATE)
+	@rm -rf $(STATE) "$$($(STACK) pg-dir)"

@@ -8,6 +8,8 @@
 #   stack.sh down      stop what `up` (and `make demo`) started, by pid, and check that nothing is left
 #   stack.sh status    show what runs where, with versions; exit 1 when something does not answer
 #   stack.sh env       print the SLUICE_ addresses of the running stack as shell exports
+#   stack.sh pg-dir    print where PostgreSQL keeps its data (under the state directory, or under
+#                      /var/tmp when the postgres user cannot reach it)
 #   stack.sh install-protoc   install protoc (Debian's protobuf-compiler), for `make proto`
 #   stack.sh install-tools    install protoc and Prometheus (Debian's packages), for `make test`
 #
@@ -63,6 +65,12 @@ kafka_dir="$state/kafka"
 kafka_libs=${SLUICE_KAFKA_LIBS:-$kafka_dir/libs}
 ch_dir="$state/clickhouse"
 pg_dir="$state/postgres"
+# PostgreSQL runs as the postgres user when the stack runs as root: a state directory that user
+# cannot reach (a checkout under /root) keeps PostgreSQL's data under /var/tmp instead, named after it.
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 &&
+  ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$([ -d "$state" ] && echo "$state" || dirname "$state")" 2>/dev/null; then
+  pg_dir="/var/tmp/sluice-postgres-$(printf '%s' "$state" | md5sum | cut -c1-12)"
+fi
 probe="$state/bin/stackprobe"
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
 
@@ -349,7 +357,7 @@ down() {
   # SIGINT is PostgreSQL's fast shutdown: SIGTERM would wait for every client to leave.
   STOP_SIGNAL=INT stop postgres "$pg_dir/postgres.pid"
   local left
-  left=$(pgrep -f -- "$state/(kafka|clickhouse|postgres|bin)/" || true)
+  left=$(pgrep -f -- "($state/(kafka|clickhouse|postgres|bin)|$pg_dir)/" || true)
   [ -z "$left" ] || die "processes still running from $state: $left"
 }
 
@@ -412,5 +420,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   env) env_exports ;;
+  pg-dir) echo "$pg_dir" ;;
   *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
