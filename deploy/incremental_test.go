@@ -197,10 +197,21 @@ sink: {table: ticks}
 	if len(scheds.Schedules) != 0 {
 		t.Fatalf("schedules after the delete: %+v", scheds.Schedules)
 	}
-	// Two intervals and a maintenance tick later, still no new run.
-	time.Sleep(10 * time.Second)
+	// The last run ended more than its interval ago by the second check after this point: each of
+	// those checks would have started a run, had the schedule been there.
+	checks := metric(t, planner, "planner_schedule_checks_total", "")
+	deadline = time.Now().Add(time.Minute)
+	for metric(t, planner, "planner_schedule_checks_total", "") < checks+2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the planner did not check its schedules twice in a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if after := len(list(t, planner)); after != before {
 		t.Fatalf("%d runs after the schedule was deleted, %d before", after, before)
+	}
+	if started := metric(t, planner, "planner_scheduled_runs_total", `outcome="started"`); started < 2 {
+		t.Fatalf("planner_scheduled_runs_total{outcome=started} = %v, want the runs after the first", started)
 	}
 }
 

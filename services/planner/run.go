@@ -84,6 +84,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 		now:     time.Now,
 	}
+	p.names.count(rt.Registry)
 	p.checkTable = tableChecker(cfg.ClickHouse, rt.Log)
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
 	p.routes(srv.Handle)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -47,6 +49,26 @@ type names struct {
 	planning sync.WaitGroup
 	// advancing makes the comparison of a run's cursor with its mark and the mark's write one step.
 	advancing sync.Mutex
+	// checks counts the times the schedules were checked for runs that are due; started the
+	// scheduled runs started, failed those that could not be planned. Nil in tests that do not
+	// count.
+	checks, started, failed prometheus.Counter
+}
+
+// count registers the schedules' metrics on reg.
+func (n *names) count(reg prometheus.Registerer) {
+	f := promauto.With(reg)
+	n.checks = f.NewCounter(prometheus.CounterOpts{Name: "planner_schedule_checks_total",
+		Help: "Times the planner checked its schedules for runs that are due."})
+	runs := f.NewCounterVec(prometheus.CounterOpts{Name: "planner_scheduled_runs_total",
+		Help: "Scheduled runs, by outcome: started, or failed to plan (tried again a minute later)."}, []string{"outcome"})
+	n.started, n.failed = runs.WithLabelValues("started"), runs.WithLabelValues("failed")
+}
+
+func inc(c prometheus.Counter) {
+	if c != nil {
+		c.Inc()
+	}
 }
 
 func newNames() *names {
@@ -273,10 +295,13 @@ func (p *Planner) runSchedules(ctx context.Context) {
 			switch {
 			case errors.Is(err, errRunning), errors.Is(err, errScheduleGone), ctx.Err() != nil:
 			case err != nil:
+				inc(p.names.failed)
 				p.log.Warn("a scheduled run could not start; trying again in a minute", "name", s.Name, "error", err)
 			default:
+				inc(p.names.started)
 				p.log.Info("scheduled run started", "name", s.Name, "job", j.ID)
 			}
 		})
 	}
+	inc(p.names.checks)
 }
