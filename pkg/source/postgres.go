@@ -520,7 +520,7 @@ func (p *pgSource) pageSQL(ctx context.Context, pool *pgxpool.Pool, keys *sluice
 		where = append(where, key+" < "+cast(keys.GetEnd()))
 	}
 	query := func(where []string) string {
-		return fmt.Sprintf("SELECT row_to_json(c)::text, %s::text FROM %s CROSS JOIN LATERAL (SELECT %s) AS c WHERE %s ORDER BY %s LIMIT $1",
+		return fmt.Sprintf("SELECT row_to_json(sluice_row.*)::text, %s::text FROM %s CROSS JOIN LATERAL (SELECT %s) AS sluice_row WHERE %s ORDER BY %s LIMIT $1",
 			key, rel, strings.Join(cols, ", "), strings.Join(where, " AND "), key)
 	}
 	return query(where), query(append(where, fmt.Sprintf("%s >= CAST($2::text AS %s)", key, typ))), nil

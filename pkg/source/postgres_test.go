@@ -336,3 +336,31 @@ func TestPostgresIncremental(t *testing.T) {
 		t.Fatalf("read %d rows up to %q, want 511 up to 2024-03-01T00:00:00+00:00", total, max)
 	}
 }
+
+// TestPostgresColumnNames reads a table whose columns are named like the aliases of sluice's own
+// queries, and a query source with quoted, mixed-case names: each row is still the row.
+func TestPostgresColumnNames(t *testing.T) {
+	p := newPGTest(t)
+	p.exec(`CREATE TABLE "Odd" ("Id" int PRIMARY KEY, c text, q text, sluice_row text, "with space" int)`)
+	p.exec(`INSERT INTO "Odd" VALUES (1, 'c1', 'q1', 'r1', 7), (2, 'c2', 'q2', 'r2', 8)`)
+	for _, src := range []*sluicev1.PostgresSource{
+		{Table: "public.Odd", Key: "Id"},
+		{Query: `SELECT "Id", c, q, sluice_row, "with space" FROM "Odd"`, Key: "Id"},
+	} {
+		s := p.source(src)
+		plan, err := s.Plan(context.Background(), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, records := range readSlices(t, s, plan) {
+			for _, r := range records {
+				got = append(got, string(r))
+			}
+		}
+		want := []string{`{"Id":1,"c":"c1","q":"q1","sluice_row":"r1","with space":7}`, `{"Id":2,"c":"c2","q":"q2","sluice_row":"r2","with space":8}`}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%+v: read %q, want %q", src, got, want)
+		}
+	}
+}
