@@ -16,8 +16,9 @@ import (
 	"github.com/sluicedata/sluice/pkg/stacktest"
 )
 
-// pgTable is a PostgreSQL database of the test's own, with its connection string.
-func pgTable(t *testing.T, sql ...string) (string, func(string, ...any)) {
+// pgTable is a PostgreSQL database of the test's own made by sql, with its connection string
+// and a function that runs more statements in it.
+func pgTable(t testing.TB, sql ...string) (string, func(string, ...any)) {
 	t.Helper()
 	dsn := stacktest.Postgres(t)
 	ctx := context.Background()

@@ -51,14 +51,7 @@ func pgRecord(i int64) string {
 // types kept.
 func TestPipelinePostgres(t *testing.T) {
 	stacktest.Require(t)
-	dsn := stacktest.Postgres(t)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, sql := range []string{
+	dsn, _ := pgTable(t,
 		`CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric, at timestamptz, raw bytea, doc jsonb, note text)`,
 		fmt.Sprintf(`INSERT INTO orders SELECT
 			CASE WHEN i = %[1]d - 1 THEN 9223372036854775807 WHEN i < 150000 THEN i + 1 ELSE 150000 + (i - 149999) * 100000000 END,
@@ -67,12 +60,7 @@ func TestPipelinePostgres(t *testing.T) {
 			int8send(i),
 			jsonb_build_object('i', i, 'tags', jsonb_build_array('a', i %% 3)),
 			CASE WHEN i %% 7 = 0 THEN NULL ELSE 'n' || i END
-			FROM generate_series(0::bigint, %[1]d - 1) i`, pgRows),
-	} {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+			FROM generate_series(0::bigint, %[1]d - 1) i`, pgRows))
 
 	p := newPipeline(t, demosource.DefaultConfig())
 	env := p.with(map[string]string{"SOURCE_PG_DSN": dsn})
@@ -116,7 +104,7 @@ sink:
 	}
 
 	// No range holds more than twice the average (keys of equal widths would put 150,000 rows in one).
-	qctx, cancel := context.WithTimeout(ctx, time.Minute)
+	qctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rows, err := p.conn.Query(qctx, "SELECT task_id, count() FROM orders FINAL GROUP BY task_id ORDER BY task_id")
 	if err != nil {
@@ -149,22 +137,16 @@ func BenchmarkPostgres(b *testing.B) {
 	stacktest.Require(b)
 	n := envInt("PG_ROWS", 200_000)
 	for range b.N {
-		dsn := stacktest.Postgres(b)
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, sql := range []string{
+		dsn, _ := pgTable(b,
 			`CREATE TABLE bench (id bigint PRIMARY KEY, name text, amount numeric, at timestamptz, doc jsonb)`,
 			fmt.Sprintf(`INSERT INTO bench SELECT i, 'user-' || i || repeat('x', 60), i * 1.25,
 				timestamptz '2020-01-01 00:00:00+00' + i * interval '1 second', jsonb_build_object('i', i, 'tags', jsonb_build_array('a', 'b'))
 				FROM generate_series(1, %d) i`, n),
-			`ANALYZE bench`,
-		} {
-			if _, err := conn.Exec(ctx, sql); err != nil {
-				b.Fatal(err)
-			}
+			`ANALYZE bench`)
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			b.Fatal(err)
 		}
 		began := time.Now()
 		rows, err := conn.Query(ctx, "SELECT row_to_json(t)::text FROM bench t ORDER BY id")

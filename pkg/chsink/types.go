@@ -91,16 +91,9 @@ func parseType(s string) (*Type, error) {
 	if !hasArgs {
 		return nil, errors.New("unknown type")
 	}
-	inner := func() (*Type, error) {
-		e, err := parseType(args)
-		if err != nil {
-			return nil, err
-		}
-		return e, nil
-	}
 	switch name {
 	case "Nullable", "LowCardinality":
-		e, err := inner()
+		e, err := parseType(args)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +108,7 @@ func parseType(s string) (*Type, error) {
 		}
 		return e, nil
 	case "Array":
-		e, err := inner()
+		e, err := parseType(args)
 		if err != nil {
 			return nil, err
 		}

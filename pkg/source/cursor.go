@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"strings"
 	"time"
 )
 
@@ -16,10 +17,13 @@ func CursorValue(record []byte, path string) (string, bool) {
 	}
 	switch raw[0] {
 	case '"':
-		var s string
+		s, ok := plainString(raw)
+		if !ok && json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
 		// PostgreSQL's infinite timestamps are no place to continue from: a mark there would end
 		// every later run's reading.
-		if json.Unmarshal(raw, &s) != nil || s == "" || s == "infinity" || s == "-infinity" {
+		if s == "" || s == "infinity" || s == "-infinity" {
 			return "", false
 		}
 		return s, true
@@ -45,25 +49,52 @@ func parseTime(s string) (time.Time, string, bool) {
 
 // CompareCursors orders two cursor values: as times when both are (RFC 3339, without a zone, or a
 // date), as numbers when both are, and as text otherwise. It returns -1, 0 or +1.
-func CompareCursors(a, b string) int {
-	if ta, _, ok := parseTime(a); ok {
-		if tb, _, ok := parseTime(b); ok {
-			return ta.Compare(tb)
-		}
-	}
-	if na, ok := new(big.Float).SetPrec(200).SetString(a); ok {
-		if nb, ok := new(big.Float).SetPrec(200).SetString(b); ok {
-			return na.Cmp(nb)
-		}
-	}
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+func CompareCursors(a, b string) int { return parseCursor(a).compare(parseCursor(b)) }
+
+// cursor is a cursor value read once: as a time, a number, or only its text.
+type cursor struct {
+	text string
+	t    time.Time
+	n    *big.Float
+	time bool
 }
+
+func parseCursor(s string) cursor {
+	c := cursor{text: s}
+	if t, _, ok := parseTime(s); ok {
+		c.t, c.time = t, true
+	} else if n, ok := new(big.Float).SetPrec(200).SetString(s); ok {
+		c.n = n
+	}
+	return c
+}
+
+func (a cursor) compare(b cursor) int {
+	switch {
+	case a.time && b.time:
+		return a.t.Compare(b.t)
+	case a.n != nil && b.n != nil:
+		return a.n.Cmp(b.n)
+	}
+	return strings.Compare(a.text, b.text)
+}
+
+// MaxCursor keeps the largest of the cursor values added, parsing each once: the extractor adds
+// every record's.
+type MaxCursor struct {
+	max cursor
+	set bool
+}
+
+// Add takes a cursor value into account.
+func (m *MaxCursor) Add(v string) {
+	if c := parseCursor(v); !m.set || c.compare(m.max) > 0 {
+		m.max, m.set = c, true
+	}
+}
+
+// Value is the largest cursor value added, "" when none was.
+func (m *MaxCursor) Value() string { return m.max.text }
 
 // Since is where a run of an incremental job starts: its mark less the lookback (a duration for a
 // time mark, written as the mark is; a number for a numeric one), or the initial value before any

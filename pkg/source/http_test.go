@@ -301,6 +301,13 @@ func TestCursors(t *testing.T) {
 			t.Errorf("Since(%q, lookback %q) = %q, want an error", c[0], c[1], got)
 		}
 	}
+	var m MaxCursor
+	for _, v := range []string{"2024-01-01T10:00:00+02:00", "2024-01-01T09:00:00Z", "2024-01-01T08:30:00Z"} {
+		m.Add(v)
+	}
+	if m.Value() != "2024-01-01T09:00:00Z" {
+		t.Errorf("MaxCursor = %q, want the latest time, 2024-01-01T09:00:00Z", m.Value())
+	}
 	if _, ok := CursorValue([]byte(`{"t":"infinity"}`), "t"); ok {
 		t.Error("an infinite timestamp is a cursor")
 	}

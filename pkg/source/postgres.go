@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicedata/sluice/pkg/delivery"
@@ -132,7 +133,15 @@ func (p *pgSource) resolve(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
-	return pool.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", oid).Scan(&p.cursorType)
+	p.cursorType, err = typeName(ctx, pool, oid)
+	return err
+}
+
+// typeName is how SQL names the type of oid, for a CAST to it.
+func typeName(ctx context.Context, pool *pgxpool.Pool, oid uint32) (string, error) {
+	var name string
+	err := pool.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", oid).Scan(&name)
+	return name, err
 }
 
 func (p *pgSource) key() string { return "q." + pgx.Identifier{p.src.GetKey()}.Sanitize() }
@@ -193,7 +202,7 @@ func (p *pgSource) Plan(ctx context.Context, tasks int) (Plan, error) {
 		if err != nil {
 			return err
 		}
-		return pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, p.relation())).
+		return pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, rel)).
 			Scan(&rows, &nulls, &lo, &hi)
 	}); ferr != nil {
 		return Plan{}, ferr
@@ -323,7 +332,6 @@ func keyType(ctx context.Context, pool *pgxpool.Pool, rel, key string) (uint32, 
 	if err != nil {
 		return 0, err
 	}
-	defer rs.Close()
 	fields := rs.FieldDescriptions()
 	rs.Close()
 	if err := rs.Err(); err != nil {
@@ -350,19 +358,23 @@ func (p *pgSource) Open(task *sluicev1.Task) (Reader, error) {
 	if keys == nil {
 		return nil, &Error{Class: "bad_task", Err: fmt.Errorf("a postgres source does not read a slice of %T", task.GetSlice())}
 	}
-	if _, err := p.config(); err != nil {
+	// The pool connects on first use: getting it here resolves and checks the DSN once per task,
+	// not per page.
+	pool, err := p.pool(context.Background())
+	if err != nil {
 		return nil, err
 	}
 	size := int(p.src.GetBatchSize())
 	if size <= 0 {
 		size = jobspec.DefaultBatchSize
 	}
-	return &pgReader{p: p, keys: keys, size: size}, nil
+	return &pgReader{p: p, pool: pool, keys: keys, size: size}, nil
 }
 
 // pgReader reads one key range, a page at a time, in key order.
 type pgReader struct {
 	p    *pgSource
+	pool *pgxpool.Pool
 	keys *sluicev1.KeyRange
 	size int
 	// first and next are the page queries, from the start of the range and after a key, built on
@@ -391,10 +403,7 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 	if r.done {
 		return Read{}, false, nil
 	}
-	pool, err := r.p.pool(ctx)
-	if err != nil {
-		return Read{}, false, err
-	}
+	pool := r.pool
 	var (
 		records []json.RawMessage
 		last    string
@@ -420,7 +429,10 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 			return err
 		}
 		var (
-			row    []byte
+			// row points into pgx's read buffer until the next row; the page's rows are copied
+			// into one growing buffer rather than one allocation each.
+			row    pgtype.DriverBytes
+			arena  []byte
 			k      *string
 			key    string
 			prev   string
@@ -439,7 +451,9 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 				return nil
 			}
 			if len(records) < r.size {
-				records = append(records, json.RawMessage(append([]byte(nil), row...)))
+				from := len(arena)
+				arena = append(arena, row...)
+				records = append(records, json.RawMessage(arena[from:len(arena):len(arena)]))
 				prev, last = key, key
 			}
 			return nil
@@ -507,8 +521,8 @@ func (p *pgSource) pageSQL(ctx context.Context, pool *pgxpool.Pool, keys *sluice
 	if !hasKey {
 		return "", "", &Error{Class: "bad_query", Err: fmt.Errorf("the source has no column %q, its key", p.src.GetKey())}
 	}
-	var typ string
-	if err := pool.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", keyOID).Scan(&typ); err != nil {
+	typ, err := typeName(ctx, pool, keyOID)
+	if err != nil {
 		return "", "", err
 	}
 	cast := func(v string) string { return "CAST(" + quoteLiteral(v) + " AS " + typ + ")" }

@@ -88,7 +88,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		attempt int
 		// An incremental job's largest cursor among the task's records.
 		cursorField = task.GetSource().GetIncremental().GetCursorField()
-		maxCursor   string
+		maxCursor   source.MaxCursor
 	)
 	// failure waits for the records in flight and describes the run's end.
 	failure := func(e *delivery.Error, page uint64, status int, head []byte, attempts int) error {
@@ -127,8 +127,8 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
 				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run})
 			if cursorField != "" {
-				if c, ok := source.CursorValue(rec, cursorField); ok && (maxCursor == "" || source.CompareCursors(c, maxCursor) > 0) {
-					maxCursor = c
+				if c, ok := source.CursorValue(rec, cursorField); ok {
+					maxCursor.Add(c)
 				}
 			}
 		}
@@ -147,7 +147,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	}
 	out := delivery.Outcome{}
 	extracted := &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
-		DeadLettered: prod.tooLarge.Load(), Run: run, Follows: task.Follows, MaxCursor: maxCursor}
+		DeadLettered: prod.tooLarge.Load(), Run: run, Follows: task.Follows, MaxCursor: maxCursor.Value()}
 	if then := rd.Then(); then != nil {
 		// The slice goes on in a task of its own (a crawl's next page), published before this
 		// task's end is reported and committed, on this task's partition.

@@ -106,11 +106,8 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 			return Job{}, false, err
 		}
 	}
-	// Runs of an incremental or scheduled job come one after another, each from the mark the
-	// runs before it left.
-	oneAtATime := spec.Incremental != (jobspec.Incremental{}) || spec.Schedule != (jobspec.Schedule{})
-	if oneAtATime && p.jobs.Running(spec.Name) {
-		return Job{}, false, fmt.Errorf("%w: %s (runs of an incremental or scheduled job never overlap)", errRunning, spec.Name)
+	if err := p.overlaps(spec); err != nil {
+		return Job{}, false, err
 	}
 	srcProto := spec.SourceProto()
 	if in := srcProto.GetIncremental(); in != nil {
@@ -134,9 +131,9 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 		p.submitMu.Unlock()
 		return j, ok, err
 	}
-	if oneAtATime && p.jobs.Running(spec.Name) {
+	if err := p.overlaps(spec); err != nil { // again: a run may have been planned meanwhile
 		p.submitMu.Unlock()
-		return Job{}, false, fmt.Errorf("%w: %s (runs of an incremental or scheduled job never overlap)", errRunning, spec.Name)
+		return Job{}, false, err
 	}
 	if still != nil && !still() {
 		p.submitMu.Unlock()

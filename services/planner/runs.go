@@ -103,6 +103,17 @@ func (n *names) restore(r *kgo.Record) (bool, error) {
 	return true, nil
 }
 
+// scheduleList returns the schedules, taken under the lock.
+func (n *names) scheduleList() []*sluicev1.Schedule {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*sluicev1.Schedule, 0, len(n.schedules))
+	for _, s := range n.schedules {
+		out = append(out, s)
+	}
+	return out
+}
+
 func (n *names) mark(name string) *sluicev1.Mark {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -151,6 +162,16 @@ func (p *Planner) advanceMarks(ctx context.Context) error {
 	return nil
 }
 
+// overlaps is errRunning when spec is an incremental or scheduled job one of whose runs is running:
+// such runs come one after another, each from the mark the runs before it left.
+func (p *Planner) overlaps(spec *jobspec.Spec) error {
+	oneAtATime := spec.Incremental != (jobspec.Incremental{}) || spec.Schedule != (jobspec.Schedule{})
+	if oneAtATime && p.jobs.Running(spec.Name) {
+		return fmt.Errorf("%w: %s (runs of an incremental or scheduled job never overlap)", errRunning, spec.Name)
+	}
+	return nil
+}
+
 // since is where the next run of an incremental job starts.
 func (p *Planner) since(spec *jobspec.Spec) (string, error) {
 	value := ""
@@ -169,32 +190,31 @@ func (p *Planner) since(spec *jobspec.Spec) (string, error) {
 func (p *Planner) setSchedule(ctx context.Context, spec *jobspec.Spec) error {
 	p.submitMu.Lock()
 	defer p.submitMu.Unlock()
-	key := schedulePrefix + spec.Name
 	if spec.Schedule == (jobspec.Schedule{}) {
-		p.names.mu.Lock()
-		_, had := p.names.schedules[spec.Name]
-		p.names.mu.Unlock()
-		if !had {
-			return nil
-		}
-		p.log.Info("schedule removed", "name", spec.Name)
-		return p.put(ctx, key, nil)
+		_, err := p.unschedule(ctx, spec.Name)
+		return err
 	}
 	s := &sluicev1.Schedule{Name: spec.Name, Spec: spec.JSON(), CreatedAt: timestamppb.New(p.now())}
 	p.log.Info("schedule kept", "name", spec.Name, "every", spec.Schedule.Every)
-	return p.put(ctx, key, &sluicev1.State{Kind: &sluicev1.State_Schedule{Schedule: s}})
+	return p.put(ctx, schedulePrefix+spec.Name, &sluicev1.State{Kind: &sluicev1.State_Schedule{Schedule: s}})
 }
 
 // deleteSchedule removes a name's schedule, reporting whether it had one.
 func (p *Planner) deleteSchedule(ctx context.Context, name string) (bool, error) {
 	p.submitMu.Lock()
 	defer p.submitMu.Unlock()
+	return p.unschedule(ctx, name)
+}
+
+// unschedule removes a name's schedule when it has one; the caller holds submitMu.
+func (p *Planner) unschedule(ctx context.Context, name string) (bool, error) {
 	p.names.mu.Lock()
 	_, had := p.names.schedules[name]
 	p.names.mu.Unlock()
 	if !had {
 		return false, nil
 	}
+	p.log.Info("schedule removed", "name", name)
 	return true, p.put(ctx, schedulePrefix+name, nil)
 }
 
@@ -209,12 +229,7 @@ type ScheduleView struct {
 
 // schedules returns the schedules with what is due when.
 func (p *Planner) schedules() []ScheduleView {
-	p.names.mu.Lock()
-	var list []*sluicev1.Schedule
-	for _, s := range p.names.schedules {
-		list = append(list, s)
-	}
-	p.names.mu.Unlock()
+	list := p.names.scheduleList()
 	out := make([]ScheduleView, 0, len(list))
 	for _, s := range list {
 		spec, err := jobspec.Parse(s.Spec)
@@ -251,14 +266,8 @@ func (p *Planner) due(spec *jobspec.Spec) (time.Time, string, bool) {
 // runSchedules starts the runs that are due, one per job at a time, each planned in a goroutine
 // of its own so that a slow source holds up no other job's upkeep.
 func (p *Planner) runSchedules(ctx context.Context) {
-	p.names.mu.Lock()
-	var list []*sluicev1.Schedule
-	for _, s := range p.names.schedules {
-		list = append(list, s)
-	}
-	p.names.mu.Unlock()
 	now := p.now()
-	for _, s := range list {
+	for _, s := range p.names.scheduleList() {
 		spec, err := jobspec.Parse(s.Spec)
 		if err != nil {
 			p.log.Error("skip a schedule whose spec does not parse", "name", s.Name, "error", err)
