@@ -29,6 +29,8 @@ type Features struct {
 	AsyncInsert bool
 	// InsertDeduplicationToken: the insert_deduplication_token setting, from 22.2.
 	InsertDeduplicationToken bool
+	// Bool columns, from 21.12 (UInt8 holds booleans before).
+	Bool bool
 }
 
 // FeaturesOf returns what a server of version v supports.
@@ -39,5 +41,6 @@ func FeaturesOf(v Version) Features {
 		NonReplicatedDeduplication: v.AtLeast(20, 10),
 		AsyncInsert:                v.AtLeast(21, 11),
 		InsertDeduplicationToken:   v.AtLeast(22, 2),
+		Bool:                       v.AtLeast(21, 12),
 	}
 }

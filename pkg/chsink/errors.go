@@ -54,7 +54,7 @@ func Classify(err error) error {
 	}
 	var ex *clickhouse.Exception
 	switch {
-	case errors.Is(err, errAppend):
+	case errors.Is(err, errAppend), errors.Is(err, ErrIncompatibleTable), errors.Is(err, ErrNoTable):
 		return delivery.New(delivery.Schema, "schema", err)
 	case errors.As(err, &ex) && schemaCodes[ex.Code]:
 		return delivery.New(delivery.Schema, "schema", err)

@@ -23,30 +23,38 @@ const (
 	FromExtractedAt Lineage = "extracted_at"
 	FromLoadedAt    Lineage = "loaded_at"
 	FromVersion     Lineage = "version"
+	// FromSource is the job's name, the same for every record of the job.
+	FromSource Lineage = "source"
 )
 
 // lineageTypes are the types lineage columns have.
 var lineageTypes = map[Lineage]string{
 	FromKey: "String", FromRecord: "String", FromJob: "String", FromTask: "String", FromPartition: "Int32",
 	FromOffset: "Int64", FromExtractedAt: "DateTime", FromLoadedAt: "DateTime", FromVersion: "UInt64",
+	FromSource: "String",
 }
 
 // Column is one column of a sink table: its name, its ClickHouse type, and where its value comes
-// from, a dotted path into the record (Path) or lineage.
+// from, a dotted path into the record (Path) or lineage, and what a value that does not fit does.
 type Column struct {
 	Name    string
 	Type    *Type
 	Path    string
 	Lineage Lineage
+	OnError Policy
 }
 
 // Schema is a sink table: its columns in insert order, the columns it is ordered (and so collapsed)
 // by, and its version column, by which ReplacingMergeTree keeps the latest row of each order key.
-// DDL, the INSERT column list and the check of an existing table all derive from it.
+// DDL, the INSERT column list, the column builders and the check of an existing table all derive
+// from it. Source is the value of source lineage; OnNewField says what a record field that no column
+// takes does (Discard when empty).
 type Schema struct {
-	Columns []Column
-	OrderBy []string
-	Version string
+	Columns    []Column
+	OrderBy    []string
+	Version    string
+	Source     string
+	OnNewField FieldPolicy
 }
 
 // Raw is the raw landing table: one row per record, its key and payload with their lineage,
@@ -97,6 +105,8 @@ func (s *Schema) init() error {
 			}
 			if c.Type == nil {
 				c.Type, _ = ParseType(typ)
+			} else if !lineageTakes(c.Lineage, c.Type) {
+				problems = append(problems, fmt.Sprintf("column %s: $%s values are %s, not %s", c.Name, c.Lineage, typ, c.Type.Name))
 			}
 		case c.Path == "" || slices.Contains(strings.Split(c.Path, "."), ""):
 			problems = append(problems, fmt.Sprintf("column %s: from must be a dotted path, such as id or meta.id", c.Name))
@@ -120,6 +130,23 @@ func (s *Schema) init() error {
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// lineageTakes reports whether a lineage column may have type t: its own type, LowCardinality of
+// it, or a DateTime with a time zone.
+func lineageTakes(l Lineage, t *Type) bool {
+	want, _ := ParseType(lineageTypes[l])
+	return !t.Nullable && t.Kind == want.Kind && t.Bits == want.Bits && t.Elem == nil
+}
+
+// column is the schema's column of that name, or nil.
+func (s *Schema) column(name string) *Column {
+	for i := range s.Columns {
+		if s.Columns[i].Name == name {
+			return &s.Columns[i]
+		}
 	}
 	return nil
 }

@@ -24,35 +24,110 @@ func ValidTable(name string) bool { return legalTable.MatchString(name) }
 // after merges or with FINAL.
 func createTableSQL(database, table string) string { return Raw.CreateSQL(database, table) }
 
-// ErrIncompatibleTable is an existing table whose columns cannot take the landing rows.
-var ErrIncompatibleTable = errors.New("the table exists with columns that cannot take the landing rows")
+var (
+	// ErrIncompatibleTable is an existing table whose columns cannot take the rows of its sink.
+	ErrIncompatibleTable = errors.New("the table exists with columns that cannot take the rows")
+	// ErrNoTable is the missing table of a typed sink that does not create it.
+	ErrNoTable = errors.New("the table does not exist, and the sink does not create it (create: true would)")
+)
 
-// CheckTable reports whether table in conn's database, when it exists, can take the landing rows:
-// nil when it does not exist (the loader creates it) or has every landing column with its type; an
-// error wrapping ErrIncompatibleTable that names every column missing or of another type.
-func CheckTable(ctx context.Context, conn *chconn.Conn, table string) error {
-	rows, err := conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = ? AND table = ?", conn.Database, table)
+// tableColumn is a column of an existing table that an insert may fill.
+type tableColumn struct{ name, typ string }
+
+// describe returns the columns of table that an insert may fill (not MATERIALIZED, ALIAS or
+// EPHEMERAL), in the table's order; none when the table does not exist.
+func describe(ctx context.Context, conn *chconn.Conn, table string) ([]tableColumn, error) {
+	rows, err := conn.Query(ctx, "SELECT name, type, default_kind FROM system.columns WHERE database = ? AND table = ?", conn.Database, table)
 	if err != nil {
-		return fmt.Errorf("describe %s.%s: %w", conn.Database, table, err)
+		return nil, fmt.Errorf("describe %s.%s: %w", conn.Database, table, err)
 	}
 	defer rows.Close()
-	have := map[string]string{}
+	var out []tableColumn
 	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			return fmt.Errorf("describe %s.%s: %w", conn.Database, table, err)
+		var c tableColumn
+		var kind string
+		if err := rows.Scan(&c.name, &c.typ, &kind); err != nil {
+			return nil, fmt.Errorf("describe %s.%s: %w", conn.Database, table, err)
 		}
-		have[name] = typ
+		if kind != "MATERIALIZED" && kind != "ALIAS" && kind != "EPHEMERAL" {
+			out = append(out, c)
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("describe %s.%s: %w", conn.Database, table, err)
+		return nil, fmt.Errorf("describe %s.%s: %w", conn.Database, table, err)
 	}
-	if len(have) == 0 {
+	return out, nil
+}
+
+// CheckTable reports whether table in conn's database, when it exists, can take the rows of sink
+// (nil: the raw landing rows): nil when it can, or when it does not exist and the loader creates it;
+// an error wrapping ErrIncompatibleTable that names every column missing or of another type, or
+// ErrNoTable.
+func CheckTable(ctx context.Context, conn *chconn.Conn, table string, sink *Sink) error {
+	cols, err := describe(ctx, conn, table)
+	if err != nil {
+		return err
+	}
+	if len(cols) == 0 && (sink == nil || sink.Create) {
 		return nil
 	}
-	wrong := Raw.Mismatches(have)
-	if len(wrong) > 0 {
-		return fmt.Errorf("%w: %s.%s: %s", ErrIncompatibleTable, conn.Database, table, strings.Join(wrong, "; "))
+	_, err = resolve(cols, sink)
+	if err != nil {
+		return fmt.Errorf("%s.%s: %w", conn.Database, table, err)
 	}
 	return nil
+}
+
+// resolve returns the schema that the rows of sink (nil: the raw landing rows) take in a table
+// with the columns cols (none: it does not exist yet).
+func resolve(cols []tableColumn, sink *Sink) (*Schema, error) {
+	have := make(map[string]string, len(cols))
+	var order []string
+	for _, c := range cols {
+		have[c.name] = c.typ
+		order = append(order, c.name)
+	}
+	if sink == nil {
+		if len(cols) > 0 {
+			if wrong := Raw.Mismatches(have); len(wrong) > 0 {
+				return nil, fmt.Errorf("%w: %s", ErrIncompatibleTable, strings.Join(wrong, "; "))
+			}
+		}
+		return Raw, nil
+	}
+	if len(cols) == 0 && !sink.Create {
+		return nil, ErrNoTable
+	}
+	s, err := sink.schema(have, order)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIncompatibleTable, err)
+	}
+	if len(cols) == 0 {
+		return s, nil
+	}
+	if wrong := s.Mismatches(have); len(wrong) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrIncompatibleTable, strings.Join(wrong, "; "))
+	}
+	if sink.OnNewField == Evolve && !sink.FromTable {
+		// The columns evolution added, and any other the table has: filled by name.
+		for _, c := range cols {
+			if s.column(c.name) != nil {
+				continue
+			}
+			t, err := ParseType(c.typ)
+			if err != nil {
+				continue // a column sluice cannot fill keeps its default
+			}
+			s.Columns = append(s.Columns, Column{Name: c.name, Type: t, Path: c.name, OnError: policyFor(sink.OnError, t)})
+		}
+	}
+	return s, nil
+}
+
+// policyFor is a policy that a column of type t can have: null only for a Nullable one.
+func policyFor(p Policy, t *Type) Policy {
+	if p == Null && !t.Nullable {
+		return Strict
+	}
+	return p
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
@@ -15,125 +15,164 @@ import (
 	"github.com/sluicedata/sluice/pkg/delivery"
 )
 
-// Rows is one block of records for one table, column by column, so that appending costs no
-// per-row interface conversions.
-type Rows struct {
-	Keys        []string
-	Payloads    []string
-	JobIDs      []string
-	TaskIDs     []string
-	Partitions  []int32
-	Offsets     []int64
-	ExtractedAt []time.Time
-	Versions    []uint64
-}
-
-// Add appends one row. It keeps payload without copying it: the caller must not change it later.
-func (r *Rows) Add(key string, payload []byte, jobID, taskID string, partition int32, offset int64, extractedAt time.Time) {
-	r.Keys = append(r.Keys, key)
-	r.Payloads = append(r.Payloads, unsafe.String(unsafe.SliceData(payload), len(payload)))
-	r.JobIDs = append(r.JobIDs, jobID)
-	r.TaskIDs = append(r.TaskIDs, taskID)
-	r.Partitions = append(r.Partitions, partition)
-	r.Offsets = append(r.Offsets, offset)
-	r.ExtractedAt = append(r.ExtractedAt, extractedAt.UTC().Truncate(time.Second))
-	r.Versions = append(r.Versions, uint64(extractedAt.UnixNano()))
-}
-
-// Slice returns rows [i, j) as a block of their own, sharing the columns' memory.
-func (r *Rows) Slice(i, j int) *Rows {
-	return &Rows{Keys: r.Keys[i:j], Payloads: r.Payloads[i:j], JobIDs: r.JobIDs[i:j], TaskIDs: r.TaskIDs[i:j],
-		Partitions: r.Partitions[i:j], Offsets: r.Offsets[i:j], ExtractedAt: r.ExtractedAt[i:j], Versions: r.Versions[i:j]}
-}
-
-// Len is the number of rows.
-func (r *Rows) Len() int { return len(r.Keys) }
-
-// Writer inserts blocks into landing tables of one database.
+// Writer inserts blocks into the tables of one database.
 type Writer struct {
 	conn *chconn.Conn
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	created map[string]bool
+	mu sync.Mutex
+	// schemas are the schemas resolved per table, by sink id ("" for the raw landing rows).
+	schemas map[string]map[string]*Schema
 }
 
 // NewWriter returns a writer on conn's database.
 func NewWriter(conn *chconn.Conn, log *slog.Logger) *Writer {
-	return &Writer{conn: conn, log: log, created: map[string]bool{}}
+	return &Writer{conn: conn, log: log, schemas: map[string]map[string]*Schema{}}
 }
 
-// EnsureTable creates the landing table when it is missing. It remembers tables it has made sure
-// of; Forget makes it check again.
-func (w *Writer) EnsureTable(ctx context.Context, table string) error {
+// Schema returns the schema that the rows of sink (nil: the raw landing rows) take in table,
+// creating the table first when it is missing and the sink creates it. It remembers what it
+// resolved; Forget makes it look again. Its errors are classified (Classify).
+func (w *Writer) Schema(ctx context.Context, table string, sink *Sink) (*Schema, error) {
 	if !ValidTable(table) {
-		return fmt.Errorf("table name %q is not a plain identifier", table)
+		return nil, Classify(fmt.Errorf("%w: table name %q is not a plain identifier", ErrIncompatibleTable, table))
+	}
+	id := ""
+	if sink != nil {
+		id = sink.ID
 	}
 	w.mu.Lock()
-	done := w.created[table]
+	s := w.schemas[table][id]
 	w.mu.Unlock()
-	if done {
-		return nil
+	if s != nil {
+		return s, nil
 	}
-	if err := w.conn.Exec(ctx, createTableSQL(w.conn.Database, table)); err != nil {
-		return fmt.Errorf("create table %s.%s: %w", w.conn.Database, table, err)
+	cols, err := describe(ctx, w.conn, table)
+	if err != nil {
+		return nil, Classify(err)
+	}
+	if len(cols) == 0 && (sink == nil || sink.Create) {
+		created, err := resolve(nil, sink)
+		if err != nil {
+			return nil, Classify(err)
+		}
+		if err := w.conn.Exec(ctx, created.CreateSQL(w.conn.Database, table)); err != nil {
+			return nil, Classify(fmt.Errorf("create table %s.%s: %w", w.conn.Database, table, err))
+		}
+		if cols, err = describe(ctx, w.conn, table); err != nil {
+			return nil, Classify(err)
+		}
+	}
+	if s, err = resolve(cols, sink); err != nil {
+		return nil, Classify(fmt.Errorf("%s.%s: %w", w.conn.Database, table, err))
 	}
 	w.mu.Lock()
-	w.created[table] = true
+	if w.schemas[table] == nil {
+		w.schemas[table] = map[string]*Schema{}
+	}
+	w.schemas[table][id] = s
 	w.mu.Unlock()
+	return s, nil
+}
+
+// EnsureTable creates the raw landing table when it is missing.
+func (w *Writer) EnsureTable(ctx context.Context, table string) error {
+	_, err := w.Schema(ctx, table, nil)
+	return err
+}
+
+// Forget drops what the writer remembers about table, after a schema error or a change.
+func (w *Writer) Forget(table string) {
+	w.mu.Lock()
+	delete(w.schemas, table)
+	w.mu.Unlock()
+}
+
+// Evolve adds a Nullable column to table for each new field, of the type its values suggest, and
+// forgets the table's schemas so that the next ones fill the columns. Fields whose names cannot be
+// column names are left out (and stay discarded). Columns that exist already (another loader added
+// them) are left as they are. Its errors are classified.
+func (w *Writer) Evolve(ctx context.Context, table string, fields map[string]*Inference) error {
+	defer w.Forget(table)
+	missing := func() ([]string, error) {
+		cols, err := describe(ctx, w.conn, table)
+		if err != nil {
+			return nil, err
+		}
+		have := map[string]bool{}
+		for _, c := range cols {
+			have[c.name] = true
+		}
+		var out []string
+		for name := range fields {
+			if columnName.MatchString(name) && !have[name] {
+				out = append(out, name)
+			}
+		}
+		slices.Sort(out)
+		return out, nil
+	}
+	names, err := missing()
+	if err != nil || len(names) == 0 {
+		return Classify(err)
+	}
+	adds := make([]string, len(names))
+	for i, name := range names {
+		typ := fields[name].Type(w.conn.Features.Bool, w.conn.Features.DateTime64)
+		if !strings.HasPrefix(typ, "Nullable(") && !strings.HasPrefix(typ, "Array(") {
+			typ = "Nullable(" + typ + ")" // the rows before have no value
+		}
+		adds[i] = fmt.Sprintf("ADD COLUMN `%s` %s", name, typ) // IF NOT EXISTS is newer than 18.16
+	}
+	sql := fmt.Sprintf("ALTER TABLE `%s`.`%s` %s", w.conn.Database, table, strings.Join(adds, ", "))
+	if err := w.conn.Exec(ctx, sql); err != nil {
+		if still, derr := missing(); derr == nil && len(still) == 0 {
+			return nil // another loader added them meanwhile
+		}
+		return Classify(fmt.Errorf("add columns %s to %s: %w", strings.Join(names, ", "), table, err))
+	}
+	w.log.Info("table evolved", "table", table, "columns", strings.Join(adds, ", "))
 	return nil
 }
 
-// Forget drops what the writer remembers about table, after a schema error.
-func (w *Writer) Forget(table string) {
-	w.mu.Lock()
-	delete(w.created, table)
-	w.mu.Unlock()
-}
-
-// Insert writes rows into table as one block, with loadedAt as their load time. It makes sure the
-// table exists first. Its errors are classified (Classify); on a schema error it forgets the table,
-// so that the next attempt creates it again if it went missing.
-func (w *Writer) Insert(ctx context.Context, table string, rows *Rows, loadedAt time.Time) error {
-	if rows.Len() == 0 {
+// Insert writes block into table as one insert, with loadedAt as the load time of a loaded_at
+// column. Its errors are classified (Classify); on a schema error it forgets the table, so that the
+// next attempt looks at it again (and creates it again if it went missing).
+func (w *Writer) Insert(ctx context.Context, table string, block *Block, loadedAt time.Time) error {
+	if block.Len() == 0 {
 		return nil
-	}
-	if err := w.EnsureTable(ctx, table); err != nil {
-		return Classify(err)
 	}
 	if w.conn.Features.AsyncInsert {
 		// Recent releases may default to asynchronous inserts; sluice relies on the insert being
 		// durable when it returns, before offsets are committed.
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"async_insert": 0}))
 	}
-	err := Classify(w.send(ctx, table, rows, loadedAt))
+	err := Classify(w.send(ctx, table, block, loadedAt))
 	if delivery.ClassOf(err) == delivery.Schema {
 		w.Forget(table)
 	}
 	return err
 }
 
-func (w *Writer) send(ctx context.Context, table string, rows *Rows, loadedAt time.Time) error {
-	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (%s)", w.conn.Database, table, strings.Join(Columns, ", "))
+func (w *Writer) send(ctx context.Context, table string, block *Block, loadedAt time.Time) error {
+	names := block.schema.Names()
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "`" + n + "`"
+	}
+	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (%s)", w.conn.Database, table, strings.Join(quoted, ", "))
 	batch, err := w.conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return fmt.Errorf("prepare insert into %s: %w", table, err)
 	}
 	defer batch.Abort() //nolint:errcheck // a no-op once sent
-	loaded := make([]time.Time, rows.Len())
-	at := loadedAt.UTC().Truncate(time.Second)
-	for i := range loaded {
-		loaded[i] = at
-	}
-	columns := []any{rows.Keys, rows.Payloads, rows.JobIDs, rows.TaskIDs, rows.Partitions, rows.Offsets,
-		rows.ExtractedAt, loaded, rows.Versions}
-	for i, col := range columns {
+	for i, col := range block.columns(loadedAt) {
 		if err := batch.Column(i).Append(col); err != nil {
-			return appendError(Columns[i], table, err)
+			return appendError(names[i], table, err)
 		}
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d rows into %s: %w", rows.Len(), table, err)
+		return fmt.Errorf("insert %d rows into %s: %w", block.Len(), table, err)
 	}
 	return nil
 }

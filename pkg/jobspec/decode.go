@@ -89,6 +89,9 @@ type decoder struct {
 	blocked []string
 }
 
+// takesNull are the fields for which null is a value, not an absence: a column policy of null.
+var takesNull = map[string]bool{"on_error": true}
+
 func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 	src := &s.Source
 	pg := &s.Source.Pagination
@@ -147,7 +150,12 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 		}),
 		"tasks": d.integer(&s.Tasks),
 		"sink": d.object(map[string]fieldFunc{
-			"table": d.str(&s.Sink.Table),
+			"table":        d.str(&s.Sink.Table),
+			"columns":      d.columns(&s.Sink),
+			"create":       d.boolean(&s.Sink.Create),
+			"order_by":     d.strings(&s.Sink.OrderBy),
+			"on_new_field": d.str(&s.Sink.OnNewField),
+			"on_error":     d.policy(&s.Sink.OnError),
 		}),
 		"incremental": d.object(map[string]fieldFunc{
 			"cursor_field":  d.str(&s.Incremental.CursorField),
@@ -206,7 +214,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]fieldFunc
 			d.add(p, "duplicate field")
 		case !known:
 			d.add(p, "unknown field")
-		case !isNull(value):
+		case !isNull(value) || takesNull[key.Value]:
 			d.present[p] = true
 			f(value, p)
 		}
@@ -331,6 +339,54 @@ func (d *decoder) strings(dst *[]string) fieldFunc {
 			out = append(out, item.Value)
 		}
 		*dst = out
+	}
+}
+
+// policy decodes a column policy: strict, null (written bare or quoted) or default.
+func (d *decoder) policy(dst *string) fieldFunc {
+	return func(n *yaml.Node, path string) {
+		switch {
+		case isNull(n):
+			*dst = "null"
+		case isScalar(n, "!!str"):
+			*dst = n.Value
+		default:
+			d.wrongType(path, "must be strict, null or default")
+		}
+	}
+}
+
+func (d *decoder) boolean(dst *bool) fieldFunc {
+	return func(n *yaml.Node, path string) {
+		if !isScalar(n, "!!bool") {
+			d.wrongType(path, "must be true or false")
+			return
+		}
+		*dst = n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
+	}
+}
+
+// columns decodes a sink's columns: the string from_table, or a list of columns.
+func (d *decoder) columns(sink *Sink) fieldFunc {
+	return func(n *yaml.Node, path string) {
+		if isScalar(n, "!!str") && n.Value == "from_table" {
+			sink.FromTable = true
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			d.wrongType(path, "must be from_table or a list of columns")
+			return
+		}
+		sink.Columns = make([]SinkColumn, len(n.Content))
+		for i, item := range n.Content {
+			c := &sink.Columns[i]
+			d.object(map[string]fieldFunc{
+				"name":     d.str(&c.Name),
+				"type":     d.str(&c.Type),
+				"from":     d.str(&c.From),
+				"on_error": d.policy(&c.OnError),
+			})(resolve(item), fmt.Sprintf("%s[%d]", path, i))
+		}
 	}
 }
 

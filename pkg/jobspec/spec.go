@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicedata/sluice/pkg/chsink"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // Spec is a job: read every record of Source, in Tasks slices, into the ClickHouse table of Sink.
@@ -178,10 +181,53 @@ func (pg Pagination) Crawl() bool {
 	return pg.Type == "cursor" || pg.Type == "next_url" || pg.Type == "link_header"
 }
 
-// Sink is where the records land.
+// Sink is where the records land: the raw key, payload table by default, or a typed table whose
+// columns are declared (Columns) or read from the table (FromTable).
 type Sink struct {
 	// Table is the ClickHouse table.
 	Table string `json:"table" yaml:"table"`
+	// Columns are the typed table's columns: each with a name, a ClickHouse type and where its
+	// value comes from (a dotted path into the record, the column's name by default, or lineage
+	// such as $key or $source).
+	Columns []SinkColumn `json:"columns,omitempty" yaml:"columns,omitempty"`
+	// FromTable reads the columns of the existing table and fills each from the record field of
+	// the same name (columns: from_table in the spec).
+	FromTable bool `json:"-" yaml:"-"`
+	// Create creates the table when it is missing, ordered by OrderBy: by default the key column
+	// and the source column, so that two jobs whose keys overlap keep both sets of rows.
+	Create  bool     `json:"create,omitempty" yaml:"create,omitempty"`
+	OrderBy []string `json:"order_by,omitempty" yaml:"order_by,omitempty"`
+	// OnNewField is what a record field that no column takes does: discard (the default), freeze
+	// or evolve.
+	OnNewField string `json:"on_new_field,omitempty" yaml:"on_new_field,omitempty"`
+	// OnError is the policy of the columns that give none: strict (the default), null or default.
+	OnError string `json:"on_error,omitempty" yaml:"on_error,omitempty"`
+}
+
+// SinkColumn is one column of a typed sink.
+type SinkColumn struct {
+	Name    string `json:"name" yaml:"name"`
+	Type    string `json:"type" yaml:"type"`
+	From    string `json:"from,omitempty" yaml:"from,omitempty"`
+	OnError string `json:"on_error,omitempty" yaml:"on_error,omitempty"`
+}
+
+// Typed reports whether the sink is a typed table rather than the raw landing table.
+func (k Sink) Typed() bool { return len(k.Columns) > 0 || k.FromTable }
+
+// Schema is the typed sink's schema as the loader takes it, completed for the job named name (nil
+// for the raw landing table).
+func (k Sink) Schema(name string) *sluicev1.SinkSchema {
+	if !k.Typed() {
+		return nil
+	}
+	p := &sluicev1.SinkSchema{Table: k.Table, FromTable: k.FromTable, Create: k.Create, OrderBy: k.OrderBy,
+		OnNewField: k.OnNewField, OnError: k.OnError}
+	for _, c := range k.Columns {
+		p.Columns = append(p.Columns, &sluicev1.SinkColumn{Name: c.Name, Type: c.Type, From: c.From, OnError: c.OnError})
+	}
+	chsink.Complete(p, name)
+	return p
 }
 
 // Defaults that Parse applies to fields the document leaves out.
@@ -324,4 +370,83 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 		return err
 	}
 	return s.fromDoc(d)
+}
+
+// sinkDoc is a Sink as documents write it: columns is from_table or a list.
+type sinkDoc struct {
+	Table      string   `json:"table" yaml:"table"`
+	Columns    any      `json:"columns,omitempty" yaml:"columns,omitempty"`
+	Create     bool     `json:"create,omitempty" yaml:"create,omitempty"`
+	OrderBy    []string `json:"order_by,omitempty" yaml:"order_by,omitempty"`
+	OnNewField string   `json:"on_new_field,omitempty" yaml:"on_new_field,omitempty"`
+	OnError    string   `json:"on_error,omitempty" yaml:"on_error,omitempty"`
+}
+
+func (k Sink) doc() sinkDoc {
+	d := sinkDoc{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError}
+	switch {
+	case k.FromTable:
+		d.Columns = "from_table"
+	case len(k.Columns) > 0:
+		d.Columns = k.Columns
+	}
+	return d
+}
+
+func (k *Sink) fromDoc(d sinkDoc, columns func(any) error) error {
+	*k = Sink{Table: d.Table, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError}
+	if d.Columns == "from_table" {
+		k.FromTable = true
+		return nil
+	}
+	if d.Columns == nil {
+		return nil
+	}
+	return columns(&k.Columns)
+}
+
+// MarshalJSON writes columns as from_table or a list.
+func (k Sink) MarshalJSON() ([]byte, error) { return json.Marshal(k.doc()) }
+
+// UnmarshalJSON reads what MarshalJSON writes, without defaults or validation.
+func (k *Sink) UnmarshalJSON(data []byte) error {
+	var d struct {
+		sinkDoc
+		Columns json.RawMessage `json:"columns"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		return err
+	}
+	if len(d.Columns) > 0 && d.Columns[0] == '"' {
+		d.sinkDoc.Columns = "from_table"
+	} else if len(d.Columns) > 0 && string(d.Columns) != "null" {
+		d.sinkDoc.Columns = true
+	}
+	return k.fromDoc(d.sinkDoc, func(dst any) error { return json.Unmarshal(d.Columns, dst) })
+}
+
+// MarshalYAML writes columns as from_table or a list.
+func (k Sink) MarshalYAML() (any, error) { return k.doc(), nil }
+
+// UnmarshalYAML reads what MarshalYAML writes, without defaults or validation.
+func (k *Sink) UnmarshalYAML(n *yaml.Node) error {
+	var d struct {
+		Table      string    `yaml:"table"`
+		Columns    yaml.Node `yaml:"columns"`
+		Create     bool      `yaml:"create"`
+		OrderBy    []string  `yaml:"order_by"`
+		OnNewField string    `yaml:"on_new_field"`
+		OnError    string    `yaml:"on_error"`
+	}
+	if err := n.Decode(&d); err != nil {
+		return err
+	}
+	doc := sinkDoc{Table: d.Table, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError}
+	switch {
+	case d.Columns.Kind == yaml.ScalarNode && d.Columns.Value == "from_table":
+		doc.Columns = "from_table"
+	case d.Columns.Kind == yaml.SequenceNode:
+		doc.Columns = true
+	}
+	return k.fromDoc(doc, func(dst any) error { return d.Columns.Decode(dst) })
 }

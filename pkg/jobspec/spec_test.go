@@ -889,3 +889,53 @@ func TestIncrementalAndSchedule(t *testing.T) {
 		}
 	}
 }
+
+// TestTypedSink parses typed sinks (declared columns, from_table) into the schema the loader
+// takes, round-trips them, and refuses what the loader could not land, with the path of each
+// problem.
+func TestTypedSink(t *testing.T) {
+	head := "name: orders\nsource:\n  url: https://api.example/orders\n  key: id\n"
+	for _, doc := range []string{
+		"sink:\n  table: orders\n  create: true\n  on_new_field: evolve\n  columns:\n    - {name: id, type: UInt64}\n    - {name: total, type: 'Decimal(18, 2)', from: amount.total, on_error: default}\n    - {name: k, from: $key}\n",
+		"sink: {table: orders, columns: from_table, on_error: null}\n",
+	} {
+		s, err := jobspec.Parse([]byte(head + doc))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if again, err := jobspec.Parse(s.JSON()); err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("%s: Parse(JSON()) gave %+v, %v", doc, again, err)
+		}
+		if schema := s.Sink.Schema(s.Name); schema.GetSource() != "orders" || schema.GetTable() != "orders" {
+			t.Fatalf("%s: schema %v", doc, schema)
+		}
+	}
+	s, _ := jobspec.Parse([]byte(head + "sink:\n  table: orders\n  create: true\n  columns:\n    - {name: id, type: UInt64}\n"))
+	var names []string
+	for _, c := range s.Sink.Schema(s.Name).Columns {
+		names = append(names, c.Name+"="+c.From)
+	}
+	if got := strings.Join(names, " "); got != "id= _key=$key _source=$source _version=$version" {
+		t.Fatalf("created table's columns: %s", got)
+	}
+	if s, _ := jobspec.Parse([]byte(head + "sink: {table: orders}\n")); s.Sink.Schema(s.Name) != nil {
+		t.Fatal("the raw landing table has a schema")
+	}
+	for _, tt := range []struct{ sink, path, message string }{
+		{"{table: o, columns: everything}", "sink.columns", "must be from_table or a list of columns"},
+		{"{table: o, columns: [{name: id}]}", "sink.columns[0].type", "required"},
+		{"{table: o, columns: [{name: id, type: Int128x}]}", "sink.columns[0].type", `column type "Int128x": unknown type`},
+		{"{table: o, columns: [{name: id, type: Int64, on_error: null}]}", "sink.columns[0].on_error", "null needs a Nullable type, and Int64 is not"},
+		{"{table: o, columns: [{name: id, type: Int64, colour: red}]}", "sink.columns[0].colour", "unknown field"},
+		{"{table: o, create: true}", "sink.create", "is for a typed table: declare columns, or columns: from_table"},
+		{"{table: o, columns: from_table, create: true}", "sink.create", "a from_table sink reads an existing table; it creates none"},
+		{"{table: o, columns: [{name: id, type: Int64}], on_new_field: grow}", "sink.on_new_field", `must be discard, freeze or evolve, got "grow"`},
+		{"{table: o, create: yes please, columns: [{name: id, type: Int64}]}", "sink.create", "must be true or false"},
+	} {
+		_, err := jobspec.Parse([]byte(head + "sink: " + tt.sink + "\n"))
+		var perr *jobspec.Error
+		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
+			t.Errorf("%s: %v, want %s: %s", tt.sink, err, tt.path, tt.message)
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicedata/sluice/pkg/chsink"
 )
 
 var (
@@ -73,6 +75,26 @@ func (s *Spec) validate(p *problems) {
 		p.add("sink.table", "required")
 	case !tableRE.MatchString(s.Sink.Table):
 		p.add("sink.table", "must be 1 to 206 letters, digits or '_', not starting with a digit")
+	default:
+		s.Sink.validate(s.Name, p)
+	}
+}
+
+// validate checks a typed sink with the rules the loader applies (chsink.NewSink), and refuses the
+// typed fields on the raw landing table.
+func (k Sink) validate(name string, p *problems) {
+	if !k.Typed() {
+		for field, set := range map[string]bool{"create": k.Create, "order_by": len(k.OrderBy) > 0,
+			"on_new_field": k.OnNewField != "", "on_error": k.OnError != ""} {
+			if set {
+				p.add("sink."+field, "is for a typed table: declare columns, or columns: from_table")
+			}
+		}
+		return
+	}
+	_, probs := chsink.NewSink(k.Schema(name))
+	for _, pr := range probs {
+		p.add("sink."+pr.Path, pr.Message)
 	}
 }
 

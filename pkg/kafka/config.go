@@ -38,6 +38,10 @@ type Config struct {
 	// JobsTopic is compacted: the last state of every job, which outlives the events' retention.
 	JobsTopic      string `env:"JOBS_TOPIC, default=sluice.jobs"`
 	JobsPartitions int    `env:"JOBS_PARTITIONS, default=3"`
+	// SchemasTopic is compacted: the sink schemas of typed jobs, keyed by id, which the loader
+	// resolves the records' schema ids from.
+	SchemasTopic      string `env:"SCHEMAS_TOPIC, default=sluice.schemas"`
+	SchemasPartitions int    `env:"SCHEMAS_PARTITIONS, default=1"`
 }
 
 var compact = "compact"
@@ -112,6 +116,7 @@ func (c Config) topicVars() []topicVar {
 		{c.DLQTopic, c.DLQPartitions, "KAFKA_DLQ_TOPIC", "KAFKA_DLQ_PARTITIONS", nil},
 		{c.EventsTopic, c.EventsPartitions, "KAFKA_EVENTS_TOPIC", "KAFKA_EVENTS_PARTITIONS", nil},
 		{c.JobsTopic, c.JobsPartitions, "KAFKA_JOBS_TOPIC", "KAFKA_JOBS_PARTITIONS", map[string]*string{"cleanup.policy": &compact}},
+		{c.SchemasTopic, c.SchemasPartitions, "KAFKA_SCHEMAS_TOPIC", "KAFKA_SCHEMAS_PARTITIONS", map[string]*string{"cleanup.policy": &compact}},
 	}
 }
 

@@ -121,7 +121,7 @@ func TestBootstrapRealBroker(t *testing.T) {
 		t.Fatalf("%d creations reported over all callers, want each of the %d topics created once", created, len(cfg.Topics()))
 	}
 
-	details, err := adm.ListTopics(ctx, cfg.TasksTopic, cfg.RawTopic, cfg.DLQTopic, cfg.EventsTopic, cfg.JobsTopic)
+	details, err := adm.ListTopics(ctx, cfg.TasksTopic, cfg.RawTopic, cfg.DLQTopic, cfg.EventsTopic, cfg.JobsTopic, cfg.SchemasTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,14 +137,16 @@ func TestBootstrapRealBroker(t *testing.T) {
 		})
 	}
 
-	configs, err := adm.DescribeTopicConfigs(ctx, cfg.JobsTopic)
+	configs, err := adm.DescribeTopicConfigs(ctx, cfg.JobsTopic, cfg.SchemasTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, err := configs.On(cfg.JobsTopic, nil); err != nil || !slices.ContainsFunc(c.Configs, func(c kadm.Config) bool {
-		return c.Key == "cleanup.policy" && c.Value != nil && *c.Value == "compact"
-	}) {
-		t.Fatalf("jobs topic configs %+v (%v), want cleanup.policy=compact", c, err)
+	for _, topic := range []string{cfg.JobsTopic, cfg.SchemasTopic} {
+		if c, err := configs.On(topic, nil); err != nil || !slices.ContainsFunc(c.Configs, func(c kadm.Config) bool {
+			return c.Key == "cleanup.policy" && c.Value != nil && *c.Value == "compact"
+		}) {
+			t.Fatalf("%s configs %+v (%v), want cleanup.policy=compact", topic, c, err)
+		}
 	}
 
 	if err := kafka.Bootstrap(ctx, cl, cfg, stacktest.Logger(t)); err != nil {

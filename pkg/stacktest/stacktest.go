@@ -79,6 +79,8 @@ func KafkaAt(t testing.TB, brokers ...string) kafka.Config {
 		EventsPartitions:  2,
 		JobsTopic:         Name(t, "jobs"),
 		JobsPartitions:    1,
+		SchemasTopic:      Name(t, "schemas"),
+		SchemasPartitions: 1,
 	}
 	cl, err := kafka.NewClient(cfg, "stacktest", Logger(t), nil)
 	if err != nil {
@@ -186,6 +188,8 @@ func Env(k kafka.Config, ch *chconn.Config) map[string]string {
 		"SLUICE_KAFKA_EVENTS_PARTITIONS":  strconv.Itoa(k.EventsPartitions),
 		"SLUICE_KAFKA_JOBS_TOPIC":         k.JobsTopic,
 		"SLUICE_KAFKA_JOBS_PARTITIONS":    strconv.Itoa(k.JobsPartitions),
+		"SLUICE_KAFKA_SCHEMAS_TOPIC":      k.SchemasTopic,
+		"SLUICE_KAFKA_SCHEMAS_PARTITIONS": strconv.Itoa(k.SchemasPartitions),
 		"SLUICE_KAFKA_CREATE_TOPICS":      strconv.FormatBool(k.CreateTopics),
 		"SLUICE_KAFKA_REPLICATION_FACTOR": strconv.Itoa(k.ReplicationFactor),
 		"SLUICE_KAFKA_SESSION_TIMEOUT":    k.SessionTimeout.String(),

@@ -125,7 +125,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		for i, rec := range p.Records {
 			key, keyErr := rd.Key(rec)
 			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
-				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run})
+				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run, SchemaId: task.SchemaId})
 			if cursorField != "" {
 				if c, ok := source.CursorValue(rec, cursorField); ok {
 					maxCursor.Add(c)
@@ -152,7 +152,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		// The slice goes on in a task of its own (a crawl's next page), published before this
 		// task's end is reported and committed, on this task's partition.
 		next := &sluicev1.Task{JobId: task.JobId, TaskId: then.TaskId, Index: task.Index, Count: task.Count, Source: task.Source,
-			Slice: then.Slice, Table: task.Table, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query}
+			Slice: then.Slice, Table: task.Table, SchemaId: task.SchemaId, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query}
 		value, err := proto.Marshal(next)
 		if err != nil {
 			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluicedata/sluice/pkg/catalog"
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/dlq"
@@ -20,15 +22,18 @@ import (
 type item struct {
 	rec                   *kgo.Record
 	job, task, run, table string
+	schema                string
 	key                   string
 	payload               []byte
 	extractedAt           time.Time
 }
 
-// table is the records waiting for one table, and what the table said last.
+// table is the records waiting for one table with one sink schema, and what the table said last.
 type table struct {
-	name  string
-	items []*item
+	name     string
+	schemaID string // "" for the raw landing rows
+	sink     *chsink.Sink
+	items    []*item
 	// class is the class of the last failed insert (transient or schema) while records wait.
 	class   delivery.Class
 	reason  string
@@ -116,18 +121,19 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		}
 		// env.Payload is the decoder's own copy, and env.Reset drops it: the item may keep it.
 		it := &items[i]
-		*it = item{rec: r, job: env.JobId, task: env.TaskId, run: env.Run, table: env.Table, key: env.Key,
-			payload: env.Payload, extractedAt: env.ExtractedAt.AsTime()}
+		*it = item{rec: r, job: env.JobId, task: env.TaskId, run: env.Run, table: env.Table, schema: env.SchemaId,
+			key: env.Key, payload: env.Payload, extractedAt: env.ExtractedAt.AsTime()}
 		if err != nil {
 			if lerr := l.deadLetter(b, it, class, err); lerr != nil {
 				return lerr
 			}
 			continue
 		}
-		t := l.tables[it.table]
+		tk := tableKey{it.table, it.schema}
+		t := l.tables[tk]
 		if t == nil {
-			t = &table{name: it.table, told: map[string]bool{}}
-			l.tables[it.table] = t
+			t = &table{name: it.table, schemaID: it.schema, told: map[string]bool{}}
+			l.tables[tk] = t
 		}
 		t.items = append(t.items, it)
 		l.pendingRows++
@@ -141,19 +147,24 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 // on their jobs' status, and dead-letters them once the grace has passed; a transient failure holds
 // them until the next try.
 func (l *Loader) load(ctx context.Context, t *table, b *batch) {
-	inserted, rejected, err := l.insertSplit(ctx, t.name, t.items)
+	inserted, rejected, err := l.insertTable(ctx, t)
 	for _, it := range inserted {
 		b.count(it).loaded.add(it.rec.Offset)
+	}
+	done := make(map[*item]bool, len(inserted)+len(rejected))
+	for _, it := range inserted {
+		done[it] = true
 	}
 	for _, rj := range rejected {
 		// dlq.Record fails only on what cannot be encoded, which it cleans first: were it to fail,
 		// the record would have no letter, so the member stops rather than commit past it.
-		if lerr := l.deadLetter(b, rj.item, "data", rj.err); lerr != nil {
+		if lerr := l.deadLetter(b, rj.item, rj.class, rj.err); lerr != nil {
 			l.fatal = lerr
 			return
 		}
+		done[rj.item] = true
 	}
-	l.forget(t, len(inserted)+len(rejected))
+	l.forget(t, done)
 	now := l.now()
 	switch class := delivery.ClassOf(err); {
 	case err == nil:
@@ -179,7 +190,7 @@ func (l *Loader) load(ctx context.Context, t *table, b *batch) {
 					return
 				}
 			}
-			l.forget(t, len(t.items))
+			l.forget(t, nil)
 		} else {
 			l.tell(t, b, false)
 		}
@@ -192,25 +203,85 @@ func (l *Loader) load(ctx context.Context, t *table, b *batch) {
 	}
 }
 
-// rejection is a record that ClickHouse refused as bad data, with what it said.
+// rejection is a record that its table refused, with the dead-letter class and why: a value its
+// schema does not take, or a row ClickHouse refused as bad data.
 type rejection struct {
-	item *item
-	err  error
+	item  *item
+	class string
+	err   error
 }
 
-// insertSplit inserts items as one block, retrying transient failures while ctx lasts. On a data
-// failure it inserts each half on its own, down to single rows, which are the rejected ones. It
+// insertTable inserts a table's waiting records: it resolves their sink and the table's schema,
+// builds the block (a record whose value does not fit is rejected there, with its column named),
+// adds the columns that new fields call for when the sink evolves, and inserts the block. It
 // returns what is in, what is rejected, and the failure that stopped the rest (nil when nothing is
-// left).
-func (l *Loader) insertSplit(ctx context.Context, name string, items []*item) (inserted []*item, rejected []rejection, err error) {
-	rows := &chsink.Rows{}
-	for _, it := range items {
-		rows.Add(it.key, it.payload, it.job, it.task, it.rec.Partition, it.rec.Offset, it.extractedAt)
+// left); when a failure stops it, records rejected while building wait with the rest and are
+// rejected again on the next try.
+func (l *Loader) insertTable(ctx context.Context, t *table) (inserted []*item, rejected []rejection, err error) {
+	if t.schemaID != "" && t.sink == nil {
+		sink, err := l.sinks.Sink(ctx, t.schemaID)
+		switch {
+		case errors.Is(err, catalog.ErrUnknown), errors.Is(err, catalog.ErrInvalid):
+			for _, it := range t.items {
+				rejected = append(rejected, rejection{it, "unknown_schema", err})
+			}
+			return nil, rejected, nil
+		case err != nil:
+			return nil, nil, delivery.New(delivery.Transient, "schemas", err)
+		}
+		t.sink = sink
 	}
-	return l.insertRows(ctx, name, items, rows)
+	for evolved := false; ; evolved = true {
+		schema, err := l.writer.Schema(ctx, t.name, t.sink)
+		if err != nil {
+			return nil, nil, err
+		}
+		block := schema.NewBlock(len(t.items))
+		good := make([]*item, 0, len(t.items))
+		rejected = rejected[:0]
+		for _, it := range t.items {
+			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Partition: it.rec.Partition,
+				Offset: it.rec.Offset, ExtractedAt: it.extractedAt}
+			if err := block.Add(&in); err != nil {
+				rejected = append(rejected, rejection{it, fieldClass(err), err})
+				continue
+			}
+			good = append(good, it)
+		}
+		if len(block.New) > 0 && !evolved {
+			if err := l.writer.Evolve(ctx, t.name, block.New); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		inserted, rej, err := l.insertRows(ctx, t.name, good, block)
+		if err != nil {
+			return inserted, nil, err
+		}
+		l.metrics.fieldsDiscarded.Add(float64(block.Discarded))
+		return inserted, append(rejected, rej...), nil
+	}
 }
 
-func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Rows) ([]*item, []rejection, error) {
+// fieldClass is the dead-letter class of a record its schema refuses.
+func fieldClass(err error) string {
+	var fe *chsink.FieldError
+	switch {
+	case errors.As(err, &fe) && fe.Field == "*":
+		return "bad_json"
+	case errors.As(err, &fe) && fe.Field != "":
+		return "unknown_field"
+	}
+	return "bad_value"
+}
+
+// insertRows inserts items, whose rows block holds, as one block, retrying transient failures while
+// ctx lasts. On a data failure it inserts each half on its own, down to single rows, which are the
+// rejected ones.
+func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block) ([]*item, []rejection, error) {
+	if len(items) == 0 {
+		return nil, nil, nil
+	}
 	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
 	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
 		began := l.now()
@@ -227,7 +298,7 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 	case delivery.ClassOf(err) != delivery.Data:
 		return nil, nil, err
 	case len(items) == 1:
-		return nil, []rejection{{items[0], err}}, nil
+		return nil, []rejection{{items[0], "data", err}}, nil
 	}
 	mid := len(items) / 2
 	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid))
@@ -238,17 +309,19 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
 }
 
-// forget drops the first n of a table's records from what waits: insertSplit finishes a prefix
-// of the records it is given, inserted or rejected, and leaves the rest in order.
-func (l *Loader) forget(t *table, n int) {
-	if n == 0 {
-		return
-	}
-	l.pendingRows -= n
-	for _, it := range t.items[:n] {
+// forget drops the done records (all of them for nil) from what waits for t; the rest wait in
+// order.
+func (l *Loader) forget(t *table, done map[*item]bool) {
+	keep := t.items[:0:0]
+	for _, it := range t.items {
+		if done != nil && !done[it] {
+			keep = append(keep, it)
+			continue
+		}
+		l.pendingRows--
 		l.pendingBytes -= len(it.rec.Value)
 	}
-	t.items = append(t.items[:0:0], t.items[n:]...)
+	t.items = keep
 }
 
 // deadLetter adds the dead letter of it to the batch, counted for its job.

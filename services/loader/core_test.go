@@ -47,7 +47,17 @@ func newFakeWriter() *fakeWriter {
 	return &fakeWriter{rows: map[string]map[string]string{}, refuse: map[string]bool{}, entered: make(chan struct{})}
 }
 
-func (w *fakeWriter) Insert(ctx context.Context, table string, rows *chsink.Rows, _ time.Time) error {
+func (w *fakeWriter) Schema(_ context.Context, _ string, sink *chsink.Sink) (*chsink.Schema, error) {
+	if sink != nil {
+		return nil, delivery.New(delivery.Schema, "schema", errors.New("the fake writer lands raw rows only"))
+	}
+	return chsink.Raw, nil
+}
+
+func (w *fakeWriter) Evolve(context.Context, string, map[string]*chsink.Inference) error { return nil }
+
+func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Block, _ time.Time) error {
+	keys, payloads := block.Column("key").([]string), block.Column("payload").([]string)
 	w.mu.Lock()
 	gate, entered := w.gate, w.entered
 	w.mu.Unlock()
@@ -70,7 +80,7 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, rows *chsink.Rows
 		return delivery.New(delivery.Schema, "schema", fmt.Errorf("code: 16, message: No such column key in table %s", table))
 	}
 	if w.poison != "" {
-		for _, p := range rows.Payloads {
+		for _, p := range payloads {
 			if strings.Contains(p, w.poison) {
 				return delivery.New(delivery.Data, "data", errors.New("code: 27, message: Cannot parse input"))
 			}
@@ -79,8 +89,8 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, rows *chsink.Rows
 	if w.rows[table] == nil {
 		w.rows[table] = map[string]string{}
 	}
-	for i, k := range rows.Keys {
-		w.rows[table][k] = rows.Payloads[i]
+	for i, k := range keys {
+		w.rows[table][k] = payloads[i]
 	}
 	return nil
 }
@@ -127,7 +137,7 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic},
 		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
-		tables: map[string]*table{}, parts: map[int32]*partition{}}
+		tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
 	l.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))

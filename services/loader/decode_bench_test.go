@@ -21,7 +21,7 @@ func BenchmarkDecodeValidate(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		var rows chsink.Rows
+		rows := chsink.Raw.NewBlock(len(values))
 		var env sluicev1.Record
 		for _, v := range values {
 			env.Reset()
@@ -31,7 +31,10 @@ func BenchmarkDecodeValidate(b *testing.B) {
 			if class, _ := validate(&env, 1<<20); class != "" {
 				b.Fatal(class)
 			}
-			rows.Add(env.Key, env.Payload, env.JobId, env.TaskId, 0, 0, env.ExtractedAt.AsTime())
+			if err := rows.Add(&chsink.Input{Key: env.Key, Record: env.Payload, Job: env.JobId, Task: env.TaskId,
+				ExtractedAt: env.ExtractedAt.AsTime()}); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(values)), "ns/record")

@@ -20,11 +20,21 @@ import (
 	"github.com/sluicedata/sluice/pkg/pipeline"
 )
 
-// batchWriter is what the loader needs of ClickHouse: an insert whose errors are classified
-// (chsink.Classify).
+// batchWriter is what the loader needs of ClickHouse, with errors classified (chsink.Classify):
+// the schema of a table for a sink, the columns that new fields call for, and an insert.
 type batchWriter interface {
-	Insert(ctx context.Context, table string, rows *chsink.Rows, loadedAt time.Time) error
+	Schema(ctx context.Context, table string, sink *chsink.Sink) (*chsink.Schema, error)
+	Evolve(ctx context.Context, table string, fields map[string]*chsink.Inference) error
+	Insert(ctx context.Context, table string, block *chsink.Block, loadedAt time.Time) error
 }
+
+// sinkCatalog resolves the sink schema ids that typed jobs' records carry (catalog.Catalog).
+type sinkCatalog interface {
+	Sink(ctx context.Context, id string) (*chsink.Sink, error)
+}
+
+// tableKey is a table and a sink schema ("" for the raw landing rows): the records of one insert.
+type tableKey struct{ table, schema string }
 
 var _ batchWriter = (*chsink.Writer)(nil)
 
@@ -35,6 +45,7 @@ var _ batchWriter = (*chsink.Writer)(nil)
 type Loader struct {
 	cl      *kgo.Client
 	writer  batchWriter
+	sinks   sinkCatalog
 	core    *delivery.Core
 	cfg     LoaderConfig
 	topics  topics
@@ -47,7 +58,7 @@ type Loader struct {
 	// mu guards what the rebalance callbacks change: the owned partitions and the records waiting
 	// for their tables.
 	mu     sync.Mutex
-	tables map[string]*table
+	tables map[tableKey]*table
 	parts  map[int32]*partition
 	// pendingRows and pendingBytes are what the tables hold in all: the bound on buffering.
 	pendingRows, pendingBytes int
@@ -74,6 +85,8 @@ type loaderMetrics struct {
 	batchRows     prometheus.Histogram
 	pendingRows   prometheus.Gauge
 	heldTables    *prometheus.GaugeVec
+	// fieldsDiscarded counts record fields that no column of a typed table took.
+	fieldsDiscarded prometheus.Counter
 }
 
 func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *loaderMetrics {
@@ -102,6 +115,10 @@ func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *load
 			Name: "loader_held_tables",
 			Help: "Tables whose records wait because the last insert failed, by class (transient, schema).",
 		}, []string{"class"}),
+		fieldsDiscarded: f.NewCounter(prometheus.CounterOpts{
+			Name: "loader_fields_discarded_total",
+			Help: "Record fields that no column of their typed table took, dropped (on_new_field: discard).",
+		}),
 	}
 }
 
@@ -293,6 +310,8 @@ func (l *Loader) sortedTables() []*table {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, func(a, b *table) int { return cmp.Compare(a.name, b.name) })
+	slices.SortFunc(out, func(a, b *table) int {
+		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.schemaID, b.schemaID))
+	})
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicedata/sluice/pkg/catalog"
 	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/config"
@@ -32,7 +33,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic},
 		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
 		now:     time.Now,
-		tables:  map[string]*table{},
+		tables:  map[tableKey]*table{},
 		parts:   map[int32]*partition{},
 	}
 	revoked := func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
@@ -70,6 +71,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 
 	l.cl, l.log = rt.Kafka, rt.Log
 	l.writer = chsink.NewWriter(ch, rt.Log)
+	l.sinks = catalog.New(cfg.Kafka.SchemasTopic, func() (*kgo.Client, error) {
+		return kafka.NewClient(cfg.Kafka, "loader-schemas", rt.Log, nil,
+			kgo.ConsumeTopics(cfg.Kafka.SchemasTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	})
 	l.metrics = newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
 	limit, err := kafka.MaxMessageBytes(ctx, rt.Kafka, cfg.Kafka.DLQTopic, cfg.Kafka.EventsTopic)
 	if err != nil {

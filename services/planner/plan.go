@@ -36,11 +36,11 @@ func taskID(jobID string, index int) string { return fmt.Sprintf("%s-t%04d", job
 
 // planTasks makes the tasks of a job from its source's plan: one per slice, with ids that derive
 // from the job's, each carrying src.
-func planTasks(spec *jobspec.Spec, src *sluicev1.Source, jobID string, sp source.Plan, now time.Time) plan {
+func planTasks(spec *jobspec.Spec, src *sluicev1.Source, schemaID, jobID string, sp source.Plan, now time.Time) plan {
 	p := plan{jobID: jobID, expected: sp.Expected, extent: sp.Extent, tasks: make([]*sluicev1.Task, 0, len(sp.Slices))}
 	for i, t := range sp.Slices {
 		t.JobId, t.TaskId, t.Index, t.Count = jobID, taskID(jobID, i), uint32(i), uint32(len(sp.Slices))
-		t.Source, t.Table, t.PlannedAt = src, spec.Sink.Table, timestamppb.New(now)
+		t.Source, t.Table, t.SchemaId, t.PlannedAt = src, spec.Sink.Table, schemaID, timestamppb.New(now)
 		p.tasks = append(p.tasks, t)
 	}
 	return p

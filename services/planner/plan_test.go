@@ -100,5 +100,5 @@ func planJob(s *jobspec.Spec, jobID string, total int64, now time.Time) plan {
 	if err != nil {
 		panic(err)
 	}
-	return planTasks(s, s.SourceProto(), jobID, sp, now)
+	return planTasks(s, s.SourceProto(), "", jobID, sp, now)
 }

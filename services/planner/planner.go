@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sluicedata/sluice/pkg/catalog"
+	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/jobspec"
@@ -53,12 +55,12 @@ type Planner struct {
 	unsure map[string]unsurePlan
 	// checkTable says why an existing sink table cannot take the landing rows; nil when it can, or
 	// when ClickHouse cannot be asked (the loaders hold the records of a table that refuses them).
-	checkTable func(ctx context.Context, table string) error
+	checkTable func(ctx context.Context, table string, sink *chsink.Sink) error
 	// names are the marks of incremental jobs and the schedules, from the jobs topic.
 	names *names
 }
 
-type topics struct{ tasks, events, jobs string }
+type topics struct{ tasks, events, jobs, schemas string }
 
 // maxUnsure bounds the unacknowledged plans a planner remembers (a broker down for long refuses
 // every submission): past it a retry may plan a second job, as it would without a key.
@@ -101,8 +103,16 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
 		return j, ok, err
 	}
+	schema := spec.Sink.Schema(spec.Name)
+	var sink *chsink.Sink
+	if schema != nil {
+		var probs []chsink.Problem
+		if sink, probs = chsink.NewSink(schema); len(probs) > 0 { // Parse checked it: a bug if not
+			return Job{}, false, fmt.Errorf("sink schema: %v", probs)
+		}
+	}
 	if p.checkTable != nil {
-		if err := p.checkTable(ctx, spec.Sink.Table); err != nil {
+		if err := p.checkTable(ctx, spec.Sink.Table, sink); err != nil {
 			return Job{}, false, err
 		}
 	}
@@ -126,6 +136,12 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	if err != nil {
 		return Job{}, false, fmt.Errorf("%w: %v", errDiscover, err)
 	}
+	// The schema goes out before the tasks whose records carry its id: a loader that meets the id
+	// finds it on the topic.
+	schemaID, err := p.publishSchema(ctx, schema)
+	if err != nil {
+		return Job{}, false, err
+	}
 	p.submitMu.Lock()
 	if j, ok, err := p.byKey(key, sum[:]); ok || err != nil {
 		p.submitMu.Unlock()
@@ -147,7 +163,7 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	now := p.now()
-	pl := planTasks(spec, srcProto, newJobID(spec.Name, now), sp, now)
+	pl := planTasks(spec, srcProto, schemaID, newJobID(spec.Name, now), sp, now)
 	planned := &sluicev1.JobEvent{JobId: pl.jobID, At: timestamppb.New(now), Producer: "planner",
 		Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{
 			Name: spec.Name, Table: spec.Sink.Table, Tasks: uint32(len(pl.tasks)),
@@ -339,6 +355,14 @@ func (p *Planner) Maintain(ctx context.Context) error {
 	}
 }
 
+// publishSchema publishes a typed sink's schema and returns its id; "" for the raw landing table.
+func (p *Planner) publishSchema(ctx context.Context, schema *sluicev1.SinkSchema) (string, error) {
+	if schema == nil {
+		return "", nil
+	}
+	return catalog.Publish(ctx, p.cl, p.topics.schemas, schema)
+}
+
 // republish publishes the tasks of a job whose planner stopped before it said they were out.
 func (p *Planner) republish(ctx context.Context, u unpublished) {
 	sp, spec, src, err := p.replan(u)
@@ -349,7 +373,11 @@ func (p *Planner) republish(ctx context.Context, u unpublished) {
 		p.publishFinished(ctx, fin)
 		return
 	}
-	if err := p.publishTasks(ctx, planTasks(spec, src, u.id, sp, u.at)); err != nil {
+	schemaID, err := p.publishSchema(ctx, spec.Sink.Schema(spec.Name))
+	if err == nil {
+		err = p.publishTasks(ctx, planTasks(spec, src, schemaID, u.id, sp, u.at))
+	}
+	if err != nil {
 		p.log.Warn("publish the tasks of a job again", "job", u.id, "error", err)
 		return
 	}

@@ -62,7 +62,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		cfg:    cfg.Planner,
 		states: states,
 		cl:     rt.Kafka,
-		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic, jobs: cfg.Kafka.JobsTopic},
+		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic, jobs: cfg.Kafka.JobsTopic, schemas: cfg.Kafka.SchemasTopic},
 		sources: source.Env{
 			Fetcher: &source.Fetcher{
 				Client:  &http.Client{CheckRedirect: source.SameHostRedirects},
@@ -93,14 +93,14 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 
 // tableChecker returns the planner's check of an existing sink table. It connects on first use and
 // again after a failure; when ClickHouse cannot be asked it lets the job through, and says so.
-func tableChecker(cfg chconn.Config, log *slog.Logger) func(ctx context.Context, table string) error {
+func tableChecker(cfg chconn.Config, log *slog.Logger) func(ctx context.Context, table string, sink *chsink.Sink) error {
 	cfg.CreateDatabase = false
 	cfg.DialTimeout = min(cfg.DialTimeout, 5*time.Second)
 	var (
 		mu   sync.Mutex
 		conn *chconn.Conn
 	)
-	return func(ctx context.Context, table string) error {
+	return func(ctx context.Context, table string, sink *chsink.Sink) error {
 		mu.Lock()
 		defer mu.Unlock()
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -113,8 +113,8 @@ func tableChecker(cfg chconn.Config, log *slog.Logger) func(ctx context.Context,
 			}
 			conn = c
 		}
-		err := chsink.CheckTable(ctx, conn, table)
-		if err != nil && !errors.Is(err, chsink.ErrIncompatibleTable) {
+		err := chsink.CheckTable(ctx, conn, table, sink)
+		if err != nil && !errors.Is(err, chsink.ErrIncompatibleTable) && !errors.Is(err, chsink.ErrNoTable) {
 			log.Warn("cannot check the sink table at submit; the loaders will", "table", table, "error", err)
 			conn.Close()
 			conn = nil

@@ -43,7 +43,10 @@ type Record struct {
 	KeyError string `protobuf:"bytes,9,opt,name=key_error,json=keyError,proto3" json:"key_error,omitempty"`
 	// The attempt at the task that extracted the record: a task that runs again (after a rebalance,
 	// a failed produce) gets a new run, so that its job counts the records of its final run once.
-	Run           string `protobuf:"bytes,10,opt,name=run,proto3" json:"run,omitempty"`
+	Run string `protobuf:"bytes,10,opt,name=run,proto3" json:"run,omitempty"`
+	// The id of the job's sink schema on the schemas topic (the task's schema_id); empty for the raw
+	// landing table.
+	SchemaId      string `protobuf:"bytes,11,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,11 +151,18 @@ func (x *Record) GetRun() string {
 	return ""
 }
 
+func (x *Record) GetSchemaId() string {
+	if x != nil {
+		return x.SchemaId
+	}
+	return ""
+}
+
 var File_sluice_v1_record_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x02\n" +
+	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n" +
 	"\x06Record\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x10\n" +
@@ -164,7 +174,8 @@ const file_sluice_v1_record_proto_rawDesc = "" +
 	"\x05table\x18\b \x01(\tR\x05table\x12\x1b\n" +
 	"\tkey_error\x18\t \x01(\tR\bkeyError\x12\x10\n" +
 	"\x03run\x18\n" +
-	" \x01(\tR\x03runB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	" \x01(\tR\x03run\x12\x1b\n" +
+	"\tschema_id\x18\v \x01(\tR\bschemaIdB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_record_proto_rawDescOnce sync.Once
