@@ -1,18 +1,25 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/stacktest"
 )
 
@@ -246,5 +253,153 @@ func query(t *testing.T, p *deployment, sql string) []string {
 		}
 		out = append(out, s)
 	}
+	return out
+}
+
+// TestLoaderKilledTypedBlocks SIGKILLs the loader 10 times while it lands a typed table from a
+// pre-filled raw topic, each time after a random number of new inserts. Merges are stopped, so
+// every part of the table is one insert: each covers one raw partition, and two parts either cover
+// the same offsets (a planned block formed again after a kill) or none in common. Every block that
+// a kill left planned in the commit metadata is, in the end, a part with exactly its offsets;
+// nothing is lost, and nothing is twice after FINAL.
+func TestLoaderKilledTypedBlocks(t *testing.T) {
+	stacktest.Require(t)
+	const n = 40_000
+	src := demosource.DefaultConfig()
+	src.Records = n
+	p := newPipeline(t, src)
+	ctx := context.Background()
+	if err := p.conn.Exec(ctx, "CREATE TABLE kb (id Int64, name String, _key String, _partition Int32, _offset Int64, _source String, _version UInt64) "+
+		"ENGINE = ReplacingMergeTree(_version) ORDER BY (_key, _source) SETTINGS parts_to_delay_insert = 100000, parts_to_throw_insert = 100000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.conn.Exec(ctx, "SYSTEM STOP MERGES kb"); err != nil {
+		t.Fatal(err)
+	}
+	planner := start(t, "planner", p.env).ready(t)
+	start(t, "extractor", p.env).ready(t)
+	spec := fmt.Sprintf(`name: kb
+source:
+  url: %s/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, page_size: 1000, total_path: total}
+tasks: 6
+sink: {table: kb, columns: from_table}
+`, p.srcURL)
+	id := submit(t, planner, spec).ID
+	for j := poll(t, planner, id); j.Records.Extracted < n; j = poll(t, planner, id) {
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Small batches: many inserts, each of about 80 records per raw partition.
+	// The broker's shortest session: each killed member is found gone 6 s after its last heartbeat.
+	env := p.with(map[string]string{"SLUICE_LOADER_BATCH_ROWS": "500", "SLUICE_KAFKA_SESSION_TIMEOUT": "6s"})
+	parts := func() int {
+		return len(query(t, p, "SELECT _part FROM kb GROUP BY _part"))
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	planned := map[string]bool{}
+	for kill := range 10 {
+		loader := start(t, fmt.Sprintf("loader-%d", kill), env)
+		before, want := parts(), 1+rng.IntN(8)
+		deadline := time.Now().Add(time.Minute)
+		for parts() < before+want {
+			if !loader.running() || time.Now().After(deadline) {
+				t.Fatalf("loader %d: exited or no %d new inserts within a minute; %v pending; blocks %v", kill, want,
+					metric(t, loader.addr(t), "loader_pending_rows"), committedBlocks(t, p))
+			}
+			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+		}
+		loader.stop(t, syscall.SIGKILL)
+		if rows, _ := strconv.Atoi(query(t, p, "SELECT toString(uniqExact(_key)) FROM kb")[0]); rows >= n {
+			t.Fatalf("kill %d came after the loader had landed every record", kill)
+		}
+		for _, b := range committedBlocks(t, p) {
+			if strings.HasPrefix(b, "p:") {
+				planned[strings.TrimPrefix(b, "p:")] = true
+			}
+		}
+	}
+	if len(planned) == 0 {
+		t.Fatal("no kill found a block planned and not yet recorded inserted: none was in flight")
+	}
+	start(t, "loader-last", p.env).ready(t) // default batches: the rest goes fast
+	if j := await(t, planner, id, 3*time.Minute); j.State != "succeeded" || j.Records.Loaded != n {
+		t.Fatalf("job ended %s with %d loaded, want succeeded with %d", j.State, j.Records.Loaded, n)
+	}
+
+	// Every part is one insert of one raw partition's offsets.
+	ranges := map[int32][][2]int64{}
+	for _, r := range query(t, p, "SELECT concat(toString(min(_partition)), ' ', toString(max(_partition)), ' ', toString(min(_offset)), ' ', toString(max(_offset))) FROM kb GROUP BY _part") {
+		var p0, p1 int32
+		var first, last int64
+		fmt.Sscan(r, &p0, &p1, &first, &last)
+		if p0 != p1 {
+			t.Fatalf("a part holds raw partitions %d to %d", p0, p1)
+		}
+		ranges[p0] = append(ranges[p0], [2]int64{first, last})
+	}
+	again := 0
+	for part, rs := range ranges {
+		slices.SortFunc(rs, func(a, b [2]int64) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+		for i := 1; i < len(rs); i++ {
+			switch {
+			case rs[i] == rs[i-1]:
+				again++
+			case rs[i][0] <= rs[i-1][1]:
+				t.Fatalf("partition %d: blocks %v and %v overlap: a block was formed differently after a kill", part, rs[i-1], rs[i])
+			}
+		}
+	}
+	for b := range planned {
+		var part int32
+		var first, last int64
+		fields := strings.Split(b, ":") // table:schema:partition:first-last
+		fmt.Sscanf(fields[2]+" "+fields[3], "%d %d-%d", &part, &first, &last)
+		if !slices.Contains(ranges[part], [2]int64{first, last}) {
+			t.Fatalf("block %s was planned at a kill, and no part holds exactly its offsets: %v", b, ranges[part])
+		}
+	}
+	t.Logf("%d kills; %d blocks planned at a kill; %d blocks inserted again", 10, len(planned), again)
+	rows, keys := uint64(0), uint64(0)
+	if err := p.conn.QueryRow(ctx, "SELECT count(), uniqExact(_key) FROM kb FINAL").Scan(&rows, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n || keys != n {
+		t.Fatalf("%d rows and %d keys after FINAL, want %d of each", rows, keys, n)
+	}
+}
+
+// committedBlocks returns the loader group's blocks recorded in its commit metadata, as
+// "p:table:schema:partition:first-last" (planned) or "i:…" (inserted).
+func committedBlocks(t *testing.T, p *deployment) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kafka.NewClient(p.kafka, "test-offsets", stacktest.Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, p.env["SLUICE_LOADER_GROUP"])
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	resp.Each(func(o kadm.OffsetResponse) {
+		fields := strings.Fields(o.Metadata)
+		if len(fields) == 0 {
+			return
+		}
+		for _, f := range fields[1:] {
+			parts := strings.SplitN(f, ":", 4)
+			rng, _, _ := strings.Cut(parts[3], "@")
+			out = append(out, fmt.Sprintf("%s:%s:%s:%d:%s", parts[0], parts[1], parts[2], o.Partition, rng))
+		}
+	})
 	return out
 }

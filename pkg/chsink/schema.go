@@ -161,8 +161,9 @@ func (s *Schema) Names() []string {
 }
 
 // CreateSQL is the table's DDL, which works on ClickHouse 18.16 and on current releases:
-// ReplacingMergeTree by the version column (plain MergeTree without one), ordered by OrderBy.
-func (s *Schema) CreateSQL(database, table string) string {
+// ReplacingMergeTree by the version column (plain MergeTree without one), ordered by OrderBy, with
+// settings (such as "index_granularity = 8192") where given.
+func (s *Schema) CreateSQL(database, table string, settings ...string) string {
 	cols := make([]string, len(s.Columns))
 	for i, c := range s.Columns {
 		cols[i] = "  `" + c.Name + "` " + c.Type.Name
@@ -179,8 +180,12 @@ func (s *Schema) CreateSQL(database, table string) string {
 	if len(order) > 1 {
 		by = "(" + by + ")"
 	}
-	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS `%s`.`%s` (\n%s\n) ENGINE = %s\nORDER BY %s",
+	sql := fmt.Sprintf("CREATE TABLE IF NOT EXISTS `%s`.`%s` (\n%s\n) ENGINE = %s\nORDER BY %s",
 		database, table, strings.Join(cols, ",\n"), engine, by)
+	if len(settings) > 0 {
+		sql += "\nSETTINGS " + strings.Join(settings, ", ")
+	}
+	return sql
 }
 
 // Mismatches are how an existing table's columns (name → type, as system.columns writes them)

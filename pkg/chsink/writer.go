@@ -56,7 +56,12 @@ func (w *Writer) Schema(ctx context.Context, table string, sink *Sink) (*Schema,
 		if err != nil {
 			return nil, Classify(err)
 		}
-		if err := w.conn.Exec(ctx, created.CreateSQL(w.conn.Database, table)); err != nil {
+		var settings []string
+		if w.conn.Features.NonReplicatedDeduplication {
+			// The window in which a block inserted again is dropped (by its token, or its hash).
+			settings = append(settings, fmt.Sprintf("non_replicated_deduplication_window = %d", DeduplicationWindow))
+		}
+		if err := w.conn.Exec(ctx, created.CreateSQL(w.conn.Database, table, settings...)); err != nil {
 			return nil, Classify(fmt.Errorf("create table %s.%s: %w", w.conn.Database, table, err))
 		}
 		if cols, err = describe(ctx, w.conn, table); err != nil {
@@ -74,6 +79,11 @@ func (w *Writer) Schema(ctx context.Context, table string, sink *Sink) (*Schema,
 	w.mu.Unlock()
 	return s, nil
 }
+
+// DeduplicationWindow is how many recent insert blocks a table that sluice creates remembers, on
+// servers that have non_replicated_deduplication_window (20.10 and later): a block inserted again
+// within it is dropped.
+const DeduplicationWindow = 10000
 
 // EnsureTable creates the raw landing table when it is missing.
 func (w *Writer) EnsureTable(ctx context.Context, table string) error {
@@ -136,16 +146,25 @@ func (w *Writer) Evolve(ctx context.Context, table string, fields map[string]*In
 }
 
 // Insert writes block into table as one insert, with loadedAt as the load time of a loaded_at
-// column. Its errors are classified (Classify); on a schema error it forgets the table, so that the
-// next attempt looks at it again (and creates it again if it went missing).
-func (w *Writer) Insert(ctx context.Context, table string, block *Block, loadedAt time.Time) error {
+// column. token names the block's records: where the server has insert_deduplication_token (22.2
+// and later) it goes with the insert, so that a block inserted again is dropped by a table with a
+// deduplication window. Its errors are classified (Classify); on a schema error it forgets the
+// table, so that the next attempt looks at it again (and creates it again if it went missing).
+func (w *Writer) Insert(ctx context.Context, table string, block *Block, loadedAt time.Time, token string) error {
 	if block.Len() == 0 {
 		return nil
 	}
+	settings := clickhouse.Settings{}
 	if w.conn.Features.AsyncInsert {
 		// Recent releases may default to asynchronous inserts; sluice relies on the insert being
 		// durable when it returns, before offsets are committed.
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"async_insert": 0}))
+		settings["async_insert"] = 0
+	}
+	if w.conn.Features.InsertDeduplicationToken && token != "" {
+		settings["insert_deduplication_token"] = token
+	}
+	if len(settings) > 0 {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	}
 	err := Classify(w.send(ctx, table, block, loadedAt))
 	if delivery.ClassOf(err) == delivery.Schema {

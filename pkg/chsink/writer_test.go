@@ -41,7 +41,7 @@ func land(t *testing.T, w *Writer, table string, sink *Sink, recs ...string) map
 			refused[i] = err
 		}
 	}
-	if err := w.Insert(ctx, table, b, time.Now()); err != nil {
+	if err := w.Insert(ctx, table, b, time.Now(), ""); err != nil {
 		t.Fatalf("insert into %s: %v", table, err)
 	}
 	return refused

@@ -72,11 +72,22 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	}
 	// Inserts get half the flush: the dead letters, events and commit the rest.
 	insertCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/2)
+	var due []*table
 	for _, t := range l.sortedTables() {
 		if !t.retryAt.After(start) {
-			l.lag.Doing(fmt.Sprintf("inserting %d records into %s", len(t.items), t.name))
-			l.load(insertCtx, t, b)
+			due = append(due, t)
 		}
+	}
+	// The blocks about to be inserted are recorded first: were they not, a member that takes a
+	// partition over after a crash could form other blocks of the same records.
+	planned, err := l.planBlocks(insertCtx, due)
+	if err != nil {
+		cancel()
+		return err
+	}
+	for _, tp := range planned {
+		l.lag.Doing(fmt.Sprintf("inserting %d records into %s", len(tp.t.items), tp.t.name))
+		l.load(insertCtx, tp, b)
 	}
 	cancel()
 	if l.fatal != nil {
@@ -106,7 +117,7 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 	for i, r := range recs {
 		s := l.parts[r.Partition]
 		if s == nil {
-			s = &partition{committed: -1}
+			s = &partition{committed: -1, start: r.Offset}
 			l.parts[r.Partition] = s
 		}
 		s.next, s.epoch = r.Offset+1, r.LeaderEpoch
@@ -146,8 +157,9 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 // splitting the block and dead-lettered alone; a schema failure holds the table's records, says so
 // on their jobs' status, and dead-letters them once the grace has passed; a transient failure holds
 // them until the next try.
-func (l *Loader) load(ctx context.Context, t *table, b *batch) {
-	inserted, rejected, err := l.insertTable(ctx, t)
+func (l *Loader) load(ctx context.Context, tp *tablePlan, b *batch) {
+	t := tp.t
+	inserted, rejected, err := l.insertTable(ctx, tp)
 	for _, it := range inserted {
 		b.count(it).loaded.add(it.rec.Offset)
 	}
@@ -191,6 +203,7 @@ func (l *Loader) load(ctx context.Context, t *table, b *batch) {
 				}
 			}
 			l.forget(t, nil)
+			l.settle(t.key())
 		} else {
 			l.tell(t, b, false)
 		}
@@ -211,35 +224,56 @@ type rejection struct {
 	err   error
 }
 
-// insertTable inserts a table's waiting records: it resolves their sink and the table's schema,
-// builds the block (a record whose value does not fit is rejected there, with its column named),
-// adds the columns that new fields call for when the sink evolves, and inserts the block. It
-// returns what is in, what is rejected, and the failure that stopped the rest (nil when nothing is
-// left); when a failure stops it, records rejected while building wait with the rest and are
-// rejected again on the next try.
-func (l *Loader) insertTable(ctx context.Context, t *table) (inserted []*item, rejected []rejection, err error) {
+// insertTable inserts a table's waiting records, block by block as tp plans them: it resolves
+// their sink and the table's schema, builds each block (a record whose value does not fit is
+// rejected there, with its column named), adds the columns that new fields call for when the sink
+// evolves, and inserts it. The records of blocks known to be in count as inserted. It returns what
+// is in, what is rejected, and the failure that stopped the rest (nil when nothing is left); the
+// records of the block that failed wait, those rejected while building it too, and are rejected
+// again on the next try.
+func (l *Loader) insertTable(ctx context.Context, tp *tablePlan) (inserted []*item, rejected []rejection, err error) {
+	t := tp.t
+	inserted = tp.known
 	if t.schemaID != "" && t.sink == nil {
 		sink, err := l.sinks.Sink(ctx, t.schemaID)
 		switch {
 		case errors.Is(err, catalog.ErrUnknown), errors.Is(err, catalog.ErrInvalid):
-			for _, it := range t.items {
-				rejected = append(rejected, rejection{it, "unknown_schema", err})
+			for _, u := range tp.units {
+				for _, it := range u.items {
+					rejected = append(rejected, rejection{it, "unknown_schema", err})
+				}
+				u.blk.inserted = true
 			}
-			return nil, rejected, nil
+			return inserted, rejected, nil
 		case err != nil:
-			return nil, nil, delivery.New(delivery.Transient, "schemas", err)
+			return inserted, nil, delivery.New(delivery.Transient, "schemas", err)
 		}
 		t.sink = sink
 	}
+	for _, u := range tp.units {
+		in, rej, err := l.insertUnit(ctx, t, u)
+		inserted = append(inserted, in...)
+		if err != nil {
+			return inserted, rejected, err
+		}
+		rejected = append(rejected, rej...)
+		u.blk.inserted = true
+	}
+	return inserted, rejected, nil
+}
+
+// insertUnit inserts the records of one planned block.
+func (l *Loader) insertUnit(ctx context.Context, t *table, u *unit) (inserted []*item, rejected []rejection, err error) {
+	loadedAt := time.Unix(u.blk.loadedAt, 0)
 	for evolved := false; ; evolved = true {
 		schema, err := l.writer.Schema(ctx, t.name, t.sink)
 		if err != nil {
 			return nil, nil, err
 		}
-		block := schema.NewBlock(len(t.items))
-		good := make([]*item, 0, len(t.items))
+		block := schema.NewBlock(len(u.items))
+		good := make([]*item, 0, len(u.items))
 		rejected = rejected[:0]
-		for _, it := range t.items {
+		for _, it := range u.items {
 			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Partition: it.rec.Partition,
 				Offset: it.rec.Offset, ExtractedAt: it.extractedAt}
 			if err := block.Add(&in); err != nil {
@@ -254,7 +288,7 @@ func (l *Loader) insertTable(ctx context.Context, t *table) (inserted []*item, r
 			}
 			continue
 		}
-		inserted, rej, err := l.insertRows(ctx, t.name, good, block)
+		inserted, rej, err := l.insertRows(ctx, t.name, good, block, loadedAt)
 		if err != nil {
 			return inserted, nil, err
 		}
@@ -278,14 +312,17 @@ func fieldClass(err error) string {
 // insertRows inserts items, whose rows block holds, as one block, retrying transient failures while
 // ctx lasts. On a data failure it inserts each half on its own, down to single rows, which are the
 // rejected ones.
-func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block) ([]*item, []rejection, error) {
+func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time) ([]*item, []rejection, error) {
 	if len(items) == 0 {
 		return nil, nil, nil
 	}
+	// The token names the block's records: the same records always make the same block.
+	first, last := items[0].rec, items[len(items)-1].rec
+	token := fmt.Sprintf("%s-%s-%s-%d-%d-%d", name, items[0].schema, first.Topic, first.Partition, first.Offset, last.Offset)
 	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
 	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
 		began := l.now()
-		err := l.writer.Insert(ctx, name, rows, began)
+		err := l.writer.Insert(ctx, name, rows, loadedAt, token)
 		if err == nil {
 			l.metrics.insertSeconds.Observe(time.Since(began).Seconds())
 			l.metrics.rowsInserted.Add(float64(rows.Len()))
@@ -301,11 +338,11 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 		return nil, []rejection{{items[0], "data", err}}, nil
 	}
 	mid := len(items) / 2
-	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid))
+	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt)
 	if err != nil {
 		return inLeft, rejLeft, err
 	}
-	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()))
+	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt)
 	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
 }
 

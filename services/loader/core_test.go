@@ -56,7 +56,7 @@ func (w *fakeWriter) Schema(_ context.Context, _ string, sink *chsink.Sink) (*ch
 
 func (w *fakeWriter) Evolve(context.Context, string, map[string]*chsink.Inference) error { return nil }
 
-func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Block, _ time.Time) error {
+func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Block, _ time.Time, _ string) error {
 	keys, payloads := block.Column("key").([]string), block.Column("payload").([]string)
 	w.mu.Lock()
 	gate, entered := w.gate, w.entered
@@ -134,13 +134,14 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 	}
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
+	lcfg.Group = r.group
 	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic},
 		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
 		tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
 	l.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))
+		kgo.OnPartitionsAssigned(l.assigned), kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 type batchWriter interface {
 	Schema(ctx context.Context, table string, sink *chsink.Sink) (*chsink.Schema, error)
 	Evolve(ctx context.Context, table string, fields map[string]*chsink.Inference) error
-	Insert(ctx context.Context, table string, block *chsink.Block, loadedAt time.Time) error
+	Insert(ctx context.Context, table string, block *chsink.Block, loadedAt time.Time, token string) error
 }
 
 // sinkCatalog resolves the sink schema ids that typed jobs' records carry (catalog.Catalog).
@@ -76,6 +76,13 @@ type partition struct {
 	epoch     int32
 	next      int64 // one past the highest offset polled in this ownership
 	committed int64
+	// start is where this ownership began reading: what a commit with no committed offset before
+	// it commits.
+	start int64
+	// blocks are the partition's blocks at or past the committed offset, planned or inserted, and
+	// recorded is the metadata that the last commit recorded them with.
+	blocks   []*block
+	recorded string
 }
 
 type loaderMetrics struct {
@@ -255,9 +262,10 @@ func (l *Loader) revoked(_ context.Context, _ *kgo.Client, partitions map[string
 	l.metrics.pendingRows.Set(float64(l.pendingRows))
 }
 
-// commitOffsets returns, per owned partition, the offset up to which every record is done: its
-// first waiting record, or one past the last polled. The caller holds mu.
-func (l *Loader) commitOffsets() map[string]map[int32]kgo.EpochOffset {
+// commitOffsets returns, per owned partition, the offset up to which every record is done (its
+// first waiting record, or one past the last polled) where that is past the committed offset or
+// the partition's blocks changed since they were recorded. The caller holds mu.
+func (l *Loader) commitOffsets() map[int32]kgo.EpochOffset {
 	next := make(map[int32]int64, len(l.parts))
 	for p, s := range l.parts {
 		next[p] = s.next
@@ -271,33 +279,24 @@ func (l *Loader) commitOffsets() map[string]map[int32]kgo.EpochOffset {
 	}
 	out := map[int32]kgo.EpochOffset{}
 	for p, o := range next {
-		if s := l.parts[p]; o > s.committed {
+		s := l.parts[p]
+		if o < s.committed {
+			o = s.committed // the partition's last owner committed past what this member polled
+		}
+		kept := slices.DeleteFunc(slices.Clone(s.blocks), func(b *block) bool { return b.last < o })
+		if o > s.committed || encodeBlocks(kept) != s.recorded {
 			out[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
 		}
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	return map[string]map[int32]kgo.EpochOffset{l.topics.raw: out}
+	return out
 }
 
-// commit commits what commitOffsets allows. A failed commit is not retried: the records are in, and
-// whoever owns the partitions next gets them again and the landing table collapses them.
+// commit commits what commitOffsets allows, with the partitions' blocks. A failed commit is not
+// retried: the records are in, and whoever owns the partitions next gets them again, and finds
+// their blocks planned or inserted in the last commit that went through.
 func (l *Loader) commit(ctx context.Context) error {
-	offsets := l.commitOffsets()
-	if offsets == nil {
-		return nil
-	}
-	if failed := kafka.CommitSync(ctx, l.cl, offsets); failed != nil {
-		l.log.Warn("commit offsets failed; the records will be redelivered", "error", failed)
-		return nil
-	}
-	for _, ps := range offsets {
-		for p, eo := range ps {
-			if s := l.parts[p]; s != nil {
-				s.committed = max(s.committed, eo.Offset)
-			}
-		}
+	if err := l.commitBlocks(ctx, l.commitOffsets()); err != nil {
+		l.log.Warn("commit offsets failed; the records will be redelivered", "error", err)
 	}
 	return nil
 }

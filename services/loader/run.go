@@ -41,7 +41,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		l.revoked(ctx, cl, ps)
 	}
 	rt, err := service.Start(ctx, "loader", stdout, cfg.Config,
-		kgo.OnPartitionsAssigned(lag.Assigned),
+		kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
+			lag.Assigned(ctx, cl, ps)
+			l.assigned(ctx, cl, ps)
+		}),
 		kgo.OnPartitionsRevoked(revoked),
 		kgo.OnPartitionsLost(revoked),
 		kgo.ConsumerGroup(cfg.Loader.Group),
