@@ -103,9 +103,9 @@ func TestPipelineTyped(t *testing.T) {
 	loader := start(t, "loader", p.env).ready(t)
 
 	jobs := []struct {
-		name, sink    string
-		loaded, dead  uint64
-		classes       map[string]int
+		name, sink     string
+		loaded, dead   uint64
+		classes        map[string]int
 		table, select_ string
 	}{
 		{name: "evolve", sink: "  table: t_evolve\n  create: true\n  on_new_field: evolve\n" + typedColumns,
