@@ -1,6 +1,10 @@
 package chconn
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Version is a ClickHouse server version.
 type Version struct {
@@ -43,4 +47,23 @@ func FeaturesOf(v Version) Features {
 		InsertDeduplicationToken:   v.AtLeast(22, 2),
 		Bool:                       v.AtLeast(21, 12),
 	}
+}
+
+// ParseVersion reads a version such as 18.16, 24.8.4 or 25.3.1.2 (the parts past the third are
+// ignored).
+func ParseVersion(s string) (Version, error) {
+	var v Version
+	parts := strings.Split(strings.TrimSpace(s), ".")
+	nums := []*uint64{&v.Major, &v.Minor, &v.Patch}
+	if len(parts) < 2 {
+		return Version{}, fmt.Errorf("version %q: want major.minor, such as 24.8", s)
+	}
+	for i, p := range parts[:min(len(parts), 3)] {
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return Version{}, fmt.Errorf("version %q: want major.minor, such as 24.8", s)
+		}
+		*nums[i] = n
+	}
+	return v, nil
 }

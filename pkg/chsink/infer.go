@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // Inference is the type of one field as sampled records show it, for DDL that sluice proposes
@@ -156,4 +158,61 @@ func (in *Inference) base(hasBool, hasDateTime64 bool) string {
 		return "Array(" + in.elem.Type(hasBool, hasDateTime64) + ")"
 	}
 	return "String"
+}
+
+// Sample is what the records seen so far say of their top-level fields: each field's values, in
+// the order the fields first appeared.
+type Sample struct {
+	order  []string
+	fields map[string]*Inference
+	// Records counts the records added; Skipped the fields whose names cannot be column names.
+	Records int
+	Skipped map[string]bool
+}
+
+// Add reads one record (a JSON object) into the sample.
+func (s *Sample) Add(record []byte) error {
+	if s.fields == nil {
+		s.fields, s.Skipped = map[string]*Inference{}, map[string]bool{}
+	}
+	seen := map[string]bool{}
+	err := eachField(record, func(name, raw []byte) bool {
+		n := string(name)
+		if !columnName.MatchString(n) {
+			s.Skipped[n] = true
+			return true
+		}
+		in := s.fields[n]
+		if in == nil {
+			in = &Inference{}
+			if s.Records > 0 {
+				in.missing = true // the records before did not have it
+			}
+			s.fields[n] = in
+			s.order = append(s.order, n)
+		}
+		in.Add(raw)
+		seen[n] = true
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for name, in := range s.fields {
+		if !seen[name] {
+			in.missing = true
+		}
+	}
+	s.Records++
+	return nil
+}
+
+// Columns are the sink columns the sample calls for, in the order the fields first appeared, with
+// the types that features allow (Bool from 21.12, DateTime64 from 20.1).
+func (s *Sample) Columns(hasBool, hasDateTime64 bool) []*sluicev1.SinkColumn {
+	out := make([]*sluicev1.SinkColumn, len(s.order))
+	for i, name := range s.order {
+		out[i] = &sluicev1.SinkColumn{Name: name, Type: s.fields[name].Type(hasBool, hasDateTime64)}
+	}
+	return out
 }

@@ -250,3 +250,6 @@ func (s *Sink) schema(have map[string]string, order []string) (*Schema, error) {
 	}
 	return &out, nil
 }
+
+// CreateSchema is the schema of the table that the sink creates.
+func (s *Sink) CreateSchema() (*Schema, error) { return s.schema(nil, nil) }

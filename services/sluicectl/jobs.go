@@ -253,7 +253,8 @@ func printJobs(w io.Writer, format string, js []job) error {
 
 // reorder moves flags after positional arguments to the front, so `submit FILE --wait` works.
 // takesValue are the flags whose value is the next argument.
-var takesValue = map[string]bool{"-o": true, "--o": true, "-idempotency-key": true, "--idempotency-key": true}
+var takesValue = map[string]bool{"-o": true, "--o": true, "-idempotency-key": true, "--idempotency-key": true,
+	"-pages": true, "--pages": true, "-clickhouse-version": true, "--clickhouse-version": true, "-database": true, "--database": true}
 
 func reorder(args []string) []string {
 	var flags, rest []string

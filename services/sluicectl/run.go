@@ -29,6 +29,9 @@ commands:
   dlq list [--job J] [--stage S] [--class C] [--limit N] [-o table|json]
                                          show the dead letters
   topics [--check] [-o table|json]       create the pipeline's missing topics, or only check them
+  infer FILE [--pages N] [--clickhouse-version V] [--database D]
+                                         sample the first pages of a job's source and print the typed
+                                         table they call for: its CREATE TABLE and the sink columns
 
 The planner is at SLUICE_PLANNER_URL (default http://127.0.0.1:8080); Kafka at SLUICE_KAFKA_BROKERS.
 `
@@ -57,6 +60,8 @@ func run(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, 
 		code, err = jobs(ctx, args[1:], lookup, stdout, stderr)
 	case "dlq":
 		code, err = deadLetters(ctx, args[1:], lookup, stdout, stderr)
+	case "infer":
+		code, err = infer(ctx, args[1:], lookup, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage, fmt.Errorf("unknown command %q", args[0])
