@@ -625,7 +625,7 @@ func readLog(t *testing.T, p *proc) string {
 }
 
 // peakRSS is the process's peak resident memory (VmHWM).
-func peakRSS(t *testing.T, p *proc) int64 {
+func peakRSS(t testing.TB, p *proc) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {

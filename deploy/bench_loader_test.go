@@ -1,0 +1,159 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/stacktest"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// BenchmarkLoader measures the loader leg alone, against its floor, on the same records: a job of
+// RECORDS demo records (200,000 by default) is extracted into the raw topic with no loader
+// running; then
+//
+//   - the floor: a lean loop (franz-go polls the raw topic, decodes each envelope, clickhouse-go
+//     appends key and payload as Strings and sends every 50,000 rows, nothing else) lands them in a
+//     plain key, payload table;
+//   - the loader lands them in the raw landing table;
+//   - another job of the same records, extracted the same way, lands through a typed sink of 4
+//     columns (id Int64, name String, email String, created_at DateTime), and the difference per
+//     column is reported.
+//
+// Each reports records/s, its own CPU seconds and ClickHouse's per million records, and the
+// loader's peak resident memory.
+func BenchmarkLoader(b *testing.B) {
+	stacktest.Require(b)
+	n := envInt("RECORDS", 200_000)
+	src := demosource.DefaultConfig()
+	src.Records = int64(n)
+	for range b.N {
+		p := newPipeline(b, src)
+		planner := start(b, "planner", p.env).ready(b)
+		chPid := stackPid(b, "clickhouse/clickhouse.pid")
+		m := float64(n) / 1e6
+
+		fill := func(name, sink string) string {
+			b.Helper()
+			extractor := start(b, "extractor-"+name, p.env)
+			extractor.ready(b)
+			spec := fmt.Sprintf("name: %s\nsource:\n  url: %s/api/users\n  records_path: data\n  key: id\n  pagination: {type: offset, page_size: 1000, total_path: total}\ntasks: 16\nsink:\n%s",
+				name, p.srcURL, sink)
+			id := submit(b, planner, spec).ID
+			for j := poll(b, planner, id); j.Records.Extracted < uint64(n); j = poll(b, planner, id) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			extractor.stop(b, syscall.SIGTERM)
+			return id
+		}
+
+		rawJob := fill("raw", "  table: bench_raw\n")
+		floorRate, floorCPU, floorCH := leanLoop(b, p, n, chPid)
+
+		drain := func(id string) (rate, cpu, ch, rssMiB float64) {
+			b.Helper()
+			loader := start(b, "loader-"+id, p.env)
+			loader.ready(b)
+			pid := loader.cmd.Process.Pid
+			before := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
+			began := time.Now()
+			j := await(b, planner, id, 20*time.Minute)
+			took := time.Since(began)
+			after := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
+			rssMiB = float64(peakRSS(b, loader)) / (1 << 20)
+			loader.stop(b, syscall.SIGTERM)
+			if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
+				b.Fatalf("job ended %+v", j)
+			}
+			return float64(n) / took.Seconds(), (after["loader"] - before["loader"]) / m, (after["clickhouse"] - before["clickhouse"]) / m, rssMiB
+		}
+		rawRate, rawCPU, rawCH, rawRSS := drain(rawJob)
+		typedJob := fill("typed", "  table: bench_typed\n  create: true\n  columns:\n    - {name: id, type: Int64}\n    - {name: name, type: String}\n    - {name: email, type: String}\n    - {name: created_at, type: DateTime}\n")
+		typedRate, typedCPU, typedCH, typedRSS := drain(typedJob)
+
+		fmt.Printf("\nsluice loader benchmark: %d records of %d bytes pre-filled in the raw topic (6 partitions), 1 loader\n", n, src.RecordSize)
+		fmt.Printf("  %-40s %10s %14s %14s %10s\n", "", "records/s", "own CPU-s/M", "ClickHouse/M", "peak RSS")
+		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %10s\n", "floor: lean poll + append + send", floorRate, floorCPU, floorCH, "")
+		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: raw landing table", rawRate, rawCPU, rawCH, rawRSS)
+		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: typed table, 4 columns", typedRate, typedCPU, typedCH, typedRSS)
+		fmt.Printf("  raw landing at %.2f x the floor's records/s; typed landing costs %+.2f loader CPU-s/M per column over raw\n",
+			rawRate/floorRate, (typedCPU-rawCPU)/4)
+		b.ReportMetric(floorRate, "floor-records/s")
+		b.ReportMetric(rawRate, "raw-records/s")
+		b.ReportMetric(typedRate, "typed-records/s")
+		b.ReportMetric(rawCPU, "raw-loader-cpu-s/M")
+		b.ReportMetric(typedCPU, "typed-loader-cpu-s/M")
+		b.ReportMetric(floorCPU, "floor-cpu-s/M")
+		b.ReportMetric(rawRSS, "raw-loader-peak-MiB")
+	}
+}
+
+// leanLoop is the loader leg's floor: it reads the raw topic from its start, decodes each
+// envelope and inserts key and payload into a plain table every 50,000 rows. It returns records/s,
+// its own CPU seconds per million records and ClickHouse's.
+func leanLoop(b *testing.B, p *deployment, n, chPid int) (rate, cpu, ch float64) {
+	b.Helper()
+	ctx := context.Background()
+	conn, err := chconn.Open(ctx, p.ch, stacktest.Logger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE TABLE floor (key String, payload String) ENGINE = MergeTree ORDER BY key"); err != nil {
+		b.Fatal(err)
+	}
+	cl, err := kafka.NewClient(p.kafka, "floor", stacktest.Logger(b), nil, kgo.ConsumeTopics(p.kafka.RawTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxPartitionBytes(8<<20))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	self := os.Getpid()
+	before := cpuOf(map[string]int{"self": self, "clickhouse": chPid})
+	began := time.Now()
+	var keys, payloads []string
+	var env sluicev1.Record
+	send := func() {
+		batch, err := conn.PrepareBatch(ctx, "INSERT INTO floor (key, payload)")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := batch.Column(0).Append(keys); err != nil {
+			b.Fatal(err)
+		}
+		if err := batch.Column(1).Append(payloads); err != nil {
+			b.Fatal(err)
+		}
+		if err := batch.Send(); err != nil {
+			b.Fatal(err)
+		}
+		keys, payloads = keys[:0], payloads[:0]
+	}
+	for got := 0; got < n; {
+		fetches := cl.PollRecords(ctx, 50_000-len(keys))
+		fetches.EachRecord(func(r *kgo.Record) {
+			if err := proto.Unmarshal(r.Value, &env); err != nil {
+				b.Fatal(err)
+			}
+			keys, payloads = append(keys, env.Key), append(payloads, string(env.Payload))
+			got++
+		})
+		if len(keys) >= 50_000 || got >= n {
+			send()
+		}
+	}
+	took := time.Since(began)
+	after := cpuOf(map[string]int{"self": self, "clickhouse": chPid})
+	m := float64(n) / 1e6
+	return float64(n) / took.Seconds(), (after["self"] - before["self"]) / m, (after["clickhouse"] - before["clickhouse"]) / m
+}
