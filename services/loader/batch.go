@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicedata/sluice/pkg/catalog"
@@ -113,7 +112,7 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 // waits with its table.
 func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 	items := make([]item, len(recs))
-	var env sluicev1.Record
+	var env envelope
 	for i, r := range recs {
 		s := l.parts[r.Partition]
 		if s == nil {
@@ -122,18 +121,17 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		}
 		s.next, s.epoch = r.Offset+1, r.LeaderEpoch
 
-		env.Reset()
 		class, err := "", error(nil)
-		if uerr := proto.Unmarshal(r.Value, &env); uerr != nil {
-			env.Reset() // a failed decode leaves fragments: the letter keeps the original bytes instead
-			class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", uerr)
+		if derr := decodeEnvelope(r.Value, l.strings, &env); derr != nil {
+			env = envelope{} // the letter keeps the original bytes instead
+			class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", derr)
 		} else {
-			class, err = validate(&env, l.cfg.MaxRecordBytes)
+			class, err = validate(&env, l.validTables, l.cfg.MaxRecordBytes)
 		}
-		// env.Payload is the decoder's own copy, and env.Reset drops it: the item may keep it.
+		// The key and payload are slices of r.Value, which the item keeps.
 		it := &items[i]
-		*it = item{rec: r, job: env.JobId, task: env.TaskId, run: env.Run, table: env.Table, schema: env.SchemaId,
-			key: env.Key, payload: env.Payload, extractedAt: env.ExtractedAt.AsTime()}
+		*it = item{rec: r, job: env.job, task: env.task, run: env.run, table: env.table, schema: env.schema,
+			key: env.key, payload: env.payload, extractedAt: env.extractedAt}
 		if err != nil {
 			if lerr := l.deadLetter(b, it, class, err); lerr != nil {
 				return lerr

@@ -22,17 +22,17 @@ func BenchmarkDecodeValidate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		rows := chsink.Raw.NewBlock(len(values))
-		var env sluicev1.Record
+		var env envelope
+		in, tables := interner{}, map[string]bool{}
 		for _, v := range values {
-			env.Reset()
-			if err := proto.Unmarshal(v, &env); err != nil {
+			if err := decodeEnvelope(v, in, &env); err != nil {
 				b.Fatal(err)
 			}
-			if class, _ := validate(&env, 1<<20); class != "" {
+			if class, _ := validate(&env, tables, 1<<20); class != "" {
 				b.Fatal(class)
 			}
-			if err := rows.Add(&chsink.Input{Key: env.Key, Record: env.Payload, Job: env.JobId, Task: env.TaskId,
-				ExtractedAt: env.ExtractedAt.AsTime()}); err != nil {
+			if err := rows.Add(&chsink.Input{Key: env.key, Record: env.payload, Job: env.job, Task: env.task,
+				ExtractedAt: env.extractedAt}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -67,6 +67,10 @@ type Loader struct {
 	unfinished *delivery.Outcome
 	// fatal is a record that could not get a dead letter: the member stops without committing.
 	fatal error
+	// strings interns the envelopes' repeating strings, and validTables are the table names found
+	// valid: both only grow up to maxInterned, and are used under mu.
+	strings     interner
+	validTables map[string]bool
 }
 
 type topics struct{ raw, dlq string }

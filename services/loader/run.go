@@ -34,6 +34,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
 		now:     time.Now,
 		tables:  map[tableKey]*table{},
+		strings: interner{}, validTables: map[string]bool{},
 		parts:   map[int32]*partition{},
 	}
 	revoked := func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {

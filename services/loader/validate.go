@@ -6,23 +6,29 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/record"
-	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
-// validate decides whether a raw record can be loaded. It returns the dead-letter class and the
+// validate decides whether a raw record can be loaded; tables are the names it found valid already. It returns the dead-letter class and the
 // reason when it cannot: a bad record is dead-lettered on its own, its neighbours load.
-func validate(r *sluicev1.Record, maxBytes int) (string, error) {
-	switch {
-	case !chsink.ValidTable(r.Table):
-		return "bad_table", fmt.Errorf("record names table %q, which is not a plain identifier", r.Table)
-	case r.KeyError != "":
-		return "missing_key", errors.New(r.KeyError)
-	case r.Key == "":
-		return "missing_key", errors.New("record has no key")
-	case len(r.Payload) > maxBytes:
-		return "too_large", fmt.Errorf("record is %d bytes, more than the %d allowed", len(r.Payload), maxBytes)
+func validate(r *envelope, tables map[string]bool, maxBytes int) (string, error) {
+	if !tables[r.table] {
+		if !chsink.ValidTable(r.table) {
+			return "bad_table", fmt.Errorf("record names table %q, which is not a plain identifier", r.table)
+		}
+		if len(tables) >= maxInterned {
+			clear(tables)
+		}
+		tables[r.table] = true
 	}
-	if err := record.Check(r.Payload); err != nil {
+	switch {
+	case r.keyError != "":
+		return "missing_key", errors.New(r.keyError)
+	case r.key == "":
+		return "missing_key", errors.New("record has no key")
+	case len(r.payload) > maxBytes:
+		return "too_large", fmt.Errorf("record is %d bytes, more than the %d allowed", len(r.payload), maxBytes)
+	}
+	if err := record.Check(r.payload); err != nil {
 		return record.Class(err), err
 	}
 	return "", nil

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// envelope is what the loader uses of a sluice.v1.Record, read straight from the wire: the key and
+// the payload are slices of the Kafka record's value, not copies (the item keeps the record), and
+// the strings that repeat from record to record (job, task, run, table, schema) are interned, so
+// that a record costs no allocation. It reads what proto.Unmarshal reads, and refuses what it
+// refuses (malformed wire data, strings that are not UTF-8).
+type envelope struct {
+	job, task, run, table, schema string
+	key, keyError                 string
+	payload                       []byte
+	extractedAt                   time.Time
+}
+
+// Field numbers of sluice.v1.Record and google.protobuf.Timestamp.
+const (
+	fieldJob         = 1
+	fieldTask        = 2
+	fieldKey         = 3
+	fieldPayload     = 4
+	fieldExtractedAt = 5
+	fieldTable       = 8
+	fieldKeyError    = 9
+	fieldRun         = 10
+	fieldSchema      = 11
+)
+
+var errEnvelope = errors.New("malformed protobuf")
+
+// interner keeps one copy of each repeating string; past maxInterned it starts again.
+type interner map[string]string
+
+const maxInterned = 4096
+
+func (in interner) get(b []byte) string {
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	if len(in) >= maxInterned {
+		clear(in)
+	}
+	s := string(b)
+	in[s] = s
+	return s
+}
+
+// decodeEnvelope reads b into env, which it resets first.
+func decodeEnvelope(b []byte, in interner, env *envelope) error {
+	*env = envelope{}
+	var seconds, nanos int64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+		}
+		if !num.IsValid() {
+			return fmt.Errorf("%w: field number %d", errEnvelope, num)
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.BytesType && (num == fieldJob || num == fieldTask || num == fieldKey || num == fieldPayload ||
+			num == fieldExtractedAt || num == fieldTable || num == fieldKeyError || num == fieldRun || num == fieldSchema):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+			}
+			b = b[n:]
+			if num != fieldPayload && num != fieldExtractedAt && !utf8.Valid(v) {
+				return fmt.Errorf("%w: field %d is not UTF-8", errEnvelope, num)
+			}
+			switch num {
+			case fieldJob:
+				env.job = in.get(v)
+			case fieldTask:
+				env.task = in.get(v)
+			case fieldRun:
+				env.run = in.get(v)
+			case fieldTable:
+				env.table = in.get(v)
+			case fieldSchema:
+				env.schema = in.get(v)
+			case fieldKey:
+				env.key = unsafe.String(unsafe.SliceData(v), len(v))
+			case fieldKeyError:
+				env.keyError = string(v)
+			case fieldPayload:
+				env.payload = v
+			case fieldExtractedAt:
+				var err error
+				if seconds, nanos, err = decodeTimestamp(v, seconds, nanos); err != nil {
+					return err
+				}
+			}
+		default: // another field, or one of another wire type: proto keeps it as unknown
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	env.extractedAt = time.Unix(seconds, nanos).UTC()
+	return nil
+}
+
+// decodeTimestamp reads a google.protobuf.Timestamp; fields it repeats merge, as proto's do.
+func decodeTimestamp(b []byte, seconds, nanos int64) (int64, int64, error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+		}
+		if !num.IsValid() {
+			return 0, 0, fmt.Errorf("%w: timestamp field number %d", errEnvelope, num)
+		}
+		b = b[n:]
+		if (num == 1 || num == 2) && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+			}
+			b = b[n:]
+			if num == 1 {
+				seconds = int64(v)
+			} else {
+				nanos = int64(int32(v))
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, 0, fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return seconds, nanos, nil
+}
