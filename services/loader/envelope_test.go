@@ -24,7 +24,7 @@ func FuzzEnvelope(f *testing.F) {
 		b, _ := proto.Marshal(r)
 		f.Add(b)
 	}
-	f.Add([]byte{0x1a, 0x02, 0xff, 0xfe})               // a key that is not UTF-8
+	f.Add([]byte{0x1a, 0x02, 0xff, 0xfe})                    // a key that is not UTF-8
 	f.Add(protowire.AppendTag(nil, 3, protowire.VarintType)) // a key of the wrong wire type
 	f.Add(append(protowire.AppendTag(nil, 99, protowire.BytesType), 0x01, 'x'))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -35,7 +35,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		now:     time.Now,
 		tables:  map[tableKey]*table{},
 		strings: interner{}, validTables: map[string]bool{},
-		parts:   map[int32]*partition{},
+		parts: map[int32]*partition{},
 	}
 	revoked := func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
 		lag.Revoked(ctx, cl, ps)
