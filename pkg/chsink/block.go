@@ -44,6 +44,7 @@ type Block struct {
 	keeps  bool // a column takes the record whole: no field is left over
 	raws   [][]byte
 	values []any
+	staged map[string][]byte // the new fields of the record being added, under Evolve
 	n      int
 	// Discarded counts the record fields that no column took, in the rows added.
 	Discarded int
@@ -105,12 +106,24 @@ func (b *Block) Add(in *Input) error {
 	}
 	b.n++
 	b.Discarded += discarded
+	for name, raw := range b.staged { // only the fields of records that were added
+		if b.New == nil {
+			b.New = map[string]*Inference{}
+		}
+		in := b.New[name]
+		if in == nil {
+			in = &Inference{}
+			b.New[name] = in
+		}
+		in.Add(raw)
+	}
 	return nil
 }
 
 // read finds the raw values of the field columns in rec, and counts the fields no column takes.
 func (b *Block) read(rec []byte) (int, error) {
 	clear(b.raws)
+	clear(b.staged)
 	discarded := 0
 	var refused *FieldError
 	err := eachField(rec, func(name, raw []byte) bool {
@@ -124,15 +137,10 @@ func (b *Block) read(rec []byte) (int, error) {
 				refused = &FieldError{Field: string(name), Reason: "no column takes it, and the sink does not change (on_new_field: freeze)"}
 				return false
 			case Evolve:
-				if b.New == nil {
-					b.New = map[string]*Inference{}
+				if b.staged == nil {
+					b.staged = map[string][]byte{}
 				}
-				in := b.New[string(name)]
-				if in == nil {
-					in = &Inference{}
-					b.New[string(name)] = in
-				}
-				in.Add(raw)
+				b.staged[string(name)] = raw
 			}
 			discarded++
 			return true

@@ -43,6 +43,8 @@ type table struct {
 	since time.Time
 	// told are the jobs whose status says that this table holds their records.
 	told map[string]bool
+	// more is set when the table's records made more than one block's worth at the last flush.
+	more bool
 }
 
 // batch is what one flush did: the records it finished and how, and the events that say so.
@@ -79,10 +81,12 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	}
 	// The blocks about to be inserted are recorded first: were they not, a member that takes a
 	// partition over after a crash could form other blocks of the same records.
+	// When they cannot be recorded nothing is inserted now, and the batch goes on to its dead
+	// letters, events and commit, which pass no waiting record.
 	planned, err := l.planBlocks(insertCtx, due)
 	if err != nil {
-		cancel()
-		return err
+		l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
+		planned = nil
 	}
 	for _, tp := range planned {
 		l.lag.Doing(fmt.Sprintf("inserting %d records into %s", len(tp.t.items), tp.t.name))
@@ -120,6 +124,9 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 			l.parts[r.Partition] = s
 		}
 		s.next, s.epoch = r.Offset+1, r.LeaderEpoch
+		if s.start < 0 {
+			s.start = r.Offset
+		}
 
 		class, err := "", error(nil)
 		if derr := decodeEnvelope(r.Value, l.strings, &env); derr != nil {
@@ -233,7 +240,10 @@ func (l *Loader) insertTable(ctx context.Context, tp *tablePlan) (inserted []*it
 	t := tp.t
 	inserted = tp.known
 	if t.schemaID != "" && t.sink == nil {
-		sink, err := l.sinks.Sink(ctx, t.schemaID)
+		// Its own budget: a schemas topic that cannot be read must not take the other tables'.
+		sctx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/8)
+		sink, err := l.sinks.Sink(sctx, t.schemaID)
+		cancel()
 		switch {
 		case errors.Is(err, catalog.ErrUnknown), errors.Is(err, catalog.ErrInvalid):
 			for _, u := range tp.units {
@@ -288,7 +298,11 @@ func (l *Loader) insertUnit(ctx context.Context, t *table, u *unit) (inserted []
 		}
 		inserted, rej, err := l.insertRows(ctx, t.name, good, block, loadedAt)
 		if err != nil {
-			return inserted, nil, err
+			// What got in waits with the rest: the block is tried again whole, its halves formed
+			// and named as before, so that the rows in come to the same blocks (dropped by their
+			// tokens, or collapsed by the table), and it stays one block for a member that takes
+			// the partition over.
+			return nil, nil, err
 		}
 		l.metrics.fieldsDiscarded.Add(float64(block.Discarded))
 		return inserted, append(rejected, rej...), nil

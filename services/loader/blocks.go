@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/pipeline"
 )
 
 // A block is one insert: the records of one table (with one sink schema) in a contiguous offset
@@ -35,28 +38,73 @@ func (b block) covers(offset int64) bool { return b.first <= offset && offset <=
 const metadataVersion = "sluice1"
 
 // maxMetadata keeps commit metadata under the broker's offset.metadata.max.bytes (4096 by
-// default): past it the oldest blocks are left out, whose records, if they come again, are
-// inserted again and collapsed by the table.
+// default). Inserted blocks of a table that follow one another are merged into one; past the
+// bound the oldest inserted blocks are left out (their records, should they come again, are
+// inserted again and collapsed by the table), and a partition whose planned blocks alone fill it
+// plans no more until they are done.
 const maxMetadata = 3800
 
 // encodeBlocks writes blocks as "sluice1 p:users::100-199@1700000000 i:orders:3fa2:120-180@…",
-// the newest last; table names and schema ids hold neither ':' nor ' '.
-func encodeBlocks(blocks []*block) string {
+// in offset order; table names and schema ids hold neither ':' nor ' '. It reports whether every
+// planned block fits.
+func encodeBlocks(blocks []*block) (string, bool) {
 	if len(blocks) == 0 {
-		return ""
+		return "", true
 	}
-	parts := make([]string, len(blocks))
-	for i, b := range blocks {
-		state := "p"
-		if b.inserted {
-			state = "i"
+	keep := slices.Clone(blocks)
+	all := true // every planned block is kept
+	for {
+		parts := make([]string, len(keep))
+		n := len(metadataVersion)
+		for i, b := range keep {
+			state := "p"
+			if b.inserted {
+				state = "i"
+			}
+			parts[i] = fmt.Sprintf("%s:%s:%s:%d-%d@%d", state, b.table.table, b.table.schema, b.first, b.last, b.loadedAt)
+			n += 1 + len(parts[i])
 		}
-		parts[i] = fmt.Sprintf("%s:%s:%s:%d-%d@%d", state, b.table.table, b.table.schema, b.first, b.last, b.loadedAt)
+		if n <= maxMetadata {
+			return metadataVersion + " " + strings.Join(parts, " "), all
+		}
+		i := slices.IndexFunc(keep, func(b *block) bool { return b.inserted })
+		if i < 0 {
+			keep, all = keep[1:], false // only planned blocks: planBlocks plans none that do not fit
+			if len(keep) == 0 {
+				return "", false
+			}
+			continue
+		}
+		keep = slices.Delete(keep, i, i+1)
 	}
-	for len(parts) > 0 && len(metadataVersion)+len(strings.Join(parts, " "))+1 > maxMetadata {
-		parts = parts[1:]
+}
+
+// fits reports whether blocks fit in commit metadata, every planned one recorded.
+func fits(blocks []*block) bool {
+	_, ok := encodeBlocks(compact(blocks))
+	return ok
+}
+
+// compact returns blocks in offset order with the inserted blocks of a table that follow one
+// another (no block of the table between them) merged into one: the records of the table in the
+// merged range are all in, or dead-lettered.
+func compact(blocks []*block) []*block {
+	sorted := slices.Clone(blocks)
+	slices.SortStableFunc(sorted, func(a, b *block) int { return cmp.Compare(a.first, b.first) })
+	last := map[tableKey]*block{}
+	var out []*block
+	for _, b := range sorted {
+		if prev := last[b.table]; prev != nil && prev.inserted && b.inserted {
+			merged := *prev
+			merged.last, merged.loadedAt = b.last, b.loadedAt
+			*prev = merged // prev is a copy made below
+			continue
+		}
+		c := *b
+		out = append(out, &c)
+		last[b.table] = &c
 	}
-	return metadataVersion + " " + strings.Join(parts, " ")
+	return out
 }
 
 // decodeBlocks reads what encodeBlocks wrote; what it cannot read (another encoding, a commit of
@@ -89,32 +137,53 @@ func decodeBlocks(s string) []*block {
 }
 
 // assigned reads, for the raw partitions just assigned, the committed offset and the blocks its
-// metadata records. It runs in the group's rebalance. When the offsets cannot be read the
-// partitions start without blocks: what the last owner left uncommitted is inserted again, and
-// the table collapses it.
+// metadata records. It runs in the group's rebalance. A partition whose offsets cannot be read is
+// marked so: nothing of it is inserted or committed (which would overwrite its last owner's
+// blocks) until a flush reads them.
 func (l *Loader) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	ps := assigned[l.topics.raw]
 	if len(ps) == 0 {
 		return
 	}
+	var err error
+	for attempt := range 3 {
+		if err = l.readCommitted(ctx, cl, ps); err == nil {
+			return
+		}
+		pipeline.Sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond)
+	}
+	l.log.Warn("read the committed offsets of assigned partitions; trying again before their first insert", "error", err)
+}
+
+// readCommitted reads the committed offsets and blocks of raw partitions ps into their state; on
+// failure it marks them unread.
+func (l *Loader) readCommitted(ctx context.Context, cl *kgo.Client, ps []int32) error {
 	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, l.cfg.Group)
 	if err == nil {
 		err = resp.Error()
 	}
-	if err != nil {
-		l.log.Warn("read the committed offsets of assigned partitions; their last blocks may be inserted again", "error", err)
-		return
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, p := range ps {
-		o, ok := resp.Lookup(l.topics.raw, p)
-		if !ok || o.At < 0 {
+		s := l.parts[p]
+		if s == nil {
+			s = &partition{committed: -1, start: -1}
+			l.parts[p] = s
+		}
+		if err != nil {
+			s.unread = true
 			continue
 		}
-		l.parts[p] = &partition{epoch: o.LeaderEpoch, next: o.At, committed: o.At, start: o.At,
-			blocks: decodeBlocks(o.Metadata), recorded: o.Metadata}
+		s.unread = false
+		if o, ok := resp.Lookup(l.topics.raw, p); ok && o.At >= 0 {
+			s.epoch, s.committed, s.blocks, s.recorded = o.LeaderEpoch, o.At, decodeBlocks(o.Metadata), o.Metadata
+			s.next = max(s.next, o.At)
+			if s.start < 0 {
+				s.start = o.At
+			}
+		}
 	}
+	return err
 }
 
 // tablePlan is what one flush does with a table's waiting records: the blocks it inserts, in
@@ -140,10 +209,25 @@ func (t *table) key() tableKey { return tableKey{t.name, t.schemaID} }
 // records (and waiting, with what follows, until they are all polled); the records after them make
 // one new block. The caller holds mu.
 func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, error) {
+	var unread []int32
+	for p, s := range l.parts {
+		if s.unread {
+			unread = append(unread, p)
+		}
+	}
+	if len(unread) > 0 {
+		l.mu.Unlock() // readCommitted takes mu
+		err := l.readCommitted(ctx, l.cl, unread)
+		l.mu.Lock()
+		if err != nil {
+			l.log.Warn("read the committed offsets of owned partitions; their records wait", "error", err)
+		}
+	}
 	now := l.now().Unix()
 	var plans []*tablePlan
 	touched := map[int32]bool{}
 	for _, t := range due {
+		t.more = false
 		tp := &tablePlan{t: t}
 		byPart := map[int32][]*item{}
 		var order []int32
@@ -156,6 +240,9 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		slices.Sort(order)
 		for _, p := range order {
 			s, items := l.parts[p], byPart[p]
+			if s == nil || s.unread {
+				continue
+			}
 			blocked := false
 			for _, b := range s.blocks {
 				if b.table != t.key() || blocked {
@@ -183,7 +270,22 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			if blocked || len(items) == 0 {
 				continue
 			}
+			// A new block is at most a batch, so that a member that takes the partition over
+			// can hold all its records; what is left makes the next block, at the next flush.
+			n, bytes := 0, 0
+			for n < len(items) && n < l.cfg.BatchRows && (n == 0 || bytes+len(items[n].rec.Value) <= l.cfg.BatchBytes) {
+				bytes += len(items[n].rec.Value)
+				n++
+			}
+			if n < len(items) {
+				t.more = true
+			}
+			items = items[:n]
 			b := &block{table: t.key(), first: items[0].rec.Offset, last: items[len(items)-1].rec.Offset, loadedAt: now}
+			if !fits(append(slices.Clip(s.blocks), b)) {
+				t.more = true
+				continue // the partition's planned blocks fill its metadata: this one waits for them
+			}
 			s.blocks = append(s.blocks, b)
 			tp.units = append(tp.units, &unit{partition: p, items: items, blk: b})
 			touched[p] = true
@@ -195,7 +297,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 	offsets := map[int32]kgo.EpochOffset{}
 	for p := range touched {
 		s := l.parts[p]
-		if encodeBlocks(s.blocks) == s.recorded {
+		if m, _ := encodeBlocks(compact(s.blocks)); m == s.recorded {
 			continue
 		}
 		o := s.committed
@@ -204,34 +306,50 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		}
 		offsets[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
 	}
-	if err := l.commitBlocks(ctx, offsets); err != nil {
+	if err := l.commitBlocks(ctx, offsets, false); err != nil {
 		return nil, delivery.New(delivery.Transient, "commit", fmt.Errorf("record the blocks about to be inserted: %w", err))
 	}
 	return plans, nil
 }
 
-// settle marks the planned blocks of a table whose records were all dead-lettered as done.
+// settle marks as done the planned blocks of a table whose records were all dead-lettered: those
+// whose records were all polled. A block not all polled stays planned; its other records come.
 func (l *Loader) settle(tk tableKey) {
 	for _, s := range l.parts {
 		for _, b := range s.blocks {
-			if b.table == tk && !b.inserted {
+			if b.table == tk && !b.inserted && s.next > b.last {
 				b.inserted = true
 			}
 		}
 	}
 }
 
+// incomplete returns the partitions with a planned block whose records are not all polled: those
+// the loader must read on even when it holds as much as it may. The caller holds mu.
+func (l *Loader) incomplete() []int32 {
+	var out []int32
+	for p, s := range l.parts {
+		if slices.ContainsFunc(s.blocks, func(b *block) bool { return !b.inserted && s.next <= b.last }) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // commitBlocks commits offsets, each with the blocks of its partition at or past it as metadata.
-// The caller holds mu.
-func (l *Loader) commitBlocks(ctx context.Context, offsets map[int32]kgo.EpochOffset) error {
+// Once it went through, the blocks below the offsets are dropped, and with compacted set the
+// partitions' blocks are replaced by their compacted copies (only when no unit of a flush points
+// at them). The caller holds mu.
+func (l *Loader) commitBlocks(ctx context.Context, offsets map[int32]kgo.EpochOffset, compacted bool) error {
 	if len(offsets) == 0 {
 		return nil
 	}
+	kept := make(map[int32][]*block, len(offsets))
 	meta := make(map[int32]string, len(offsets))
 	for p, eo := range offsets {
-		s := l.parts[p]
-		s.blocks = slices.DeleteFunc(s.blocks, func(b *block) bool { return b.last < eo.Offset })
-		meta[p] = encodeBlocks(s.blocks)
+		kept[p] = compact(slices.DeleteFunc(slices.Clone(l.parts[p].blocks), func(b *block) bool { return b.last < eo.Offset }))
+		meta[p], _ = encodeBlocks(kept[p])
 	}
 	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
 		for i := range req.Topics {
@@ -248,9 +366,12 @@ func (l *Loader) commitBlocks(ctx context.Context, offsets map[int32]kgo.EpochOf
 		return err
 	}
 	for p, eo := range offsets {
-		if s := l.parts[p]; s != nil {
-			s.committed = max(s.committed, eo.Offset)
-			s.recorded = meta[p]
+		s := l.parts[p]
+		s.committed, s.recorded = max(s.committed, eo.Offset), meta[p]
+		if compacted {
+			s.blocks = kept[p]
+		} else {
+			s.blocks = slices.DeleteFunc(s.blocks, func(b *block) bool { return b.last < eo.Offset })
 		}
 	}
 	return nil

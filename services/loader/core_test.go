@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,6 +42,8 @@ type fakeWriter struct {
 	// refuse makes inserts into that table fail with a schema error while it is true.
 	refuse map[string]bool
 	blocks int
+	// ranges are the inserted blocks, as raw partition, first offset and last offset.
+	ranges [][3]int64
 }
 
 func newFakeWriter() *fakeWriter {
@@ -89,6 +92,8 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Blo
 	if w.rows[table] == nil {
 		w.rows[table] = map[string]string{}
 	}
+	parts, offs := block.Column("kafka_partition").([]int32), block.Column("kafka_offset").([]int64)
+	w.ranges = append(w.ranges, [3]int64{int64(parts[0]), offs[0], offs[len(offs)-1]})
 	for i, k := range keys {
 		w.rows[table][k] = payloads[i]
 	}
@@ -113,6 +118,12 @@ type rig struct {
 
 func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 	t.Helper()
+	return newRigAfter(t, w, tune, nil)
+}
+
+// newRigAfter is newRig that runs before, on the cluster, before the loader joins its group.
+func newRigAfter(t *testing.T, w *fakeWriter, tune func(*LoaderConfig), before func(*rig)) *rig {
+	t.Helper()
 	cfg := kafka.Config{RawTopic: "raw", DLQTopic: "dlq", EventsTopic: "events"}
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, cfg.RawTopic), kfake.SeedTopics(1, cfg.DLQTopic, cfg.EventsTopic))
 	if err != nil {
@@ -125,6 +136,9 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.cl.Close)
+	if before != nil {
+		before(r)
+	}
 
 	lcfg := LoaderConfig{BatchRows: 100, BatchBytes: 1 << 20, FlushInterval: 20 * time.Millisecond, MaxRecordBytes: 1 << 20,
 		RetryMaxBackoff: 20 * time.Millisecond, FlushTimeout: 2 * time.Second, DrainTimeout: time.Second,
@@ -141,6 +155,7 @@ func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
 		strings: interner{}, validTables: map[string]bool{}, tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
 	l.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(200*time.Millisecond), // as the loader's own: a resumed partition is fetched soon
 		kgo.OnPartitionsAssigned(l.assigned), kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))
 	if err != nil {
 		t.Fatal(err)
@@ -328,5 +343,78 @@ func TestLoaderHoldsOnlyTheTableThatRefuses(t *testing.T) {
 	}
 	if w.count("bad") != 0 || w.count("good") != 30 {
 		t.Fatalf("rows: bad %d, good %d", w.count("bad"), w.count("good"))
+	}
+}
+
+// TestLoaderTakesOverBlocks starts a loader on a partition whose last owner recorded, in its
+// commit, a block inserted and a block planned: the records of the inserted one are not inserted
+// again, the planned one is formed again from exactly its records, and the rest makes a new block.
+func TestLoaderTakesOverBlocks(t *testing.T) {
+	w := newFakeWriter()
+	r := newRigAfter(t, w, nil, func(r *rig) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(r.cl.OptValue(kgo.SeedBrokers).([]string)...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		for i := range 60 {
+			v, _ := proto.Marshal(&sluicev1.Record{JobId: "j", TaskId: "j-t0", Run: "r1", Key: fmt.Sprint(i), Table: "users",
+				Payload: []byte(payload(i)), ExtractedAt: timestamppb.Now()})
+			if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: r.cfg.RawTopic, Partition: 0, Value: v}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var offsets kadm.Offsets
+		offsets.Add(kadm.Offset{Topic: r.cfg.RawTopic, Partition: 0, At: 10, LeaderEpoch: -1,
+			Metadata: "sluice1 i:users::10-19@1700000000 p:users::20-44@1700000001"})
+		if _, err := kadm.NewClient(cl).CommitOffsets(context.Background(), r.group, offsets); err != nil {
+			t.Fatal(err)
+		}
+	})
+	eventually(t, "every record past the inserted block in", func() bool { return w.count("users") == 40 })
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 60 })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if fmt.Sprint(w.ranges) != "[[0 20 44] [0 45 59]]" {
+		t.Fatalf("blocks %v, want the planned 20-44 again, then 45-59", w.ranges)
+	}
+	for i := 10; i < 20; i++ {
+		if _, in := w.rows["users"][fmt.Sprint(i)]; in {
+			t.Fatalf("record %d of the inserted block was inserted again", i)
+		}
+	}
+}
+
+// TestLoaderReadsOnForAPlannedBlock takes over a partition whose planned block is ten times what
+// the loader may hold: it reads on, that partition alone, until the block is whole, and inserts
+// it as one block.
+func TestLoaderReadsOnForAPlannedBlock(t *testing.T) {
+	w := newFakeWriter()
+	r := newRigAfter(t, w, nil, func(r *rig) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(r.cl.OptValue(kgo.SeedBrokers).([]string)...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		for i := range 1050 {
+			v, _ := proto.Marshal(&sluicev1.Record{JobId: "j", TaskId: "j-t0", Run: "r1", Key: fmt.Sprint(i), Table: "users",
+				Payload: []byte(payload(i)), ExtractedAt: timestamppb.Now()})
+			rec := &kgo.Record{Topic: r.cfg.RawTopic, Partition: int32(i / 1000), Value: v}
+			if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var offsets kadm.Offsets
+		offsets.Add(kadm.Offset{Topic: r.cfg.RawTopic, Partition: 0, At: 0, LeaderEpoch: -1, Metadata: "sluice1 p:users::0-999@1700000000"})
+		if _, err := kadm.NewClient(cl).CommitOffsets(context.Background(), r.group, offsets); err != nil {
+			t.Fatal(err)
+		}
+	})
+	eventually(t, "every record in", func() bool { return w.count("users") == 1050 })
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 1050 })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !slices.Contains(w.ranges, [3]int64{0, 0, 999}) {
+		t.Fatalf("blocks %v, want the planned 0-999 whole", w.ranges)
 	}
 }

@@ -71,6 +71,8 @@ type Loader struct {
 	// valid: both only grow up to maxInterned, and are used under mu.
 	strings     interner
 	validTables map[string]bool
+	// paused are the raw partitions collect paused (only collect's goroutine uses it).
+	paused []int32
 }
 
 type topics struct{ raw, dlq string }
@@ -87,6 +89,9 @@ type partition struct {
 	// recorded is the metadata that the last commit recorded them with.
 	blocks   []*block
 	recorded string
+	// unread is a partition whose committed offset and blocks could not be read when it was
+	// assigned: nothing of it is inserted or committed until they are.
+	unread bool
 }
 
 type loaderMetrics struct {
@@ -172,10 +177,18 @@ func (l *Loader) Run(ctx context.Context) error {
 func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 	due, full := l.waiting()
 	if full {
-		l.lag.Doing(fmt.Sprintf("waiting: %d records wait for tables that refuse them or cannot be reached", l.pending()))
-		l.cl.AllowRebalance()
-		pipeline.Sleep(ctx, time.Until(due))
-		return nil
+		// Planned blocks whose records are not all here yet would wait for ever: their partitions
+		// are read on, the others paused.
+		need := l.incompleteParts()
+		if len(need) == 0 {
+			l.lag.Doing(fmt.Sprintf("waiting: %d records wait for tables that refuse them or cannot be reached", l.pending()))
+			l.cl.AllowRebalance()
+			pipeline.Sleep(ctx, time.Until(due))
+			return nil
+		}
+		l.pauseBut(need)
+	} else {
+		l.resume()
 	}
 	l.lag.Doing("polling the raw topic")
 	var (
@@ -225,8 +238,14 @@ func (l *Loader) waiting() (due time.Time, full bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, t := range l.tables {
-		if len(t.items) > 0 && (due.IsZero() || t.retryAt.Before(due)) {
-			due = t.retryAt
+		// A table without a retry time waits for records (those of a block not all polled); one
+		// with more records than its last block took is due at once.
+		at := t.retryAt
+		if t.more && len(t.items) > 0 {
+			at = l.now()
+		}
+		if len(t.items) > 0 && !at.IsZero() && (due.IsZero() || at.Before(due)) {
+			due = at
 		}
 	}
 	full = l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || l.pendingRows >= 4*l.cfg.BatchRows
@@ -234,6 +253,37 @@ func (l *Loader) waiting() (due time.Time, full bool) {
 		due = l.now().Add(l.cfg.FlushInterval)
 	}
 	return due, full
+}
+
+// incompleteParts is incomplete under mu.
+func (l *Loader) incompleteParts() []int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.incomplete()
+}
+
+// pauseBut pauses fetching every raw partition but need; resume undoes it.
+func (l *Loader) pauseBut(need []int32) {
+	l.mu.Lock()
+	var pause []int32
+	for p := range l.parts {
+		if !slices.Contains(need, p) {
+			pause = append(pause, p)
+		}
+	}
+	l.mu.Unlock()
+	l.resume()
+	if len(pause) > 0 {
+		l.cl.PauseFetchPartitions(map[string][]int32{l.topics.raw: pause})
+		l.paused = pause
+	}
+}
+
+func (l *Loader) resume() {
+	if len(l.paused) > 0 {
+		l.cl.ResumeFetchPartitions(map[string][]int32{l.topics.raw: l.paused})
+		l.paused = nil
+	}
 }
 
 func (l *Loader) pending() int {
@@ -284,11 +334,14 @@ func (l *Loader) commitOffsets() map[int32]kgo.EpochOffset {
 	out := map[int32]kgo.EpochOffset{}
 	for p, o := range next {
 		s := l.parts[p]
+		if s.unread || s.start < 0 {
+			continue // committing would overwrite the blocks of its last owner, or nothing is known
+		}
 		if o < s.committed {
 			o = s.committed // the partition's last owner committed past what this member polled
 		}
-		kept := slices.DeleteFunc(slices.Clone(s.blocks), func(b *block) bool { return b.last < o })
-		if o > s.committed || encodeBlocks(kept) != s.recorded {
+		kept, _ := encodeBlocks(compact(slices.DeleteFunc(slices.Clone(s.blocks), func(b *block) bool { return b.last < o })))
+		if o > s.committed || kept != s.recorded {
 			out[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
 		}
 	}
@@ -299,7 +352,7 @@ func (l *Loader) commitOffsets() map[int32]kgo.EpochOffset {
 // retried: the records are in, and whoever owns the partitions next gets them again, and finds
 // their blocks planned or inserted in the last commit that went through.
 func (l *Loader) commit(ctx context.Context) error {
-	if err := l.commitBlocks(ctx, l.commitOffsets()); err != nil {
+	if err := l.commitBlocks(ctx, l.commitOffsets(), true); err != nil {
 		l.log.Warn("commit offsets failed; the records will be redelivered", "error", err)
 	}
 	return nil

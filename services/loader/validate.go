@@ -21,6 +21,8 @@ func validate(r *envelope, tables map[string]bool, maxBytes int) (string, error)
 		tables[r.table] = true
 	}
 	switch {
+	case !validSchemaID(r.schema):
+		return "bad_envelope", fmt.Errorf("record names sink schema %q, which is not an id", r.schema)
 	case r.keyError != "":
 		return "missing_key", errors.New(r.keyError)
 	case r.key == "":
@@ -32,4 +34,20 @@ func validate(r *envelope, tables map[string]bool, maxBytes int) (string, error)
 		return record.Class(err), err
 	}
 	return "", nil
+}
+
+// validSchemaID reports whether id can be a sink schema id: empty, or 16 lower-case hex digits.
+func validSchemaID(id string) bool {
+	if id == "" {
+		return true
+	}
+	if len(id) != 16 {
+		return false
+	}
+	for i := range len(id) {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
