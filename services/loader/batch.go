@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"strings"
 	"time"
 
@@ -88,9 +89,24 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 		l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
 		planned = nil
 	}
-	for _, tp := range planned {
-		l.lag.Doing(fmt.Sprintf("inserting %d records into %s", len(tp.t.items), tp.t.name))
-		l.load(insertCtx, tp, b)
+	// Tables insert side by side, each its blocks in order; what they did is applied in order.
+	l.lag.Doing(fmt.Sprintf("inserting into %d tables", len(planned)))
+	results := make([]insertResult, len(planned))
+	slots := make(chan struct{}, l.cfg.InsertConcurrency)
+	var wg sync.WaitGroup
+	for i, tp := range planned {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			r := &results[i]
+			r.inserted, r.rejected, r.err = l.insertTable(insertCtx, tp)
+		})
+	}
+	wg.Wait()
+	for i, tp := range planned {
+		if l.load(tp, results[i], b); l.fatal != nil {
+			break
+		}
 	}
 	cancel()
 	if l.fatal != nil {
@@ -162,9 +178,9 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 // splitting the block and dead-lettered alone; a schema failure holds the table's records, says so
 // on their jobs' status, and dead-letters them once the grace has passed; a transient failure holds
 // them until the next try.
-func (l *Loader) load(ctx context.Context, tp *tablePlan, b *batch) {
+func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 	t := tp.t
-	inserted, rejected, err := l.insertTable(ctx, tp)
+	inserted, rejected, err := res.inserted, res.rejected, res.err
 	for _, it := range inserted {
 		b.count(it).loaded.add(it.rec.Offset)
 	}
@@ -219,6 +235,13 @@ func (l *Loader) load(ctx context.Context, tp *tablePlan, b *batch) {
 		t.retryAt = now.Add(l.backoff.Delay(t.attempt))
 		t.attempt++
 	}
+}
+
+// insertResult is what insertTable did with one table's records.
+type insertResult struct {
+	inserted []*item
+	rejected []rejection
+	err      error
 }
 
 // rejection is a record that its table refused, with the dead-letter class and why: a value its

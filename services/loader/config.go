@@ -40,6 +40,9 @@ type LoaderConfig struct {
 	// that cannot take them) wait for the table to be fixed before they are dead-lettered with class
 	// schema. Other tables go on loading meanwhile.
 	SchemaGrace time.Duration `env:"SCHEMA_GRACE, default=5m"`
+	// InsertConcurrency is how many tables one flush inserts into at once; each table's blocks go
+	// in order.
+	InsertConcurrency int `env:"INSERT_CONCURRENCY, default=4"`
 	// MaxPendingBytes bounds the records a loader holds for tables that refuse them or are
 	// unreachable; past it the loader stops polling until they are inserted or dead-lettered.
 	MaxPendingBytes int `env:"MAX_PENDING_BYTES, default=268435456"`
@@ -80,6 +83,9 @@ func (c *Config) Validate() error {
 	}
 	if l.SchemaGrace < time.Second {
 		p.Addf("LOADER_SCHEMA_GRACE", "must be at least 1s, got %s", l.SchemaGrace)
+	}
+	if l.InsertConcurrency < 1 || l.InsertConcurrency > 64 {
+		p.Addf("LOADER_INSERT_CONCURRENCY", "must be between 1 and 64, got %d", l.InsertConcurrency)
 	}
 	if l.MaxPendingBytes < l.BatchBytes {
 		p.Addf("LOADER_MAX_PENDING_BYTES", "must be at least SLUICE_LOADER_BATCH_BYTES (%d), got %d", l.BatchBytes, l.MaxPendingBytes)

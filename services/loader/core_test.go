@@ -142,7 +142,7 @@ func newRigAfter(t *testing.T, w *fakeWriter, tune func(*LoaderConfig), before f
 
 	lcfg := LoaderConfig{BatchRows: 100, BatchBytes: 1 << 20, FlushInterval: 20 * time.Millisecond, MaxRecordBytes: 1 << 20,
 		RetryMaxBackoff: 20 * time.Millisecond, FlushTimeout: 2 * time.Second, DrainTimeout: time.Second,
-		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20}
+		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20, InsertConcurrency: 4}
 	if tune != nil {
 		tune(&lcfg)
 	}
