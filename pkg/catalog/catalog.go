@@ -65,7 +65,7 @@ func New(topic string, open func() (*kgo.Client, error)) *Catalog {
 func (c *Catalog) Sink(ctx context.Context, id string) (*chsink.Sink, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s, err, ok := c.known(id); ok {
+	if s, ok, err := c.known(id); ok {
 		return s, err
 	}
 	if at, ok := c.missed[id]; ok && c.now().Sub(at) < missWindow {
@@ -74,21 +74,21 @@ func (c *Catalog) Sink(ctx context.Context, id string) (*chsink.Sink, error) {
 	if err := c.read(ctx); err != nil {
 		return nil, err
 	}
-	if s, err, ok := c.known(id); ok {
+	if s, ok, err := c.known(id); ok {
 		return s, err
 	}
 	c.missed[id] = c.now()
 	return nil, fmt.Errorf("sink schema %s: %w", id, ErrUnknown)
 }
 
-func (c *Catalog) known(id string) (*chsink.Sink, error, bool) {
+func (c *Catalog) known(id string) (*chsink.Sink, bool, error) {
 	if s := c.sinks[id]; s != nil {
-		return s, nil, true
+		return s, true, nil
 	}
 	if err := c.invalid[id]; err != nil {
-		return nil, err, true
+		return nil, true, err
 	}
-	return nil, nil, false
+	return nil, false, nil
 }
 
 // ErrInvalid is a published schema that does not check out (written by another release, say).
@@ -103,7 +103,7 @@ func (c *Catalog) read(ctx context.Context) error {
 	defer cl.Close()
 	err = kafka.ReadToEnd(ctx, cl, c.topic, func(r *kgo.Record) bool {
 		id := string(r.Key)
-		if _, _, ok := c.known(id); ok || r.Value == nil {
+		if _, ok, _ := c.known(id); ok || r.Value == nil {
 			return true
 		}
 		var p sluicev1.SinkSchema

@@ -10,19 +10,11 @@ import (
 	"github.com/sluicedata/sluice/pkg/chconn"
 )
 
-// Columns of a landing table, in insert order.
-var Columns = Raw.Names()
-
 // legalTable is a table name that needs no quoting beyond back quotes.
 var legalTable = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,205}$`)
 
 // ValidTable reports whether name can be a landing table.
 func ValidTable(name string) bool { return legalTable.MatchString(name) }
-
-// createTableSQL is the landing table: one row per record, collapsed per key by ReplacingMergeTree
-// to the latest extraction (version), so that a re-run job or a replayed topic leaves one row per key
-// after merges or with FINAL.
-func createTableSQL(database, table string) string { return Raw.CreateSQL(database, table) }
 
 var (
 	// ErrIncompatibleTable is an existing table whose columns cannot take the rows of its sink.

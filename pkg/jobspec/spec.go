@@ -372,18 +372,19 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	return s.fromDoc(d)
 }
 
-// sinkDoc is a Sink as documents write it: columns is from_table or a list.
-type sinkDoc struct {
+// sinkDoc is a Sink as documents write it: columns is from_table or a list, held as C until
+// decoded.
+type sinkDoc[C any] struct {
 	Table      string   `json:"table" yaml:"table"`
-	Columns    any      `json:"columns,omitempty" yaml:"columns,omitempty"`
+	Columns    C        `json:"columns,omitempty" yaml:"columns,omitempty"`
 	Create     bool     `json:"create,omitempty" yaml:"create,omitempty"`
 	OrderBy    []string `json:"order_by,omitempty" yaml:"order_by,omitempty"`
 	OnNewField string   `json:"on_new_field,omitempty" yaml:"on_new_field,omitempty"`
 	OnError    string   `json:"on_error,omitempty" yaml:"on_error,omitempty"`
 }
 
-func (k Sink) doc() sinkDoc {
-	d := sinkDoc{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError}
+func (k Sink) doc() sinkDoc[any] {
+	d := sinkDoc[any]{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError}
 	switch {
 	case k.FromTable:
 		d.Columns = "from_table"
@@ -393,16 +394,13 @@ func (k Sink) doc() sinkDoc {
 	return d
 }
 
-func (k *Sink) fromDoc(d sinkDoc, columns func(any) error) error {
-	*k = Sink{Table: d.Table, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError}
-	if d.Columns == "from_table" {
-		k.FromTable = true
-		return nil
+// sinkFrom is the Sink of d: from_table, or the columns that list decodes (none when it is nil).
+func sinkFrom[C any](d sinkDoc[C], fromTable bool, list func(dst *[]SinkColumn) error) (Sink, error) {
+	k := Sink{Table: d.Table, FromTable: fromTable, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError}
+	if fromTable || list == nil {
+		return k, nil
 	}
-	if d.Columns == nil {
-		return nil
-	}
-	return columns(&k.Columns)
+	return k, list(&k.Columns)
 }
 
 // MarshalJSON writes columns as from_table or a list.
@@ -410,19 +408,17 @@ func (k Sink) MarshalJSON() ([]byte, error) { return json.Marshal(k.doc()) }
 
 // UnmarshalJSON reads what MarshalJSON writes, without defaults or validation.
 func (k *Sink) UnmarshalJSON(data []byte) error {
-	var d struct {
-		sinkDoc
-		Columns json.RawMessage `json:"columns"`
-	}
+	var d sinkDoc[json.RawMessage]
 	if err := json.Unmarshal(data, &d); err != nil {
 		return err
 	}
-	if len(d.Columns) > 0 && d.Columns[0] == '"' {
-		d.sinkDoc.Columns = "from_table"
-	} else if len(d.Columns) > 0 && string(d.Columns) != "null" {
-		d.sinkDoc.Columns = true
+	var list func(*[]SinkColumn) error
+	if len(d.Columns) > 0 && string(d.Columns) != "null" {
+		list = func(dst *[]SinkColumn) error { return json.Unmarshal(d.Columns, dst) }
 	}
-	return k.fromDoc(d.sinkDoc, func(dst any) error { return json.Unmarshal(d.Columns, dst) })
+	var err error
+	*k, err = sinkFrom(d, len(d.Columns) > 0 && d.Columns[0] == '"', list)
+	return err
 }
 
 // MarshalYAML writes columns as from_table or a list.
@@ -430,23 +426,15 @@ func (k Sink) MarshalYAML() (any, error) { return k.doc(), nil }
 
 // UnmarshalYAML reads what MarshalYAML writes, without defaults or validation.
 func (k *Sink) UnmarshalYAML(n *yaml.Node) error {
-	var d struct {
-		Table      string    `yaml:"table"`
-		Columns    yaml.Node `yaml:"columns"`
-		Create     bool      `yaml:"create"`
-		OrderBy    []string  `yaml:"order_by"`
-		OnNewField string    `yaml:"on_new_field"`
-		OnError    string    `yaml:"on_error"`
-	}
+	var d sinkDoc[yaml.Node]
 	if err := n.Decode(&d); err != nil {
 		return err
 	}
-	doc := sinkDoc{Table: d.Table, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError}
-	switch {
-	case d.Columns.Kind == yaml.ScalarNode && d.Columns.Value == "from_table":
-		doc.Columns = "from_table"
-	case d.Columns.Kind == yaml.SequenceNode:
-		doc.Columns = true
+	var list func(*[]SinkColumn) error
+	if d.Columns.Kind == yaml.SequenceNode {
+		list = func(dst *[]SinkColumn) error { return d.Columns.Decode(dst) }
 	}
-	return k.fromDoc(doc, func(dst any) error { return d.Columns.Decode(dst) })
+	var err error
+	*k, err = sinkFrom(d, d.Columns.Kind == yaml.ScalarNode && d.Columns.Value == "from_table", list)
+	return err
 }

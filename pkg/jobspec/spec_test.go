@@ -906,6 +906,10 @@ func TestTypedSink(t *testing.T) {
 		if again, err := jobspec.Parse(s.JSON()); err != nil || !reflect.DeepEqual(again, s) {
 			t.Fatalf("%s: Parse(JSON()) gave %+v, %v", doc, again, err)
 		}
+		var back jobspec.Sink
+		if y, err := yaml.Marshal(s.Sink); err != nil || yaml.Unmarshal(y, &back) != nil || !reflect.DeepEqual(back, s.Sink) {
+			t.Fatalf("%s: the sink through YAML came back as %+v (%v)", doc, back, err)
+		}
 		if schema := s.Sink.Schema(s.Name); schema.GetSource() != "orders" || schema.GetTable() != "orders" {
 			t.Fatalf("%s: schema %v", doc, schema)
 		}

@@ -346,31 +346,39 @@ func TestLoaderHoldsOnlyTheTableThatRefuses(t *testing.T) {
 	}
 }
 
-// TestLoaderTakesOverBlocks starts a loader on a partition whose last owner recorded, in its
-// commit, a block inserted and a block planned: the records of the inserted one are not inserted
-// again, the planned one is formed again from exactly its records, and the rest makes a new block.
-func TestLoaderTakesOverBlocks(t *testing.T) {
-	w := newFakeWriter()
-	r := newRigAfter(t, w, nil, func(r *rig) {
+// lastOwner plays a partition's last owner before the loader joins: it puts n records of table
+// users on the raw topic, record i on partition partitionOf(i), and commits partition 0 at offset
+// at with metadata.
+func lastOwner(t *testing.T, n int, partitionOf func(i int) int32, at int64, metadata string) func(*rig) {
+	return func(r *rig) {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(r.cl.OptValue(kgo.SeedBrokers).([]string)...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cl.Close()
-		for i := range 60 {
+		for i := range n {
 			v, _ := proto.Marshal(&sluicev1.Record{JobId: "j", TaskId: "j-t0", Run: "r1", Key: fmt.Sprint(i), Table: "users",
 				Payload: []byte(payload(i)), ExtractedAt: timestamppb.Now()})
-			if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: r.cfg.RawTopic, Partition: 0, Value: v}).FirstErr(); err != nil {
+			rec := &kgo.Record{Topic: r.cfg.RawTopic, Partition: partitionOf(i), Value: v}
+			if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
 				t.Fatal(err)
 			}
 		}
 		var offsets kadm.Offsets
-		offsets.Add(kadm.Offset{Topic: r.cfg.RawTopic, Partition: 0, At: 10, LeaderEpoch: -1,
-			Metadata: "sluice1 i:users::10-19@1700000000 p:users::20-44@1700000001"})
+		offsets.Add(kadm.Offset{Topic: r.cfg.RawTopic, Partition: 0, At: at, LeaderEpoch: -1, Metadata: metadata})
 		if _, err := kadm.NewClient(cl).CommitOffsets(context.Background(), r.group, offsets); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}
+}
+
+// TestLoaderTakesOverBlocks starts a loader on a partition whose last owner recorded, in its
+// commit, a block inserted and a block planned: the records of the inserted one are not inserted
+// again, the planned one is formed again from exactly its records, and the rest makes a new block.
+func TestLoaderTakesOverBlocks(t *testing.T) {
+	w := newFakeWriter()
+	r := newRigAfter(t, w, nil, lastOwner(t, 60, func(int) int32 { return 0 }, 10,
+		"sluice1 i:users::10-19@1700000000 p:users::20-44@1700000001"))
 	eventually(t, "every record past the inserted block in", func() bool { return w.count("users") == 40 })
 	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 60 })
 	w.mu.Lock()
@@ -390,26 +398,8 @@ func TestLoaderTakesOverBlocks(t *testing.T) {
 // it as one block.
 func TestLoaderReadsOnForAPlannedBlock(t *testing.T) {
 	w := newFakeWriter()
-	r := newRigAfter(t, w, nil, func(r *rig) {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(r.cl.OptValue(kgo.SeedBrokers).([]string)...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		for i := range 1050 {
-			v, _ := proto.Marshal(&sluicev1.Record{JobId: "j", TaskId: "j-t0", Run: "r1", Key: fmt.Sprint(i), Table: "users",
-				Payload: []byte(payload(i)), ExtractedAt: timestamppb.Now()})
-			rec := &kgo.Record{Topic: r.cfg.RawTopic, Partition: int32(i / 1000), Value: v}
-			if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var offsets kadm.Offsets
-		offsets.Add(kadm.Offset{Topic: r.cfg.RawTopic, Partition: 0, At: 0, LeaderEpoch: -1, Metadata: "sluice1 p:users::0-999@1700000000"})
-		if _, err := kadm.NewClient(cl).CommitOffsets(context.Background(), r.group, offsets); err != nil {
-			t.Fatal(err)
-		}
-	})
+	r := newRigAfter(t, w, nil, lastOwner(t, 1050, func(i int) int32 { return int32(i / 1000) }, 0,
+		"sluice1 p:users::0-999@1700000000"))
 	eventually(t, "every record in", func() bool { return w.count("users") == 1050 })
 	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 1050 })
 	w.mu.Lock()
