@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -26,6 +26,7 @@ type item struct {
 	key                   string
 	payload               []byte
 	extractedAt           time.Time
+	polled                time.Time
 }
 
 // table is the records waiting for one table with one sink schema, and what the table said last.
@@ -34,6 +35,21 @@ type table struct {
 	schemaID string // "" for the raw landing rows
 	sink     *chsink.Sink
 	items    []*item
+	// held counts the waiting records by raw partition: a partition's records make its blocks.
+	held map[int32]*heldCount
+	// rows is the most records a new block of the table takes. It starts at the batch size,
+	// halves when an insert runs out of time or ClickHouse refuses a block for the partitions its
+	// rows fall in (shrink), and doubles back while full blocks come faster than one a flush
+	// interval.
+	rows int
+	// flying is set while a flight inserts the table's blocks; began is when the last one began,
+	// and lastFull when the last one with a full block did.
+	flying          bool
+	began, lastFull time.Time
+	// stalled is set when the table's records could make no block at the last plan (a block
+	// recorded by the partition's last owner is not all polled, or the partition's commit metadata
+	// is full): it is not due again until a record comes or a flight lands.
+	stalled bool
 	// class is the class of the last failed insert (transient or schema) while records wait.
 	class   delivery.Class
 	reason  string
@@ -44,76 +60,94 @@ type table struct {
 	since time.Time
 	// told are the jobs whose status says that this table holds their records.
 	told map[string]bool
-	// more is set when the table's records made more than one block's worth at the last flush.
-	more bool
 }
 
-// batch is what one flush did: the records it finished and how, and the events that say so.
+type heldCount struct{ rows, bytes int }
+
+// batch is what one step did: the records it finished and how, and the events that say so.
 type batch struct {
 	letters []*kgo.Record
 	spans   map[span]*spanCount
 	events  []*sluicev1.JobEvent
 	records int
+	// landed is set when a flight landed: the commit may move.
+	landed bool
 }
 
-// flush decodes recs into their tables, inserts every table that is due, dead-letters what is bad,
-// and finishes the outcome: dead letters, events, commit.
-func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
+// flight is one table's blocks being inserted, off the loop: the loop goes on polling, and the
+// other tables go on inserting, while a table is slow.
+type flight struct {
+	tp   *tablePlan
+	res  insertResult
+	done chan struct{}
+}
+
+// step takes the records just polled to their tables, lands the flights that are done, starts a
+// flight for every table that is due, and finishes what landed: dead letters, events, commit.
+// drain makes every table due, whatever its blocks' size and age (at shutdown).
+func (l *Loader) step(ctx context.Context, recs []*kgo.Record, drain bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.unfinished != nil {
-		if err := l.core.Finish(ctx, l.unfinished); err != nil {
-			return err
-		}
-		l.unfinished = nil
+	if err := l.finishUnfinished(ctx); err != nil {
+		return err
 	}
-	start := l.now()
 	b := &batch{spans: map[span]*spanCount{}, records: len(recs)}
 	if err := l.prepare(recs, b); err != nil {
 		return err
 	}
-	// Inserts get half the flush: the dead letters, events and commit the rest.
-	insertCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/2)
+	if l.apply(b); l.fatal != nil {
+		return l.fatal
+	}
+	// The tables due longest go first, as many as may insert at once.
+	now := l.now()
 	var due []*table
+	at := map[*table]time.Time{}
 	for _, t := range l.sortedTables() {
-		if !t.retryAt.After(start) {
+		if at[t] = l.dueAt(t, now); !at[t].IsZero() && (drain || !at[t].After(now)) {
 			due = append(due, t)
 		}
 	}
-	// The blocks about to be inserted are recorded first: were they not, a member that takes a
-	// partition over after a crash could form other blocks of the same records.
-	// When they cannot be recorded nothing is inserted now, and the batch goes on to its dead
-	// letters, events and commit, which pass no waiting record.
-	planned, err := l.planBlocks(insertCtx, due)
-	if err != nil {
-		l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
-		planned = nil
-	}
-	// Tables insert side by side, each its blocks in order; what they did is applied in order.
-	l.lag.Doing(fmt.Sprintf("inserting into %d tables", len(planned)))
-	results := make([]insertResult, len(planned))
-	slots := make(chan struct{}, l.cfg.InsertConcurrency)
-	var wg sync.WaitGroup
-	for i, tp := range planned {
-		wg.Go(func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			r := &results[i]
-			r.inserted, r.rejected, r.err = l.insertTable(insertCtx, tp)
-		})
-	}
-	wg.Wait()
-	for i, tp := range planned {
-		if l.load(tp, results[i], b); l.fatal != nil {
-			break
+	slices.SortStableFunc(due, func(a, b *table) int { return at[a].Compare(at[b]) })
+	due = due[:min(len(due), max(l.cfg.InsertConcurrency-len(l.flights), 0))]
+	if len(due) > 0 {
+		// The blocks about to be inserted are recorded first: were they not, a member that takes
+		// a partition over after a crash could form other blocks of the same records. When they
+		// cannot be recorded nothing is inserted now; the step goes on to what landed.
+		planned, err := l.planBlocks(ctx, due)
+		if err != nil {
+			l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
+			for _, t := range due {
+				t.retryAt = now.Add(l.backoff.Delay(0))
+			}
+		}
+		for _, tp := range planned {
+			l.launch(tp)
 		}
 	}
-	cancel()
-	if l.fatal != nil {
-		return l.fatal
+	return l.finish(ctx, b)
+}
+
+// finishUnfinished finishes the outcome of an earlier step that could not be finished: nothing
+// else is committed before it is. The caller holds mu.
+func (l *Loader) finishUnfinished(ctx context.Context) error {
+	if l.unfinished == nil {
+		return nil
 	}
+	if err := l.core.Finish(ctx, l.unfinished); err != nil {
+		return err
+	}
+	l.unfinished = nil
+	return nil
+}
+
+// finish writes b's dead letters and events and commits what is done, when b did anything a
+// commit would record. The caller holds mu.
+func (l *Loader) finish(ctx context.Context, b *batch) error {
 	l.metrics.pendingRows.Set(float64(l.pendingRows))
 	l.observeHeld()
+	if len(b.letters) == 0 && len(b.events) == 0 && len(b.spans) == 0 && !b.landed {
+		return nil
+	}
 	out := &delivery.Outcome{Letters: b.letters, Events: append(spanEvents(b.spans), b.events...), Commit: l.commit}
 	l.unfinished = out
 	l.lag.Doing(fmt.Sprintf("writing %d dead letters, %d job events and the commit", len(out.Letters), len(out.Events)))
@@ -124,14 +158,108 @@ func (l *Loader) flush(ctx context.Context, recs []*kgo.Record) error {
 	if len(b.spans) > 0 {
 		l.lag.Progressed()
 	}
-	l.observe(b, time.Since(start))
+	l.observe(b)
 	return nil
+}
+
+// launch starts the flight of one table's plan. The caller holds mu.
+func (l *Loader) launch(tp *tablePlan) {
+	t := tp.t
+	t.flying, t.began = true, l.now()
+	f := &flight{tp: tp, done: make(chan struct{})}
+	l.flights = append(l.flights, f)
+	// Inserts get half the flush timeout: dead letters, events and the commit the rest.
+	ctx, cancel := context.WithTimeout(l.drainCtx, l.cfg.FlushTimeout/2)
+	sink, name, schemaID := t.sink, t.name, t.schemaID
+	go func() {
+		defer cancel()
+		began := time.Now()
+		f.res = l.insertTable(ctx, name, schemaID, sink, tp)
+		f.res.took = time.Since(began)
+		close(f.done) // before it is counted: the step that counts it finds the flight done
+		l.landings.Add(1)
+		l.wakeMu.Lock()
+		if l.wake != nil {
+			l.wake()
+		}
+		l.wakeMu.Unlock()
+	}()
+}
+
+// apply lands every flight that is done: what it inserted, rejected and failed on goes to its
+// table, its dead letters and events to b. The caller holds mu.
+func (l *Loader) apply(b *batch) {
+	l.applied = l.landings.Load()
+	keep := l.flights[:0]
+	for _, f := range l.flights {
+		select {
+		case <-f.done:
+		default:
+			keep = append(keep, f)
+			continue
+		}
+		b.landed = true
+		if l.fatal == nil {
+			l.load(f.tp, f.res, b)
+		}
+	}
+	clear(l.flights[len(keep):])
+	l.flights = keep
+	if b.landed {
+		for _, t := range l.tables {
+			t.stalled = false // a landed flight may have made room for blocks in the metadata
+		}
+	}
+}
+
+// land waits, while ctx lasts, for the flights in the air, and finishes what they did: before the
+// partitions they insert for are revoked, and at shutdown.
+func (l *Loader) land(ctx context.Context) error {
+	l.mu.Lock()
+	flights := slices.Clone(l.flights)
+	l.mu.Unlock()
+	for _, f := range flights {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.finishUnfinished(ctx); err != nil {
+		return err
+	}
+	b := &batch{spans: map[span]*spanCount{}}
+	if l.apply(b); l.fatal != nil {
+		return l.fatal
+	}
+	return l.finish(ctx, b)
+}
+
+// dueAt returns when t is due for a flight: now when a partition's records fill a block, when its
+// oldest record has waited a flush interval, or when its last failure's retry comes; zero while
+// it waits for nothing it can act on (no record, a flight in the air, or stalled).
+func (l *Loader) dueAt(t *table, now time.Time) time.Time {
+	if len(t.items) == 0 || t.flying || t.stalled {
+		return time.Time{}
+	}
+	if !t.retryAt.IsZero() {
+		return t.retryAt
+	}
+	for _, c := range t.held {
+		if c.rows >= t.rows || c.bytes >= l.cfg.BatchBytes {
+			return now
+		}
+	}
+	return t.items[0].polled.Add(l.cfg.FlushInterval)
 }
 
 // prepare decodes and checks every record: a bad one becomes a dead letter at once, a good one
 // waits with its table.
 func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 	items := make([]item, len(recs))
+	polled := l.now()
 	var env envelope
 	for i, r := range recs {
 		s := l.parts[r.Partition]
@@ -154,7 +282,7 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		// The key and payload are slices of r.Value, which the item keeps.
 		it := &items[i]
 		*it = item{rec: r, job: env.job, task: env.task, run: env.run, table: env.table, schema: env.schema,
-			key: env.key, payload: env.payload, extractedAt: env.extractedAt}
+			key: env.key, payload: env.payload, extractedAt: env.extractedAt, polled: polled}
 		if err != nil {
 			if lerr := l.deadLetter(b, it, class, err); lerr != nil {
 				return lerr
@@ -164,12 +292,11 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		tk := tableKey{it.table, it.schema}
 		t := l.tables[tk]
 		if t == nil {
-			t = &table{name: it.table, schemaID: it.schema, told: map[string]bool{}}
+			t = &table{name: it.table, schemaID: it.schema, told: map[string]bool{}, held: map[int32]*heldCount{},
+				rows: l.cfg.BatchRows}
 			l.tables[tk] = t
 		}
-		t.items = append(t.items, it)
-		l.pendingRows++
-		l.pendingBytes += len(r.Value)
+		l.hold(t, it)
 	}
 	return nil
 }
@@ -180,6 +307,19 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 // them until the next try.
 func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 	t := tp.t
+	t.flying = false
+	if res.sink != nil {
+		t.sink = res.sink
+	}
+	full := false
+	for _, u := range tp.units[:res.units] {
+		l.mark(u, true)
+		l.metrics.batchRows.Observe(float64(len(u.items)))
+		full = full || len(u.items) >= t.rows
+	}
+	if len(tp.units) > 0 {
+		l.metrics.Processing.Observe(res.took.Seconds())
+	}
 	inserted, rejected, err := res.inserted, res.rejected, res.err
 	for _, it := range inserted {
 		b.count(it).loaded.add(it.rec.Offset)
@@ -206,6 +346,14 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 			l.tell(t, b, true)
 		}
 		t.class, t.reason, t.attempt, t.since, t.retryAt = delivery.Transient, "", 0, time.Time{}, time.Time{}
+		// Full blocks faster than one a flush interval: the table is behind, and larger blocks
+		// are fewer inserts (and parts) for the same records.
+		if full && !t.lastFull.IsZero() && t.began.Sub(t.lastFull) < l.cfg.FlushInterval {
+			t.rows = min(2*t.rows, l.cfg.BatchRows)
+		}
+		if full {
+			t.lastFull = t.began
+		}
 	case class == delivery.Schema:
 		if t.since.IsZero() {
 			t.since = now
@@ -234,6 +382,48 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 		t.class, t.reason = delivery.Transient, err.Error()
 		t.retryAt = now.Add(l.backoff.Delay(t.attempt))
 		t.attempt++
+		l.shrink(tp, res, err)
+	}
+}
+
+// shrink halves the blocks of a table whose insert ran out of time, or that ClickHouse refused
+// because the block's rows fall in more partitions than one insert may write
+// (max_partitions_per_insert_block), down to SLUICE_LOADER_BATCH_ROWS_MIN. Such a refused block
+// was not written and never will be: it is planned again, with the flight's blocks not yet tried,
+// as smaller blocks. A block that timed out keeps its records, since part of it may be in. A
+// table refused as too many parts because merges are behind keeps its block size: it waits for
+// its retry, and smaller blocks would only make more parts.
+func (l *Loader) shrink(tp *tablePlan, res insertResult, err error) {
+	t := tp.t
+	partitions := delivery.ReasonOf(err) == "too_many_parts" && strings.Contains(err.Error(), "partitions for single INSERT block")
+	if !partitions && delivery.ReasonOf(err) != "timeout" {
+		return
+	}
+	t.rows = max(t.rows/2, min(l.cfg.BatchRowsMin, l.cfg.BatchRows))
+	t.lastFull = time.Time{}
+	if partitions {
+		for _, u := range tp.units[res.units:] {
+			l.mark(u, false)
+		}
+	}
+}
+
+// mark finds the block of u among its partition's blocks and marks it inserted or, with inserted
+// false, drops it: its records are planned again.
+func (l *Loader) mark(u *unit, inserted bool) {
+	s := l.parts[u.partition]
+	if s == nil {
+		return // revoked since: its next owner finds the block planned
+	}
+	i := slices.IndexFunc(s.blocks, func(b *block) bool {
+		return b.table == u.blk.table && b.first == u.blk.first && b.last == u.blk.last && !b.inserted
+	})
+	switch {
+	case i < 0:
+	case inserted:
+		s.blocks[i].inserted = true
+	default:
+		s.blocks = slices.Delete(s.blocks, i, i+1)
 	}
 }
 
@@ -242,6 +432,11 @@ type insertResult struct {
 	inserted []*item
 	rejected []rejection
 	err      error
+	// units is how many of the plan's blocks are done; sink is the sink resolved for a table
+	// that had none; took is how long the flight took.
+	units int
+	sink  *chsink.Sink
+	took  time.Duration
 }
 
 // rejection is a record that its table refused, with the dead-letter class and why: a value its
@@ -253,51 +448,53 @@ type rejection struct {
 }
 
 // insertTable inserts a table's waiting records, block by block as tp plans them: it resolves
-// their sink and the table's schema, builds each block (a record whose value does not fit is
-// rejected there, with its column named), adds the columns that new fields call for when the sink
-// evolves, and inserts it. The records of blocks known to be in count as inserted. It returns what
-// is in, what is rejected, and the failure that stopped the rest (nil when nothing is left); the
-// records of the block that failed wait, those rejected while building it too, and are rejected
-// again on the next try.
-func (l *Loader) insertTable(ctx context.Context, tp *tablePlan) (inserted []*item, rejected []rejection, err error) {
-	t := tp.t
-	inserted = tp.known
-	if t.schemaID != "" && t.sink == nil {
-		// Its own budget: a schemas topic that cannot be read must not take the other tables'.
+// their sink (when sink is nil for a typed table) and the table's schema, builds each block (a
+// record whose value does not fit is rejected there, with its column named), adds the columns that
+// new fields call for when the sink evolves, and inserts it. The records of blocks known to be in
+// count as inserted. It returns what is in, what is rejected, how many blocks are done, and the
+// failure that stopped the rest (nil when nothing is left); the records of the block that failed
+// wait, those rejected while building it too, and are rejected again on the next try. It runs in
+// a flight: it reads the plan and changes nothing of the loader's.
+func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *chsink.Sink, tp *tablePlan) (res insertResult) {
+	res.inserted = tp.known
+	if schemaID != "" && sink == nil {
+		// Its own budget: a schemas topic that cannot be read must not take the whole flight's.
 		sctx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/8)
-		sink, err := l.sinks.Sink(sctx, t.schemaID)
+		found, err := l.sinks.Sink(sctx, schemaID)
 		cancel()
 		switch {
 		case errors.Is(err, catalog.ErrUnknown), errors.Is(err, catalog.ErrInvalid):
 			for _, u := range tp.units {
 				for _, it := range u.items {
-					rejected = append(rejected, rejection{it, "unknown_schema", err})
+					res.rejected = append(res.rejected, rejection{it, "unknown_schema", err})
 				}
-				u.blk.inserted = true
 			}
-			return inserted, rejected, nil
+			res.units = len(tp.units)
+			return res
 		case err != nil:
-			return inserted, nil, delivery.New(delivery.Transient, "schemas", err)
+			res.err = delivery.New(delivery.Transient, "schemas", err)
+			return res
 		}
-		t.sink = sink
+		sink, res.sink = found, found
 	}
 	for _, u := range tp.units {
-		in, rej, err := l.insertUnit(ctx, t, u)
-		inserted = append(inserted, in...)
+		in, rej, err := l.insertUnit(ctx, name, sink, u)
+		res.inserted = append(res.inserted, in...)
 		if err != nil {
-			return inserted, rejected, err
+			res.err = err
+			return res
 		}
-		rejected = append(rejected, rej...)
-		u.blk.inserted = true
+		res.rejected = append(res.rejected, rej...)
+		res.units++
 	}
-	return inserted, rejected, nil
+	return res
 }
 
 // insertUnit inserts the records of one planned block.
-func (l *Loader) insertUnit(ctx context.Context, t *table, u *unit) (inserted []*item, rejected []rejection, err error) {
+func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink, u *unit) (inserted []*item, rejected []rejection, err error) {
 	loadedAt := time.Unix(u.blk.loadedAt, 0)
 	for evolved := false; ; evolved = true {
-		schema, err := l.writer.Schema(ctx, t.name, t.sink)
+		schema, err := l.writer.Schema(ctx, name, sink)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -314,12 +511,12 @@ func (l *Loader) insertUnit(ctx context.Context, t *table, u *unit) (inserted []
 			good = append(good, it)
 		}
 		if len(block.New) > 0 && !evolved {
-			if err := l.writer.Evolve(ctx, t.name, block.New); err != nil {
+			if err := l.writer.Evolve(ctx, name, block.New); err != nil {
 				return nil, nil, err
 			}
 			continue
 		}
-		inserted, rej, err := l.insertRows(ctx, t.name, good, block, loadedAt)
+		inserted, rej, err := l.insertRows(ctx, name, good, block, loadedAt)
 		if err != nil {
 			// What got in waits with the rest: the block is tried again whole, its halves formed
 			// and named as before, so that the rows in come to the same blocks (dropped by their
@@ -390,10 +587,37 @@ func (l *Loader) forget(t *table, done map[*item]bool) {
 			keep = append(keep, it)
 			continue
 		}
-		l.pendingRows--
-		l.pendingBytes -= len(it.rec.Value)
+		l.release(t, it)
 	}
 	t.items = keep
+}
+
+// hold adds it to what waits for t.
+func (l *Loader) hold(t *table, it *item) {
+	t.items = append(t.items, it)
+	c := t.held[it.rec.Partition]
+	if c == nil {
+		c = &heldCount{}
+		t.held[it.rec.Partition] = c
+	}
+	c.rows++
+	c.bytes += len(it.rec.Value)
+	l.pendingRows++
+	l.pendingBytes += len(it.rec.Value)
+	t.stalled = false
+}
+
+// release counts it out of what waits for t; the caller drops it from t.items.
+func (l *Loader) release(t *table, it *item) {
+	if c := t.held[it.rec.Partition]; c != nil {
+		if c.rows--; c.rows <= 0 {
+			delete(t.held, it.rec.Partition)
+		} else {
+			c.bytes -= len(it.rec.Value)
+		}
+	}
+	l.pendingRows--
+	l.pendingBytes -= len(it.rec.Value)
 }
 
 // deadLetter adds the dead letter of it to the batch, counted for its job.

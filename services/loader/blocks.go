@@ -227,7 +227,6 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 	var plans []*tablePlan
 	touched := map[int32]bool{}
 	for _, t := range due {
-		t.more = false
 		tp := &tablePlan{t: t}
 		byPart := map[int32][]*item{}
 		var order []int32
@@ -270,20 +269,17 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			if blocked || len(items) == 0 {
 				continue
 			}
-			// A new block is at most a batch, so that a member that takes the partition over
-			// can hold all its records; what is left makes the next block, at the next flush.
+			// A new block is at most the table's block size, and never more than a batch, so
+			// that a member that takes the partition over can hold all its records; what is left
+			// makes the next block, in the next flight.
 			n, bytes := 0, 0
-			for n < len(items) && n < l.cfg.BatchRows && (n == 0 || bytes+len(items[n].rec.Value) <= l.cfg.BatchBytes) {
+			for n < len(items) && n < t.rows && (n == 0 || bytes+len(items[n].rec.Value) <= l.cfg.BatchBytes) {
 				bytes += len(items[n].rec.Value)
 				n++
-			}
-			if n < len(items) {
-				t.more = true
 			}
 			items = items[:n]
 			b := &block{table: t.key(), first: items[0].rec.Offset, last: items[len(items)-1].rec.Offset, loadedAt: now}
 			if !fits(append(slices.Clip(s.blocks), b)) {
-				t.more = true
 				continue // the partition's planned blocks fill its metadata: this one waits for them
 			}
 			s.blocks = append(s.blocks, b)
@@ -292,6 +288,8 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		}
 		if len(tp.units) > 0 || len(tp.known) > 0 {
 			plans = append(plans, tp)
+		} else {
+			t.stalled = true
 		}
 	}
 	offsets := map[int32]kgo.EpochOffset{}

@@ -21,9 +21,14 @@ type Config struct {
 type LoaderConfig struct {
 	// Group is the consumer group of all loader members.
 	Group string `env:"GROUP, default=sluice-loader"`
-	// A batch is flushed when it has BatchRows records or BatchBytes bytes, or FlushInterval after
-	// its first record: about one insert per second, thousands to 100,000 rows each.
+	// A table's records in one raw partition are inserted as a block when they are BatchRows
+	// records or BatchBytes bytes, or FlushInterval after the oldest of them came: about one
+	// insert per second per table and partition, thousands to 100,000 rows each. A table whose
+	// blocks ClickHouse refuses for the partitions their rows fall in, or whose insert runs out of
+	// time, halves its blocks,
+	// down to BatchRowsMin (or BatchRows when that is smaller), and doubles them back while it is behind.
 	BatchRows     int           `env:"BATCH_ROWS, default=50000"`
+	BatchRowsMin  int           `env:"BATCH_ROWS_MIN, default=1000"`
 	BatchBytes    int           `env:"BATCH_BYTES, default=67108864"`
 	FlushInterval time.Duration `env:"FLUSH_INTERVAL, default=1s"`
 	// MaxRecordBytes: larger records are dead-lettered as too_large, with a stub in the letter.
@@ -40,8 +45,8 @@ type LoaderConfig struct {
 	// that cannot take them) wait for the table to be fixed before they are dead-lettered with class
 	// schema. Other tables go on loading meanwhile.
 	SchemaGrace time.Duration `env:"SCHEMA_GRACE, default=5m"`
-	// InsertConcurrency is how many tables one flush inserts into at once; each table's blocks go
-	// in order.
+	// InsertConcurrency is how many tables insert at once, each in a flight of its own; each
+	// table's blocks go in order.
 	InsertConcurrency int `env:"INSERT_CONCURRENCY, default=4"`
 	// MaxPendingBytes bounds the records a loader holds for tables that refuse them or are
 	// unreachable; past it the loader stops polling until they are inserted or dead-lettered.
@@ -62,6 +67,9 @@ func (c *Config) Validate() error {
 	}
 	if l.BatchRows < 1 || l.BatchRows > 1_000_000 {
 		p.Addf("LOADER_BATCH_ROWS", "must be between 1 and 1000000, got %d", l.BatchRows)
+	}
+	if l.BatchRowsMin < 1 {
+		p.Addf("LOADER_BATCH_ROWS_MIN", "must be positive, got %d", l.BatchRowsMin)
 	}
 	if l.BatchBytes < 1024 {
 		p.Addf("LOADER_BATCH_BYTES", "must be at least 1024, got %d", l.BatchBytes)

@@ -44,10 +44,18 @@ type fakeWriter struct {
 	blocks int
 	// ranges are the inserted blocks, as raw partition, first offset and last offset.
 	ranges [][3]int64
+	// hold blocks the inserts into a table until its channel is closed; holding is closed at the
+	// first of them.
+	hold    map[string]chan struct{}
+	holding chan struct{}
+	// maxRows, when set, refuses a block of more rows as ClickHouse refuses one whose rows fall in
+	// more partitions than one insert may write.
+	maxRows int
 }
 
 func newFakeWriter() *fakeWriter {
-	return &fakeWriter{rows: map[string]map[string]string{}, refuse: map[string]bool{}, entered: make(chan struct{})}
+	return &fakeWriter{rows: map[string]map[string]string{}, refuse: map[string]bool{}, entered: make(chan struct{}),
+		hold: map[string]chan struct{}{}, holding: make(chan struct{})}
 }
 
 func (w *fakeWriter) Schema(_ context.Context, _ string, sink *chsink.Sink) (*chsink.Schema, error) {
@@ -62,7 +70,10 @@ func (w *fakeWriter) Evolve(context.Context, string, map[string]*chsink.Inferenc
 func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Block, _ time.Time, _ string) error {
 	keys, payloads := block.Column("key").([]string), block.Column("payload").([]string)
 	w.mu.Lock()
-	gate, entered := w.gate, w.entered
+	gate, entered, hold := w.gate, w.entered, w.hold[table]
+	if hold != nil {
+		gate, entered = hold, w.holding
+	}
 	w.mu.Unlock()
 	if gate != nil {
 		select {
@@ -81,6 +92,10 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Blo
 	w.blocks++
 	if w.refuse[table] {
 		return delivery.New(delivery.Schema, "schema", fmt.Errorf("code: 16, message: No such column key in table %s", table))
+	}
+	if w.maxRows > 0 && block.Len() > w.maxRows {
+		// As chsink.Classify classifies ClickHouse's exception.
+		return delivery.New(delivery.Transient, "too_many_parts", errors.New("code: 252, message: Too many partitions for single INSERT block (more than 100). The limit is controlled by 'max_partitions_per_insert_block' setting"))
 	}
 	if w.poison != "" {
 		for _, p := range payloads {
@@ -142,7 +157,7 @@ func newRigAfter(t *testing.T, w *fakeWriter, tune func(*LoaderConfig), before f
 
 	lcfg := LoaderConfig{BatchRows: 100, BatchBytes: 1 << 20, FlushInterval: 20 * time.Millisecond, MaxRecordBytes: 1 << 20,
 		RetryMaxBackoff: 20 * time.Millisecond, FlushTimeout: 2 * time.Second, DrainTimeout: time.Second,
-		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20, InsertConcurrency: 4}
+		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20, InsertConcurrency: 4, BatchRowsMin: 10}
 	if tune != nil {
 		tune(&lcfg)
 	}
@@ -406,5 +421,72 @@ func TestLoaderReadsOnForAPlannedBlock(t *testing.T) {
 	defer w.mu.Unlock()
 	if !slices.Contains(w.ranges, [3]int64{0, 0, 999}) {
 		t.Fatalf("blocks %v, want the planned 0-999 whole", w.ranges)
+	}
+}
+
+// TestLoaderSlowTableDoesNotHoldOthers holds every insert into one table open: another table's
+// records, polled after it, are inserted meanwhile, and the commit waits for the held one's.
+func TestLoaderSlowTableDoesNotHoldOthers(t *testing.T) {
+	w := newFakeWriter()
+	w.hold["slow"] = make(chan struct{})
+	r := newRig(t, w, nil)
+	r.produce(t, "slow", "slow", 50, payload)
+	<-w.holding // the slow table's insert is in flight
+	r.produce(t, "fast", "fast", 60, payload)
+
+	eventually(t, "the fast table's rows while the slow insert is held", func() bool { return w.count("fast") == 60 })
+	if got, c := w.count("slow"), r.committed(t); got != 0 || c >= 110 {
+		t.Fatalf("slow table has %d rows and %d of 110 offsets are committed while its insert is held", got, c)
+	}
+	close(w.hold["slow"])
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 110 })
+	if w.count("slow") != 50 {
+		t.Fatalf("slow table has %d rows, want 50", w.count("slow"))
+	}
+}
+
+// TestLoaderShrinksBlocks: ClickHouse refuses blocks of more than 30 rows as too many partitions
+// for one insert. The refused blocks are planned again smaller; every record lands once, no
+// block is larger than 30 rows, none is dead-lettered. Once the limit is gone the blocks grow back.
+func TestLoaderShrinksBlocks(t *testing.T) {
+	w := newFakeWriter()
+	w.maxRows = 30
+	r := newRig(t, w, nil)
+	r.produce(t, "job", "landing", 200, payload)
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 200 })
+
+	w.mu.Lock()
+	refused := w.blocks - len(w.ranges)
+	covered := map[[2]int64]int{}
+	for _, rg := range w.ranges {
+		if n := rg[2] - rg[1] + 1; n > 30 {
+			t.Errorf("block %v of %d rows was inserted", rg, n)
+		}
+		for o := rg[1]; o <= rg[2]; o++ {
+			covered[[2]int64{rg[0], o}]++
+		}
+	}
+	w.maxRows = 0
+	shrunk := len(w.ranges)
+	w.mu.Unlock()
+	if refused == 0 || len(covered) != 200 || w.count("landing") != 200 {
+		t.Fatalf("%d blocks refused, %d offsets in blocks, %d rows: want refusals, then 200 offsets and rows", refused, len(covered), w.count("landing"))
+	}
+	for o, n := range covered {
+		if n != 1 {
+			t.Fatalf("offset %v inserted %d times", o, n)
+		}
+	}
+
+	r.produce(t, "job", "landing", 1000, func(i int) string { return payload(1000 + i) })
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 1200 })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	largest := int64(0)
+	for _, rg := range w.ranges[shrunk:] {
+		largest = max(largest, rg[2]-rg[1]+1)
+	}
+	if largest <= 30 {
+		t.Fatalf("the largest block after the limit went is %d rows, want blocks grown past 30", largest)
 	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"time"
-
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
@@ -96,7 +94,7 @@ func spanned(spans []*sluicev1.OffsetSpan) uint64 {
 	return n
 }
 
-func (l *Loader) observe(b *batch, took time.Duration) {
+func (l *Loader) observe(b *batch) {
 	type pc struct{ loaded, dead float64 }
 	perPartition := map[int32]*pc{}
 	deadByClass := map[string]float64{}
@@ -119,9 +117,5 @@ func (l *Loader) observe(b *batch, took time.Duration) {
 	}
 	for class, n := range deadByClass {
 		l.metrics.DeadLetters.WithLabelValues("load", class).Add(n)
-	}
-	if b.records > 0 || len(b.spans) > 0 {
-		l.metrics.Processing.Observe(took.Seconds())
-		l.metrics.batchRows.Observe(float64(b.records))
 	}
 }

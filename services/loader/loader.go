@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,6 +74,16 @@ type Loader struct {
 	validTables map[string]bool
 	// paused are the raw partitions collect paused (only collect's goroutine uses it).
 	paused []int32
+	// flights are the tables' inserts in the air; drainCtx is theirs, and outlives Run's context
+	// by the drain timeout. A flight that is done counts itself in landings and calls wake, which
+	// ends the poll or the wait in progress; applied is landings when the flights were last
+	// looked at, so that a landing between two polls is not missed either.
+	flights  []*flight
+	drainCtx context.Context
+	landings atomic.Int64
+	applied  int64
+	wakeMu   sync.Mutex
+	wake     context.CancelFunc
 }
 
 type topics struct{ raw, dlq string }
@@ -138,42 +149,51 @@ func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *load
 	}
 }
 
-// Run polls, batches, inserts and commits until ctx ends. A batch in flight when ctx ends gets the
-// drain timeout to finish; what it cannot finish is not committed and is redelivered.
+// Run polls, inserts and commits until ctx ends. The tables insert in flights of their own while
+// the loop polls on; each step lands the flights that are done and commits what they did. At
+// shutdown every table gets a last flight, and the flights the drain timeout to land; what they
+// cannot finish is not committed and is redelivered.
 func (l *Loader) Run(ctx context.Context) error {
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(l.cfg.DrainTimeout, cancelDrain) })
 	defer stop()
+	l.mu.Lock()
+	l.drainCtx = drainCtx
+	l.mu.Unlock()
 
 	for {
 		recs := l.collect(ctx)
-		// A flush holds off rebalances: it is bounded well under the rebalance timeout. What it
-		// could not insert in time waits with its table and is tried again after the rebalance.
-		flushCtx, cancel := context.WithTimeout(drainCtx, l.cfg.FlushTimeout)
-		err := l.flush(flushCtx, recs)
+		drain := ctx.Err() != nil
+		// A step holds off rebalances; it is bounded well under the rebalance timeout, and so are
+		// the flights, which a revocation waits for.
+		stepCtx, cancel := context.WithTimeout(drainCtx, l.cfg.FlushTimeout/2)
+		err := l.step(stepCtx, recs, drain)
 		cancel()
+		if drain && err == nil {
+			err = l.land(drainCtx)
+		}
 		l.cl.AllowRebalance()
 		switch {
 		case err == nil:
 		case drainCtx.Err() != nil:
-			l.log.Warn("batch abandoned at shutdown; it will be redelivered", "records", l.pending())
+			l.log.Warn("records abandoned at shutdown; they will be redelivered", "records", l.pending())
 			return nil
 		case delivery.ClassOf(err) == delivery.Fatal:
 			return err
 		default:
-			l.log.Warn("batch not finished within the flush timeout; trying again", "error", err,
-				"timeout", l.cfg.FlushTimeout.String())
+			l.log.Warn("step not finished in time; trying again", "error", err,
+				"timeout", (l.cfg.FlushTimeout / 2).String())
 		}
-		if ctx.Err() != nil {
+		if drain {
 			return nil
 		}
 	}
 }
 
-// collect polls until the batch is full by rows or bytes, the flush interval has passed since its
-// first record, a waiting table is due for another try, or ctx ends. It polls nothing while the
-// tables hold as much as the loader may buffer: backpressure is lag.
+// collect polls until it has records, a table is due (its blocks full or old enough, or its retry
+// come), a flight lands, or ctx ends. It polls nothing while the tables hold as much as the loader
+// may buffer: backpressure is lag.
 func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 	due, full := l.waiting()
 	if full {
@@ -181,9 +201,9 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 		// are read on, the others paused.
 		need := l.incompleteParts()
 		if len(need) == 0 {
-			l.lag.Doing(fmt.Sprintf("waiting: %d records wait for tables that refuse them or cannot be reached", l.pending()))
+			l.lag.Doing(fmt.Sprintf("waiting: %d records wait for their tables", l.pending()))
 			l.cl.AllowRebalance()
-			pipeline.Sleep(ctx, time.Until(due))
+			l.sleep(ctx, due)
 			return nil
 		}
 		l.pauseBut(need)
@@ -191,66 +211,84 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 		l.resume()
 	}
 	l.lag.Doing("polling the raw topic")
-	var (
-		recs     []*kgo.Record
-		bytes    int
-		deadline = due
-	)
-	for len(recs) < l.cfg.BatchRows && bytes < l.cfg.BatchBytes {
-		if len(recs) == 0 {
-			// A poll that returned nothing to work on (no fetch, or only franz-go's injected error
-			// fetch while the group rejoins) still holds off rebalances until AllowRebalance.
-			// Polling again without a deadline would wait for records that only the rebalance it
-			// blocks can bring: after a broker restart the whole group would wait on this member.
-			l.cl.AllowRebalance()
-		}
-		pollCtx, cancel := ctx, context.CancelFunc(func() {})
-		if !deadline.IsZero() {
-			pollCtx, cancel = context.WithDeadline(ctx, deadline)
-		}
-		fetches := l.cl.PollRecords(pollCtx, l.cfg.BatchRows-len(recs))
-		cancel()
+	for {
+		// A poll that returned nothing to work on (no fetch, or only franz-go's injected error
+		// fetch while the group rejoins) still holds off rebalances until AllowRebalance.
+		// Polling again without a deadline would wait for records that only the rebalance it
+		// blocks can bring: after a broker restart the whole group would wait on this member.
+		l.cl.AllowRebalance()
+		pollCtx, done := l.wakeable(ctx, due)
+		fetches := l.cl.PollRecords(pollCtx, l.cfg.BatchRows)
+		woken := pollCtx.Err() != nil
+		done()
 		if fetches.IsClientClosed() {
-			return recs
+			return nil
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				l.log.Warn("fetch failed", "topic", topic, "partition", partition, "error", err)
 			}
 		})
-		fetches.EachRecord(func(r *kgo.Record) {
-			recs = append(recs, r)
-			bytes += len(r.Value)
-		})
-		if first := l.now().Add(l.cfg.FlushInterval); len(recs) > 0 && (deadline.IsZero() || first.Before(deadline)) {
-			deadline = first
-		}
-		if pollCtx.Err() != nil {
+		recs := fetches.Records()
+		if len(recs) > 0 || woken {
 			return recs
 		}
 	}
-	return recs
 }
 
-// waiting returns when the first waiting table is due for another try (zero when none waits), and
-// whether the tables hold as much as the loader may buffer.
+// landed reports whether a flight landed since the flights were last looked at.
+func (l *Loader) landed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.landings.Load() != l.applied
+}
+
+// sleep waits until at (for ever when zero), a flight lands, or ctx ends.
+func (l *Loader) sleep(ctx context.Context, at time.Time) {
+	ctx, done := l.wakeable(ctx, at)
+	defer done()
+	<-ctx.Done()
+}
+
+// wakeable returns a context that ends with ctx, at at (never when zero), or when a flight lands
+// (or has landed since the flights were last looked at), and a func that releases it.
+func (l *Loader) wakeable(ctx context.Context, at time.Time) (context.Context, func()) {
+	c, cancel := context.WithCancel(ctx)
+	if !at.IsZero() {
+		cancel()
+		c, cancel = context.WithDeadline(ctx, at)
+	}
+	l.wakeMu.Lock()
+	l.wake = cancel
+	l.wakeMu.Unlock()
+	if l.landed() { // after wake is set: a flight either sees it or is counted here
+		cancel()
+	}
+	return c, func() {
+		l.wakeMu.Lock()
+		l.wake = nil
+		l.wakeMu.Unlock()
+		cancel()
+	}
+}
+
+// waiting returns when the first table is due for a flight (zero when none is), and whether the
+// tables hold as much as the loader may buffer.
 func (l *Loader) waiting() (due time.Time, full bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := l.now()
 	for _, t := range l.tables {
-		// A table without a retry time waits for records (those of a block not all polled); one
-		// with more records than its last block took is due at once.
-		at := t.retryAt
-		if t.more && len(t.items) > 0 {
-			at = l.now()
-		}
-		if len(t.items) > 0 && !at.IsZero() && (due.IsZero() || at.Before(due)) {
+		if at := l.dueAt(t, now); !at.IsZero() && (due.IsZero() || at.Before(due)) {
 			due = at
 		}
 	}
+	if len(l.flights) >= l.cfg.InsertConcurrency {
+		due = time.Time{} // no table may insert before a flight lands, which wakes the loop
+	}
 	full = l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || l.pendingRows >= 4*l.cfg.BatchRows
-	if full && due.IsZero() {
-		due = l.now().Add(l.cfg.FlushInterval)
+	if l.unfinished != nil && due.IsZero() {
+		due = now.Add(l.cfg.FlushInterval)
 	}
 	return due, full
 }
@@ -293,9 +331,15 @@ func (l *Loader) pending() int {
 }
 
 // revoked runs in the group's rebalance, for partitions revoked or lost: their waiting records go,
-// and the new owner fetches them again from the committed offset. Everything done of them is
-// committed already: each flush commits before it returns.
-func (l *Loader) revoked(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
+// and the new owner fetches them again from the committed offset. The flights in the air land
+// first, and what they did is committed.
+func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[string][]int32) {
+	// What is in the air lands, and is committed, before the partitions go.
+	landCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout)
+	if err := l.land(landCtx); err != nil {
+		l.log.Warn("land the inserts in the air before the rebalance; their records will be redelivered", "error", err)
+	}
+	cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	gone := map[int32]bool{}
@@ -306,8 +350,7 @@ func (l *Loader) revoked(_ context.Context, _ *kgo.Client, partitions map[string
 	for _, t := range l.tables {
 		t.items = slices.DeleteFunc(t.items, func(it *item) bool {
 			if gone[it.rec.Partition] {
-				l.pendingRows--
-				l.pendingBytes -= len(it.rec.Value)
+				l.release(t, it)
 				return true
 			}
 			return false
