@@ -35,8 +35,8 @@ type table struct {
 	schemaID string // "" for the raw landing rows
 	sink     *chsink.Sink
 	items    []*item
-	// held counts the waiting records by raw partition: a partition's records make its blocks.
-	held map[int32]*heldCount
+	// bytes is the size of the waiting records.
+	bytes int
 	// rows is the most records a new block of the table takes. It starts at the batch size,
 	// halves when an insert runs out of time or ClickHouse refuses a block for the partitions its
 	// rows fall in (shrink), and doubles back while full blocks come faster than one a flush
@@ -61,8 +61,6 @@ type table struct {
 	// told are the jobs whose status says that this table holds their records.
 	told map[string]bool
 }
-
-type heldCount struct{ rows, bytes int }
 
 // batch is what one step did: the records it finished and how, and the events that say so.
 type batch struct {
@@ -247,10 +245,8 @@ func (l *Loader) dueAt(t *table, now time.Time) time.Time {
 	if !t.retryAt.IsZero() {
 		return t.retryAt
 	}
-	for _, c := range t.held {
-		if c.rows >= t.rows || c.bytes >= l.cfg.BatchBytes {
-			return now
-		}
+	if len(t.items) >= t.rows || t.bytes >= l.cfg.BatchBytes {
+		return now
 	}
 	return t.items[0].polled.Add(l.cfg.FlushInterval)
 }
@@ -292,8 +288,7 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		tk := tableKey{it.table, it.schema}
 		t := l.tables[tk]
 		if t == nil {
-			t = &table{name: it.table, schemaID: it.schema, told: map[string]bool{}, held: map[int32]*heldCount{},
-				rows: l.cfg.BatchRows}
+			t = &table{name: it.table, schemaID: it.schema, told: map[string]bool{}, rows: l.cfg.BatchRows}
 			l.tables[tk] = t
 		}
 		l.hold(t, it)
@@ -595,13 +590,7 @@ func (l *Loader) forget(t *table, done map[*item]bool) {
 // hold adds it to what waits for t.
 func (l *Loader) hold(t *table, it *item) {
 	t.items = append(t.items, it)
-	c := t.held[it.rec.Partition]
-	if c == nil {
-		c = &heldCount{}
-		t.held[it.rec.Partition] = c
-	}
-	c.rows++
-	c.bytes += len(it.rec.Value)
+	t.bytes += len(it.rec.Value)
 	l.pendingRows++
 	l.pendingBytes += len(it.rec.Value)
 	t.stalled = false
@@ -609,13 +598,7 @@ func (l *Loader) hold(t *table, it *item) {
 
 // release counts it out of what waits for t; the caller drops it from t.items.
 func (l *Loader) release(t *table, it *item) {
-	if c := t.held[it.rec.Partition]; c != nil {
-		if c.rows--; c.rows <= 0 {
-			delete(t.held, it.rec.Partition)
-		} else {
-			c.bytes -= len(it.rec.Value)
-		}
-	}
+	t.bytes -= len(it.rec.Value)
 	l.pendingRows--
 	l.pendingBytes -= len(it.rec.Value)
 }

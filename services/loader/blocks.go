@@ -236,7 +236,9 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			}
 			byPart[it.rec.Partition] = append(byPart[it.rec.Partition], it)
 		}
-		slices.Sort(order)
+		// Partitions in the order of their oldest waiting record, so that none waits behind a
+		// busier one; the new blocks of one flight hold at most the table's block size in all.
+		budget := t.rows
 		for _, p := range order {
 			s, items := l.parts[p], byPart[p]
 			if s == nil || s.unread {
@@ -266,14 +268,14 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 					touched[p] = true
 				}
 			}
-			if blocked || len(items) == 0 {
+			if blocked || len(items) == 0 || budget == 0 {
 				continue
 			}
-			// A new block is at most the table's block size, and never more than a batch, so
-			// that a member that takes the partition over can hold all its records; what is left
+			// A new block is at most the table's block size, never more than a batch, so that
+			// a member that takes the partition over can hold all its records; what is left
 			// makes the next block, in the next flight.
 			n, bytes := 0, 0
-			for n < len(items) && n < t.rows && (n == 0 || bytes+len(items[n].rec.Value) <= l.cfg.BatchBytes) {
+			for n < len(items) && n < budget && (n == 0 || bytes+len(items[n].rec.Value) <= l.cfg.BatchBytes) {
 				bytes += len(items[n].rec.Value)
 				n++
 			}
@@ -283,6 +285,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 				continue // the partition's planned blocks fill its metadata: this one waits for them
 			}
 			s.blocks = append(s.blocks, b)
+			budget -= n
 			tp.units = append(tp.units, &unit{partition: p, items: items, blk: b})
 			touched[p] = true
 		}

@@ -286,7 +286,7 @@ func (l *Loader) waiting() (due time.Time, full bool) {
 	if len(l.flights) >= l.cfg.InsertConcurrency {
 		due = time.Time{} // no table may insert before a flight lands, which wakes the loop
 	}
-	full = l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || l.pendingRows >= 4*l.cfg.BatchRows
+	full = l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || l.pendingRows >= 2*l.cfg.BatchRows
 	if l.unfinished != nil && due.IsZero() {
 		due = now.Add(l.cfg.FlushInterval)
 	}
