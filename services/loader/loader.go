@@ -131,7 +131,7 @@ func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *load
 		}),
 		batchRows: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "loader_batch_rows",
-			Help:    "Records per flushed batch.",
+			Help:    "Records per insert block.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
 		pendingRows: f.NewGauge(prometheus.GaugeOpts{
