@@ -18,7 +18,7 @@ const (
 type Metrics struct {
 	// Processed counts records by Kafka partition of the stage's input and status.
 	Processed *prometheus.CounterVec
-	// Processing observes how long one batch (a loader flush, an extractor task) took.
+	// Processing observes how long one unit of work (a loader flight, an extractor task) took.
 	Processing prometheus.Histogram
 	// DeadLetters counts dead letters by stage (extract, load) and error class.
 	DeadLetters *prometheus.CounterVec
@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"partition", "status"}),
 		Processing: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pipeline_processing_seconds",
-			Help:    "Time to process a batch: a loader flush or an extractor task.",
+			Help:    "Time to process one unit of work: a loader flight (one table's insert blocks) or an extractor task.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}),
 		DeadLetters: f.NewCounterVec(prometheus.CounterOpts{

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,13 +40,15 @@ type table struct {
 	bytes int
 	// rows is the most records a new block of the table takes. It starts at the batch size,
 	// halves when an insert runs out of time or ClickHouse refuses a block for the partitions its
-	// rows fall in (shrink), and doubles back while full blocks come faster than one a flush
-	// interval.
+	// rows fall in (shrink), and doubles back while the table is behind.
 	rows int
-	// flying is set while a flight inserts the table's blocks; began is when the last one began,
-	// and lastFull when the last one with a full block did.
-	flying          bool
-	began, lastFull time.Time
+	// flying is set while a flight inserts the table's blocks; began is when the last one began.
+	flying bool
+	began  time.Time
+	// ceiling is half the smallest block ClickHouse refused for its partitions, the most its
+	// blocks grow back to (0: none was refused); timeouts counts the flights in a row that ran
+	// out of time.
+	ceiling, timeouts int
 	// stalled is set when the table's records could make no block at the last plan (a block
 	// recorded by the partition's last owner is not all polled, or the partition's commit metadata
 	// is full): it is not due again until a record comes or a flight lands.
@@ -80,21 +83,23 @@ type flight struct {
 	done chan struct{}
 }
 
-// step takes the records just polled to their tables, lands the flights that are done, starts a
-// flight for every table that is due, and finishes what landed: dead letters, events, commit.
-// drain makes every table due, whatever its blocks' size and age (at shutdown).
+// step takes the records just polled to their tables, lands the flights that are done, finishes
+// what they did (dead letters, events, commit), and then starts a flight for every table that is
+// due. What landed is finished before anything is planned: planning records the partitions'
+// blocks, inserted ones too, which must not reach a commit before their dead letters do. drain
+// makes every table due, whatever its blocks' size and age (at shutdown).
 func (l *Loader) step(ctx context.Context, recs []*kgo.Record, drain bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.finishUnfinished(ctx); err != nil {
-		return err
-	}
 	b := &batch{spans: map[span]*spanCount{}, records: len(recs)}
 	if err := l.prepare(recs, b); err != nil {
 		return err
 	}
 	if l.apply(b); l.fatal != nil {
 		return l.fatal
+	}
+	if err := l.finish(ctx, b); err != nil {
+		return err
 	}
 	// The tables due longest go first, as many as may insert at once.
 	now := l.now()
@@ -107,56 +112,52 @@ func (l *Loader) step(ctx context.Context, recs []*kgo.Record, drain bool) error
 	}
 	slices.SortStableFunc(due, func(a, b *table) int { return at[a].Compare(at[b]) })
 	due = due[:min(len(due), max(l.cfg.InsertConcurrency-len(l.flights), 0))]
-	if len(due) > 0 {
-		// The blocks about to be inserted are recorded first: were they not, a member that takes
-		// a partition over after a crash could form other blocks of the same records. When they
-		// cannot be recorded nothing is inserted now; the step goes on to what landed.
-		planned, err := l.planBlocks(ctx, due)
-		if err != nil {
-			l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
-			for _, t := range due {
-				t.retryAt = now.Add(l.backoff.Delay(0))
-			}
-		}
-		for _, tp := range planned {
-			l.launch(tp)
-		}
-	}
-	return l.finish(ctx, b)
-}
-
-// finishUnfinished finishes the outcome of an earlier step that could not be finished: nothing
-// else is committed before it is. The caller holds mu.
-func (l *Loader) finishUnfinished(ctx context.Context) error {
-	if l.unfinished == nil {
+	if len(due) == 0 {
 		return nil
 	}
-	if err := l.core.Finish(ctx, l.unfinished); err != nil {
-		return err
+	// The blocks about to be inserted are recorded first: were they not, a member that takes a
+	// partition over after a crash could form other blocks of the same records. When they cannot
+	// be recorded nothing is inserted now.
+	planned, err := l.planBlocks(ctx, due)
+	if err != nil {
+		l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
+		for _, t := range due {
+			t.retryAt = now.Add(l.backoff.Delay(0))
+		}
 	}
-	l.unfinished = nil
+	for _, tp := range planned {
+		l.launch(tp)
+	}
 	return nil
 }
 
-// finish writes b's dead letters and events and commits what is done, when b did anything a
-// commit would record. The caller holds mu.
+// finish writes b's dead letters and events and commits what is done, after what an earlier step
+// could not finish: b joins it, so that nothing is committed before it is and none of b's letters
+// is lost. The caller holds mu.
 func (l *Loader) finish(ctx context.Context, b *batch) error {
 	l.metrics.pendingRows.Set(float64(l.pendingRows))
 	l.observeHeld()
-	if len(b.letters) == 0 && len(b.events) == 0 && len(b.spans) == 0 && !b.landed {
+	out := l.unfinished
+	if len(b.letters) > 0 || len(b.events) > 0 || len(b.spans) > 0 || b.landed {
+		if out == nil {
+			out = &delivery.Outcome{Commit: l.commit}
+		}
+		out.Letters = append(out.Letters, b.letters...)
+		out.Events = append(append(out.Events, spanEvents(b.spans)...), b.events...)
+		l.observe(b)
+		if len(b.spans) > 0 {
+			l.lag.Progressed()
+		}
+	}
+	if out == nil {
 		return nil
 	}
-	out := &delivery.Outcome{Letters: b.letters, Events: append(spanEvents(b.spans), b.events...), Commit: l.commit}
 	l.unfinished = out
 	l.lag.Doing(fmt.Sprintf("writing %d dead letters, %d job events and the commit", len(out.Letters), len(out.Events)))
 	if err := l.core.Finish(ctx, out); err != nil {
 		return err
 	}
 	l.unfinished = nil
-	if len(b.spans) > 0 {
-		l.lag.Progressed()
-	}
-	l.observe(b)
 	return nil
 }
 
@@ -210,24 +211,33 @@ func (l *Loader) apply(b *batch) {
 	}
 }
 
-// land waits, while ctx lasts, for the flights in the air, and finishes what they did: before the
-// partitions they insert for are revoked, and at shutdown.
+// land waits, while ctx lasts, for the flights in the air (those launched meanwhile too), and
+// finishes what they did: before the partitions they insert for are revoked, and at shutdown.
 func (l *Loader) land(ctx context.Context) error {
-	l.mu.Lock()
-	flights := slices.Clone(l.flights)
-	l.mu.Unlock()
-	for _, f := range flights {
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return ctx.Err()
+	for {
+		l.mu.Lock()
+		var flying []*flight
+		for _, f := range l.flights {
+			select {
+			case <-f.done:
+			default:
+				flying = append(flying, f)
+			}
+		}
+		l.mu.Unlock()
+		if len(flying) == 0 {
+			break
+		}
+		for _, f := range flying {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.finishUnfinished(ctx); err != nil {
-		return err
-	}
 	b := &batch{spans: map[span]*spanCount{}}
 	if l.apply(b); l.fatal != nil {
 		return l.fatal
@@ -341,13 +351,11 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 			l.tell(t, b, true)
 		}
 		t.class, t.reason, t.attempt, t.since, t.retryAt = delivery.Transient, "", 0, time.Time{}, time.Time{}
-		// Full blocks faster than one a flush interval: the table is behind, and larger blocks
-		// are fewer inserts (and parts) for the same records.
-		if full && !t.lastFull.IsZero() && t.began.Sub(t.lastFull) < l.cfg.FlushInterval {
-			t.rows = min(2*t.rows, l.cfg.BatchRows)
-		}
-		if full {
-			t.lastFull = t.began
+		t.timeouts = 0
+		// A full block landed and another is waiting: the table is behind, and larger blocks are
+		// fewer inserts (and parts) for the same records.
+		if ceiling := cmp.Or(t.ceiling, l.cfg.BatchRows); full && len(t.items) >= t.rows && t.rows < ceiling {
+			t.rows = min(2*t.rows, ceiling)
 		}
 	case class == delivery.Schema:
 		if t.since.IsZero() {
@@ -384,42 +392,82 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 // shrink halves the blocks of a table whose insert ran out of time, or that ClickHouse refused
 // because the block's rows fall in more partitions than one insert may write
 // (max_partitions_per_insert_block), down to SLUICE_LOADER_BATCH_ROWS_MIN. Such a refused block
-// was not written and never will be: it is planned again, with the flight's blocks not yet tried,
-// as smaller blocks. A block that timed out keeps its records, since part of it may be in. A
-// table refused as too many parts because merges are behind keeps its block size: it waits for
-// its retry, and smaller blocks would only make more parts.
+// was not written and never will be: it is planned again as smaller blocks, with the blocks of the
+// flight after it that were never tried, and the table's blocks stay at half its size. A block that
+// timed out is tried again whole, since part of it may be in; when it times out a second time in a
+// row it is planned again smaller all the same (what landed twice, the table collapses). A table
+// refused as too many parts because merges are behind keeps its block size: it waits for its
+// retry, and smaller blocks would only make more parts.
 func (l *Loader) shrink(tp *tablePlan, res insertResult, err error) {
 	t := tp.t
-	partitions := delivery.ReasonOf(err) == "too_many_parts" && strings.Contains(err.Error(), "partitions for single INSERT block")
-	if !partitions && delivery.ReasonOf(err) != "timeout" {
+	if res.units >= len(tp.units) {
+		return // the failure came before the blocks (resolving the sink)
+	}
+	failed := tp.units[res.units]
+	if b := l.find(failed); b != nil {
+		b.tried = true
+	}
+	refused := refusedPartitions(err)
+	timeout := delivery.ReasonOf(err) == "timeout"
+	if timeout {
+		t.timeouts++
+	}
+	if !refused && !timeout {
 		return
 	}
 	t.rows = max(t.rows/2, min(l.cfg.BatchRowsMin, l.cfg.BatchRows))
-	t.lastFull = time.Time{}
-	if partitions {
-		for _, u := range tp.units[res.units:] {
+	if refused {
+		t.rows = min(t.rows, max(len(failed.items)/2, 1))
+		t.ceiling = t.rows
+	}
+	if !refused && t.timeouts < 2 {
+		return
+	}
+	if timeout {
+		l.log.Warn("insert block timed out twice; planning its records again as smaller blocks", "table", t.name,
+			"partition", failed.partition, "first", failed.blk.first, "last", failed.blk.last, "rows", len(failed.items))
+	}
+	l.mark(failed, false)
+	for _, u := range tp.units[res.units+1:] {
+		if b := l.find(u); b != nil && !b.tried {
 			l.mark(u, false)
 		}
 	}
 }
 
+// refusedPartitions reports whether ClickHouse refused a block because its rows fall in more
+// partitions than one insert may write: the same block is refused every time.
+func refusedPartitions(err error) bool {
+	return delivery.ReasonOf(err) == "too_many_parts" && strings.Contains(err.Error(), "partitions for single INSERT block")
+}
+
 // mark finds the block of u among its partition's blocks and marks it inserted or, with inserted
 // false, drops it: its records are planned again.
 func (l *Loader) mark(u *unit, inserted bool) {
+	b := l.find(u)
+	switch {
+	case b == nil: // revoked since: its next owner finds the block planned
+	case inserted:
+		b.inserted = true
+	default:
+		s := l.parts[u.partition]
+		s.blocks = slices.DeleteFunc(s.blocks, func(x *block) bool { return x == b })
+	}
+}
+
+// find returns the planned block of u among its partition's blocks: compacting them copies them.
+func (l *Loader) find(u *unit) *block {
 	s := l.parts[u.partition]
 	if s == nil {
-		return // revoked since: its next owner finds the block planned
+		return nil
 	}
 	i := slices.IndexFunc(s.blocks, func(b *block) bool {
 		return b.table == u.blk.table && b.first == u.blk.first && b.last == u.blk.last && !b.inserted
 	})
-	switch {
-	case i < 0:
-	case inserted:
-		s.blocks[i].inserted = true
-	default:
-		s.blocks = slices.Delete(s.blocks, i, i+1)
+	if i < 0 {
+		return nil
 	}
+	return s.blocks[i]
 }
 
 // insertResult is what insertTable did with one table's records.
@@ -547,15 +595,23 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 	first, last := items[0].rec, items[len(items)-1].rec
 	token := fmt.Sprintf("%s-%s-%s-%d-%d-%d", name, items[0].schema, first.Topic, first.Partition, first.Offset, last.Offset)
 	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
+	var refused error // refused for its partitions: the same block is refused every time
 	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
 		began := l.now()
 		err := l.writer.Insert(ctx, name, rows, loadedAt, token)
-		if err == nil {
+		switch {
+		case err == nil:
 			l.metrics.insertSeconds.Observe(time.Since(began).Seconds())
 			l.metrics.rowsInserted.Add(float64(rows.Len()))
+		case refusedPartitions(err):
+			refused = err
+			return nil
 		}
 		return err
 	})
+	if refused != nil {
+		err = refused
+	}
 	switch {
 	case err == nil:
 		return items, nil, nil

@@ -30,6 +30,9 @@ type block struct {
 	first, last int64
 	loadedAt    int64 // Unix seconds
 	inserted    bool
+	// tried is a block that an insert was tried of (by this member, or, for a block read from
+	// commit metadata, perhaps by the partition's last owner): part of it may be in.
+	tried bool
 }
 
 func (b block) covers(offset int64) bool { return b.first <= offset && offset <= b.last }
@@ -116,7 +119,7 @@ func decodeBlocks(s string) []*block {
 	}
 	var out []*block
 	for _, f := range fields[1:] {
-		b := &block{}
+		b := &block{tried: true}
 		parts := strings.Split(f, ":")
 		if len(parts) != 4 || (parts[0] != "p" && parts[0] != "i") {
 			return nil
@@ -228,6 +231,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 	touched := map[int32]bool{}
 	for _, t := range due {
 		tp := &tablePlan{t: t}
+		unknown := false // a partition of the table's records whose blocks could not be read
 		byPart := map[int32][]*item{}
 		var order []int32
 		for _, it := range t.items {
@@ -242,6 +246,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		for _, p := range order {
 			s, items := l.parts[p], byPart[p]
 			if s == nil || s.unread {
+				unknown = true
 				continue
 			}
 			blocked := false
@@ -289,9 +294,12 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			tp.units = append(tp.units, &unit{partition: p, items: items, blk: b})
 			touched[p] = true
 		}
-		if len(tp.units) > 0 || len(tp.known) > 0 {
+		switch {
+		case len(tp.units) > 0 || len(tp.known) > 0:
 			plans = append(plans, tp)
-		} else {
+		case unknown:
+			t.retryAt = l.now().Add(time.Second) // the next plan reads the partitions' blocks again
+		default:
 			t.stalled = true
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -49,8 +51,9 @@ type fakeWriter struct {
 	hold    map[string]chan struct{}
 	holding chan struct{}
 	// maxRows, when set, refuses a block of more rows as ClickHouse refuses one whose rows fall in
-	// more partitions than one insert may write.
-	maxRows int
+	// more partitions than one insert may write; an insert of more than slowRows rows, when set,
+	// lasts until its context ends.
+	maxRows, slowRows int
 }
 
 func newFakeWriter() *fakeWriter {
@@ -93,6 +96,13 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Blo
 	if w.refuse[table] {
 		return delivery.New(delivery.Schema, "schema", fmt.Errorf("code: 16, message: No such column key in table %s", table))
 	}
+	if w.slowRows > 0 && block.Len() > w.slowRows {
+		w.blocks++
+		w.mu.Unlock()
+		<-ctx.Done()
+		w.mu.Lock()
+		return ctx.Err()
+	}
 	if w.maxRows > 0 && block.Len() > w.maxRows {
 		// As chsink.Classify classifies ClickHouse's exception.
 		return delivery.New(delivery.Transient, "too_many_parts", errors.New("code: 252, message: Too many partitions for single INSERT block (more than 100). The limit is controlled by 'max_partitions_per_insert_block' setting"))
@@ -123,12 +133,12 @@ func (w *fakeWriter) count(table string) int {
 
 // rig is a loader on a kfake cluster with the raw, dead-letter and events topics.
 type rig struct {
-	cl     *kgo.Client // the test's own client
-	w      *fakeWriter
-	cfg    kafka.Config
-	group  string
-	cancel context.CancelFunc
-	done   chan error
+	cl    *kgo.Client // the test's own client
+	c     *kfake.Cluster
+	w     *fakeWriter
+	cfg   kafka.Config
+	group string
+	stop  func() // stops the rig's loader
 }
 
 func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
@@ -145,7 +155,7 @@ func newRigAfter(t *testing.T, w *fakeWriter, tune func(*LoaderConfig), before f
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	r := &rig{w: w, cfg: cfg, group: "loader", done: make(chan error, 1)}
+	r := &rig{w: w, c: c, cfg: cfg, group: "loader"}
 	r.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +165,14 @@ func newRigAfter(t *testing.T, w *fakeWriter, tune func(*LoaderConfig), before f
 		before(r)
 	}
 
+	r.stop = r.start(t, w, tune)
+	t.Cleanup(r.stop)
+	return r
+}
+
+// start runs a loader member on the rig's cluster, with writer w, and returns what stops it.
+func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop func()) {
+	t.Helper()
 	lcfg := LoaderConfig{BatchRows: 100, BatchBytes: 1 << 20, FlushInterval: 20 * time.Millisecond, MaxRecordBytes: 1 << 20,
 		RetryMaxBackoff: 20 * time.Millisecond, FlushTimeout: 2 * time.Second, DrainTimeout: time.Second,
 		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20, InsertConcurrency: 4, BatchRowsMin: 10}
@@ -164,27 +182,32 @@ func newRigAfter(t *testing.T, w *fakeWriter, tune func(*LoaderConfig), before f
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	lcfg.Group = r.group
+	cfg := r.cfg
 	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic},
 		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
 		strings: interner{}, validTables: map[string]bool{}, tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
-	l.cl, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
+	var err error
+	l.cl, err = kgo.NewClient(kgo.SeedBrokers(r.c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(200*time.Millisecond), // as the loader's own: a resumed partition is fetched soon
+		kgo.RecordDeliveryTimeout(lcfg.FlushTimeout),
 		kgo.OnPartitionsAssigned(l.assigned), kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.core = delivery.NewCore(l.cl, delivery.NewRetrier(reg, log), cfg.EventsTopic, kafka.DefaultMaxMessageBytes, l.backoff)
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() { r.done <- l.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-r.done
-		l.cl.CloseAllowingRebalance()
-	})
-	return r
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			l.cl.CloseAllowingRebalance()
+		})
+	}
 }
 
 // produce puts records of job on the raw topic, for table, with payloads from payload(i).
@@ -425,7 +448,8 @@ func TestLoaderReadsOnForAPlannedBlock(t *testing.T) {
 }
 
 // TestLoaderSlowTableDoesNotHoldOthers holds every insert into one table open: another table's
-// records, polled after it, are inserted meanwhile, and the commit waits for the held one's.
+// records, polled after it, are inserted and reported meanwhile, and the commit waits for the held
+// table's records, which come first on every partition.
 func TestLoaderSlowTableDoesNotHoldOthers(t *testing.T) {
 	w := newFakeWriter()
 	w.hold["slow"] = make(chan struct{})
@@ -435,8 +459,18 @@ func TestLoaderSlowTableDoesNotHoldOthers(t *testing.T) {
 	r.produce(t, "fast", "fast", 60, payload)
 
 	eventually(t, "the fast table's rows while the slow insert is held", func() bool { return w.count("fast") == 60 })
-	if got, c := w.count("slow"), r.committed(t); got != 0 || c >= 110 {
-		t.Fatalf("slow table has %d rows and %d of 110 offsets are committed while its insert is held", got, c)
+	loaded := uint64(0)
+	for loaded < 60 {
+		loaded = 0
+		for _, ev := range r.events(t, 1) {
+			if l := ev.GetRecordsLoaded(); l != nil && ev.JobId == "fast" {
+				loaded += l.Records
+			}
+		}
+	}
+	// The fast table's events are out, and its commit came before them: nothing may be committed.
+	if got, c := w.count("slow"), r.committed(t); got != 0 || c != 0 {
+		t.Fatalf("slow table has %d rows and %d offsets are committed while its insert is held", got, c)
 	}
 	close(w.hold["slow"])
 	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 110 })
@@ -446,40 +480,61 @@ func TestLoaderSlowTableDoesNotHoldOthers(t *testing.T) {
 }
 
 // TestLoaderShrinksBlocks: ClickHouse refuses blocks of more than 30 rows as too many partitions
-// for one insert. The refused blocks are planned again smaller; every record lands once, no
-// block is larger than 30 rows, none is dead-lettered. Once the limit is gone the blocks grow back.
+// for one insert. The refused blocks are planned again, halved, and the table's blocks stay at
+// that size: every record lands once, none is dead-lettered, and no block is refused twice.
 func TestLoaderShrinksBlocks(t *testing.T) {
 	w := newFakeWriter()
 	w.maxRows = 30
 	r := newRig(t, w, nil)
 	r.produce(t, "job", "landing", 200, payload)
 	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 200 })
+	r.produce(t, "job", "landing", 1000, func(i int) string { return payload(1000 + i) })
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 1200 })
 
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	refused := w.blocks - len(w.ranges)
 	covered := map[[2]int64]int{}
 	for _, rg := range w.ranges {
-		if n := rg[2] - rg[1] + 1; n > 30 {
-			t.Errorf("block %v of %d rows was inserted", rg, n)
-		}
 		for o := rg[1]; o <= rg[2]; o++ {
 			covered[[2]int64{rg[0], o}]++
 		}
 	}
-	w.maxRows = 0
-	shrunk := len(w.ranges)
-	w.mu.Unlock()
-	if refused == 0 || len(covered) != 200 || w.count("landing") != 200 {
-		t.Fatalf("%d blocks refused, %d offsets in blocks, %d rows: want refusals, then 200 offsets and rows", refused, len(covered), w.count("landing"))
+	// 100 rows refused, then 50; 25 fits.
+	if refused == 0 || refused > 2 || len(covered) != 1200 {
+		t.Fatalf("%d blocks refused, %d offsets in blocks: want 1 or 2 refusals, and 1200 offsets", refused, len(covered))
 	}
 	for o, n := range covered {
 		if n != 1 {
 			t.Fatalf("offset %v inserted %d times", o, n)
 		}
 	}
+}
 
-	r.produce(t, "job", "landing", 1000, func(i int) string { return payload(1000 + i) })
-	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 1200 })
+// TestLoaderShrinksBlocksThatTimeOut: inserts of more than 30 rows run out of time. The block that
+// timed out is tried again whole, then, timed out twice, planned again smaller; every record lands.
+// Once inserts are fast again, the blocks grow back while the table is behind.
+func TestLoaderShrinksBlocksThatTimeOut(t *testing.T) {
+	w := newFakeWriter()
+	w.slowRows = 30
+	r := newRig(t, w, nil)
+	r.produce(t, "job", "landing", 100, payload)
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 100 })
+	w.mu.Lock()
+	timedOut, shrunk := w.blocks-len(w.ranges), len(w.ranges)
+	for _, rg := range w.ranges {
+		if n := rg[2] - rg[1] + 1; n > 30 {
+			t.Errorf("block %v of %d rows went in while such blocks time out", rg, n)
+		}
+	}
+	w.slowRows = 0
+	w.mu.Unlock()
+	if timedOut < 2 || w.count("landing") != 100 {
+		t.Fatalf("%d inserts timed out, %d rows: want the block tried twice, then every row", timedOut, w.count("landing"))
+	}
+
+	r.produce(t, "job", "landing", 2000, func(i int) string { return payload(1000 + i) })
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 2100 })
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	largest := int64(0)
@@ -487,6 +542,84 @@ func TestLoaderShrinksBlocks(t *testing.T) {
 		largest = max(largest, rg[2]-rg[1]+1)
 	}
 	if largest <= 30 {
-		t.Fatalf("the largest block after the limit went is %d rows, want blocks grown past 30", largest)
+		t.Fatalf("the largest block once inserts were fast again is %d rows, want blocks grown past 30", largest)
 	}
+}
+
+// TestLoaderRecordsBlocksInsertedAfterTheirLetters: rows of the blocks are rejected as bad data
+// while the dead-letter topic refuses every letter. The blocks go in, but no commit may record
+// them inserted before their letters are in: the member that takes over after the first one is
+// stopped dead-letters every rejected record.
+func TestLoaderRecordsBlocksInsertedAfterTheirLetters(t *testing.T) {
+	w := newFakeWriter()
+	w.poison = "POISON"
+	var failDLQ atomic.Bool
+	var refusedLetters atomic.Int64
+	failDLQ.Store(true)
+	r := newRigAfter(t, w, nil, func(r *rig) {
+		topics, err := kadm.NewClient(r.cl).ListTopics(context.Background(), r.cfg.DLQTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dlqID := topics[r.cfg.DLQTopic].ID // produce requests name topics by id from Kafka 4
+		r.c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			r.c.KeepControl()
+			pr := req.(*kmsg.ProduceRequest)
+			toDLQ := slices.ContainsFunc(pr.Topics, func(tp kmsg.ProduceRequestTopic) bool {
+				return tp.Topic == r.cfg.DLQTopic || tp.TopicID == dlqID
+			})
+			if !failDLQ.Load() || !toDLQ {
+				return nil, nil, false
+			}
+			refusedLetters.Add(1)
+			resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+			for _, tp := range pr.Topics {
+				rt := kmsg.NewProduceResponseTopic()
+				rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+				for _, p := range tp.Partitions {
+					rp := kmsg.NewProduceResponseTopicPartition()
+					rp.Partition, rp.ErrorCode = p.Partition, 19 // NOT_ENOUGH_REPLICAS: retried
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				resp.Topics = append(resp.Topics, rt)
+			}
+			return resp, nil, true
+		})
+		r.produce(t, "job", "landing", 200, func(i int) string {
+			if i%10 == 3 {
+				return fmt.Sprintf(`{"id":%d,"x":"POISON"}`, i)
+			}
+			return payload(i)
+		})
+	})
+	eventually(t, "rows in and their neighbours' letters refused", func() bool { return w.count("landing") > 0 && refusedLetters.Load() > 0 })
+	r.stop() // while the letters are still refused
+	if c := r.committed(t); c != 0 {
+		t.Fatalf("%d offsets committed while the letters of their rejected rows were refused", c)
+	}
+
+	failDLQ.Store(false)
+	w2 := newFakeWriter()
+	w2.poison = "POISON"
+	t.Cleanup(r.start(t, w2, nil))
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 200 })
+	keys := map[string]bool{}
+	for _, dl := range r.letters(t, int(r.end(t, r.cfg.DLQTopic))) {
+		keys[string(dl.OriginalKey)] = true
+	}
+	if len(keys) != 20 {
+		t.Fatalf("%d of the 20 rejected records dead-lettered", len(keys))
+	}
+}
+
+// end returns the end offsets of topic, summed over partitions.
+func (r *rig) end(t *testing.T, topic string) int64 {
+	t.Helper()
+	ends, err := kadm.NewClient(r.cl).ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	ends.Each(func(o kadm.ListedOffset) { sum += o.Offset })
+	return sum
 }

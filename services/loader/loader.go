@@ -151,8 +151,8 @@ func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *load
 
 // Run polls, inserts and commits until ctx ends. The tables insert in flights of their own while
 // the loop polls on; each step lands the flights that are done and commits what they did. At
-// shutdown every table gets a last flight, and the flights the drain timeout to land; what they
-// cannot finish is not committed and is redelivered.
+// shutdown the tables get their last flights within the drain timeout; what they cannot finish is
+// not committed and is redelivered.
 func (l *Loader) Run(ctx context.Context) error {
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
@@ -171,7 +171,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		err := l.step(stepCtx, recs, drain)
 		cancel()
 		if drain && err == nil {
-			err = l.land(drainCtx)
+			err = l.drain(drainCtx)
 		}
 		l.cl.AllowRebalance()
 		switch {
@@ -187,6 +187,20 @@ func (l *Loader) Run(ctx context.Context) error {
 		}
 		if drain {
 			return nil
+		}
+	}
+}
+
+// drain runs at shutdown, while ctx lasts: the flights in the air land, and the tables that
+// still hold records get a last flight, for a few passes at most (a table that cannot insert
+// keeps its records, which are redelivered).
+func (l *Loader) drain(ctx context.Context) error {
+	for pass := 0; ; pass++ {
+		if err := l.land(ctx); err != nil || pass == 3 || l.pending() == 0 {
+			return err
+		}
+		if err := l.step(ctx, nil, true); err != nil {
+			return err
 		}
 	}
 }
@@ -334,8 +348,12 @@ func (l *Loader) pending() int {
 // and the new owner fetches them again from the committed offset. The flights in the air land
 // first, and what they did is committed.
 func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[string][]int32) {
-	// What is in the air lands, and is committed, before the partitions go.
-	landCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout)
+	if len(partitions[l.topics.raw]) == 0 {
+		return // franz-go's cooperative protocol calls this at the end of every session
+	}
+	// What is in the air lands, and is committed, before the partitions go. With the step that
+	// may run before, a rebalance waits at most the flush timeout.
+	landCtx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/2)
 	if err := l.land(landCtx); err != nil {
 		l.log.Warn("land the inserts in the air before the rebalance; their records will be redelivered", "error", err)
 	}
