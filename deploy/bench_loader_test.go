@@ -28,7 +28,9 @@ import (
 //   - the loader lands them in the raw landing table;
 //   - another job of the same records, extracted the same way, lands through a typed sink of 4
 //     columns (id Int64, name String, email String, created_at DateTime), and the difference per
-//     column is reported.
+//     column is reported;
+//   - a third job lands in a raw landing table with Go's soft memory limit (GOMEMLIMIT) set, as a
+//     deployment with a memory limit would set it.
 //
 // Each reports records/s, its own CPU seconds and ClickHouse's per million records, and the
 // loader's peak resident memory.
@@ -60,9 +62,9 @@ func BenchmarkLoader(b *testing.B) {
 		rawJob := fill("raw", "  table: bench_raw\n")
 		floorRate, floorCPU, floorCH := leanLoop(b, p, n, chPid)
 
-		drain := func(id string) (rate, cpu, ch, rssMiB float64) {
+		drain := func(id string, env map[string]string) (rate, cpu, ch, rssMiB float64) {
 			b.Helper()
-			loader := start(b, "loader-"+id, p.env)
+			loader := start(b, "loader-"+id, env)
 			loader.ready(b)
 			pid := loader.cmd.Process.Pid
 			before := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
@@ -77,15 +79,19 @@ func BenchmarkLoader(b *testing.B) {
 			}
 			return float64(n) / took.Seconds(), (after["loader"] - before["loader"]) / m, (after["clickhouse"] - before["clickhouse"]) / m, rssMiB
 		}
-		rawRate, rawCPU, rawCH, rawRSS := drain(rawJob)
+		rawRate, rawCPU, rawCH, rawRSS := drain(rawJob, p.env)
 		typedJob := fill("typed", "  table: bench_typed\n  create: true\n  columns:\n    - {name: id, type: Int64}\n    - {name: name, type: String}\n    - {name: email, type: String}\n    - {name: created_at, type: DateTime}\n")
-		typedRate, typedCPU, typedCH, typedRSS := drain(typedJob)
+		typedRate, typedCPU, typedCH, typedRSS := drain(typedJob, p.env)
+		// The same raw landing with Go's soft memory limit, as a deployment with a memory limit sets it.
+		limitedJob := fill("limited", "  table: bench_limited\n")
+		limitedRate, limitedCPU, limitedCH, limitedRSS := drain(limitedJob, p.with(map[string]string{"GOMEMLIMIT": memLimit}))
 
 		fmt.Printf("\nsluice loader benchmark: %d records of %d bytes pre-filled in the raw topic (6 partitions), 1 loader\n", n, src.RecordSize)
 		fmt.Printf("  %-40s %10s %14s %14s %10s\n", "", "records/s", "own CPU-s/M", "ClickHouse/M", "peak RSS")
 		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %10s\n", "floor: lean poll + append + send", floorRate, floorCPU, floorCH, "")
 		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: raw landing table", rawRate, rawCPU, rawCH, rawRSS)
 		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: typed table, 4 columns", typedRate, typedCPU, typedCH, typedRSS)
+		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: raw, GOMEMLIMIT="+memLimit, limitedRate, limitedCPU, limitedCH, limitedRSS)
 		fmt.Printf("  raw landing at %.2f x the floor's records/s; typed landing costs %+.2f loader CPU-s/M per column over raw\n",
 			rawRate/floorRate, (typedCPU-rawCPU)/4)
 		b.ReportMetric(floorRate, "floor-records/s")
@@ -95,8 +101,12 @@ func BenchmarkLoader(b *testing.B) {
 		b.ReportMetric(typedCPU, "typed-loader-cpu-s/M")
 		b.ReportMetric(floorCPU, "floor-cpu-s/M")
 		b.ReportMetric(rawRSS, "raw-loader-peak-MiB")
+		b.ReportMetric(limitedRSS, "limited-loader-peak-MiB")
 	}
 }
+
+// memLimit is the soft memory limit of the benchmark's third loader leg.
+const memLimit = "230MiB"
 
 // leanLoop is the loader leg's floor: it reads the raw topic from its start, decodes each
 // envelope and inserts key and payload into a plain table every 50,000 rows. It returns records/s,
