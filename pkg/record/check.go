@@ -51,9 +51,36 @@ func Check(b []byte) error {
 	return nil
 }
 
+// Valid reports whether b is one JSON value, as encoding/json's Valid does, at about twice its
+// speed on a page of records (BenchmarkValid): it looks for no duplicate member names and takes
+// any UTF-8, as encoding/json does; a value nested deeper than maxValidDepth levels is not valid
+// here.
+func Valid(b []byte) bool {
+	c := checker{b: b, loose: true}
+	c.space()
+	if c.value(0) != nil {
+		return false
+	}
+	c.space()
+	return c.i == len(c.b)
+}
+
+// maxValidDepth bounds the nesting Valid takes: deep enough for any page, shallow enough for the
+// stack.
+const maxValidDepth = 10_000
+
 type checker struct {
 	b []byte
 	i int
+	// loose checks only that b is JSON: Valid.
+	loose bool
+}
+
+func (c *checker) maxDepth() int {
+	if c.loose {
+		return maxValidDepth
+	}
+	return MaxDepth
 }
 
 func (c *checker) fail(what string) error {
@@ -191,7 +218,7 @@ func isHex4(b []byte) bool {
 }
 
 func (c *checker) array(depth int) error {
-	if depth > MaxDepth {
+	if depth > c.maxDepth() {
 		return ErrTooDeep
 	}
 	c.i++
@@ -226,7 +253,7 @@ func (c *checker) array(depth int) error {
 const maxNamesTracked = 16
 
 func (c *checker) object(depth int) error {
-	if depth > MaxDepth {
+	if depth > c.maxDepth() {
 		return ErrTooDeep
 	}
 	c.i++
@@ -247,10 +274,11 @@ func (c *checker) object(depth int) error {
 		if err != nil {
 			return err
 		}
-		if bytes.IndexByte(name, '\\') >= 0 {
+		if !c.loose && bytes.IndexByte(name, '\\') >= 0 {
 			name = unescape(name)
 		}
 		switch {
+		case c.loose:
 		case many != nil:
 			if _, dup := many[string(name)]; dup {
 				return fmt.Errorf("%w: %q", ErrDuplicateKey, name)

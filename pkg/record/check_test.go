@@ -1,8 +1,10 @@
 package record
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -54,6 +56,56 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("Check(%q) = %v, json.Valid = %v", b, err, valid)
 		}
 	})
+}
+
+// FuzzValid agrees with encoding/json's Valid on every input that nests within maxValidDepth.
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{`{"id":1}`, `[1,2.5e-3,"x",null,true]`, `{"a":{"b":[{}]}}`, `"\u00e9\n"`, `-0`, `{"a":1,"a":2}`,
+		"\"\xff\"", `{"a":[1,}`, ` [] `, `01`, `{"a\u0061":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if bytes.Count(b, []byte("["))+bytes.Count(b, []byte("{")) > maxValidDepth {
+			t.Skip()
+		}
+		if got, want := Valid(b), json.Valid(b); got != want {
+			t.Fatalf("Valid(%q) = %v, json.Valid = %v", b, got, want)
+		}
+	})
+}
+
+// TestValidDepth: a value nested deeper than maxValidDepth is not valid, and one at it is.
+func TestValidDepth(t *testing.T) {
+	at := strings.Repeat("[", maxValidDepth) + strings.Repeat("]", maxValidDepth)
+	if !Valid([]byte(at)) || Valid([]byte("["+at+"]")) {
+		t.Fatalf("Valid at %d levels = %v, at %d = %v", maxValidDepth, Valid([]byte(at)), maxValidDepth+1, Valid([]byte("["+at+"]")))
+	}
+}
+
+func BenchmarkValid(b *testing.B) {
+	var page bytes.Buffer
+	page.WriteString(`{"data":[`)
+	for i := range 1000 {
+		if i > 0 {
+			page.WriteByte(',')
+		}
+		fmt.Fprintf(&page, `{"id":%d,"name":"user-%d","email":"user-%d@example.com","created_at":"2024-01-01T00:00:00Z","pad":"%s"}`, i, i, i, strings.Repeat("x", 180))
+	}
+	page.WriteString(`],"total":100000}`)
+	for _, bc := range []struct {
+		name  string
+		valid func([]byte) bool
+	}{{"record.Valid", Valid}, {"encoding/json", json.Valid}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(page.Len()))
+			b.ReportAllocs()
+			for b.Loop() {
+				if !bc.valid(page.Bytes()) {
+					b.Fatal("not valid")
+				}
+			}
+		})
+	}
 }
 
 func BenchmarkCheck(b *testing.B) {

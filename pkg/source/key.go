@@ -111,15 +111,18 @@ func (s *scanner) str() ([]byte, bool) {
 	}
 	start := s.i
 	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '\\':
-			s.i += 2
-		case '"':
-			s.i++
-			return s.b[start : s.i-1], true
-		default:
-			s.i++
+		// The closing quote is the first one that no backslash escapes: IndexByte finds quotes
+		// and backslashes many bytes at a time.
+		q := bytes.IndexByte(s.b[s.i:], '"')
+		if q < 0 {
+			return nil, false
 		}
+		if e := bytes.IndexByte(s.b[s.i:s.i+q], '\\'); e >= 0 {
+			s.i += e + 2
+			continue
+		}
+		s.i += q + 1
+		return s.b[start : s.i-1], true
 	}
 	return nil, false
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/sluicedata/sluice/pkg/record"
 )
 
 // ErrPageShape is a response that parsed as JSON but does not have the records where the job says.
@@ -33,8 +35,9 @@ var ErrNotJSON = errors.New("page is not valid JSON")
 func ParsePage(body []byte, recordsPath, totalPath string) (Page, error) {
 	p := Page{Total: -1}
 	// One validating pass, then a scan that only finds where values start and end: decoding the
-	// page with encoding/json cost more than everything else the extractor does with a record.
-	if !json.Valid(body) {
+	// page with encoding/json cost more than everything else the extractor does with a record,
+	// and its Valid half the time the extractor spent on a record.
+	if !record.Valid(body) {
 		return p, fmt.Errorf("parse page: %w", ErrNotJSON)
 	}
 	arr := bytes.TrimSpace(body)
