@@ -47,13 +47,16 @@ func (p *taskProducer) produce(env *sluicev1.Record) {
 	if p.failed() != nil {
 		return
 	}
-	value, err := proto.Marshal(env)
-	if err != nil {
+	value, keyAt, ok := appendRecord(make([]byte, 0, recordSize(env)), env)
+	if !ok {
+		_, err := proto.Marshal(env) // it says which field
 		p.fail(delivery.New(delivery.Fatal, "bad_record", fmt.Errorf("encode record: %w", err)))
 		return
 	}
 	p.wg.Add(1)
-	p.x.cl.Produce(p.ctx, &kgo.Record{Topic: p.x.topics.raw, Key: []byte(env.Key), Value: value}, p.onAck)
+	// The key is the envelope's own: the Kafka record keeps one buffer.
+	key := value[keyAt : keyAt+len(env.Key) : keyAt+len(env.Key)]
+	p.x.cl.Produce(p.ctx, &kgo.Record{Topic: p.x.topics.raw, Key: key, Value: value}, p.onAck)
 }
 
 // onAck is the one callback of every record of the run: no closure per record.
