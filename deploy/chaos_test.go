@@ -571,7 +571,7 @@ func deadLetterTopicDown(t *testing.T) string {
 	setTopicConfig(t, k, k.DLQTopic, "max.message.bytes", "64")
 	j := r.submit(t, 4, 200)
 	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(readLog(t, loader), "batch not finished within the flush timeout") {
+	for !strings.Contains(readLog(t, loader), "dead letters, events or commit not written in time") {
 		if time.Now().After(deadline) {
 			t.Fatal("the loader never failed to write its dead letters")
 		}

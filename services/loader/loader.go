@@ -182,7 +182,7 @@ func (l *Loader) Run(ctx context.Context) error {
 		case delivery.ClassOf(err) == delivery.Fatal:
 			return err
 		default:
-			l.log.Warn("step not finished in time; trying again", "error", err,
+			l.log.Warn("dead letters, events or commit not written in time; trying again", "error", err,
 				"timeout", (l.cfg.FlushTimeout / 2).String())
 		}
 		if drain {
