@@ -209,8 +209,8 @@ func (l *Loader) drain(ctx context.Context) error {
 // come), a flight lands, or ctx ends. It polls nothing while the tables hold as much as the loader
 // may buffer: backpressure is lag.
 func (l *Loader) collect(ctx context.Context) []*kgo.Record {
-	due, full := l.waiting()
-	if full {
+	due, room := l.waiting()
+	if room == 0 {
 		// Planned blocks whose records are not all here yet would wait for ever: their partitions
 		// are read on, the others paused.
 		need := l.incompleteParts()
@@ -221,6 +221,7 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 			return nil
 		}
 		l.pauseBut(need)
+		room = l.cfg.BatchRows
 	} else {
 		l.resume()
 	}
@@ -232,7 +233,7 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 		// blocks can bring: after a broker restart the whole group would wait on this member.
 		l.cl.AllowRebalance()
 		pollCtx, done := l.wakeable(ctx, due)
-		fetches := l.cl.PollRecords(pollCtx, l.cfg.BatchRows)
+		fetches := l.cl.PollRecords(pollCtx, room)
 		woken := pollCtx.Err() != nil
 		done()
 		if fetches.IsClientClosed() {
@@ -286,9 +287,9 @@ func (l *Loader) wakeable(ctx context.Context, at time.Time) (context.Context, f
 	}
 }
 
-// waiting returns when the first table is due for a flight (zero when none is), and whether the
-// tables hold as much as the loader may buffer.
-func (l *Loader) waiting() (due time.Time, full bool) {
+// waiting returns when the first table is due for a flight (zero when none is), and how many more
+// records the loader may hold: none when the tables hold as much as it may buffer.
+func (l *Loader) waiting() (due time.Time, room int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -300,11 +301,14 @@ func (l *Loader) waiting() (due time.Time, full bool) {
 	if len(l.flights) >= l.cfg.InsertConcurrency {
 		due = time.Time{} // no table may insert before a flight lands, which wakes the loop
 	}
-	full = l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || l.pendingRows >= 2*l.cfg.BatchRows
+	room = min(2*l.cfg.BatchRows-l.pendingRows, l.cfg.BatchRows)
+	if l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || room <= 0 {
+		room = 0
+	}
 	if l.unfinished != nil && due.IsZero() {
 		due = now.Add(l.cfg.FlushInterval)
 	}
-	return due, full
+	return due, room
 }
 
 // incompleteParts is incomplete under mu.
