@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/sluicedata/sluice/pkg/kafkatest"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
@@ -51,19 +52,8 @@ func newHarness(t *testing.T) *harness {
 			if h.failDLQ.Load() < -1 {
 				h.failDLQ.Store(-1)
 			}
-			resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-			for _, rt := range pr.Topics {
-				st := kmsg.NewProduceResponseTopic()
-				st.Topic = rt.Topic
-				for _, rp := range rt.Partitions {
-					sp := kmsg.NewProduceResponseTopicPartition()
-					sp.Partition = rp.Partition
-					sp.ErrorCode = kerr.PolicyViolation.Code // not retried by franz-go itself: each failure reaches the core
-					st.Partitions = append(st.Partitions, sp)
-				}
-				resp.Topics = append(resp.Topics, st)
-			}
-			return resp, nil, true
+			// Not retried by franz-go itself: each failure reaches the core.
+			return kafkatest.Refuse(pr, kerr.PolicyViolation.Code), nil, true
 		}
 		h.record(topic)
 		return nil, nil, false

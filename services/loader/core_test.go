@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -25,6 +26,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/kafkatest"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
@@ -572,18 +574,7 @@ func TestLoaderRecordsBlocksInsertedAfterTheirLetters(t *testing.T) {
 				return nil, nil, false
 			}
 			refusedLetters.Add(1)
-			resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-			for _, tp := range pr.Topics {
-				rt := kmsg.NewProduceResponseTopic()
-				rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
-				for _, p := range tp.Partitions {
-					rp := kmsg.NewProduceResponseTopicPartition()
-					rp.Partition, rp.ErrorCode = p.Partition, 19 // NOT_ENOUGH_REPLICAS: retried
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				resp.Topics = append(resp.Topics, rt)
-			}
-			return resp, nil, true
+			return kafkatest.Refuse(pr, kerr.NotEnoughReplicas.Code), nil, true // retried
 		})
 		r.produce(t, "job", "landing", 200, func(i int) string {
 			if i%10 == 3 {

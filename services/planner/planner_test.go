@@ -24,6 +24,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/jobspec"
 	"github.com/sluicedata/sluice/pkg/kafka"
+	"github.com/sluicedata/sluice/pkg/kafkatest"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/source"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
@@ -237,18 +238,7 @@ func TestSubmitAfterAnUnacknowledgedPlannedEvent(t *testing.T) {
 			r.cluster.KeepControl()
 			return nil, nil, false
 		}
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		for _, tp := range pr.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
-			for _, part := range tp.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = part.Partition, kerr.InvalidRecord.Code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
+		return kafkatest.Refuse(pr, kerr.InvalidRecord.Code), nil, true
 	})
 	ctx := context.Background()
 	if _, _, err := p.Submit(ctx, r.spec(t, "users"), "key-1"); err == nil {
