@@ -42,9 +42,8 @@ type table struct {
 	// halves when an insert runs out of time or ClickHouse refuses a block for the partitions its
 	// rows fall in (shrink), and doubles back while the table is behind.
 	rows int
-	// flying is set while a flight inserts the table's blocks; began is when the last one began.
+	// flying is set while a flight inserts the table's blocks.
 	flying bool
-	began  time.Time
 	// ceiling is half the smallest block ClickHouse refused for its partitions, the most its
 	// blocks grow back to (0: none was refused); timeouts counts the flights in a row that ran
 	// out of time.
@@ -70,7 +69,6 @@ type batch struct {
 	letters []*kgo.Record
 	spans   map[span]*spanCount
 	events  []*sluicev1.JobEvent
-	records int
 	// landed is set when a flight landed: the commit may move.
 	landed bool
 }
@@ -91,7 +89,7 @@ type flight struct {
 func (l *Loader) step(ctx context.Context, recs []*kgo.Record, drain bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := &batch{spans: map[span]*spanCount{}, records: len(recs)}
+	b := &batch{spans: map[span]*spanCount{}}
 	if err := l.prepare(recs, b); err != nil {
 		return err
 	}
@@ -164,7 +162,7 @@ func (l *Loader) finish(ctx context.Context, b *batch) error {
 // launch starts the flight of one table's plan. The caller holds mu.
 func (l *Loader) launch(tp *tablePlan) {
 	t := tp.t
-	t.flying, t.began = true, l.now()
+	t.flying = true
 	f := &flight{tp: tp, done: make(chan struct{})}
 	l.flights = append(l.flights, f)
 	// Inserts get half the flush timeout: dead letters, events and the commit the rest.
@@ -245,7 +243,7 @@ func (l *Loader) land(ctx context.Context) error {
 	return l.finish(ctx, b)
 }
 
-// dueAt returns when t is due for a flight: now when a partition's records fill a block, when its
+// dueAt returns when t is due for a flight: now when its records fill a block, when its
 // oldest record has waited a flush interval, or when its last failure's retry comes; zero while
 // it waits for nothing it can act on (no record, a flight in the air, or stalled).
 func (l *Loader) dueAt(t *table, now time.Time) time.Time {
@@ -316,12 +314,13 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 	if res.sink != nil {
 		t.sink = res.sink
 	}
-	full := false
+	rows := 0
 	for _, u := range tp.units[:res.units] {
 		l.mark(u, true)
 		l.metrics.batchRows.Observe(float64(len(u.items)))
-		full = full || len(u.items) >= t.rows
+		rows += len(u.items)
 	}
+	full := rows >= t.rows // the flight's blocks took the table's block size in all
 	if len(tp.units) > 0 {
 		l.metrics.Processing.Observe(res.took.Seconds())
 	}

@@ -142,7 +142,7 @@ func decodeBlocks(s string) []*block {
 // assigned reads, for the raw partitions just assigned, the committed offset and the blocks its
 // metadata records. It runs in the group's rebalance. A partition whose offsets cannot be read is
 // marked so: nothing of it is inserted or committed (which would overwrite its last owner's
-// blocks) until a flush reads them.
+// blocks) until a plan reads them.
 func (l *Loader) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	ps := assigned[l.topics.raw]
 	if len(ps) == 0 {
@@ -189,7 +189,7 @@ func (l *Loader) readCommitted(ctx context.Context, cl *kgo.Client, ps []int32) 
 	return err
 }
 
-// tablePlan is what one flush does with a table's waiting records: the blocks it inserts, in
+// tablePlan is what one flight does with a table's waiting records: the blocks it inserts, in
 // order, and the records that blocks inserted before (by this member or the partition's last
 // owner) hold already.
 type tablePlan struct {
@@ -348,8 +348,8 @@ func (l *Loader) incomplete() []int32 {
 
 // commitBlocks commits offsets, each with the blocks of its partition at or past it as metadata.
 // Once it went through, the blocks below the offsets are dropped, and with compacted set the
-// partitions' blocks are replaced by their compacted copies (only when no unit of a flush points
-// at them). The caller holds mu.
+// partitions' blocks are replaced by their compacted copies (the units of flights in the air
+// find theirs by value: find). The caller holds mu.
 func (l *Loader) commitBlocks(ctx context.Context, offsets map[int32]kgo.EpochOffset, compacted bool) error {
 	if len(offsets) == 0 {
 		return nil

@@ -35,11 +35,11 @@ type LoaderConfig struct {
 	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
 	// RetryMaxBackoff caps the wait between insert retries while ClickHouse is unavailable.
 	RetryMaxBackoff time.Duration `env:"RETRY_MAX_BACKOFF, default=5s"`
-	// FlushTimeout bounds one batch's insert, dead letters and commit, retries included. Rebalances
-	// wait for a flush, so it stays under SLUICE_KAFKA_REBALANCE_TIMEOUT; when it runs out the batch
-	// is fetched again.
+	// FlushTimeout bounds, in halves, one flight's inserts and a step's dead letters, events and
+	// commit, retries included. Rebalances wait for them, so it stays under
+	// SLUICE_KAFKA_REBALANCE_TIMEOUT; what is not inserted when it runs out waits with its table.
 	FlushTimeout time.Duration `env:"FLUSH_TIMEOUT, default=30s"`
-	// DrainTimeout is how long a batch in flight at shutdown may still take to insert and commit.
+	// DrainTimeout is how long the flights in the air at shutdown may still take to land and commit.
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=10s"`
 	// SchemaGrace is how long the records of a table that refuses them (missing, or with columns
 	// that cannot take them) wait for the table to be fixed before they are dead-lettered with class

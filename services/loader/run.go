@@ -61,7 +61,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		// Fewer, fuller fetches cost the broker less per record; the loader batches for a second anyway.
 		kgo.FetchMinBytes(1<<20),
 		kgo.FetchMaxWait(200*time.Millisecond),
-		// A dead letter or an event that cannot be delivered fails within the flush, which is then
+		// A dead letter or an event that cannot be delivered fails within the step, which is then
 		// retried after the group had its chance to rebalance, instead of holding it off.
 		kgo.RecordDeliveryTimeout(cfg.Loader.FlushTimeout),
 	)
