@@ -3,7 +3,12 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -64,8 +69,16 @@ func BenchmarkLoader(b *testing.B) {
 
 		drain := func(id string, env map[string]string) (rate, cpu, ch, rssMiB float64) {
 			b.Helper()
+			dir := os.Getenv("PROFILE_DIR")
+			if dir != "" {
+				env = maps.Clone(env)
+				env["SLUICE_PPROF"] = "true"
+			}
 			loader := start(b, "loader-"+id, env)
-			loader.ready(b)
+			base := loader.ready(b)
+			if dir != "" {
+				go profile(b, base, filepath.Join(dir, "loader-"+id+".pprof"))
+			}
 			pid := loader.cmd.Process.Pid
 			before := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
 			began := time.Now()
@@ -103,6 +116,34 @@ func BenchmarkLoader(b *testing.B) {
 		b.ReportMetric(rawRSS, "raw-loader-peak-MiB")
 		b.ReportMetric(limitedRSS, "limited-loader-peak-MiB")
 	}
+}
+
+// profile writes the CPU profile of the service at base over its next 5 seconds to path, and its
+// heap profile 1.5 s after it starts (in use then, and allocated since start) beside it, for go tool pprof
+// (PROFILE_DIR=dir sets it off in BenchmarkLoader).
+func profile(b *testing.B, base, path string) {
+	get := func(url, path string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.Logf("profile: %v", err)
+		}
+	}
+	go func() {
+		time.Sleep(1500 * time.Millisecond) // about halfway through 500,000 records
+		get(base+"/debug/pprof/heap", strings.TrimSuffix(path, ".pprof")+".heap.pprof")
+	}()
+	get(base+"/debug/pprof/profile?seconds=5", path)
 }
 
 // memLimit is the soft memory limit of the benchmark's third loader leg.

@@ -70,8 +70,8 @@ start_service() {
 start_service demosource 127.0.0.1:8081 SLUICE_DEMO_RECORDS="$records" SLUICE_DEMO_RECORD_SIZE="$record_size"
 start_service planner 127.0.0.1:8080
 start_service extractor 127.0.0.1:8082
-# Everything runs on this machine: compressing ClickHouse's blocks would only cost CPU.
-start_service loader 127.0.0.1:8083 SLUICE_CLICKHOUSE_COMPRESSION="${SLUICE_CLICKHOUSE_COMPRESSION:-none}"
+# Everything runs on this machine: compression auto leaves ClickHouse's blocks uncompressed.
+start_service loader 127.0.0.1:8083
 
 spec="$state/demo-job.yaml"
 cat >"$spec" <<EOF

@@ -1,7 +1,9 @@
 package chconn
 
 import (
+	"net"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/config"
@@ -22,8 +24,28 @@ type Config struct {
 	DialTimeout  time.Duration `env:"DIAL_TIMEOUT, default=10s"`
 	ReadTimeout  time.Duration `env:"READ_TIMEOUT, default=60s"`
 	MaxOpenConns int           `env:"MAX_OPEN_CONNS, default=8"`
-	// Compression of the native protocol's blocks: lz4, zstd or none. On loopback none saves CPU.
-	Compression string `env:"COMPRESSION, default=lz4"`
+	// Compression of the native protocol's blocks: lz4, zstd, none, or auto: none when every
+	// address is a loopback one (compressing costs both ends CPU and saves nothing there), lz4
+	// otherwise.
+	Compression string `env:"COMPRESSION, default=auto"`
+}
+
+// Method is the compression the connection uses: Compression, with auto resolved.
+func (c Config) Method() string {
+	if c.Compression != "auto" {
+		return c.Compression
+	}
+	for _, a := range c.Addr {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		ip := net.ParseIP(host)
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return "lz4"
+		}
+	}
+	return "none"
 }
 
 // legalIdent is a ClickHouse identifier that needs no quoting.
@@ -45,8 +67,8 @@ func (c Config) Validate() error {
 	if c.ReadTimeout <= 0 {
 		p.Addf("CLICKHOUSE_READ_TIMEOUT", "must be positive, got %s", c.ReadTimeout)
 	}
-	if c.Compression != "lz4" && c.Compression != "zstd" && c.Compression != "none" {
-		p.Addf("CLICKHOUSE_COMPRESSION", "must be lz4, zstd or none, got %q", c.Compression)
+	if !slices.Contains([]string{"auto", "lz4", "zstd", "none"}, c.Compression) {
+		p.Addf("CLICKHOUSE_COMPRESSION", "must be auto, lz4, zstd or none, got %q", c.Compression)
 	}
 	if c.MaxOpenConns < 1 {
 		p.Addf("CLICKHOUSE_MAX_OPEN_CONNS", "must be at least 1, got %d", c.MaxOpenConns)

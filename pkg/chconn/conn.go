@@ -67,7 +67,7 @@ func dial(ctx context.Context, cfg Config, database string, log *slog.Logger) (d
 		ReadTimeout:  cfg.ReadTimeout,
 		MaxOpenConns: cfg.MaxOpenConns,
 		MaxIdleConns: cfg.MaxOpenConns,
-		Compression:  compression(cfg.Compression),
+		Compression:  compression(cfg.Method()),
 		// clickhouse-go warns on every connection that 18.16 is older than it supports, and logs
 		// server exceptions that sluice handles and reports itself: keep only its errors.
 		Logger: slog.New(minLevel{log.Handler(), slog.LevelError}).With(slog.String("component", "clickhouse")),

@@ -213,8 +213,52 @@ func newBuilder(c Column, source string, n int) builder {
 	case FromLoadedAt:
 		return loadedAt{}
 	}
+	if f := typedField(c.Type.GoType(), n); f != nil {
+		return f
+	}
 	return &field{vals: reflect.MakeSlice(reflect.SliceOf(c.Type.GoType()), 0, n)}
 }
+
+// typedField is a field column of the commoner Go types, which appends without reflection; nil for
+// the others.
+func typedField(t reflect.Type, n int) builder {
+	switch t {
+	case reflect.TypeFor[string]():
+		return &typed[string]{make([]string, 0, n)}
+	case reflect.TypeFor[int64]():
+		return &typed[int64]{make([]int64, 0, n)}
+	case reflect.TypeFor[int32]():
+		return &typed[int32]{make([]int32, 0, n)}
+	case reflect.TypeFor[uint64]():
+		return &typed[uint64]{make([]uint64, 0, n)}
+	case reflect.TypeFor[uint32]():
+		return &typed[uint32]{make([]uint32, 0, n)}
+	case reflect.TypeFor[uint8]():
+		return &typed[uint8]{make([]uint8, 0, n)}
+	case reflect.TypeFor[float64]():
+		return &typed[float64]{make([]float64, 0, n)}
+	case reflect.TypeFor[bool]():
+		return &typed[bool]{make([]bool, 0, n)}
+	case reflect.TypeFor[time.Time]():
+		return &typed[time.Time]{make([]time.Time, 0, n)}
+	case reflect.TypeFor[*string]():
+		return &typed[*string]{make([]*string, 0, n)}
+	case reflect.TypeFor[*int64]():
+		return &typed[*int64]{make([]*int64, 0, n)}
+	case reflect.TypeFor[*float64]():
+		return &typed[*float64]{make([]*float64, 0, n)}
+	case reflect.TypeFor[*time.Time]():
+		return &typed[*time.Time]{make([]*time.Time, 0, n)}
+	}
+	return nil
+}
+
+// typed is a field column of Go type T.
+type typed[T any] struct{ vals []T }
+
+func (c *typed[T]) add(_ *Input, v any)       { c.vals = append(c.vals, v.(T)) }
+func (c *typed[T]) slice(i, j int) builder    { return &typed[T]{c.vals[i:j:j]} }
+func (c *typed[T]) column(int, time.Time) any { return c.vals }
 
 // lineageCol is a column of one lineage: typed, so that appending costs no conversion.
 type lineageCol[T any] struct {

@@ -1,6 +1,7 @@
 package chsink
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 )
@@ -93,14 +94,19 @@ func skipSpace(b []byte, i int) int {
 // has escapes; -1 when it does not end.
 func stringEnd(b []byte, i int) (int, bool) {
 	escaped := false
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			escaped = true
-			j++
-		case '"':
-			return j + 1, escaped
+	for j := i + 1; j < len(b); {
+		// The closing quote is the first that no backslash escapes: IndexByte finds quotes and
+		// backslashes many bytes at a time.
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			break
 		}
+		if e := bytes.IndexByte(b[j:j+q], '\\'); e >= 0 {
+			escaped = true
+			j += e + 2
+			continue
+		}
+		return j + q + 1, escaped
 	}
 	return -1, escaped
 }

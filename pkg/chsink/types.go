@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
@@ -291,8 +292,8 @@ func convert(t *Type, raw []byte) (any, error) {
 		return nil, bad("%s is not true or false", short(raw))
 	case KindString, KindJSON:
 		if raw[0] == '"' {
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
+			s, ok := jsonString(raw)
+			if !ok {
 				return nil, bad("a string that does not decode")
 			}
 			return s, nil
@@ -354,6 +355,14 @@ func convertInt(t *Type, raw []byte) (any, error) {
 		}
 		return nil, bad("%s is not an integer", short(raw))
 	}
+	if v, ok := plainInt(t, lit); ok {
+		return v, nil
+	}
+	return bigInt(t, raw, lit)
+}
+
+// bigInt reads an integer of any form that numberText takes, exactly, through a big.Int.
+func bigInt(t *Type, raw []byte, lit string) (any, error) {
 	n, ok := new(big.Int).SetString(lit, 10)
 	if !ok {
 		f, _, err := big.ParseFloat(lit, 10, 1024, big.ToNearestEven)
@@ -394,6 +403,42 @@ func convertInt(t *Type, raw []byte) (any, error) {
 	return v, nil
 }
 
+// plainInt reads lit, when it is digits alone (with a sign for a signed type) that fit t, without
+// the big.Int that other forms and the errors take.
+func plainInt(t *Type, lit string) (any, bool) {
+	if strings.ContainsAny(lit, ".eE+") {
+		return nil, false
+	}
+	if t.Kind == KindInt {
+		v, err := strconv.ParseInt(lit, 10, t.Bits)
+		if err != nil {
+			return nil, false
+		}
+		switch t.Bits {
+		case 8:
+			return int8(v), true
+		case 16:
+			return int16(v), true
+		case 32:
+			return int32(v), true
+		}
+		return v, true
+	}
+	v, err := strconv.ParseUint(lit, 10, t.Bits)
+	if err != nil {
+		return nil, false
+	}
+	switch t.Bits {
+	case 8:
+		return uint8(v), true
+	case 16:
+		return uint16(v), true
+	case 32:
+		return uint32(v), true
+	}
+	return v, true
+}
+
 // epochMillisAbove is where an epoch number is taken for milliseconds rather than seconds: 10^11
 // seconds is the year 5138, 10^11 milliseconds is March 1973.
 const epochMillisAbove = 100_000_000_000
@@ -402,17 +447,13 @@ const epochMillisAbove = 100_000_000_000
 // milliseconds (told apart by size), as a number or a string of digits.
 func convertTime(t *Type, raw []byte) (any, error) {
 	if lit, ok := numberText(raw); ok && (raw[0] != '"' || !strings.ContainsAny(lit, "-:T")) {
-		f, _, err := big.ParseFloat(lit, 10, 128, big.ToNearestEven)
-		if err != nil {
-			return nil, bad("%s is not a time", short(raw))
+		if n, err := strconv.ParseInt(lit, 10, 64); err == nil && n > -epochMillisAbove*1000 && n < epochMillisAbove*1000 {
+			if n > -epochMillisAbove && n < epochMillisAbove {
+				n *= 1000 // seconds
+			}
+			return fitTime(t, time.UnixMilli(n).UTC(), string(raw))
 		}
-		ms := new(big.Float).Abs(f).Cmp(big.NewFloat(epochMillisAbove)) >= 0
-		if !ms {
-			f.Mul(f, big.NewFloat(1000))
-		}
-		n, _ := f.Int64()
-		tm := time.UnixMilli(n).UTC()
-		return fitTime(t, tm, string(raw))
+		return bigTime(t, raw, lit)
 	}
 	s, ok := jsonString(raw)
 	if !ok {
@@ -426,6 +467,19 @@ func convertTime(t *Type, raw []byte) (any, error) {
 		return nil, bad("%q is not an RFC 3339 time", s)
 	}
 	return fitTime(t, tm.UTC(), s)
+}
+
+// bigTime reads epoch seconds or milliseconds of any form numberText takes, through a big.Float.
+func bigTime(t *Type, raw []byte, lit string) (any, error) {
+	f, _, err := big.ParseFloat(lit, 10, 128, big.ToNearestEven)
+	if err != nil {
+		return nil, bad("%s is not a time", short(raw))
+	}
+	if ms := new(big.Float).Abs(f).Cmp(big.NewFloat(epochMillisAbove)) >= 0; !ms {
+		f.Mul(f, big.NewFloat(1000))
+	}
+	n, _ := f.Int64()
+	return fitTime(t, time.UnixMilli(n).UTC(), string(raw))
 }
 
 // fitTime checks a time against the range its column holds.
@@ -449,26 +503,78 @@ func fitTime(t *Type, tm time.Time, text string) (any, error) {
 
 // numberText is the digits of a JSON number, or of a string that holds one.
 func numberText(raw []byte) (string, bool) {
-	s := string(raw)
+	var s string
 	if raw[0] == '"' {
-		if json.Unmarshal(raw, &s) != nil {
+		var ok bool
+		if s, ok = jsonString(raw); !ok {
 			return "", false
 		}
 		s = strings.TrimSpace(s)
+	} else {
+		s = string(raw)
 	}
-	if !json.Valid([]byte(s)) || s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) {
-		return "", false
-	}
-	return s, true
+	return s, isNumber(s)
 }
 
-// jsonString is the text of a JSON string.
+// isNumber reports whether s is a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func isNumber(s string) bool {
+	i := 0
+	digits := func() bool {
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i > start
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case !digits():
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if !digits() {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+// jsonString is the text of a JSON string. A string with no escape is taken as it is; one with
+// escapes, or bytes that are not UTF-8, is decoded by encoding/json (which makes those U+FFFD).
 func jsonString(raw []byte) (string, bool) {
-	if raw[0] != '"' {
+	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
+	}
+	if body := raw[1 : len(raw)-1]; raw[len(raw)-1] == '"' && plainString(body) {
+		return string(body), true
 	}
 	var s string
 	return s, json.Unmarshal(raw, &s) == nil
+}
+
+// plainString reports whether b can stand between quotes as it is: no quote, backslash or control
+// character, and UTF-8.
+func plainString(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
 }
 
 // short is a value for an error: at most 64 bytes of it.

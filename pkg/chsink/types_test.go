@@ -1,7 +1,9 @@
 package chsink
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -239,4 +241,63 @@ func TestConvertedValuesLand(t *testing.T) {
 			t.Errorf("%s %s: %q landed as %q, want %q", c.name, c.typ, c.raw, got[i], c.want)
 		}
 	}
+}
+
+// FuzzConvertFast holds the fast paths of Convert to the ones they stand in for: jsonString to
+// encoding/json, isNumber to json.Valid, plainInt to big.Int, the integer epoch to big.Float.
+func FuzzConvertFast(f *testing.F) {
+	for _, s := range []string{`"plain"`, `"esc\"aped"`, `"\u00e9"`, "\"\xff\"", `"tab	"`, `""`, `"`, `"a"b"`,
+		"0", "-0", "01", "1.5", "1e3", "-", "1.", ".5", "9223372036854775807", "9223372036854775808",
+		"-9223372036854775808", "18446744073709551615", "18446744073709551616", "1700000000", "1700000000000",
+		"-99999999999", "100000000000", "99999999999999", "100000000000000", `"123"`} {
+		f.Add(s)
+	}
+	types := []*Type{}
+	for _, name := range []string{"Int8", "Int64", "UInt8", "UInt32", "UInt64", "DateTime", "DateTime64(3)"} {
+		typ, err := ParseType(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		types = append(types, typ)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		raw := []byte(s)
+		if len(raw) > 0 && raw[0] == '"' {
+			var want string
+			werr := json.Unmarshal(raw, &want)
+			if got, ok := jsonString(raw); ok != (werr == nil) || got != want {
+				t.Fatalf("jsonString(%q) = %q %v, encoding/json %q %v", s, got, ok, want, werr)
+			}
+		}
+		if s == strings.TrimSpace(s) {
+			want := json.Valid(raw) && s != "" && (s[0] == '-' || (s[0] >= '0' && s[0] <= '9'))
+			if isNumber(s) != want {
+				t.Fatalf("isNumber(%q) = %v, want %v", s, !want, want)
+			}
+		}
+		if len(raw) == 0 || bytes.TrimSpace(raw) == nil || len(bytes.TrimSpace(raw)) != len(raw) {
+			return
+		}
+		lit, ok := numberText(raw)
+		if !ok {
+			return
+		}
+		for _, typ := range types[:5] {
+			got, gerr := convertInt(typ, raw)
+			want, werr := bigInt(typ, raw, lit)
+			if (gerr == nil) != (werr == nil) || (gerr == nil && got != want) {
+				t.Fatalf("%s of %q = %v %v, big.Int %v %v", typ.Name, s, got, gerr, want, werr)
+			}
+		}
+		if raw[0] == '"' && strings.ContainsAny(lit, "-:T") {
+			return // read as RFC 3339 text
+		}
+		for _, typ := range types[5:] {
+			got, gerr := convertTime(typ, raw)
+			want, werr := bigTime(typ, raw, lit)
+			if (gerr == nil) != (werr == nil) || (gerr == nil && !got.(time.Time).Equal(want.(time.Time))) {
+				t.Fatalf("%s of %q = %v %v, big.Float %v %v", typ.Name, s, got, gerr, want, werr)
+			}
+		}
+	})
 }

@@ -185,7 +185,11 @@ func (w *Writer) send(ctx context.Context, table string, block *Block, loadedAt 
 		return fmt.Errorf("prepare insert into %s: %w", table, err)
 	}
 	defer batch.Abort() //nolint:errcheck // a no-op once sent
+	cols := batch.Columns()
 	for i, col := range block.columns(loadedAt) {
+		if vals, ok := col.([]string); ok && i < len(cols) {
+			reserve(cols[i], vals)
+		}
 		if err := batch.Column(i).Append(col); err != nil {
 			return appendError(names[i], table, err)
 		}

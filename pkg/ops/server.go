@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -66,6 +67,15 @@ func NewServer(addr string, reg *prometheus.Registry, log *slog.Logger, checks .
 
 // Handle adds a route, in http.ServeMux pattern syntax.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// ServeProfiles adds Go's runtime profiles at /debug/pprof/ (go tool pprof reads them).
+func (s *Server) ServeProfiles() {
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
 
 // Handler returns the server's routes, for tests and for embedding.
 func (s *Server) Handler() http.Handler { return s.mux }

@@ -62,6 +62,14 @@ func TestEndpoints(t *testing.T) {
 		t.Fatalf("/readyz with kafka down = %d %+v", code, ready)
 	}
 
+	if code, _ := get("/debug/pprof/heap"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/heap before ServeProfiles = %d, want 404", code)
+	}
+	srv.ServeProfiles()
+	if code, body := get("/debug/pprof/heap?debug=1"); code != http.StatusOK || !strings.Contains(body, "heap profile") {
+		t.Errorf("/debug/pprof/heap after ServeProfiles = %d %.80q", code, body)
+	}
+
 	code, body = get("/metrics")
 	for _, want := range []string{"go_goroutines", "process_cpu_seconds_total", `ops_readiness_check_failures_total{check="kafka"} 1`, `ops_readiness_check_failures_total{check="clickhouse"} 0`} {
 		if !strings.Contains(body, want) {

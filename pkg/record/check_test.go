@@ -118,3 +118,23 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// FuzzPlainRun holds plainRun to the byte loop it stands in for.
+func FuzzPlainRun(f *testing.F) {
+	for _, s := range []string{"", "abcdefgh", `abcdefg"`, "abc\\defghij", "\x1f2345678", "ééééé\"", "\x20\x21\x5b\x5d\x7f\x80\xff!", strings.Repeat("x", 40) + "\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		first := len(b)
+		for i, c := range b {
+			if c == '"' || c == '\\' || c < 0x20 {
+				first = i
+				break
+			}
+		}
+		want := min(first, len(b)/8*8)
+		if got := plainRun(b); got != want {
+			t.Fatalf("plainRun(%q) = %d, want %d", b, got, want)
+		}
+	})
+}

@@ -25,9 +25,12 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT, default=20s"`
 	// StallTimeout is how long a consumer-group member may own lagging partitions without progress
 	// before /readyz fails and says what it waits for.
-	StallTimeout time.Duration  `env:"STALL_TIMEOUT, default=3m"`
-	Log          logging.Config `env:", prefix=LOG_"`
-	Kafka        kafka.Config   `env:", prefix=KAFKA_"`
+	StallTimeout time.Duration `env:"STALL_TIMEOUT, default=3m"`
+	// Pprof serves Go's profiles at /debug/pprof/ on the ops port. Off by default: a profile
+	// shows what the process is doing to anyone who reaches the port.
+	Pprof bool           `env:"PPROF, default=false"`
+	Log   logging.Config `env:", prefix=LOG_"`
+	Kafka kafka.Config   `env:", prefix=KAFKA_"`
 }
 
 // Validate reports every problem with the common configuration.
@@ -114,5 +117,9 @@ func (r *Runtime) Run(ctx context.Context, srv *ops.Server, parts ...Part) error
 // checks passes.
 func (r *Runtime) NewServer(addr string, checks ...ops.Check) *ops.Server {
 	kafkaCheck := ops.Check{Name: "kafka", Func: func(ctx context.Context) error { return kafka.Ping(ctx, r.Kafka) }}
-	return ops.NewServer(addr, r.Registry, r.Log, append([]ops.Check{kafkaCheck}, checks...)...)
+	srv := ops.NewServer(addr, r.Registry, r.Log, append([]ops.Check{kafkaCheck}, checks...)...)
+	if r.cfg.Pprof {
+		srv.ServeProfiles()
+	}
+	return srv
 }
