@@ -76,8 +76,14 @@ func BenchmarkLoader(b *testing.B) {
 			}
 			loader := start(b, "loader-"+id, env)
 			base := loader.ready(b)
+			profiled := make(chan struct{})
 			if dir != "" {
-				go profile(b, base, filepath.Join(dir, "loader-"+id+".pprof"))
+				go func() {
+					defer close(profiled)
+					profile(b, base, filepath.Join(dir, "loader-"+id+".pprof"))
+				}()
+			} else {
+				close(profiled)
 			}
 			pid := loader.cmd.Process.Pid
 			before := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
@@ -86,6 +92,7 @@ func BenchmarkLoader(b *testing.B) {
 			took := time.Since(began)
 			after := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
 			rssMiB = float64(peakRSS(b, loader)) / (1 << 20)
+			<-profiled // the profiles are taken from the running loader
 			loader.stop(b, syscall.SIGTERM)
 			if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
 				b.Fatalf("job ended %+v", j)
@@ -119,8 +126,9 @@ func BenchmarkLoader(b *testing.B) {
 }
 
 // profile writes the CPU profile of the service at base over its next 5 seconds to path, and its
-// heap profile 1.5 s after it starts (in use then, and allocated since start) beside it, for go tool pprof
-// (PROFILE_DIR=dir sets it off in BenchmarkLoader).
+// heap profile 1.5 s in (about halfway through 500,000 records: in use then, and allocated since
+// start) beside it, for go tool pprof; PROFILE_DIR=dir sets it off in BenchmarkLoader. A profiled
+// leg's CPU includes the profiler's (a few per cent).
 func profile(b *testing.B, base, path string) {
 	get := func(url, path string) {
 		resp, err := http.Get(url)
@@ -139,11 +147,14 @@ func profile(b *testing.B, base, path string) {
 			b.Logf("profile: %v", err)
 		}
 	}
+	heap := make(chan struct{})
 	go func() {
-		time.Sleep(1500 * time.Millisecond) // about halfway through 500,000 records
+		defer close(heap)
+		time.Sleep(1500 * time.Millisecond)
 		get(base+"/debug/pprof/heap", strings.TrimSuffix(path, ".pprof")+".heap.pprof")
 	}()
 	get(base+"/debug/pprof/profile?seconds=5", path)
+	<-heap
 }
 
 // memLimit is the soft memory limit of the benchmark's third loader leg.

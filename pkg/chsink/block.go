@@ -213,45 +213,31 @@ func newBuilder(c Column, source string, n int) builder {
 	case FromLoadedAt:
 		return loadedAt{}
 	}
-	if f := typedField(c.Type.GoType(), n); f != nil {
-		return f
+	g := c.Type.GoType()
+	if typed := typedFields[g]; typed != nil {
+		return typed(n)
 	}
-	return &field{vals: reflect.MakeSlice(reflect.SliceOf(c.Type.GoType()), 0, n)}
+	return &field{vals: reflect.MakeSlice(reflect.SliceOf(g), 0, n)}
 }
 
-// typedField is a field column of the commoner Go types, which appends without reflection; nil for
-// the others.
-func typedField(t reflect.Type, n int) builder {
-	switch t {
-	case reflect.TypeFor[string]():
-		return &typed[string]{make([]string, 0, n)}
-	case reflect.TypeFor[int64]():
-		return &typed[int64]{make([]int64, 0, n)}
-	case reflect.TypeFor[int32]():
-		return &typed[int32]{make([]int32, 0, n)}
-	case reflect.TypeFor[uint64]():
-		return &typed[uint64]{make([]uint64, 0, n)}
-	case reflect.TypeFor[uint32]():
-		return &typed[uint32]{make([]uint32, 0, n)}
-	case reflect.TypeFor[uint8]():
-		return &typed[uint8]{make([]uint8, 0, n)}
-	case reflect.TypeFor[float64]():
-		return &typed[float64]{make([]float64, 0, n)}
-	case reflect.TypeFor[bool]():
-		return &typed[bool]{make([]bool, 0, n)}
-	case reflect.TypeFor[time.Time]():
-		return &typed[time.Time]{make([]time.Time, 0, n)}
-	case reflect.TypeFor[*string]():
-		return &typed[*string]{make([]*string, 0, n)}
-	case reflect.TypeFor[*int64]():
-		return &typed[*int64]{make([]*int64, 0, n)}
-	case reflect.TypeFor[*float64]():
-		return &typed[*float64]{make([]*float64, 0, n)}
-	case reflect.TypeFor[*time.Time]():
-		return &typed[*time.Time]{make([]*time.Time, 0, n)}
-	}
-	return nil
+// typedFields make field columns of the commoner Go types, which append without reflection.
+var typedFields = map[reflect.Type]func(n int) builder{
+	reflect.TypeFor[string]():     newTyped[string],
+	reflect.TypeFor[int64]():      newTyped[int64],
+	reflect.TypeFor[int32]():      newTyped[int32],
+	reflect.TypeFor[uint64]():     newTyped[uint64],
+	reflect.TypeFor[uint32]():     newTyped[uint32],
+	reflect.TypeFor[uint8]():      newTyped[uint8],
+	reflect.TypeFor[float64]():    newTyped[float64],
+	reflect.TypeFor[bool]():       newTyped[bool],
+	reflect.TypeFor[time.Time]():  newTyped[time.Time],
+	reflect.TypeFor[*string]():    newTyped[*string],
+	reflect.TypeFor[*int64]():     newTyped[*int64],
+	reflect.TypeFor[*float64]():   newTyped[*float64],
+	reflect.TypeFor[*time.Time](): newTyped[*time.Time],
 }
+
+func newTyped[T any](n int) builder { return &typed[T]{make([]T, 0, n)} }
 
 // typed is a field column of Go type T.
 type typed[T any] struct{ vals []T }

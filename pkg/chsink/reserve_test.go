@@ -46,7 +46,7 @@ func TestReserve(t *testing.T) {
 			t.Errorf("row %d = %q, want %q", i, got, want)
 		}
 	}
-	if int32, _ := column.Type("Int32").Column("n", nil); reserve(int32, vals) {
+	if ints, _ := column.Type("Int32").Column("n", nil); reserve(ints, vals) {
 		t.Error("reserve took an Int32 column")
 	}
 	// The column, its bytes, its positions and Append's nulls: nothing grows.

@@ -377,30 +377,38 @@ func bigInt(t *Type, raw []byte, lit string) (any, error) {
 		if n.Cmp(lo) < 0 || n.Cmp(hi) > 0 {
 			return nil, bad("%s does not fit %s", lit, t.Name)
 		}
-		v := n.Int64()
-		switch t.Bits {
-		case 8:
-			return int8(v), nil
-		case 16:
-			return int16(v), nil
-		case 32:
-			return int32(v), nil
-		}
-		return v, nil
+		return sized(t.Bits, n.Int64()), nil
 	}
 	if n.Sign() < 0 || n.BitLen() > t.Bits {
 		return nil, bad("%s does not fit %s", lit, t.Name)
 	}
-	v := n.Uint64()
-	switch t.Bits {
+	return sizedUint(t.Bits, n.Uint64()), nil
+}
+
+// sized is v, which fits bits, as the Go integer of that size.
+func sized(bits int, v int64) any {
+	switch bits {
 	case 8:
-		return uint8(v), nil
+		return int8(v)
 	case 16:
-		return uint16(v), nil
+		return int16(v)
 	case 32:
-		return uint32(v), nil
+		return int32(v)
 	}
-	return v, nil
+	return v
+}
+
+// sizedUint is v, which fits bits, as the Go unsigned integer of that size.
+func sizedUint(bits int, v uint64) any {
+	switch bits {
+	case 8:
+		return uint8(v)
+	case 16:
+		return uint16(v)
+	case 32:
+		return uint32(v)
+	}
+	return v
 }
 
 // plainInt reads lit, when it is digits alone (with a sign for a signed type) that fit t, without
@@ -411,32 +419,10 @@ func plainInt(t *Type, lit string) (any, bool) {
 	}
 	if t.Kind == KindInt {
 		v, err := strconv.ParseInt(lit, 10, t.Bits)
-		if err != nil {
-			return nil, false
-		}
-		switch t.Bits {
-		case 8:
-			return int8(v), true
-		case 16:
-			return int16(v), true
-		case 32:
-			return int32(v), true
-		}
-		return v, true
+		return sized(t.Bits, v), err == nil
 	}
 	v, err := strconv.ParseUint(lit, 10, t.Bits)
-	if err != nil {
-		return nil, false
-	}
-	switch t.Bits {
-	case 8:
-		return uint8(v), true
-	case 16:
-		return uint16(v), true
-	case 32:
-		return uint32(v), true
-	}
-	return v, true
+	return sizedUint(t.Bits, v), err == nil
 }
 
 // epochMillisAbove is where an epoch number is taken for milliseconds rather than seconds: 10^11

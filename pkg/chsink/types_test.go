@@ -275,7 +275,7 @@ func FuzzConvertFast(f *testing.F) {
 				t.Fatalf("isNumber(%q) = %v, want %v", s, !want, want)
 			}
 		}
-		if len(raw) == 0 || bytes.TrimSpace(raw) == nil || len(bytes.TrimSpace(raw)) != len(raw) {
+		if len(raw) == 0 || len(bytes.TrimSpace(raw)) != len(raw) {
 			return
 		}
 		lit, ok := numberText(raw)

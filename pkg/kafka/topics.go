@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"time"
@@ -93,23 +94,27 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, replication int16, want [
 			return report, fmt.Errorf("create topic %s: %w", t.Name, err)
 		}
 	}
-	if len(raced) == 0 {
+	if len(raced)+len(report.Created) == 0 {
 		return report, nil
 	}
-	// The controller knows a topic that another process just created a moment before the broker
-	// serves its metadata: ask again for a few seconds.
+	// The controller knows a topic just created, here or by another process, a moment before the
+	// broker serves its metadata: ask again for a few seconds, so that every topic can be used once
+	// this returns.
+	wait := append(slices.Clone(report.Created), raced...)
 	for attempt := 0; ; attempt++ {
-		again, err := CheckTopics(ctx, cl, raced)
+		again, err := CheckTopics(ctx, cl, wait)
 		if err != nil {
 			return report, err
 		}
 		if len(again.Missing) == 0 {
-			report.Existing = append(report.Existing, again.Existing...)
-			report.Fewer = append(report.Fewer, again.Fewer...)
+			// Existing follows wait, and the raced topics come after the created ones.
+			for i := len(report.Created); i < len(wait); i++ {
+				report.addExisting(wait[i], again.Existing[i].Partitions)
+			}
 			return report, nil
 		}
 		if attempt == 50 {
-			return report, fmt.Errorf("topic %s was created by another process but its metadata did not appear", again.Missing[0].Name)
+			return report, fmt.Errorf("topic %s was created but its metadata did not appear", again.Missing[0].Name)
 		}
 		select {
 		case <-ctx.Done():
