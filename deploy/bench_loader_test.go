@@ -35,7 +35,9 @@ import (
 //     columns (id Int64, name String, email String, created_at DateTime), and the difference per
 //     column is reported;
 //   - a third job lands in a raw landing table with Go's soft memory limit (GOMEMLIMIT) set, as a
-//     deployment with a memory limit would set it.
+//     deployment with a memory limit would set it;
+//   - a fourth lands in a raw landing table with Go's default collector (GOGC=100) instead of the
+//     loader's own (loader.GCPercent), to show what that costs and saves.
 //
 // Each reports records/s, its own CPU seconds and ClickHouse's per million records, and the
 // loader's peak resident memory.
@@ -74,6 +76,7 @@ func BenchmarkLoader(b *testing.B) {
 				env = maps.Clone(env)
 				env["SLUICE_PPROF"] = "true"
 			}
+			settle(b, p.conn) // the last leg's merges are its own
 			loader := start(b, "loader-"+id, env)
 			base := loader.ready(b)
 			profiled := make(chan struct{})
@@ -90,6 +93,7 @@ func BenchmarkLoader(b *testing.B) {
 			began := time.Now()
 			j := await(b, planner, id, 20*time.Minute)
 			took := time.Since(began)
+			settle(b, p.conn)
 			after := cpuOf(map[string]int{"loader": pid, "clickhouse": chPid})
 			rssMiB = float64(peakRSS(b, loader)) / (1 << 20)
 			<-profiled // the profiles are taken from the running loader
@@ -105,6 +109,9 @@ func BenchmarkLoader(b *testing.B) {
 		// The same raw landing with Go's soft memory limit, as a deployment with a memory limit sets it.
 		limitedJob := fill("limited", "  table: bench_limited\n")
 		limitedRate, limitedCPU, limitedCH, limitedRSS := drain(limitedJob, p.with(map[string]string{"GOMEMLIMIT": memLimit}))
+		// The same raw landing with Go's default collector, which the loader does not use unless told.
+		gcJob := fill("gc100", "  table: bench_gc100\n")
+		gcRate, gcCPU, gcCH, gcRSS := drain(gcJob, p.with(map[string]string{"GOGC": "100"}))
 
 		fmt.Printf("\nsluice loader benchmark: %d records of %d bytes pre-filled in the raw topic (6 partitions), 1 loader\n", n, src.RecordSize)
 		fmt.Printf("  %-40s %10s %14s %14s %10s\n", "", "records/s", "own CPU-s/M", "ClickHouse/M", "peak RSS")
@@ -112,6 +119,7 @@ func BenchmarkLoader(b *testing.B) {
 		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: raw landing table", rawRate, rawCPU, rawCH, rawRSS)
 		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: typed table, 4 columns", typedRate, typedCPU, typedCH, typedRSS)
 		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: raw, GOMEMLIMIT="+memLimit, limitedRate, limitedCPU, limitedCH, limitedRSS)
+		fmt.Printf("  %-40s %10.0f %14.2f %14.2f %7.0f MiB\n", "loader: raw, GOGC=100 (Go's default)", gcRate, gcCPU, gcCH, gcRSS)
 		fmt.Printf("  raw landing at %.2f x the floor's records/s; typed landing costs %+.2f loader CPU-s/M per column over raw\n",
 			rawRate/floorRate, (typedCPU-rawCPU)/4)
 		b.ReportMetric(floorRate, "floor-records/s")
@@ -122,6 +130,7 @@ func BenchmarkLoader(b *testing.B) {
 		b.ReportMetric(floorCPU, "floor-cpu-s/M")
 		b.ReportMetric(rawRSS, "raw-loader-peak-MiB")
 		b.ReportMetric(limitedRSS, "limited-loader-peak-MiB")
+		b.ReportMetric(gcRSS, "gogc100-loader-peak-MiB")
 	}
 }
 
@@ -215,6 +224,7 @@ func leanLoop(b *testing.B, p *deployment, n, chPid int) (rate, cpu, ch float64)
 		}
 	}
 	took := time.Since(began)
+	settle(b, conn)
 	after := cpuOf(map[string]int{"self": self, "clickhouse": chPid})
 	m := float64(n) / 1e6
 	return float64(n) / took.Seconds(), (after["self"] - before["self"]) / m, (after["clickhouse"] - before["clickhouse"]) / m

@@ -17,6 +17,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/kafka"
@@ -61,6 +62,7 @@ func BenchmarkPipeline(b *testing.B) {
 				procs[name] = pid
 			}
 		}
+		settle(b, p.conn)
 		before := cpuOf(procs)
 
 		began := time.Now()
@@ -74,6 +76,7 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 		total := time.Since(began)
+		settle(b, p.conn)
 		after := cpuOf(procs)
 		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
 			b.Fatalf("job ended %+v", j)
@@ -165,6 +168,24 @@ func baselineKafka(b testing.TB, cfg kafka.Config, n, size int) float64 {
 		got += fetches.NumRecords()
 	}
 	return float64(n) / time.Since(began).Seconds()
+}
+
+// settle waits, up to a minute, until ClickHouse runs no merge, so that a leg's CPU includes the
+// merges its inserts set off and the next leg starts on an idle server.
+func settle(b testing.TB, conn *chconn.Conn) {
+	b.Helper()
+	for idle, deadline := 0, time.Now().Add(time.Minute); idle < 2 && time.Now().Before(deadline); {
+		var n uint64
+		if err := conn.QueryRow(context.Background(), "SELECT count() FROM system.merges").Scan(&n); err != nil {
+			b.Fatalf("read merges: %v", err)
+		}
+		if n == 0 {
+			idle++
+		} else {
+			idle = 0
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // cpuOf reads each process's user+system CPU seconds from /proc.

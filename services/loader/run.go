@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"runtime/debug"
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
@@ -19,12 +20,21 @@ import (
 	"github.com/sluicedata/sluice/pkg/service"
 )
 
+// GCPercent is the loader's GOGC unless the environment sets one. Its heap is mostly batches that
+// live a second or two, so the collector's default (100: the heap grows to twice what is live)
+// doubled what it holds: with the default batch it peaked near 300 MiB resident, and at 50 under
+// 256 MiB, for about a quarter more of its own CPU (BenchmarkLoader, both in one run).
+const GCPercent = 50
+
 // run loads the configuration, connects to Kafka and ClickHouse, and loads the raw topic into
 // ClickHouse until ctx ends; /readyz answers ready while both answer.
 func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error {
 	var cfg Config
 	if err := config.Load(ctx, lookup, &cfg); err != nil {
 		return err
+	}
+	if _, set := lookup.Lookup("GOGC"); !set {
+		debug.SetGCPercent(GCPercent)
 	}
 	lag := kafka.NewLagReporter(cfg.Loader.Group, cfg.Kafka.RawTopic, 10*time.Second)
 	l := &Loader{
