@@ -48,12 +48,22 @@ func BenchmarkPipeline(b *testing.B) {
 		srcRate := baselineSource(b, p.srcURL, n)
 		kafkaRate := baselineKafka(b, p.kafka, n, size)
 
+		dir := os.Getenv("PROFILE_DIR")
+		if dir != "" {
+			p.env["SLUICE_PPROF"] = "true"
+		}
 		planner := start(b, "planner", p.env)
 		extractor := start(b, "extractor", p.env)
 		loader := start(b, "loader", p.env)
 		plannerURL := planner.ready(b)
-		extractor.ready(b)
-		loader.ready(b)
+		extractorURL := extractor.ready(b)
+		loaderURL := loader.ready(b)
+		var profiled sync.WaitGroup
+		if dir != "" { // the first 5 seconds of the job, for go tool pprof
+			for name, base := range map[string]string{"extractor": extractorURL, "loader": loaderURL} {
+				profiled.Go(func() { profile(b, base, filepath.Join(dir, "pipeline-"+name+".pprof")) })
+			}
+		}
 
 		procs := map[string]int{"planner": planner.cmd.Process.Pid, "extractor": extractor.cmd.Process.Pid,
 			"loader": loader.cmd.Process.Pid}
@@ -78,6 +88,7 @@ func BenchmarkPipeline(b *testing.B) {
 		total := time.Since(began)
 		settle(b, p.conn)
 		after := cpuOf(procs)
+		profiled.Wait()
 		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
 			b.Fatalf("job ended %+v", j)
 		}

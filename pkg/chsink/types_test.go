@@ -190,6 +190,7 @@ func TestConvertedValuesLand(t *testing.T) {
 		{"dec", "Decimal(38, 9)", `12345678901234567890.123456789`, "12345678901234567890.123456789"},
 		{"s", "String", `"line\u2028 nul\u0000 😀 שלום"`, "line\u2028 nul\x00 😀 שלום"},
 		{"nested", "String", `{"a": [1, {"b": null}]}`, `{"a": [1, {"b": null}]}`},
+		{"long", "String", `"` + strings.Repeat(`\u05e9\u2028x`, 50_000/6) + `"`, strings.Repeat("ש\u2028x", 50_000/6)}, // 50 KB of text
 		{"id", "UUID", `"6f1c8a2e-0000-4000-8000-000000000001"`, "6f1c8a2e-0000-4000-8000-000000000001"},
 		{"e", "Enum8('a' = 1, 'b' = 2)", `"b"`, "b"},
 		{"d", "Date", `"2024-02-29"`, "2024-02-29"},
