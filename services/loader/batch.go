@@ -21,7 +21,11 @@ import (
 
 // item is one raw record, decoded, on its way to its table.
 type item struct {
-	rec                   *kgo.Record
+	// Where the record is on the raw topic, and its Kafka key and value: not the *kgo.Record,
+	// which would keep alive the whole slab of records franz-go allocated with it.
+	partition             int32
+	offset                int64
+	rawKey, raw           []byte
 	job, task, run, table string
 	schema                string
 	key                   string
@@ -283,10 +287,11 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		} else {
 			class, err = validate(&env, l.validTables, l.cfg.MaxRecordBytes)
 		}
-		// The key and payload are slices of r.Value, which the item keeps.
+		// The key and payload are slices of r.Value, which the item keeps (not r).
 		it := &items[i]
-		*it = item{rec: r, job: env.job, task: env.task, run: env.run, table: env.table, schema: env.schema,
-			key: env.key, payload: env.payload, extractedAt: env.extractedAt, polled: polled}
+		*it = item{partition: r.Partition, offset: r.Offset, rawKey: r.Key, raw: r.Value, job: env.job, task: env.task,
+			run: env.run, table: env.table, schema: env.schema, key: env.key, payload: env.payload,
+			extractedAt: env.extractedAt, polled: polled}
 		if err != nil {
 			if lerr := l.deadLetter(b, it, class, err); lerr != nil {
 				return lerr
@@ -326,7 +331,7 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 	}
 	inserted, rejected, err := res.inserted, res.rejected, res.err
 	for _, it := range inserted {
-		b.count(it).loaded.add(it.rec.Offset)
+		b.count(it).loaded.add(it.offset)
 	}
 	done := make(map[*item]bool, len(inserted)+len(rejected))
 	for _, it := range inserted {
@@ -544,8 +549,8 @@ func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink,
 		good := make([]*item, 0, len(u.items))
 		rejected = rejected[:0]
 		for _, it := range u.items {
-			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Partition: it.rec.Partition,
-				Offset: it.rec.Offset, ExtractedAt: it.extractedAt}
+			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Partition: it.partition,
+				Offset: it.offset, ExtractedAt: it.extractedAt}
 			if err := block.Add(&in); err != nil {
 				rejected = append(rejected, rejection{it, fieldClass(err), err})
 				continue
@@ -591,8 +596,8 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 		return nil, nil, nil
 	}
 	// The token names the block's records: the same records always make the same block.
-	first, last := items[0].rec, items[len(items)-1].rec
-	token := fmt.Sprintf("%s-%s-%s-%d-%d-%d", name, items[0].schema, first.Topic, first.Partition, first.Offset, last.Offset)
+	first, last := items[0], items[len(items)-1]
+	token := fmt.Sprintf("%s-%s-%s-%d-%d-%d", name, first.schema, l.topics.raw, first.partition, first.offset, last.offset)
 	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
 	var refused error // refused for its partitions: the same block is refused every time
 	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
@@ -645,24 +650,25 @@ func (l *Loader) forget(t *table, done map[*item]bool) {
 // hold adds it to what waits for t.
 func (l *Loader) hold(t *table, it *item) {
 	t.items = append(t.items, it)
-	t.bytes += len(it.rec.Value)
+	t.bytes += len(it.raw)
 	l.pendingRows++
-	l.pendingBytes += len(it.rec.Value)
+	l.pendingBytes += len(it.raw)
 	t.stalled = false
 }
 
 // release counts it out of what waits for t; the caller drops it from t.items.
 func (l *Loader) release(t *table, it *item) {
-	t.bytes -= len(it.rec.Value)
+	t.bytes -= len(it.raw)
 	l.pendingRows--
-	l.pendingBytes -= len(it.rec.Value)
+	l.pendingBytes -= len(it.raw)
 }
 
 // deadLetter adds the dead letter of it to the batch, counted for its job.
 func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
 	letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
 		Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
-		Original: it.rec, JobID: it.job, TaskID: it.task, Payload: it.payload, FailedAt: l.now(),
+		JobID: it.job, TaskID: it.task, Payload: it.payload, FailedAt: l.now(),
+		Original: &kgo.Record{Topic: l.topics.raw, Partition: it.partition, Offset: it.offset, Key: it.rawKey, Value: it.raw},
 	}, l.cfg.MaxRecordBytes)
 	if lerr != nil {
 		return delivery.New(delivery.Fatal, "bad_letter", lerr)
@@ -672,7 +678,7 @@ func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
 	if s.dead[class] == nil {
 		s.dead[class] = &offsets{}
 	}
-	s.dead[class].add(it.rec.Offset)
+	s.dead[class].add(it.offset)
 	return nil
 }
 

@@ -235,10 +235,10 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		byPart := map[int32][]*item{}
 		var order []int32
 		for _, it := range t.items {
-			if byPart[it.rec.Partition] == nil {
-				order = append(order, it.rec.Partition)
+			if byPart[it.partition] == nil {
+				order = append(order, it.partition)
 			}
-			byPart[it.rec.Partition] = append(byPart[it.rec.Partition], it)
+			byPart[it.partition] = append(byPart[it.partition], it)
 		}
 		// Partitions in the order of their oldest waiting record, so that none waits behind a
 		// busier one; the new blocks of one flight hold at most the table's block size in all.
@@ -256,7 +256,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 				}
 				var covered []*item
 				items = slices.DeleteFunc(items, func(it *item) bool {
-					if b.covers(it.rec.Offset) {
+					if b.covers(it.offset) {
 						covered = append(covered, it)
 						return true
 					}
@@ -280,12 +280,12 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			// a member that takes the partition over can hold all its records; what is left
 			// makes the next block, in the next flight.
 			n, bytes := 0, 0
-			for n < len(items) && n < budget && (n == 0 || bytes+len(items[n].rec.Value) <= l.cfg.BatchBytes) {
-				bytes += len(items[n].rec.Value)
+			for n < len(items) && n < budget && (n == 0 || bytes+len(items[n].raw) <= l.cfg.BatchBytes) {
+				bytes += len(items[n].raw)
 				n++
 			}
 			items = items[:n]
-			b := &block{table: t.key(), first: items[0].rec.Offset, last: items[len(items)-1].rec.Offset, loadedAt: now}
+			b := &block{table: t.key(), first: items[0].offset, last: items[len(items)-1].offset, loadedAt: now}
 			if !fits(append(slices.Clip(s.blocks), b)) {
 				continue // the partition's planned blocks fill its metadata: this one waits for them
 			}

@@ -36,13 +36,13 @@ func (o *offsets) add(offset int64) {
 
 // count returns the tally of it's span in the batch.
 func (b *batch) count(it *item) *spanCount {
-	k := span{it.job, it.task, it.run, it.rec.Partition}
+	k := span{it.job, it.task, it.run, it.partition}
 	s := b.spans[k]
 	if s == nil {
-		s = &spanCount{table: it.table, first: it.rec.Offset, last: it.rec.Offset, dead: map[string]*offsets{}}
+		s = &spanCount{table: it.table, first: it.offset, last: it.offset, dead: map[string]*offsets{}}
 		b.spans[k] = s
 	}
-	s.first, s.last = min(s.first, it.rec.Offset), max(s.last, it.rec.Offset)
+	s.first, s.last = min(s.first, it.offset), max(s.last, it.offset)
 	return s
 }
 

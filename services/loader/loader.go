@@ -371,7 +371,7 @@ func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[stri
 	}
 	for _, t := range l.tables {
 		t.items = slices.DeleteFunc(t.items, func(it *item) bool {
-			if gone[it.rec.Partition] {
+			if gone[it.partition] {
 				l.release(t, it)
 				return true
 			}
@@ -391,8 +391,8 @@ func (l *Loader) commitOffsets() map[int32]kgo.EpochOffset {
 	}
 	for _, t := range l.tables {
 		for _, it := range t.items {
-			if o, ok := next[it.rec.Partition]; ok && it.rec.Offset < o {
-				next[it.rec.Partition] = it.rec.Offset
+			if o, ok := next[it.partition]; ok && it.offset < o {
+				next[it.partition] = it.offset
 			}
 		}
 	}

@@ -22,8 +22,9 @@ import (
 
 // GCPercent is the loader's GOGC unless the environment sets one. Its heap is mostly batches that
 // live a second or two, so the collector's default (100: the heap grows to twice what is live)
-// doubled what it holds: with the default batch it peaked near 300 MiB resident, and at 50 under
-// 256 MiB, for about a quarter more of its own CPU (BenchmarkLoader, both in one run).
+// doubled what it holds: with the default batch it peaked at 256-264 MiB resident, and at 50 at
+// 213-214 MiB, for a little more of its own CPU (BenchmarkLoader, 1,000,000 records, in the same
+// runs).
 const GCPercent = 50
 
 // run loads the configuration, connects to Kafka and ClickHouse, and loads the raw topic into
@@ -64,10 +65,11 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxPartitionBytes(8<<20),
-		// One fetch holds about a batch (50,000 records of 300 bytes are 20 MB): with franz-go's
-		// default of 50 MB the loader's peak memory passed 400 MiB (BenchmarkLoader); smaller
-		// fetches (8 MB) made it neither smaller nor faster.
-		kgo.FetchMaxBytes(24<<20),
+		// What franz-go fetches ahead of the loader is held decompressed, about twice its size on
+		// the wire, beside the two batches the loader holds: with franz-go's default of 50 MB its
+		// peak memory passed 400 MiB, with 24 MB it was 254-282 MiB and with 12 MB 213-214 MiB,
+		// at the same rate (BenchmarkLoader, 1,000,000 records).
+		kgo.FetchMaxBytes(12<<20),
 		// Fewer, fuller fetches cost the broker less per record; the loader batches for a second anyway.
 		kgo.FetchMinBytes(1<<20),
 		kgo.FetchMaxWait(200*time.Millisecond),
