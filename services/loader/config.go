@@ -21,12 +21,12 @@ type Config struct {
 type LoaderConfig struct {
 	// Group is the consumer group of all loader members.
 	Group string `env:"GROUP, default=sluice-loader"`
-	// A table's records in one raw partition are inserted as a block when they are BatchRows
+	// A table's records are inserted, one block per raw partition, when they are BatchRows
 	// records or BatchBytes bytes, or FlushInterval after the oldest of them came: about one
-	// insert per second per table and partition, thousands to 100,000 rows each. A table whose
-	// blocks ClickHouse refuses for the partitions their rows fall in, or whose insert runs out of
-	// time, halves its blocks,
-	// down to BatchRowsMin (or BatchRows when that is smaller), and doubles them back while it is behind.
+	// insert per second per table and partition while it keeps up. A table whose blocks
+	// ClickHouse refuses for the partitions their rows fall in, or whose insert runs out of time,
+	// halves its blocks, down to BatchRowsMin (or BatchRows when that is smaller), and doubles
+	// them back while it is behind.
 	BatchRows     int           `env:"BATCH_ROWS, default=50000"`
 	BatchRowsMin  int           `env:"BATCH_ROWS_MIN, default=1000"`
 	BatchBytes    int           `env:"BATCH_BYTES, default=67108864"`
