@@ -38,7 +38,8 @@ func TestPipelineOAuth2(t *testing.T) {
 	src.Records, src.PageLatency, src.FailRanges = n, 20*time.Millisecond, "10000-10099"
 	src.OAuthClientID, src.OAuthClientSecret, src.OAuthTokenTTL, src.OAuthRevokeEvery = "sluice", secret, 2*time.Second, 13
 	p := newPipeline(t, src)
-	env := p.with(map[string]string{"SLUICE_SECRET_DIRS": secrets, "SLUICE_EXTRACTOR_RETRY_BASE": "10ms", "SLUICE_EXTRACTOR_RETRY_MAX": "50ms"})
+	env := p.with(map[string]string{"SLUICE_SECRET_DIRS": secrets, "SLUICE_SECRET_HOSTS": "file:" + secrets + "/client_secret=127.0.0.1",
+		"SLUICE_EXTRACTOR_RETRY_BASE": "10ms", "SLUICE_EXTRACTOR_RETRY_MAX": "50ms"})
 	planner := start(t, "planner", env)
 	extractor := start(t, "extractor", env)
 	loader := start(t, "loader", env)

@@ -661,12 +661,7 @@ func setTopicConfig(t *testing.T, k kafka.Config, topic, key, value string) {
 // post submits a spec with an idempotency key and returns the status and body.
 func post(t *testing.T, planner, spec, key string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, planner+"/v1/jobs", strings.NewReader(spec))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiDo(http.MethodPost, planner+"/v1/jobs", strings.NewReader(spec), "Idempotency-Key", key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -675,9 +670,10 @@ func post(t *testing.T, planner, spec, key string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// get asks a planner's API with the tests' token.
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := apiDo(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,12 +113,12 @@ func onlyPort(t testing.TB, s types.ServiceConfig) uint32 {
 
 func TestComposeServices(t *testing.T) {
 	p := loadCompose(t)
-	want := []string{"clickhouse", "extractor", "grafana", "kafka", "loader", "planner", "prometheus", "topics"}
+	want := []string{"clickhouse", "extractor", "grafana", "kafka", "loader", "planner", "prometheus", "secrets", "topics"}
 	got := slices.Sorted(maps.Keys(p.Services))
 	if !slices.Equal(got, want) {
 		t.Errorf("services = %v, want %v", got, want)
 	}
-	wantVolumes := []string{"clickhouse-data", "grafana-data", "kafka-data", "prometheus-data"}
+	wantVolumes := []string{"clickhouse-data", "grafana-data", "kafka-data", "prometheus-data", "sluice-secrets"}
 	gotVolumes := slices.Sorted(maps.Keys(p.Volumes))
 	if !slices.Equal(gotVolumes, wantVolumes) {
 		t.Errorf("volumes = %v, want %v", gotVolumes, wantVolumes)
@@ -191,6 +191,8 @@ func TestComposeEnvironment(t *testing.T) {
 		{"planner", "SLUICE_KAFKA_CREATE_TOPICS", "false"},
 		{"planner", "SLUICE_HTTP_ADDR", ":8080"},
 		{"planner", "SLUICE_CLICKHOUSE_ADDR", "clickhouse:9000"},
+		// The API wants tokens, from the volume the secrets job fills.
+		{"planner", "SLUICE_PLANNER_TOKENS_FILE", "/run/secrets/sluice/planner-tokens"},
 		{"extractor", "SLUICE_KAFKA_BROKERS", "kafka:9092"},
 		{"extractor", "SLUICE_KAFKA_CREATE_TOPICS", "false"},
 		{"extractor", "SLUICE_HTTP_ADDR", ":8082"},
@@ -234,7 +236,12 @@ func TestComposeDependsOn(t *testing.T) {
 		{"kafka", map[string]string{}},
 		{"clickhouse", map[string]string{}},
 		{"topics", map[string]string{"kafka": types.ServiceConditionHealthy}},
-		{"planner", pipeline},
+		{"planner", map[string]string{
+			"kafka":   types.ServiceConditionHealthy,
+			"topics":  types.ServiceConditionCompletedSuccessfully,
+			"secrets": types.ServiceConditionCompletedSuccessfully,
+		}},
+		{"secrets", map[string]string{}},
 		{"extractor", pipeline},
 		{"loader", map[string]string{
 			"kafka":      types.ServiceConditionHealthy,
@@ -280,6 +287,7 @@ func TestComposeRestart(t *testing.T) {
 		service, want string
 	}{
 		{"topics", types.RestartPolicyNo},
+		{"secrets", types.RestartPolicyNo},
 		{"planner", types.RestartPolicyUnlessStopped},
 		{"extractor", types.RestartPolicyUnlessStopped},
 		{"loader", types.RestartPolicyUnlessStopped},
@@ -306,6 +314,7 @@ func TestComposeImages(t *testing.T) {
 		service, want string
 	}{
 		{"kafka", "apache/kafka:4.1.1"},
+		{"secrets", "apache/kafka:4.1.1"},
 		{"clickhouse", "clickhouse/clickhouse-server:25.8"},
 	}
 	for _, tt := range tests {

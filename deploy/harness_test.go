@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -220,6 +222,13 @@ func newPipelineOn(t testing.TB, src demosource.Config, k kafka.Config) *deploym
 	env["SLUICE_EXTRACTOR_GROUP"] = stacktest.Name(t, "extractor")
 	env["SLUICE_LOADER_GROUP"] = stacktest.Name(t, "loader")
 	env["SLUICE_LOG_LEVEL"] = "info"
+	tokens := filepath.Join(t.TempDir(), "planner-tokens")
+	if err := os.WriteFile(tokens, []byte("# the tests' token\ntests admin "+apiToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env["SLUICE_PLANNER_TOKENS_FILE"] = tokens
+	// The tests' PostgreSQL runs on this machine.
+	env["SLUICE_SECRET_HOSTS"] = "SOURCE_PG_DSN=127.0.0.1"
 
 	server, err := demosource.New(src, nil)
 	if err != nil {
@@ -287,10 +296,49 @@ type job struct {
 	}
 }
 
+// apiToken is the planner API's token (role admin) of every deployment the tests start.
+var apiToken = func() string {
+	b := make([]byte, 16)
+	_, _ = crand.Read(b)
+	return "sluice-tests-" + hex.EncodeToString(b)
+}()
+
+// apiDo sends a request to a planner with the tests' token; header holds name, value pairs. A 429
+// (too many submits at once) is tried again after its Retry-After, as sluicectl does.
+func apiDo(method, url string, body io.Reader, header ...string) (*http.Response, error) {
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = io.ReadAll(body); err != nil {
+			return nil, err
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequest(method, url, bytes.NewReader(data))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/yaml")
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests || attempt == 60 {
+			return resp, err
+		}
+		resp.Body.Close()
+		wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		time.Sleep(time.Duration(max(wait, 1)) * time.Second)
+	}
+}
+
 // submit posts a spec to the planner and returns the planned job.
 func submit(t testing.TB, planner, spec string) job {
 	t.Helper()
-	resp, err := http.Post(planner+"/v1/jobs", "application/yaml", strings.NewReader(spec))
+	resp, err := apiDo(http.MethodPost, planner+"/v1/jobs", strings.NewReader(spec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +357,7 @@ func submit(t testing.TB, planner, spec string) job {
 // poll returns the planner's view of a job.
 func poll(t testing.TB, planner, id string) job {
 	t.Helper()
-	resp, err := http.Get(planner + "/v1/jobs/" + id)
+	resp, err := apiDo(http.MethodGet, planner+"/v1/jobs/"+id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,19 +549,26 @@ func ownKafka(t testing.TB) *privateStack {
 // before it starts.
 func ownKafkaAdvertised(t testing.TB, advertised int, listening ...func(addr string)) *privateStack {
 	t.Helper()
+	return ownKafkaNode(t, advertised, nil, listening...)
+}
+
+// ownKafkaNode is ownKafkaAdvertised with extra variables for the stack script, such as
+// SLUICE_KAFKA_SECURE=yes.
+func ownKafkaNode(t testing.TB, advertised int, extra []string, listening ...func(addr string)) *privateStack {
+	t.Helper()
 	port, controller := freePort(t), freePort(t)
 	if advertised == 0 {
 		advertised = port
 	}
-	s := newPrivateStack(t, "SLUICE_KAFKA_BROKERS",
-		"SLUICE_KAFKA_ADVERTISED_PORT="+strconv.Itoa(advertised),
-		"SLUICE_CLICKHOUSE_ADDR="+stacktest.ClickHouseAddr(), // use the stack's ClickHouse
-		"SLUICE_KAFKA_LIBS="+filepath.Join(stackState(t), "kafka", "libs"),
+	s := newPrivateStack(t, "SLUICE_KAFKA_BROKERS", append([]string{
+		"SLUICE_KAFKA_ADVERTISED_PORT=" + strconv.Itoa(advertised),
+		"SLUICE_CLICKHOUSE_ADDR=" + stacktest.ClickHouseAddr(), // use the stack's ClickHouse
+		"SLUICE_KAFKA_LIBS=" + filepath.Join(stackState(t), "kafka", "libs"),
 		// One node, whatever the stack runs (make chaos KAFKA_BROKERS=3 exports three).
 		"SLUICE_KAFKA_NODES=1",
-		"SLUICE_KAFKA_PORT="+strconv.Itoa(port),
-		"SLUICE_KAFKA_CONTROLLER_PORT="+strconv.Itoa(controller),
-		"SLUICE_KAFKA_HEAP=512m")
+		"SLUICE_KAFKA_PORT=" + strconv.Itoa(port),
+		"SLUICE_KAFKA_CONTROLLER_PORT=" + strconv.Itoa(controller),
+		"SLUICE_KAFKA_HEAP=512m"}, extra...)...)
 	s.addr, s.pidFile = "127.0.0.1:"+strconv.Itoa(port), filepath.Join(s.state, "kafka", "kafka.pid")
 	for _, fn := range listening {
 		fn(s.addr)
@@ -688,7 +743,7 @@ func (nopRegisterer) Unregister(prometheus.Collector) bool { return true }
 func (p *deployment) sluicectl(t testing.TB, planner string, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binaries(t), "sluicectl"), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SLUICE_PLANNER_URL=" + planner}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SLUICE_PLANNER_URL=" + planner, "SLUICE_PLANNER_TOKEN=" + apiToken}
 	for k, v := range p.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

@@ -141,7 +141,7 @@ sink: {table: ticks}
 `
 	first := submit(t, planner, spec)
 	// While the first run runs, another submission of the job is refused.
-	resp, err := http.Post(planner+"/v1/jobs", "application/yaml", strings.NewReader(spec))
+	resp, err := apiDo(http.MethodPost, planner+"/v1/jobs", strings.NewReader(spec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,8 +175,7 @@ sink: {table: ticks}
 	if runs[0].Records.Extracted != 20000 || runs[1].Records.Extracted != 1 {
 		t.Fatalf("runs extracted %d then %d records; want all 20000, then only the row at the mark", runs[0].Records.Extracted, runs[1].Records.Extracted)
 	}
-	req, _ := http.NewRequest(http.MethodDelete, planner+"/v1/schedules/ticks", nil)
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = apiDo(http.MethodDelete, planner+"/v1/schedules/ticks", nil)
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("delete the schedule: %v %v", resp.Status, err)
 	}
@@ -188,7 +187,7 @@ sink: {table: ticks}
 		}
 	}
 	before := len(list(t, planner))
-	resp, err = http.Get(planner + "/v1/schedules")
+	resp, err = apiDo(http.MethodGet, planner+"/v1/schedules", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +218,7 @@ sink: {table: ticks}
 // list returns the planner's jobs, newest first.
 func list(t *testing.T, planner string) []job {
 	t.Helper()
-	resp, err := http.Get(planner + "/v1/jobs")
+	resp, err := apiDo(http.MethodGet, planner+"/v1/jobs", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

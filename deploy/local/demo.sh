@@ -67,8 +67,19 @@ start_service() {
   die "$name did not become ready on $addr"
 }
 
+# The jobs API wants a bearer token: the demo makes one (role admin) on its first run and keeps it.
+token_file="$run/planner-token"
+if [ ! -s "$token_file" ]; then
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
+fi
+(umask 077 && printf 'demo admin %s\n' "$(cat "$token_file")" >"$run/planner-tokens")
+export SLUICE_PLANNER_TOKEN_FILE="$token_file"
+# Sources on loopback, link-local and private addresses are refused unless allowed: the demo source
+# runs on this machine.
+export SLUICE_SOURCE_ALLOW=127.0.0.1
+
 start_service demosource 127.0.0.1:8081 SLUICE_DEMO_RECORDS="$records" SLUICE_DEMO_RECORD_SIZE="$record_size"
-start_service planner 127.0.0.1:8080
+start_service planner 127.0.0.1:8080 SLUICE_PLANNER_TOKENS_FILE="$run/planner-tokens"
 start_service extractor 127.0.0.1:8082
 # Everything runs on this machine: compression auto leaves ClickHouse's blocks uncompressed.
 start_service loader 127.0.0.1:8083
@@ -123,6 +134,7 @@ loaded         $loaded distinct keys in ClickHouse
 dead-lettered  ${dead:-0}
 seconds        $seconds ($rate records/s end to end, submit to done)
 services       planner :8080, extractor :8082, loader :8083, demo source :8081 (make down stops them)
+API token      $token_file (export SLUICE_PLANNER_TOKEN_FILE=$token_file for sluicectl)
 EOF
 printf '{"job": "%s", "table": "%s", "expected": %d, "loaded": %d, "dead_lettered": %d, "seconds": %s}\n' \
   "$job" "$table" "$records" "$loaded" "${dead:-0}" "$seconds"

@@ -22,8 +22,16 @@
 #   SLUICE_KAFKA_ADVERTISED_PORT [the listener]  one node: the port clients are told to use, such as a
 #                                            test's TCP proxy in front of the broker
 #   SLUICE_KAFKA_HEAP [1g]                   broker -Xmx
+#   SLUICE_KAFKA_SECURE [no]                 yes: one node that takes clients only over SASL_SSL (SCRAM
+#                                            or PLAIN) and authorizes every request; the stack makes a
+#                                            CA and the broker's certificate (<state>/tls) and the users
+#                                            admin (super user), sluice-planner, sluice-extractor and
+#                                            sluice-loader, their passwords in <state>/kafka/users/;
+#                                            `stack.sh env` then prints admin's settings
 #   SLUICE_CLICKHOUSE_PORT [9000]            ClickHouse native protocol
 #   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
+#   SLUICE_CLICKHOUSE_SECURE_PORT []         also serve the native protocol over TLS there, with the
+#                                            stack's CA and certificate (<state>/tls, as Kafka's)
 #   SLUICE_STACK_POSTGRES [no]               yes: `up` also starts PostgreSQL (`make up POSTGRES=yes`;
 #                                            `make test` asks for it), role sluice, password sluice
 #   SLUICE_POSTGRES_PORT [5432]              PostgreSQL, on 127.0.0.1
@@ -42,8 +50,15 @@ controller_port=${SLUICE_KAFKA_CONTROLLER_PORT:-9093}
 kafka_nodes=${SLUICE_KAFKA_NODES:-1}
 case "$kafka_nodes" in 1 | 3) ;; *) echo "stack: SLUICE_KAFKA_NODES must be 1 or 3, got $kafka_nodes" >&2; exit 2 ;; esac
 kafka_heap=${SLUICE_KAFKA_HEAP:-1g}
+kafka_secure=${SLUICE_KAFKA_SECURE:-no}
+case "$kafka_secure" in
+  no) ;;
+  yes) [ "$kafka_nodes" = 1 ] || { echo "stack: SLUICE_KAFKA_SECURE=yes runs one node, not $kafka_nodes" >&2; exit 2; } ;;
+  *) echo "stack: SLUICE_KAFKA_SECURE must be yes or no, got $kafka_secure" >&2; exit 2 ;;
+esac
 ch_port=${SLUICE_CLICKHOUSE_PORT:-9000}
 ch_http_port=${SLUICE_CLICKHOUSE_HTTP_PORT:-8123}
+ch_secure_port=${SLUICE_CLICKHOUSE_SECURE_PORT:-}
 wait_seconds=${SLUICE_STACK_WAIT:-120}
 pg_port=${SLUICE_POSTGRES_PORT:-5432}
 pg_wanted=${SLUICE_STACK_POSTGRES:-no}
@@ -123,7 +138,7 @@ build_probe() {
 
 install() {
   mkdir -p "$state"
-  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus postgresql
+  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus postgresql openssl
   fetch_kafka
   local m
   for m in $(cd "$root" && go list -m -f '{{.Dir}}'); do (cd "$m" && go mod download); done
@@ -141,7 +156,59 @@ render() {
     -e "s|@ADVERTISED_PORT@|${SLUICE_KAFKA_ADVERTISED_PORT:-$(node_port "$n")}|g" \
     -e "s|@NODE_ID@|$n|g" -e "s|@VOTERS@|${voters%,}|g" -e "s|@LOG_DIR@|$(node_dir "$n")/data|g" \
     -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
-    -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" "$1" >"$2"
+    -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" \
+    -e "s|@TLS_DIR@|$tls_dir|g" -e "s|@ADMIN_PASSWORD@|$(kafka_password admin 2>/dev/null || true)|g" \
+    -e "s|@PLAIN_USERS@|$(plain_users 2>/dev/null || true)|g" "$1" >"$2"
+}
+
+# The secure broker's TLS material and users.
+tls_dir="$state/tls"
+users_dir="$state/kafka/users"
+kafka_users="admin sluice-planner sluice-extractor sluice-loader"
+
+# kafka_password NAME: the password of a SCRAM user of the secure broker, made on first use.
+kafka_password() {
+  local f="$users_dir/$1"
+  if [ ! -s "$f" ]; then
+    mkdir -p "$users_dir"
+    (umask 077 && head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f")
+  fi
+  cat "$f"
+}
+
+# plain_users: the PLAIN login module's user_NAME="password" entries, admin's login first.
+plain_users() {
+  local u out
+  out="username=\"admin\" password=\"$(kafka_password admin)\""
+  for u in $kafka_users; do out+=" user_$u=\"$(kafka_password "$u")\""; done
+  printf '%s' "$out"
+}
+
+# make_tls: a CA and the broker's certificate for 127.0.0.1 and localhost, made once.
+make_tls() {
+  [ -s "$tls_dir/broker-keystore.pem" ] && return 0
+  command -v openssl >/dev/null || die "openssl is missing: install it (Debian: apt-get install openssl)"
+  mkdir -p "$tls_dir"
+  (
+    cd "$tls_dir" && umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 825 -subj "/CN=sluice local CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem -days 825 -extfile broker.ext
+    cat broker.key broker.pem >broker-keystore.pem
+    chmod 644 ca.pem
+  ) >"$state/tls.log" 2>&1 || { tail -n 20 "$state/tls.log" >&2; die "openssl could not make the stack's certificates"; }
+  say "made a CA and the broker's certificate in $tls_dir"
+}
+
+# secure_env: the settings of an admin client of the secure broker, as shell exports.
+secure_env() {
+  printf 'export SLUICE_KAFKA_TLS=true\n'
+  printf 'export SLUICE_KAFKA_TLS_CA_FILE=%q\n' "$tls_dir/ca.pem"
+  printf 'export SLUICE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512\n'
+  printf 'export SLUICE_KAFKA_SASL_USERNAME=admin\n'
+  printf 'export SLUICE_KAFKA_SASL_PASSWORD_FILE=%q\n' "$users_dir/admin"
 }
 
 # start NAME PIDFILE LOG CMD...: run CMD in its own session, detached, and record its pid.
@@ -203,11 +270,19 @@ kafka_node_up() {
   dir=$(node_dir "$n")
   alive "$dir/kafka.pid" && return 0
   mkdir -p "$dir/data"
-  render "$here/kafka/server.properties.in" "$dir/server.properties" "$n"
+  local template="$here/kafka/server.properties.in" scram=() u
+  if [ "$kafka_secure" = yes ]; then
+    make_tls
+    template="$here/kafka/server-secure.properties.in"
+    for u in $kafka_users; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(kafka_password "$u")]" --add-scram "SCRAM-SHA-256=[name=$u,password=$(kafka_password "$u")]")
+    done
+  fi
+  render "$template" "$dir/server.properties" "$n"
   local cp="$kafka_libs/*" log4j="-Dlog4j2.configurationFile=$here/kafka/log4j2.properties"
   if [ ! -f "$dir/data/meta.properties" ]; then
     java -cp "$cp" "$log4j" -Dlog4j2.level=WARN kafka.tools.StorageTool format \
-      -t "$(cat "$kafka_dir/cluster.id")" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+      -t "$(cat "$kafka_dir/cluster.id")" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 ||
       { tail -n 20 "$dir/format.log" >&2; die "formatting the log directory of Kafka node $n failed"; }
     say "formatted Kafka storage of node $n, cluster $(cat "$kafka_dir/cluster.id")"
   fi
@@ -264,6 +339,26 @@ clickhouse_up() {
   server=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
   mkdir -p "$ch_dir/data" "$ch_dir/log"
   render "$here/clickhouse/config.xml.in" "$ch_dir/config.xml"
+  if [ -n "$ch_secure_port" ]; then
+    make_tls
+    mkdir -p "$ch_dir/config.d"
+    cat >"$ch_dir/config.d/secure.xml" <<EOF
+<yandex>
+    <tcp_port_secure>$ch_secure_port</tcp_port_secure>
+    <openSSL>
+        <server>
+            <certificateFile>$tls_dir/broker.pem</certificateFile>
+            <privateKeyFile>$tls_dir/broker.key</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
+</yandex>
+EOF
+  fi
   cp "$here/clickhouse/users.xml" "$ch_dir/users.xml"
   start clickhouse "$pidfile" "$log" "$server" --config-file="$ch_dir/config.xml"
   await ClickHouse clickhouse "$ch_addr" "$pidfile" "$ch_dir/log/clickhouse-server.err.log"
@@ -408,9 +503,13 @@ status() {
 
 env_exports() {
   printf 'export SLUICE_KAFKA_BROKERS=%q\n' "$kafka_addr"
+  if [ "$kafka_secure" = yes ]; then secure_env; fi
   printf 'export SLUICE_CLICKHOUSE_ADDR=%q\n' "$ch_addr"
   if [ -n "$pg_external" ] || alive "$pg_dir/postgres.pid"; then printf 'export SLUICE_POSTGRES_DSN=%q\n' "$pg_dsn"; fi
 }
+
+# The probe asks the secure broker as admin.
+if [ "$kafka_secure" = yes ]; then eval "$(secure_env)"; fi
 
 case "${1:-}" in
   install) install ;;

@@ -17,13 +17,17 @@ type Config struct {
 	Database       string `env:"DATABASE, default=default"`
 	CreateDatabase bool   `env:"CREATE_DATABASE, default=true"`
 	Username       string `env:"USERNAME, default=default"`
-	// Password never appears in logs, errors or metrics.
-	Password config.Secret `env:"PASSWORD"`
-	// TLS connects with TLS (the server's secure native port, usually 9440).
-	TLS          bool          `env:"TLS, default=false"`
-	DialTimeout  time.Duration `env:"DIAL_TIMEOUT, default=10s"`
-	ReadTimeout  time.Duration `env:"READ_TIMEOUT, default=60s"`
-	MaxOpenConns int           `env:"MAX_OPEN_CONNS, default=8"`
+	// Password never appears in logs, errors or metrics; PasswordFile holds it instead (its first
+	// line), such as a mounted secret.
+	Password     config.Secret `env:"PASSWORD"`
+	PasswordFile string        `env:"PASSWORD_FILE"`
+	// TLS connects with TLS (the server's secure native port, usually 9440), verified with TLSFiles
+	// (SLUICE_CLICKHOUSE_TLS_CA_FILE, _CERT_FILE, _KEY_FILE, _SERVER_NAME).
+	TLS          bool            `env:"TLS, default=false"`
+	TLSFiles     config.TLSFiles `env:", prefix=TLS_"`
+	DialTimeout  time.Duration   `env:"DIAL_TIMEOUT, default=10s"`
+	ReadTimeout  time.Duration   `env:"READ_TIMEOUT, default=60s"`
+	MaxOpenConns int             `env:"MAX_OPEN_CONNS, default=8"`
 	// Compression of the native protocol's blocks: lz4, zstd, none, or auto: none when every
 	// address is a loopback one (compressing costs both ends CPU and saves nothing there), lz4
 	// otherwise.
@@ -61,6 +65,8 @@ func (c Config) Validate() error {
 	if c.Username == "" {
 		p.Addf("CLICKHOUSE_USERNAME", "must not be empty")
 	}
+	config.CheckSecretSource(&p, c.Password, c.PasswordFile, "CLICKHOUSE_PASSWORD_FILE")
+	c.TLSFiles.Validate(&p, "CLICKHOUSE_TLS_", "CLICKHOUSE_TLS", c.TLS)
 	if c.DialTimeout <= 0 {
 		p.Addf("CLICKHOUSE_DIAL_TIMEOUT", "must be positive, got %s", c.DialTimeout)
 	}

@@ -2,13 +2,14 @@ package chconn
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/sluicedata/sluice/pkg/config"
 )
 
 // codeUnknownDatabase is ClickHouse's UNKNOWN_DATABASE.
@@ -76,8 +77,15 @@ func dial(ctx context.Context, cfg Config, database string, log *slog.Logger) (d
 			Version string
 		}{{Name: "sluice", Version: "v1"}}},
 	}
+	password, err := config.ReadSecret(cfg.Password, cfg.PasswordFile, "CLICKHOUSE_PASSWORD_FILE")
+	if err != nil {
+		return nil, err
+	}
+	opts.Auth.Password = password.Reveal()
 	if cfg.TLS {
-		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if opts.TLS, err = cfg.TLSFiles.Config(); err != nil {
+			return nil, fmt.Errorf("SLUICE_CLICKHOUSE_TLS_…: %w", err)
+		}
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -783,7 +784,7 @@ func TestAuth(t *testing.T) {
 		{`{type: basic, username: u, password: "${SOURCE_P}", token_url: "https://x"}`, "source.auth.token_url", "is not used by auth type basic"},
 		{`{type: kerberos}`, "source.auth.type", `must be "api_key", "basic" or "oauth2_client_credentials"`},
 		{`{type: api_key, in: query, name: limit, value: "${SOURCE_K}"}`, "source.auth.name", "must differ from the other query parameters of the job"},
-		{`{type: basic, username: u, password: "${SOURCE_P}"}` + "\n  headers: {authorization: x}", "source.headers.authorization", "is the header source.auth sets: leave one of them out"},
+		{`{type: basic, username: u, password: "${SOURCE_P}"}` + "\n  headers: {authorization: \"${SOURCE_X}\"}", "source.headers.authorization", "is the header source.auth sets: leave one of them out"},
 		{`{type: oauth2_client_credentials, token_url: "http://auth.example/token", client_id: i, client_secret: "${SOURCE_S}"}`, "source.auth.token_url", "must be https: the client secret is sent to it (http only to a loopback address)"},
 	} {
 		_, err := jobspec.Parse([]byte(base + tt.doc + "\nsink: {table: a}\n"))
@@ -941,5 +942,31 @@ func TestTypedSink(t *testing.T) {
 		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
 			t.Errorf("%s: %v, want %s: %s", tt.sink, err, tt.path, tt.message)
 		}
+	}
+}
+
+// TestCredentialProblems finds the credentials a spec writes as literals: the planner refuses them
+// at submit, while Parse takes them (a schedule stored before the rule still parses).
+func TestCredentialProblems(t *testing.T) {
+	doc := `name: users
+source:
+  url: "https://api.example.com/users?sort=id&api_key=abc&Token=x"
+  key: id
+  headers: {Authorization: "Bearer abc", X-Api-Key: "${SOURCE_KEY}", X-Trace: "literal"}
+  pagination: {type: offset}
+sink: {table: users}
+`
+	spec, err := jobspec.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("Parse refused literal credentials: %v", err)
+	}
+	got := spec.CredentialProblems()
+	want := []jobspec.Problem{
+		{Path: "source.headers.Authorization", Message: "is a credential: its value must come from a secret reference (${SOURCE_…} or ${file:…}), or use source.auth; a literal travels in every task"},
+		{Path: "source.url", Message: `must not carry the credential "Token" in its query: the URL travels in every task; use source.auth (type api_key, in: query) with a secret reference`},
+		{Path: "source.url", Message: `must not carry the credential "api_key" in its query: the URL travels in every task; use source.auth (type api_key, in: query) with a secret reference`},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("problems:\n got %q\nwant %q", got, want)
 	}
 }

@@ -392,6 +392,38 @@ func validateHeaders(p *problems, headers map[string]string) {
 	}
 }
 
+// CredentialProblems are the credentials a spec writes as literals, which would travel in every
+// task and event: a credential header without a secret reference, a credential in the URL's query.
+// The planner refuses them at submit; Parse does not, so that specs stored before the rule (a
+// schedule's) still parse.
+func (s *Spec) CredentialProblems() []Problem {
+	var p problems
+	src := s.Source
+	for _, name := range slices.Sorted(maps.Keys(src.Headers)) {
+		if credentialHeaders[strings.ToLower(name)] && !strings.Contains(src.Headers[name], "${") {
+			p.add("source.headers."+name, "is a credential: its value must come from a secret reference (${SOURCE_…} or ${file:…}), or use source.auth; a literal travels in every task")
+		}
+	}
+	if u, err := url.Parse(src.URL); err == nil && src.URL != "" {
+		query, _ := url.ParseQuery(u.RawQuery)
+		for _, name := range slices.Sorted(maps.Keys(query)) {
+			if credentialParams[strings.ToLower(name)] {
+				p.add("source.url", fmt.Sprintf("must not carry the credential %q in its query: the URL travels in every task; use source.auth (type api_key, in: query) with a secret reference", name))
+			}
+		}
+	}
+	return p.list
+}
+
+// credentialParams and credentialHeaders are names that carry credentials: their values must come
+// from secret references, which the extractor expands, never from the spec, which travels in tasks.
+var (
+	credentialParams = map[string]bool{"api_key": true, "apikey": true, "api-key": true, "access_token": true,
+		"auth_token": true, "token": true, "secret": true, "client_secret": true, "password": true, "passwd": true}
+	credentialHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "x-api-key": true,
+		"api-key": true, "apikey": true, "x-auth-token": true, "cookie": true}
+)
+
 // isDottedPath reports whether s is field names joined by dots, none of them empty or holding a
 // control character.
 func isDottedPath(s string) bool {

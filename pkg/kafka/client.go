@@ -27,6 +27,11 @@ func NewClient(cfg Config, clientID string, log *slog.Logger, reg prometheus.Reg
 		kgo.RequestTimeoutOverhead(cfg.RequestTimeout),
 		kgo.WithLogger(kslog.New(log.With(slog.String("component", "kafka")))),
 	}
+	security, err := cfg.securityOpts()
+	if err != nil {
+		return nil, err
+	}
+	base = append(base, security...)
 	if cfg.SessionTimeout > 0 {
 		base = append(base, kgo.SessionTimeout(cfg.SessionTimeout))
 	}

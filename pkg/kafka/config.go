@@ -26,6 +26,11 @@ type Config struct {
 	CreateTopics bool `env:"CREATE_TOPICS, default=true"`
 	// ReplicationFactor for created topics; -1 takes the broker's default.replication.factor.
 	ReplicationFactor int `env:"REPLICATION_FACTOR, default=-1"`
+	// TLS connects to the brokers with TLS, verified with TLSFiles (SLUICE_KAFKA_TLS_CA_FILE, …).
+	TLS      bool            `env:"TLS, default=false"`
+	TLSFiles config.TLSFiles `env:", prefix=TLS_"`
+	// SASL authenticates to the brokers (SLUICE_KAFKA_SASL_MECHANISM, …).
+	SASL SASL `env:", prefix=SASL_"`
 
 	TasksTopic       string `env:"TASKS_TOPIC, default=sluice.tasks"`
 	TasksPartitions  int    `env:"TASKS_PARTITIONS, default=12"`
@@ -68,6 +73,8 @@ func (c Config) Validate() error {
 	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 || c.ReplicationFactor > 32767 {
 		p.Addf("KAFKA_REPLICATION_FACTOR", "must be -1 (broker default) or between 1 and 32767, got %d", c.ReplicationFactor)
 	}
+	c.TLSFiles.Validate(&p, "KAFKA_TLS_", "KAFKA_TLS", c.TLS)
+	c.SASL.validate(&p, c.TLS, c.Brokers)
 	seen := map[string]string{}
 	for _, t := range c.topicVars() {
 		if !legalTopic.MatchString(t.name) || t.name == "." || t.name == ".." {

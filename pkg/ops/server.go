@@ -34,8 +34,42 @@ type Server struct {
 	checkTimeout time.Duration
 	checkFailed  *prometheus.CounterVec
 
+	timeouts Timeouts
+
 	mu       sync.Mutex
 	listener net.Listener
+}
+
+// Timeouts bound what one client may hold of a server: the time to send its request, headers and
+// body (Read), to take the answer (Write) and to keep an idle connection open (Idle).
+type Timeouts struct {
+	Read  time.Duration `env:"READ_TIMEOUT, default=30s"`
+	Write time.Duration `env:"WRITE_TIMEOUT, default=2m"`
+	Idle  time.Duration `env:"IDLE_TIMEOUT, default=2m"`
+}
+
+// DefaultTimeouts are the defaults of Timeouts' variables.
+var DefaultTimeouts = Timeouts{Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute}
+
+// Body limits: a request without a body in its method's meaning (GET, HEAD, DELETE) may send at
+// most bodyLimitNone bytes, any other at most BodyLimit; a route may read less.
+const (
+	BodyLimit     = 1 << 20
+	bodyLimitNone = 4 << 10
+	maxHeaderSize = 64 << 10
+)
+
+// SetTimeouts replaces DefaultTimeouts; zero fields keep their default.
+func (s *Server) SetTimeouts(t Timeouts) {
+	if t.Read > 0 {
+		s.timeouts.Read = t.Read
+	}
+	if t.Write > 0 {
+		s.timeouts.Write = t.Write
+	}
+	if t.Idle > 0 {
+		s.timeouts.Idle = t.Idle
+	}
 }
 
 // NewServer returns a server for addr (host:port; ":0" picks a free port) that exposes reg.
@@ -46,6 +80,7 @@ func NewServer(addr string, reg *prometheus.Registry, log *slog.Logger, checks .
 		mux:          http.NewServeMux(),
 		checks:       checks,
 		checkTimeout: 2 * time.Second,
+		timeouts:     DefaultTimeouts,
 		checkFailed: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "ops_readiness_check_failures_total",
 			Help: "Readiness checks that failed, by check.",
@@ -78,7 +113,7 @@ func (s *Server) ServeProfiles() {
 }
 
 // Handler returns the server's routes, for tests and for embedding.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return limitBodies(s.mux) }
 
 // Addr returns the address the server listens on once Run has bound it, else the configured one.
 func (s *Server) Addr() string {
@@ -115,8 +150,12 @@ func (s *Server) Run(ctx context.Context) error {
 		ln = s.listener
 	}
 	srv := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           limitBodies(s.mux),
+		ReadHeaderTimeout: min(10*time.Second, s.timeouts.Read),
+		ReadTimeout:       s.timeouts.Read,
+		WriteTimeout:      s.timeouts.Write,
+		IdleTimeout:       s.timeouts.Idle,
+		MaxHeaderBytes:    maxHeaderSize,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
@@ -137,6 +176,23 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("serve http: %w", err)
 	}
 	return nil
+}
+
+// limitBodies caps every request body: a client cannot make a handler read without bound.
+func limitBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit := int64(BodyLimit)
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
+			limit = bodyLimitNone
+		}
+		if r.ContentLength > limit {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("request body is larger than %d bytes", limit)})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ready runs every check concurrently and answers 200 only when all pass. The body names each

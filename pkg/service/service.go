@@ -28,7 +28,10 @@ type Config struct {
 	StallTimeout time.Duration `env:"STALL_TIMEOUT, default=3m"`
 	// Pprof serves Go's profiles at /debug/pprof/ on the ops port. Off by default: a profile
 	// shows what the process is doing to anyone who reaches the port.
-	Pprof bool           `env:"PPROF, default=false"`
+	Pprof bool `env:"PPROF, default=false"`
+	// HTTP bounds what one client may hold of the service's HTTP server (SLUICE_HTTP_READ_TIMEOUT,
+	// _WRITE_TIMEOUT, _IDLE_TIMEOUT).
+	HTTP  ops.Timeouts   `env:", prefix=HTTP_"`
 	Log   logging.Config `env:", prefix=LOG_"`
 	Kafka kafka.Config   `env:", prefix=KAFKA_"`
 }
@@ -41,6 +44,14 @@ func (c Config) Validate() error {
 	}
 	if c.StallTimeout < 30*time.Second {
 		p.Addf("STALL_TIMEOUT", "must be at least 30s (lag is measured every 10 s), got %s", c.StallTimeout)
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"HTTP_READ_TIMEOUT", c.HTTP.Read}, {"HTTP_WRITE_TIMEOUT", c.HTTP.Write}, {"HTTP_IDLE_TIMEOUT", c.HTTP.Idle}} {
+		if t.d <= 0 {
+			p.Addf(t.name, "must be positive, got %s", t.d)
+		}
 	}
 	p.Add(c.Log.Validate())
 	p.Add(c.Kafka.Validate())
@@ -69,9 +80,18 @@ func Start(ctx context.Context, name string, stdout io.Writer, cfg Config, kopts
 		return nil, err
 	}
 	rt := &Runtime{Name: name, Log: log, Registry: reg, Kafka: cl, cfg: cfg}
+	// Credentials the brokers refuse stop the service now, with what to check; a broker that does
+	// not answer yet is what readiness reports.
+	pctx, cancel := context.WithTimeout(ctx, cfg.Kafka.DialTimeout+cfg.Kafka.RequestTimeout)
+	refused := cfg.Kafka.Refusal(kafka.Ping(pctx, cl))
+	cancel()
+	if refused != nil {
+		cl.Close()
+		return nil, refused
+	}
 	if err := kafka.Bootstrap(ctx, cl, cfg.Kafka, log); err != nil {
 		cl.Close()
-		return nil, fmt.Errorf("bootstrap topics: %w", err)
+		return nil, fmt.Errorf("bootstrap topics: %w", cfg.Kafka.Explain(err))
 	}
 	return rt, nil
 }
@@ -118,6 +138,7 @@ func (r *Runtime) Run(ctx context.Context, srv *ops.Server, parts ...Part) error
 func (r *Runtime) NewServer(addr string, checks ...ops.Check) *ops.Server {
 	kafkaCheck := ops.Check{Name: "kafka", Func: func(ctx context.Context) error { return kafka.Ping(ctx, r.Kafka) }}
 	srv := ops.NewServer(addr, r.Registry, r.Log, append([]ops.Check{kafkaCheck}, checks...)...)
+	srv.SetTimeouts(r.cfg.HTTP)
 	if r.cfg.Pprof {
 		srv.ServeProfiles()
 	}

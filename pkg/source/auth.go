@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,27 +25,26 @@ import (
 // Secrets resolves the references of a source's headers and credentials in this process: ${SOURCE_…}
 // from the environment, ${file:/path} from a file under one of Dirs (the way Kubernetes and Docker
 // mount secrets), never anywhere else, so that whoever submits a job cannot read the services' own
-// files or variables. With Hosts, each secret goes only to the hosts it is bound to.
+// files or variables. Each secret goes only to the hosts Hosts binds it to (SLUICE_SECRET_HOSTS):
+// whoever submits a job chooses its URL, and must not be able to send a secret anywhere else.
 type Secrets struct {
 	Env  func(string) (string, bool)
 	Dirs []string
 	// Hosts binds reference names to the hosts they may be sent to ("api.example.com", or
-	// "*.example.com" for its subdomains); nil lets every secret go to any source host.
+	// "*.example.com" for its subdomains, or "*" for any host); a secret bound to none goes nowhere.
 	Hosts map[string][]string
 }
 
 // Allowed reports whether the secret name may be sent to host.
 func (s Secrets) Allowed(name, host string) bool {
-	if s.Hosts == nil {
-		return true
-	}
 	h := strings.ToLower(host)
-	if i := strings.LastIndexByte(h, ':'); i > strings.LastIndexByte(h, ']') {
-		h = h[:i] // the port is no part of the binding
+	if hostOnly, _, err := net.SplitHostPort(h); err == nil {
+		h = hostOnly // the port is no part of the binding
 	}
+	h = strings.Trim(h, "[]")
 	for _, pattern := range s.Hosts[name] {
-		pattern = strings.ToLower(pattern)
-		if suffix, wild := strings.CutPrefix(pattern, "*."); wild && strings.HasSuffix(h, "."+suffix) || pattern == h {
+		pattern = strings.Trim(strings.ToLower(pattern), "[]")
+		if suffix, wild := strings.CutPrefix(pattern, "*."); wild && strings.HasSuffix(h, "."+suffix) || pattern == h || pattern == "*" {
 			return true
 		}
 	}
@@ -97,6 +97,11 @@ func (s Secrets) Lookup(name string) (string, bool) {
 	return "", false
 }
 
+// refusedSecret is the error of a secret that may not go to host.
+func refusedSecret(name, host string) error {
+	return fmt.Errorf("${%s} may not be sent to %s: SLUICE_SECRET_HOSTS does not bind it to that host", name, host)
+}
+
 // credentials are what a source's requests carry: headers (its own and its auth's), query
 // parameters (an api_key in the query), and an OAuth2 token renewed as it expires.
 type credentials struct {
@@ -125,7 +130,7 @@ func (h *httpSource) credentials() (*credentials, error) {
 	lookup := h.lookupFor(host, &refused)
 	bound := func(err error) error {
 		if refused != "" {
-			return &Error{Class: "config", Err: fmt.Errorf("${%s} may not be sent to %s (SLUICE_SECRET_HOSTS binds it to other hosts)", refused, host)}
+			return &Error{Class: "config", Err: refusedSecret(refused, host)}
 		}
 		return &Error{Class: "config", Err: err}
 	}
@@ -353,6 +358,9 @@ func (ts *tokenSource) request(ctx context.Context) (string, time.Duration, *Err
 	req.SetBasicAuth(url.QueryEscape(ts.id), url.QueryEscape(ts.secret))
 	resp, err := ts.tokens.Client.Do(req)
 	if err != nil {
+		if fe := transportError(ctx, err); fe.Class == "egress" || fe.Class == "redirect" {
+			return "", 0, fe // this deployment refuses the token URL: no retry helps
+		}
 		return "", 0, &Error{Class: "auth", Retryable: true, Err: fmt.Errorf("token request failed: %w", stripURL(err))}
 	}
 	defer resp.Body.Close()

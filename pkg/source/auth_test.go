@@ -186,8 +186,8 @@ func TestAPIKeyInQueryStaysOutOfTheCrawl(t *testing.T) {
 // TestSecretsBoundToHosts: with SLUICE_SECRET_HOSTS a secret goes only to the hosts it is bound
 // to; a job that points it elsewhere fails as config, naming the reference, not the value.
 func TestSecretsBoundToHosts(t *testing.T) {
-	hosts, err := ParseSecretHosts("SOURCE_KEY=127.0.0.1|*.example.com,file:/run/secrets/sluice/x=auth.example.com")
-	if err != nil || len(hosts) != 2 || len(hosts["SOURCE_KEY"]) != 2 {
+	hosts, err := ParseSecretHosts("SOURCE_KEY=127.0.0.1|*.example.com,file:/run/secrets/sluice/x=auth.example.com,SOURCE_ANY=*")
+	if err != nil || len(hosts) != 3 || len(hosts["SOURCE_KEY"]) != 2 {
 		t.Fatalf("ParseSecretHosts: %v, %v", hosts, err)
 	}
 	s := Secrets{Hosts: hosts}
@@ -197,6 +197,7 @@ func TestSecretsBoundToHosts(t *testing.T) {
 	}{
 		{"SOURCE_KEY", "127.0.0.1:8081", true}, {"SOURCE_KEY", "api.example.com", true}, {"SOURCE_KEY", "example.com", false},
 		{"SOURCE_KEY", "evil.test", false}, {"SOURCE_OTHER", "127.0.0.1", false}, {"file:/run/secrets/sluice/x", "AUTH.example.com:443", true},
+		{"SOURCE_ANY", "anything.example", true}, {"SOURCE_ANY", "[::1]:80", true},
 	} {
 		if got := s.Allowed(tt.name, tt.host); got != tt.ok {
 			t.Errorf("Allowed(%s, %s) = %v, want %v", tt.name, tt.host, got, tt.ok)
@@ -204,6 +205,9 @@ func TestSecretsBoundToHosts(t *testing.T) {
 	}
 	if _, err := ParseSecretHosts("SOURCE_KEY"); err == nil {
 		t.Fatal("an entry without hosts was taken")
+	}
+	if (Secrets{}).Allowed("SOURCE_KEY", "127.0.0.1") {
+		t.Fatal("a secret bound to no host may go to one")
 	}
 
 	cfg := demosource.DefaultConfig()
@@ -228,7 +232,7 @@ func TestSecretsBoundToHosts(t *testing.T) {
 		switch {
 		case tt.ok && err != nil:
 			t.Fatalf("bound to %v: %v", tt.bound, err)
-		case !tt.ok && (e.Class != "config" || !strings.Contains(err.Error(), "${SOURCE_KEY} may not be sent to 127.0.0.1") || strings.Contains(err.Error(), "k-789")):
+		case !tt.ok && (e.Class != "config" || !strings.Contains(err.Error(), "${SOURCE_KEY} may not be sent to 127.0.0.1") || !strings.Contains(err.Error(), "SLUICE_SECRET_HOSTS does not bind it") || strings.Contains(err.Error(), "k-789")):
 			t.Fatalf("bound to %v: %v (class %q)", tt.bound, err, e.Class)
 		}
 	}

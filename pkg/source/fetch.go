@@ -19,7 +19,7 @@ import (
 // class and a metric label), whether trying again may help, and what the source last said.
 type Error struct {
 	// Class is one of bad_request, network, timeout, canceled, truncated, too_large, http_429,
-	// http_5xx, http_408, http_4xx, bad_json, short_page, config, bad_task.
+	// http_5xx, http_408, http_4xx, bad_json, short_page, config, bad_task, egress, redirect.
 	Class      string
 	Retryable  bool
 	Status     int
@@ -125,7 +125,12 @@ func (f *Fetcher) get(ctx context.Context, u string, headers map[string]string, 
 // transportError classifies a failure below HTTP: timeouts, resets, refused connections.
 func transportError(ctx context.Context, err error) *Error {
 	var nerr net.Error
+	var eerr *EgressError
 	switch {
+	case errors.As(err, &eerr):
+		return &Error{Class: "egress", Err: eerr}
+	case errors.Is(err, ErrRedirect):
+		return &Error{Class: "redirect", Err: stripURL(err)}
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil, errors.As(err, &nerr) && nerr.Timeout():
 		return &Error{Class: "timeout", Retryable: true, Err: fmt.Errorf("request timed out: %w", stripURL(err))}
 	case errors.Is(err, context.Canceled):

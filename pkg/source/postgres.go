@@ -88,7 +88,7 @@ func (p *pgSource) config() (*pgxpool.Config, error) {
 	}
 	for _, h := range hosts {
 		if p.env.Allowed != nil && !p.env.Allowed(name, h) {
-			return nil, &Error{Class: "config", Err: fmt.Errorf("${%s} may not be sent to %s (SLUICE_SECRET_HOSTS binds it to other hosts)", name, h)}
+			return nil, &Error{Class: "config", Err: refusedSecret(name, h)}
 		}
 	}
 	return cfg, nil
@@ -543,12 +543,37 @@ func (p *pgSource) pageSQL(ctx context.Context, pool *pgxpool.Pool, keys *sluice
 // quoteLiteral writes s as an SQL string literal.
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
+// onlyEgress reports whether every failure that err joins is the egress policy's: a DSN with several
+// hosts fails as egress only when the policy refused them all, not when one was also unreachable.
+func onlyEgress(err error) bool {
+	var refused *EgressError
+	if errors.As(err, &refused) && refused == err {
+		return true
+	}
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, inner := range e.Unwrap() {
+			if !onlyEgress(inner) {
+				return false
+			}
+		}
+		return len(e.Unwrap()) > 0
+	case interface{ Unwrap() error }:
+		return e.Unwrap() != nil && onlyEgress(e.Unwrap())
+	}
+	return false
+}
+
 // pgError classifies a PostgreSQL error: what may pass (a lost connection, a server shutting down
 // or out of connections, a timeout, a serialization failure) is retried, the rest is the job's.
 func pgError(ctx context.Context, err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var refused *EgressError
+	if errors.As(err, &refused) && onlyEgress(err) {
+		return &Error{Class: "egress", Err: refused}
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -579,6 +604,8 @@ func pgError(ctx context.Context, err error) *Error {
 type Pools struct {
 	// MaxConns bounds each pool's connections: the tasks the process runs at once.
 	MaxConns int32
+	// Egress, when set, is where the pools may connect.
+	Egress *Egress
 
 	mu    sync.Mutex
 	pools map[string]*pgxpool.Pool
@@ -595,6 +622,11 @@ func (ps *Pools) get(ctx context.Context, cfg *pgxpool.Config, timeout time.Dura
 	cfg.MinConns = 0
 	cfg.MaxConnIdleTime = time.Minute
 	cfg.ConnConfig.ConnectTimeout = timeout
+	if ps.Egress != nil {
+		// The policy resolves the name itself when it dials, and dials only what it allowed.
+		cfg.ConnConfig.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
+		cfg.ConnConfig.DialFunc = ps.Egress.DialContext
+	}
 	// Sessions read only, in UTC, so that timestamptz is written as RFC 3339 with +00:00.
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"

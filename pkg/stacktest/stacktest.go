@@ -60,9 +60,19 @@ func Kafka(t testing.TB) kafka.Config {
 // KafkaAt is Kafka for other brokers: a cluster that the test started for itself.
 func KafkaAt(t testing.TB, brokers ...string) kafka.Config {
 	t.Helper()
+	return KafkaWith(t, kafka.Config{Brokers: brokers})
+}
+
+// KafkaWith is KafkaAt for the brokers, TLS and SASL settings of base, such as an administrator
+// of a secured broker.
+func KafkaWith(t testing.TB, base kafka.Config) kafka.Config {
+	t.Helper()
 	Require(t)
 	cfg := kafka.Config{
-		Brokers:           brokers,
+		Brokers:           base.Brokers,
+		TLS:               base.TLS,
+		TLSFiles:          base.TLSFiles,
+		SASL:              base.SASL,
 		DialTimeout:       5 * time.Second,
 		RequestTimeout:    10 * time.Second,
 		SessionTimeout:    10 * time.Second,
@@ -194,6 +204,17 @@ func Env(k kafka.Config, ch *chconn.Config) map[string]string {
 		"SLUICE_KAFKA_REPLICATION_FACTOR": strconv.Itoa(k.ReplicationFactor),
 		"SLUICE_KAFKA_SESSION_TIMEOUT":    k.SessionTimeout.String(),
 		"SLUICE_KAFKA_REBALANCE_TIMEOUT":  k.RebalanceTimeout.String(),
+		// The tests' sources run on this machine, which sources may not reach by default.
+		"SLUICE_SOURCE_ALLOW": "127.0.0.1,::1",
+	}
+	if k.TLS {
+		env["SLUICE_KAFKA_TLS"] = "true"
+		env["SLUICE_KAFKA_TLS_CA_FILE"] = k.TLSFiles.CAFile
+	}
+	if k.SASL.Mechanism != "" {
+		env["SLUICE_KAFKA_SASL_MECHANISM"] = k.SASL.Mechanism
+		env["SLUICE_KAFKA_SASL_USERNAME"] = k.SASL.Username
+		env["SLUICE_KAFKA_SASL_PASSWORD_FILE"] = k.SASL.PasswordFile
 	}
 	if ch != nil {
 		env["SLUICE_CLICKHOUSE_ADDR"] = strings.Join(ch.Addr, ",")

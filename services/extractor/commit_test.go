@@ -102,7 +102,7 @@ func TestTaskCommittedOnlyAfterItsRecordsAreAcknowledged(t *testing.T) {
 func startExtractor(t *testing.T, brokers string, extra map[string]string) *stacktest.LogWriter {
 	t.Helper()
 	env := map[string]string{
-		"SLUICE_KAFKA_BROKERS": brokers, "SLUICE_HTTP_ADDR": "127.0.0.1:0",
+		"SLUICE_KAFKA_BROKERS": brokers, "SLUICE_HTTP_ADDR": "127.0.0.1:0", "SLUICE_SOURCE_ALLOW": "127.0.0.1",
 		"SLUICE_KAFKA_TASKS_PARTITIONS": "1", "SLUICE_KAFKA_RAW_PARTITIONS": "1",
 		"SLUICE_KAFKA_SESSION_TIMEOUT": "6s", "SLUICE_EXTRACTOR_GROUP": "extractor",
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/service"
+	"github.com/sluicedata/sluice/pkg/source"
 )
 
 // Config is the extractor's configuration, from SLUICE_ variables.
@@ -17,6 +18,9 @@ type Config struct {
 	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets/sluice"`
 	// SecretHosts binds secrets to the hosts they may go to: NAME=host|host,NAME=host.
 	SecretHosts string `env:"SECRET_HOSTS"`
+	// SourceAllow lets sources reach these hosts, addresses and CIDR ranges although they are
+	// loopback, link-local, private or multicast ones, which are refused otherwise.
+	SourceAllow []string `env:"SOURCE_ALLOW"`
 }
 
 // ExtractorConfig is how the extractor fetches and produces, from SLUICE_EXTRACTOR_… variables.
@@ -46,6 +50,9 @@ type ExtractorConfig struct {
 func (c *Config) Validate() error {
 	var p config.Problems
 	p.Add(c.Config.Validate())
+	if _, err := source.ParseEgress(c.SourceAllow); err != nil {
+		p.Addf("SOURCE_ALLOW", "%v", err)
+	}
 	if c.HTTPAddr == "" {
 		p.Addf("HTTP_ADDR", "must not be empty")
 	}

@@ -87,12 +87,16 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	egress, err := source.ParseEgress(cfg.SourceAllow)
+	if err != nil { // Validate checked it
+		return fmt.Errorf("SLUICE_SOURCE_ALLOW: %w", err)
+	}
+	rt.Log.Info("sources may reach "+egress.String(), "variable", "SLUICE_SOURCE_ALLOW")
+	transport := egress.Transport()
+	transport.MaxIdleConns, transport.MaxIdleConnsPerHost = 0, cfg.Extractor.Concurrency*2
 	x.sources = source.Env{
 		Fetcher: &source.Fetcher{
-			Client: &http.Client{
-				Transport:     &http.Transport{MaxIdleConnsPerHost: cfg.Extractor.Concurrency * 2, ForceAttemptHTTP2: true},
-				CheckRedirect: source.SameHostRedirects,
-			},
+			Client:  &http.Client{Transport: transport, CheckRedirect: source.SameHostRedirects},
 			MaxBody: cfg.Extractor.MaxBodyBytes,
 			Metrics: x.metrics.fetch,
 			Retry:   retry,
@@ -103,9 +107,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		Allowed:      secrets.Allowed,
 		Backoff:      x.backoff,
 		PageDeadline: cfg.Extractor.PageDeadline,
-		Tokens: &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now,
+		Tokens: &source.Tokens{Client: egress.Client(), Now: time.Now,
 			Issued: x.metrics.tokens.Inc},
-		Postgres: &source.Pools{MaxConns: int32(cfg.Extractor.Concurrency)},
+		Postgres: &source.Pools{MaxConns: int32(cfg.Extractor.Concurrency), Egress: egress},
 	}
 	defer x.sources.Postgres.Close()
 	x.lag.Watch(cfg.StallTimeout, rt.Log)
@@ -122,7 +126,7 @@ func newSecrets(dirs []string, hosts string, log *slog.Logger) (source.Secrets, 
 		return source.Secrets{}, fmt.Errorf("SLUICE_SECRET_HOSTS: %w", err)
 	}
 	if bound == nil {
-		log.Warn("secrets are not bound to hosts: a job's source decides where its ${SOURCE_…} and ${file:…} secrets go; set SLUICE_SECRET_HOSTS")
+		log.Info("no secret is bound to a host: jobs cannot use ${SOURCE_…} or ${file:…} references until SLUICE_SECRET_HOSTS binds them")
 	}
 	return source.Secrets{Env: os.LookupEnv, Dirs: dirs, Hosts: bound}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
@@ -86,8 +87,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return err
 	}
 	defer ch.Close()
-	rt.Log.Info("connected to clickhouse", "version", ch.Version.String(), "database", ch.Database,
-		"features", ch.Features)
+	rt.Log.Info("connected to clickhouse", "addr", strings.Join(cfg.ClickHouse.Addr, ","), "tls", cfg.ClickHouse.TLS,
+		"user", cfg.ClickHouse.Username, "version", ch.Version.String(), "database", ch.Database, "features", ch.Features)
 
 	l.cl, l.log = rt.Kafka, rt.Log
 	l.writer = chsink.NewWriter(ch, rt.Log)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/source"
 )
 
 // maxSpecBytes bounds a submitted job spec, maxKeyBytes an idempotency key.
@@ -24,13 +25,31 @@ type apiError struct {
 	Problems []jobspec.Problem `json:"problems,omitempty"`
 }
 
-// routes adds the jobs API to mux-like h.
+// routes adds the jobs API to mux-like h, each route behind the role it needs.
 func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
-	handle("POST /v1/jobs", http.HandlerFunc(p.submit))
-	handle("GET /v1/jobs", http.HandlerFunc(p.list))
-	handle("GET /v1/jobs/{id}", http.HandlerFunc(p.get))
-	handle("GET /v1/schedules", http.HandlerFunc(p.listSchedules))
-	handle("DELETE /v1/schedules/{name}", http.HandlerFunc(p.removeSchedule))
+	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.limitSubmits(http.HandlerFunc(p.submit))))
+	handle("GET /v1/jobs", p.auth.require(roleRead, http.HandlerFunc(p.list)))
+	handle("GET /v1/jobs/{id}", p.auth.require(roleRead, http.HandlerFunc(p.get)))
+	handle("GET /v1/schedules", p.auth.require(roleRead, http.HandlerFunc(p.listSchedules)))
+	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.removeSchedule)))
+}
+
+// limitSubmits answers 429 to a submit while SLUICE_PLANNER_MAX_CONCURRENT_SUBMITS others run:
+// each may read a source's first page and ask ClickHouse about a table.
+func (p *Planner) limitSubmits(h http.Handler) http.Handler {
+	if p.submits == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case p.submits <- struct{}{}:
+			defer func() { <-p.submits }()
+			h.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusTooManyRequests, apiError{Error: fmt.Sprintf("%d submits are in progress (SLUICE_PLANNER_MAX_CONCURRENT_SUBMITS); try again", cap(p.submits))})
+		}
+	})
 }
 
 func (p *Planner) listSchedules(w http.ResponseWriter, _ *http.Request) {
@@ -63,8 +82,14 @@ func (p *Planner) removeSchedule(w http.ResponseWriter, r *http.Request) {
 // spec, 409 when the key was used for another spec, or 502 when the source cannot tell its extent.
 func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSpecBytes))
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
 		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: "job spec is larger than 1 MiB"})
+		return
+	case err != nil:
+		// A body that did not arrive within SLUICE_HTTP_READ_TIMEOUT, or a client that went away.
+		writeJSON(w, http.StatusRequestTimeout, apiError{Error: "the job spec did not arrive in time"})
 		return
 	}
 	spec, err := jobspec.Parse(body)
@@ -75,6 +100,10 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	}
+	if probs := spec.CredentialProblems(); len(probs) > 0 {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: probs})
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
@@ -98,6 +127,13 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, errLookback):
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "incremental.lookback", Message: err.Error()}}})
+	case refusedSource(err) != nil:
+		var ee *source.EgressError
+		if errors.As(err, &ee) {
+			// The answer names the range; the address a name resolved to stays in this log.
+			p.log.Warn("refused a job's source", "name", spec.Name, "host", ee.Host, "address", ee.Addr.String(), "range", ee.Range, "by", who(r.Context()))
+		}
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "source", Message: refusedSource(err).Error()}}})
 	case errors.Is(err, errDiscover):
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
 	case errors.Is(err, errKeyReused):
@@ -109,8 +145,19 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 	case existing:
 		writeJSON(w, http.StatusOK, job)
 	default:
+		p.log.Info("job submitted", "job", job.ID, "name", spec.Name, "by", who(r.Context()))
 		writeJSON(w, http.StatusCreated, job)
 	}
+}
+
+// refusedSource is the error of a source that this deployment refuses to reach: an address the
+// egress policy refuses, a secret not bound to the host, a redirect to another host or to http.
+func refusedSource(err error) error {
+	var se *source.Error
+	if errors.As(err, &se) && (se.Class == "egress" || se.Class == "config" || se.Class == "redirect") {
+		return se
+	}
+	return nil
 }
 
 func (p *Planner) list(w http.ResponseWriter, _ *http.Request) {

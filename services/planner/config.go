@@ -6,6 +6,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/chconn"
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/service"
+	"github.com/sluicedata/sluice/pkg/source"
 )
 
 // Config is the planner's configuration, from SLUICE_ variables.
@@ -18,6 +19,9 @@ type Config struct {
 	SecretDirs []string `env:"SECRET_DIRS, default=/run/secrets/sluice"`
 	// SecretHosts binds secrets to the hosts they may go to: NAME=host|host,NAME=host.
 	SecretHosts string `env:"SECRET_HOSTS"`
+	// SourceAllow lets sources reach these hosts, addresses and CIDR ranges although they are
+	// loopback, link-local, private or multicast ones, which are refused otherwise.
+	SourceAllow []string `env:"SOURCE_ALLOW"`
 	// ClickHouse is where the planner checks, at submit, that an existing sink table can take the
 	// landing rows; the planner works without it, and the loaders check again.
 	ClickHouse chconn.Config `env:", prefix=CLICKHOUSE_"`
@@ -31,18 +35,46 @@ type PlannerConfig struct {
 	// RepublishAfter is how long a planned job may go without its tasks reported published before
 	// a planner publishes them again (the planner that planned it stopped in between).
 	RepublishAfter time.Duration `env:"REPUBLISH_AFTER, default=30s"`
+	// Auth is how the jobs API tells who calls: "tokens" (bearer tokens from TokensFile) or
+	// "none", which serves it to whoever reaches the port.
+	Auth string `env:"AUTH, default=tokens"`
+	// TokensFile holds the API's bearer tokens, a line "name role token" each (role: read,
+	// submit or admin); it is read again when it changes.
+	TokensFile string `env:"TOKENS_FILE, default=/run/secrets/sluice/planner-tokens"`
+	// MaxConcurrentSubmits bounds the submits served at once; more get 429.
+	MaxConcurrentSubmits int `env:"MAX_CONCURRENT_SUBMITS, default=4"`
+	// FirstPageMaxBytes bounds the body of the page a submit reads to learn a source's extent.
+	FirstPageMaxBytes int64 `env:"FIRST_PAGE_MAX_BYTES, default=8388608"`
 }
 
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var p config.Problems
 	p.Add(c.Config.Validate())
+	if _, err := source.ParseEgress(c.SourceAllow); err != nil {
+		p.Addf("SOURCE_ALLOW", "%v", err)
+	}
 	if c.HTTPAddr == "" {
 		p.Addf("HTTP_ADDR", "must not be empty")
 	}
 	p.Add(c.ClickHouse.Validate())
 	if c.Planner.JobStallTimeout < time.Minute {
 		p.Addf("PLANNER_JOB_STALL_TIMEOUT", "must be at least 1m, got %s", c.Planner.JobStallTimeout)
+	}
+	switch c.Planner.Auth {
+	case "tokens":
+		if c.Planner.TokensFile == "" {
+			p.Addf("PLANNER_TOKENS_FILE", "must name the file of the API's tokens (or set SLUICE_PLANNER_AUTH=none)")
+		}
+	case "none":
+	default:
+		p.Addf("PLANNER_AUTH", "must be tokens or none, got %q", c.Planner.Auth)
+	}
+	if c.Planner.MaxConcurrentSubmits < 1 || c.Planner.MaxConcurrentSubmits > 1000 {
+		p.Addf("PLANNER_MAX_CONCURRENT_SUBMITS", "must be between 1 and 1000, got %d", c.Planner.MaxConcurrentSubmits)
+	}
+	if c.Planner.FirstPageMaxBytes < 4096 || c.Planner.FirstPageMaxBytes > 1<<30 {
+		p.Addf("PLANNER_FIRST_PAGE_MAX_BYTES", "must be between 4096 and 1073741824, got %d", c.Planner.FirstPageMaxBytes)
 	}
 	if c.Planner.RepublishAfter < time.Second {
 		p.Addf("PLANNER_REPUBLISH_AFTER", "must be at least 1s, got %s", c.Planner.RepublishAfter)

@@ -58,6 +58,10 @@ type Planner struct {
 	checkTable func(ctx context.Context, table string, sink *chsink.Sink) error
 	// names are the marks of incremental jobs and the schedules, from the jobs topic.
 	names *names
+	// auth guards the jobs API; nil serves it to everyone (SLUICE_PLANNER_AUTH=none).
+	auth *authorizer
+	// submits holds a slot for each submit in progress.
+	submits chan struct{}
 }
 
 type topics struct{ tasks, events, jobs, schemas string }
@@ -134,7 +138,7 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	}
 	sp, err := src.Plan(ctx, spec.Tasks)
 	if err != nil {
-		return Job{}, false, fmt.Errorf("%w: %v", errDiscover, err)
+		return Job{}, false, fmt.Errorf("%w: %w", errDiscover, err)
 	}
 	// The schema goes out before the tasks whose records carry its id: a loader that meets the id
 	// finds it on the topic.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -53,9 +52,25 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	if err != nil {
 		return fmt.Errorf("SLUICE_SECRET_HOSTS: %w", err)
 	}
+	var auth *authorizer
+	if cfg.Planner.Auth == "none" {
+		rt.Log.Warn("the jobs API serves everyone who reaches it (SLUICE_PLANNER_AUTH=none)")
+	} else {
+		tokens, err := openTokens(cfg.Planner.TokensFile, rt.Log)
+		if err != nil {
+			rt.Kafka.Close()
+			return err
+		}
+		auth = &authorizer{tokens: tokens}
+	}
+	egress, err := source.ParseEgress(cfg.SourceAllow)
+	if err != nil { // Validate checked it
+		return fmt.Errorf("SLUICE_SOURCE_ALLOW: %w", err)
+	}
+	rt.Log.Info("sources may reach "+egress.String(), "variable", "SLUICE_SOURCE_ALLOW")
 	secrets := source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs, Hosts: bound}
 	// Planning a postgres source asks its database for the key's extent: one query at a time.
-	pools := &source.Pools{MaxConns: 2}
+	pools := &source.Pools{MaxConns: 2, Egress: egress}
 	defer pools.Close()
 	p := &Planner{
 		retry:  retry,
@@ -65,8 +80,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic, jobs: cfg.Kafka.JobsTopic, schemas: cfg.Kafka.SchemasTopic},
 		sources: source.Env{
 			Fetcher: &source.Fetcher{
-				Client:  &http.Client{CheckRedirect: source.SameHostRedirects},
-				MaxBody: 64 << 20,
+				Client:  egress.Client(),
+				MaxBody: cfg.Planner.FirstPageMaxBytes,
 				Metrics: source.NewMetrics(rt.Registry, "planner"),
 				Retry:   retry,
 				Now:     time.Now,
@@ -75,7 +90,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Allowed:      secrets.Allowed,
 			Backoff:      pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 			PageDeadline: time.Minute,
-			Tokens:       &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now},
+			Tokens:       &source.Tokens{Client: egress.Client(), Now: time.Now},
 			Postgres:     pools,
 		},
 		jobs:    newJobs(),
@@ -83,6 +98,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		log:     rt.Log,
 		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 		now:     time.Now,
+		auth:    auth,
+		submits: make(chan struct{}, cfg.Planner.MaxConcurrentSubmits),
 	}
 	p.names.count(rt.Registry)
 	p.checkTable = tableChecker(cfg.ClickHouse, rt.Log)

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/config"
@@ -27,6 +30,24 @@ func (c *Config) Validate() error {
 type PlannerConfig struct {
 	URL     string        `env:"PLANNER_URL, default=http://127.0.0.1:8080"`
 	Timeout time.Duration `env:"PLANNER_TIMEOUT, default=30s"`
+	// Token is the bearer token sent with every request (SLUICE_PLANNER_TOKEN), or read from
+	// TokenFile.
+	Token     config.Secret `env:"PLANNER_TOKEN"`
+	TokenFile string        `env:"PLANNER_TOKEN_FILE"`
+}
+
+// token returns the token to send: SLUICE_PLANNER_TOKEN, else the first line of
+// SLUICE_PLANNER_TOKEN_FILE, else none.
+func (c *PlannerConfig) token() (config.Secret, error) {
+	if c.Token != "" || c.TokenFile == "" {
+		return c.Token, nil
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("SLUICE_PLANNER_TOKEN_FILE: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return config.Secret(strings.TrimSpace(line)), nil
 }
 
 // Validate reports every problem at once.
@@ -34,6 +55,9 @@ func (c *PlannerConfig) Validate() error {
 	var p config.Problems
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		p.Addf("PLANNER_URL", "%q is not an http or https URL", c.URL)
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		p.Addf("PLANNER_TOKEN_FILE", "set either SLUICE_PLANNER_TOKEN or SLUICE_PLANNER_TOKEN_FILE, not both")
 	}
 	if c.Timeout <= 0 {
 		p.Addf("PLANNER_TIMEOUT", "must be positive, got %s", c.Timeout)

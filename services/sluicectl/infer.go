@@ -100,10 +100,21 @@ func sampleSource(ctx context.Context, spec *jobspec.Spec, pages int, lookup env
 	pools := &source.Pools{MaxConns: 1}
 	defer pools.Close()
 	secrets := source.Secrets{Env: lookup.Lookup}
+	// The secrets are the user's own, in sluicectl's environment: they go where the spec says unless
+	// SLUICE_SECRET_HOSTS binds them, as it does for the services.
+	var allowed func(name, host string) bool
+	if v, ok := lookup.Lookup("SLUICE_SECRET_HOSTS"); ok && v != "" {
+		hosts, err := source.ParseSecretHosts(v)
+		if err != nil {
+			return nil, fmt.Errorf("SLUICE_SECRET_HOSTS: %w", err)
+		}
+		secrets.Hosts = hosts
+		allowed = secrets.Allowed // bound to the secrets with their hosts
+	}
 	env := source.Env{
 		Fetcher: &source.Fetcher{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, MaxBody: 64 << 20,
 			Metrics: source.NewMetrics(reg, "sluicectl"), Retry: retry, Now: time.Now},
-		Lookup: secrets.Lookup, Allowed: secrets.Allowed,
+		Lookup: secrets.Lookup, Allowed: allowed,
 		Backoff:      pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
 		PageDeadline: time.Minute,
 		Tokens:       &source.Tokens{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, Now: time.Now},

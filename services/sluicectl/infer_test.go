@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -48,6 +49,13 @@ func TestInfer(t *testing.T) {
 		envconfig.MapLookuper(map[string]string{"SOURCE_TOKEN": "s3cret"}), &stdout, &stderr)
 	if code != 0 || err != nil {
 		t.Fatalf("exit %d: %v\n%s", code, err, stderr.String())
+	}
+	// Bound elsewhere by SLUICE_SECRET_HOSTS, the token does not go to the source.
+	var refused bytes.Buffer
+	code, err = run(context.Background(), []string{"infer", spec, "--pages", "2"},
+		envconfig.MapLookuper(map[string]string{"SOURCE_TOKEN": "s3cret", "SLUICE_SECRET_HOSTS": "SOURCE_TOKEN=api.example.com"}), io.Discard, &refused)
+	if code == 0 || err == nil || !strings.Contains(err.Error(), "${SOURCE_TOKEN} may not be sent to 127.0.0.1") {
+		t.Fatalf("a token bound to another host: exit %d: %v", code, err)
 	}
 	out := stdout.String()
 	for _, want := range []string{

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,8 +45,9 @@ type job struct {
 
 // plannerClient talks to the planner's jobs API.
 type plannerClient struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token config.Secret
 }
 
 func newPlannerClient(ctx context.Context, lookup envconfig.Lookuper) (*plannerClient, error) {
@@ -53,22 +55,19 @@ func newPlannerClient(ctx context.Context, lookup envconfig.Lookuper) (*plannerC
 	if err := config.Load(ctx, lookup, &cfg); err != nil {
 		return nil, err
 	}
-	return &plannerClient{base: strings.TrimRight(cfg.URL, "/"), http: &http.Client{Timeout: cfg.Timeout}}, nil
+	token, err := cfg.token()
+	if err != nil {
+		return nil, err
+	}
+	return &plannerClient{base: strings.TrimRight(cfg.URL, "/"), http: &http.Client{Timeout: cfg.Timeout}, token: token}, nil
 }
 
 // do sends a request and decodes a 2xx answer into out; other answers become errors with the
 // planner's message and, for a rejected spec, every problem.
 func (c *plannerClient) do(ctx context.Context, method, path string, body []byte, out any, headers ...string) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	resp, err := c.send(ctx, method, path, body, headers...)
 	if err != nil {
 		return err
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach the planner at %s (SLUICE_PLANNER_URL): %w", c.base, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -91,6 +90,37 @@ func (c *plannerClient) do(ctx context.Context, method, path string, body []byte
 		return errors.New(b.String())
 	}
 	return json.Unmarshal(data, out)
+}
+
+// send makes one request, again after the Retry-After of a 429 (the planner serves a few submits at
+// once) until ctx ends.
+func (c *plannerClient) send(ctx context.Context, method, path string, body []byte, headers ...string) (*http.Response, error) {
+	for {
+		req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token.Reveal())
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("reach the planner at %s (SLUICE_PLANNER_URL): %w", c.base, errors.Unwrap(err))
+		}
+		if resp.StatusCode != http.StatusTooManyRequests {
+			return resp, nil
+		}
+		resp.Body.Close()
+		wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the planner at %s is busy (429) and %w", c.base, ctx.Err())
+		case <-time.After(time.Duration(max(wait, 1)) * time.Second):
+		}
+	}
 }
 
 // submit sends a job spec to the planner; with --wait it shows progress until the job ends and

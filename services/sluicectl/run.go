@@ -33,7 +33,8 @@ commands:
                                          sample the first pages of a job's source and print the typed
                                          table they call for: its CREATE TABLE and the sink columns
 
-The planner is at SLUICE_PLANNER_URL (default http://127.0.0.1:8080); Kafka at SLUICE_KAFKA_BROKERS.
+The planner is at SLUICE_PLANNER_URL (default http://127.0.0.1:8080), asked with the bearer token in
+SLUICE_PLANNER_TOKEN (or the file SLUICE_PLANNER_TOKEN_FILE); Kafka at SLUICE_KAFKA_BROKERS.
 `
 
 // run executes one command and returns the process exit code with the error to print, if any.

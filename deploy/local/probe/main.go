@@ -86,6 +86,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 func askKafka(ctx context.Context, addr string, brokers int) (string, error) {
 	// addr may list several brokers, comma-separated, as SLUICE_KAFKA_BROKERS does.
 	cfg := kafka.Config{Brokers: strings.Split(addr, ","), DialTimeout: 3 * time.Second, RequestTimeout: 3 * time.Second}
+	// The secure stack's admin settings, as `stack.sh env` prints them.
+	if os.Getenv("SLUICE_KAFKA_TLS") == "true" {
+		cfg.TLS, cfg.TLSFiles.CAFile = true, os.Getenv("SLUICE_KAFKA_TLS_CA_FILE")
+	}
+	cfg.SASL = kafka.SASL{Mechanism: os.Getenv("SLUICE_KAFKA_SASL_MECHANISM"), Username: os.Getenv("SLUICE_KAFKA_SASL_USERNAME"),
+		Password: config.Secret(os.Getenv("SLUICE_KAFKA_SASL_PASSWORD")), PasswordFile: os.Getenv("SLUICE_KAFKA_SASL_PASSWORD_FILE")}
 	cl, err := kafka.NewClient(cfg, "sluice-probe", quiet(), nil)
 	if err != nil {
 		return "", err
