@@ -93,6 +93,9 @@ type Egress struct {
 	Resolver Resolver
 	// Dialer dials the checked addresses; nil is a net.Dialer with a 30 s timeout.
 	Dialer *net.Dialer
+	// Proxy chooses a request's proxy; nil is http.ProxyFromEnvironment (HTTPS_PROXY, HTTP_PROXY,
+	// NO_PROXY).
+	Proxy func(*http.Request) (*url.URL, error)
 
 	// proxies are the proxies' host:port that requests went through: the operator chose them.
 	proxies sync.Map
@@ -294,7 +297,11 @@ func raceDial(ctx context.Context, d *net.Dialer, network, port string, addrs []
 // proxy is http.ProxyFromEnvironment that checks the request's host against the policy first: the
 // proxy will connect wherever it is asked.
 func (e *Egress) proxy(req *http.Request) (*url.URL, error) {
-	u, err := http.ProxyFromEnvironment(req)
+	choose := e.Proxy
+	if choose == nil {
+		choose = http.ProxyFromEnvironment
+	}
+	u, err := choose(req)
 	if err != nil || u == nil {
 		return u, err
 	}

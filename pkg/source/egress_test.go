@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -238,5 +240,50 @@ func TestOnlyEgress(t *testing.T) {
 	}
 	if onlyEgress(errors.Join(refused, unreachable)) || onlyEgress(unreachable) {
 		t.Fatal("an unreachable host counted as egress")
+	}
+}
+
+// TestEgressProxy goes through the configured proxy, itself on a refused address, to a host whose
+// addresses the policy allows; a host that resolves to a refused address is refused before the
+// proxy hears of it, and a name this process cannot resolve is left to the proxy.
+func TestEgressProxy(t *testing.T) {
+	var asked []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked = append(asked, r.URL.Host) // a forward proxy is asked for the absolute URL
+		_, _ = w.Write([]byte("via proxy"))
+	}))
+	defer proxy.Close()
+	proxyURL, _ := url.Parse(proxy.URL)
+	e, _ := ParseEgress(nil)
+	e.Resolver = fakeResolver{"api.example.test": {"93.184.216.34"}, "internal.test": {"10.0.0.1"}}
+	e.Proxy = func(*http.Request) (*url.URL, error) { return proxyURL, nil }
+	for _, c := range []struct {
+		url     string
+		proxied bool
+	}{
+		{"http://api.example.test/users", true},
+		{"http://internal.test/users", false},
+		{"http://only-the-proxy-knows.test/users", true},
+	} {
+		before := len(asked)
+		resp, err := e.Client().Get(c.url)
+		if c.proxied {
+			if err != nil {
+				t.Fatalf("%s through the proxy: %v", c.url, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "via proxy" || len(asked) != before+1 {
+				t.Fatalf("%s: %q, proxy asked %v", c.url, body, asked)
+			}
+			continue
+		}
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: answered through the proxy", c.url)
+		}
+		if !errors.Is(err, ErrEgress) || len(asked) != before {
+			t.Fatalf("%s: %v, proxy asked %v", c.url, err, asked)
+		}
 	}
 }
