@@ -333,6 +333,7 @@ func TestComposeBindMounts(t *testing.T) {
 		service, target, source string
 	}{
 		{"prometheus", "/etc/prometheus/prometheus.yml", "deploy/prometheus/prometheus.yml"},
+		{"prometheus", "/etc/prometheus/alerts.yml", "deploy/prometheus/alerts.yml"},
 		{"grafana", "/etc/grafana/provisioning", "deploy/grafana/provisioning"},
 		{"grafana", "/var/lib/grafana/dashboards", "deploy/grafana/dashboards"},
 	}
@@ -412,20 +413,32 @@ type dashboard struct {
 	UID           string `json:"uid"`
 	Title         string `json:"title"`
 	SchemaVersion int    `json:"schemaVersion"`
-	Panels        []struct {
+	Templating    struct {
+		List []struct {
+			Name, Type string
+			Query      any
+		} `json:"list"`
+	} `json:"templating"`
+	Panels []struct {
 		ID         int    `json:"id"`
+		Type       string `json:"type"`
 		Title      string `json:"title"`
 		Datasource struct {
 			UID string `json:"uid"`
 		} `json:"datasource"`
 		Targets []struct {
-			Expr string `json:"expr"`
+			Expr       string `json:"expr"`
+			Datasource struct {
+				UID string `json:"uid"`
+			} `json:"datasource"`
 		} `json:"targets"`
 	} `json:"panels"`
 }
 
-func TestGrafanaDashboard(t *testing.T) {
-	b, err := os.ReadFile("grafana/dashboards/sluice-overview.json")
+// loadDashboard reads the provisioned dashboard.
+func loadDashboard(t *testing.T) dashboard {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "grafana", "dashboards", "sluice-overview.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,29 +446,61 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatalf("parse dashboard: %v", err)
 	}
+	return d
+}
+
+// TestGrafanaDashboard: the dashboard is portable (its datasource a variable, no job name written
+// in an expression) and has the panels the README lists; TestPrometheusScrapesServices runs every
+// expression against a real Prometheus scraping the services.
+func TestGrafanaDashboard(t *testing.T) {
+	d := loadDashboard(t)
 	if d.UID == "" || d.Title == "" {
 		t.Errorf("uid %q, title %q: a provisioned dashboard needs both", d.UID, d.Title)
 	}
 	if d.SchemaVersion != 39 {
 		t.Errorf("schemaVersion = %d, want 39", d.SchemaVersion)
 	}
-	if len(d.Panels) == 0 {
-		t.Fatal("no panels")
+	vars := map[string]string{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v.Type
+	}
+	if vars["datasource"] != "datasource" || vars["job"] != "query" || vars["group"] != "query" {
+		t.Errorf("template variables %v: want a datasource variable and job and group queries", vars)
 	}
 	ids := map[int]string{}
+	titles := map[string]bool{}
 	for _, panel := range d.Panels {
 		ids[panel.ID] = panel.Title
+		titles[panel.Title] = true
 	}
 	if len(ids) != len(d.Panels) {
 		t.Errorf("%d panels share %d ids: each needs its own", len(d.Panels), len(ids))
 	}
+	for _, want := range []string{"Lag per partition (records)", "Lag in seconds", "Drain estimate", "Members", "Jobs by state",
+		"Records per second by stage", "Dead letters by class", "Page latency", "Insert latency", "Rows per insert block"} {
+		if !titles[want] {
+			t.Errorf("no panel %q", want)
+		}
+	}
+	hardJob := regexp.MustCompile(`job\s*=~?\s*"[a-z]`)
 	for _, panel := range d.Panels {
+		if panel.Type == "row" {
+			continue
+		}
 		t.Run(panel.Title, func(t *testing.T) {
-			if panel.Datasource.UID != "prometheus" {
-				t.Errorf("datasource uid = %q, want prometheus", panel.Datasource.UID)
+			if panel.Datasource.UID != "${datasource}" {
+				t.Errorf("datasource uid = %q, want the variable ${datasource}", panel.Datasource.UID)
 			}
-			if len(panel.Targets) == 0 || panel.Targets[0].Expr == "" {
-				t.Error("panel has no query")
+			if len(panel.Targets) == 0 {
+				t.Fatal("panel has no query")
+			}
+			for _, target := range panel.Targets {
+				if target.Expr == "" || target.Datasource.UID != "${datasource}" {
+					t.Errorf("target %q with datasource %q", target.Expr, target.Datasource.UID)
+				}
+				if hardJob.MatchString(target.Expr) {
+					t.Errorf("%q writes a job name: in Kubernetes the job label is the PodMonitor's", target.Expr)
+				}
 			}
 		})
 	}

@@ -102,8 +102,9 @@ func TestPipelineSecureKafka(t *testing.T) {
 	src.Records = 20_000
 	p := newPipelineOn(t, src, k)
 	adm := kadm.NewClient(admin)
+	groups := kafka.Groups{Extractor: p.env["SLUICE_EXTRACTOR_GROUP"], Loader: p.env["SLUICE_LOADER_GROUP"]}
 	for _, svc := range kafka.Services {
-		grants, err := k.Grants(svc, p.env["SLUICE_"+strings.ToUpper(svc)+"_GROUP"])
+		grants, err := k.Grants(svc, groups)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +146,7 @@ func TestPipelineSecureKafka(t *testing.T) {
 		t.Fatalf("the wrong password's error does not name the variables, or holds the password:\n%s", tail([]byte(log), 3000))
 	}
 
-	planner := start(t, "planner", as("planner", nil))
+	planner := start(t, "planner", as("planner", map[string]string{"SLUICE_PLANNER_LAG_INTERVAL": "1s"}))
 	extractor := start(t, "extractor", as("extractor", nil))
 	loader := start(t, "loader", as("loader", nil))
 	api := planner.ready(t)
@@ -167,6 +168,15 @@ sink: {table: secure}
 		t.Fatalf("%d rows, %d keys, want %d keys", rows, keys, src.Records)
 	}
 
+	// The planner measured both groups' lag under its ACLs.
+	for _, line := range strings.Split(readLog(t, planner), "\n") {
+		if strings.Contains(line, "measure a consumer group's lag") && strings.Contains(line, "AUTHORIZATION_FAILED") {
+			t.Fatalf("the planner could not measure the groups' lag under its ACLs:\n%s", line)
+		}
+	}
+	if code, out := p.sluicectl(t, api, "lag"); code != 0 || !strings.Contains(out, "GROUP "+groups.Loader) || !strings.Contains(out, "GROUP "+groups.Extractor) {
+		t.Fatalf("sluicectl lag: exit %d\n%s", code, out)
+	}
 	if !strings.Contains(readLog(t, loader), chSecure) {
 		t.Fatalf("the loader did not connect to ClickHouse's secure port %s", chSecure)
 	}

@@ -85,7 +85,7 @@ func TestPlannerSecured(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The key may go to 127.0.0.1 only; sources may reach 127.0.0.1 and 127.0.0.3, not 127.0.0.2.
-	env := p.with(map[string]string{"SLUICE_PLANNER_TOKENS_FILE": tokens, "SLUICE_HTTP_READ_TIMEOUT": "2s",
+	env := p.with(map[string]string{"SLUICE_PLANNER_TOKENS_FILE": tokens, "SLUICE_HTTP_READ_TIMEOUT": "2s", "SLUICE_PLANNER_LAG_INTERVAL": "1s",
 		"SLUICE_SOURCE_ALLOW": "127.0.0.1,127.0.0.3", "SLUICE_SECRET_HOSTS": "SOURCE_API_KEY=127.0.0.1", "SOURCE_API_KEY": apiKey})
 	planner := start(t, "planner", env)
 	extractor := start(t, "extractor", env)
@@ -136,6 +136,48 @@ func TestPlannerSecured(t *testing.T) {
 	}
 	if rows, keys := p.count(t, "secured"); keys != n {
 		t.Fatalf("%d rows, %d keys in ClickHouse, want %d keys", rows, keys, n)
+	}
+
+	// The planner measures both groups from outside: once the job is done, nothing lags.
+	var lags struct {
+		Groups []struct {
+			Group      string `json:"group"`
+			Records    int64  `json:"lag_records"`
+			Partitions []struct {
+				Committed, End int64
+			}
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for caughtUp := 0; caughtUp < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /v1/lag did not show both groups caught up within 30 s: %s", body)
+		}
+		time.Sleep(200 * time.Millisecond)
+		status, body = call(t, "GET", api+"/v1/lag", readToken, "")
+		if status != http.StatusOK || decode(body, &lags) != nil {
+			t.Fatalf("GET /v1/lag: %d %s", status, body)
+		}
+		caughtUp = 0
+		for _, g := range lags.Groups {
+			var end int64
+			for _, pt := range g.Partitions {
+				end += pt.End
+			}
+			if g.Records == 0 && end > 0 && (g.Group == env["SLUICE_EXTRACTOR_GROUP"] || g.Group == env["SLUICE_LOADER_GROUP"]) {
+				caughtUp++
+			}
+		}
+	}
+	_, metrics := call(t, "GET", api+"/metrics", "", "")
+	for _, want := range []string{`sluice_jobs{state="succeeded"} 1`, `sluice_consumer_group_lag_seconds{group="` + env["SLUICE_LOADER_GROUP"] + `",partition="0"`,
+		`sluice_consumer_group_members{group="` + env["SLUICE_EXTRACTOR_GROUP"] + `"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("the planner's metrics lack %s", want)
+		}
+	}
+	if code, out := p.sluicectl(t, api, "lag"); code != 0 || !strings.Contains(out, "GROUP "+env["SLUICE_LOADER_GROUP"]) || !strings.Contains(out, "PARTITION") {
+		t.Fatalf("sluicectl lag: exit %d\n%s", code, out)
 	}
 
 	// Egress: 127.0.0.2 is loopback and not allowlisted.

@@ -28,10 +28,15 @@ func (g Grant) String() string {
 // Services are the services that Grants knows.
 var Services = []string{"planner", "extractor", "loader"}
 
-// Grants returns what service needs with this configuration; group is its consumer group (the
-// extractor's or the loader's). With CreateTopics a service may also create the pipeline's topics;
-// without it, an administrator creates them (sluicectl topics).
-func (c Config) Grants(service, group string) ([]Grant, error) {
+// Groups are the consumer groups of the extractors and the loaders.
+type Groups struct {
+	Extractor, Loader string
+}
+
+// Grants returns what service needs with this configuration and these groups. With CreateTopics a
+// service may also create the pipeline's topics; without it, an administrator creates them
+// (sluicectl topics).
+func (c Config) Grants(service string, groups Groups) ([]Grant, error) {
 	const (
 		read     = kadm.OpRead
 		write    = kadm.OpWrite
@@ -47,13 +52,17 @@ func (c Config) Grants(service, group string) ([]Grant, error) {
 	var g []Grant
 	switch service {
 	case "planner":
+		// It reads the oldest lagging record of the tasks and raw topics (lag in seconds) and
+		// describes the groups whose lag it measures.
 		g = []Grant{
-			topic(c.TasksTopic, write, describe),
-			topic(c.RawTopic, describe),
+			topic(c.TasksTopic, read, write, describe),
+			topic(c.RawTopic, read, describe),
 			topic(c.DLQTopic, describe),
 			topic(c.EventsTopic, read, write, describe),
 			topic(c.JobsTopic, read, write, describe),
 			topic(c.SchemasTopic, write, describe),
+			{Resource: "group", Name: groups.Extractor, Ops: []kadm.ACLOperation{describe}},
+			{Resource: "group", Name: groups.Loader, Ops: []kadm.ACLOperation{describe}},
 		}
 	case "extractor":
 		g = []Grant{
@@ -63,7 +72,7 @@ func (c Config) Grants(service, group string) ([]Grant, error) {
 			topic(c.EventsTopic, write, describe),
 			topic(c.JobsTopic, describe),
 			topic(c.SchemasTopic, describe),
-			{Resource: "group", Name: group, Ops: []kadm.ACLOperation{read, describe}},
+			{Resource: "group", Name: groups.Extractor, Ops: []kadm.ACLOperation{read, describe}},
 		}
 	case "loader":
 		g = []Grant{
@@ -73,7 +82,7 @@ func (c Config) Grants(service, group string) ([]Grant, error) {
 			topic(c.EventsTopic, write, describe),
 			topic(c.JobsTopic, describe),
 			topic(c.SchemasTopic, read, describe),
-			{Resource: "group", Name: group, Ops: []kadm.ACLOperation{read, describe}},
+			{Resource: "group", Name: groups.Loader, Ops: []kadm.ACLOperation{read, describe}},
 		}
 	default:
 		return nil, fmt.Errorf("no service %q: want one of %s", service, strings.Join(Services, ", "))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/source"
 )
 
@@ -31,6 +32,7 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("GET /v1/jobs", p.auth.require(roleRead, http.HandlerFunc(p.list)))
 	handle("GET /v1/jobs/{id}", p.auth.require(roleRead, http.HandlerFunc(p.get)))
 	handle("GET /v1/schedules", p.auth.require(roleRead, http.HandlerFunc(p.listSchedules)))
+	handle("GET /v1/lag", p.auth.require(roleRead, http.HandlerFunc(p.lag)))
 	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.removeSchedule)))
 }
 
@@ -158,6 +160,15 @@ func refusedSource(err error) error {
 		return se
 	}
 	return nil
+}
+
+// lag serves the last measure of every watched group: per partition, records and seconds.
+func (p *Planner) lag(w http.ResponseWriter, _ *http.Request) {
+	groups := []kafka.GroupLag{}
+	if p.groups != nil {
+		groups = p.groups.Lags()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"groups": groups})
 }
 
 func (p *Planner) list(w http.ResponseWriter, _ *http.Request) {

@@ -22,6 +22,10 @@ type Config struct {
 	// SourceAllow lets sources reach these hosts, addresses and CIDR ranges although they are
 	// loopback, link-local, private or multicast ones, which are refused otherwise.
 	SourceAllow []string `env:"SOURCE_ALLOW"`
+	// ExtractorGroup and LoaderGroup are the groups whose lag the planner measures, on the tasks and
+	// the raw topic: the same variables the extractor and the loader read.
+	ExtractorGroup string `env:"EXTRACTOR_GROUP, default=sluice-extractor"`
+	LoaderGroup    string `env:"LOADER_GROUP, default=sluice-loader"`
 	// ClickHouse is where the planner checks, at submit, that an existing sink table can take the
 	// landing rows; the planner works without it, and the loaders check again.
 	ClickHouse chconn.Config `env:", prefix=CLICKHOUSE_"`
@@ -43,6 +47,8 @@ type PlannerConfig struct {
 	TokensFile string `env:"TOKENS_FILE, default=/run/secrets/sluice/planner-tokens"`
 	// MaxConcurrentSubmits bounds the submits served at once; more get 429.
 	MaxConcurrentSubmits int `env:"MAX_CONCURRENT_SUBMITS, default=4"`
+	// LagInterval is how often the planner measures the groups' lag.
+	LagInterval time.Duration `env:"LAG_INTERVAL, default=15s"`
 	// FirstPageMaxBytes bounds the body of the page a submit reads to learn a source's extent.
 	FirstPageMaxBytes int64 `env:"FIRST_PAGE_MAX_BYTES, default=8388608"`
 }
@@ -75,6 +81,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Planner.FirstPageMaxBytes < 4096 || c.Planner.FirstPageMaxBytes > 1<<30 {
 		p.Addf("PLANNER_FIRST_PAGE_MAX_BYTES", "must be between 4096 and 1073741824, got %d", c.Planner.FirstPageMaxBytes)
+	}
+	if c.Planner.LagInterval < time.Second {
+		p.Addf("PLANNER_LAG_INTERVAL", "must be at least 1s, got %s", c.Planner.LagInterval)
+	}
+	if c.ExtractorGroup == "" || c.LoaderGroup == "" {
+		p.Addf("EXTRACTOR_GROUP", "and SLUICE_LOADER_GROUP must not be empty")
 	}
 	if c.Planner.RepublishAfter < time.Second {
 		p.Addf("PLANNER_REPUBLISH_AFTER", "must be at least 1s, got %s", c.Planner.RepublishAfter)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"slices"
 	"sync"
 	"time"
@@ -618,4 +619,33 @@ func (s *intervalSet) count() uint64 {
 		n += uint64(sp[1] - sp[0] + 1)
 	}
 	return n
+}
+
+// Counts returns how many jobs are in each state.
+func (js *Jobs) Counts() map[string]int {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	out := map[string]int{stateRunning: 0, stateSucceeded: 0, stateFailed: 0}
+	for _, j := range js.jobs {
+		out[j.State]++
+	}
+	return out
+}
+
+// jobsCollector exports sluice_jobs{state}: the jobs the planner knows, by state.
+type jobsCollector struct {
+	jobs *Jobs
+	desc *prometheus.Desc
+}
+
+func newJobsCollector(js *Jobs) jobsCollector {
+	return jobsCollector{jobs: js, desc: prometheus.NewDesc("sluice_jobs", "Jobs the planner knows, by state.", []string{"state"}, nil)}
+}
+
+func (c jobsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
+	for state, n := range c.jobs.Counts() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
+	}
 }

@@ -62,6 +62,8 @@ type Planner struct {
 	auth *authorizer
 	// submits holds a slot for each submit in progress.
 	submits chan struct{}
+	// groups measures the extractors' and the loaders' lag.
+	groups *kafka.GroupMonitor
 }
 
 type topics struct{ tasks, events, jobs, schemas string }

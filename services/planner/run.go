@@ -102,10 +102,17 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		submits: make(chan struct{}, cfg.Planner.MaxConcurrentSubmits),
 	}
 	p.names.count(rt.Registry)
+	rt.Registry.MustRegister(newJobsCollector(p.jobs))
+	p.groups = kafka.NewGroupMonitor([]kafka.Watched{
+		{Group: cfg.ExtractorGroup, Topic: cfg.Kafka.TasksTopic},
+		{Group: cfg.LoaderGroup, Topic: cfg.Kafka.RawTopic},
+	}, cfg.Planner.LagInterval)
+	rt.Registry.MustRegister(p.groups)
 	p.checkTable = tableChecker(cfg.ClickHouse, rt.Log)
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
 	p.routes(srv.Handle)
-	return rt.Run(ctx, srv, p.Follow, p.Maintain)
+	return rt.Run(ctx, srv, p.Follow, p.Maintain,
+		func(ctx context.Context) error { return p.groups.Run(ctx, rt.Kafka, rt.Log) })
 }
 
 // tableChecker returns the planner's check of an existing sink table. It connects on first use and

@@ -26,6 +26,8 @@ commands:
                                          show progress and exit 0 only when the job succeeds
   status JOB [-o table|json]             show a job's progress
   jobs [-o table|json]                   list the jobs, newest first
+  lag [-o table|json]                    the extractor and loader groups' lag per partition, in records
+                                         and seconds, with their state, members and drain estimate
   dlq list [--job J] [--stage S] [--class C] [--limit N] [-o table|json]
                                          show the dead letters
   topics [--check] [-o table|json]       create the pipeline's missing topics, or only check them
@@ -59,6 +61,8 @@ func run(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, 
 		code, err = status(ctx, args[1:], lookup, stdout, stderr)
 	case "jobs":
 		code, err = jobs(ctx, args[1:], lookup, stdout, stderr)
+	case "lag":
+		code, err = lag(ctx, args[1:], lookup, stdout, stderr)
 	case "dlq":
 		code, err = deadLetters(ctx, args[1:], lookup, stdout, stderr)
 	case "infer":
