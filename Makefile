@@ -15,6 +15,9 @@ MODULES := $(shell go list -m 2>/dev/null)
 PKGS    := $(addsuffix /...,$(MODULES))
 SERVICES := planner extractor loader sluicectl demosource
 
+# staticcheck, a Go tool fetched and cached by go run at this version.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 # Generated code is pinned: protoc-gen-go by the tool line in proto/go.mod, protoc to Debian's release.
 PROTOC_VERSION := 3.21.12
 PROTOS := $(wildcard proto/sluice/v1/*.proto)
@@ -76,10 +79,11 @@ test-unit: ## the tests that need no stack (integration tests skip)
 	@go test -count=1 $(PKGS)
 
 .PHONY: lint
-lint: ## gofmt and go vet over every module
+lint: ## gofmt, go vet and staticcheck over every module
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@go vet $(PKGS)
+	@go run $(STATICCHECK) $(PKGS)
 
 .PHONY: proto
 proto: ## regenerate the Go code of proto/sluice/v1

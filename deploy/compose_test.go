@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +16,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicedata/sluice/pkg/jobspec"
 )
 
 // repoRoot is the repository root as an absolute path: the compose file's directory and build context.
@@ -35,6 +39,8 @@ func loadCompose(t testing.TB) *types.Project {
 		[]string{filepath.Join(root, "docker-compose.yml")},
 		cli.WithName("sluice-test"),
 		cli.WithWorkingDirectory(root),
+		// sluicectl is a tool of the stack (profile tools), which `up` does not start.
+		cli.WithProfiles([]string{"tools"}),
 	)
 	if err != nil {
 		t.Fatalf("compose options: %v", err)
@@ -102,18 +108,9 @@ func bindSource(s types.ServiceConfig, target string) string {
 	return ""
 }
 
-// onlyPort returns the container port of a service that publishes exactly one.
-func onlyPort(t testing.TB, s types.ServiceConfig) uint32 {
-	t.Helper()
-	if len(s.Ports) != 1 {
-		t.Fatalf("service %s publishes %d ports, want 1", s.Name, len(s.Ports))
-	}
-	return s.Ports[0].Target
-}
-
 func TestComposeServices(t *testing.T) {
 	p := loadCompose(t)
-	want := []string{"clickhouse", "extractor", "grafana", "kafka", "loader", "planner", "prometheus", "secrets", "topics"}
+	want := []string{"clickhouse", "demosource", "extractor", "grafana", "kafka", "loader", "planner", "prometheus", "secrets", "sluicectl", "topics"}
 	got := slices.Sorted(maps.Keys(p.Services))
 	if !slices.Equal(got, want) {
 		t.Errorf("services = %v, want %v", got, want)
@@ -135,8 +132,11 @@ func TestComposePorts(t *testing.T) {
 		{"clickhouse", []string{"127.0.0.1:8123->8123/tcp", "127.0.0.1:9000->9000/tcp"}},
 		{"topics", []string{}},
 		{"planner", []string{"127.0.0.1:8080->8080/tcp"}},
-		{"extractor", []string{"127.0.0.1:8082->8082/tcp"}},
-		{"loader", []string{"127.0.0.1:8083->8083/tcp"}},
+		// Scalable: no fixed host port, so --scale works.
+		{"extractor", []string{}},
+		{"loader", []string{}},
+		{"demosource", []string{"127.0.0.1:8081->8081/tcp"}},
+		{"sluicectl", []string{}},
 		{"prometheus", []string{"127.0.0.1:9090->9090/tcp"}},
 		{"grafana", []string{"127.0.0.1:3000->3000/tcp"}},
 	}
@@ -161,6 +161,8 @@ func TestComposeBuilds(t *testing.T) {
 		{"extractor", "services/extractor/Dockerfile"},
 		{"loader", "services/loader/Dockerfile"},
 		{"topics", "services/sluicectl/Dockerfile"},
+		{"sluicectl", "services/sluicectl/Dockerfile"},
+		{"demosource", "services/demosource/Dockerfile"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.service, func(t *testing.T) {
@@ -242,6 +244,8 @@ func TestComposeDependsOn(t *testing.T) {
 			"secrets": types.ServiceConditionCompletedSuccessfully,
 		}},
 		{"secrets", map[string]string{}},
+		{"demosource", map[string]string{}},
+		{"sluicectl", map[string]string{"planner": types.ServiceConditionStarted, "demosource": types.ServiceConditionStarted}},
 		{"extractor", pipeline},
 		{"loader", map[string]string{
 			"kafka":      types.ServiceConditionHealthy,
@@ -288,6 +292,7 @@ func TestComposeRestart(t *testing.T) {
 	}{
 		{"topics", types.RestartPolicyNo},
 		{"secrets", types.RestartPolicyNo},
+		{"sluicectl", types.RestartPolicyNo},
 		{"planner", types.RestartPolicyUnlessStopped},
 		{"extractor", types.RestartPolicyUnlessStopped},
 		{"loader", types.RestartPolicyUnlessStopped},
@@ -356,12 +361,18 @@ type prometheusConfig struct {
 	Global struct {
 		ScrapeInterval string `yaml:"scrape_interval"`
 	} `yaml:"global"`
+	RuleFiles     []string `yaml:"rule_files"`
 	ScrapeConfigs []struct {
 		JobName        string `yaml:"job_name"`
 		ScrapeInterval string `yaml:"scrape_interval"`
 		StaticConfigs  []struct {
 			Targets []string `yaml:"targets"`
 		} `yaml:"static_configs"`
+		DNSSDConfigs []struct {
+			Names []string `yaml:"names"`
+			Type  string   `yaml:"type"`
+			Port  int      `yaml:"port"`
+		} `yaml:"dns_sd_configs"`
 	} `yaml:"scrape_configs"`
 }
 
@@ -384,27 +395,83 @@ func TestPrometheusTargets(t *testing.T) {
 		for _, st := range sc.StaticConfigs {
 			targets[sc.JobName] = append(targets[sc.JobName], st.Targets...)
 		}
+		// A DNS name answers every replica of a scaled service.
+		for _, dns := range sc.DNSSDConfigs {
+			if dns.Type != "A" {
+				t.Errorf("%s: dns_sd type %q, want A", sc.JobName, dns.Type)
+			}
+			for _, n := range dns.Names {
+				targets[sc.JobName] = append(targets[sc.JobName], fmt.Sprintf("dns:%s:%d", n, dns.Port))
+			}
+		}
 	}
 	if got, want := slices.Sorted(maps.Keys(targets)), []string{"extractor", "loader", "planner"}; !slices.Equal(got, want) {
 		t.Errorf("jobs = %v, want %v", got, want)
 	}
+	if !slices.Equal(cfg.RuleFiles, []string{"/etc/prometheus/alerts.yml"}) {
+		t.Errorf("rule_files = %v, want the alert rules", cfg.RuleFiles)
+	}
 
 	p := loadCompose(t)
-	for _, name := range []string{"planner", "extractor", "loader"} {
-		t.Run(name, func(t *testing.T) {
-			s := service(t, p, name)
-			want := []string{fmt.Sprintf("%s:%d", name, onlyPort(t, s))}
-			if got := targets[name]; !slices.Equal(got, want) {
-				t.Errorf("targets = %v, want %v (the compose service and its published port)", got, want)
+	for _, c := range []struct{ name, want string }{{"planner", "planner:%s"}, {"extractor", "dns:extractor:%s"}, {"loader", "dns:loader:%s"}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := service(t, p, c.name)
+			_, port, err := net.SplitHostPort(env(s, "SLUICE_HTTP_ADDR"))
+			if err != nil {
+				t.Fatalf("SLUICE_HTTP_ADDR: %v", err)
+			}
+			want := []string{fmt.Sprintf(c.want, port)}
+			if got := targets[c.name]; !slices.Equal(got, want) {
+				t.Errorf("targets = %v, want %v (where the service listens: SLUICE_HTTP_ADDR)", got, want)
 			}
 			// A job may only keep the 5s global interval.
-			if got := intervals[name]; got != "" {
+			if got := intervals[c.name]; got != "" {
 				t.Errorf("scrape_interval = %q, want the global 5s", got)
 			}
-			if got, want := env(s, "SLUICE_HTTP_ADDR"), fmt.Sprintf(":%d", onlyPort(t, s)); got != want {
-				t.Errorf("SLUICE_HTTP_ADDR = %q, want %q: the service must listen where it is scraped", got, want)
-			}
 		})
+	}
+}
+
+// TestComposeFirstJob: `docker compose run --rm sluicectl submit /examples/demo.yaml --wait` runs a
+// first job: sluicectl is a tool of the stack with the planner's token and the examples mounted; the
+// example is a valid spec whose source is the compose demo source, which the planner and the
+// extractor allow.
+func TestComposeFirstJob(t *testing.T) {
+	p := loadCompose(t)
+	ctl := service(t, p, "sluicectl")
+	if !slices.Equal(ctl.Profiles, []string{"tools"}) {
+		t.Errorf("sluicectl profiles %v: `up` must not start it", ctl.Profiles)
+	}
+	if env(ctl, "SLUICE_PLANNER_URL") != "http://planner:8080" || env(ctl, "SLUICE_PLANNER_TOKEN_FILE") != "/run/secrets/sluice/admin-token" {
+		t.Errorf("sluicectl reaches the planner at %q with the token file %q", env(ctl, "SLUICE_PLANNER_URL"), env(ctl, "SLUICE_PLANNER_TOKEN_FILE"))
+	}
+	if got := bindSource(ctl, "/examples"); got != filepath.Join(repoRoot(t), "deploy", "compose", "examples") {
+		t.Errorf("/examples is bound to %q", got)
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "compose", "examples", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := jobspec.Parse(b)
+	if err != nil {
+		t.Fatalf("the example spec: %v", err)
+	}
+	u, err := url.Parse(spec.Source.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo := service(t, p, "demosource")
+	if _, port, _ := net.SplitHostPort(env(demo, "SLUICE_HTTP_ADDR")); u.Hostname() != "demosource" || u.Port() != port {
+		t.Errorf("the example reads %s, not the demo source at demosource:%s", u.Host, port)
+	}
+	for _, svc := range []string{"planner", "extractor"} {
+		if !slices.Contains(strings.Split(env(service(t, p, svc), "SLUICE_SOURCE_ALLOW"), ","), "demosource") {
+			t.Errorf("%s does not allow the demo source (SLUICE_SOURCE_ALLOW)", svc)
+		}
+	}
+	readme, _ := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if !strings.Contains(string(readme), "docker compose run --rm sluicectl submit /examples/demo.yaml --wait") {
+		t.Error("the README does not show the first job")
 	}
 }
 

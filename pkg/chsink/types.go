@@ -99,7 +99,7 @@ func parseType(s string) (*Type, error) {
 			return nil, err
 		}
 		if e.Nullable && name == "Nullable" || e.Kind == KindArray && name == "Nullable" {
-			return nil, errors.New("Nullable takes a type that is not Nullable or an Array")
+			return nil, errors.New("the type inside Nullable must be neither Nullable nor an Array")
 		}
 		e.Name = s
 		if name == "Nullable" {

@@ -102,7 +102,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	outputs := map[string]string{
 		"%v":     fmt.Sprintf("%v", s),
-		"%s":     fmt.Sprintf("%s", s),
+		"%s":     fmt.Sprintf("%s", s), //lint:ignore S1025 the test is of what %s prints
 		"%#v":    fmt.Sprintf("%#v", s),
 		"%+v":    fmt.Sprintf("%+v", struct{ P config.Secret }{s}),
 		"error":  fmt.Errorf("connect with %v", s).Error(),

@@ -127,17 +127,3 @@ func (t *offsetTracker) drop(partitions map[string][]int32) {
 		}
 	}
 }
-
-// anyInFlight reports whether a task of the partitions is still running.
-func (t *offsetTracker) anyInFlight(partitions map[string][]int32) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for topic, ps := range partitions {
-		for _, p := range ps {
-			if s := t.parts[tp{topic, p}]; s != nil && len(s.inFlight) > 0 {
-				return true
-			}
-		}
-	}
-	return false
-}

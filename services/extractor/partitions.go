@@ -61,12 +61,13 @@ func (x *Extractor) revoked(ctx context.Context, cl *kgo.Client, partitions map[
 	x.lag.Revoked(ctx, cl, partitions)
 	waitCtx, cancel := context.WithTimeout(context.Background(), x.cfg.DrainTimeout)
 	defer cancel()
+wait:
 	for _, o := range x.release(partitions) {
 		select {
 		case <-o.done():
 		case <-waitCtx.Done():
 			x.log.Warn("tasks of revoked partitions still running after the drain timeout; their partitions go without them")
-			break
+			break wait
 		}
 	}
 	x.commit(ctx)

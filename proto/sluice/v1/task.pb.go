@@ -203,7 +203,6 @@ type Task struct {
 	//	*Task_Offsets
 	//	*Task_Pages
 	//	*Task_Keys
-	//	*Task_Window
 	//	*Task_Crawl
 	Slice isTask_Slice `protobuf_oneof:"slice"`
 	// The ClickHouse table the records land in.
@@ -319,15 +318,6 @@ func (x *Task) GetKeys() *KeyRange {
 	return nil
 }
 
-func (x *Task) GetWindow() *TimeWindow {
-	if x != nil {
-		if x, ok := x.Slice.(*Task_Window); ok {
-			return x.Window
-		}
-	}
-	return nil
-}
-
 func (x *Task) GetCrawl() *Crawl {
 	if x != nil {
 		if x, ok := x.Slice.(*Task_Crawl); ok {
@@ -388,10 +378,6 @@ type Task_Keys struct {
 	Keys *KeyRange `protobuf:"bytes,8,opt,name=keys,proto3,oneof"`
 }
 
-type Task_Window struct {
-	Window *TimeWindow `protobuf:"bytes,9,opt,name=window,proto3,oneof"`
-}
-
 type Task_Crawl struct {
 	Crawl *Crawl `protobuf:"bytes,12,opt,name=crawl,proto3,oneof"`
 }
@@ -401,8 +387,6 @@ func (*Task_Offsets) isTask_Slice() {}
 func (*Task_Pages) isTask_Slice() {}
 
 func (*Task_Keys) isTask_Slice() {}
-
-func (*Task_Window) isTask_Slice() {}
 
 func (*Task_Crawl) isTask_Slice() {}
 
@@ -1446,64 +1430,11 @@ func (x *KeyRange) GetEnd() string {
 	return ""
 }
 
-// TimeWindow is the records updated in [start, end).
-type TimeWindow struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
-	End           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TimeWindow) Reset() {
-	*x = TimeWindow{}
-	mi := &file_sluice_v1_task_proto_msgTypes[12]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TimeWindow) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TimeWindow) ProtoMessage() {}
-
-func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_task_proto_msgTypes[12]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
-func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_task_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *TimeWindow) GetStart() *timestamppb.Timestamp {
-	if x != nil {
-		return x.Start
-	}
-	return nil
-}
-
-func (x *TimeWindow) GetEnd() *timestamppb.Timestamp {
-	if x != nil {
-		return x.End
-	}
-	return nil
-}
-
 var File_sluice_v1_task_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x04\n" +
+	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x04\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
@@ -1512,8 +1443,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\x06source\x18\x05 \x01(\v2\x11.sluice.v1.SourceR\x06source\x122\n" +
 	"\aoffsets\x18\x06 \x01(\v2\x16.sluice.v1.OffsetRangeH\x00R\aoffsets\x12,\n" +
 	"\x05pages\x18\a \x01(\v2\x14.sluice.v1.PageRangeH\x00R\x05pages\x12)\n" +
-	"\x04keys\x18\b \x01(\v2\x13.sluice.v1.KeyRangeH\x00R\x04keys\x12/\n" +
-	"\x06window\x18\t \x01(\v2\x15.sluice.v1.TimeWindowH\x00R\x06window\x12(\n" +
+	"\x04keys\x18\b \x01(\v2\x13.sluice.v1.KeyRangeH\x00R\x04keys\x12(\n" +
 	"\x05crawl\x18\f \x01(\v2\x10.sluice.v1.CrawlH\x00R\x05crawl\x12\x14\n" +
 	"\x05table\x18\n" +
 	" \x01(\tR\x05table\x129\n" +
@@ -1526,7 +1456,8 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
-	"\x05slice\"\xb0\x01\n" +
+	"\x05sliceJ\x04\b\t\x10\n" +
+	"R\x06window\"\xb0\x01\n" +
 	"\x06Source\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x15.sluice.v1.HttpSourceH\x00R\x04http\x127\n" +
 	"\bpostgres\x18\x02 \x01(\v2\x19.sluice.v1.PostgresSourceH\x00R\bpostgres\x128\n" +
@@ -1647,11 +1578,7 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\tunbounded\x18\x03 \x01(\bR\tunbounded\"2\n" +
 	"\bKeyRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\tR\x03end\"l\n" +
-	"\n" +
-	"TimeWindow\x120\n" +
-	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
-	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03endB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\x03end\x18\x02 \x01(\tR\x03endB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_task_proto_rawDescOnce sync.Once
@@ -1666,7 +1593,7 @@ func file_sluice_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_sluice_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_v1_task_proto_goTypes = []any{
 	(Auth_Type)(0),                // 0: sluice.v1.Auth.Type
 	(Slices_Type)(0),              // 1: sluice.v1.Slices.Type
@@ -1683,40 +1610,36 @@ var file_sluice_v1_task_proto_goTypes = []any{
 	(*OffsetRange)(nil),           // 12: sluice.v1.OffsetRange
 	(*PageRange)(nil),             // 13: sluice.v1.PageRange
 	(*KeyRange)(nil),              // 14: sluice.v1.KeyRange
-	(*TimeWindow)(nil),            // 15: sluice.v1.TimeWindow
-	nil,                           // 16: sluice.v1.Task.QueryEntry
-	nil,                           // 17: sluice.v1.HttpSource.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	nil,                           // 15: sluice.v1.Task.QueryEntry
+	nil,                           // 16: sluice.v1.HttpSource.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_sluice_v1_task_proto_depIdxs = []int32{
 	4,  // 0: sluice.v1.Task.source:type_name -> sluice.v1.Source
 	12, // 1: sluice.v1.Task.offsets:type_name -> sluice.v1.OffsetRange
 	13, // 2: sluice.v1.Task.pages:type_name -> sluice.v1.PageRange
 	14, // 3: sluice.v1.Task.keys:type_name -> sluice.v1.KeyRange
-	15, // 4: sluice.v1.Task.window:type_name -> sluice.v1.TimeWindow
-	11, // 5: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
-	18, // 6: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
-	16, // 7: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
-	7,  // 8: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
-	6,  // 9: sluice.v1.Source.postgres:type_name -> sluice.v1.PostgresSource
-	5,  // 10: sluice.v1.Source.incremental:type_name -> sluice.v1.Incremental
-	19, // 11: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
-	10, // 12: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	17, // 13: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	19, // 14: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	9,  // 15: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
-	8,  // 16: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
-	0,  // 17: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
-	1,  // 18: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
-	2,  // 19: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	18, // 20: sluice.v1.TimeWindow.start:type_name -> google.protobuf.Timestamp
-	18, // 21: sluice.v1.TimeWindow.end:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	11, // 4: sluice.v1.Task.crawl:type_name -> sluice.v1.Crawl
+	17, // 5: sluice.v1.Task.planned_at:type_name -> google.protobuf.Timestamp
+	15, // 6: sluice.v1.Task.query:type_name -> sluice.v1.Task.QueryEntry
+	7,  // 7: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
+	6,  // 8: sluice.v1.Source.postgres:type_name -> sluice.v1.PostgresSource
+	5,  // 9: sluice.v1.Source.incremental:type_name -> sluice.v1.Incremental
+	18, // 10: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
+	10, // 11: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	16, // 12: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	18, // 13: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	9,  // 14: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
+	8,  // 15: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
+	0,  // 16: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
+	1,  // 17: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
+	2,  // 18: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
@@ -1728,7 +1651,6 @@ func file_sluice_v1_task_proto_init() {
 		(*Task_Offsets)(nil),
 		(*Task_Pages)(nil),
 		(*Task_Keys)(nil),
-		(*Task_Window)(nil),
 		(*Task_Crawl)(nil),
 	}
 	file_sluice_v1_task_proto_msgTypes[1].OneofWrappers = []any{
@@ -1741,7 +1663,7 @@ func file_sluice_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_task_proto_rawDesc), len(file_sluice_v1_task_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
