@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -118,13 +119,20 @@ func TestPipelineDeadLettersFailingTask(t *testing.T) {
 	}
 	code, out := p.sluicectl(t, planner, "dlq", "list", "--job", j.ID, "-o", "json")
 	var listed []struct {
-		Stage string `json:"stage"`
-		Class string `json:"error_class"`
-		Task  string `json:"task_id"`
+		Stage     string `json:"stage"`
+		Class     string `json:"error_class"`
+		Task      string `json:"task_id"`
+		Partition int32  `json:"partition"`
+		Offset    int64  `json:"offset"`
 	}
 	if err := json.Unmarshal([]byte(out), &listed); err != nil || code != 0 || len(listed) != 1 ||
 		listed[0].Stage != "extract" || listed[0].Class != "http_5xx" {
 		t.Fatalf("sluicectl dlq list exited %d: %s (%v)", code, out, err)
+	}
+	// dlq show prints the letter in full: the head of the source's answer is the demo source's 500.
+	code, out = p.sluicectl(t, planner, "dlq", "show", fmt.Sprintf("%d/%d", listed[0].Partition, listed[0].Offset), "-o", "yaml")
+	if code != 0 || !strings.Contains(out, "task_id: "+listed[0].Task) || !strings.Contains(out, "response_head:") || !strings.Contains(out, "http_status: 500") {
+		t.Fatalf("sluicectl dlq show exited %d:\n%s", code, out)
 	}
 
 	letters := p.deadLetters(t)

@@ -2,21 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-	"flag"
 	"fmt"
-	"io"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
-	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/logging"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // letterRow is one dead letter as `sluicectl dlq list` shows it.
@@ -39,35 +39,56 @@ type letterRow struct {
 	FailedAt          time.Time `json:"failed_at"`
 }
 
-// deadLetters reads the dead-letter topic from its start to its current end.
-func deadLetters(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, "usage: sluicectl dlq list [--job J] [--stage extract|load] [--class C] [--limit N] [-o table|json]")
-		return exitUsage, errUsage
+// dlqListCmd reads the dead-letter topic from its start to its current end.
+func (c *cli) dlqListCmd() *cobra.Command {
+	var jobID, stage, class string
+	var limit int
+	cmd := &cobra.Command{Use: "list", Short: "the dead letters, from the start of the topic to its current end", Args: cobra.NoArgs}
+	out := outputFlag(cmd)
+	cmd.Flags().StringVar(&jobID, "job", "", "only this job's dead letters")
+	cmd.Flags().StringVar(&stage, "stage", "", "only this stage: extract or load")
+	cmd.Flags().StringVar(&class, "class", "", "only this error class")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many (0: all)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if stage != "" && stage != "extract" && stage != "load" {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--stage %q: want extract or load", stage)}
+		}
+		rows, err := c.readLetters(cmd.Context(), func(r letterRow, _ *sluicev1.DeadLetter) bool {
+			return (jobID == "" || r.JobID == jobID) && (stage == "" || r.Stage == stage) && (class == "" || r.Class == class)
+		}, limit)
+		if err != nil {
+			return failed(err)
+		}
+		if *out != "table" {
+			return encode(c.stdout, *out, rows)
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "OFFSET\tSTAGE\tCLASS\tJOB\tTASK\tORIGIN\tATTEMPTS\tSIZE\tMESSAGE")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%d/%d\t%s\t%s\t%s\t%s\t%s/%d@%d\t%d\t%d\t%s\n", r.Partition, r.Offset, r.Stage, r.Class,
+				r.JobID, r.TaskID, r.OriginalTopic, r.OriginalPartition, r.OriginalOffset, r.Attempts, r.PayloadSize, r.Message)
+		}
+		return tw.Flush()
 	}
-	fs := flag.NewFlagSet("dlq list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	jobID := fs.String("job", "", "only this job's dead letters")
-	stage := fs.String("stage", "", "only this stage: extract or load")
-	class := fs.String("class", "", "only this error class")
-	limit := fs.Int("limit", 0, "at most this many (0: all)")
-	output := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
-		return exitUsage, errUsage
-	}
+	return cmd
+}
 
+// readLetters reads the dead-letter topic to its current end and returns the letters keep takes, at
+// most limit (0: all).
+func (c *cli) readLetters(ctx context.Context, keep func(letterRow, *sluicev1.DeadLetter) bool, limit int) ([]letterRow, error) {
+	stderr := c.stderr
 	var cfg Config
-	if err := config.Load(ctx, lookup, &cfg); err != nil {
-		return exitFailed, err
+	if err := config.Load(ctx, c.lookup, &cfg); err != nil {
+		return nil, err
 	}
 	log, err := logging.New(stderr, cfg.Log, "sluicectl")
 	if err != nil {
-		return exitFailed, err
+		return nil, err
 	}
 	cl, err := kafka.NewClient(cfg.Kafka, "sluicectl", log, nil,
 		kgo.ConsumeTopics(cfg.Kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		return exitFailed, err
+		return nil, err
 	}
 	defer cl.Close()
 	var rows []letterRow
@@ -82,24 +103,92 @@ func deadLetters(ctx context.Context, args []string, lookup envconfig.Lookuper, 
 			OriginalTopic: dl.OriginalTopic, OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset,
 			PayloadSize: dl.PayloadSize, PayloadSHA256: hex.EncodeToString(dl.PayloadSha256), Truncated: dl.Truncated,
 			HTTPStatus: dl.HttpStatus, FailedAt: dl.FailedAt.AsTime()}
-		if (*jobID == "" || row.JobID == *jobID) && (*stage == "" || row.Stage == *stage) && (*class == "" || row.Class == *class) {
+		if keep(row, dl) {
 			rows = append(rows, row)
 		}
-		return *limit == 0 || len(rows) < *limit
+		return limit == 0 || len(rows) < limit
 	})
-	if err != nil {
-		return exitFailed, err
+	return rows, err
+}
+
+// letter is one dead letter in full, as `sluicectl dlq show` prints it.
+type letter struct {
+	letterRow
+	OriginalKey  string `json:"original_key"`
+	Payload      string `json:"payload"`
+	ResponseHead string `json:"response_head,omitempty"`
+	// Encoding says how Payload and ResponseHead are written: text when they are UTF-8, else base64.
+	Encoding string `json:"encoding"`
+}
+
+// dlqShowCmd prints one dead letter with its payload and the head of the source's answer.
+func (c *cli) dlqShowCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show PARTITION/OFFSET",
+		Short: "one dead letter in full: its payload and the head of the source's answer (dlq list gives PARTITION/OFFSET)",
+		Args:  cobra.ExactArgs(1),
 	}
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return exitOK, enc.Encode(rows)
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var partition int32
+		var offset int64
+		if n, err := fmt.Sscanf(args[0], "%d/%d", &partition, &offset); n != 2 || err != nil || partition < 0 || offset < 0 {
+			return &exitError{code: exitUsage, err: fmt.Errorf("%q is not PARTITION/OFFSET, such as 0/42", args[0])}
+		}
+		var found *letter
+		_, err := c.readLetters(cmd.Context(), func(r letterRow, dl *sluicev1.DeadLetter) bool {
+			if r.Partition == partition && r.Offset == offset {
+				found = fullLetter(r, dl)
+			}
+			return false
+		}, 0)
+		if err != nil {
+			return failed(err)
+		}
+		if found == nil {
+			return failed(fmt.Errorf("no dead letter at %s", args[0]))
+		}
+		if *out != "table" {
+			return encode(c.stdout, *out, found)
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		for _, kv := range [][2]string{
+			{"offset", args[0]}, {"stage", found.Stage}, {"class", found.Class}, {"message", found.Message},
+			{"job", found.JobID}, {"task", found.TaskID}, {"attempts", fmt.Sprint(found.Attempts)},
+			{"origin", fmt.Sprintf("%s/%d@%d", found.OriginalTopic, found.OriginalPartition, found.OriginalOffset)},
+			{"key", found.OriginalKey}, {"failed at", found.FailedAt.Format(time.RFC3339Nano)},
+			{"payload", fmt.Sprintf("%d bytes, sha256 %s, truncated %v, %s", found.PayloadSize, found.PayloadSHA256, found.Truncated, found.Encoding)},
+		} {
+			fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+		}
+		if found.HTTPStatus != 0 {
+			fmt.Fprintf(tw, "http status\t%d\n", found.HTTPStatus)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "\n--- payload ---\n%s\n", found.Payload)
+		if found.ResponseHead != "" {
+			fmt.Fprintf(c.stdout, "--- response head ---\n%s\n", found.ResponseHead)
+		}
+		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "OFFSET\tSTAGE\tCLASS\tJOB\tTASK\tORIGIN\tATTEMPTS\tSIZE\tMESSAGE")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%d/%d\t%s\t%s\t%s\t%s\t%s/%d@%d\t%d\t%d\t%s\n", r.Partition, r.Offset, r.Stage, r.Class,
-			r.JobID, r.TaskID, r.OriginalTopic, r.OriginalPartition, r.OriginalOffset, r.Attempts, r.PayloadSize, r.Message)
+	return cmd
+}
+
+func fullLetter(r letterRow, dl *sluicev1.DeadLetter) *letter {
+	l := &letter{letterRow: r, Encoding: "text"}
+	text := func(b []byte) string {
+		if utf8.Valid(b) {
+			return string(b)
+		}
+		l.Encoding = "base64"
+		return base64.StdEncoding.EncodeToString(b)
 	}
-	return exitOK, tw.Flush()
+	payload, head, key := text(dl.Payload), text(dl.ResponseHead), text(dl.OriginalKey)
+	if l.Encoding == "base64" { // all three in one encoding
+		payload, head, key = base64.StdEncoding.EncodeToString(dl.Payload), base64.StdEncoding.EncodeToString(dl.ResponseHead), base64.StdEncoding.EncodeToString(dl.OriginalKey)
+	}
+	l.Payload, l.ResponseHead, l.OriginalKey = payload, head, key
+	return l
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicedata/sluice/pkg/chconn"
@@ -24,23 +24,38 @@ import (
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
-// infer reads the first pages of a job's source and prints the typed table its records call for:
+// inferCmd reads the first pages of a job's source and prints the typed table its records call for:
 // the CREATE TABLE that create: true would run, and the sink columns to put in the spec.
-func infer(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("infer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	pages := fs.Int("pages", 3, "how many pages of the first slice to sample")
-	version := fs.String("clickhouse-version", "18.16", "the server version the types are for: Bool from 21.12, DateTime64 from 20.1")
-	database := fs.String("database", "sluice", "the database in the CREATE TABLE")
-	if err := fs.Parse(reorder(args)); err != nil || fs.NArg() != 1 || *pages < 1 {
-		fmt.Fprintln(stderr, "usage: sluicectl infer FILE [--pages N] [--clickhouse-version V] [--database D]")
-		return exitUsage, errUsage
+func (c *cli) inferCmd() *cobra.Command {
+	var pages int
+	var version, database string
+	cmd := &cobra.Command{
+		Use:   "infer FILE",
+		Short: "sample the first pages of a job's source and print the typed table they call for: its CREATE TABLE and the sink columns",
+		Args:  cobra.ExactArgs(1),
 	}
-	v, err := chconn.ParseVersion(*version)
+	cmd.Flags().IntVar(&pages, "pages", 3, "how many pages of the first slice to sample")
+	cmd.Flags().StringVar(&version, "clickhouse-version", "18.16", "the server version the types are for: Bool from 21.12, DateTime64 from 20.1")
+	cmd.Flags().StringVar(&database, "database", "sluice", "the database in the CREATE TABLE")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if pages < 1 {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--pages %d: want 1 or more", pages)}
+		}
+		code, err := infer(cmd.Context(), args[0], pages, version, database, c.lookup, c.stdout, c.stderr)
+		if err != nil {
+			return &exitError{code: code, err: err}
+		}
+		return nil
+	}
+	return cmd
+}
+
+func infer(ctx context.Context, file string, pages int, version, database string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
+	v, err := chconn.ParseVersion(version)
 	if err != nil {
 		return exitUsage, fmt.Errorf("--clickhouse-version: %w", err)
 	}
-	doc, err := os.ReadFile(fs.Arg(0))
+	doc, err := os.ReadFile(file)
 	if err != nil {
 		return exitFailed, err
 	}
@@ -48,12 +63,12 @@ func infer(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout
 	if err != nil {
 		return exitFailed, err
 	}
-	sample, err := sampleSource(ctx, spec, *pages, lookup, stderr)
+	sample, err := sampleSource(ctx, spec, pages, lookup, stderr)
 	if err != nil {
 		return exitFailed, err
 	}
 	if sample.Records == 0 {
-		return exitFailed, fmt.Errorf("the first %d pages of %s hold no records", *pages, spec.Name)
+		return exitFailed, fmt.Errorf("the first %d pages of %s hold no records", pages, spec.Name)
 	}
 	for name := range sample.Skipped {
 		fmt.Fprintf(stderr, "field %q: not a column name; left out\n", name)
@@ -70,7 +85,7 @@ func infer(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout
 		return exitFailed, err
 	}
 	fmt.Fprintf(stdout, "-- %d records sampled from the first pages of %s\n%s;\n\n", sample.Records, spec.Name,
-		schema.CreateSQL(*database, spec.Sink.Table))
+		schema.CreateSQL(database, spec.Sink.Table))
 	var cols []jobspec.SinkColumn
 	for _, c := range p.Columns {
 		if !strings.HasPrefix(c.From, "$") {

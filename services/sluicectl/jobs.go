@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
 
 	"github.com/sluicedata/sluice/pkg/config"
 )
@@ -123,49 +123,54 @@ func (c *plannerClient) send(ctx context.Context, method, path string, body []by
 	}
 }
 
-// submit sends a job spec to the planner; with --wait it shows progress until the job ends and
+// submitCmd sends a job spec to the planner; with --wait it shows progress until the job ends and
 // exits 0 only when it succeeded.
-func submit(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	wait := fs.Bool("wait", false, "show progress until the job ends; exit 0 only when it succeeded")
-	output := fs.String("o", "table", "output format: table or json")
-	key := fs.String("idempotency-key", "", "a key of the submission: submitting again with it returns the same job instead of starting another")
-	if err := fs.Parse(reorder(args)); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: sluicectl submit FILE [--wait] [--idempotency-key KEY] [-o table|json]")
-		return exitUsage, errUsage
+func (c *cli) submitCmd() *cobra.Command {
+	var wait bool
+	var key string
+	cmd := &cobra.Command{
+		Use:   "submit FILE",
+		Short: "submit a job spec (YAML or JSON); with --wait, show progress and exit 0 only when the job succeeds",
+		Args:  cobra.ExactArgs(1),
 	}
-	spec, err := os.ReadFile(fs.Arg(0))
-	if err != nil {
-		return exitFailed, err
+	out := outputFlag(cmd)
+	cmd.Flags().BoolVar(&wait, "wait", false, "show progress until the job ends; exit 0 only when it succeeded")
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "a key of the submission: submitting again with it returns the same job instead of starting another")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		spec, err := os.ReadFile(args[0])
+		if err != nil {
+			return failed(err)
+		}
+		pc, err := newPlannerClient(ctx, c.lookup)
+		if err != nil {
+			return failed(err)
+		}
+		var j job
+		var headers []string
+		if key != "" {
+			headers = []string{"Idempotency-Key", key}
+		}
+		if err := pc.do(ctx, http.MethodPost, "/v1/jobs", spec, &j, headers...); err != nil {
+			return failed(fmt.Errorf("submit %s: %w", args[0], err))
+		}
+		if !wait {
+			return printJobs(c.stdout, *out, []job{j})
+		}
+		fmt.Fprintf(c.stderr, "job %s: %d tasks, %s records expected\n", j.ID, j.Tasks.Planned, expected(j))
+		final, err := follow(ctx, pc, j.ID, c.stderr)
+		if err != nil {
+			return failed(err)
+		}
+		if err := printJobs(c.stdout, *out, []job{final}); err != nil {
+			return failed(err)
+		}
+		if final.State != "succeeded" {
+			return failed(fmt.Errorf("job %s %s: %s", final.ID, final.State, final.Reason))
+		}
+		return nil
 	}
-	c, err := newPlannerClient(ctx, lookup)
-	if err != nil {
-		return exitFailed, err
-	}
-	var j job
-	var headers []string
-	if *key != "" {
-		headers = []string{"Idempotency-Key", *key}
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/jobs", spec, &j, headers...); err != nil {
-		return exitFailed, fmt.Errorf("submit %s: %w", fs.Arg(0), err)
-	}
-	if !*wait {
-		return exitOK, printJobs(stdout, *output, []job{j})
-	}
-	fmt.Fprintf(stderr, "job %s: %d tasks, %s records expected\n", j.ID, j.Tasks.Planned, expected(j))
-	final, err := follow(ctx, c, j.ID, stderr)
-	if err != nil {
-		return exitFailed, err
-	}
-	if err := printJobs(stdout, *output, []job{final}); err != nil {
-		return exitFailed, err
-	}
-	if final.State != "succeeded" {
-		return exitFailed, fmt.Errorf("job %s %s: %s", final.ID, final.State, final.Reason)
-	}
-	return exitOK, nil
+	return cmd
 }
 
 // follow polls the job twice a second and draws a progress line until the job ends.
@@ -221,55 +226,50 @@ func expected(j job) string {
 	return fmt.Sprint(j.Records.Expected)
 }
 
-// status shows one job.
-func status(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	output := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(reorder(args)); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: sluicectl status JOB [-o table|json]")
-		return exitUsage, errUsage
-	}
-	c, err := newPlannerClient(ctx, lookup)
-	if err != nil {
-		return exitFailed, err
-	}
-	var j job
-	if err := c.do(ctx, http.MethodGet, "/v1/jobs/"+fs.Arg(0), nil, &j); err != nil {
-		return exitFailed, err
-	}
-	return exitOK, printJobs(stdout, *output, []job{j})
-}
-
-// jobs lists every job the planner knows, newest first.
-func jobs(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	output := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
-		return exitUsage, errUsage
-	}
-	c, err := newPlannerClient(ctx, lookup)
-	if err != nil {
-		return exitFailed, err
-	}
-	var list struct {
-		Jobs []job `json:"jobs"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/v1/jobs", nil, &list); err != nil {
-		return exitFailed, err
-	}
-	return exitOK, printJobs(stdout, *output, list.Jobs)
-}
-
-func printJobs(w io.Writer, format string, js []job) error {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if len(js) == 1 {
-			return enc.Encode(js[0])
+// statusCmd shows one job.
+func (c *cli) statusCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "status JOB", Short: "show a job's progress", Args: cobra.ExactArgs(1)}
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		pc, err := newPlannerClient(cmd.Context(), c.lookup)
+		if err != nil {
+			return failed(err)
 		}
-		return enc.Encode(js)
+		var j job
+		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/jobs/"+args[0], nil, &j); err != nil {
+			return failed(err)
+		}
+		return printJobs(c.stdout, *out, []job{j})
+	}
+	return cmd
+}
+
+// jobsCmd lists every job the planner knows, newest first.
+func (c *cli) jobsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "jobs", Short: "list the jobs, newest first", Args: cobra.NoArgs}
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		pc, err := newPlannerClient(cmd.Context(), c.lookup)
+		if err != nil {
+			return failed(err)
+		}
+		var list struct {
+			Jobs []job `json:"jobs"`
+		}
+		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/jobs", nil, &list); err != nil {
+			return failed(err)
+		}
+		return printJobs(c.stdout, *out, list.Jobs)
+	}
+	return cmd
+}
+
+func printJobs(w io.Writer, f format, js []job) error {
+	if f != "table" {
+		if len(js) == 1 {
+			return encode(w, f, js[0])
+		}
+		return encode(w, f, js)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSTATE\tTABLE\tTASKS\tEXPECTED\tEXTRACTED\tLOADED\tDEAD-LETTERED\tRECORDS/S\tREASON")
@@ -279,25 +279,6 @@ func printJobs(w io.Writer, format string, js []job) error {
 			j.Records.Loaded, j.Records.DeadLettered, j.RecordsPerSecond, j.Reason)
 	}
 	return tw.Flush()
-}
-
-// reorder moves flags after positional arguments to the front, so `submit FILE --wait` works.
-// takesValue are the flags whose value is the next argument.
-var takesValue = map[string]bool{"-o": true, "--o": true, "-idempotency-key": true, "--idempotency-key": true,
-	"-pages": true, "--pages": true, "-clickhouse-version": true, "--clickhouse-version": true, "-database": true, "--database": true}
-
-func reorder(args []string) []string {
-	var flags, rest []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-		} else if len(flags) > 0 && takesValue[flags[len(flags)-1]] {
-			flags = append(flags, a)
-		} else {
-			rest = append(rest, a)
-		}
-	}
-	return append(flags, rest...)
 }
 
 func isTerminal(w io.Writer) bool {

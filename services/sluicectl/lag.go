@@ -1,47 +1,40 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"text/tabwriter"
 	"time"
 
-	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
 
 	"github.com/sluicedata/sluice/pkg/kafka"
 )
 
-// lag prints the planner's last measure of the extractor and loader groups: per partition the
+// lagCmd prints the planner's last measure of the extractor and loader groups: per partition the
 // committed and end offsets and the lag in records and seconds, like kafka-consumer-groups
 // --describe, with each group's state, members and drain estimate.
-func lag(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("lag", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	output := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || (*output != "table" && *output != "json") {
-		fmt.Fprintln(stderr, "usage: sluicectl lag [-o table|json]")
-		return exitUsage, errUsage
+func (c *cli) lagCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "lag", Short: "the extractor and loader groups' lag per partition, in records and seconds, with state, members and drain estimate", Args: cobra.NoArgs}
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		pc, err := newPlannerClient(cmd.Context(), c.lookup)
+		if err != nil {
+			return failed(err)
+		}
+		var resp struct {
+			Groups []kafka.GroupLag `json:"groups"`
+		}
+		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/lag", nil, &resp); err != nil {
+			return failed(err)
+		}
+		if *out != "table" {
+			return encode(c.stdout, *out, resp.Groups)
+		}
+		return printLag(c.stdout, resp.Groups)
 	}
-	c, err := newPlannerClient(ctx, lookup)
-	if err != nil {
-		return exitFailed, err
-	}
-	var resp struct {
-		Groups []kafka.GroupLag `json:"groups"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/v1/lag", nil, &resp); err != nil {
-		return exitFailed, err
-	}
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return exitOK, enc.Encode(resp.Groups)
-	}
-	return exitOK, printLag(stdout, resp.Groups)
+	return cmd
 }
 
 func printLag(w io.Writer, groups []kafka.GroupLag) error {

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
 )
 
 // Exit codes.
@@ -17,62 +18,82 @@ const (
 	exitNotReady = 3 // a check found something missing (topics --check)
 )
 
-var errUsage = errors.New("usage")
+// exitError is an error with the exit code it ends the command with.
+type exitError struct {
+	code int
+	err  error
+}
 
-const usage = `usage: sluicectl COMMAND [flags]
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
-commands:
-  submit FILE [--wait] [-o table|json]   submit a job spec (YAML or JSON) to the planner; with --wait,
-                                         show progress and exit 0 only when the job succeeds
-  status JOB [-o table|json]             show a job's progress
-  jobs [-o table|json]                   list the jobs, newest first
-  lag [-o table|json]                    the extractor and loader groups' lag per partition, in records
-                                         and seconds, with their state, members and drain estimate
-  dlq list [--job J] [--stage S] [--class C] [--limit N] [-o table|json]
-                                         show the dead letters
-  topics [--check] [-o table|json]       create the pipeline's missing topics, or only check them
-  infer FILE [--pages N] [--clickhouse-version V] [--database D]
-                                         sample the first pages of a job's source and print the typed
-                                         table they call for: its CREATE TABLE and the sink columns
+// failed ends a command with exit 1 and err.
+func failed(err error) error { return &exitError{code: exitFailed, err: err} }
+
+// cli is what every command gets: the variables it reads and where it writes. code is the exit code
+// of a command that ends without an error but not with 0 (topics --check finding a topic missing).
+type cli struct {
+	lookup         envconfig.Lookuper
+	stdout, stderr io.Writer
+	code           int
+}
+
+const about = `sluicectl submits jobs to sluice's planner and shows them, their lag and their dead letters,
+and creates and checks the pipeline's topics.
 
 The planner is at SLUICE_PLANNER_URL (default http://127.0.0.1:8080), asked with the bearer token in
-SLUICE_PLANNER_TOKEN (or the file SLUICE_PLANNER_TOKEN_FILE); Kafka at SLUICE_KAFKA_BROKERS.
-`
+SLUICE_PLANNER_TOKEN (or the file SLUICE_PLANNER_TOKEN_FILE); Kafka at SLUICE_KAFKA_BROKERS, with the
+same SLUICE_KAFKA_ variables as the services (TLS and SASL included).
 
-// run executes one command and returns the process exit code with the error to print, if any.
+Exit codes: 0 done, 1 failed (or the job did not succeed), 2 usage, 3 a check found something missing.`
+
+// newRoot builds the command tree.
+func newRoot(c *cli) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sluicectl",
+		Short:         "sluice's command line",
+		Long:          about,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(c.stderr)
+			_ = cmd.Help()
+			return &exitError{code: exitUsage, err: errors.New("a command is needed")}
+		},
+	}
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	dlq := &cobra.Command{Use: "dlq", Short: "the dead letters", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(c.stderr)
+			_ = cmd.Help()
+			return &exitError{code: exitUsage, err: errors.New("dlq needs a command: list or show")}
+		}}
+	dlq.AddCommand(c.dlqListCmd(), c.dlqShowCmd())
+	root.AddCommand(c.submitCmd(), c.statusCmd(), c.jobsCmd(), c.lagCmd(), dlq, c.topicsCmd(), c.inferCmd(),
+		c.validateCmd(), c.versionCmd())
+	return root
+}
+
+// run executes one command line and returns the process exit code with the error to print, if any:
+// help exits 0, a wrong command line 2 with the usage.
 func run(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return exitUsage, nil
+	c := &cli{lookup: lookup, stdout: stdout, stderr: stderr}
+	root := newRoot(c)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		if ee.code == exitUsage {
+			return exitUsage, nil // the usage is printed
 		}
-		return exitOK, nil
+		return ee.code, ee.err
+	case err != nil:
+		// cobra's own: an unknown command or flag, a wrong number of arguments.
+		fmt.Fprintln(stderr, cmd.UsageString())
+		return exitUsage, err
 	}
-	var (
-		code int
-		err  error
-	)
-	switch args[0] {
-	case "topics":
-		code, err = topics(ctx, args[1:], lookup, stdout, stderr)
-	case "submit":
-		code, err = submit(ctx, args[1:], lookup, stdout, stderr)
-	case "status":
-		code, err = status(ctx, args[1:], lookup, stdout, stderr)
-	case "jobs":
-		code, err = jobs(ctx, args[1:], lookup, stdout, stderr)
-	case "lag":
-		code, err = lag(ctx, args[1:], lookup, stdout, stderr)
-	case "dlq":
-		code, err = deadLetters(ctx, args[1:], lookup, stdout, stderr)
-	case "infer":
-		code, err = infer(ctx, args[1:], lookup, stdout, stderr)
-	default:
-		fmt.Fprint(stderr, usage)
-		return exitUsage, fmt.Errorf("unknown command %q", args[0])
-	}
-	if errors.Is(err, errUsage) {
-		return exitUsage, nil
-	}
-	return code, err
+	return c.code, nil
 }

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
-	"github.com/sethvargo/go-envconfig"
+	"github.com/spf13/cobra"
 
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/kafka"
@@ -23,22 +21,28 @@ type topicRow struct {
 	Status     string `json:"status"` // created, exists, fewer_partitions, missing
 }
 
-// topics creates the missing topics (or with --check only looks) and prints one row per topic.
+// topicsCmd creates the missing topics (or with --check only looks) and prints one row per topic.
 // With --check it exits 3 when a topic is missing or has fewer partitions than configured.
-func topics(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	check := fs.Bool("check", false, "only check; exit 3 when a topic is missing or has fewer partitions")
-	output := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage, errUsage
+func (c *cli) topicsCmd() *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{Use: "topics", Short: "create the pipeline's missing topics, or with --check only check them (exit 3 when one is missing)", Args: cobra.NoArgs}
+	out := outputFlag(cmd)
+	cmd.Flags().BoolVar(&check, "check", false, "only check; exit 3 when a topic is missing or has fewer partitions")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		code, err := c.topics(cmd.Context(), check, *out)
+		if err != nil {
+			return failed(err)
+		}
+		c.code = code
+		return nil
 	}
-	if *output != "table" && *output != "json" {
-		return exitUsage, fmt.Errorf("-o %s: want table or json", *output)
-	}
+	return cmd
+}
 
+func (c *cli) topics(ctx context.Context, check bool, output format) (int, error) {
+	stderr, stdout := c.stderr, c.stdout
 	var cfg Config
-	if err := config.Load(ctx, lookup, &cfg); err != nil {
+	if err := config.Load(ctx, c.lookup, &cfg); err != nil {
 		return exitFailed, err
 	}
 	log, err := logging.New(stderr, cfg.Log, "sluicectl")
@@ -53,7 +57,7 @@ func topics(ctx context.Context, args []string, lookup envconfig.Lookuper, stdou
 
 	want := cfg.Kafka.Topics()
 	var report kafka.TopicReport
-	if *check {
+	if check {
 		report, err = kafka.CheckTopics(ctx, cl, want)
 	} else {
 		report, err = kafka.EnsureTopics(ctx, cl, int16(cfg.Kafka.ReplicationFactor), want)
@@ -63,10 +67,10 @@ func topics(ctx context.Context, args []string, lookup envconfig.Lookuper, stdou
 	}
 
 	rows := topicRows(want, report)
-	if err := printTopics(stdout, *output, rows); err != nil {
+	if err := printTopics(stdout, output, rows); err != nil {
 		return exitFailed, err
 	}
-	if *check && (len(report.Missing) > 0 || len(report.Fewer) > 0) {
+	if check && (len(report.Missing) > 0 || len(report.Fewer) > 0) {
 		return exitNotReady, nil
 	}
 	return exitOK, nil
@@ -95,11 +99,9 @@ func topicRows(want []kafka.TopicSpec, r kafka.TopicReport) []topicRow {
 	return rows
 }
 
-func printTopics(w io.Writer, format string, rows []topicRow) error {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+func printTopics(w io.Writer, f format, rows []topicRow) error {
+	if f != "table" {
+		return encode(w, f, rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tWANTED\tSTATUS")

@@ -83,8 +83,18 @@ func TestUsage(t *testing.T) {
 		{nil, exitUsage},
 		{[]string{"help"}, exitOK},
 		{[]string{"frobnicate"}, exitUsage},
-		{[]string{"topics", "-o", "yaml"}, exitUsage},
+		{[]string{"topics", "-o", "xml"}, exitUsage},
 		{[]string{"topics", "--no-such-flag"}, exitUsage},
+		{[]string{"jobs", "--help"}, exitOK},
+		{[]string{"dlq", "list", "-h"}, exitOK},
+		{[]string{"submit"}, exitUsage},
+		{[]string{"status", "a", "b"}, exitUsage},
+		{[]string{"dlq"}, exitUsage},
+		{[]string{"dlq", "list", "--stage", "transform"}, exitUsage},
+		{[]string{"infer", "x.yaml", "--pages", "0"}, exitUsage},
+		{[]string{"validate"}, exitUsage},
+		{[]string{"version"}, exitOK},
+		{[]string{"completion", "bash"}, exitOK},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
