@@ -129,6 +129,16 @@ func TestPipelineDeadLettersFailingTask(t *testing.T) {
 		listed[0].Stage != "extract" || listed[0].Class != "http_5xx" {
 		t.Fatalf("sluicectl dlq list exited %d: %s (%v)", code, out, err)
 	}
+	// tasks lists what the finished job keeps: its one dead-lettered task, the one dlq list names.
+	code, out = p.sluicectl(t, planner, "tasks", j.ID, "-o", "json")
+	var tasks struct {
+		Tasks []struct{ ID, State string }
+		All   bool
+	}
+	if err := json.Unmarshal([]byte(out), &tasks); err != nil || code != 0 || tasks.All || len(tasks.Tasks) != 1 ||
+		tasks.Tasks[0].State != "dead_lettered" || tasks.Tasks[0].ID != listed[0].Task {
+		t.Fatalf("sluicectl tasks exited %d: %s (%v)", code, out, err)
+	}
 	// dlq show prints the letter in full: the head of the source's answer is the demo source's 500.
 	code, out = p.sluicectl(t, planner, "dlq", "show", fmt.Sprintf("%d/%d", listed[0].Partition, listed[0].Offset), "-o", "yaml")
 	if code != 0 || !strings.Contains(out, "task_id: "+listed[0].Task) || !strings.Contains(out, "response_head:") || !strings.Contains(out, "http_status: 500") {

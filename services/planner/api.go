@@ -31,6 +31,7 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.limitSubmits(http.HandlerFunc(p.submit))))
 	handle("GET /v1/jobs", p.auth.require(roleRead, http.HandlerFunc(p.list)))
 	handle("GET /v1/jobs/{id}", p.auth.require(roleRead, http.HandlerFunc(p.get)))
+	handle("GET /v1/jobs/{id}/tasks", p.auth.require(roleRead, http.HandlerFunc(p.tasks)))
 	handle("GET /v1/schedules", p.auth.require(roleRead, http.HandlerFunc(p.listSchedules)))
 	handle("GET /v1/lag", p.auth.require(roleRead, http.HandlerFunc(p.lag)))
 	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.removeSchedule)))
@@ -173,6 +174,17 @@ func (p *Planner) lag(w http.ResponseWriter, _ *http.Request) {
 
 func (p *Planner) list(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"jobs": p.jobs.List(p.now())})
+}
+
+// tasks serves a job's tasks: each with its state, runs and records.
+func (p *Planner) tasks(w http.ResponseWriter, r *http.Request) {
+	tasks, all, ok := p.jobs.Tasks(r.PathValue("id"))
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no job " + r.PathValue("id")})
+		return
+	}
+	// A finished job lists its dead-lettered tasks only; the others were extracted.
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": tasks, "all": all})
 }
 
 func (p *Planner) get(w http.ResponseWriter, r *http.Request) {

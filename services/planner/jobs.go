@@ -56,6 +56,8 @@ type Job struct {
 	specHash  []byte
 	// stored is set once the job's final state is on the jobs topic.
 	stored bool
+	// deadTasks are the dead-lettered tasks of a finished job, kept when it lets go of the rest.
+	deadTasks []TaskView
 	// schemaDead counts records dead-lettered because their table refused them: such a job fails.
 	schemaDead uint64
 	// source is the planned source (an incremental run's start in it), kept until the tasks are
@@ -365,6 +367,11 @@ func (js *Jobs) List(now time.Time) []Job {
 // has seen many jobs holds a few numbers for each.
 func (j *Job) freeze() {
 	j.Records.Loaded, j.Records.DeadLettered = j.counts()
+	for _, v := range j.taskViews() {
+		if v.State == "dead_lettered" {
+			j.deadTasks = append(j.deadTasks, v)
+		}
+	}
 	j.tasks, j.spec, j.followers, j.source = nil, nil, nil, nil
 }
 
@@ -648,4 +655,70 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range c.jobs.Counts() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
 	}
+}
+
+// TaskView is one task of a job as the API serves it: how far it got, from the job's events.
+type TaskView struct {
+	ID string `json:"id"`
+	// State is waiting (no run reported yet), extracted or dead_lettered.
+	State string `json:"state"`
+	// Runs counts the runs that reported records (a task runs again after a rebalance or a crash).
+	Runs         int    `json:"runs"`
+	Records      uint64 `json:"records"`
+	Loaded       uint64 `json:"loaded"`
+	DeadLettered uint64 `json:"dead_lettered"`
+	// Follows says the task is a crawl's page that another task's end published.
+	Follows bool `json:"follows,omitempty"`
+}
+
+// Tasks returns the job's tasks in order: the planned ones by index, then those their ends published.
+// A finished job keeps only its dead-lettered tasks; all says whether the list is every task.
+func (js *Jobs) Tasks(id string) (tasks []TaskView, all, ok bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j, ok := js.jobs[id]
+	if !ok {
+		return nil, false, false
+	}
+	if j.tasks == nil {
+		return slices.Clone(j.deadTasks), false, true
+	}
+	return j.taskViews(), true, true
+}
+
+// taskViews are the views of the job's tasks while it holds their detail.
+func (j *Job) taskViews() []TaskView {
+	id := j.ID
+	var ids []string
+	seen := map[string]bool{}
+	for i := range max(j.Tasks.Planned-len(j.followers), 0) {
+		tid := taskID(id, i)
+		ids, seen[tid] = append(ids, tid), true
+	}
+	var later []string
+	for tid := range j.followers {
+		later = append(later, tid)
+	}
+	for tid := range j.tasks {
+		if !seen[tid] && !j.followers[tid] {
+			later = append(later, tid)
+		}
+	}
+	slices.Sort(later)
+	out := make([]TaskView, 0, len(ids)+len(later))
+	for _, tid := range append(ids, later...) {
+		v := TaskView{ID: tid, State: "waiting", Follows: j.followers[tid]}
+		if t := j.tasks[tid]; t != nil {
+			v.Runs, v.Records = len(t.runs), t.records
+			v.Loaded, v.DeadLettered = t.counts()
+			switch {
+			case t.finished && t.dead:
+				v.State = "dead_lettered"
+			case t.finished:
+				v.State = "extracted"
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }

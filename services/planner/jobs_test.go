@@ -209,3 +209,39 @@ func TestCrawlChainCompletesAtItsLastPage(t *testing.T) {
 		t.Fatalf("job %+v", j)
 	}
 }
+
+// TestTasksView lists a job's tasks in order with their states: waiting, extracted, dead-lettered, and
+// a crawl's page that another task published.
+func TestTasksView(t *testing.T) {
+	js := newJobs()
+	js.Apply(planned("j", 3, 100))
+	js.Apply(extracted("j", taskID("j", 0), "r1", 60))
+	js.Apply(loaded("j", taskID("j", 0), "r1", 0, 0, 59))
+	js.Apply(&sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TaskDeadLettered{TaskDeadLettered: &sluicev1.TaskDeadLettered{
+		TaskId: taskID("j", 2), Run: "r9"}}})
+	tasks, all, ok := js.Tasks("j")
+	if !ok || !all || len(tasks) != 3 {
+		t.Fatalf("tasks %+v", tasks)
+	}
+	want := []struct {
+		state          string
+		records, loads uint64
+	}{{"extracted", 60, 60}, {"waiting", 0, 0}, {"dead_lettered", 0, 0}}
+	for i, w := range want {
+		if tasks[i].ID != taskID("j", i) || tasks[i].State != w.state || tasks[i].Records != w.records || tasks[i].Loaded != w.loads {
+			t.Errorf("task %d: %+v, want %s with %d records, %d loaded", i, tasks[i], w.state, w.records, w.loads)
+		}
+	}
+	if _, _, ok := js.Tasks("nope"); ok {
+		t.Fatal("tasks of an unknown job")
+	}
+	// Finished, the job keeps its dead-lettered task only.
+	js.Apply(extracted("j", taskID("j", 1), "r2", 40))
+	if fin := js.Apply(loaded("j", taskID("j", 1), "r2", 1, 0, 39)); fin == nil {
+		t.Fatal("the job did not finish")
+	}
+	tasks, all, _ = js.Tasks("j")
+	if all || len(tasks) != 1 || tasks[0].ID != taskID("j", 2) || tasks[0].State != "dead_lettered" {
+		t.Fatalf("a finished job's tasks: %+v (all %v)", tasks, all)
+	}
+}

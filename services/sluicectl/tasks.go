@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+// taskView is one task of a job, as the planner's GET /v1/jobs/{id}/tasks serves it.
+type taskView struct {
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	Runs         int    `json:"runs"`
+	Records      uint64 `json:"records"`
+	Loaded       uint64 `json:"loaded"`
+	DeadLettered uint64 `json:"dead_lettered"`
+	Follows      bool   `json:"follows,omitempty"`
+}
+
+// tasksCmd lists a job's tasks: each with its state, runs and records.
+func (c *cli) tasksCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tasks JOB", Short: "a job's tasks: state (waiting, extracted, dead_lettered), runs, records extracted, loaded and dead-lettered; of a finished job, the dead-lettered ones", Args: cobra.ExactArgs(1)}
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		pc, err := newPlannerClient(cmd.Context(), c.lookup)
+		if err != nil {
+			return failed(err)
+		}
+		var resp struct {
+			Tasks []taskView `json:"tasks"`
+			// All is false for a finished job, which keeps only its dead-lettered tasks.
+			All bool `json:"all"`
+		}
+		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/jobs/"+args[0]+"/tasks", nil, &resp); err != nil {
+			return failed(err)
+		}
+		if *out != "table" {
+			return encode(c.stdout, *out, resp)
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TASK\tSTATE\tRUNS\tRECORDS\tLOADED\tDEAD-LETTERED")
+		for _, t := range resp.Tasks {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", t.ID, t.State, t.Runs, t.Records, t.Loaded, t.DeadLettered)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if !resp.All {
+			fmt.Fprintln(c.stdout, "(the job finished: only its dead-lettered tasks are listed, the others were extracted)")
+		}
+		return nil
+	}
+	return cmd
+}
