@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -201,6 +203,22 @@ sink: {table: secure}
 			t.Fatalf("%s: %v", mech, err)
 		}
 	}
+
+	// A loader run as a user without the loader's ACLs is not ready, and says what it was denied.
+	denied := start(t, "loader-denied", as("extractor", nil))
+	deniedAt := denied.addr(t)
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		status, body := call(t, "GET", deniedAt+"/readyz", "", "")
+		if status == http.StatusServiceUnavailable && strings.Contains(body, "kafka denied User:sluice-extractor") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a loader without its ACLs: /readyz %d %s", status, body)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	denied.stop(t, syscall.SIGTERM)
 
 	// Without TLS and SASL the broker serves nothing.
 	plain := k

@@ -64,7 +64,9 @@ type Runtime struct {
 	Log      *slog.Logger
 	Registry *prometheus.Registry
 	Kafka    *kgo.Client
-	cfg      Config
+	// Denials are the brokers' refusals of this client's rights, which fail readiness.
+	Denials *kafka.Denials
+	cfg     Config
 }
 
 // Start builds the logger and the registry, connects to Kafka with kopts added to the base client
@@ -79,7 +81,7 @@ func Start(ctx context.Context, name string, stdout io.Writer, cfg Config, kopts
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{Name: name, Log: log, Registry: reg, Kafka: cl, cfg: cfg}
+	rt := &Runtime{Name: name, Log: log, Registry: reg, Kafka: cl, Denials: kafka.NewDenials(cfg.Kafka), cfg: cfg}
 	// Credentials the brokers refuse stop the service now, with what to check; a broker that does
 	// not answer yet is what readiness reports.
 	pctx, cancel := context.WithTimeout(ctx, cfg.Kafka.DialTimeout+cfg.Kafka.RequestTimeout)
@@ -136,7 +138,12 @@ func (r *Runtime) Run(ctx context.Context, srv *ops.Server, parts ...Part) error
 // NewServer returns the ops server of the runtime on addr, ready when Kafka answers and every one of
 // checks passes.
 func (r *Runtime) NewServer(addr string, checks ...ops.Check) *ops.Server {
-	kafkaCheck := ops.Check{Name: "kafka", Func: func(ctx context.Context) error { return kafka.Ping(ctx, r.Kafka) }}
+	kafkaCheck := ops.Check{Name: "kafka", Func: func(ctx context.Context) error {
+		if err := r.Denials.Ready(ctx); err != nil {
+			return err
+		}
+		return kafka.Ping(ctx, r.Kafka)
+	}}
 	srv := ops.NewServer(addr, r.Registry, r.Log, append([]ops.Check{kafkaCheck}, checks...)...)
 	srv.SetTimeouts(r.cfg.HTTP)
 	if r.cfg.Pprof {

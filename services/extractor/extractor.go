@@ -25,6 +25,8 @@ import (
 type Extractor struct {
 	cl   *kgo.Client
 	core *delivery.Core
+	// denied takes the fetch and group errors: a refusal of this member's rights fails readiness.
+	denied func(error) bool
 	// sources is what every source reads with: HTTP, secrets, retries.
 	sources source.Env
 	cfg     ExtractorConfig
@@ -183,6 +185,9 @@ func (x *Extractor) Run(ctx context.Context) error {
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				if x.denied != nil {
+					x.denied(err)
+				}
 				x.log.Warn("fetch tasks failed", "topic", topic, "partition", partition, "error", err)
 			}
 		})

@@ -82,6 +82,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	retry := delivery.NewRetrier(rt.Registry, rt.Log)
 	x.core = delivery.NewCore(rt.Kafka, retry, cfg.Kafka.EventsTopic, limit, x.backoff)
+	x.denied = rt.Denials.Observe
 	x.metrics = newExtractorMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
 	secrets, err := newSecrets(cfg.SecretDirs, cfg.SecretHosts, rt.Log)
 	if err != nil {

@@ -44,7 +44,9 @@ var _ batchWriter = (*chsink.Writer)(nil)
 // acknowledged by the dead-letter topic, so that a table that refuses its records holds back the
 // commit without holding back the other tables.
 type Loader struct {
-	cl      *kgo.Client
+	cl *kgo.Client
+	// denied takes the fetch and group errors: a refusal of this member's rights fails readiness.
+	denied  func(error) bool
 	writer  batchWriter
 	sinks   sinkCatalog
 	core    *delivery.Core
@@ -241,6 +243,9 @@ func (l *Loader) collect(ctx context.Context) []*kgo.Record {
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				if l.denied != nil {
+					l.denied(err)
+				}
 				l.log.Warn("fetch failed", "topic", topic, "partition", partition, "error", err)
 			}
 		})

@@ -90,7 +90,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	rt.Log.Info("connected to clickhouse", "addr", strings.Join(cfg.ClickHouse.Addr, ","), "tls", cfg.ClickHouse.TLS,
 		"user", cfg.ClickHouse.Username, "version", ch.Version.String(), "database", ch.Database, "features", ch.Features)
 
-	l.cl, l.log = rt.Kafka, rt.Log
+	l.cl, l.log, l.denied = rt.Kafka, rt.Log, rt.Denials.Observe
 	l.writer = chsink.NewWriter(ch, rt.Log)
 	l.sinks = catalog.New(cfg.Kafka.SchemasTopic, func() (*kgo.Client, error) {
 		return kafka.NewClient(cfg.Kafka, "loader-schemas", rt.Log, nil,
