@@ -101,65 +101,46 @@ func TestAuthRoles(t *testing.T) {
 	}
 }
 
-// TestAuthReload takes a rotated tokens file, and keeps the tokens it had when the file breaks.
+// TestAuthReload takes a rotated tokens file, keeps the tokens it had when the file breaks, and
+// revokes every token when the file is emptied or removed.
 func TestAuthReload(t *testing.T) {
 	ts, path, logs, tokens := authRig(t)
 	now := time.Now()
 	tokens.now = func() time.Time { return now }
-	rotated := "ci submit rotated-token-0123456789\n"
-	if err := os.WriteFile(path, []byte(rotated), 0o600); err != nil {
-		t.Fatal(err)
+	const rotated = "rotated-token-0123456789"
+	for i, step := range []struct {
+		what    string
+		content string // "" removes the file
+		token   string
+		want    int
+	}{
+		{"the rotated token", "ci submit " + rotated + "\n", rotated, http.StatusOK},
+		{"a token removed from the file", "ci submit " + rotated + "\n", readToken, http.StatusUnauthorized},
+		{"after the file broke, the token read before", "ci superuser " + rotated + "\n", rotated, http.StatusOK},
+		{"after the file was emptied", "# none\n", rotated, http.StatusUnauthorized},
+		{"written again", "ci submit " + rotated + "\n", rotated, http.StatusOK},
+		{"after the file was removed", "", rotated, http.StatusUnauthorized},
+	} {
+		if step.content == "" {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := os.WriteFile(path, []byte(step.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, now, now.Add(time.Duration(i+1)*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = now.Add(2 * time.Second) // past the once-a-second check
+		if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer "+step.token).StatusCode; got != step.want {
+			t.Fatalf("%s: %d, want %d", step.what, got, step.want)
+		}
 	}
-	if err := os.Chtimes(path, now, now.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(2 * time.Second)
-	if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer rotated-token-0123456789").StatusCode; got != http.StatusOK {
-		t.Fatalf("the rotated token: %d", got)
-	}
-	if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer "+readToken).StatusCode; got != http.StatusUnauthorized {
-		t.Fatalf("a token removed from the file: %d", got)
-	}
-	if err := os.WriteFile(path, []byte("ci superuser rotated-token-0123456789\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(path, now, now.Add(2*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(2 * time.Second)
-	if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer rotated-token-0123456789").StatusCode; got != http.StatusOK {
-		t.Fatalf("after the file broke, the token read before: %d", got)
-	}
-	if !strings.Contains(logs.String(), "keeping the tokens read before") || strings.Contains(logs.String(), "rotated-token") {
-		t.Fatalf("the broken file is not reported, or a token is in the log:\n%s", logs.String())
-	}
-	// Emptied, then removed: every token is revoked.
-	if err := os.WriteFile(path, []byte("# none\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(path, now, now.Add(3*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(2 * time.Second)
-	if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer rotated-token-0123456789").StatusCode; got != http.StatusUnauthorized {
-		t.Fatalf("after the file was emptied: %d", got)
-	}
-	if err := os.WriteFile(path, []byte("ci submit rotated-token-0123456789\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(path, now, now.Add(4*time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(2 * time.Second)
-	if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer rotated-token-0123456789").StatusCode; got != http.StatusOK {
-		t.Fatalf("written again: %d", got)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(2 * time.Second)
-	if got := call(t, "GET", ts.URL+"/v1/jobs", "Bearer rotated-token-0123456789").StatusCode; got != http.StatusUnauthorized {
-		t.Fatalf("after the file was removed: %d", got)
+	if !strings.Contains(logs.String(), "keeping the tokens read before") || !strings.Contains(logs.String(), "every token is revoked") ||
+		strings.Contains(logs.String(), rotated) {
+		t.Fatalf("the broken and the emptied file are not reported, or a token is in the log:\n%s", logs.String())
 	}
 }
 
