@@ -1,10 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/config"
@@ -39,15 +36,7 @@ type PlannerConfig struct {
 // token returns the token to send: SLUICE_PLANNER_TOKEN, else the first line of
 // SLUICE_PLANNER_TOKEN_FILE, else none.
 func (c *PlannerConfig) token() (config.Secret, error) {
-	if c.Token != "" || c.TokenFile == "" {
-		return c.Token, nil
-	}
-	b, err := os.ReadFile(c.TokenFile)
-	if err != nil {
-		return "", fmt.Errorf("SLUICE_PLANNER_TOKEN_FILE: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return config.Secret(strings.TrimSpace(line)), nil
+	return config.ReadSecret(c.Token, c.TokenFile, "PLANNER_TOKEN_FILE")
 }
 
 // Validate reports every problem at once.
@@ -56,9 +45,7 @@ func (c *PlannerConfig) Validate() error {
 	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		p.Addf("PLANNER_URL", "%q is not an http or https URL", c.URL)
 	}
-	if c.Token != "" && c.TokenFile != "" {
-		p.Addf("PLANNER_TOKEN_FILE", "set either SLUICE_PLANNER_TOKEN or SLUICE_PLANNER_TOKEN_FILE, not both")
-	}
+	config.CheckSecretSource(&p, c.Token, c.TokenFile, "PLANNER_TOKEN_FILE")
 	if c.Timeout <= 0 {
 		p.Addf("PLANNER_TIMEOUT", "must be positive, got %s", c.Timeout)
 	}
