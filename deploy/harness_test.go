@@ -369,6 +369,23 @@ func poll(t testing.TB, planner, id string) job {
 	return j
 }
 
+// getJSON decodes the planner's 200 answer to GET path into v.
+func getJSON(t testing.TB, planner, path string, v any) {
+	t.Helper()
+	resp, err := apiDo(http.MethodGet, planner+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", path, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, body)
+	}
+}
+
 // await polls the job until it leaves the running state.
 func await(t testing.TB, planner, id string, timeout time.Duration) job {
 	t.Helper()

@@ -129,6 +129,28 @@ func TestPipelineDeadLettersFailingTask(t *testing.T) {
 		listed[0].Stage != "extract" || listed[0].Class != "http_5xx" {
 		t.Fatalf("sluicectl dlq list exited %d: %s (%v)", code, out, err)
 	}
+	// The planner follows the dead letters for its status page: the same letter, counted for the job.
+	var served struct {
+		Letters []struct {
+			Offset int64  `json:"offset"`
+			Class  string `json:"error_class"`
+		}
+		Counts []struct {
+			Stage   string `json:"stage"`
+			Letters int    `json:"letters"`
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(served.Letters) == 0 && time.Now().Before(deadline) {
+		getJSON(t, planner, "/v1/deadletters?job="+j.ID+"&stage=extract", &served)
+		if len(served.Letters) == 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if len(served.Letters) != 1 || served.Letters[0].Offset != listed[0].Offset || served.Letters[0].Class != "http_5xx" ||
+		len(served.Counts) != 1 || served.Counts[0].Letters != 1 || served.Counts[0].Stage != "extract" {
+		t.Fatalf("GET /v1/deadletters: %+v, want the letter dlq list gives", served)
+	}
 	// tasks lists what the finished job keeps: its one dead-lettered task, the one dlq list names.
 	code, out = p.sluicectl(t, planner, "tasks", j.ID, "-o", "json")
 	var tasks struct {

@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -165,4 +166,33 @@ func Fit(r *kgo.Record, maxBytes int) (*kgo.Record, error) {
 		return nil, fmt.Errorf("dead letter of %d bytes without its payload is still larger than the topic takes (%d)", n, maxBytes)
 	}
 	return &fitted, nil
+}
+
+// Summary is a dead letter without its payload: what lists of letters show.
+type Summary struct {
+	Partition         int32     `json:"partition"`
+	Offset            int64     `json:"offset"`
+	Stage             string    `json:"stage"`
+	Class             string    `json:"error_class"`
+	Message           string    `json:"error_message"`
+	Attempts          uint32    `json:"attempts"`
+	JobID             string    `json:"job_id"`
+	TaskID            string    `json:"task_id"`
+	OriginalTopic     string    `json:"original_topic"`
+	OriginalPartition int32     `json:"original_partition"`
+	OriginalOffset    int64     `json:"original_offset"`
+	PayloadSize       uint64    `json:"payload_size"`
+	PayloadSHA256     string    `json:"payload_sha256"`
+	Truncated         bool      `json:"truncated"`
+	HTTPStatus        uint32    `json:"http_status,omitempty"`
+	FailedAt          time.Time `json:"failed_at"`
+}
+
+// Summarize is the summary of dl, read from r.
+func Summarize(r *kgo.Record, dl *sluicev1.DeadLetter) Summary {
+	return Summary{Partition: r.Partition, Offset: r.Offset, Stage: Stage(dl.Stage), Class: dl.ErrorClass,
+		Message: dl.ErrorMessage, Attempts: dl.Attempts, JobID: dl.JobId, TaskID: dl.TaskId,
+		OriginalTopic: dl.OriginalTopic, OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset,
+		PayloadSize: dl.PayloadSize, PayloadSHA256: hex.EncodeToString(dl.PayloadSha256), Truncated: dl.Truncated,
+		HTTPStatus: dl.HttpStatus, FailedAt: dl.FailedAt.AsTime()}
 }

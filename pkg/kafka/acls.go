@@ -57,7 +57,7 @@ func (c Config) Grants(service string, groups Groups) ([]Grant, error) {
 		g = []Grant{
 			topic(c.TasksTopic, read, write, describe),
 			topic(c.RawTopic, read, describe),
-			topic(c.DLQTopic, describe),
+			topic(c.DLQTopic, read, describe),
 			topic(c.EventsTopic, read, write, describe),
 			topic(c.JobsTopic, read, write, describe),
 			topic(c.SchemasTopic, write, describe),

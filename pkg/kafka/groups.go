@@ -191,7 +191,25 @@ type GroupMonitor struct {
 	mu      sync.Mutex
 	last    map[Watched]GroupLag
 	history map[Watched][]sample // committed offsets summed, over the last few minutes
+	trail   map[Watched][]LagPoint
 }
+
+// LagPoint is one measure of a group's lag: the sum over its partitions and the oldest's age.
+type LagPoint struct {
+	At      time.Time `json:"at"`
+	Records int64     `json:"records"`
+	Seconds float64   `json:"seconds"`
+}
+
+// LagHistory is a group's lag over the last TrailWindow, one point per measure, oldest first.
+type LagHistory struct {
+	Group   string     `json:"group"`
+	Topic   string     `json:"topic"`
+	Samples []LagPoint `json:"samples"`
+}
+
+// TrailWindow is how far back History goes: what a status page charts.
+const TrailWindow = 30 * time.Minute
 
 type sample struct {
 	at        time.Time
@@ -215,7 +233,7 @@ func NewGroupMonitor(watched []Watched, interval time.Duration) *GroupMonitor {
 		state:      gv("sluice_consumer_group_state", "1 for the group's state (Stable, PreparingRebalance, CompletingRebalance, Empty, Dead, Unknown), 0 for the others.", "group", "state"),
 		uncommitted: gv("sluice_consumer_group_uncommitted_partitions",
 			"Partitions the group has committed nothing on: they lag by all they retain.", "group", "topic"),
-		last: map[Watched]GroupLag{}, history: map[Watched][]sample{},
+		last: map[Watched]GroupLag{}, history: map[Watched][]sample{}, trail: map[Watched][]LagPoint{},
 	}
 }
 
@@ -245,6 +263,17 @@ func (m *GroupMonitor) Lags() []GroupLag {
 		if g, ok := m.last[w]; ok {
 			out = append(out, g)
 		}
+	}
+	return out
+}
+
+// History returns every group's lag over the last TrailWindow, in the order they are watched.
+func (m *GroupMonitor) History() []LagHistory {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]LagHistory, 0, len(m.watched))
+	for _, w := range m.watched {
+		out = append(out, LagHistory{Group: w.Group, Topic: w.Topic, Samples: append([]LagPoint{}, m.trail[w]...)})
 	}
 	return out
 }
@@ -292,6 +321,11 @@ func (m *GroupMonitor) Measure(ctx context.Context, cl *kgo.Client, w Watched) e
 		}
 	}
 	m.last[w] = g
+	t := append(m.trail[w], LagPoint{At: g.MeasuredAt, Records: g.Records, Seconds: g.Seconds})
+	for len(t) > 1 && g.MeasuredAt.Sub(t[0].At) > TrailWindow {
+		t = t[1:]
+	}
+	m.trail[w] = t
 
 	for _, p := range g.Partitions {
 		part := pipeline.Partition(p.Partition)

@@ -124,6 +124,12 @@ sluice_consumer_group_uncommitted_partitions{group=%[1]q,topic=%[2]q} 1
 	if g.Records != 8 || g.Uncommitted != 0 || g.DrainSeconds <= 0 || g.DrainSeconds > 5 {
 		t.Fatalf("after the group moved 8 records: %+v, want 8 behind and a drain of about one second", g)
 	}
+	// The history holds both measures, oldest first: what the status page charts.
+	h := m.History()
+	if len(h) != 1 || len(h[0].Samples) != 2 || h[0].Samples[0].Records != 16 || h[0].Samples[1].Records != 8 ||
+		!h[0].Samples[0].At.Before(h[0].Samples[1].At) || h[0].Samples[0].Seconds < h[0].Samples[1].Seconds {
+		t.Fatalf("history %+v, want 16 then 8 records behind", h)
+	}
 }
 
 // gaugeOf returns the gathered sample of name with the state label, as a collector for ToFloat64.

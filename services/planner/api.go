@@ -34,6 +34,8 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("GET /v1/jobs/{id}/tasks", p.auth.require(roleRead, http.HandlerFunc(p.tasks)))
 	handle("GET /v1/schedules", p.auth.require(roleRead, http.HandlerFunc(p.listSchedules)))
 	handle("GET /v1/lag", p.auth.require(roleRead, http.HandlerFunc(p.lag)))
+	handle("GET /v1/lag/history", p.auth.require(roleRead, http.HandlerFunc(p.lagHistory)))
+	handle("GET /v1/deadletters", p.auth.require(roleRead, http.HandlerFunc(p.deadLetters)))
 	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.removeSchedule)))
 }
 
@@ -168,6 +170,15 @@ func (p *Planner) lag(w http.ResponseWriter, _ *http.Request) {
 	groups := []kafka.GroupLag{}
 	if p.groups != nil {
 		groups = p.groups.Lags()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"groups": groups})
+}
+
+// lagHistory serves every watched group's lag over the last half hour, one point per measure.
+func (p *Planner) lagHistory(w http.ResponseWriter, _ *http.Request) {
+	groups := []kafka.LagHistory{}
+	if p.groups != nil {
+		groups = p.groups.History()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"groups": groups})
 }

@@ -31,8 +31,11 @@ type Job struct {
 	Tasks            TaskCounts  `json:"tasks"`
 	Records          RecordCount `json:"records"`
 	RecordsPerSecond float64     `json:"records_per_second"`
-	CreatedAt        time.Time   `json:"created_at"`
-	FinishedAt       *time.Time  `json:"finished_at,omitempty"`
+	// ETASeconds estimates the time a running job has left: the records it expects but has not
+	// loaded or dead-lettered, at the rate it did so far. Absent when unknown.
+	ETASeconds *float64   `json:"eta_seconds,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	// Held says that a loader holds the job's records because their table refuses them.
 	Held *Held `json:"held,omitempty"`
 	// IdempotencyKey is the client's key of the submission, when it gave one.
@@ -573,6 +576,11 @@ func (j *Job) view(now time.Time) Job {
 	}
 	if secs := end.Sub(j.CreatedAt).Seconds(); secs > 0 {
 		v.RecordsPerSecond = float64(v.Records.Loaded) / secs
+		done := v.Records.Loaded + v.Records.DeadLettered
+		if j.State == stateRunning && j.Records.Expected >= 0 && done > 0 {
+			eta := float64(max(j.Records.Expected-int64(done), 0)) / (float64(done) / secs)
+			v.ETASeconds = &eta
+		}
 	}
 	return v
 }

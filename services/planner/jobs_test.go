@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -243,5 +245,32 @@ func TestTasksView(t *testing.T) {
 	tasks, all, _ = js.Tasks("j")
 	if all || len(tasks) != 1 || tasks[0].ID != taskID("j", 2) || tasks[0].State != "dead_lettered" {
 		t.Fatalf("a finished job's tasks: %+v (all %v)", tasks, all)
+	}
+}
+
+// TestTimeLeft estimates a running job's time left from the rate it loaded at, and none once it ended
+// or when the source gave no extent.
+func TestTimeLeft(t *testing.T) {
+	start := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	at := func(ev *sluicev1.JobEvent, when time.Time) *sluicev1.JobEvent {
+		ev.At = timestamppb.New(when)
+		return ev
+	}
+	js := newJobs()
+	js.Apply(at(planned("j", 2, 100), start))
+	if j, _ := js.Get("j", start.Add(time.Second)); j.ETASeconds != nil {
+		t.Fatalf("a time left of %v before any record loaded", *j.ETASeconds)
+	}
+	js.Apply(at(loaded("j", "t0", "r", 0, 0, 24), start.Add(5*time.Second)))
+	// 25 records in 10 s: the other 75 take 30 s more.
+	if j, _ := js.Get("j", start.Add(10*time.Second)); j.ETASeconds == nil || *j.ETASeconds != 30 {
+		t.Fatalf("time left %v, want 30 s", j.ETASeconds)
+	}
+	unknown := planned("u", 1, 0)
+	unknown.GetPlanned().ExpectedUnknown = true
+	js.Apply(at(unknown, start))
+	js.Apply(at(loaded("u", "t0", "r", 0, 0, 24), start.Add(5*time.Second)))
+	if j, _ := js.Get("u", start.Add(10*time.Second)); j.ETASeconds != nil {
+		t.Fatalf("a time left of %v for a source without an extent", *j.ETASeconds)
 	}
 }

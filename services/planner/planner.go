@@ -64,6 +64,8 @@ type Planner struct {
 	submits chan struct{}
 	// groups measures the extractors' and the loaders' lag.
 	groups *kafka.GroupMonitor
+	// letters are the newest dead letters, for the status page.
+	letters *letters
 }
 
 type topics struct{ tasks, events, jobs, schemas string }

@@ -108,11 +108,19 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		{Group: cfg.LoaderGroup, Topic: cfg.Kafka.RawTopic},
 	}, cfg.Planner.LagInterval)
 	rt.Registry.MustRegister(p.groups)
+	p.letters = newLetters(cfg.Planner.RecentDeadLetters)
+	lettersCl, err := kafka.NewClient(cfg.Kafka, "sluice-planner-letters", rt.Log, nil,
+		kgo.ConsumeTopics(cfg.Kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		rt.Kafka.Close()
+		return err
+	}
 	p.checkTable = tableChecker(cfg.ClickHouse, rt.Log)
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
 	p.routes(srv.Handle)
 	return rt.Run(ctx, srv, p.Follow, p.Maintain,
-		func(ctx context.Context) error { return p.groups.Run(ctx, rt.Kafka, rt.Log) })
+		func(ctx context.Context) error { return p.groups.Run(ctx, rt.Kafka, rt.Log) },
+		func(ctx context.Context) error { return p.letters.Run(ctx, lettersCl, rt.Log) })
 }
 
 // tableChecker returns the planner's check of an existing sink table. It connects on first use and

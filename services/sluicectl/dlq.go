@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -20,24 +19,7 @@ import (
 )
 
 // letterRow is one dead letter as `sluicectl dlq list` shows it.
-type letterRow struct {
-	Partition         int32     `json:"partition"`
-	Offset            int64     `json:"offset"`
-	Stage             string    `json:"stage"`
-	Class             string    `json:"error_class"`
-	Message           string    `json:"error_message"`
-	Attempts          uint32    `json:"attempts"`
-	JobID             string    `json:"job_id"`
-	TaskID            string    `json:"task_id"`
-	OriginalTopic     string    `json:"original_topic"`
-	OriginalPartition int32     `json:"original_partition"`
-	OriginalOffset    int64     `json:"original_offset"`
-	PayloadSize       uint64    `json:"payload_size"`
-	PayloadSHA256     string    `json:"payload_sha256"`
-	Truncated         bool      `json:"truncated"`
-	HTTPStatus        uint32    `json:"http_status,omitempty"`
-	FailedAt          time.Time `json:"failed_at"`
-}
+type letterRow = dlq.Summary
 
 // dlqListCmd reads the dead-letter topic from its start to its current end.
 func (c *cli) dlqListCmd() *cobra.Command {
@@ -98,11 +80,7 @@ func (c *cli) readLetters(ctx context.Context, keep func(letterRow, *sluicev1.De
 			fmt.Fprintln(stderr, "sluicectl:", err)
 			return true
 		}
-		row := letterRow{Partition: r.Partition, Offset: r.Offset, Stage: dlq.Stage(dl.Stage), Class: dl.ErrorClass,
-			Message: dl.ErrorMessage, Attempts: dl.Attempts, JobID: dl.JobId, TaskID: dl.TaskId,
-			OriginalTopic: dl.OriginalTopic, OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset,
-			PayloadSize: dl.PayloadSize, PayloadSHA256: hex.EncodeToString(dl.PayloadSha256), Truncated: dl.Truncated,
-			HTTPStatus: dl.HttpStatus, FailedAt: dl.FailedAt.AsTime()}
+		row := dlq.Summarize(r, dl)
 		if keep(row, dl) {
 			rows = append(rows, row)
 		}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicedata/sluice/pkg/dlq"
+)
+
+// letters follows the dead-letter topic for the status page: the newest letters, and how many
+// letters each job has by stage and class since the topic's start.
+type letters struct {
+	keep   int
+	mu     sync.Mutex
+	recent []dlq.Summary // oldest first, at most 2*keep before a trim
+	counts map[LetterCount]int
+}
+
+// LetterCount is how many dead letters a job has of one stage and class.
+type LetterCount struct {
+	JobID   string `json:"job_id"`
+	Stage   string `json:"stage"`
+	Class   string `json:"error_class"`
+	Letters int    `json:"letters"`
+}
+
+func newLetters(keep int) *letters {
+	return &letters{keep: max(keep, 1), counts: map[LetterCount]int{}}
+}
+
+func (l *letters) add(s dlq.Summary) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.counts[LetterCount{JobID: s.JobID, Stage: s.Stage, Class: s.Class}]++
+	l.recent = append(l.recent, s)
+	if len(l.recent) >= 2*l.keep {
+		l.recent = slices.Clone(l.recent[len(l.recent)-l.keep:])
+	}
+}
+
+// Run reads the topic from its start with cl, which consumes it, and follows it until ctx ends.
+func (l *letters) Run(ctx context.Context, cl *kgo.Client, log *slog.Logger) error {
+	defer cl.Close()
+	var said string
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(topic string, _ int32, err error) {
+			// The client tries again by itself; a refusal that lasts is said once, not every poll.
+			if err.Error() != said {
+				said = err.Error()
+				log.Warn("read the dead letters for the status page", "topic", topic, "error", err)
+			}
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			dl, err := dlq.Decode(r)
+			if err != nil {
+				log.Warn("skip an undecodable dead letter", "partition", r.Partition, "offset", r.Offset, "error", err)
+				return
+			}
+			l.add(dlq.Summarize(r, dl))
+		})
+	}
+}
+
+// letterFilter is what a query of the dead letters keeps.
+type letterFilter struct {
+	job, stage, class string
+	since, until      time.Time
+	limit             int
+}
+
+// parseLetterFilter reads job, stage, class, since, until (RFC 3339) and limit from q.
+func parseLetterFilter(q url.Values, most int) (letterFilter, string) {
+	f := letterFilter{job: q.Get("job"), stage: q.Get("stage"), class: q.Get("class"), limit: min(100, most)}
+	if f.stage != "" && f.stage != "extract" && f.stage != "load" {
+		return f, "stage must be extract or load"
+	}
+	for name, t := range map[string]*time.Time{"since": &f.since, "until": &f.until} {
+		if v := q.Get(name); v != "" {
+			at, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return f, name + " must be a time in RFC 3339, such as 2026-12-07T10:00:00Z"
+			}
+			*t = at
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return f, "limit must be a positive integer"
+		}
+		f.limit = min(n, most)
+	}
+	return f, ""
+}
+
+func (f letterFilter) keeps(s dlq.Summary) bool {
+	return (f.job == "" || s.JobID == f.job) && (f.stage == "" || s.Stage == f.stage) && (f.class == "" || s.Class == f.class) &&
+		(f.since.IsZero() || !s.FailedAt.Before(f.since)) && (f.until.IsZero() || s.FailedAt.Before(f.until))
+}
+
+// Query returns the newest letters f keeps, newest first, and the counts of the job, stage and
+// class f names (every letter since the topic's start, not only the newest kept).
+func (l *letters) Query(f letterFilter) ([]dlq.Summary, []LetterCount) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := []dlq.Summary{}
+	for i := len(l.recent) - 1; i >= max(len(l.recent)-l.keep, 0) && len(out) < f.limit; i-- {
+		if f.keeps(l.recent[i]) {
+			out = append(out, l.recent[i])
+		}
+	}
+	counts := []LetterCount{}
+	for k, n := range l.counts {
+		if (f.job == "" || k.JobID == f.job) && (f.stage == "" || k.Stage == f.stage) && (f.class == "" || k.Class == f.class) {
+			k.Letters = n
+			counts = append(counts, k)
+		}
+	}
+	slices.SortFunc(counts, func(a, b LetterCount) int {
+		if a.Letters != b.Letters {
+			return b.Letters - a.Letters
+		}
+		return cmpKeys(a, b)
+	})
+	return out, counts
+}
+
+func cmpKeys(a, b LetterCount) int {
+	for _, p := range [][2]string{{a.JobID, b.JobID}, {a.Stage, b.Stage}, {a.Class, b.Class}} {
+		if p[0] != p[1] {
+			if p[0] < p[1] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+// deadLetters serves the newest dead letters, filtered by job, stage, class and time, with counts.
+func (p *Planner) deadLetters(w http.ResponseWriter, r *http.Request) {
+	f, problem := parseLetterFilter(r.URL.Query(), p.letters.keep)
+	if problem != "" {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: problem})
+		return
+	}
+	recent, counts := p.letters.Query(f)
+	writeJSON(w, http.StatusOK, map[string]any{"letters": recent, "counts": counts})
+}
