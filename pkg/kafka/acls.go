@@ -70,7 +70,8 @@ func (c Config) Grants(service string, groups Groups) ([]Grant, error) {
 			topic(c.RawTopic, write, describe),
 			topic(c.DLQTopic, write, describe),
 			topic(c.EventsTopic, write, describe),
-			topic(c.JobsTopic, describe),
+			// It reads the jobs' final states to skip the tasks of cancelled jobs.
+			topic(c.JobsTopic, read, describe),
 			topic(c.SchemasTopic, describe),
 			{Resource: "group", Name: groups.Extractor, Ops: []kadm.ACLOperation{read, describe}},
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/source"
@@ -43,6 +44,8 @@ type Extractor struct {
 
 	mu     sync.Mutex
 	owners map[tp]*owner // one per owned partition with tasks: revoking it cancels them
+	// cancelled are the jobs whose tasks this member skips.
+	cancelled *events.Cancelled
 	// pacers are the rate limits of source hosts, this member's share of each.
 	pacers *pacers
 	// membersKick asks for a count of the group's members now (a rebalance happened).
@@ -90,7 +93,7 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		}),
 		tasksDone: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "extractor_tasks_total",
-			Help: "Tasks finished, by outcome (extracted, dead_lettered).",
+			Help: "Tasks finished, by outcome (extracted, dead_lettered, cancelled: skipped, whole or in part, because their job was cancelled).",
 		}, []string{"outcome"}),
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_in_flight",
@@ -150,6 +153,17 @@ func (x *Extractor) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Tasks wait for the cancelled jobs to be known, a while: a member that cannot read them
+	// extracts all the same.
+	if x.cancelled != nil {
+		x.lag.Doing("reading the jobs topic for the cancelled jobs")
+		select {
+		case <-x.cancelled.CaughtUp():
+		case <-time.After(10 * time.Second):
+			x.log.Warn("the cancelled jobs are not known yet; extracting meanwhile")
+		case <-pollCtx.Done():
+		}
+	}
 	slots := make(chan struct{}, x.cfg.Concurrency)
 	for pollCtx.Err() == nil {
 		// Parked tasks are not free: past the bound no task is taken until one of them returns.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/ops"
 	"github.com/sluicedata/sluice/pkg/pipeline"
@@ -43,6 +44,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		fatal:       make(chan error, 1),
 		unparked:    make(chan struct{}, 1),
 		lag:         kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
+		cancelled:   events.NewCancelled(),
 	}
 	rt, err := service.Start(ctx, "extractor", stdout, cfg.Config,
 		// The raw topic refuses a whole batch for one record over its limit: batches stay under it.
@@ -113,11 +115,21 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		Postgres: &source.Pools{MaxConns: int32(cfg.Extractor.Concurrency), Egress: egress},
 	}
 	defer x.sources.Postgres.Close()
+	// The jobs topic says which jobs were cancelled; a member that cannot read it still extracts
+	// (and fails readiness, saying what the brokers refuse).
+	jobsCl, err := kafka.NewClient(cfg.Kafka, "sluice-extractor-jobs", rt.Log, nil,
+		kgo.ConsumeTopics(cfg.Kafka.JobsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err
+	}
 	x.lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(x.lag.Collector())
 	return rt.Run(ctx, rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "progress", Func: x.lag.Ready}), x.Run,
 		func(ctx context.Context) error { return x.lag.Run(ctx, rt.Kafka, rt.Log) },
-		func(ctx context.Context) error { return x.countMembers(ctx, x.membersKick) })
+		func(ctx context.Context) error { return x.countMembers(ctx, x.membersKick) },
+		func(ctx context.Context) error {
+			return x.cancelled.Follow(ctx, jobsCl, cfg.Kafka.JobsTopic, rt.Log, rt.Denials.Observe)
+		})
 }
 
 // newSecrets is how this process resolves sources' secrets.

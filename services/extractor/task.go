@@ -65,6 +65,9 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	if err := proto.Unmarshal(r.Value, &task); err != nil {
 		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, "bad_task", fmt.Errorf("task is not a sluice.v1.Task: %w", err)), run: run}
 	}
+	if x.cancelled.Is(task.JobId) {
+		return x.skipCancelled(&task, 0), nil
+	}
 	src, err := source.New(task.GetSource(), x.sources)
 	if err != nil {
 		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
@@ -99,6 +102,13 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 			tooLarge: prod.tooLarge.Load(), run: run}
 	}
 	for rd.More() {
+		if x.cancelled.Is(task.JobId) {
+			// The records produced so far stay: they are loaded as usual.
+			if perr := prod.wait(); perr != nil {
+				x.log.Warn("records of a cancelled job's task were not all produced", "job", task.JobId, "task", task.TaskId, "error", perr)
+			}
+			return x.skipCancelled(&task, pages), nil
+		}
 		if perr := prod.failed(); perr != nil {
 			return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
 		}
@@ -164,6 +174,14 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	out.Events = []*sluicev1.JobEvent{{JobId: task.JobId, Producer: "extractor",
 		Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: extracted}}}
 	return out, nil
+}
+
+// skipCancelled is the outcome of a task whose job was cancelled, after pages of it: nothing to
+// report (the job has ended), the task's offset to commit.
+func (x *Extractor) skipCancelled(task *sluicev1.Task, pages uint32) delivery.Outcome {
+	x.log.Info("skipped a task of a cancelled job", "job", task.JobId, "task", task.TaskId, "pages_read", pages)
+	x.metrics.tasksDone.WithLabelValues("cancelled").Inc()
+	return delivery.Outcome{}
 }
 
 // asDelivery returns err's delivery error, or a transient one around it.

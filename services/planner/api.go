@@ -31,6 +31,7 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.limitSubmits(http.HandlerFunc(p.submit))))
 	handle("GET /v1/jobs", p.auth.require(roleRead, http.HandlerFunc(p.list)))
 	handle("GET /v1/jobs/{id}", p.auth.require(roleRead, http.HandlerFunc(p.get)))
+	handle("POST /v1/jobs/{id}/cancel", p.auth.require(roleSubmit, http.HandlerFunc(p.cancel)))
 	handle("GET /v1/jobs/{id}/tasks", p.auth.require(roleRead, http.HandlerFunc(p.tasks)))
 	handle("GET /v1/schedules", p.auth.require(roleRead, http.HandlerFunc(p.listSchedules)))
 	handle("GET /v1/lag", p.auth.require(roleRead, http.HandlerFunc(p.lag)))
@@ -196,6 +197,23 @@ func (p *Planner) tasks(w http.ResponseWriter, r *http.Request) {
 	}
 	// A finished job lists its dead-lettered tasks only; the others were extracted.
 	writeJSON(w, http.StatusOK, map[string]any{"tasks": tasks, "all": all})
+}
+
+// cancel ends a running job as cancelled: 200 with the job, 404 for no such job, 409 when it had
+// ended already.
+func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
+	job, err := p.Cancel(r.Context(), r.PathValue("id"), who(r.Context()))
+	switch {
+	case errors.Is(err, errNoJob):
+		writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
+	case errors.Is(err, errEnded):
+		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+	default:
+		p.log.Info("job cancelled", "job", job.ID, "name", job.Name, "by", who(r.Context()))
+		writeJSON(w, http.StatusOK, job)
+	}
 }
 
 func (p *Planner) get(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"slices"
@@ -18,6 +19,7 @@ const (
 	stateRunning   = "running"
 	stateSucceeded = "succeeded"
 	stateFailed    = "failed"
+	stateCancelled = "cancelled"
 )
 
 // Job is what the planner knows of a job, folded from its events. It is what the API serves.
@@ -26,7 +28,7 @@ type Job struct {
 	Name  string `json:"name"`
 	Table string `json:"table"`
 	State string `json:"state"`
-	// Reason says why a job failed.
+	// Reason says why a job failed, or who cancelled it.
 	Reason           string      `json:"reason,omitempty"`
 	Tasks            TaskCounts  `json:"tasks"`
 	Records          RecordCount `json:"records"`
@@ -343,6 +345,29 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 		Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: state, Reason: reason}}}
 }
 
+// Errors of a job that cannot be cancelled.
+var (
+	errNoJob = errors.New("no job")
+	errEnded = errors.New("the job has ended")
+)
+
+// Cancel ends the running job id as cancelled, for reason, and returns the event that records it.
+func (js *Jobs) Cancel(id, reason string, at time.Time) (*sluicev1.JobEvent, error) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j := js.jobs[id]
+	switch {
+	case j == nil:
+		return nil, fmt.Errorf("%w %s", errNoJob, id)
+	case j.State != stateRunning:
+		return nil, fmt.Errorf("%w: job %s %s", errEnded, id, j.State)
+	}
+	j.State, j.Reason, j.FinishedAt = stateCancelled, reason, &at
+	j.freeze()
+	return &sluicev1.JobEvent{JobId: id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{
+		Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_CANCELLED, Reason: reason}}}, nil
+}
+
 // Get returns a copy of the job, with its counts and rate computed at now.
 func (js *Jobs) Get(id string, now time.Time) (Job, bool) {
 	js.mu.Lock()
@@ -586,8 +611,11 @@ func (j *Job) view(now time.Time) Job {
 }
 
 func stateFromProto(s sluicev1.JobFinished_State) string {
-	if s == sluicev1.JobFinished_STATE_SUCCEEDED {
+	switch s {
+	case sluicev1.JobFinished_STATE_SUCCEEDED:
 		return stateSucceeded
+	case sluicev1.JobFinished_STATE_CANCELLED:
+		return stateCancelled
 	}
 	return stateFailed
 }
@@ -640,7 +668,7 @@ func (s *intervalSet) count() uint64 {
 func (js *Jobs) Counts() map[string]int {
 	js.mu.Lock()
 	defer js.mu.Unlock()
-	out := map[string]int{stateRunning: 0, stateSucceeded: 0, stateFailed: 0}
+	out := map[string]int{stateRunning: 0, stateSucceeded: 0, stateFailed: 0, stateCancelled: 0}
 	for _, j := range js.jobs {
 		out[j.State]++
 	}

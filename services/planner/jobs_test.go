@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -272,5 +273,43 @@ func TestTimeLeft(t *testing.T) {
 	js.Apply(at(loaded("u", "t0", "r", 0, 0, 24), start.Add(5*time.Second)))
 	if j, _ := js.Get("u", start.Add(10*time.Second)); j.ETASeconds != nil {
 		t.Fatalf("a time left of %v for a source without an extent", *j.ETASeconds)
+	}
+}
+
+// TestCancel ends a running job as cancelled once: its later events change nothing, a second cancel
+// or a cancel of an ended job is refused, and the cancel read back from the log folds the same.
+func TestCancel(t *testing.T) {
+	js := newJobs()
+	js.Apply(planned("j", 2, 100))
+	js.Apply(extracted("j", "t0", "r", 50))
+	js.Apply(loaded("j", "t0", "r", 0, 0, 49))
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	fin, err := js.Cancel("j", "cancelled by ops", at)
+	if err != nil || fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_CANCELLED {
+		t.Fatalf("cancel: %v, %v", fin, err)
+	}
+	if fin := js.Apply(extracted("j", "t1", "r", 50)); fin != nil {
+		t.Fatalf("a cancelled job finished again: %v", fin)
+	}
+	j, _ := js.Get("j", at)
+	if j.State != stateCancelled || j.Reason != "cancelled by ops" || j.Records.Loaded != 50 || j.Tasks.Extracted != 1 || j.ETASeconds != nil {
+		t.Fatalf("job %+v, want cancelled with the 50 records loaded before", j)
+	}
+	if _, err := js.Cancel("j", "again", at); !errors.Is(err, errEnded) {
+		t.Fatalf("a second cancel: %v, want errEnded", err)
+	}
+	if _, err := js.Cancel("nope", "", at); !errors.Is(err, errNoJob) {
+		t.Fatalf("cancel of no job: %v, want errNoJob", err)
+	}
+	if js.Counts()[stateCancelled] != 1 {
+		t.Fatalf("counts %v", js.Counts())
+	}
+	// A planner that reads the log again folds the cancel the same.
+	again := newJobs()
+	again.Apply(planned("j", 2, 100))
+	fin.At = timestamppb.New(at)
+	again.Apply(fin)
+	if j, _ := again.Get("j", at); j.State != stateCancelled || j.Reason != "cancelled by ops" {
+		t.Fatalf("folded from the log: %+v", j)
 	}
 }

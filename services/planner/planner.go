@@ -438,6 +438,27 @@ func (p *Planner) store(ctx context.Context) {
 	p.jobs.Stored(states)
 }
 
+// Cancel ends a running job as cancelled by who, and puts its state on the jobs topic at once: the
+// extractors learn it there and skip the job's tasks not yet done. The records extracted before
+// are loaded as usual; the job's counts stay as they were when it was cancelled.
+func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
+	if !p.caughtUp.Load() {
+		return Job{}, errNotCaughtUp
+	}
+	reason := "cancelled"
+	if who != "" {
+		reason = "cancelled by " + who
+	}
+	fin, err := p.jobs.Cancel(id, reason, p.now())
+	if err != nil {
+		return Job{}, err
+	}
+	p.publishFinished(ctx, fin)
+	p.store(ctx)
+	job, _ := p.jobs.Get(id, p.now())
+	return job, nil
+}
+
 // publishFinished records a job's end on the events topic, retrying until it is written.
 func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) {
 	fin.At = timestamppb.New(p.now())

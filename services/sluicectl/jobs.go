@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -260,6 +261,29 @@ func (c *cli) jobsCmd() *cobra.Command {
 			return failed(err)
 		}
 		return printJobs(c.stdout, *out, list.Jobs)
+	}
+	cmd.AddCommand(c.cancelCmd())
+	return cmd
+}
+
+// cancelCmd cancels a running job: the extractors skip its tasks not yet done.
+func (c *cli) cancelCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cancel JOB",
+		Short: "cancel a running job: the extractors skip its tasks not yet done; what they extracted before is loaded",
+		Args:  cobra.ExactArgs(1),
+	}
+	out := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		pc, err := newPlannerClient(cmd.Context(), c.lookup)
+		if err != nil {
+			return failed(err)
+		}
+		var j job
+		if err := pc.do(cmd.Context(), http.MethodPost, "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", nil, &j); err != nil {
+			return failed(err)
+		}
+		return printJobs(c.stdout, *out, []job{j})
 	}
 	return cmd
 }

@@ -96,8 +96,12 @@ type DeadLetter struct {
 	PayloadSha256 []byte                 `protobuf:"bytes,14,opt,name=payload_sha256,json=payloadSha256,proto3" json:"payload_sha256,omitempty"`
 	FailedAt      *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=failed_at,json=failedAt,proto3" json:"failed_at,omitempty"`
 	// For extraction failures: the last HTTP status and the first bytes of the last response body.
-	HttpStatus    uint32 `protobuf:"varint,16,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
-	ResponseHead  []byte `protobuf:"bytes,17,opt,name=response_head,json=responseHead,proto3" json:"response_head,omitempty"`
+	HttpStatus   uint32 `protobuf:"varint,16,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	ResponseHead []byte `protobuf:"bytes,17,opt,name=response_head,json=responseHead,proto3" json:"response_head,omitempty"`
+	// For a record's letter (the loader's, or the extractor's too_large): its envelope on the raw
+	// topic without its payload, which is in payload. A replay puts the two back together onto the
+	// raw topic. Unset in letters written before sluice kept it.
+	Record        *Record `protobuf:"bytes,18,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -251,11 +255,18 @@ func (x *DeadLetter) GetResponseHead() []byte {
 	return nil
 }
 
+func (x *DeadLetter) GetRecord() *Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
 var File_sluice_v1_dead_letter_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_dead_letter_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/v1/dead_letter.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x05\n" +
+	"\x1bsluice/v1/dead_letter.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16sluice/v1/record.proto\"\xe2\x05\n" +
 	"\n" +
 	"DeadLetter\x121\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\x1b.sluice.v1.DeadLetter.StageR\x05stage\x12\x1f\n" +
@@ -277,7 +288,8 @@ const file_sluice_v1_dead_letter_proto_rawDesc = "" +
 	"\tfailed_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\x12\x1f\n" +
 	"\vhttp_status\x18\x10 \x01(\rR\n" +
 	"httpStatus\x12#\n" +
-	"\rresponse_head\x18\x11 \x01(\fR\fresponseHead\"A\n" +
+	"\rresponse_head\x18\x11 \x01(\fR\fresponseHead\x12)\n" +
+	"\x06record\x18\x12 \x01(\v2\x11.sluice.v1.RecordR\x06record\"A\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTAGE_EXTRACT\x10\x01\x12\x0e\n" +
@@ -302,15 +314,17 @@ var file_sluice_v1_dead_letter_proto_goTypes = []any{
 	(DeadLetter_Stage)(0),         // 0: sluice.v1.DeadLetter.Stage
 	(*DeadLetter)(nil),            // 1: sluice.v1.DeadLetter
 	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*Record)(nil),                // 3: sluice.v1.Record
 }
 var file_sluice_v1_dead_letter_proto_depIdxs = []int32{
 	0, // 0: sluice.v1.DeadLetter.stage:type_name -> sluice.v1.DeadLetter.Stage
 	2, // 1: sluice.v1.DeadLetter.failed_at:type_name -> google.protobuf.Timestamp
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 2: sluice.v1.DeadLetter.record:type_name -> sluice.v1.Record
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_dead_letter_proto_init() }
@@ -318,6 +332,7 @@ func file_sluice_v1_dead_letter_proto_init() {
 	if File_sluice_v1_dead_letter_proto != nil {
 		return
 	}
+	file_sluice_v1_record_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

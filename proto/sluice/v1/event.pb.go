@@ -28,6 +28,9 @@ const (
 	JobFinished_STATE_UNSPECIFIED JobFinished_State = 0
 	JobFinished_STATE_SUCCEEDED   JobFinished_State = 1
 	JobFinished_STATE_FAILED      JobFinished_State = 2
+	// Someone cancelled the job: the extractors skip its tasks not yet done; what they extracted
+	// before is loaded as usual.
+	JobFinished_STATE_CANCELLED JobFinished_State = 3
 )
 
 // Enum value maps for JobFinished_State.
@@ -36,11 +39,13 @@ var (
 		0: "STATE_UNSPECIFIED",
 		1: "STATE_SUCCEEDED",
 		2: "STATE_FAILED",
+		3: "STATE_CANCELLED",
 	}
 	JobFinished_State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
 		"STATE_SUCCEEDED":   1,
 		"STATE_FAILED":      2,
+		"STATE_CANCELLED":   3,
 	}
 )
 
@@ -1071,7 +1076,7 @@ type JobState struct {
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Table string                 `protobuf:"bytes,3,opt,name=table,proto3" json:"table,omitempty"`
-	// running, succeeded or failed.
+	// running, succeeded, failed or cancelled.
 	State             string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	Reason            string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	TasksPlanned      uint32 `protobuf:"varint,6,opt,name=tasks_planned,json=tasksPlanned,proto3" json:"tasks_planned,omitempty"`
@@ -1555,14 +1560,15 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\n" +
 	"OffsetSpan\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x03R\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\x03R\x04last\"\xa0\x01\n" +
+	"\x04last\x18\x02 \x01(\x03R\x04last\"\xb5\x01\n" +
 	"\vJobFinished\x122\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1c.sluice.v1.JobFinished.StateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"Z\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_SUCCEEDED\x10\x01\x12\x10\n" +
-	"\fSTATE_FAILED\x10\x02\"\xc9\x05\n" +
+	"\fSTATE_FAILED\x10\x02\x12\x13\n" +
+	"\x0fSTATE_CANCELLED\x10\x03\"\xc9\x05\n" +
 	"\bJobState\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
