@@ -41,32 +41,7 @@ func TestPipelineCancel(t *testing.T) {
 	cancelledAt := time.Now()
 
 	// The extractors skip the rest: the tasks topic and the raw topic drain.
-	groups := map[string]string{env["SLUICE_EXTRACTOR_GROUP"]: "", env["SLUICE_LOADER_GROUP"]: ""}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var lag struct {
-			Groups []struct {
-				Group      string    `json:"group"`
-				Records    int64     `json:"lag_records"`
-				Measured   time.Time `json:"measured_at"`
-				Partitions []struct {
-					Committed int64 `json:"committed"`
-				} `json:"partitions"`
-			} `json:"groups"`
-		}
-		getJSON(t, planner, "/v1/lag", &lag)
-		drained := len(lag.Groups) == 2
-		for _, g := range lag.Groups {
-			drained = drained && g.Records == 0 && g.Measured.After(cancelledAt)
-		}
-		if drained {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the groups did not drain a minute after the cancel: %+v (%v)", lag, groups)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitDrained(t, planner, env, cancelledAt)
 	skipped := metric(t, x.addr(t), "extractor_tasks_total", `outcome="cancelled"`)
 	extracted := metric(t, x.addr(t), "extractor_tasks_total", `outcome="extracted"`)
 	if skipped == 0 || skipped+extracted < tasks {

@@ -204,6 +204,8 @@ type deployment struct {
 	conn   *chconn.Conn
 	// sourceDown makes the source answer 503 to everything.
 	sourceDown atomic.Bool
+	// failing, when set, makes the source answer 500 to the requests it returns true for.
+	failing atomic.Pointer[func(*http.Request) bool]
 }
 
 // newPipeline prepares topics, a database and an in-process demo source with cfg.
@@ -239,6 +241,10 @@ func newPipelineOn(t testing.TB, src demosource.Config, k kafka.Config) *deploym
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if d.sourceDown.Load() { // an outage of the whole source, without Retry-After
 			http.Error(w, "source down", http.StatusServiceUnavailable)
+			return
+		}
+		if f := d.failing.Load(); f != nil && (*f)(r) { // pages that fail until the test fixes them
+			http.Error(w, "this page fails", http.StatusInternalServerError)
 			return
 		}
 		api.ServeHTTP(w, r)
@@ -383,6 +389,35 @@ func getJSON(t testing.TB, planner, path string, v any) {
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		t.Fatalf("GET %s: %v: %s", path, err, body)
+	}
+}
+
+// waitDrained waits until the planner measured, after since, no lag for the extractor and the loader
+// groups of env (SLUICE_PLANNER_LAG_INTERVAL short): every task and record committed.
+func waitDrained(t testing.TB, planner string, env map[string]string, since time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var lag struct {
+			Groups []struct {
+				Group    string    `json:"group"`
+				Records  int64     `json:"lag_records"`
+				Measured time.Time `json:"measured_at"`
+			} `json:"groups"`
+		}
+		getJSON(t, planner, "/v1/lag", &lag)
+		drained := len(lag.Groups) == 2
+		for _, g := range lag.Groups {
+			drained = drained && g.Records == 0 && g.Measured.After(since) &&
+				(g.Group == env["SLUICE_EXTRACTOR_GROUP"] || g.Group == env["SLUICE_LOADER_GROUP"])
+		}
+		if drained {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the groups did not drain in a minute: %+v", lag)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -27,6 +27,9 @@ const (
 	HeaderOriginalTopic     = "sluice-original-topic"
 	HeaderOriginalPartition = "sluice-original-partition"
 	HeaderOriginalOffset    = "sluice-original-offset"
+	// HeaderReplayOf marks a task or a record that a replay put back: the dead letter's
+	// topic/partition/offset.
+	HeaderReplayOf = "sluice-replay-of"
 )
 
 // Stage names as they appear in headers and metric labels.
@@ -57,6 +60,9 @@ type Letter struct {
 	HTTPStatus   int
 	ResponseHead []byte
 	FailedAt     time.Time
+	// Record is a record's envelope on the raw topic without its payload (which is Payload): what a
+	// replay puts back together. Nil for a task's letter.
+	Record *sluicev1.Record
 }
 
 // MaxPayload is the most a letter carries of the original bytes, whatever the stage allows: with its
@@ -86,9 +92,13 @@ func Record(topic string, l Letter, maxPayload int) (*kgo.Record, error) {
 		HttpStatus:    uint32(max(l.HTTPStatus, 0)),
 		ResponseHead:  l.ResponseHead,
 		FailedAt:      timestamppb.New(l.FailedAt),
+		Record:        l.Record,
 	}
 	if l.Err != nil {
 		msg.ErrorMessage = valid(l.Err.Error())
+	}
+	if l.Record != nil && len(l.Record.Payload) > 0 {
+		return nil, fmt.Errorf("dead letter of record %q: its envelope must come without the payload", l.Record.Key)
 	}
 	if len(payload) > maxPayload {
 		msg.Truncated = true

@@ -6,6 +6,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicedata/sluice/pkg/dlq"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -63,11 +64,18 @@ func (c *claims) release(o *owner, id string, done bool) {
 	}
 }
 
-// taskID is the id of the task at r, "" when it does not decode (its run dead-letters it).
+// taskID is the id of the task at r, "" when it does not decode (its run dead-letters it). A task
+// replayed from its dead letter is another claim than the run that dead-lettered it: the id of
+// the letter it replays goes with it.
 func taskID(r *kgo.Record) string {
 	var t sluicev1.Task
 	if proto.Unmarshal(r.Value, &t) != nil {
 		return ""
+	}
+	for _, h := range r.Headers {
+		if h.Key == dlq.HeaderReplayOf {
+			return t.TaskId + " replaying " + string(h.Value)
+		}
 	}
 	return t.TaskId
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicedata/sluice/pkg/catalog"
@@ -665,9 +666,18 @@ func (l *Loader) release(t *table, it *item) {
 
 // deadLetter adds the dead letter of it to the batch, counted for its job.
 func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
+	// The envelope without its payload goes with the letter, for a replay; one that does not decode
+	// (the letter's cause, then) stays out.
+	var env sluicev1.Record
+	envelope := &env
+	if proto.Unmarshal(it.raw, &env) != nil {
+		envelope = nil
+	} else {
+		env.Payload = nil
+	}
 	letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
 		Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
-		JobID: it.job, TaskID: it.task, Payload: it.payload, FailedAt: l.now(),
+		JobID: it.job, TaskID: it.task, Payload: it.payload, FailedAt: l.now(), Record: envelope,
 		Original: &kgo.Record{Topic: l.topics.raw, Partition: it.partition, Offset: it.offset, Key: it.rawKey, Value: it.raw},
 	}, l.cfg.MaxRecordBytes)
 	if lerr != nil {

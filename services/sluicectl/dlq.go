@@ -23,21 +23,17 @@ type letterRow = dlq.Summary
 
 // dlqListCmd reads the dead-letter topic from its start to its current end.
 func (c *cli) dlqListCmd() *cobra.Command {
-	var jobID, stage, class string
+	var f letterFlags
 	var limit int
 	cmd := &cobra.Command{Use: "list", Short: "the dead letters, from the start of the topic to its current end", Args: cobra.NoArgs}
 	out := outputFlag(cmd)
-	cmd.Flags().StringVar(&jobID, "job", "", "only this job's dead letters")
-	cmd.Flags().StringVar(&stage, "stage", "", "only this stage: extract or load")
-	cmd.Flags().StringVar(&class, "class", "", "only this error class")
+	f.add(cmd)
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many (0: all)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if stage != "" && stage != "extract" && stage != "load" {
-			return &exitError{code: exitUsage, err: fmt.Errorf("--stage %q: want extract or load", stage)}
+		if err := f.parse(time.Now()); err != nil {
+			return err
 		}
-		rows, err := c.readLetters(cmd.Context(), func(r letterRow, _ *sluicev1.DeadLetter) bool {
-			return (jobID == "" || r.JobID == jobID) && (stage == "" || r.Stage == stage) && (class == "" || r.Class == class)
-		}, limit)
+		rows, err := c.readLetters(cmd.Context(), func(r letterRow, _ *sluicev1.DeadLetter) bool { return f.keeps(r) }, limit)
 		if err != nil {
 			return failed(err)
 		}
@@ -55,33 +51,45 @@ func (c *cli) dlqListCmd() *cobra.Command {
 	return cmd
 }
 
-// readLetters reads the dead-letter topic to its current end and returns the letters keep takes, at
-// most limit (0: all).
-func (c *cli) readLetters(ctx context.Context, keep func(letterRow, *sluicev1.DeadLetter) bool, limit int) ([]letterRow, error) {
-	stderr := c.stderr
+// lettersClient is a client that reads the dead-letter topic from its start, with the configuration.
+func (c *cli) lettersClient(ctx context.Context) (*kgo.Client, Config, error) {
 	var cfg Config
 	if err := config.Load(ctx, c.lookup, &cfg); err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
-	log, err := logging.New(stderr, cfg.Log, "sluicectl")
+	log, err := logging.New(c.stderr, cfg.Log, "sluicectl")
 	if err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
 	cl, err := kafka.NewClient(cfg.Kafka, "sluicectl", log, nil,
 		kgo.ConsumeTopics(cfg.Kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	return cl, cfg, err
+}
+
+// scanLetters reads the dead-letter topic with cl to its current end, calling fn with each letter
+// until it returns false; a letter that does not decode is said on stderr and passed over.
+func (c *cli) scanLetters(ctx context.Context, cl *kgo.Client, topic string, fn func(*kgo.Record, *sluicev1.DeadLetter) bool) error {
+	return kafka.ReadToEnd(ctx, cl, topic, func(r *kgo.Record) bool {
+		dl, err := dlq.Decode(r)
+		if err != nil {
+			fmt.Fprintln(c.stderr, "sluicectl:", err)
+			return true
+		}
+		return fn(r, dl)
+	})
+}
+
+// readLetters reads the dead-letter topic to its current end and returns the letters keep takes, at
+// most limit (0: all).
+func (c *cli) readLetters(ctx context.Context, keep func(letterRow, *sluicev1.DeadLetter) bool, limit int) ([]letterRow, error) {
+	cl, cfg, err := c.lettersClient(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
 	var rows []letterRow
-	err = kafka.ReadToEnd(ctx, cl, cfg.Kafka.DLQTopic, func(r *kgo.Record) bool {
-		dl, err := dlq.Decode(r)
-		if err != nil {
-			fmt.Fprintln(stderr, "sluicectl:", err)
-			return true
-		}
-		row := dlq.Summarize(r, dl)
-		if keep(row, dl) {
+	err = c.scanLetters(ctx, cl, cfg.Kafka.DLQTopic, func(r *kgo.Record, dl *sluicev1.DeadLetter) bool {
+		if row := dlq.Summarize(r, dl); keep(row, dl) {
 			rows = append(rows, row)
 		}
 		return limit == 0 || len(rows) < limit

@@ -68,9 +68,9 @@ func newRoot(c *cli) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SetOut(c.stderr)
 			_ = cmd.Help()
-			return &exitError{code: exitUsage, err: errors.New("dlq needs a command: list or show")}
+			return &exitError{code: exitUsage, err: errors.New("dlq needs a command: list, show or replay")}
 		}}
-	dlq.AddCommand(c.dlqListCmd(), c.dlqShowCmd())
+	dlq.AddCommand(c.dlqListCmd(), c.dlqShowCmd(), c.dlqReplayCmd())
 	root.AddCommand(c.submitCmd(), c.statusCmd(), c.jobsCmd(), c.tasksCmd(), c.lagCmd(), dlq, c.topicsCmd(), c.inferCmd(),
 		c.validateCmd(), c.versionCmd())
 	return root
