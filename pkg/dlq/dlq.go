@@ -61,7 +61,8 @@ type Letter struct {
 	ResponseHead []byte
 	FailedAt     time.Time
 	// Record is a record's envelope on the raw topic without its payload (which is Payload): what a
-	// replay puts back together. Nil for a task's letter.
+	// replay puts back together. Nil for a task's letter, and for the extractor's too_large letters,
+	// which cannot keep the payload the raw topic refused.
 	Record *sluicev1.Record
 }
 
@@ -162,7 +163,8 @@ func Fit(r *kgo.Record, maxBytes int) (*kgo.Record, error) {
 	if err := proto.Unmarshal(r.Value, &dl); err != nil {
 		return nil, fmt.Errorf("decode dead letter to fit it: %w", err)
 	}
-	dl.Payload, dl.ResponseHead, dl.Truncated = nil, nil, true
+	// Without the payload the record's envelope is no use to a replay, and its key may be large.
+	dl.Payload, dl.ResponseHead, dl.Record, dl.Truncated = nil, nil, nil, true
 	if len(dl.ErrorMessage) > 4096 {
 		dl.ErrorMessage = dl.ErrorMessage[:4096]
 	}

@@ -101,7 +101,6 @@ func (p *taskProducer) tooLargeRecord(rec *kgo.Record, err error) {
 		Err: fmt.Errorf("record %d of the page at %d, %d bytes, refused by the raw topic: %w",
 			env.IndexInPage, env.Page, len(env.Payload), err),
 		Attempts: 1, Original: p.task, JobID: env.JobId, TaskID: env.TaskId, Payload: env.Payload, FailedAt: p.x.now(),
-		Record: withoutPayload(&env),
 	}, 0)
 	if lerr != nil {
 		p.fail(delivery.New(delivery.Fatal, "bad_letter", lerr))
@@ -116,13 +115,6 @@ func (p *taskProducer) tooLargeRecord(rec *kgo.Record, err error) {
 		return
 	}
 	p.tooLarge.Add(1)
-}
-
-// withoutPayload is env without its payload, as a dead letter keeps it next to the payload.
-func withoutPayload(env *sluicev1.Record) *sluicev1.Record {
-	c := proto.CloneOf(env)
-	c.Payload = nil
-	return c
 }
 
 func (p *taskProducer) fail(err error) { p.err.CompareAndSwap(nil, &err) }

@@ -677,7 +677,7 @@ func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
 	}
 	letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
 		Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
-		JobID: it.job, TaskID: it.task, Payload: it.payload, FailedAt: l.now(), Record: envelope,
+		JobID: it.job, TaskID: it.task, Payload: nonNil(it.payload), FailedAt: l.now(), Record: envelope,
 		Original: &kgo.Record{Topic: l.topics.raw, Partition: it.partition, Offset: it.offset, Key: it.rawKey, Value: it.raw},
 	}, l.cfg.MaxRecordBytes)
 	if lerr != nil {
@@ -690,6 +690,14 @@ func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
 	}
 	s.dead[class].add(it.offset)
 	return nil
+}
+
+// nonNil is b, or an empty payload for nil: a letter's nil payload means the original message.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 // tell puts on the status of every job with records waiting for t that its table refuses them, or,

@@ -199,8 +199,8 @@ func (p *Planner) tasks(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tasks": tasks, "all": all})
 }
 
-// cancel ends a running job as cancelled: 200 with the job, 404 for no such job, 409 when it had
-// ended already.
+// cancel ends a running job as cancelled: 200 with the job (a cancelled job again too), 404 for no
+// such job, 409 when it had ended otherwise, 503 when its state could not be stored.
 func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 	job, err := p.Cancel(r.Context(), r.PathValue("id"), who(r.Context()))
 	switch {
@@ -208,7 +208,10 @@ func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
 	case errors.Is(err, errEnded):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+	case errors.Is(err, errNotCaughtUp):
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 	case err != nil:
+		p.log.Warn("job cancelled but not stored", "job", job.ID, "by", who(r.Context()), "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 	default:
 		p.log.Info("job cancelled", "job", job.ID, "name", job.Name, "by", who(r.Context()))

@@ -254,9 +254,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 		return nil
 	case *sluicev1.JobEvent_Finished:
 		if j.State == stateRunning {
-			j.State, j.Reason = stateFromProto(e.Finished.State), e.Finished.Reason
-			j.FinishedAt = &at
-			j.freeze()
+			j.end(e.Finished, at)
 		}
 		return nil
 	}
@@ -351,7 +349,8 @@ var (
 	errEnded = errors.New("the job has ended")
 )
 
-// Cancel ends the running job id as cancelled, for reason, and returns the event that records it.
+// Cancel ends the running job id as cancelled, for reason, and returns the event that records it;
+// nil for a job cancelled already (cancelling again is no error).
 func (js *Jobs) Cancel(id, reason string, at time.Time) (*sluicev1.JobEvent, error) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -359,13 +358,35 @@ func (js *Jobs) Cancel(id, reason string, at time.Time) (*sluicev1.JobEvent, err
 	switch {
 	case j == nil:
 		return nil, fmt.Errorf("%w %s", errNoJob, id)
+	case j.State == stateCancelled:
+		return nil, nil
 	case j.State != stateRunning:
 		return nil, fmt.Errorf("%w: job %s %s", errEnded, id, j.State)
 	}
-	j.State, j.Reason, j.FinishedAt = stateCancelled, reason, &at
+	fin := &sluicev1.JobEvent{JobId: id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{
+		Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_CANCELLED, Reason: reason}}}
+	j.end(fin.GetFinished(), at)
+	return fin, nil
+}
+
+// End ends the running job of fin, an end the planner decided (no progress, tasks that cannot be
+// published), at at, and reports whether it did: false when the job ended meanwhile (it completed,
+// or someone cancelled it), and fin must then not be published.
+func (js *Jobs) End(fin *sluicev1.JobEvent, at time.Time) bool {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j := js.jobs[fin.JobId]
+	if j == nil || j.State != stateRunning {
+		return false
+	}
+	j.end(fin.GetFinished(), at)
+	return true
+}
+
+// end records the job's final state and lets go of its detail.
+func (j *Job) end(f *sluicev1.JobFinished, at time.Time) {
+	j.State, j.Reason, j.FinishedAt = stateFromProto(f.GetState()), f.GetReason(), &at
 	j.freeze()
-	return &sluicev1.JobEvent{JobId: id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{
-		Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_CANCELLED, Reason: reason}}}, nil
 }
 
 // Get returns a copy of the job, with its counts and rate computed at now.
@@ -696,7 +717,8 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 // TaskView is one task of a job as the API serves it: how far it got, from the job's events.
 type TaskView struct {
 	ID string `json:"id"`
-	// State is waiting (no run reported yet), extracted or dead_lettered.
+	// State is waiting (nothing of it seen yet), extracting (records of a run loaded, the run not
+	// ended), extracted or dead_lettered.
 	State string `json:"state"`
 	// Runs counts the runs that reported records (a task runs again after a rebalance or a crash).
 	Runs         int    `json:"runs"`
@@ -752,6 +774,8 @@ func (j *Job) taskViews() []TaskView {
 				v.State = "dead_lettered"
 			case t.finished:
 				v.State = "extracted"
+			case len(t.runs) > 0: // the loaders have its records: a run is at work
+				v.State = "extracting"
 			}
 		}
 		out = append(out, v)

@@ -213,23 +213,25 @@ func TestCrawlChainCompletesAtItsLastPage(t *testing.T) {
 	}
 }
 
-// TestTasksView lists a job's tasks in order with their states: waiting, extracted, dead-lettered, and
+// TestTasksView lists a job's tasks in order with their states: waiting, extracting, extracted,
+// dead-lettered, and
 // a crawl's page that another task published.
 func TestTasksView(t *testing.T) {
 	js := newJobs()
-	js.Apply(planned("j", 3, 100))
+	js.Apply(planned("j", 4, 100))
 	js.Apply(extracted("j", taskID("j", 0), "r1", 60))
+	js.Apply(loaded("j", taskID("j", 3), "r3", 0, 100, 109))
 	js.Apply(loaded("j", taskID("j", 0), "r1", 0, 0, 59))
 	js.Apply(&sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TaskDeadLettered{TaskDeadLettered: &sluicev1.TaskDeadLettered{
 		TaskId: taskID("j", 2), Run: "r9"}}})
 	tasks, all, ok := js.Tasks("j")
-	if !ok || !all || len(tasks) != 3 {
+	if !ok || !all || len(tasks) != 4 {
 		t.Fatalf("tasks %+v", tasks)
 	}
 	want := []struct {
 		state          string
 		records, loads uint64
-	}{{"extracted", 60, 60}, {"waiting", 0, 0}, {"dead_lettered", 0, 0}}
+	}{{"extracted", 60, 60}, {"waiting", 0, 0}, {"dead_lettered", 0, 0}, {"extracting", 0, 10}}
 	for i, w := range want {
 		if tasks[i].ID != taskID("j", i) || tasks[i].State != w.state || tasks[i].Records != w.records || tasks[i].Loaded != w.loads {
 			t.Errorf("task %d: %+v, want %s with %d records, %d loaded", i, tasks[i], w.state, w.records, w.loads)
@@ -240,6 +242,7 @@ func TestTasksView(t *testing.T) {
 	}
 	// Finished, the job keeps its dead-lettered task only.
 	js.Apply(extracted("j", taskID("j", 1), "r2", 40))
+	js.Apply(extracted("j", taskID("j", 3), "r3", 10))
 	if fin := js.Apply(loaded("j", taskID("j", 1), "r2", 1, 0, 39)); fin == nil {
 		t.Fatal("the job did not finish")
 	}
@@ -295,8 +298,20 @@ func TestCancel(t *testing.T) {
 	if j.State != stateCancelled || j.Reason != "cancelled by ops" || j.Records.Loaded != 50 || j.Tasks.Extracted != 1 || j.ETASeconds != nil {
 		t.Fatalf("job %+v, want cancelled with the 50 records loaded before", j)
 	}
-	if _, err := js.Cancel("j", "again", at); !errors.Is(err, errEnded) {
-		t.Fatalf("a second cancel: %v, want errEnded", err)
+	if fin, err := js.Cancel("j", "again", at); fin != nil || err != nil {
+		t.Fatalf("a second cancel: %v, %v; want nothing to publish and no error", fin, err)
+	}
+	if j, _ := js.Get("j", at); j.Reason != "cancelled by ops" {
+		t.Fatalf("a second cancel changed the reason: %q", j.Reason)
+	}
+	js.Apply(planned("done", 0, 0)) // a job without tasks succeeds at once
+	if _, err := js.Cancel("done", "", at); !errors.Is(err, errEnded) {
+		t.Fatalf("cancel of a succeeded job: %v, want errEnded", err)
+	}
+	// An end the planner decided (no progress) does not end a cancelled job again.
+	stalled := &sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_FAILED}}}
+	if js.End(stalled, at) {
+		t.Fatal("a cancelled job was failed for want of progress")
 	}
 	if _, err := js.Cancel("nope", "", at); !errors.Is(err, errNoJob) {
 		t.Fatalf("cancel of no job: %v, want errNoJob", err)

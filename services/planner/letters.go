@@ -151,6 +151,10 @@ func cmpKeys(a, b LetterCount) int {
 
 // deadLetters serves the newest dead letters, filtered by job, stage, class and time, with counts.
 func (p *Planner) deadLetters(w http.ResponseWriter, r *http.Request) {
+	if p.letters == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"letters": []any{}, "counts": []any{}})
+		return
+	}
 	f, problem := parseLetterFilter(r.URL.Query(), p.letters.keep)
 	if problem != "" {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: problem})

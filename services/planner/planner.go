@@ -350,11 +350,12 @@ func (p *Planner) Maintain(ctx context.Context) error {
 		// News is counted from when this planner caught up at the earliest: a planner that was down
 		// is no reason to fail a job.
 		for _, fin := range p.jobs.Stalled(now.Add(-p.cfg.JobStallTimeout), p.caughtUpAt, p.cfg.JobStallTimeout) {
-			p.log.Warn("job without progress; failing it", "job", fin.JobId, "reason", fin.GetFinished().Reason)
-			p.jobs.Apply(fin)
-			p.publishFinished(ctx, fin)
+			if p.jobs.End(fin, now) {
+				p.log.Warn("job without progress; failing it", "job", fin.JobId, "reason", fin.GetFinished().Reason)
+				p.publishFinished(ctx, fin)
+			}
 		}
-		p.store(ctx)
+		_ = p.store(ctx) // logged; tried again at the next tick
 		if err := p.advanceMarks(ctx); err != nil {
 			p.log.Warn("advance the marks of incremental jobs; trying again", "error", err)
 		} else {
@@ -377,8 +378,9 @@ func (p *Planner) republish(ctx context.Context, u unpublished) {
 	if err != nil {
 		fin := &sluicev1.JobEvent{JobId: u.id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{
 			State: sluicev1.JobFinished_STATE_FAILED, Reason: fmt.Sprintf("its tasks cannot be published again: %v", err)}}}
-		p.jobs.Apply(fin)
-		p.publishFinished(ctx, fin)
+		if p.jobs.End(fin, p.now()) {
+			p.publishFinished(ctx, fin)
+		}
 		return
 	}
 	schemaID, err := p.publishSchema(ctx, spec.Sink.Schema(spec.Name))
@@ -416,11 +418,12 @@ func (p *Planner) replan(u unpublished) (source.Plan, *jobspec.Spec, *sluicev1.S
 	return sp, spec, srcProto, err
 }
 
-// store puts the final state of finished jobs on the compacted jobs topic.
-func (p *Planner) store(ctx context.Context) {
+// store puts the final state of finished jobs on the compacted jobs topic. A failure is logged,
+// and the states are stored again at the next try.
+func (p *Planner) store(ctx context.Context) error {
 	states := p.jobs.Unstored()
 	if len(states) == 0 {
-		return
+		return nil
 	}
 	recs := make([]*kgo.Record, 0, len(states))
 	for _, st := range states {
@@ -433,14 +436,19 @@ func (p *Planner) store(ctx context.Context) {
 	}
 	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		p.log.Warn("store job states; trying again", "jobs", len(recs), "error", err)
-		return
+		return err
 	}
 	p.jobs.Stored(states)
+	return nil
 }
 
-// Cancel ends a running job as cancelled by who, and puts its state on the jobs topic at once: the
-// extractors learn it there and skip the job's tasks not yet done. The records extracted before
-// are loaded as usual; the job's counts stay as they were when it was cancelled.
+// errNotStored is a cancel that this planner holds but could not yet put on the jobs topic.
+var errNotStored = errors.New("the job is cancelled, but its state is not on the jobs topic yet, where the extractors learn it; the planner keeps trying, and cancelling again tries now")
+
+// Cancel ends a running job as cancelled by who, and puts its state on the jobs topic before it
+// answers: the extractors learn it there and skip the job's tasks not yet done, and a planner that
+// restarts keeps it. The records extracted before are loaded as usual; the job's counts stay as
+// they were when it was cancelled. Cancelling a cancelled job stores its state again.
 func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 	if !p.caughtUp.Load() {
 		return Job{}, errNotCaughtUp
@@ -453,9 +461,16 @@ func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	p.publishFinished(ctx, fin)
-	p.store(ctx)
+	// A client that goes away does not stop what the cancel started.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if fin != nil {
+		p.publishFinished(ctx, fin)
+	}
 	job, _ := p.jobs.Get(id, p.now())
+	if err := p.store(ctx); err != nil {
+		return job, fmt.Errorf("%w (%v)", errNotStored, err)
+	}
 	return job, nil
 }
 

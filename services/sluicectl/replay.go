@@ -78,9 +78,10 @@ const (
 	actionSkip = "skip"
 )
 
-// plan decides what replaying dl, read from r, does: an extraction letter of a task runs the task
-// again; a record's letter (the loader's, or the extractor's too_large) puts the record back onto
-// the raw topic; a letter without what that needs is skipped, with why.
+// planReplay decides what replaying dl, read from r, does: an extraction letter of a task runs the
+// task again; a record's letter from the loader puts the record back onto the raw topic, under a
+// run of its own, so that the planner does not count it for its job a second time (a job counts
+// the records of its tasks' final runs); a letter without what that needs is skipped, with why.
 func planReplay(r *kgo.Record, dl *sluicev1.DeadLetter, topics replayTopics) replay {
 	rp := replay{letterRow: dlq.Summarize(r, dl), Action: actionSkip}
 	replayOf := []kgo.RecordHeader{{Key: dlq.HeaderReplayOf, Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)}}
@@ -90,6 +91,7 @@ func planReplay(r *kgo.Record, dl *sluicev1.DeadLetter, topics replayTopics) rep
 	case dl.Record != nil:
 		env := proto.CloneOf(dl.Record)
 		env.Payload = dl.Payload
+		env.Run = fmt.Sprintf("replay of %s/%d/%d", r.Topic, r.Partition, r.Offset)
 		value, err := proto.Marshal(env)
 		if err != nil {
 			rp.Why = "the record does not encode: " + err.Error()
@@ -119,15 +121,20 @@ func (c *cli) dlqReplayCmd() *cobra.Command {
 	var execute, all bool
 	cmd := &cobra.Command{
 		Use:   "replay {--job J | --stage S | --class C | --since T | --until T | --all} [--execute]",
-		Short: "replay dead letters: extraction letters run their task again, record letters go back onto the raw topic (a dry run without --execute)",
+		Short: "replay dead letters: extraction letters run their task again, the loader's letters go back onto the raw topic (a dry run without --execute)",
 		Long: `replay reads the dead-letter topic to its current end and puts the letters the flags choose back
 where they failed, once the cause is fixed (the source answers again, the table has its column, the
 topic takes larger messages):
 
   - an extraction letter of a task runs the task again, from its first page (a task of a cancelled
     job is skipped by the extractors);
-  - a record's letter (the loader's, or the extractor's too_large) puts the record back onto the raw
-    topic, with its job, task and table, for the loaders.
+  - a record's letter from the loader puts the record back onto the raw topic, with its job, task
+    and table, for the loaders.
+
+The extractor's too_large letters cannot be replayed: the record the raw topic refused is not kept
+(the dead-letter topic would refuse it too); run their task again once the raw topic takes larger
+messages. A replayed record counts for its job's table, not for the job's counts, which were
+decided.
 
 Without --execute it only says what it would do. Replaying twice adds nothing once ClickHouse
 collapses the repeated rows (SELECT … FINAL): they have the same keys. A letter that fails again is

@@ -25,7 +25,7 @@ func TestPlanReplay(t *testing.T) {
 		Record: &sluicev1.Record{JobId: "j", TaskId: "j-t0001", Key: "1", Table: "users", Run: "r"}}, topics)
 	var env sluicev1.Record
 	if rp.Action != actionRaw || rp.rec.Topic != "raw" || proto.Unmarshal(rp.rec.Value, &env) != nil ||
-		string(env.Payload) != `{"id":1}` || env.Table != "users" || env.Key != "1" || string(rp.rec.Key) != "1" {
+		string(env.Payload) != `{"id":1}` || env.Run != "replay of dlq/2/7" || env.Table != "users" || env.Key != "1" || string(rp.rec.Key) != "1" {
 		t.Fatalf("record letter: %+v, envelope %+v", rp, &env)
 	}
 	for name, dl := range map[string]*sluicev1.DeadLetter{

@@ -98,9 +98,9 @@ type DeadLetter struct {
 	// For extraction failures: the last HTTP status and the first bytes of the last response body.
 	HttpStatus   uint32 `protobuf:"varint,16,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
 	ResponseHead []byte `protobuf:"bytes,17,opt,name=response_head,json=responseHead,proto3" json:"response_head,omitempty"`
-	// For a record's letter (the loader's, or the extractor's too_large): its envelope on the raw
-	// topic without its payload, which is in payload. A replay puts the two back together onto the
-	// raw topic. Unset in letters written before sluice kept it.
+	// For a record's letter from the loader: its envelope on the raw topic without its payload, which
+	// is in payload. A replay puts the two back together onto the raw topic. Unset in letters written
+	// before sluice kept it, and in letters that had to drop their payload to fit the topic.
 	Record        *Record `protobuf:"bytes,18,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
