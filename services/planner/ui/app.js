@@ -10,7 +10,7 @@
   // The SVG namespace is a name, not an address: nothing is fetched from it.
   const svgNS = "http://www.w3.org/2000/svg";
   const maxTaskRows = 500;
-  const states = ["running", "succeeded", "failed", "cancelled", "waiting", "extracted", "dead_lettered"];
+  const states = ["running", "succeeded", "failed", "cancelled", "waiting", "extracting", "extracted", "dead_lettered"];
 
   const $ = (id) => document.getElementById(id);
   const numbers = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
