@@ -11,7 +11,8 @@
 #   stack.sh pg-dir    print where PostgreSQL keeps its data (under the state directory, or under
 #                      /var/tmp when the postgres user cannot reach it)
 #   stack.sh install-protoc   install protoc (Debian's protobuf-compiler), for `make proto`
-#   stack.sh install-tools    install protoc and Prometheus (Debian's packages), for `make test`
+#   stack.sh install-tools    install protoc, Prometheus and Chromium (Debian's packages), for `make test`:
+#                             Chromium loads the planner's status page headless
 #
 # Environment (defaults in brackets):
 #   SLUICE_STATE_DIR [<repo>/.sluice]        all data, logs, pids and fetched jars
@@ -514,7 +515,7 @@ if [ "$kafka_secure" = yes ]; then eval "$(secure_env)"; fi
 case "${1:-}" in
   install) install ;;
   install-protoc) mkdir -p "$state"; debs protobuf-compiler libprotobuf-dev ;;
-  install-tools) mkdir -p "$state"; debs protobuf-compiler libprotobuf-dev prometheus ;;
+  install-tools) mkdir -p "$state"; debs protobuf-compiler libprotobuf-dev prometheus chromium ;;
   up) up ;;
   down) down ;;
   status) status ;;

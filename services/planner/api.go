@@ -28,6 +28,7 @@ type apiError struct {
 
 // routes adds the jobs API to mux-like h, each route behind the role it needs.
 func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
+	p.uiRoutes(handle)
 	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.limitSubmits(http.HandlerFunc(p.submit))))
 	handle("GET /v1/jobs", p.auth.require(roleRead, http.HandlerFunc(p.list)))
 	handle("GET /v1/jobs/{id}", p.auth.require(roleRead, http.HandlerFunc(p.get)))
