@@ -26,7 +26,8 @@ type apiError struct {
 	Problems []jobspec.Problem `json:"problems,omitempty"`
 }
 
-// routes adds the jobs API to mux-like h, each route behind the role it needs.
+// routes adds the jobs API to mux-like h, each route behind the role it needs, and the status page
+// (open: it holds no data, and asks the API with the token the user gives it).
 func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	p.uiRoutes(handle)
 	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.limitSubmits(http.HandlerFunc(p.submit))))
