@@ -105,6 +105,7 @@ sink:
   table: $table
 EOF
 
+say "status page: http://127.0.0.1:8080/ (paste the token in $token_file, or open the address echo \"http://127.0.0.1:8080/#token=\$(cat $token_file)\" prints)"
 say "submitting $spec: $records records of about $record_size bytes in $tasks tasks"
 started=$(date +%s.%N)
 result="$state/demo-result.json"
@@ -133,7 +134,7 @@ expected       $records
 loaded         $loaded distinct keys in ClickHouse
 dead-lettered  ${dead:-0}
 seconds        $seconds ($rate records/s end to end, submit to done)
-services       planner :8080, extractor :8082, loader :8083, demo source :8081 (make down stops them)
+services       planner :8080 (status page at http://127.0.0.1:8080/), extractor :8082, loader :8083, demo source :8081 (make down stops them)
 API token      $token_file (export SLUICE_PLANNER_TOKEN_FILE=$token_file for sluicectl)
 EOF
 printf '{"job": "%s", "table": "%s", "expected": %d, "loaded": %d, "dead_lettered": %d, "seconds": %s}\n' \

@@ -72,3 +72,20 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %q", stdout.String())
 	}
 }
+
+// TestUsageErrorsSaid exits 2 with what was wrong in the command line.
+func TestUsageErrorsSaid(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq", "replay"}, "say which letters"},
+		{[]string{"dlq", "list", "--stage", "transform"}, `--stage "transform"`},
+		{[]string{"dlq", "replay", "--since", "yesterday"}, `--since "yesterday"`},
+	} {
+		code, err := run(context.Background(), c.args, envconfig.MapLookuper(nil), &bytes.Buffer{}, &bytes.Buffer{})
+		if code != exitUsage || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: exit %d, %v; want 2 saying %q", c.args, code, err, c.want)
+		}
+	}
+}

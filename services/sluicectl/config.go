@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"net/url"
 	"time"
 
@@ -21,6 +22,15 @@ func (c *Config) Validate() error {
 	p.Add(c.Log.Validate())
 	p.Add(c.Kafka.Validate())
 	return p.Err()
+}
+
+// logger is the log of the Kafka client: warnings and errors on stderr, so that a command's output
+// is not lost among the client's news, unless SLUICE_LOG_LEVEL asks for more.
+func (c *cli) logger(cfg logging.Config) (*slog.Logger, error) {
+	if _, set := c.lookup.Lookup("SLUICE_LOG_LEVEL"); !set {
+		cfg.Level = "warn"
+	}
+	return logging.New(c.stderr, cfg, "sluicectl")
 }
 
 // PlannerConfig is where sluicectl finds the planner's jobs API.

@@ -14,7 +14,6 @@ import (
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/kafka"
-	"github.com/sluicedata/sluice/pkg/logging"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -57,7 +56,7 @@ func (c *cli) lettersClient(ctx context.Context) (*kgo.Client, Config, error) {
 	if err := config.Load(ctx, c.lookup, &cfg); err != nil {
 		return nil, cfg, err
 	}
-	log, err := logging.New(c.stderr, cfg.Log, "sluicectl")
+	log, err := c.logger(cfg.Log)
 	if err != nil {
 		return nil, cfg, err
 	}

@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, lookup envconfig.Lookuper, stdout, 
 	switch {
 	case errors.As(err, &ee):
 		if ee.code == exitUsage {
-			return exitUsage, nil // the usage is printed
+			return exitUsage, ee.err // said after the usage, when a command printed it
 		}
 		return ee.code, ee.err
 	case err != nil:

@@ -10,7 +10,6 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/config"
 	"github.com/sluicedata/sluice/pkg/kafka"
-	"github.com/sluicedata/sluice/pkg/logging"
 )
 
 // topicRow is one line of `sluicectl topics` output.
@@ -40,12 +39,12 @@ func (c *cli) topicsCmd() *cobra.Command {
 }
 
 func (c *cli) topics(ctx context.Context, check bool, output format) (int, error) {
-	stderr, stdout := c.stderr, c.stdout
+	stdout := c.stdout
 	var cfg Config
 	if err := config.Load(ctx, c.lookup, &cfg); err != nil {
 		return exitFailed, err
 	}
-	log, err := logging.New(stderr, cfg.Log, "sluicectl")
+	log, err := c.logger(cfg.Log)
 	if err != nil {
 		return exitFailed, err
 	}

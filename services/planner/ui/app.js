@@ -266,7 +266,8 @@
       el("td", { class: "num" }, count(r.extracted)),
       el("td", { class: "num" }, count(r.loaded)),
       el("td", { class: "num" + (r.dead_lettered ? " dead-text" : "") }, count(r.dead_lettered)),
-      el("td", { class: "num" }, j.state === "running" ? decimals.format(j.records_per_second || 0) : "—"),
+      // A finished job's rate is its average, from its start to its last load.
+      el("td", { class: "num" }, decimals.format(j.records_per_second || 0)),
       timeLeft(j),
       el("td", { class: "nowrap" }, when(j.created_at)),
     );
@@ -343,7 +344,8 @@
     if (t1 - t0 < 10000) {
       t0 = t1 - 10000; // a planner that just started has a few seconds of measures: spread them out
     }
-    const vmax = nice(Math.max(...all.map((p) => p.v)));
+    // At least 2 records (whole ticks 0, 1, 2) or 1 s: a group caught up draws a flat line at 0.
+    const vmax = nice(Math.max(...all.map((p) => p.v), key === "records" ? 2 : 1));
     const x = (t) => left + ((t - t0) / (t1 - t0)) * (W - left - right);
     const y = (v) => top + (1 - v / vmax) * (H - top - bottom);
     for (const f of [0, 0.5, 1]) {
