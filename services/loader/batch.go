@@ -667,17 +667,18 @@ func (l *Loader) release(t *table, it *item) {
 // deadLetter adds the dead letter of it to the batch, counted for its job.
 func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
 	// The envelope without its payload goes with the letter, for a replay; one that does not decode
-	// (the letter's cause, then) stays out.
+	// (the letter's cause, then) stays out, and the letter keeps the raw message instead (a nil
+	// payload). A record whose payload is empty keeps it empty.
 	var env sluicev1.Record
-	envelope := &env
+	envelope, payload := &env, it.payload
 	if proto.Unmarshal(it.raw, &env) != nil {
 		envelope = nil
-	} else {
-		env.Payload = nil
+	} else if env.Payload = nil; payload == nil {
+		payload = []byte{}
 	}
 	letter, lerr := dlq.Record(l.topics.dlq, dlq.Letter{
 		Stage: sluicev1.DeadLetter_STAGE_LOAD, ErrorClass: class, Err: err, Attempts: 1,
-		JobID: it.job, TaskID: it.task, Payload: nonNil(it.payload), FailedAt: l.now(), Record: envelope,
+		JobID: it.job, TaskID: it.task, Payload: payload, FailedAt: l.now(), Record: envelope,
 		Original: &kgo.Record{Topic: l.topics.raw, Partition: it.partition, Offset: it.offset, Key: it.rawKey, Value: it.raw},
 	}, l.cfg.MaxRecordBytes)
 	if lerr != nil {
@@ -690,14 +691,6 @@ func (l *Loader) deadLetter(b *batch, it *item, class string, err error) error {
 	}
 	s.dead[class].add(it.offset)
 	return nil
-}
-
-// nonNil is b, or an empty payload for nil: a letter's nil payload means the original message.
-func nonNil(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
 }
 
 // tell puts on the status of every job with records waiting for t that its table refuses them, or,

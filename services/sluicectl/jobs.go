@@ -230,6 +230,13 @@ func expected(j job) string {
 // statusCmd shows one job.
 func (c *cli) statusCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "status JOB", Short: "show a job's progress", Args: cobra.ExactArgs(1)}
+	c.jobCall(cmd, http.MethodGet, "")
+	return cmd
+}
+
+// jobCall makes cmd send method to the job its argument names (path after its address) and print
+// the job the planner answers with.
+func (c *cli) jobCall(cmd *cobra.Command, method, path string) {
 	out := outputFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		pc, err := newPlannerClient(cmd.Context(), c.lookup)
@@ -237,12 +244,11 @@ func (c *cli) statusCmd() *cobra.Command {
 			return failed(err)
 		}
 		var j job
-		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/jobs/"+args[0], nil, &j); err != nil {
+		if err := pc.do(cmd.Context(), method, "/v1/jobs/"+url.PathEscape(args[0])+path, nil, &j); err != nil {
 			return failed(err)
 		}
 		return printJobs(c.stdout, *out, []job{j})
 	}
-	return cmd
 }
 
 // jobsCmd lists every job the planner knows, newest first.
@@ -273,18 +279,7 @@ func (c *cli) cancelCmd() *cobra.Command {
 		Short: "cancel a running job: the extractors skip its tasks not yet done; what they extracted before is loaded",
 		Args:  cobra.ExactArgs(1),
 	}
-	out := outputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		pc, err := newPlannerClient(cmd.Context(), c.lookup)
-		if err != nil {
-			return failed(err)
-		}
-		var j job
-		if err := pc.do(cmd.Context(), http.MethodPost, "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", nil, &j); err != nil {
-			return failed(err)
-		}
-		return printJobs(c.stdout, *out, []job{j})
-	}
+	c.jobCall(cmd, http.MethodPost, "/cancel")
 	return cmd
 }
 
