@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -157,6 +160,9 @@ dead-lettered again, as a new letter. A task dead-lettered more than once runs o
 	return cmd
 }
 
+// replay reads the letters f chooses and, with execute, puts them back. Records go out while the
+// topic is read (the client's buffer bounds what is held); tasks once it is read to its end, each
+// task from its newest letter.
 func (c *cli) replay(ctx context.Context, f *letterFlags, execute bool, out format) error {
 	cl, cfg, err := c.lettersClient(ctx)
 	if err != nil {
@@ -164,18 +170,49 @@ func (c *cli) replay(ctx context.Context, f *letterFlags, execute bool, out form
 	}
 	defer cl.Close()
 	topics := replayTopics{tasks: cfg.Kafka.TasksTopic, raw: cfg.Kafka.RawTopic}
-	var plan []replay
-	lastOfTask := map[string]int{} // a task's newest letter: the one that runs it again
+	var (
+		plan       []replay
+		lastOfTask = map[string]int{} // a task's newest letter: the one that runs it again
+		firstErr   error
+		errMu      sync.Mutex
+		sent       atomic.Int64
+		tasks      int
+		records    int
+		skipped    int
+	)
+	produced := func(_ *kgo.Record, err error) {
+		if err != nil {
+			errMu.Lock()
+			firstErr = cmp.Or(firstErr, err)
+			errMu.Unlock()
+			return
+		}
+		if n := sent.Add(1); n%10_000 == 0 {
+			fmt.Fprintf(c.stderr, "replayed %d messages…\n", n)
+		}
+	}
 	err = c.scanLetters(ctx, cl, cfg.Kafka.DLQTopic, func(rec *kgo.Record, dl *sluicev1.DeadLetter) bool {
 		if !f.keeps(dlq.Summarize(rec, dl)) {
 			return true
 		}
 		rp := planReplay(rec, dl, topics)
-		if rp.Action == actionTask {
+		switch rp.Action {
+		case actionTask:
 			if i, ok := lastOfTask[rp.TaskID]; ok {
 				plan[i].Action, plan[i].Why, plan[i].rec = actionSkip, "a newer letter of the same task replays it", nil
+				tasks--
+				skipped++
 			}
 			lastOfTask[rp.TaskID] = len(plan)
+			tasks++
+		case actionRaw:
+			if execute {
+				cl.Produce(ctx, rp.rec, produced)
+			}
+			rp.rec = nil // sent, or not to be: its payload need not stay
+			records++
+		default:
+			skipped++
 		}
 		plan = append(plan, rp)
 		return true
@@ -183,28 +220,21 @@ func (c *cli) replay(ctx context.Context, f *letterFlags, execute bool, out form
 	if err != nil {
 		return failed(err)
 	}
-	var tasks, records, skipped int
-	var recs []*kgo.Record
-	for _, rp := range plan {
-		switch rp.Action {
-		case actionTask:
-			tasks++
-		case actionRaw:
-			records++
-		default:
-			skipped++
+	if execute {
+		for _, rp := range plan {
+			if rp.Action == actionTask {
+				cl.Produce(ctx, rp.rec, produced)
+			}
 		}
-		if rp.rec != nil {
-			recs = append(recs, rp.rec)
+		if tasks+records > 0 {
+			fmt.Fprintf(c.stderr, "replaying %d tasks and %d records…\n", tasks, records)
 		}
-	}
-	verb := "would"
-	if execute && len(recs) > 0 {
-		fmt.Fprintf(c.stderr, "replaying %d tasks and %d records…\n", tasks, records)
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			return failed(fmt.Errorf("replay: %w (some letters may be replayed: replaying again adds nothing after FINAL)", err))
+		if err := cl.Flush(ctx); err != nil {
+			return failed(fmt.Errorf("replay: %w", err))
 		}
-		verb = "did"
+		if firstErr != nil {
+			return failed(fmt.Errorf("replay: %d of %d messages written, then: %w (replaying again adds nothing after FINAL)", sent.Load(), tasks+records, firstErr))
+		}
 	}
 	if out != "table" {
 		if err := encode(c.stdout, out, map[string]any{"executed": execute, "tasks": tasks, "records": records, "skipped": skipped, "letters": plan}); err != nil {
@@ -225,9 +255,9 @@ func (c *cli) replay(ctx context.Context, f *letterFlags, execute bool, out form
 		}
 	}
 	switch {
-	case verb == "would" && len(recs) > 0:
+	case !execute && tasks+records > 0:
 		fmt.Fprintf(c.stderr, "dry run: %d tasks would run again and %d records go back onto %s; %d letters skipped. --execute does it.\n", tasks, records, topics.raw, skipped)
-	case verb == "did":
+	case execute && tasks+records > 0:
 		fmt.Fprintf(c.stderr, "replayed: %d tasks run again, %d records back onto %s; %d letters skipped\n", tasks, records, topics.raw, skipped)
 	default:
 		fmt.Fprintf(c.stderr, "nothing to replay: %d letters chosen, %d skipped\n", len(plan), skipped)
