@@ -96,8 +96,19 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal("the two screenshots are the same")
 	}
 
+	// The view lives in the address's fragment: a link filters the dead letters. The job has no
+	// letter of the load stage, and its one of the extract stage.
+	none := screenshot(t, browser, page+"&stage=load", filepath.Join(dir, "3-load-letters.png"))
+	if n := len(none.rows("data-letter")); n != 0 || none.attr(`p id="letters-empty"`, "hidden") != "absent" {
+		t.Fatalf("filtered to the load stage the page lists %d letters:\n%s", n, none.html)
+	}
+	some := screenshot(t, browser, page+"&stage=extract&job="+j.ID+"&tasks="+j.ID, filepath.Join(dir, "4-extract-letters.png"))
+	if rows := some.rows("data-letter"); len(rows) != 1 || rows[0]["data-letter-job"] != j.ID || rows[0]["data-stage"] != "extract" {
+		t.Fatalf("filtered to the job's extract letters the page lists %v", rows)
+	}
+
 	// Without a token the page says so and asks for one.
-	asks := screenshot(t, browser, planner+"/", filepath.Join(dir, "3-no-token.png"))
+	asks := screenshot(t, browser, planner+"/", filepath.Join(dir, "5-no-token.png"))
 	if asks.attr(`main`, "data-api") != "unauthorized" || asks.attr(`form id="token-form"`, "hidden") != "absent" ||
 		len(asks.rows("data-job-id")) != 0 {
 		t.Fatalf("without a token the page shows:\n%s", asks.html)

@@ -46,7 +46,49 @@
     if (token !== "") {
       sessionStorage.setItem(tokenKey, token);
     }
-    history.replaceState(null, "", location.pathname + location.search);
+    params.delete("token");
+    setFragment(params);
+  }
+
+  // The page's view lives in the address's fragment, so that it can be bookmarked and shared:
+  // tasks=JOB shows that job's tasks; job=, stage=, class= and limit= filter the dead letters.
+  const filterIds = [["job", "dlq-job"], ["stage", "dlq-stage"], ["class", "dlq-class"], ["limit", "dlq-limit"]];
+
+  function setFragment(params) {
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+  }
+
+  // readView takes the view from the fragment: a filter's value is offered even before the
+  // planner names it.
+  function readView() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    page.selected = params.get("tasks") || null;
+    for (const [name, id] of filterIds) {
+      const v = params.get(name);
+      if (v === null) {
+        continue;
+      }
+      const sel = $(id);
+      if (v && ![...sel.options].some((o) => o.value === v)) {
+        sel.append(el("option", { value: v }, v));
+      }
+      sel.value = v;
+    }
+  }
+
+  // writeView puts the view in the fragment.
+  function writeView() {
+    const params = new URLSearchParams();
+    if (page.selected) {
+      params.set("tasks", page.selected);
+    }
+    for (const [name, id] of filterIds) {
+      if ($(id).value && !(name === "limit" && $(id).value === $(id).options[0].value)) {
+        params.set(name, $(id).value);
+      }
+    }
+    setFragment(params);
   }
 
   // api asks the planner; paths are relative so that the page works behind a proxy's path prefix.
@@ -237,6 +279,7 @@
     const pick = el("button", { type: "button", class: "link", title: "show this job's tasks" }, j.id);
     pick.addEventListener("click", () => {
       page.selected = j.id;
+      writeView();
       poll();
     });
     const notes = [];
@@ -417,7 +460,7 @@
 
   function lettersQuery() {
     const q = new URLSearchParams();
-    for (const [name, id] of [["job", "dlq-job"], ["stage", "dlq-stage"], ["class", "dlq-class"], ["limit", "dlq-limit"]]) {
+    for (const [name, id] of filterIds) {
       if ($(id).value) {
         q.set(name, $(id).value);
       }
@@ -532,7 +575,7 @@
   }
 
   function init() {
-    takeToken();
+    takeToken(); // before readView: the token is not part of the view
     $("token-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const token = $("token").value.trim();
@@ -545,12 +588,17 @@
       resume();
     });
     $("dlq-filters").addEventListener("submit", (ev) => ev.preventDefault());
-    $("dlq-filters").addEventListener("change", () => pollLetters());
-    // A token pasted into the address bar later works too.
+    $("dlq-filters").addEventListener("change", () => {
+      writeView();
+      pollLetters();
+    });
+    // A token or a view pasted into the address bar later works too.
     window.addEventListener("hashchange", () => {
       takeToken();
+      readView();
       resume();
     });
+    readView();
     resume();
   }
 
