@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,24 +131,10 @@ func (l *letters) Query(f letterFilter) ([]dlq.Summary, []LetterCount) {
 		}
 	}
 	slices.SortFunc(counts, func(a, b LetterCount) int {
-		if a.Letters != b.Letters {
-			return b.Letters - a.Letters
-		}
-		return cmpKeys(a, b)
+		return cmp.Or(cmp.Compare(b.Letters, a.Letters), strings.Compare(a.JobID, b.JobID),
+			strings.Compare(a.Stage, b.Stage), strings.Compare(a.Class, b.Class))
 	})
 	return out, counts
-}
-
-func cmpKeys(a, b LetterCount) int {
-	for _, p := range [][2]string{{a.JobID, b.JobID}, {a.Stage, b.Stage}, {a.Class, b.Class}} {
-		if p[0] != p[1] {
-			if p[0] < p[1] {
-				return -1
-			}
-			return 1
-		}
-	}
-	return 0
 }
 
 // deadLetters serves the newest dead letters, filtered by job, stage, class and time, with counts.
