@@ -202,7 +202,8 @@ func (p *Planner) tasks(w http.ResponseWriter, r *http.Request) {
 }
 
 // cancel ends a running job as cancelled: 200 with the job (a cancelled job again too), 404 for no
-// such job, 409 when it had ended otherwise, 503 when its state could not be stored.
+// such job, 409 when it had ended otherwise, 503 when its state could not be stored or the
+// planner is behind the events.
 func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 	job, err := p.Cancel(r.Context(), r.PathValue("id"), who(r.Context()))
 	switch {
@@ -210,7 +211,7 @@ func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
 	case errors.Is(err, errEnded):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
-	case errors.Is(err, errNotCaughtUp):
+	case errors.Is(err, errNotCaughtUp), errors.Is(err, errBehind):
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 	case err != nil:
 		p.log.Warn("job cancelled but not stored", "job", job.ID, "by", who(r.Context()), "error", err)

@@ -45,6 +45,8 @@ type Planner struct {
 	// is incomplete and the planner does not finish jobs.
 	caughtUp   atomic.Bool
 	caughtUpAt time.Time
+	// folded is how far the events are folded in, for a cancel to wait on.
+	folded *folded
 	// submitMu makes the check of an idempotency key and the planning it guards one step.
 	submitMu sync.Mutex
 	// publishing are the jobs whose tasks this process is publishing now.
@@ -304,6 +306,7 @@ func (p *Planner) Follow(ctx context.Context) error {
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
+			p.folded.advance(r.Partition, r.Offset+1)
 		})
 		p.markCaughtUp(ctx, remaining, &pending)
 	}
@@ -442,6 +445,9 @@ func (p *Planner) store(ctx context.Context) error {
 	return nil
 }
 
+// errBehind is a cancel asked while the planner had not folded in the events written before.
+var errBehind = errors.New("the planner is still reading the job events written before the cancel; cancel again shortly")
+
 // errNotStored is a cancel that this planner holds but could not yet put on the jobs topic.
 var errNotStored = errors.New("the job is cancelled, but its state is not on the jobs topic yet, where the extractors learn it; the planner keeps trying, and cancelling again tries now")
 
@@ -449,9 +455,15 @@ var errNotStored = errors.New("the job is cancelled, but its state is not on the
 // answers: the extractors learn it there and skip the job's tasks not yet done, and a planner that
 // restarts keeps it. The records extracted before are loaded as usual; the job's counts stay as
 // they were when it was cancelled. Cancelling a cancelled job stores its state again.
+//
+// It decides on every event written before it was asked: a job whose last task completed a moment
+// ago has succeeded, even if the planner had not folded that in yet.
 func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 	if !p.caughtUp.Load() {
 		return Job{}, errNotCaughtUp
+	}
+	if err := p.readWritten(ctx); err != nil {
+		return Job{}, err
 	}
 	reason := "cancelled"
 	if who != "" {
@@ -472,6 +484,20 @@ func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 		return job, fmt.Errorf("%w (%v)", errNotStored, err)
 	}
 	return job, nil
+}
+
+// readWritten waits, ctx allowing, until every job event on the topic now is folded in.
+func (p *Planner) readWritten(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ends, err := kafka.ToRead(ctx, p.cl, p.topics.events)
+	if err == nil {
+		err = p.folded.wait(ctx, ends)
+	}
+	if err != nil {
+		return fmt.Errorf("%w (%v)", errBehind, err)
+	}
+	return nil
 }
 
 // publishFinished records a job's end on the events topic, retrying until it is written.

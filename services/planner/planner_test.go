@@ -85,6 +85,7 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 			PageDeadline: 10 * time.Second,
 		},
 		jobs:    newJobs(),
+		folded:  newFolded(),
 		names:   newNames(),
 		log:     log,
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
@@ -276,5 +277,57 @@ func TestSubmitAfterAnUnacknowledgedPlannedEvent(t *testing.T) {
 	}
 	if len(tasks) != 4 {
 		t.Fatalf("%d distinct tasks, want 4", len(tasks))
+	}
+}
+
+// TestCancelDecidesOnTheEventsWrittenBefore: the job's tasks completed and their records loaded a
+// moment ago, but the planner has not folded that in. A cancel waits for those events and finds
+// the job succeeded; one that cannot wait for them answers that the planner is behind.
+func TestCancelDecidesOnTheEventsWrittenBefore(t *testing.T) {
+	r := newPlannerRig(t)
+	p := r.start(t)
+	ctx := context.Background()
+	j, _, err := p.Submit(ctx, r.spec(t, "users"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := r.count(t, "tasks")
+	if len(tasks) != 4 {
+		t.Fatalf("%d tasks, want 4", len(tasks))
+	}
+	p.cl.PauseFetchTopics(r.events)
+	at := timestamppb.Now()
+	var done []*sluicev1.JobEvent
+	for i, rec := range tasks {
+		id, first := string(rec.Key), int64(i*250)
+		done = append(done,
+			&sluicev1.JobEvent{JobId: j.ID, At: at, Event: &sluicev1.JobEvent_TaskExtracted{
+				TaskExtracted: &sluicev1.TaskExtracted{TaskId: id, Records: 250, Run: "r1"}}},
+			&sluicev1.JobEvent{JobId: j.ID, At: at, Event: &sluicev1.JobEvent_RecordsLoaded{
+				RecordsLoaded: &sluicev1.RecordsLoaded{Records: 250, TaskId: id, Run: "r1", FirstOffset: first, LastOffset: first + 249,
+					Offsets: []*sluicev1.OffsetSpan{{First: first, Last: first + 249}}}}})
+	}
+	for _, ev := range done {
+		if err := events.Publish(ctx, r.client(t), r.events, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := p.jobs.Get(j.ID, time.Now()); got.State != stateRunning {
+		t.Fatalf("the job is %s although the planner reads no events", got.State)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := p.Cancel(short, j.ID, "ops"); !errors.Is(err, errBehind) {
+		t.Fatalf("a cancel that cannot wait for the events: %v, want errBehind", err)
+	}
+	if got, _ := p.jobs.Get(j.ID, time.Now()); got.State != stateRunning {
+		t.Fatalf("the job is %s after a cancel the planner could not decide", got.State)
+	}
+	p.cl.ResumeFetchTopics(r.events)
+	if _, err := p.Cancel(ctx, j.ID, "ops"); !errors.Is(err, errEnded) {
+		t.Fatalf("a cancel after the job's last load: %v, want errEnded", err)
+	}
+	if got, _ := p.jobs.Get(j.ID, time.Now()); got.State != stateSucceeded || got.Records.Loaded != 1000 {
+		t.Fatalf("the job is %s with %d records loaded, want succeeded with 1000", got.State, got.Records.Loaded)
 	}
 }

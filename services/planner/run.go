@@ -94,6 +94,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Postgres:     pools,
 		},
 		jobs:    newJobs(),
+		folded:  newFolded(),
 		names:   newNames(),
 		log:     rt.Log,
 		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
