@@ -2,10 +2,8 @@ package kafka
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -23,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/sluicedata/sluice/pkg/config"
+	"github.com/sluicedata/sluice/pkg/oauth2"
 )
 
 // SASL is how a client authenticates to the brokers, from SLUICE_KAFKA_SASL_… variables. Every secret
@@ -176,7 +175,7 @@ func (s SASL) mechanism() sasl.Mechanism {
 }
 
 // clientCredentials fetches OAUTHBEARER tokens with the OAuth 2.0 client credentials grant and
-// keeps each until a minute before it expires.
+// keeps each until shortly before it expires; the client secret is read again for each new token.
 type clientCredentials struct {
 	url, id, scope string
 	secret         func() (string, error)
@@ -184,50 +183,32 @@ type clientCredentials struct {
 
 	mu      sync.Mutex
 	current string
-	expires time.Time
+	renewAt time.Time
 }
 
 func (c *clientCredentials) token(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.current != "" && time.Now().Before(c.expires) {
+	now := time.Now()
+	if c.current != "" && now.Before(c.renewAt) {
 		return c.current, nil
 	}
 	secret, err := c.secret()
 	if err != nil {
 		return "", err
 	}
-	form := url.Values{"grant_type": {"client_credentials"}}
-	if c.scope != "" {
-		form.Set("scope", c.scope)
+	tok, err := oauth2.Client{TokenURL: c.url, ID: c.id, Secret: secret, Scopes: strings.Fields(c.scope)}.Fetch(ctx, c.client)
+	var oe *oauth2.Error
+	var ue *url.Error
+	switch {
+	case errors.As(err, &ue):
+		return "", fmt.Errorf("fetch a Kafka OAuth token: %w", ue.Err) // without the URL
+	case errors.As(err, &oe) && oe.Status != http.StatusOK:
+		return "", fmt.Errorf("fetch a Kafka OAuth token: %w (check SLUICE_KAFKA_SASL_OAUTH_CLIENT_ID and _SECRET)", err)
+	case err != nil:
+		return "", fmt.Errorf("fetch a Kafka OAuth token: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", errors.New("SLUICE_KAFKA_SASL_OAUTH_TOKEN_URL does not make a request")
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(c.id), url.QueryEscape(secret))
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("fetch a Kafka OAuth token: %w", errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("fetch a Kafka OAuth token: the token endpoint answered %s (check SLUICE_KAFKA_SASL_OAUTH_CLIENT_ID and _SECRET)", resp.Status)
-	}
-	var tok struct {
-		AccessToken string  `json:"access_token"`
-		ExpiresIn   float64 `json:"expires_in"`
-	}
-	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
-		return "", errors.New("fetch a Kafka OAuth token: the answer holds no access_token")
-	}
-	life := time.Duration(tok.ExpiresIn * float64(time.Second))
-	if life <= 0 {
-		life = 5 * time.Minute
-	}
-	c.current, c.expires = tok.AccessToken, time.Now().Add(max(life-time.Minute, life/2))
+	c.current, c.renewAt = tok.Access, tok.RenewAt(now)
 	return c.current, nil
 }
 

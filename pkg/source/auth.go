@@ -3,22 +3,20 @@ package source
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/jobspec"
+	"github.com/sluicedata/sluice/pkg/oauth2"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -328,58 +326,36 @@ func (ts *tokenSource) get(ctx context.Context, refused string) (string, *Error)
 	if ts.token != "" && now.Before(ts.renewAt) && ts.token != refused {
 		return ts.token, nil
 	}
-	tok, ttl, err := ts.request(ctx)
+	tok, err := ts.request(ctx)
 	if err != nil {
 		return "", err
 	}
-	// Renewed a tenth of its life before it expires, at most a minute before.
-	ts.token, ts.renewAt = tok, now.Add(ttl-min(ttl/10, time.Minute))
+	ts.token, ts.renewAt = tok.Access, tok.RenewAt(now)
 	if ts.tokens.Issued != nil {
 		ts.tokens.Issued()
 	}
-	return tok, nil
+	return tok.Access, nil
 }
 
-// request asks the token endpoint (RFC 6749 4.4) with the client's credentials in Basic auth. Its
-// errors carry neither the secret nor the token.
-func (ts *tokenSource) request(ctx context.Context) (string, time.Duration, *Error) {
-	form := url.Values{"grant_type": {"client_credentials"}}
-	if len(ts.scopes) > 0 {
-		form.Set("scope", strings.Join(ts.scopes, " "))
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.url, strings.NewReader(form.Encode()))
-	if err != nil {
-		return "", 0, &Error{Class: "auth", Err: errors.New("build the token request: the token URL does not parse")}
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	req.SetBasicAuth(url.QueryEscape(ts.id), url.QueryEscape(ts.secret))
-	resp, err := ts.tokens.Client.Do(req)
-	if err != nil {
-		if fe := transportError(ctx, err); fe.Class == "egress" || fe.Class == "redirect" {
-			return "", 0, fe // this deployment refuses the token URL: no retry helps
+// request asks the token endpoint with the client's credentials. Its errors carry neither the
+// secret nor the token.
+func (ts *tokenSource) request(ctx context.Context) (oauth2.Token, *Error) {
+	c := oauth2.Client{TokenURL: ts.url, ID: ts.id, Secret: ts.secret, Scopes: ts.scopes}
+	tok, err := c.Fetch(ctx, ts.tokens.Client)
+	var oe *oauth2.Error
+	switch {
+	case err == nil:
+		return tok, nil
+	case !errors.As(err, &oe):
+		return tok, &Error{Class: "auth", Err: err}
+	case oe.Status == 0:
+		if fe := transportError(ctx, oe.Err); fe.Class == "egress" || fe.Class == "redirect" {
+			return tok, fe // this deployment refuses the token URL: no retry helps
 		}
-		return "", 0, &Error{Class: "auth", Retryable: true, Err: fmt.Errorf("token request failed: %w", stripURL(err))}
+		return tok, &Error{Class: "auth", Retryable: true, Err: fmt.Errorf("token request failed: %w", stripURL(oe.Err))}
+	case oe.Status == http.StatusOK:
+		return tok, &Error{Class: "auth", Retryable: true, Status: oe.Status, Err: oe}
+	default:
+		return tok, &Error{Class: "auth", Retryable: oe.Status >= 500 || oe.Status == http.StatusTooManyRequests, Status: oe.Status, Err: oe}
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return "", 0, &Error{Class: "auth", Retryable: resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests,
-			Status: resp.StatusCode, Err: fmt.Errorf("the token endpoint answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
-	}
-	var t struct {
-		AccessToken string          `json:"access_token"`
-		ExpiresIn   json.RawMessage `json:"expires_in"` // a number, or by some servers a string
-	}
-	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
-		return "", 0, &Error{Class: "auth", Retryable: true, Status: resp.StatusCode, Err: errors.New("the token endpoint's answer has no access_token")}
-	}
-	secs, _ := strconv.ParseFloat(strings.Trim(string(t.ExpiresIn), `"`), 64)
-	ttl := time.Duration(min(secs, 30*24*3600) * float64(time.Second))
-	if ttl <= 0 {
-		ttl = time.Hour
-	}
-	return t.AccessToken, ttl, nil
 }
