@@ -204,20 +204,34 @@ sink: {table: secure}
 		}
 	}
 
+	// The extractor's user loses READ on the jobs topic (the ACLs of a deployment from before
+	// cancelling existed): the extractor is not ready, says what it was denied, and still extracts.
+	dels, err := adm.DeleteACLs(ctx, kadm.NewACLs().Allow("User:sluice-extractor").AllowHosts("*").
+		Operations(kadm.OpRead).Topics(k.JobsTopic).ResourcePatternType(kadm.ACLPatternLiteral))
+	if err != nil || len(dels) != 1 || dels[0].Err != nil || len(dels[0].Deleted) != 1 {
+		t.Fatalf("take READ on %s from the extractor: %v %+v", k.JobsTopic, err, dels)
+	}
+	extractorAt := extractor.addr(t)
+	waitReadyz(t, extractorAt, "an extractor that may not read the jobs topic", "kafka denied User:sluice-extractor")
+	j = submit(t, api, `name: secure-no-jobs-acl
+source:
+  url: `+p.srcURL+`/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, page_size: 500, total_path: total}
+tasks: 6
+sink: {table: secure_no_jobs_acl}
+`)
+	if j = await(t, api, j.ID, 4*time.Minute); j.State != "succeeded" {
+		t.Fatalf("a job extracted without READ on the jobs topic ended %+v", j)
+	}
+	if rows, keys := p.count(t, "secure_no_jobs_acl"); keys != uint64(src.Records) || rows < keys {
+		t.Fatalf("without READ on the jobs topic: %d rows, %d keys, want %d keys", rows, keys, src.Records)
+	}
+
 	// A loader run as a user without the loader's ACLs is not ready, and says what it was denied.
 	denied := start(t, "loader-denied", as("extractor", nil))
-	deniedAt := denied.addr(t)
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		status, body := call(t, "GET", deniedAt+"/readyz", "", "")
-		if status == http.StatusServiceUnavailable && strings.Contains(body, "kafka denied User:sluice-extractor") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a loader without its ACLs: /readyz %d %s", status, body)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	waitReadyz(t, denied.addr(t), "a loader without its ACLs", "kafka denied User:sluice-extractor")
 	denied.stop(t, syscall.SIGTERM)
 
 	// Without TLS and SASL the broker serves nothing.
@@ -232,5 +246,21 @@ sink: {table: secure}
 	defer pcancel()
 	if err := kafka.Ping(pctx, cl); err == nil {
 		t.Fatal("a plaintext client without credentials was served")
+	}
+}
+
+// waitReadyz waits until the service at addr is not ready for a reason that holds want.
+func waitReadyz(t *testing.T, addr, what, want string) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		status, body := call(t, "GET", addr+"/readyz", "", "")
+		if status == http.StatusServiceUnavailable && strings.Contains(body, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: /readyz %d %s, want 503 saying %q", what, status, body, want)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
