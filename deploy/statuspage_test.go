@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image/png"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/stacktest"
@@ -113,7 +116,75 @@ func TestStatusPage(t *testing.T) {
 		len(asks.rows("data-job-id")) != 0 {
 		t.Fatalf("without a token the page shows:\n%s", asks.html)
 	}
+	workThePage(t, browser, planner, j.ID, filepath.Join(dir, "6-worked.png"))
 	t.Logf("screenshots and their DOM: %s", dir)
+}
+
+// workThePage uses the page as someone would, in one tab driven over the DevTools protocol: the
+// token typed into the form (and kept across a reload, out of the address), a click on the job to
+// see its tasks, the stage filter chosen. The view follows into the address each time.
+func workThePage(t *testing.T, browser, planner, job, path string) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.WindowSize(1366, 1000), chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
+		chromedp.Flag("disable-component-update", true))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// until waits for a JavaScript predicate on the page.
+	until := func(what, predicate string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](predicate, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+			hash, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`))
+			t.Fatalf("%s: %v (the address's fragment is %q)", what, err, hash)
+		}
+	}
+	row := fmt.Sprintf(`#jobs tr[data-job-id=%q]`, job)
+
+	do("open the page without a token", chromedp.Navigate(planner+"/"), chromedp.WaitVisible(chromedp.CSS("#token-form")))
+	do("type the token and send the form", chromedp.SendKeys(chromedp.CSS("#token"), apiToken), chromedp.Click(chromedp.CSS(`#token-form button[type="submit"]`)))
+	until("the jobs after the token is given", fmt.Sprintf(`document.querySelector(%q) !== null && document.getElementById("token-form").hidden`, row))
+	do("reload the page", chromedp.Reload())
+	until("the jobs after a reload, with the token kept in the tab", fmt.Sprintf(`document.querySelector(%q) !== null`, row))
+	if loc, err := chromedp.Run(ctx, chromedp.Location()); err != nil || strings.Contains(loc, apiToken) {
+		t.Fatalf("the address is %q (%v): it must not hold the token", loc, err)
+	}
+
+	do("click the job", chromedp.Click(chromedp.CSS(row+" button")))
+	until("the job's tasks, named in the address", fmt.Sprintf(
+		`document.getElementById("tasks-job").textContent === %[1]q && !document.getElementById("tasks-section").hidden &&
+		 document.querySelectorAll("#tasks tr[data-task-id]").length === 4 && new URLSearchParams(location.hash.slice(1)).get("tasks") === %[1]q`, job))
+
+	// Choosing an option in a select is a change event on its form.
+	choose := func(stage string) chromedp.Action[chromedp.Void] {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+			`{ const s = document.getElementById("dlq-stage"); s.value = %q; s.dispatchEvent(new Event("change", {bubbles: true})); }`, stage))
+	}
+	do("choose the load stage", choose("load"))
+	until("no letter of the load stage", `new URLSearchParams(location.hash.slice(1)).get("stage") === "load" &&
+		!document.getElementById("letters-empty").hidden && document.querySelectorAll("#letters tr[data-letter]").length === 0`)
+	do("choose the extract stage", choose("extract"))
+	until("the job's extract letter", fmt.Sprintf(`new URLSearchParams(location.hash.slice(1)).get("stage") === "extract" &&
+		[...document.querySelectorAll("#letters tr[data-letter]")].some((r) => r.dataset.letterJob === %q && r.dataset.stage === "extract")`, job))
+
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot the worked page: %v", err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", path)
 }
 
 // shot is what Chromium made of the page: its DOM after the scripts ran, and the screenshot.

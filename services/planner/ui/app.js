@@ -334,7 +334,10 @@
       taskCell(id, t.id),
       el("td", {}, badge(t.state), t.follows ? el("span", { class: "muted", title: "a page that another task's end published" }, " followed") : null),
       el("td", { class: "num" }, count(t.runs)),
-      el("td", { class: "num" }, count(t.records)),
+      // A task's records are known when it ends: the extractor reports them then.
+      t.state === "waiting" || t.state === "extracting"
+        ? el("td", { class: "num muted", title: "known when the task ends" }, "—")
+        : el("td", { class: "num" }, count(t.records)),
       el("td", { class: "num" }, count(t.loaded)),
       el("td", { class: "num" + (t.dead_lettered ? " dead-text" : "") }, count(t.dead_lettered)),
     ));
