@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,7 @@ type taskView struct {
 
 // tasksCmd lists a job's tasks: each with its state, runs and records.
 func (c *cli) tasksCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tasks JOB", Short: "a job's tasks: state (waiting, extracted, dead_lettered), runs, records extracted, loaded and dead-lettered; of a finished job, the dead-lettered ones", Args: cobra.ExactArgs(1)}
+	cmd := &cobra.Command{Use: "tasks JOB", Short: "a job's tasks: state (waiting, extracting, extracted, dead_lettered), runs, records extracted, loaded and dead-lettered; of a finished job, the dead-lettered ones", Args: cobra.ExactArgs(1)}
 	out := outputFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		pc, err := newPlannerClient(cmd.Context(), c.lookup)
@@ -42,7 +43,12 @@ func (c *cli) tasksCmd() *cobra.Command {
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TASK\tSTATE\tRUNS\tRECORDS\tLOADED\tDEAD-LETTERED")
 		for _, t := range resp.Tasks {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", t.ID, t.State, t.Runs, t.Records, t.Loaded, t.DeadLettered)
+			// A task's records are known when it ends: the extractor reports them then.
+			records := "-"
+			if t.State != "waiting" && t.State != "extracting" {
+				records = strconv.FormatUint(t.Records, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\n", t.ID, t.State, t.Runs, records, t.Loaded, t.DeadLettered)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
