@@ -62,7 +62,7 @@ func (p *Planner) limitSubmits(h http.Handler) http.Handler {
 
 func (p *Planner) listSchedules(w http.ResponseWriter, _ *http.Request) {
 	if !p.caughtUp.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errNotCaughtUp.Error()})
+		retryLater(w, errNotCaughtUp)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"schedules": p.schedules()})
@@ -71,7 +71,7 @@ func (p *Planner) listSchedules(w http.ResponseWriter, _ *http.Request) {
 // removeSchedule stops a job's schedule; a run that is running goes on to its end.
 func (p *Planner) removeSchedule(w http.ResponseWriter, r *http.Request) {
 	if !p.caughtUp.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errNotCaughtUp.Error()})
+		retryLater(w, errNotCaughtUp)
 		return
 	}
 	had, err := p.deleteSchedule(r.Context(), r.PathValue("name"))
@@ -148,6 +148,8 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, chsink.ErrIncompatibleTable), errors.Is(err, chsink.ErrNoTable):
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "sink.table", Message: err.Error()}}})
+	case errors.Is(err, errNotCaughtUp):
+		retryLater(w, err)
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 	case existing:
@@ -212,7 +214,7 @@ func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errEnded):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, errNotCaughtUp), errors.Is(err, errBehind):
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+		retryLater(w, err)
 	case err != nil:
 		p.log.Warn("job cancelled but not stored", "job", job.ID, "by", who(r.Context()), "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
@@ -220,6 +222,13 @@ func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 		p.log.Info("job cancelled", "job", job.ID, "name", job.Name, "by", who(r.Context()))
 		writeJSON(w, http.StatusOK, job)
 	}
+}
+
+// retryLater answers 503 for a request the planner did nothing with, and that the client may send
+// again in a second (sluicectl does).
+func retryLater(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 }
 
 func (p *Planner) get(w http.ResponseWriter, r *http.Request) {

@@ -306,7 +306,11 @@ func (p *Planner) Follow(ctx context.Context) error {
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
-			p.folded.advance(r.Partition, r.Offset+1)
+		})
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if n := len(fp.Records); n > 0 {
+				p.folded.advance(fp.Partition, fp.Records[n-1].Offset+1)
+			}
 		})
 		p.markCaughtUp(ctx, remaining, &pending)
 	}
@@ -488,7 +492,7 @@ func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 
 // readWritten waits, ctx allowing, until every job event on the topic now is folded in.
 func (p *Planner) readWritten(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ends, err := kafka.ToRead(ctx, p.cl, p.topics.events)
 	if err == nil {

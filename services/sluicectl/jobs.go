@@ -94,7 +94,7 @@ func (c *plannerClient) do(ctx context.Context, method, path string, body []byte
 }
 
 // send makes one request, again after the Retry-After of a 429 (the planner serves a few submits at
-// once) until ctx ends.
+// once) or of a 503 (the planner did nothing and asks to be asked again) until ctx ends.
 func (c *plannerClient) send(ctx context.Context, method, path string, body []byte, headers ...string) (*http.Response, error) {
 	for {
 		req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
@@ -111,14 +111,15 @@ func (c *plannerClient) send(ctx context.Context, method, path string, body []by
 		if err != nil {
 			return nil, fmt.Errorf("reach the planner at %s (SLUICE_PLANNER_URL): %w", c.base, errors.Unwrap(err))
 		}
-		if resp.StatusCode != http.StatusTooManyRequests {
+		after := resp.Header.Get("Retry-After")
+		if resp.StatusCode != http.StatusTooManyRequests && (resp.StatusCode != http.StatusServiceUnavailable || after == "") {
 			return resp, nil
 		}
 		resp.Body.Close()
-		wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		wait, _ := strconv.Atoi(after)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("the planner at %s is busy (429) and %w", c.base, ctx.Err())
+			return nil, fmt.Errorf("the planner at %s is busy (%d) and %w", c.base, resp.StatusCode, ctx.Err())
 		case <-time.After(time.Duration(max(wait, 1)) * time.Second):
 		}
 	}
