@@ -76,6 +76,9 @@ func Offsets(ctx context.Context, cl *kgo.Client, topic string) (starts, ends ka
 		}
 		if err == nil {
 			if starts, err = adm.ListStartOffsets(ctx, topic); err == nil {
+				err = starts.Error()
+			}
+			if err == nil {
 				return starts, ends, nil
 			}
 		}

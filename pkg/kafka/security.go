@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -199,16 +200,16 @@ func (c *clientCredentials) token(ctx context.Context) (string, error) {
 	}
 	tok, err := oauth2.Client{TokenURL: c.url, ID: c.id, Secret: secret, Scopes: strings.Fields(c.scope)}.Fetch(ctx, c.client)
 	var oe *oauth2.Error
-	var ue *url.Error
 	switch {
-	case errors.As(err, &ue):
-		return "", fmt.Errorf("fetch a Kafka OAuth token: %w", ue.Err) // without the URL
-	case errors.As(err, &oe) && oe.Status != http.StatusOK:
+	case errors.As(err, &oe) && oe.Status != 0 && oe.Status != http.StatusOK:
 		return "", fmt.Errorf("fetch a Kafka OAuth token: %w (check SLUICE_KAFKA_SASL_OAUTH_CLIENT_ID and _SECRET)", err)
 	case err != nil:
 		return "", fmt.Errorf("fetch a Kafka OAuth token: %w", err)
 	}
-	c.current, c.renewAt = tok.Access, tok.RenewAt(now)
+	// Renewed a minute before it expires, or halfway through a life shorter than two minutes. A
+	// token whose life the endpoint did not say is taken to last 5 minutes.
+	life := cmp.Or(tok.Life, 5*time.Minute)
+	c.current, c.renewAt = tok.Access, now.Add(max(life-time.Minute, life/2))
 	return c.current, nil
 }
 

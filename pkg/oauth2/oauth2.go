@@ -23,22 +23,18 @@ type Client struct {
 	Scopes   []string
 }
 
-// Token is an access token and how long it lives.
+// Token is an access token and how long it lives: 0 when the answer did not say, and the caller
+// decides.
 type Token struct {
 	Access string
 	Life   time.Duration
 }
 
-// RenewAt is when a token obtained at got is renewed: a tenth of its life before it expires, at
-// most a minute before.
-func (t Token) RenewAt(got time.Time) time.Time {
-	return got.Add(t.Life - min(t.Life/10, time.Minute))
-}
-
 // Error is a token request that failed (a token URL that does not parse is a plain error). Neither
 // the secret nor a token is in it.
 type Error struct {
-	// Status is the endpoint's answer; 0 when none came, and Err is then the client's *url.Error.
+	// Status is the endpoint's answer; 0 when none came, and Err is then the transport's error,
+	// without the token URL.
 	Status int
 	Err    error
 }
@@ -46,11 +42,8 @@ type Error struct {
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
-// defaultLife is the life of a token whose answer does not say; maxLife bounds what one says.
-const (
-	defaultLife = time.Hour
-	maxLife     = 30 * 24 * time.Hour
-)
+// maxLife bounds the life an answer gives a token.
+const maxLife = 30 * 24 * time.Hour
 
 // Fetch asks the token endpoint for a token, with the client's credentials in Basic auth, through
 // hc, which decides where requests may go (and that no redirect takes the secret elsewhere).
@@ -70,6 +63,10 @@ func (c Client) Fetch(ctx context.Context, hc *http.Client) (Token, error) {
 	req.SetBasicAuth(url.QueryEscape(c.ID), url.QueryEscape(c.Secret))
 	resp, err := hc.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("%s: %w", ue.Op, ue.Err)
+		}
 		return Token{}, &Error{Err: err}
 	}
 	defer resp.Body.Close()
@@ -86,9 +83,6 @@ func (c Client) Fetch(ctx context.Context, hc *http.Client) (Token, error) {
 		return Token{}, &Error{Status: resp.StatusCode, Err: errors.New("the token endpoint's answer has no access_token")}
 	}
 	secs, _ := strconv.ParseFloat(strings.Trim(string(t.ExpiresIn), `"`), 64)
-	life := time.Duration(min(secs, maxLife.Seconds()) * float64(time.Second))
-	if life <= 0 {
-		life = defaultLife
-	}
+	life := time.Duration(min(max(secs, 0), maxLife.Seconds()) * float64(time.Second))
 	return Token{Access: t.AccessToken, Life: life}, nil
 }

@@ -37,7 +37,7 @@ func TestFetch(t *testing.T) {
 		status int
 	}{
 		{"a life as a string", Client{TokenURL: ts.URL, ID: ok.ID, Secret: ok.Secret, Scopes: []string{"a", "b"}}, Token{"tok", 2 * time.Minute}, 0},
-		{"no life said", ok, Token{"tok", time.Hour}, 0},
+		{"no life said", ok, Token{"tok", 0}, 0},
 		{"no access_token", Client{TokenURL: ts.URL, ID: ok.ID, Secret: ok.Secret, Scopes: []string{"none"}}, Token{}, 200},
 		{"a refused secret", Client{TokenURL: ts.URL, ID: ok.ID, Secret: "wrong-secret"}, Token{}, 401},
 	}
@@ -53,19 +53,8 @@ func TestFetch(t *testing.T) {
 			}
 		})
 	}
-	if _, err := (Client{TokenURL: "http://127.0.0.1:1/token"}).Fetch(context.Background(), ts.Client()); !errors.As(err, new(*Error)) {
-		t.Fatalf("a refused connection: %v, want an *Error", err)
-	}
-}
-
-func TestRenewAt(t *testing.T) {
-	got := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, c := range []struct{ life, before time.Duration }{
-		{time.Hour, time.Minute},
-		{100 * time.Second, 10 * time.Second},
-	} {
-		if at := (Token{Life: c.life}).RenewAt(got); !at.Equal(got.Add(c.life - c.before)) {
-			t.Errorf("life %s: renewed at %s, want %s before it expires", c.life, at, c.before)
-		}
+	_, err := (Client{TokenURL: "http://127.0.0.1:1/token-path"}).Fetch(context.Background(), ts.Client())
+	if oe := new(Error); !errors.As(err, &oe) || oe.Status != 0 || strings.Contains(err.Error(), "token-path") {
+		t.Fatalf("a refused connection: %v, want an *Error without the URL", err)
 	}
 }

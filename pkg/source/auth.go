@@ -1,6 +1,7 @@
 package source
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -330,7 +331,10 @@ func (ts *tokenSource) get(ctx context.Context, refused string) (string, *Error)
 	if err != nil {
 		return "", err
 	}
-	ts.token, ts.renewAt = tok.Access, tok.RenewAt(now)
+	// Renewed a tenth of its life before it expires, at most a minute before; a token whose life
+	// the endpoint did not say, after an hour (a 401 renews it sooner).
+	life := cmp.Or(tok.Life, time.Hour)
+	ts.token, ts.renewAt = tok.Access, now.Add(life-min(life/10, time.Minute))
 	if ts.tokens.Issued != nil {
 		ts.tokens.Issued()
 	}
