@@ -206,13 +206,18 @@ sink: {table: secure}
 
 	// The extractor's user loses READ on the jobs topic (the ACLs of a deployment from before
 	// cancelling existed): the extractor is not ready, says what it was denied, and still extracts.
-	dels, err := adm.DeleteACLs(ctx, kadm.NewACLs().Allow("User:sluice-extractor").AllowHosts("*").
+	// An extractor that starts so, and one that runs when the ACL goes, both.
+	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer dcancel()
+	dels, err := adm.DeleteACLs(dctx, kadm.NewACLs().Allow("User:sluice-extractor").AllowHosts("*").
 		Operations(kadm.OpRead).Topics(k.JobsTopic).ResourcePatternType(kadm.ACLPatternLiteral))
 	if err != nil || len(dels) != 1 || dels[0].Err != nil || len(dels[0].Deleted) != 1 {
 		t.Fatalf("take READ on %s from the extractor: %v %+v", k.JobsTopic, err, dels)
 	}
-	extractorAt := extractor.addr(t)
-	waitReadyz(t, extractorAt, "an extractor that may not read the jobs topic", "kafka denied User:sluice-extractor")
+	waitReadyz(t, extractor.addr(t), "a running extractor that may no longer read the jobs topic", "kafka denied User:sluice-extractor")
+	extractor.stop(t, syscall.SIGTERM)
+	restarted := start(t, "extractor-no-jobs-acl", as("extractor", nil))
+	waitReadyz(t, restarted.addr(t), "an extractor started without READ on the jobs topic", "kafka denied User:sluice-extractor")
 	j = submit(t, api, `name: secure-no-jobs-acl
 source:
   url: `+p.srcURL+`/api/users
