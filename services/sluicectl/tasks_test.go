@@ -12,9 +12,16 @@ import (
 	"github.com/sethvargo/go-envconfig"
 )
 
-// TestTasksTable prints a task's records once it ended, and a dash while they are not known.
+// TestTasksTable prints a task's records once it ended, and a dash while they are not known. The
+// planner's first answer is a 503 that asks to be asked again, as while it reads its events.
 func TestTasksTable(t *testing.T) {
+	var asked int
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if asked++; asked == 1 {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"error": "still reading"}`, http.StatusServiceUnavailable)
+			return
+		}
 		if r.URL.Path != "/v1/jobs/users-1/tasks" || r.Header.Get("Authorization") != "Bearer tok" {
 			http.Error(w, "no", http.StatusNotFound)
 			return
@@ -30,6 +37,9 @@ func TestTasksTable(t *testing.T) {
 	env := envconfig.MapLookuper(map[string]string{"SLUICE_PLANNER_URL": ts.URL, "SLUICE_PLANNER_TOKEN": "tok"})
 	if code, err := run(context.Background(), []string{"tasks", "users-1"}, env, &stdout, &stderr); code != 0 || err != nil {
 		t.Fatalf("exit %d: %v\n%s", code, err, stderr.String())
+	}
+	if asked != 2 {
+		t.Fatalf("the planner was asked %d times, want again after its 503", asked)
 	}
 	var got [][]string
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
