@@ -356,7 +356,7 @@ func (ts *tokenSource) request(ctx context.Context) (oauth2.Token, *Error) {
 		if fe := transportError(ctx, oe.Err); fe.Class == "egress" || fe.Class == "redirect" {
 			return tok, fe // this deployment refuses the token URL: no retry helps
 		}
-		return tok, &Error{Class: "auth", Retryable: true, Err: fmt.Errorf("token request failed: %w", stripURL(oe.Err))}
+		return tok, &Error{Class: "auth", Retryable: true, Err: fmt.Errorf("token request failed: %w", oe.Err)}
 	case oe.Status == http.StatusOK:
 		return tok, &Error{Class: "auth", Retryable: true, Status: oe.Status, Err: oe}
 	default:
