@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ func TestPipelineOAuth2(t *testing.T) {
 	src.OAuthClientID, src.OAuthClientSecret, src.OAuthTokenTTL, src.OAuthRevokeEvery = "sluice", secret, 2*time.Second, 13
 	p := newPipeline(t, src)
 	env := p.with(map[string]string{"SLUICE_SECRET_DIRS": secrets, "SLUICE_SECRET_HOSTS": "file:" + secrets + "/client_secret=127.0.0.1",
+		"SLUICE_SOURCE_ALLOW":         "127.0.0.1,127.0.0.2",
 		"SLUICE_EXTRACTOR_RETRY_BASE": "10ms", "SLUICE_EXTRACTOR_RETRY_MAX": "50ms"})
 	planner := start(t, "planner", env)
 	extractor := start(t, "extractor", env)
@@ -46,7 +48,8 @@ func TestPipelineOAuth2(t *testing.T) {
 	api := planner.ready(t)
 	extractor.ready(t)
 	loader.ready(t)
-	spec := fmt.Sprintf(`name: oauth
+	spec := func(name, url string) string {
+		return fmt.Sprintf(`name: %s
 source:
   type: http
   url: %s/api/users
@@ -63,8 +66,9 @@ source:
 tasks: 4
 sink:
   table: oauth
-`, p.srcURL, p.srcURL, secrets)
-	j := submit(t, api, spec)
+`, name, url, p.srcURL, secrets)
+	}
+	j := submit(t, api, spec("oauth", p.srcURL))
 	j = await(t, api, j.ID, 4*time.Minute)
 	if j.State != "failed" || j.Tasks.DeadLettered != 1 || j.Tasks.Extracted != 3 {
 		t.Fatalf("job ended %+v, want failed with only the task of the failing page dead-lettered", j)
@@ -122,6 +126,24 @@ sink:
 	}
 	if segments == 0 {
 		t.Fatal("no Kafka log segment found to search")
+	}
+
+	// The token that secret buys goes where the secret may go: not to another host of this machine,
+	// which the egress policy allows but no binding names. Refused at submit; nothing is asked of the
+	// token endpoint or the other host.
+	var otherAsked atomic.Int32
+	other, otherConns := listenerOn(t, "127.0.0.2:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		otherAsked.Add(1)
+		p.source.Handler().ServeHTTP(w, r)
+	}))
+	issued := p.source.Stats().TokensIssued
+	status, body := call(t, "POST", api+"/v1/jobs", apiToken, spec("oauth-elsewhere", other.URL))
+	if status != http.StatusBadRequest || !strings.Contains(body, "the OAuth2 token bought with ${file:"+secrets+"/client_secret} may not be sent to 127.0.0.2") {
+		t.Fatalf("a job sending the token to a host its secret is not bound to: %d %s", status, body)
+	}
+	if otherConns.Load() != 0 || otherAsked.Load() != 0 || p.source.Stats().TokensIssued != issued {
+		t.Fatalf("the other host got %d connections and %d requests, the token endpoint %d more tokens",
+			otherConns.Load(), otherAsked.Load(), p.source.Stats().TokensIssued-issued)
 	}
 	t.Logf("%d tokens issued, %d requests refused, %d dead letters and %d log segments searched", st.TokensIssued, st.Unauthorized, len(letters), segments)
 }

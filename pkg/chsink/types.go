@@ -3,7 +3,6 @@ package chsink
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -38,145 +37,23 @@ const (
 )
 
 // Type is a ClickHouse column type as the loader converts values into it: its kind, its bits
-// (Int8…Int64, Float32/64), its precision and scale (Decimal, DateTime64), its enum values, its
-// element (Array), and whether it is Nullable or LowCardinality.
+// (Int8…Int64, Float32/64, Enum8/16), its precision and scale (Decimal, DateTime64), its time zone
+// (DateTime, DateTime64), its enum values and their codes, its element (Array), and whether it is
+// Nullable or LowCardinality. ParseType builds it from a closed grammar; its SQL is rendered from
+// these fields, never copied from what a spec wrote.
 type Type struct {
 	Kind      Kind
 	Bits      int
 	Precision int
 	Scale     int
+	TimeZone  string
 	Enum      []string
+	EnumCodes []int
 	Elem      *Type
 	Nullable  bool
 	LowCard   bool
-	// Name is the type as ClickHouse writes it, for DDL and errors.
+	// Name is the type as ClickHouse writes it, rendered from the fields: for DDL and errors.
 	Name string
-}
-
-// ParseType reads a ClickHouse type such as Int64, Nullable(DateTime64(3)), Array(String),
-// LowCardinality(String), Decimal(18, 4) or Enum8('a' = 1, 'b' = 2).
-func ParseType(s string) (*Type, error) {
-	s = strings.TrimSpace(s)
-	t, err := parseType(s)
-	if err != nil {
-		return nil, fmt.Errorf("column type %q: %w", s, err)
-	}
-	return t, nil
-}
-
-func parseType(s string) (*Type, error) {
-	name, args, hasArgs := strings.Cut(s, "(")
-	name = strings.TrimSpace(name)
-	if hasArgs {
-		if !strings.HasSuffix(args, ")") {
-			return nil, errors.New("unbalanced parentheses")
-		}
-		args = strings.TrimSpace(args[:len(args)-1])
-	}
-	t := &Type{Name: s}
-	simple := map[string]Type{
-		"Int8": {Kind: KindInt, Bits: 8}, "Int16": {Kind: KindInt, Bits: 16}, "Int32": {Kind: KindInt, Bits: 32}, "Int64": {Kind: KindInt, Bits: 64},
-		"UInt8": {Kind: KindUint, Bits: 8}, "UInt16": {Kind: KindUint, Bits: 16}, "UInt32": {Kind: KindUint, Bits: 32}, "UInt64": {Kind: KindUint, Bits: 64},
-		"Float32": {Kind: KindFloat, Bits: 32}, "Float64": {Kind: KindFloat, Bits: 64},
-		"Bool": {Kind: KindBool}, "String": {Kind: KindString}, "UUID": {Kind: KindUUID},
-		"Date": {Kind: KindDate}, "DateTime": {Kind: KindDateTime}, "JSON": {Kind: KindJSON},
-	}
-	if st, ok := simple[name]; ok {
-		if hasArgs && name != "DateTime" && name != "JSON" {
-			return nil, fmt.Errorf("%s takes no arguments", name)
-		}
-		*t = st
-		t.Name = s
-		return t, nil
-	}
-	if !hasArgs {
-		return nil, errors.New("unknown type")
-	}
-	switch name {
-	case "Nullable", "LowCardinality":
-		e, err := parseType(args)
-		if err != nil {
-			return nil, err
-		}
-		if e.Nullable && name == "Nullable" || e.Kind == KindArray && name == "Nullable" {
-			return nil, errors.New("the type inside Nullable must be neither Nullable nor an Array")
-		}
-		e.Name = s
-		if name == "Nullable" {
-			e.Nullable = true
-		} else {
-			e.LowCard = true
-		}
-		return e, nil
-	case "Array":
-		e, err := parseType(args)
-		if err != nil {
-			return nil, err
-		}
-		return &Type{Kind: KindArray, Elem: e, Name: s}, nil
-	case "Decimal", "Decimal32", "Decimal64", "Decimal128":
-		parts := strings.Split(args, ",")
-		nums := make([]int, len(parts))
-		for i, p := range parts {
-			n, err := strconv.Atoi(strings.TrimSpace(p))
-			if err != nil {
-				return nil, errors.New("decimal arguments must be integers")
-			}
-			nums[i] = n
-		}
-		t.Kind = KindDecimal
-		switch {
-		case name == "Decimal" && len(nums) == 2:
-			t.Precision, t.Scale = nums[0], nums[1]
-		case name != "Decimal" && len(nums) == 1:
-			t.Precision = map[string]int{"Decimal32": 9, "Decimal64": 18, "Decimal128": 38}[name]
-			t.Scale = nums[0]
-		default:
-			return nil, errors.New("wrong number of decimal arguments")
-		}
-		if t.Precision < 1 || t.Precision > 38 || t.Scale < 0 || t.Scale > t.Precision {
-			return nil, errors.New("decimal precision must be 1 to 38 and scale 0 to the precision")
-		}
-		return t, nil
-	case "DateTime64":
-		p, _, _ := strings.Cut(args, ",")
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n < 0 || n > 9 {
-			return nil, errors.New("DateTime64 precision must be 0 to 9")
-		}
-		t.Kind, t.Precision = KindDateTime64, n
-		return t, nil
-	case "Enum8", "Enum16":
-		t.Kind = KindEnum
-		for _, item := range splitTop(args) {
-			lit, _, _ := strings.Cut(item, "=")
-			lit = strings.TrimSpace(lit)
-			if len(lit) < 2 || lit[0] != '\'' || lit[len(lit)-1] != '\'' {
-				return nil, errors.New("enum values must be quoted")
-			}
-			t.Enum = append(t.Enum, strings.ReplaceAll(lit[1:len(lit)-1], `\'`, `'`))
-		}
-		return t, nil
-	}
-	return nil, errors.New("unknown type")
-}
-
-// splitTop splits s at the commas outside quotes.
-func splitTop(s string) []string {
-	var out []string
-	quoted, start := false, 0
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && quoted:
-			i++
-		case s[i] == '\'':
-			quoted = !quoted
-		case s[i] == ',' && !quoted:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
 }
 
 // GoType is the Go type clickhouse-go takes for a value of t.

@@ -45,6 +45,22 @@ func Expand(what, value string, lookup func(string) (string, bool)) (string, err
 	return out, nil
 }
 
+// References are the names of the ${…} references in value, once each, in order; nil when value
+// holds none or a malformed one (which validation refuses).
+func References(value string) []string {
+	var names []string
+	_, _, err := expand(value, func(name string) (string, bool) {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+		return "", true
+	})
+	if err != nil {
+		return nil
+	}
+	return names
+}
+
 // ExpandHeaders returns a copy of headers in which every ${VAR} reference in a value is replaced by
 // lookup(VAR); the extractor passes os.LookupEnv, so secrets stay in its environment and never travel
 // through the spec or Kafka. Only the braced form is a reference: "$VAR" stays literal, and "$${VAR}"

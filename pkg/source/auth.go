@@ -6,11 +6,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -96,9 +98,20 @@ func (s Secrets) Lookup(name string) (string, bool) {
 	return "", false
 }
 
+// TokenPrefix names, in SLUICE_SECRET_HOSTS, the hosts that the OAuth2 tokens bought with a secret
+// may go to: token:SOURCE_CLIENT_SECRET=api.example.com. A token is worth what its secret is: without
+// such a binding it goes only to the hosts that the secret itself is bound to.
+const TokenPrefix = "token:"
+
 // refusedSecret is the error of a secret that may not go to host.
 func refusedSecret(name, host string) error {
 	return fmt.Errorf("${%s} may not be sent to %s: SLUICE_SECRET_HOSTS does not bind it to that host", name, host)
+}
+
+// refusedToken is the error of a token, bought with the secret name, that may not go to host.
+func refusedToken(name, host string) error {
+	return fmt.Errorf("the OAuth2 token bought with ${%s} may not be sent to %s: SLUICE_SECRET_HOSTS binds neither %s nor %s%s to that host",
+		name, host, name, TokenPrefix, name)
 }
 
 // credentials are what a source's requests carry: headers (its own and its auth's), query
@@ -109,33 +122,61 @@ type credentials struct {
 	token   *tokenSource
 }
 
-// lookupFor resolves references for requests to host, refusing a secret bound to other hosts.
-func (h *httpSource) lookupFor(host string, refused *string) func(string) (string, bool) {
-	return func(name string) (string, bool) {
-		if h.env.Allowed != nil && !h.env.Allowed(name, host) {
-			if *refused == "" {
-				*refused = name
-			}
-			return "", false
-		}
-		return h.env.Lookup(name)
+// checkBindings refuses a source that would send a secret, or a token bought with one, to a host
+// SLUICE_SECRET_HOSTS does not bind it to. It reads no secret: the planner checks every job at
+// submit, before it asks the source anything, and the extractor again before every task.
+func (h *httpSource) checkBindings() error {
+	if h.env.Allowed == nil {
+		return nil
 	}
+	host := h.Limits().Host
+	check := func(value, to string) error {
+		for _, name := range jobspec.References(value) {
+			if !h.env.Allowed(name, to) {
+				return &Error{Class: "config", Err: refusedSecret(name, to)}
+			}
+		}
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(h.src.GetHeaders())) {
+		if err := check(h.src.GetHeaders()[name], host); err != nil {
+			return err
+		}
+	}
+	a := h.src.GetAuth()
+	switch a.GetType() {
+	case sluicev1.Auth_TYPE_API_KEY:
+		return check(a.Value, host)
+	case sluicev1.Auth_TYPE_BASIC:
+		return cmp.Or(check(a.Username, host), check(a.Password, host))
+	case sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS:
+		// The client's credentials go to the token endpoint; the token they buy, to the source.
+		tokenHost := ""
+		if u, err := url.Parse(a.TokenUrl); err == nil {
+			tokenHost = u.Host
+		}
+		if err := cmp.Or(check(a.ClientId, tokenHost), check(a.ClientSecret, tokenHost)); err != nil {
+			return err
+		}
+		for _, name := range jobspec.References(a.ClientSecret) {
+			if !h.env.Allowed(TokenPrefix+name, host) && !h.env.Allowed(name, host) {
+				return &Error{Class: "config", Err: refusedToken(name, host)}
+			}
+		}
+	}
+	return nil
 }
 
-// credentials resolves the source's headers and auth, each secret for the host it goes to.
+// credentials resolves the source's headers and auth, once checkBindings allows each secret, and
+// the token its secret buys, where it goes.
 func (h *httpSource) credentials() (*credentials, error) {
-	var refused string
-	host := h.Limits().Host
-	lookup := h.lookupFor(host, &refused)
-	bound := func(err error) error {
-		if refused != "" {
-			return &Error{Class: "config", Err: refusedSecret(refused, host)}
-		}
-		return &Error{Class: "config", Err: err}
+	if err := h.checkBindings(); err != nil {
+		return nil, err
 	}
+	lookup := h.env.Lookup
 	headers, err := jobspec.ExpandHeaders(h.src.Headers, lookup)
 	if err != nil {
-		return nil, bound(err)
+		return nil, &Error{Class: "config", Err: err}
 	}
 	c := &credentials{headers: headers}
 	a := h.src.GetAuth()
@@ -145,7 +186,7 @@ func (h *httpSource) credentials() (*credentials, error) {
 	expand := func(what, v string) (string, error) {
 		out, err := jobspec.Expand("auth."+what, v, lookup)
 		if err != nil {
-			return "", bound(err)
+			return "", &Error{Class: "config", Err: err}
 		}
 		return out, nil
 	}
@@ -171,11 +212,6 @@ func (h *httpSource) credentials() (*credentials, error) {
 		}
 		c.headers["Authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	case sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS:
-		// The client's credentials go to the token endpoint, not to the source.
-		if u, perr := url.Parse(a.TokenUrl); perr == nil {
-			host = u.Host
-			lookup = h.lookupFor(host, &refused)
-		}
 		id, err := expand("client_id", a.ClientId)
 		if err != nil {
 			return nil, err

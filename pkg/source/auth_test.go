@@ -4,9 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +237,69 @@ func TestSecretsBoundToHosts(t *testing.T) {
 		case !tt.ok && (e.Class != "config" || !strings.Contains(err.Error(), "${SOURCE_KEY} may not be sent to 127.0.0.1") || !strings.Contains(err.Error(), "SLUICE_SECRET_HOSTS does not bind it") || strings.Contains(err.Error(), "k-789")):
 			t.Fatalf("bound to %v: %v (class %q)", tt.bound, err, e.Class)
 		}
+	}
+}
+
+// TestOAuth2TokenBoundLikeItsSecret: the token a client secret buys goes only where the secret, or
+// a token: binding of it, may go. A source on another host is refused before anything is asked of
+// the token endpoint or the source, by the planner's Plan and by an extractor's Open alike.
+func TestOAuth2TokenBoundLikeItsSecret(t *testing.T) {
+	cfg := demosource.DefaultConfig()
+	cfg.Records = 120
+	cfg.OAuthClientID, cfg.OAuthClientSecret, cfg.OAuthTokenTTL = "sluice", "the-client-secret", time.Minute
+	srv, err := demosource.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int64
+	handler := srv.Handler()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		handler.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	// The token endpoint by one name of this machine, the source by another.
+	u, _ := url.Parse(ts.URL)
+	tokenURL := "http://localhost:" + u.Port() + "/oauth/token"
+	for _, tt := range []struct {
+		name, bindings string
+		ok             bool
+	}{
+		{"the secret bound to the token endpoint only", "SOURCE_SECRET=localhost", false},
+		{"the token bound elsewhere", "SOURCE_SECRET=localhost,token:SOURCE_SECRET=api.example.com", false},
+		{"a token: binding of another secret", "SOURCE_SECRET=localhost,token:SOURCE_OTHER=127.0.0.1", false},
+		{"the token bound to the source", "SOURCE_SECRET=localhost,token:SOURCE_SECRET=127.0.0.1", true},
+		{"the secret bound to both", "SOURCE_SECRET=localhost|127.0.0.1", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hosts, err := ParseSecretHosts(tt.bindings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sec := Secrets{Env: func(n string) (string, bool) { return "the-client-secret", n == "SOURCE_SECRET" }, Hosts: hosts}
+			h := &sluicev1.HttpSource{Url: ts.URL + "/api/users", RecordsPath: "data", Key: "id", MaxRetries: 1,
+				Auth: &sluicev1.Auth{Type: sluicev1.Auth_TYPE_OAUTH2_CLIENT_CREDENTIALS, TokenUrl: tokenURL,
+					ClientId: "sluice", ClientSecret: "${SOURCE_SECRET}"},
+				Pagination: &sluicev1.Pagination{Type: sluicev1.Pagination_TYPE_OFFSET, OffsetParam: "offset", LimitParam: "limit", PageSize: 50}}
+			src := testSource(t, h, Env{Lookup: sec.Lookup, Allowed: sec.Allowed, Tokens: &Tokens{Client: &http.Client{}, Now: time.Now}})
+			before := asked.Load()
+			if tt.ok {
+				if n := readAll(t, src); n != 120 {
+					t.Fatalf("%d records, want 120", n)
+				}
+				return
+			}
+			_, err = src.Plan(context.Background(), 1)
+			if e := AsError(err, ""); e.Class != "config" || !strings.Contains(err.Error(), "the OAuth2 token bought with ${SOURCE_SECRET} may not be sent to 127.0.0.1") {
+				t.Fatalf("Plan: %v (class %q)", err, e.Class)
+			}
+			task := &sluicev1.Task{Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Unbounded: true}}}
+			if _, err := src.Open(task); AsError(err, "").Class != "config" {
+				t.Fatalf("Open: %v", err)
+			}
+			if n := asked.Load() - before; n != 0 {
+				t.Fatalf("%d requests made for a refused source", n)
+			}
+		})
 	}
 }

@@ -8,8 +8,9 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -96,9 +97,6 @@ type Egress struct {
 	// Proxy chooses a request's proxy; nil is http.ProxyFromEnvironment (HTTPS_PROXY, HTTP_PROXY,
 	// NO_PROXY).
 	Proxy func(*http.Request) (*url.URL, error)
-
-	// proxies are the proxies' host:port that requests went through: the operator chose them.
-	proxies sync.Map
 }
 
 // ParseEgress reads SLUICE_SOURCE_ALLOW: comma-separated addresses ("127.0.0.1", "::1"), CIDR
@@ -179,14 +177,19 @@ func (e *Egress) CheckAddr(host string, a netip.Addr) error {
 	return nil
 }
 
-// Resolve returns host's addresses when the policy lets the services connect to all of them.
+// Resolve returns host's addresses when the policy lets the services connect to all of them. A
+// host written as a number in any form (127.0.0.1, 2130706433, 0x7f.1, 017700000001, [::ffff:7f00:1])
+// is that address, checked as every reading of it: nothing numeric is left to a resolver or a proxy
+// to read its own way.
 func (e *Egress) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	host = strings.Trim(host, "[]")
-	if a, err := netip.ParseAddr(host); err == nil {
-		if err := e.CheckAddr(host, a); err != nil {
-			return nil, err
+	if readings := numericHost(host); len(readings) > 0 {
+		for _, a := range readings {
+			if err := e.CheckAddr(host, a); err != nil {
+				return nil, err
+			}
 		}
-		return []netip.Addr{a}, nil
+		return readings[:1], nil
 	}
 	var r Resolver = net.DefaultResolver
 	if e.Resolver != nil {
@@ -211,8 +214,9 @@ func (e *Egress) Resolve(ctx context.Context, host string) ([]netip.Addr, error)
 	return addrs, nil
 }
 
-// DialContext dials address (host:port) on one of the addresses Resolve allows; a proxy that the
-// operator configured is dialled as it is.
+// DialContext dials address (host:port) on one of the addresses Resolve allows. The proxy that the
+// operator configured is no exception: it connects wherever it is asked, so SLUICE_SOURCE_ALLOW must
+// name it when it is on a refused address.
 func (e *Egress) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	d := e.Dialer
 	if d == nil {
@@ -220,9 +224,6 @@ func (e *Egress) DialContext(ctx context.Context, network, address string) (net.
 	}
 	if strings.HasPrefix(network, "unix") {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: &EgressError{Host: address, Range: "Unix socket"}}
-	}
-	if _, proxy := e.proxies.Load(strings.ToLower(address)); proxy {
-		return d.DialContext(ctx, network, address)
 	}
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
@@ -233,6 +234,62 @@ func (e *Egress) DialContext(ctx context.Context, network, address string) (net.
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	return raceDial(ctx, d, network, port, addrs)
+}
+
+// numericHost reads host as an address: an IPv6 address, or an IPv4 one in any form that inet_aton
+// and the resolvers and proxies built on it take (one to four parts, each decimal, octal with a
+// leading 0 or hexadecimal with 0x, the last filling the bytes left). A form that reads differently
+// when leading zeros are taken as decimal gives both readings. None: host is a name.
+func numericHost(host string) []netip.Addr {
+	host = strings.TrimSuffix(host, ".")
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.WithZone("").Unmap()}
+	}
+	var readings []netip.Addr
+	for _, octal := range []bool{true, false} {
+		if a, ok := parseIPv4Parts(host, octal); ok && !slices.Contains(readings, a) {
+			readings = append(readings, a)
+		}
+	}
+	return readings
+}
+
+// parseIPv4Parts parses the inet_aton forms of an IPv4 address; octal says whether a leading 0 makes
+// a part octal.
+func parseIPv4Parts(host string, octal bool) (netip.Addr, bool) {
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false
+	}
+	values := make([]uint64, len(parts))
+	for i, part := range parts {
+		base, digits := 10, part
+		switch {
+		case len(part) > 2 && (part[:2] == "0x" || part[:2] == "0X"):
+			base, digits = 16, part[2:]
+		case octal && len(part) > 1 && part[0] == '0':
+			base, digits = 8, part[1:]
+		}
+		v, err := strconv.ParseUint(digits, base, 32)
+		if err != nil || digits == "" {
+			return netip.Addr{}, false
+		}
+		values[i] = v
+	}
+	// Every part but the last is one byte; the last fills the bytes left.
+	var n uint64
+	for i, v := range values[:len(values)-1] {
+		if v > 0xff {
+			return netip.Addr{}, false
+		}
+		n |= v << (8 * (3 - i))
+	}
+	last := values[len(values)-1]
+	if last >= 1<<(8*(5-len(values))) {
+		return netip.Addr{}, false
+	}
+	n |= last
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), true
 }
 
 // raceDial dials the addresses one after another, each 300 ms after the one before unless that one
@@ -306,16 +363,13 @@ func (e *Egress) proxy(req *http.Request) (*url.URL, error) {
 		return u, err
 	}
 	// The proxy resolves names itself: the policy checks the addresses this process resolves the
-	// name to, and leaves a name it cannot resolve to the proxy, which the operator chose.
+	// name to, and leaves a name it cannot resolve to the proxy, which the operator chose. A numeric
+	// host is no name: Resolve checks every way of reading it. The proxy's own address is checked
+	// when it is dialled.
 	var refusal *EgressError
 	if _, err := e.Resolve(req.Context(), req.URL.Hostname()); errors.As(err, &refusal) {
 		return nil, err
 	}
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}[u.Scheme]
-	}
-	e.proxies.Store(net.JoinHostPort(strings.ToLower(u.Hostname()), port), true)
 	return u, nil
 }
 

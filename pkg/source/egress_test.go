@@ -243,9 +243,10 @@ func TestOnlyEgress(t *testing.T) {
 	}
 }
 
-// TestEgressProxy goes through the configured proxy, itself on a refused address, to a host whose
-// addresses the policy allows; a host that resolves to a refused address is refused before the
-// proxy hears of it, and a name this process cannot resolve is left to the proxy.
+// TestEgressProxy goes through the configured proxy, on an address the allowlist names, to a host
+// whose addresses the policy allows; a host that resolves to a refused address, or is one written in
+// any numeric form, is refused before the proxy hears of it, and a name this process cannot resolve
+// is left to the proxy. A proxy on a refused address that the allowlist does not name is refused too.
 func TestEgressProxy(t *testing.T) {
 	var asked []string
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +255,7 @@ func TestEgressProxy(t *testing.T) {
 	}))
 	defer proxy.Close()
 	proxyURL, _ := url.Parse(proxy.URL)
-	e, _ := ParseEgress(nil)
+	e, _ := ParseEgress([]string{"127.0.0.1"})
 	e.Resolver = fakeResolver{"api.example.test": {"93.184.216.34"}, "internal.test": {"10.0.0.1"}}
 	e.Proxy = func(*http.Request) (*url.URL, error) { return proxyURL, nil }
 	for _, c := range []struct {
@@ -264,6 +265,17 @@ func TestEgressProxy(t *testing.T) {
 		{"http://api.example.test/users", true},
 		{"http://internal.test/users", false},
 		{"http://only-the-proxy-knows.test/users", true},
+		{"http://1572395042/users", true}, // 93.184.216.34
+		{"http://2130706434/users", false},
+		{"http://0x7f.2/users", false},
+		{"http://017700000002/users", false},
+		{"http://0177.0.0.02/users", false},
+		{"http://0x0a.0.0.1/users", false},
+		{"http://167772161/users", false}, // 10.0.0.1
+		{"http://012.0.0.1/users", false}, // 10.0.0.1 as octal, 12.0.0.1 as decimal
+		{"http://[::ffff:7f00:2]/users", false},
+		{"http://[::ffff:10.0.0.1]/users", false},
+		{"http://127.0.0.2./users", false},
 	} {
 		before := len(asked)
 		resp, err := e.Client().Get(c.url)
@@ -284,6 +296,62 @@ func TestEgressProxy(t *testing.T) {
 		}
 		if !errors.Is(err, ErrEgress) || len(asked) != before {
 			t.Fatalf("%s: %v, proxy asked %v", c.url, err, asked)
+		}
+	}
+
+	// The same proxy, which the allowlist does not name: its address is checked like any other, also
+	// after requests went through it in another client.
+	strict, _ := ParseEgress(nil)
+	strict.Resolver, strict.Proxy = e.Resolver, e.Proxy
+	before := len(asked)
+	resp, err := strict.Client().Get("http://api.example.test/users")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("went through a proxy on a loopback address the allowlist does not name")
+	}
+	if !errors.Is(err, ErrEgress) || len(asked) != before {
+		t.Fatalf("a proxy on a refused address: %v, proxy asked %v", err, asked[before:])
+	}
+}
+
+// TestNumericHosts reads every numeric form of an address as inet_aton does, and as decimal where
+// a leading zero makes the two differ; names are no address.
+func TestNumericHosts(t *testing.T) {
+	for _, c := range []struct {
+		host string
+		want []string
+	}{
+		{"127.0.0.1", []string{"127.0.0.1"}},
+		{"2130706433", []string{"127.0.0.1"}},
+		{"0x7f000001", []string{"127.0.0.1"}},
+		{"0X7F.1", []string{"127.0.0.1"}},
+		{"0x7f.0.1", []string{"127.0.0.1"}},
+		{"017700000001", []string{"127.0.0.1"}}, // read as decimal it overflows
+		{"0177.0.0.1", []string{"127.0.0.1", "177.0.0.1"}},
+		{"127.1", []string{"127.0.0.1"}},
+		{"127.0.0.1.", []string{"127.0.0.1"}},
+		{"10.0.0.010", []string{"10.0.0.8", "10.0.0.10"}},
+		{"08.0.0.1", []string{"8.0.0.1"}},
+		{"::ffff:127.0.0.1", []string{"127.0.0.1"}},
+		{"fe80::1%eth0", []string{"fe80::1"}},
+		{"4294967295", []string{"255.255.255.255"}},
+		{"4294967296", nil},
+		{"256.0.0.1", nil},
+		{"1.2.3.4.5", nil},
+		{"1..2", nil},
+		{"0x", nil},
+		{"-1", nil},
+		{"+1", nil},
+		{"api.example.com", nil},
+		{"0x7f.example", nil},
+		{"", nil},
+	} {
+		var got []string
+		for _, a := range numericHost(c.host) {
+			got = append(got, a.String())
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("numericHost(%q) = %v, want %v", c.host, got, c.want)
 		}
 	}
 }

@@ -85,6 +85,9 @@ func (h *httpSource) crawls() bool {
 // With neither a total nor max_records the extent is unknown: one open-ended slice reads until the
 // first empty page.
 func (h *httpSource) Plan(ctx context.Context, tasks int) (Plan, error) {
+	if err := h.checkBindings(); err != nil {
+		return Plan{}, err
+	}
 	total, err := h.discover(ctx)
 	if err != nil {
 		return Plan{}, err
