@@ -30,6 +30,9 @@ type Error struct {
 	At       uint64
 	Attempts int
 	Err      error
+	// Diagnostic is what only this process's log may show: a database's whole message with its
+	// DETAIL and WHERE, which may quote rows. Err never carries it.
+	Diagnostic string
 }
 
 func (e *Error) Error() string { return e.Err.Error() }

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -125,36 +126,46 @@ func (p *pgSource) base() string {
 }
 
 // resolve asks the type of an incremental run's cursor column, once.
-func (p *pgSource) resolve(ctx context.Context, pool *pgxpool.Pool) error {
+func (p *pgSource) resolve(ctx context.Context, q querier) error {
 	if p.since == "" || p.cursorType != "" {
 		return nil
 	}
-	oid, err := keyType(ctx, pool, p.base(), "q."+pgx.Identifier{p.cursor}.Sanitize())
+	oid, err := keyType(ctx, q, p.base(), "q."+pgx.Identifier{p.cursor}.Sanitize())
 	if err != nil {
 		return err
 	}
-	p.cursorType, err = typeName(ctx, pool, oid)
+	p.cursorType, err = typeName(ctx, q, oid)
 	return err
 }
 
 // typeName is how SQL names the type of oid, for a CAST to it.
-func typeName(ctx context.Context, pool *pgxpool.Pool, oid uint32) (string, error) {
+func typeName(ctx context.Context, q querier, oid uint32) (string, error) {
 	var name string
-	err := pool.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", oid).Scan(&name)
+	err := q.QueryRow(ctx, "SELECT format_type($1::oid, NULL)", oid).Scan(&name)
 	return name, err
 }
 
 func (p *pgSource) key() string { return "q." + pgx.Identifier{p.src.GetKey()}.Sanitize() }
 
-// do runs one statement under the source's retries, each attempt bounded by its timeout.
-func (p *pgSource) do(ctx context.Context, fn func(ctx context.Context) error) (int, *Error) {
+// querier is what the statements of one attempt run on: a read-only transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// do runs the statements of fn under the source's retries, each attempt bounded by its timeout and
+// in a transaction of its own that is read only from its BEGIN and rolled back at its end: nothing
+// a query does can make the transaction, or later ones on its connection, write (a set_config of
+// the session's defaults is undone by the rollback, and a read-only transaction cannot be made
+// read-write once it has run a query).
+func (p *pgSource) do(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context, q querier) error) (int, *Error) {
 	pol := p.policy()
 	var last *Error
 	attempts, err := p.env.Fetcher.Retry.Do(ctx, "query", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
 		func(int) error {
 			actx, cancel := context.WithTimeout(ctx, pol.Timeout)
 			defer cancel()
-			err := fn(actx)
+			err := readOnly(actx, pool, fn)
 			if err == nil {
 				last = nil
 				return nil
@@ -170,6 +181,22 @@ func (p *pgSource) do(ctx context.Context, fn func(ctx context.Context) error) (
 	}
 	last.Attempts = attempts
 	return attempts, last
+}
+
+// readOnly runs fn in a read-only transaction, rolled back at its end.
+func readOnly(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context, q querier) error) error {
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// A rollback that cannot be sent closes the connection: it never goes back to the pool
+		// with the transaction open.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
+	return fn(ctx, tx)
 }
 
 // pgExtent is what planning found: the bounds between the ranges, as the key's text.
@@ -193,16 +220,16 @@ func (p *pgSource) Plan(ctx context.Context, tasks int) (Plan, error) {
 		lo, hi      *string
 		oid         uint32
 	)
-	if _, ferr := p.do(ctx, func(ctx context.Context) error {
-		if err := p.resolve(ctx, pool); err != nil {
+	if _, ferr := p.do(ctx, pool, func(ctx context.Context, q querier) error {
+		if err := p.resolve(ctx, q); err != nil {
 			return err
 		}
 		rel := p.relation()
-		oid, err = keyType(ctx, pool, rel, key)
+		oid, err = keyType(ctx, q, rel, key)
 		if err != nil {
 			return err
 		}
-		return pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, rel)).
+		return q.QueryRow(ctx, fmt.Sprintf("SELECT count(*), count(*) - count(%[1]s), min(%[1]s)::text, max(%[1]s)::text FROM %[2]s", key, rel)).
 			Scan(&rows, &nulls, &lo, &hi)
 	}); ferr != nil {
 		return Plan{}, ferr
@@ -267,9 +294,9 @@ func (p *pgSource) widths(ctx context.Context, pool *pgxpool.Pool, lo, hi string
 	// Rows per range, counted in numeric so that no key overflows.
 	counts := make([]int64, n)
 	sql := fmt.Sprintf("SELECT floor((%s::numeric - $1::text::numeric) * $2::bigint / $3::text::numeric)::bigint AS r, count(*) FROM %s GROUP BY 1", p.key(), p.relation())
-	if _, ferr := p.do(ctx, func(ctx context.Context) error {
+	if _, ferr := p.do(ctx, pool, func(ctx context.Context, q querier) error {
 		clear(counts)
-		rs, err := pool.Query(ctx, sql, lo, n, span.String())
+		rs, err := q.Query(ctx, sql, lo, n, span.String())
 		if err != nil {
 			return err
 		}
@@ -313,7 +340,7 @@ func (p *pgSource) quantiles(ctx context.Context, pool *pgxpool.Pool, n, rows in
 	}
 	sql := fmt.Sprintf("SELECT (percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY %s))::text[] FROM %s%s", p.key(), p.relation(), where)
 	var bounds []*string
-	if _, ferr := p.do(ctx, func(ctx context.Context) error { return pool.QueryRow(ctx, sql, args...).Scan(&bounds) }); ferr != nil {
+	if _, ferr := p.do(ctx, pool, func(ctx context.Context, q querier) error { return q.QueryRow(ctx, sql, args...).Scan(&bounds) }); ferr != nil {
 		return nil, ferr
 	}
 	out := make([]string, 0, len(bounds))
@@ -327,8 +354,8 @@ func (p *pgSource) quantiles(ctx context.Context, pool *pgxpool.Pool, n, rows in
 }
 
 // keyType is the type of the key column, asked without reading a row.
-func keyType(ctx context.Context, pool *pgxpool.Pool, rel, key string) (uint32, error) {
-	rs, err := pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s LIMIT 0", key, rel))
+func keyType(ctx context.Context, q querier, rel, key string) (uint32, error) {
+	rs, err := q.Query(ctx, fmt.Sprintf("SELECT %s FROM %s LIMIT 0", key, rel))
 	if err != nil {
 		return 0, err
 	}
@@ -408,12 +435,12 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 		records []json.RawMessage
 		last    string
 	)
-	attempts, ferr := r.p.do(ctx, func(ctx context.Context) error {
-		if err := r.p.resolve(ctx, pool); err != nil {
+	attempts, ferr := r.p.do(ctx, pool, func(ctx context.Context, q querier) error {
+		if err := r.p.resolve(ctx, q); err != nil {
 			return err
 		}
 		if r.first == "" {
-			first, next, err := r.p.pageSQL(ctx, pool, r.keys)
+			first, next, err := r.p.pageSQL(ctx, q, r.keys)
 			if err != nil {
 				return err
 			}
@@ -424,7 +451,7 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 		if r.started {
 			sql, args = r.next, []any{r.size + 1, r.after}
 		}
-		rs, err := pool.Query(ctx, sql, args...)
+		rs, err := q.Query(ctx, sql, args...)
 		if err != nil {
 			return err
 		}
@@ -482,9 +509,9 @@ func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
 // the previous page ended; $1 is the rows to read. The columns are the source's, each as PostgreSQL's
 // JSON writes it, but numeric as a string (JSON numbers lose its digits in most readers) and bytea
 // as base64.
-func (p *pgSource) pageSQL(ctx context.Context, pool *pgxpool.Pool, keys *sluicev1.KeyRange) (first, next string, err error) {
+func (p *pgSource) pageSQL(ctx context.Context, q querier, keys *sluicev1.KeyRange) (first, next string, err error) {
 	rel, key := p.relation(), p.key()
-	rs, err := pool.Query(ctx, fmt.Sprintf("SELECT * FROM %s LIMIT 0", rel))
+	rs, err := q.Query(ctx, fmt.Sprintf("SELECT * FROM %s LIMIT 0", rel))
 	if err != nil {
 		return "", "", err
 	}
@@ -521,7 +548,7 @@ func (p *pgSource) pageSQL(ctx context.Context, pool *pgxpool.Pool, keys *sluice
 	if !hasKey {
 		return "", "", &Error{Class: "bad_query", Err: fmt.Errorf("the source has no column %q, its key", p.src.GetKey())}
 	}
-	typ, err := typeName(ctx, pool, keyOID)
+	typ, err := typeName(ctx, q, keyOID)
 	if err != nil {
 		return "", "", err
 	}
@@ -578,7 +605,7 @@ func pgError(ctx context.Context, err error) *Error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		class := pe.Code[:2]
-		out := &Error{Class: "bad_query", Err: fmt.Errorf("postgres: %s (SQLSTATE %s)", pe.Message, pe.Code)}
+		out := &Error{Class: "bad_query", Err: errors.New(pgMessage(pe)), Diagnostic: pgDiagnostic(pe)}
 		switch {
 		case pe.Code == "57014":
 			out.Class, out.Retryable = "timeout", true
@@ -597,6 +624,42 @@ func pgError(ctx context.Context, err error) *Error {
 	}
 	// A connection that failed or broke: the message names the host and user, never the password.
 	return &Error{Class: "network", Retryable: true, Err: fmt.Errorf("postgres: %w", err)}
+}
+
+// pgObjectClasses are the SQLSTATE classes whose messages name objects, settings and the server's
+// state, never a value of a row: connection, feature, transaction state, authorization, catalog,
+// schema, rollback, syntax and access, resources, limits, object state, operator intervention, system.
+var pgObjectClasses = map[string]bool{"08": true, "0A": true, "25": true, "28": true, "3D": true, "3F": true,
+	"40": true, "42": true, "53": true, "54": true, "55": true, "57": true, "58": true}
+
+// pgClassNames name the classes whose messages may quote a row's values (a value that does not
+// parse, a key that is taken) or what a function's author wrote (RAISE).
+var pgClassNames = map[string]string{"21": "cardinality violation", "22": "data exception", "23": "integrity constraint violation",
+	"2F": "SQL routine exception", "38": "external routine exception", "39": "external routine invocation exception",
+	"P0": "PL/pgSQL error", "XX": "internal error"}
+
+// pgMessage is what a PostgreSQL error may say outside this process's log (a submit's answer, a dead
+// letter that read tokens list): its SQLSTATE, and its message only where the message names objects
+// rather than values. DETAIL, HINT and WHERE, which quote rows, never.
+func pgMessage(pe *pgconn.PgError) string {
+	class := pe.Code[:min(2, len(pe.Code))]
+	if pgObjectClasses[class] {
+		return fmt.Sprintf("postgres: %s (SQLSTATE %s)", pe.Message, pe.Code)
+	}
+	name := cmp.Or(pgClassNames[class], "error")
+	return fmt.Sprintf("postgres: %s (SQLSTATE %s); its message may quote row values, so only this service's log has it", name, pe.Code)
+}
+
+// pgDiagnostic is the whole of a PostgreSQL error, for this process's log only.
+func pgDiagnostic(pe *pgconn.PgError) string {
+	out := pe.Message
+	if pe.Detail != "" {
+		out += "; DETAIL: " + pe.Detail
+	}
+	if pe.Where != "" {
+		out += "; WHERE: " + pe.Where
+	}
+	return out
 }
 
 // Pools are a process's connection pools, one per database its sources read: a pool idle for a
@@ -633,6 +696,18 @@ func (ps *Pools) get(ctx context.Context, cfg *pgxpool.Config, timeout time.Dura
 	cfg.ConnConfig.RuntimeParams["application_name"] = "sluice"
 	// quoteLiteral relies on it (the default since PostgreSQL 9.1): a backslash is no escape.
 	cfg.ConnConfig.RuntimeParams["standard_conforming_strings"] = "on"
+	// A connection goes back to the pool as it came: the settings of its start (those above), no
+	// advisory lock held. What cannot be reset is closed.
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, sql := range []string{"RESET ALL", "SELECT pg_advisory_unlock_all()"} {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				return false
+			}
+		}
+		return true
+	}
 	p, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, &Error{Class: "config", Err: errors.New("source.dsn: cannot make a PostgreSQL connection pool from it")}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sluicedata/sluice/pkg/pipeline"
@@ -359,5 +360,110 @@ func TestPostgresColumnNames(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("%+v: read %q, want %q", src, got, want)
 		}
+	}
+}
+
+// TestPostgresReadOnlyPerTransaction: a query that turns its session's defaults read-write (or
+// changes its time zone, or takes an advisory lock) changes nothing for the statements after it on
+// the same pool: each attempt runs in a transaction read only from its BEGIN, and a connection goes
+// back to the pool reset. A statement that writes fails, however its connection was used before.
+func TestPostgresReadOnlyPerTransaction(t *testing.T) {
+	p := newPGTest(t)
+	p.exec(`CREATE TABLE ro (k int)`)
+	p.exec(`INSERT INTO ro SELECT g FROM generate_series(1, 50) g`)
+	p.exec(`CREATE SEQUENCE ro_seq`)
+	pools := &Pools{MaxConns: 2}
+	t.Cleanup(pools.Close)
+	source := func(query string) Source {
+		s, err := New(&sluicev1.Source{Kind: &sluicev1.Source_Postgres{Postgres: &sluicev1.PostgresSource{
+			Dsn: "${SOURCE_PG_DSN}", Query: query, Key: "k", BatchSize: 20, Timeout: durationpb.New(10 * time.Second)}}},
+			Env{Fetcher: newFetcher(), Lookup: func(name string) (string, bool) { return p.dsn, name == "SOURCE_PG_DSN" },
+				Backoff: pipeline.Backoff{Base: time.Millisecond, Max: time.Millisecond}, PageDeadline: 30 * time.Second, Postgres: pools})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	undo := source(`SELECT k, set_config('default_transaction_read_only', 'off', false) AS ro,
+		set_config('TimeZone', 'Asia/Tokyo', false) AS tz, pg_try_advisory_lock(4242) AS locked FROM ro`)
+	plan, err := undo.Plan(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(slices.Concat(readSlices(t, undo, plan)...)); n != 50 {
+		t.Fatalf("%d rows, want 50", n)
+	}
+
+	// Every connection of the pool, once back (a release resets it in the background): as it came.
+	var pool *pgxpool.Pool
+	for _, pl := range pools.pools {
+		pool = pl
+	}
+	ctx := context.Background()
+	var conns []*pgxpool.Conn
+	for range 2 {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		var ro, tz string
+		var locks int
+		if err := c.QueryRow(ctx, `SELECT current_setting('default_transaction_read_only'), current_setting('TimeZone'),
+			(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())`).Scan(&ro, &tz, &locks); err != nil {
+			t.Fatal(err)
+		}
+		if ro != "on" || tz != "UTC" || locks != 0 {
+			t.Errorf("a pooled connection has default_transaction_read_only %s, TimeZone %s and %d advisory locks", ro, tz, locks)
+		}
+		c.Release()
+	}
+
+	// And a statement that writes is refused on whichever connection it gets.
+	for range 4 {
+		_, err := source(`SELECT k, nextval('ro_seq') AS n FROM ro`).Plan(context.Background(), 1)
+		var e *Error
+		if !errors.As(err, &e) || e.Class != "bad_query" || !strings.Contains(err.Error(), "25006") {
+			t.Fatalf("a query that writes: %v, want refused as read only (SQLSTATE 25006)", err)
+		}
+	}
+	var written int64
+	if err := p.conn.QueryRow(ctx, `SELECT last_value FROM ro_seq WHERE is_called`).Scan(&written); err == nil {
+		t.Fatalf("the sequence moved to %d", written)
+	}
+}
+
+// TestPostgresErrorsQuoteNoRows: an error whose message quotes a row's value says its SQLSTATE and
+// class outside the process's log; the whole message, DETAIL included, is only its Diagnostic.
+func TestPostgresErrorsQuoteNoRows(t *testing.T) {
+	p := newPGTest(t)
+	p.exec(`CREATE TABLE rows_of (k int, v text)`)
+	p.exec(`INSERT INTO rows_of VALUES (1, '7'), (2, 'alice@example.com')`)
+	s := p.source(&sluicev1.PostgresSource{Query: `SELECT k, v::int AS v FROM rows_of`, Key: "k"})
+	plan, err := s.Plan(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := s.Open(plan.Slices[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = rd.Next(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || e.Class != "bad_query" {
+		t.Fatalf("a cast that fails on a row: %v", err)
+	}
+	if strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "SQLSTATE 22P02") || !strings.Contains(err.Error(), "data exception") {
+		t.Fatalf("the error outside the log: %q", err)
+	}
+	if !strings.Contains(e.Diagnostic, "alice@example.com") {
+		t.Fatalf("the diagnostic for the log: %q", e.Diagnostic)
+	}
+	// An error about objects keeps its message.
+	_, err = p.source(&sluicev1.PostgresSource{Query: `SELECT k, nope FROM rows_of`, Key: "k"}).Plan(context.Background(), 1)
+	if !strings.Contains(fmt.Sprint(err), `column "nope" does not exist (SQLSTATE 42703)`) {
+		t.Fatalf("a missing column: %v", err)
 	}
 }

@@ -215,8 +215,13 @@ func (x *Extractor) taskDeadLetter(r *kgo.Record, err error) (delivery.Outcome, 
 	if lerr != nil {
 		return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_letter", lerr)
 	}
+	var se *source.Error
+	diagnostic := ""
+	if errors.As(err, &se) {
+		diagnostic = se.Diagnostic // what the letter leaves out, such as a database's DETAIL
+	}
 	x.log.Warn("task dead-lettered", "job", task.JobId, "task", task.TaskId, "class", class,
-		"attempts", te.attempts, "status", te.status, "error", cause)
+		"attempts", te.attempts, "status", te.status, "error", cause, "diagnostic", diagnostic)
 	x.metrics.DeadLetters.WithLabelValues("extract", class).Inc()
 	x.metrics.tasksDone.WithLabelValues("dead_lettered").Inc()
 	ev := &sluicev1.JobEvent{JobId: task.JobId, Producer: "extractor", Event: &sluicev1.JobEvent_TaskDeadLettered{

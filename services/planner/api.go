@@ -143,6 +143,11 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "source", Message: refusedSource(err).Error()}}})
 	case errors.Is(err, errDiscover):
+		var se *source.Error
+		if errors.As(err, &se) && se.Diagnostic != "" {
+			// What the answer leaves out (a database's DETAIL, a message quoting rows), for the operator.
+			p.log.Warn("a job's source failed at submit", "name", spec.Name, "class", se.Class, "diagnostic", se.Diagnostic, "by", who(r.Context()))
+		}
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
 	case errors.Is(err, errKeyReused):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
