@@ -36,6 +36,7 @@ func Parse(data []byte) (*Spec, error) {
 			d.add(p.Path, p.Message)
 		}
 	}
+	d.dropped += v.dropped
 	if err := d.err(); err != nil {
 		return nil, err
 	}
@@ -60,6 +61,11 @@ func parseDocument(data []byte) (*yaml.Node, error) {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return empty, nil
 	}
+	if size, depth := decodedSize(doc.Content[0]); size > MaxDecodedBytes {
+		return nil, documentProblem(fmt.Sprintf("is larger than %d bytes once its aliases are expanded: a spec may not be", MaxDecodedBytes))
+	} else if depth > maxDepth {
+		return nil, documentProblem(fmt.Sprintf("nests deeper than %d levels", maxDepth))
+	}
 	root := resolve(doc.Content[0])
 	if isNull(root) {
 		return empty, nil
@@ -68,6 +74,55 @@ func parseDocument(data []byte) (*yaml.Node, error) {
 		return nil, documentProblem("must be a mapping with the fields name, source, tasks and sink")
 	}
 	return root, nil
+}
+
+// MaxDecodedBytes bounds a spec as it is decoded, every alias replaced by what it names: a few
+// aliases of aliases make a small document a large one, and the work of decoding and validating it
+// grows with what it decodes to, not with its bytes.
+const MaxDecodedBytes = 1 << 20
+
+// maxDepth bounds how deep a spec nests; its own shape is a few levels deep.
+const maxDepth = 32
+
+// nodeBytes is what decodedSize counts for each node besides its value: a node costs memory too.
+const nodeBytes = 16
+
+// decodedSize is the size of the document n once its aliases are expanded (its scalars' bytes and
+// nodeBytes a node), counted only up to just past MaxDecodedBytes, and how deep it nests. Each node
+// is measured once, so the count costs what the document's own nodes do.
+func decodedSize(n *yaml.Node) (size int64, depth int) {
+	type measure struct {
+		size  int64
+		depth int
+	}
+	seen := map[*yaml.Node]measure{}
+	var walk func(n *yaml.Node, level int) measure
+	walk = func(n *yaml.Node, level int) measure {
+		if m, ok := seen[n]; ok {
+			return m
+		}
+		if level > maxDepth {
+			return measure{depth: level}
+		}
+		seen[n] = measure{size: MaxDecodedBytes + 1} // an alias of itself is as large as can be
+		m := measure{size: nodeBytes + int64(len(n.Value)), depth: 1}
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			inner := walk(n.Alias, level)
+			m = measure{size: nodeBytes + inner.size, depth: inner.depth}
+		}
+		for _, c := range n.Content {
+			inner := walk(c, level+1)
+			m.size = min(m.size+inner.size, MaxDecodedBytes+1)
+			m.depth = max(m.depth, inner.depth+1)
+			if m.size > MaxDecodedBytes || m.depth > maxDepth {
+				break
+			}
+		}
+		seen[n] = m
+		return m
+	}
+	m := walk(n, 0)
+	return m.size, m.depth
 }
 
 func documentProblem(message string) error {

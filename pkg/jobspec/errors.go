@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrUnsupportedSource is returned by SourceFromProto for a source of a kind this build does not know.
@@ -59,18 +60,41 @@ func sortProblems(ps []Problem) {
 	slices.SortStableFunc(ps, func(a, b Problem) int { return strings.Compare(a.Path, b.Path) })
 }
 
-// problems collects Problems while decoding or validating.
+// problems collects Problems while decoding or validating: at most maxCollected of them, each cut
+// to a length an answer can carry; past that it only counts, so that a document full of mistakes
+// costs no more than a document with maxCollected of them.
 type problems struct {
-	list []Problem
+	list    []Problem
+	dropped int
 }
 
 func (p *problems) add(path, message string) {
-	p.list = append(p.list, Problem{Path: path, Message: message})
+	if len(p.list) >= maxCollected {
+		p.dropped++
+		return
+	}
+	p.list = append(p.list, Problem{Path: cut(path, maxPathBytes), Message: cut(message, maxMessageBytes)})
 }
 
-// maxProblems bounds the problems an Error holds, so that a large document full of mistakes (a
-// mapping with thousands of duplicate keys) cannot produce an answer many times its size.
-const maxProblems = 100
+// The bounds of what an Error holds: problems shown, problems collected (the rest only counted),
+// and the bytes of a problem's path and message.
+const (
+	maxProblems     = 100
+	maxCollected    = 1000
+	maxPathBytes    = 256
+	maxMessageBytes = 512
+)
+
+// cut shortens s to at most n bytes, on a rune boundary, marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 
 // err returns the problems as a sorted *Error, or nil when there are none. Past maxProblems it keeps
 // the first ones by path and says how many it left out.
@@ -80,9 +104,8 @@ func (p *problems) err() error {
 	}
 	ps := slices.Clone(p.list)
 	sortProblems(ps)
-	if len(ps) > maxProblems {
-		more := Problem{Message: fmt.Sprintf("too many problems: %d more not shown", len(ps)-maxProblems)}
-		ps = append([]Problem{more}, ps[:maxProblems]...)
+	if more := len(ps) - maxProblems + p.dropped; more > 0 {
+		ps = append([]Problem{{Message: fmt.Sprintf("too many problems: %d more not shown", more)}}, ps[:min(len(ps), maxProblems)]...)
 	}
 	return &Error{Problems: ps}
 }

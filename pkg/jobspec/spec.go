@@ -238,6 +238,8 @@ const (
 	DefaultPageParam   = "page"
 	DefaultLimitParam  = "limit"
 	DefaultPageSize    = 100
+	// MaxTasks bounds the tasks a job is split into, and the windows its slices make.
+	MaxTasks = 10000
 	DefaultFirstPage   = 1
 	DefaultTimeout     = 30 * time.Second
 	DefaultMaxRetries  = 3

@@ -3,8 +3,10 @@ package jobspec_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -460,6 +462,50 @@ func TestParseBoundsProblems(t *testing.T) {
 	}
 }
 
+// TestParseBoundsWhatAliasesExpand: a small document whose aliases expand it past what a spec may be
+// is refused as a whole before it is decoded, in bounded memory; one nested past the spec's shape
+// too. Problems that quote long values are cut, and past a thousand only counted.
+func TestParseBoundsWhatAliasesExpand(t *testing.T) {
+	long := strings.Repeat("y", 8000)
+	head := "name: x\nsource: {url: 'http://a.example/x', key: id}\n"
+	for name, tt := range map[string]struct{ doc, want string }{
+		"columns of one anchor": {head + "sink: {table: t, columns: [&a {name: " + long + ", type: Int64}" + strings.Repeat(", *a", 2000) + "]}\n",
+			"larger than 1048576 bytes once its aliases are expanded"},
+		"anchors of anchors": {head + "sink: {table: t}\nx0: &a0 [" + long + "]\n" + func() string {
+			var b strings.Builder
+			for i := 1; i < 30; i++ {
+				fmt.Fprintf(&b, "x%d: &a%d [*a%d, *a%d]\n", i, i, i-1, i-1)
+			}
+			return b.String()
+		}(), "larger than 1048576 bytes once its aliases are expanded"},
+		"deep": {head + "sink: {table: t}\nx: " + strings.Repeat("[", 40) + strings.Repeat("]", 40) + "\n", "nests deeper than 32 levels"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			_, err := jobspec.Parse([]byte(tt.doc))
+			runtime.ReadMemStats(&m1)
+			got := problemsOf(t, err)
+			if len(got) != 1 || !strings.Contains(got[0].Message, tt.want) {
+				t.Fatalf("%d bytes: %v, want one problem saying %q", len(tt.doc), got, tt.want)
+			}
+			if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 8<<20 {
+				t.Fatalf("refusing %d bytes allocated %d MiB", len(tt.doc), alloc>>20)
+			}
+		})
+	}
+
+	// Long values in many problems: each problem cut, the answer bounded.
+	doc := head + "sink: {table: t, columns: [" + strings.TrimSuffix(strings.Repeat("{name: "+strings.Repeat("n", 700)+", type: Int64}, ", 1100), ", ") + "]}\n"
+	_, err := jobspec.Parse([]byte(doc))
+	if n := len(err.Error()); n > 101*(256+512+8) {
+		t.Fatalf("the problems of %d bytes of spec are %d bytes", len(doc), n)
+	}
+	if got := problemsOf(t, err); !strings.HasPrefix(got[0].Message, "too many problems:") {
+		t.Fatalf("first problem %v", got[0])
+	}
+}
+
 func TestErrorText(t *testing.T) {
 	e := &jobspec.Error{Problems: []jobspec.Problem{
 		{"tasks", "must be between 1 and 10000"},
@@ -736,6 +782,13 @@ func TestSlices(t *testing.T) {
 			"source.slices", "make 100000 slices, more than 10000: take a longer step"},
 		{"  slices: {type: key_range, param_from: limit, param_to: b, start: 0, end: 10, step: 1}\n",
 			"source.slices.param_from", "must differ from the other query parameters of the job"},
+		// Across the whole of int64: 2^64-1 keys, which a rounding sum wrapped to 0 windows.
+		{"  slices: {type: key_range, param_from: a, param_to: b, start: -9223372036854775808, end: 9223372036854775807, step: 2}\n",
+			"source.slices", "make 2147483647 slices, more than 10000: take a longer step"},
+		{"  slices: {type: key_range, param_from: a, param_to: b, start: -9223372036854775808, end: 9223372036854775807, step: 1}\n",
+			"source.slices", "make 2147483647 slices, more than 10000: take a longer step"},
+		{"  slices: {type: key_range, param_from: a, param_to: b, start: -9223372036854775808, end: 9223372036854775807, step: 9223372036854775807}\n",
+			"", ""},
 		{"  slices: {type: time, param_from: a, param_to: b, start: 0001-01-01T00:00:00Z, end: 9999-12-31T00:00:00Z, step: 257h}\n",
 			"source.slices", "make 341049 slices, more than 10000: take a longer step"},
 		{"  slices: {type: time, param_from: a, param_to: b, start: 2024-01-01T00:00:00Z, end: 2024-02-01T00:00:00Z, step: 36h, format: date}\n",
@@ -746,6 +799,12 @@ func TestSlices(t *testing.T) {
 			"tasks", "must be 1: the slices make the tasks"},
 	} {
 		_, err := jobspec.Parse([]byte(base + tt.doc + "sink: {table: s}\n"))
+		if tt.path == "" && tt.message == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.doc, err)
+			}
+			continue
+		}
 		var perr *jobspec.Error
 		if !errors.As(err, &perr) || len(perr.Problems) != 1 || perr.Problems[0].Path != tt.path || perr.Problems[0].Message != tt.message {
 			t.Errorf("%s: %v, want %s: %s", tt.doc, err, tt.path, tt.message)
@@ -929,7 +988,7 @@ func TestTypedSink(t *testing.T) {
 	for _, tt := range []struct{ sink, path, message string }{
 		{"{table: o, columns: everything}", "sink.columns", "must be from_table or a list of columns"},
 		{"{table: o, columns: [{name: id}]}", "sink.columns[0].type", "required"},
-		{"{table: o, columns: [{name: id, type: Int128x}]}", "sink.columns[0].type", `column type "Int128x": unknown type`},
+		{"{table: o, columns: [{name: id, type: Int128x}]}", "sink.columns[0].type", `column type "Int128x": unknown type "Int128x"`},
 		{"{table: o, columns: [{name: id, type: Int64, on_error: null}]}", "sink.columns[0].on_error", "null needs a Nullable type, and Int64 is not"},
 		{"{table: o, columns: [{name: id, type: Int64, colour: red}]}", "sink.columns[0].colour", "unknown field"},
 		{"{table: o, create: true}", "sink.create", "is for a typed table: declare columns, or columns: from_table"},

@@ -27,7 +27,7 @@ const (
 	maxTimeout  = 10 * time.Minute
 	maxRetries  = 100
 	maxPageSize = 100000
-	maxTasks    = 10000
+	maxTasks    = MaxTasks
 	// maxConcurrency bounds a job's cap on the tasks one extractor member works on at once.
 	maxConcurrency = 1024
 	// MaxRecords bounds a job's extent, so that planning arithmetic never overflows.
@@ -517,8 +517,14 @@ func (sl Slices) Count() (int64, error) {
 		case start >= end:
 			return 0, errors.New("start must be below end")
 		}
-		span := uint64(end - start)
-		return int64((span + uint64(step) - 1) / uint64(step)), nil
+		// The distance as uint64 (int64 cannot hold it across zero), divided without a rounding
+		// sum that could wrap: a range across the whole of int64 is 2^64-1 keys, not 0 windows.
+		span := uint64(end) - uint64(start)
+		n := span / uint64(step)
+		if span%uint64(step) != 0 {
+			n++
+		}
+		return int64(min(n, math.MaxInt32)), nil
 	}
 	return 0, errors.New("unknown type")
 }

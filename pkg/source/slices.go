@@ -10,10 +10,15 @@ import (
 )
 
 // windows returns the query parameters of each slice of sl, in order: [start, end) in steps, the
-// last one cut at end. Call it on validated slices.
+// last one cut at end. Validation bounds their count; a spec stored before a bound was checked
+// (a schedule's) is refused here past jobspec.MaxTasks windows, before it makes more.
 func windows(sl *sluicev1.Slices) ([]map[string]string, error) {
 	var out []map[string]string
-	add := func(from, to string) { out = append(out, map[string]string{sl.ParamFrom: from, sl.ParamTo: to}) }
+	tooMany := fmt.Errorf("the slices make more than %d windows: take a longer step", jobspec.MaxTasks)
+	add := func(from, to string) bool {
+		out = append(out, map[string]string{sl.ParamFrom: from, sl.ParamTo: to})
+		return len(out) <= jobspec.MaxTasks
+	}
 	switch sl.GetType() {
 	case sluicev1.Slices_TYPE_TIME:
 		start, err1 := time.Parse(time.RFC3339, sl.Start)
@@ -23,7 +28,9 @@ func windows(sl *sluicev1.Slices) ([]map[string]string, error) {
 			return nil, fmt.Errorf("time slices from %q to %q by %q do not parse", sl.Start, sl.End, sl.Step)
 		}
 		for from := start; from.Before(end); from = from.Add(step) {
-			add(formatTime(from, sl.Format), formatTime(minTime(from.Add(step), end), sl.Format))
+			if !add(formatTime(from, sl.Format), formatTime(minTime(from.Add(step), end), sl.Format)) {
+				return nil, tooMany
+			}
 		}
 	case sluicev1.Slices_TYPE_KEY_RANGE:
 		start, err1 := strconv.ParseInt(sl.Start, 10, 64)
@@ -37,7 +44,9 @@ func windows(sl *sluicev1.Slices) ([]map[string]string, error) {
 			if uint64(end-from) > uint64(step) { // as uint64: a span past 2^63 overflows int64
 				to = from + step
 			}
-			add(strconv.FormatInt(from, 10), strconv.FormatInt(to, 10))
+			if !add(strconv.FormatInt(from, 10), strconv.FormatInt(to, 10)) {
+				return nil, tooMany
+			}
 			from = to
 		}
 	default:
