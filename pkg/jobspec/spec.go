@@ -239,12 +239,12 @@ const (
 	DefaultLimitParam  = "limit"
 	DefaultPageSize    = 100
 	// MaxTasks bounds the tasks a job is split into, and the windows its slices make.
-	MaxTasks = 10000
-	DefaultFirstPage   = 1
-	DefaultTimeout     = 30 * time.Second
-	DefaultMaxRetries  = 3
-	DefaultTasks       = 1
-	DefaultBatchSize   = 10000
+	MaxTasks          = 10000
+	DefaultFirstPage  = 1
+	DefaultTimeout    = 30 * time.Second
+	DefaultMaxRetries = 3
+	DefaultTasks      = 1
+	DefaultBatchSize  = 10000
 )
 
 // JSON returns the canonical JSON of the spec, for storing in events: fields in a fixed order, header
