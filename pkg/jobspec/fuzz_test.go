@@ -3,11 +3,14 @@ package jobspec_test
 import (
 	"errors"
 	"reflect"
+	"runtime"
 	"testing"
 
 	"github.com/sluicedata/sluice/pkg/jobspec"
 )
 
+// FuzzParse: whatever the document, Parse answers a spec or problems, in memory bounded by the
+// decoded size a spec may have (aliases cannot multiply it), and a spec it takes round-trips.
 func FuzzParse(f *testing.F) {
 	seeds := []string{
 		exampleDoc,
@@ -22,12 +25,20 @@ func FuzzParse(f *testing.F) {
 		"",
 		"name: a\n---\nname: b\n",
 		"source: {rate_limit: .nan, timeout: -1s, max_records: -1}\n",
+		"name: x\nsink: {table: t, columns: [&a {name: &n nnnnnnnnnnnnnnnn, type: Int64}, *a, *a, *a, *a]}\nx: &b [*n, *n, *n]\ny: [*b, *b, *b]\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		spec, err := jobspec.Parse(data)
+		runtime.ReadMemStats(&after)
+		// The decoded document is at most 1 MiB; its decoding and validation a small multiple of it.
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20+uint64(len(data))*64 {
+			t.Fatalf("Parse of %d bytes allocated %d MiB", len(data), alloc>>20)
+		}
 		if err != nil {
 			var e *jobspec.Error
 			if !errors.As(err, &e) || len(e.Problems) == 0 {
