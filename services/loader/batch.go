@@ -26,6 +26,7 @@ type item struct {
 	// which would keep alive the whole slab of records franz-go allocated with it.
 	partition             int32
 	offset                int64
+	owner                 *partition // the ownership the record was polled in
 	rawKey, raw           []byte
 	job, task, run, table string
 	schema                string
@@ -290,7 +291,7 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		}
 		// The key and payload are slices of r.Value, which the item keeps (not r).
 		it := &items[i]
-		*it = item{partition: r.Partition, offset: r.Offset, rawKey: r.Key, raw: r.Value, job: env.job, task: env.task,
+		*it = item{partition: r.Partition, offset: r.Offset, owner: s, rawKey: r.Key, raw: r.Value, job: env.job, task: env.task,
 			run: env.run, table: env.table, schema: env.schema, key: env.key, payload: env.payload,
 			extractedAt: env.extractedAt, polled: polled}
 		if err != nil {
@@ -331,14 +332,17 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 		l.metrics.Processing.Observe(res.took.Seconds())
 	}
 	inserted, rejected, err := res.inserted, res.rejected, res.err
-	for _, it := range inserted {
-		b.count(it).loaded.add(it.offset)
-	}
 	done := make(map[*item]bool, len(inserted)+len(rejected))
 	for _, it := range inserted {
+		if l.owns(it) {
+			b.count(it).loaded.add(it.offset)
+		}
 		done[it] = true
 	}
 	for _, rj := range rejected {
+		if !l.owns(rj.item) {
+			continue // its partition's next owner letters it
+		}
 		// dlq.Record fails only on what cannot be encoded, which it cleans first: were it to fail,
 		// the record would have no letter, so the member stops rather than commit past it.
 		if lerr := l.deadLetter(b, rj.item, rj.class, rj.err); lerr != nil {

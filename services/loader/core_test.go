@@ -141,6 +141,10 @@ type rig struct {
 	cfg   kafka.Config
 	group string
 	stop  func() // stops the rig's loader
+	// opts are more options of the loader's client; aroundLost, when set, runs the loader's
+	// handling of lost partitions.
+	opts       []kgo.Opt
+	aroundLost func(lost func())
 }
 
 func newRig(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) *rig {
@@ -190,11 +194,18 @@ func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
 		strings: interner{}, validTables: map[string]bool{}, tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
 	var err error
-	l.cl, err = kgo.NewClient(kgo.SeedBrokers(r.c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
+	l.cl, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(r.c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(200*time.Millisecond), // as the loader's own: a resumed partition is fetched soon
+		kgo.FetchMaxWait(200 * time.Millisecond), // as the loader's own: a resumed partition is fetched soon
 		kgo.RecordDeliveryTimeout(lcfg.FlushTimeout),
-		kgo.OnPartitionsAssigned(l.assigned), kgo.OnPartitionsRevoked(l.revoked), kgo.OnPartitionsLost(l.revoked))
+		kgo.OnPartitionsAssigned(l.assigned), kgo.OnPartitionsRevoked(l.revoked),
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
+			if r.aroundLost == nil {
+				l.lost(ctx, cl, ps)
+				return
+			}
+			r.aroundLost(func() { l.lost(ctx, cl, ps) })
+		})}, r.opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,6 +611,91 @@ func TestLoaderRecordsBlocksInsertedAfterTheirLetters(t *testing.T) {
 	}
 	if len(keys) != 20 {
 		t.Fatalf("%d of the 20 rejected records dead-lettered", len(keys))
+	}
+}
+
+// TestLoaderLostCommitsNothing loses the group session while an insert is in the air: the member
+// commits nothing under the generation it lost, though the insert returns as it handles the loss
+// (once it has, or 200 ms into it: a member that waited for its flights to land would commit what
+// they did); the partitions' records are loaded and committed once they are owned again.
+func TestLoaderLostCommitsNothing(t *testing.T) {
+	w := newFakeWriter()
+	w.gate = make(chan struct{})
+	var (
+		mu          sync.Mutex
+		lostGen     = int32(-1)
+		lateCommits []string // commits under the lost generation, made after the loss
+		laterGen    bool
+	)
+	r := newRigAfter(t, w, nil, func(r *rig) {
+		r.opts = []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.HeartbeatInterval(100 * time.Millisecond)}
+		var once sync.Once
+		r.aroundLost = func(lost func()) {
+			handled := make(chan struct{})
+			go func() {
+				select {
+				case <-handled:
+				case <-time.After(200 * time.Millisecond):
+				}
+				once.Do(func() { close(w.gate) })
+			}()
+			lost()
+			close(handled)
+		}
+		r.c.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			r.c.KeepControl()
+			oc := req.(*kmsg.OffsetCommitRequest)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case lostGen < 0:
+			case oc.Generation == lostGen:
+				for _, tp := range oc.Topics {
+					for _, p := range tp.Partitions {
+						lateCommits = append(lateCommits, fmt.Sprintf("%d@%d", p.Partition, p.Offset))
+					}
+				}
+			case oc.Generation > lostGen:
+				laterGen = true
+			}
+			return nil, nil, false
+		})
+	})
+	r.produce(t, "job", "landing", 50, payload)
+	<-w.entered // an insert is in the air
+
+	// The next heartbeat is told the member is unknown: its session, and its partitions, are gone.
+	r.c.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		hb := req.(*kmsg.HeartbeatRequest)
+		resp := hb.ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = kerr.UnknownMemberID.Code
+		mu.Lock()
+		lostGen = hb.Generation
+		mu.Unlock()
+		return resp, nil, true
+	})
+	// The member rejoins once the broker gives up on its lost session (6 s).
+	deadline := time.Now().Add(30 * time.Second)
+	for !func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(lateCommits) > 0 {
+			t.Fatalf("committed %v under generation %d, after the session was lost", lateCommits, lostGen)
+		}
+		return laterGen && r.committed(t) == 50
+	}() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no commit under a later generation at the end after the session was lost (generation %d)", lostGen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lateCommits) > 0 {
+		t.Fatalf("committed %v under generation %d, after the session was lost", lateCommits, lostGen)
+	}
+	if got := w.count("landing"); got != 50 {
+		t.Fatalf("%d rows inserted, want 50", got)
 	}
 }
 

@@ -353,9 +353,9 @@ func (l *Loader) pending() int {
 	return l.pendingRows
 }
 
-// revoked runs in the group's rebalance, for partitions revoked or lost: their waiting records go,
-// and the new owner fetches them again from the committed offset. The flights in the air land
-// first, and what they did is committed.
+// revoked runs in the group's rebalance, for partitions revoked: their waiting records go, and the
+// new owner fetches them again from the committed offset. The flights in the air land first, and
+// what they did is committed.
 func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[string][]int32) {
 	if len(partitions[l.topics.raw]) == 0 {
 		return // franz-go's cooperative protocol calls this at the end of every session
@@ -369,8 +369,28 @@ func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[stri
 	cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.drop(partitions[l.topics.raw])
+}
+
+// lost runs when the group session expired: the partitions may be someone else's already, so
+// nothing of them is landed or committed. Their waiting records go; a flight in the air for them
+// lands into nothing (load skips what this member no longer owns: no event, no letter, no commit),
+// and their next owner loads them again from the committed offset.
+func (l *Loader) lost(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
+	if len(partitions[l.topics.raw]) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log.Warn("partitions lost: the group session expired; nothing of them is committed, their next owner loads them again",
+		"partitions", partitions[l.topics.raw])
+	l.drop(partitions[l.topics.raw])
+}
+
+// drop forgets partitions this member no longer owns, and their waiting records. The caller holds mu.
+func (l *Loader) drop(partitions []int32) {
 	gone := map[int32]bool{}
-	for _, p := range partitions[l.topics.raw] {
+	for _, p := range partitions {
 		gone[p] = true
 		delete(l.parts, p)
 	}
@@ -384,6 +404,14 @@ func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[stri
 		})
 	}
 	l.metrics.pendingRows.Set(float64(l.pendingRows))
+}
+
+// owns reports whether it was polled in this member's current ownership of its partition: an item of
+// a partition lost (or revoked before its flight landed) is someone else's to count and commit. The
+// caller holds mu.
+func (l *Loader) owns(it *item) bool {
+	s := l.parts[it.partition]
+	return s != nil && s == it.owner
 }
 
 // commitOffsets returns, per owned partition, the offset up to which every record is done (its

@@ -59,7 +59,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			l.assigned(ctx, cl, ps)
 		}),
 		kgo.OnPartitionsRevoked(revoked),
-		kgo.OnPartitionsLost(revoked),
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
+			lag.Revoked(ctx, cl, ps)
+			l.lost(ctx, cl, ps)
+		}),
 		kgo.ConsumerGroup(cfg.Loader.Group),
 		kgo.ConsumeTopics(cfg.Kafka.RawTopic),
 		kgo.DisableAutoCommit(),
