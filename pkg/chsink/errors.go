@@ -41,13 +41,40 @@ var (
 	}
 )
 
+// transientCodes are the failures that pass with time: the server busy, a replica or ZooKeeper away,
+// merges behind, an insert whose fate is unknown. They are retried, never dead-lettered.
+var transientCodes = map[int32]bool{
+	159:  true, // TIMEOUT_EXCEEDED
+	164:  true, // READONLY
+	202:  true, // TOO_MANY_SIMULTANEOUS_QUERIES
+	203:  true, // NO_FREE_CONNECTION
+	209:  true, // SOCKET_TIMEOUT
+	210:  true, // NETWORK_ERROR
+	242:  true, // TABLE_IS_READ_ONLY
+	252:  true, // TOO_MANY_PARTS
+	285:  true, // TOO_FEW_LIVE_REPLICAS
+	319:  true, // UNKNOWN_STATUS_OF_INSERT
+	394:  true, // QUERY_WAS_CANCELLED
+	425:  true, // SYSTEM_ERROR
+	999:  true, // KEEPER_EXCEPTION
+	1002: true, // UNKNOWN_EXCEPTION
+}
+
+// Unclassified is the reason of a ClickHouse error whose code none of the lists above holds (a
+// materialized view's throwIf, 395, a memory limit, 241, a logical error): it may pass, or it may be
+// the rows'. The loader retries it for a bounded number of attempts over a grace period, then splits
+// the block to find the rows that still fail and dead-letters them, so that no code holds a table for
+// good.
+const Unclassified = "unclassified"
+
 // errAppend marks a block that could not be built for the table's columns: their types cannot take
 // the landing rows, which is the table's shape, not one row's fault.
 var errAppend = errors.New("the table's columns cannot take the landing rows")
 
 // Classify is the loader's one decision about a failed insert: schema failures (a missing or
-// different table) hold that table's records, data failures are looked for row by row, and anything
-// unknown is transient: retrying a healthy record is safe, dead-lettering it is not.
+// different table) hold that table's records, data failures are looked for row by row, the known
+// transient ones (and failures to reach the server) are retried, and a ClickHouse error of any other
+// code is transient with the reason Unclassified, for the loader's bounded rule.
 func Classify(err error) error {
 	if err == nil {
 		return nil
@@ -60,6 +87,8 @@ func Classify(err error) error {
 		return delivery.New(delivery.Schema, "schema", err)
 	case errors.As(err, &ex) && dataCodes[ex.Code]:
 		return delivery.New(delivery.Data, "data", err)
+	case errors.As(err, &ex) && !transientCodes[ex.Code]:
+		return delivery.New(delivery.Transient, Unclassified, err)
 	}
 	return delivery.New(delivery.Transient, reason(err), err)
 }

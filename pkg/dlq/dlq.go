@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -152,9 +153,14 @@ func Produce(ctx context.Context, cl *kgo.Client, recs ...*kgo.Record) error {
 	return nil
 }
 
-// Fit returns r when it fits in maxBytes, else the same letter without the payload and the response
-// head it carries (their size and sha256 stay, Truncated is set): a letter too large for its topic
-// would be refused forever, and what it says of the failure matters more than the copy.
+// Fit returns r when it fits in maxBytes, else the same letter made smaller, step by step, until it
+// does: first without the payload and the response head it carries (their size and sha256 stay,
+// Truncated is set) and with its message cut; then without the original record's key too (a key can
+// be as large as the raw topic allows), the letter's own Kafka key with it; last, a marker that says
+// where the original is (topic, partition, offset) and why it failed, in a few hundred bytes. A
+// letter too large for its topic would be refused forever, and a member that cannot write it cannot
+// commit past it: what it says of the failure matters more than the copy, and the raw record is where
+// the marker points.
 func Fit(r *kgo.Record, maxBytes int) (*kgo.Record, error) {
 	if maxBytes <= 0 || kafka.RecordBytes(r) <= maxBytes {
 		return r, nil
@@ -163,21 +169,51 @@ func Fit(r *kgo.Record, maxBytes int) (*kgo.Record, error) {
 	if err := proto.Unmarshal(r.Value, &dl); err != nil {
 		return nil, fmt.Errorf("decode dead letter to fit it: %w", err)
 	}
-	// Without the payload the record's envelope is no use to a replay, and its key may be large.
-	dl.Payload, dl.ResponseHead, dl.Record, dl.Truncated = nil, nil, nil, true
-	if len(dl.ErrorMessage) > 4096 {
-		dl.ErrorMessage = dl.ErrorMessage[:4096]
-	}
-	value, err := proto.Marshal(&dl)
-	if err != nil {
-		return nil, fmt.Errorf("encode dead letter: %w", err)
-	}
 	fitted := *r
-	fitted.Value = value
-	if n := kafka.RecordBytes(&fitted); n > maxBytes {
-		return nil, fmt.Errorf("dead letter of %d bytes without its payload is still larger than the topic takes (%d)", n, maxBytes)
+	steps := []func(){
+		func() {
+			// Without the payload the record's envelope is no use to a replay, and its key may be large.
+			dl.Payload, dl.ResponseHead, dl.Record, dl.Truncated = nil, nil, nil, true
+			dl.ErrorMessage = cutUTF8(dl.ErrorMessage, 4096)
+		},
+		func() {
+			if len(dl.OriginalKey) > 0 {
+				dl.ErrorMessage = cutUTF8(dl.ErrorMessage, 1024) + fmt.Sprintf(" (the original key, %d bytes, is left out: the letter would not fit)", len(dl.OriginalKey))
+			}
+			dl.OriginalKey, fitted.Key = nil, nil
+		},
+		func() {
+			dl = sluicev1.DeadLetter{Stage: dl.Stage, ErrorClass: cutUTF8(dl.ErrorClass, 64), Attempts: dl.Attempts,
+				JobId: cutUTF8(dl.JobId, 128), TaskId: cutUTF8(dl.TaskId, 128), OriginalTopic: cutUTF8(dl.OriginalTopic, 249),
+				OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset, PayloadSize: dl.PayloadSize,
+				PayloadSha256: dl.PayloadSha256, Truncated: true, FailedAt: dl.FailedAt,
+				ErrorMessage: cutUTF8(dl.ErrorMessage, 256) + " (only a marker: the letter would not fit; the original is at its topic, partition and offset)"}
+		},
 	}
+	for _, step := range steps {
+		step()
+		value, err := proto.Marshal(&dl)
+		if err != nil {
+			return nil, fmt.Errorf("encode dead letter: %w", err)
+		}
+		fitted.Value = value
+		if kafka.RecordBytes(&fitted) <= maxBytes {
+			break
+		}
+	}
+	// The marker is as small as a letter gets: it goes as it is even to a topic that takes less.
 	return &fitted, nil
+}
+
+// cutUTF8 shortens s to at most n bytes, on a rune boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Summary is a dead letter without its payload: what lists of letters show.

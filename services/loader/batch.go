@@ -66,6 +66,11 @@ type table struct {
 	// since is when the table first refused records for a schema reason; after the grace the
 	// loader dead-letters what it refuses.
 	since time.Time
+	// unclassifiedSince is when the table's inserts began to fail with an unclassified ClickHouse
+	// error, and unclassified how many have since; past both bounds its next flight isolates the
+	// rows that still fail.
+	unclassifiedSince time.Time
+	unclassified      int
 	// told are the jobs whose status says that this table holds their records.
 	told map[string]bool
 }
@@ -174,6 +179,7 @@ func (l *Loader) launch(tp *tablePlan) {
 	// Inserts get half the flush timeout: dead letters, events and the commit the rest.
 	ctx, cancel := context.WithTimeout(l.drainCtx, l.cfg.FlushTimeout/2)
 	sink, name, schemaID := t.sink, t.name, t.schemaID
+	tp.isolate = l.isolates(t, l.now())
 	go func() {
 		defer cancel()
 		began := time.Now()
@@ -360,7 +366,7 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 			l.tell(t, b, true)
 		}
 		t.class, t.reason, t.attempt, t.since, t.retryAt = delivery.Transient, "", 0, time.Time{}, time.Time{}
-		t.timeouts = 0
+		t.timeouts, t.unclassified, t.unclassifiedSince = 0, 0, time.Time{}
 		// A full block landed and another is waiting: the table is behind, and larger blocks are
 		// fewer inserts (and parts) for the same records.
 		if ceiling := cmp.Or(t.ceiling, l.cfg.BatchRows); full && len(t.items) >= t.rows && t.rows < ceiling {
@@ -395,7 +401,22 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 		t.retryAt = now.Add(l.backoff.Delay(t.attempt))
 		t.attempt++
 		l.shrink(tp, res, err)
+		if delivery.ReasonOf(err) == chsink.Unclassified {
+			if t.unclassified == 0 {
+				t.unclassifiedSince = now
+				l.log.Warn("insert failed with an error sluice does not classify; retrying, then isolating the rows that still fail",
+					"table", t.name, "attempts", l.cfg.UnclassifiedAttempts, "grace", l.cfg.UnclassifiedGrace.String(), "error", err)
+			}
+			t.unclassified++
+		}
 	}
+}
+
+// isolates reports whether t's next flight looks for the rows that an unclassified error is about:
+// the error came back UnclassifiedAttempts times over at least UnclassifiedGrace, so that it is
+// taken for the rows' (a view that throws on them, say) and no longer for the server's.
+func (l *Loader) isolates(t *table, now time.Time) bool {
+	return t.unclassified >= l.cfg.UnclassifiedAttempts && now.Sub(t.unclassifiedSince) >= l.cfg.UnclassifiedGrace
 }
 
 // shrink halves the blocks of a table whose insert ran out of time, or that ClickHouse refused
@@ -530,7 +551,7 @@ func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *c
 		sink, res.sink = found, found
 	}
 	for _, u := range tp.units {
-		in, rej, err := l.insertUnit(ctx, name, sink, u)
+		in, rej, err := l.insertUnit(ctx, name, sink, u, tp.isolate)
 		res.inserted = append(res.inserted, in...)
 		if err != nil {
 			res.err = err
@@ -543,7 +564,7 @@ func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *c
 }
 
 // insertUnit inserts the records of one planned block.
-func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink, u *unit) (inserted []*item, rejected []rejection, err error) {
+func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink, u *unit, isolate bool) (inserted []*item, rejected []rejection, err error) {
 	loadedAt := time.Unix(u.blk.loadedAt, 0)
 	for evolved := false; ; evolved = true {
 		schema, err := l.writer.Schema(ctx, name, sink)
@@ -568,7 +589,7 @@ func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink,
 			}
 			continue
 		}
-		inserted, rej, err := l.insertRows(ctx, name, good, block, loadedAt)
+		inserted, rej, err := l.insertRows(ctx, name, good, block, loadedAt, isolate)
 		if err != nil {
 			// What got in waits with the rest: the block is tried again whole, its halves formed
 			// and named as before, so that the rows in come to the same blocks (dropped by their
@@ -595,8 +616,9 @@ func fieldClass(err error) string {
 
 // insertRows inserts items, whose rows block holds, as one block, retrying transient failures while
 // ctx lasts. On a data failure it inserts each half on its own, down to single rows, which are the
-// rejected ones.
-func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time) ([]*item, []rejection, error) {
+// rejected ones; with isolate, an unclassified failure is taken as a data failure too (rejected with
+// class unclassified), not retried.
+func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time, isolate bool) ([]*item, []rejection, error) {
 	if len(items) == 0 {
 		return nil, nil, nil
 	}
@@ -615,6 +637,8 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 		case refusedPartitions(err):
 			refused = err
 			return nil
+		case isolate && delivery.ReasonOf(err) == chsink.Unclassified:
+			return delivery.New(delivery.Data, chsink.Unclassified, err)
 		}
 		return err
 	})
@@ -627,14 +651,14 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 	case delivery.ClassOf(err) != delivery.Data:
 		return nil, nil, err
 	case len(items) == 1:
-		return nil, []rejection{{items[0], "data", err}}, nil
+		return nil, []rejection{{items[0], delivery.ReasonOf(err), err}}, nil
 	}
 	mid := len(items) / 2
-	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt)
+	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt, isolate)
 	if err != nil {
 		return inLeft, rejLeft, err
 	}
-	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt)
+	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate)
 	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
 }
 

@@ -196,6 +196,9 @@ type tablePlan struct {
 	t     *table
 	units []*unit
 	known []*item
+	// isolate is set when an unclassified error held the table past its bounds: the flight splits
+	// the failing block down to the rows that still fail, and dead-letters them.
+	isolate bool
 }
 
 // unit is the records of one block, waiting to be inserted.

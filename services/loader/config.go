@@ -45,6 +45,12 @@ type LoaderConfig struct {
 	// that cannot take them) wait for the table to be fixed before they are dead-lettered with class
 	// schema. Other tables go on loading meanwhile.
 	SchemaGrace time.Duration `env:"SCHEMA_GRACE, default=5m"`
+	// UnclassifiedAttempts and UnclassifiedGrace bound how long a ClickHouse error of a code sluice
+	// does not classify (a materialized view's throwIf, a memory limit) holds a table: once it came
+	// back that many times over at least that long, the failing block is split until the rows that
+	// still fail are found, and they are dead-lettered with class unclassified.
+	UnclassifiedAttempts int           `env:"UNCLASSIFIED_ATTEMPTS, default=5"`
+	UnclassifiedGrace    time.Duration `env:"UNCLASSIFIED_GRACE, default=1m"`
 	// InsertConcurrency is how many tables insert at once, each in a flight of its own; each
 	// table's blocks go in order.
 	InsertConcurrency int `env:"INSERT_CONCURRENCY, default=4"`
@@ -91,6 +97,12 @@ func (c *Config) Validate() error {
 	}
 	if l.SchemaGrace < time.Second {
 		p.Addf("LOADER_SCHEMA_GRACE", "must be at least 1s, got %s", l.SchemaGrace)
+	}
+	if l.UnclassifiedAttempts < 1 || l.UnclassifiedAttempts > 1000 {
+		p.Addf("LOADER_UNCLASSIFIED_ATTEMPTS", "must be between 1 and 1000, got %d", l.UnclassifiedAttempts)
+	}
+	if l.UnclassifiedGrace < 0 {
+		p.Addf("LOADER_UNCLASSIFIED_GRACE", "must not be negative, got %s", l.UnclassifiedGrace)
 	}
 	if l.InsertConcurrency < 1 || l.InsertConcurrency > 64 {
 		p.Addf("LOADER_INSERT_CONCURRENCY", "must be between 1 and 64, got %d", l.InsertConcurrency)

@@ -52,6 +52,9 @@ type fakeWriter struct {
 	// first of them.
 	hold    map[string]chan struct{}
 	holding chan struct{}
+	// throwOn, when set, fails a block holding a payload with it as a materialized view's throwIf
+	// fails the insert: an error of a code sluice does not classify.
+	throwOn string
 	// maxRows, when set, refuses a block of more rows as ClickHouse refuses one whose rows fall in
 	// more partitions than one insert may write; an insert of more than slowRows rows, when set,
 	// lasts until its context ends.
@@ -108,6 +111,14 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Blo
 	if w.maxRows > 0 && block.Len() > w.maxRows {
 		// As chsink.Classify classifies ClickHouse's exception.
 		return delivery.New(delivery.Transient, "too_many_parts", errors.New("code: 252, message: Too many partitions for single INSERT block (more than 100). The limit is controlled by 'max_partitions_per_insert_block' setting"))
+	}
+	if w.throwOn != "" {
+		for _, p := range payloads {
+			if strings.Contains(p, w.throwOn) {
+				// As chsink.Classify classifies ClickHouse's exception.
+				return delivery.New(delivery.Transient, chsink.Unclassified, errors.New("code: 395, message: Value passed to 'throwIf' function is non zero"))
+			}
+		}
 	}
 	if w.poison != "" {
 		for _, p := range payloads {
@@ -181,7 +192,8 @@ func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop
 	t.Helper()
 	lcfg := LoaderConfig{BatchRows: 100, BatchBytes: 1 << 20, FlushInterval: 20 * time.Millisecond, MaxRecordBytes: 1 << 20,
 		RetryMaxBackoff: 20 * time.Millisecond, FlushTimeout: 2 * time.Second, DrainTimeout: time.Second,
-		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20, InsertConcurrency: 4, BatchRowsMin: 10}
+		SchemaGrace: time.Hour, MaxPendingBytes: 64 << 20, InsertConcurrency: 4, BatchRowsMin: 10,
+		UnclassifiedAttempts: 3, UnclassifiedGrace: 50 * time.Millisecond}
 	if tune != nil {
 		tune(&lcfg)
 	}
@@ -611,6 +623,40 @@ func TestLoaderRecordsBlocksInsertedAfterTheirLetters(t *testing.T) {
 	}
 	if len(keys) != 20 {
 		t.Fatalf("%d of the 20 rejected records dead-lettered", len(keys))
+	}
+}
+
+// TestLoaderIsolatesUnclassifiedFailures: a block fails with an error of a code sluice does not
+// classify (a view that throws on some rows): it is retried as it is until the bounds pass, then
+// split down to the rows that still fail, which are dead-lettered with class unclassified; every
+// other row is inserted and the commit reaches the end.
+func TestLoaderIsolatesUnclassifiedFailures(t *testing.T) {
+	w := newFakeWriter()
+	w.throwOn = "THROW"
+	r := newRig(t, w, nil)
+	r.produce(t, "job", "landing", 200, func(i int) string {
+		if i%40 == 7 {
+			return fmt.Sprintf(`{"id":%d,"x":"THROW"}`, i)
+		}
+		return payload(i)
+	})
+	eventually(t, "the commit at the end", func() bool { return r.committed(t) == 200 })
+	if got := w.count("landing"); got != 195 {
+		t.Fatalf("%d rows inserted, want 195", got)
+	}
+	letters := r.letters(t, 5)
+	for _, dl := range letters {
+		if dl.ErrorClass != "unclassified" || !strings.Contains(string(dl.Payload), "THROW") || !strings.Contains(dl.ErrorMessage, "code: 395") {
+			t.Fatalf("letter of class %s: %s, %q", dl.ErrorClass, dl.Payload, dl.ErrorMessage)
+		}
+	}
+	if end := r.end(t, r.cfg.DLQTopic); end != 5 {
+		t.Fatalf("%d dead letters, want 5", end)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.blocks < 3+5 { // the bounded attempts, then at least one failing insert per bad row
+		t.Fatalf("%d inserts: the failure was not tried again before the rows were isolated", w.blocks)
 	}
 }
 
