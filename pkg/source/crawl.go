@@ -60,6 +60,8 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 		total int
 		next  string
 		more  bool
+		// overflow is set while the page holds more records than it asked for.
+		overflow bool
 	)
 	src, pol := r.h.src, r.pol
 	_, err = r.h.env.Fetcher.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
@@ -75,6 +77,11 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 				ferr = &Error{Class: "bad_next_url", Status: http.StatusOK, Head: head(page.Body), Err: err}
 				return delivery.New(delivery.Data, ferr.Class, ferr)
 			}
+			if size := uint64(src.GetPagination().GetPageSize()); src.GetPagination().GetLimitParam() != "" && size > 0 && uint64(len(page.Records)) > size {
+				overflow = true
+				return delivery.New(delivery.Transient, "page_overflow", fmt.Errorf("%w: page %d had %d records, and asked for %d", errOverflow, c.Page, len(page.Records), size))
+			}
+			overflow = false
 			more = more && r.goesOn(len(page.Records), told)
 			if more && r.seen(next) {
 				return delivery.New(delivery.Transient, "stuck_cursor", fmt.Errorf("%w (page %d)", errStuck, c.Page))
@@ -85,6 +92,8 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 	case ferr != nil:
 	case err != nil && ctx.Err() != nil:
 		ferr = &Error{Class: "canceled", Err: ctx.Err()}
+	case err != nil && overflow:
+		ferr = &Error{Class: "page_overflow", Status: http.StatusOK, Head: head(page.Body), Err: err}
 	case err != nil:
 		ferr = &Error{Class: "stuck_cursor", Status: http.StatusOK, Head: head(page.Body), Err: err}
 	}

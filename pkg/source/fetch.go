@@ -54,7 +54,10 @@ const ResponseHeadBytes = 512
 type Fetcher struct {
 	Client  *http.Client
 	MaxBody int64
-	Metrics *Metrics
+	// MaxRecords caps the records of one page (0: no cap); a page over it fails with class
+	// page_too_large, not retried.
+	MaxRecords int
+	Metrics    *Metrics
 	// Retry runs the attempts at a page, and counts its retries with every other operation's.
 	Retry *delivery.Retrier
 	Now   func() time.Time
@@ -207,13 +210,17 @@ func (f *Fetcher) FetchPage(ctx context.Context, u string, headers map[string]st
 		func(int) error {
 			body, header, ferr := f.get(ctx, u, headers, pol.Timeout)
 			if ferr == nil {
-				p, err := ParsePage(body, recordsPath, totalPath)
-				if err == nil {
+				p, err := ParsePage(body, recordsPath, totalPath, f.MaxRecords)
+				switch {
+				case err == nil:
 					p.Body, p.Header = body, header
 					page = p
 					return nil
+				case errors.Is(err, ErrTooManyRecords):
+					ferr = &Error{Class: "page_too_large", Status: http.StatusOK, Head: head(body), Err: err}
+				default:
+					ferr = &Error{Class: "bad_json", Retryable: true, Status: http.StatusOK, Head: head(body), Err: err}
 				}
-				ferr = &Error{Class: "bad_json", Retryable: true, Status: http.StatusOK, Head: head(body), Err: err}
 			}
 			last = ferr
 			return ferr.classified()

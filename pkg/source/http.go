@@ -252,6 +252,7 @@ func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
 		page  Page
 		ferr  *Error
 		total int
+		class = "short_page"
 	)
 	src, pol := r.h.src, r.pol
 	_, err = r.h.env.Fetcher.Retry.Do(ctx, "fetch", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
@@ -263,7 +264,10 @@ func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
 				return delivery.New(delivery.Data, ferr.Class, ferr) // FetchPage spent the retries
 			}
 			if err := r.pager.check(req, len(page.Records)); err != nil {
-				return delivery.New(delivery.Transient, "short_page", err)
+				if class = "short_page"; errors.Is(err, errOverflow) {
+					class = "page_overflow"
+				}
+				return delivery.New(delivery.Transient, class, err)
 			}
 			return nil
 		})
@@ -272,7 +276,7 @@ func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
 	case err != nil && ctx.Err() != nil:
 		ferr = &Error{Class: "canceled", Err: ctx.Err()}
 	case err != nil:
-		ferr = &Error{Class: "short_page", Status: http.StatusOK, Err: err}
+		ferr = &Error{Class: class, Status: http.StatusOK, Head: head(page.Body), Err: err}
 	}
 	if ferr != nil {
 		ferr.At, ferr.Attempts = req.start, total

@@ -29,10 +29,16 @@ type Page struct {
 // short.
 var ErrNotJSON = errors.New("page is not valid JSON")
 
+// ErrTooManyRecords is a page with more records than a page may hold: a few bytes a record make
+// millions of records of a page the body limit lets through, and each costs memory and work
+// however small it is.
+var ErrTooManyRecords = errors.New("page has more records than a page may hold")
+
 // ParsePage parses a whole response body before any of its records is produced. recordsPath and
 // totalPath are dotted paths; an empty recordsPath means the body is the array. The records are
-// slices of body, exactly the bytes the source sent.
-func ParsePage(body []byte, recordsPath, totalPath string) (Page, error) {
+// slices of body, exactly the bytes the source sent. A page of more than maxRecords records (when
+// positive) fails with ErrTooManyRecords as soon as the scan passes it.
+func ParsePage(body []byte, recordsPath, totalPath string, maxRecords int) (Page, error) {
 	p := Page{Total: -1}
 	// One validating pass, then a scan that only finds where values start and end: decoding the
 	// page with encoding/json cost more than everything else the extractor does with a record,
@@ -48,8 +54,11 @@ func ParsePage(body []byte, recordsPath, totalPath string) (Page, error) {
 		}
 		arr = raw
 	}
-	records, ok := elements(arr)
-	if !ok {
+	records, ok := elements(arr, maxRecords)
+	switch {
+	case ok && records == nil:
+		return p, fmt.Errorf("%w: more than %d", ErrTooManyRecords, maxRecords)
+	case !ok:
 		return p, fmt.Errorf("%w %q: not an array", ErrPageShape, recordsPath)
 	}
 	p.Records = records
@@ -63,13 +72,18 @@ func ParsePage(body []byte, recordsPath, totalPath string) (Page, error) {
 	return p, nil
 }
 
-// elements splits a JSON array, already validated, into its elements.
-func elements(arr []byte) ([]json.RawMessage, bool) {
+// elements splits a JSON array, already validated, into its elements; nil and true when it has
+// more than max (when positive).
+func elements(arr []byte, max int) ([]json.RawMessage, bool) {
 	s := scanner{b: arr}
 	if !s.eat('[') {
 		return nil, false
 	}
-	out := make([]json.RawMessage, 0, bytes.Count(arr, []byte("},"))+1)
+	guess := bytes.Count(arr, []byte("},")) + 1
+	if max > 0 {
+		guess = min(guess, max)
+	}
+	out := make([]json.RawMessage, 0, guess)
 	s.space()
 	if s.eat(']') {
 		return out[:0], true
@@ -79,6 +93,9 @@ func elements(arr []byte) ([]json.RawMessage, bool) {
 		start := s.i
 		if !s.value() {
 			return nil, false
+		}
+		if max > 0 && len(out) == max {
+			return nil, true
 		}
 		out = append(out, arr[start:s.i:s.i])
 		s.space()

@@ -29,7 +29,7 @@ func TestParsePage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := ParsePage([]byte(tt.body), tt.records, tt.total)
+			p, err := ParsePage([]byte(tt.body), tt.records, tt.total, 0)
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("error %v, want %v", err, tt.err)
 			}
@@ -60,7 +60,7 @@ func FuzzParsePage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var want []json.RawMessage
 		wantErr := json.Unmarshal(body, &want)
-		p, err := ParsePage(body, "", "")
+		p, err := ParsePage(body, "", "", 0)
 		if (err != nil) != (wantErr != nil) {
 			t.Fatalf("ParsePage(%q) error %v, encoding/json says %v", body, err, wantErr)
 		}
@@ -91,7 +91,7 @@ func BenchmarkParsePage(b *testing.B) {
 	body := buf.Bytes()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		p, err := ParsePage(body, "data", "total")
+		p, err := ParsePage(body, "data", "total", 0)
 		if err != nil || len(p.Records) != 1000 {
 			b.Fatal(err)
 		}

@@ -19,10 +19,17 @@ type pageRequest struct {
 // there would claim records that were never extracted.
 var errShortPage = errors.New("the source returned a short page before the end of the task")
 
+// errOverflow is a page with more records than its request asked for, or than its task's range has
+// left: a source that ignores the limit, or a total that lies. Taking it would claim records the plan
+// never had (and one page could be millions of them); it is fetched again under the source's
+// retries, then the task fails with class page_overflow, as one letter.
+var errOverflow = errors.New("the source returned more records than the page asked for")
+
 // pager walks a task's pages. Offset pages advance by the records the source returned, so that a
 // source capping the page size below the job's skips nothing.
 type pager struct {
 	pages     bool // page numbers, else offsets
+	limited   bool // the requests carry the page size (a limit parameter)
 	next      uint64
 	end       uint64 // offsets: exclusive end; pages: the last page
 	unbounded bool
@@ -31,7 +38,7 @@ type pager struct {
 }
 
 func newPager(task *sluicev1.Task, src *sluicev1.HttpSource) *pager {
-	p := &pager{size: uint64(src.Pagination.GetPageSize())}
+	p := &pager{size: uint64(src.Pagination.GetPageSize()), limited: src.GetPagination().GetLimitParam() != ""}
 	if p.size == 0 {
 		p.size = 100
 	}
@@ -61,10 +68,16 @@ func (p *pager) request() (pageRequest, bool) {
 	return pageRequest{start: p.next, limit: limit}, true
 }
 
-// check says whether a page of got records may be taken: errShortPage when it ends the task early.
+// check says whether a page of got records may be taken: errShortPage when it ends the task early,
+// errOverflow when it holds more than was asked for or than the task's range has left.
 // Offset pages may be short (a source that caps the page size): the next page starts after them.
 func (p *pager) check(req pageRequest, got int) error {
-	if p.unbounded {
+	switch {
+	case p.limited && uint64(got) > req.limit:
+		return fmt.Errorf("%w: page at %d had %d records, and asked for %d", errOverflow, req.start, got, req.limit)
+	case !p.pages && !p.unbounded && uint64(got) > p.end-req.start:
+		return fmt.Errorf("%w: page at %d had %d records, and the task's range has %d left", errOverflow, req.start, got, p.end-req.start)
+	case p.unbounded:
 		return nil
 	}
 	switch {

@@ -36,6 +36,9 @@ type ExtractorConfig struct {
 	RetryMax  time.Duration `env:"RETRY_MAX, default=30s"`
 	// MaxBodyBytes caps one response body.
 	MaxBodyBytes int64 `env:"MAX_BODY_BYTES, default=67108864"`
+	// MaxPageRecords caps the records of one page: a page of tiny records costs memory by the
+	// record, not by the byte. A page over it is dead-lettered as page_too_large.
+	MaxPageRecords int `env:"MAX_PAGE_RECORDS, default=100000"`
 	// MaxRecordBytes caps a dead letter's copy of what failed; larger ones keep size and sha256.
 	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
 	// MaxBufferedRecords bounds the records waiting for Kafka; producing blocks beyond it.
@@ -71,6 +74,9 @@ func (c *Config) Validate() error {
 	}
 	if x.MaxBodyBytes < 1024 {
 		p.Addf("EXTRACTOR_MAX_BODY_BYTES", "must be at least 1024, got %d", x.MaxBodyBytes)
+	}
+	if x.MaxPageRecords < 1 || x.MaxPageRecords > 10_000_000 {
+		p.Addf("EXTRACTOR_MAX_PAGE_RECORDS", "must be between 1 and 10000000, got %d", x.MaxPageRecords)
 	}
 	if x.MaxRecordBytes < 1 {
 		p.Addf("EXTRACTOR_MAX_RECORD_BYTES", "must be positive, got %d", x.MaxRecordBytes)

@@ -100,7 +100,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	x.sources = source.Env{
 		Fetcher: &source.Fetcher{
 			Client:  &http.Client{Transport: transport, CheckRedirect: source.SameHostRedirects},
-			MaxBody: cfg.Extractor.MaxBodyBytes,
+			MaxBody: cfg.Extractor.MaxBodyBytes, MaxRecords: cfg.Extractor.MaxPageRecords,
 			Metrics: x.metrics.fetch,
 			Retry:   retry,
 			Now:     time.Now,

@@ -51,6 +51,8 @@ type PlannerConfig struct {
 	LagInterval time.Duration `env:"LAG_INTERVAL, default=15s"`
 	// FirstPageMaxBytes bounds the body of the page a submit reads to learn a source's extent.
 	FirstPageMaxBytes int64 `env:"FIRST_PAGE_MAX_BYTES, default=8388608"`
+	// FirstPageMaxRecords bounds the records of that page.
+	FirstPageMaxRecords int `env:"FIRST_PAGE_MAX_RECORDS, default=100000"`
 	// RecentDeadLetters is how many of the newest dead letters the planner keeps for the status page
 	// and GET /v1/deadletters (it counts all of them by job, stage and class).
 	RecentDeadLetters int `env:"RECENT_DEAD_LETTERS, default=1000"`
@@ -84,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Planner.FirstPageMaxBytes < 4096 || c.Planner.FirstPageMaxBytes > 1<<30 {
 		p.Addf("PLANNER_FIRST_PAGE_MAX_BYTES", "must be between 4096 and 1073741824, got %d", c.Planner.FirstPageMaxBytes)
+	}
+	if c.Planner.FirstPageMaxRecords < 1 || c.Planner.FirstPageMaxRecords > 10_000_000 {
+		p.Addf("PLANNER_FIRST_PAGE_MAX_RECORDS", "must be between 1 and 10000000, got %d", c.Planner.FirstPageMaxRecords)
 	}
 	if c.Planner.RecentDeadLetters < 1 || c.Planner.RecentDeadLetters > 100_000 {
 		p.Addf("PLANNER_RECENT_DEAD_LETTERS", "must be between 1 and 100000, got %d", c.Planner.RecentDeadLetters)

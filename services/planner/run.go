@@ -80,11 +80,12 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		topics: topics{tasks: cfg.Kafka.TasksTopic, events: cfg.Kafka.EventsTopic, jobs: cfg.Kafka.JobsTopic, schemas: cfg.Kafka.SchemasTopic},
 		sources: source.Env{
 			Fetcher: &source.Fetcher{
-				Client:  egress.Client(),
-				MaxBody: cfg.Planner.FirstPageMaxBytes,
-				Metrics: source.NewMetrics(rt.Registry, "planner"),
-				Retry:   retry,
-				Now:     time.Now,
+				Client:     egress.Client(),
+				MaxBody:    cfg.Planner.FirstPageMaxBytes,
+				MaxRecords: cfg.Planner.FirstPageMaxRecords,
+				Metrics:    source.NewMetrics(rt.Registry, "planner"),
+				Retry:      retry,
+				Now:        time.Now,
 			},
 			Lookup:       secrets.Lookup,
 			Allowed:      secrets.Allowed,

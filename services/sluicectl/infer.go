@@ -127,7 +127,7 @@ func sampleSource(ctx context.Context, spec *jobspec.Spec, pages int, lookup env
 		allowed = secrets.Allowed // bound to the secrets with their hosts
 	}
 	env := source.Env{
-		Fetcher: &source.Fetcher{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, MaxBody: 64 << 20,
+		Fetcher: &source.Fetcher{Client: &http.Client{CheckRedirect: source.SameHostRedirects}, MaxBody: 64 << 20, MaxRecords: 100_000,
 			Metrics: source.NewMetrics(reg, "sluicectl"), Retry: retry, Now: time.Now},
 		Lookup: secrets.Lookup, Allowed: allowed,
 		Backoff:      pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},

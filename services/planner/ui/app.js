@@ -248,7 +248,8 @@
     const part = (n) => Math.max(0, Math.min(w, (n / total) * w));
     const bar = svg("svg", { class: "progress", viewBox: `0 0 ${w} 10`, width: w, height: 10, role: "img" });
     const done = r.loaded + r.dead_lettered;
-    const pct = r.expected > 0 ? Math.floor((done / r.expected) * 100) + "%" : "";
+    // Never past 100 %: counts are of records, and a source may give more than it said it had.
+    const pct = r.expected > 0 ? Math.min(100, Math.floor((done / r.expected) * 100)) + "%" : "";
     bar.append(
       svg("rect", { class: "track", x: 0, y: 0, width: w, height: 10 }),
       svg("rect", { class: "extracted", x: 0, y: 0, width: part(Math.max(r.extracted, done)), height: 10 }),
