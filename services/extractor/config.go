@@ -39,6 +39,9 @@ type ExtractorConfig struct {
 	// MaxPageRecords caps the records of one page: a page of tiny records costs memory by the
 	// record, not by the byte. A page over it is dead-lettered as page_too_large.
 	MaxPageRecords int `env:"MAX_PAGE_RECORDS, default=100000"`
+	// MaxTaskStarts is how many members may start a task and neither finish it nor hand it over
+	// (killed by it, out of memory) before the next one dead-letters it instead of running it.
+	MaxTaskStarts int `env:"MAX_TASK_STARTS, default=3"`
 	// MaxRecordBytes caps a dead letter's copy of what failed; larger ones keep size and sha256.
 	MaxRecordBytes int `env:"MAX_RECORD_BYTES, default=1048576"`
 	// MaxBufferedRecords bounds the records waiting for Kafka; producing blocks beyond it.
@@ -74,6 +77,9 @@ func (c *Config) Validate() error {
 	}
 	if x.MaxBodyBytes < 1024 {
 		p.Addf("EXTRACTOR_MAX_BODY_BYTES", "must be at least 1024, got %d", x.MaxBodyBytes)
+	}
+	if x.MaxTaskStarts < 1 || x.MaxTaskStarts > 100 {
+		p.Addf("EXTRACTOR_MAX_TASK_STARTS", "must be between 1 and 100, got %d", x.MaxTaskStarts)
 	}
 	if x.MaxPageRecords < 1 || x.MaxPageRecords > 10_000_000 {
 		p.Addf("EXTRACTOR_MAX_PAGE_RECORDS", "must be between 1 and 10000000, got %d", x.MaxPageRecords)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/events"
@@ -233,7 +234,7 @@ func (x *Extractor) Run(ctx context.Context) error {
 // finished is done at once.
 func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan struct{}) {
 	o := x.owner(parent, r)
-	state := x.offsets.start(r)
+	state, starts := x.offsets.start(r)
 	id := taskID(r)
 	if id != "" && !x.claims.claim(o, id) {
 		x.metrics.copies.Inc()
@@ -241,6 +242,18 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 		x.commit(parent)
 		<-slots
 		return
+	}
+	// The start is on the tasks topic's commit before the task runs: were this member killed by
+	// it, the next one knows. A task that members started that many times and never finished is
+	// dead-lettered instead of run again.
+	x.commit(parent)
+	work := x.runTask
+	if starts > x.cfg.MaxTaskStarts {
+		work = func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error) {
+			return delivery.Outcome{}, delivery.New(delivery.Data, "killed_members", fmt.Errorf(
+				"%d members started the task and none finished or handed it over (killed, out of memory?); dead-lettered so that it kills no more (SLUICE_EXTRACTOR_MAX_TASK_STARTS is %d)",
+				starts-1, x.cfg.MaxTaskStarts))
+		}
 	}
 	x.tasks.Add(1)
 	o.wg.Add(1)
@@ -262,15 +275,15 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 			x.lag.Progressed()
 			return nil
 		}
-		err := x.process(o.ctx, r, held, markDone)
+		err := x.process(o.ctx, r, held, markDone, work)
 		switch {
 		case err == nil:
 		case delivery.ClassOf(err) == delivery.Fatal && o.ctx.Err() == nil:
-			x.offsets.abandon(state, r)
+			x.offsets.abandon(state, r, false)
 			x.log.Error("task cannot be worked on; stopping", "error", err)
 			x.fatalOnce.Do(func() { x.fatal <- err })
 		default:
-			x.offsets.abandon(state, r)
+			x.offsets.abandon(state, r, true) // revoked, or shutting down: handed over
 		}
 	}()
 }
@@ -300,15 +313,26 @@ func acquire(ctx context.Context, slots chan struct{}) int {
 func (x *Extractor) commit(ctx context.Context) {
 	x.commitMu.Lock()
 	defer x.commitMu.Unlock()
-	offsets := x.offsets.commitable()
+	offsets, metas := x.offsets.commitable()
 	if len(offsets) == 0 {
 		return
 	}
+	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			for j := range req.Topics[i].Partitions {
+				p := &req.Topics[i].Partitions[j]
+				if m, ok := metas[tp{req.Topics[i].Topic, p.Partition}]; ok {
+					p.Metadata = &m
+				}
+			}
+		}
+		return nil
+	})
 	if err := kafka.CommitSync(ctx, x.cl, offsets); err != nil {
 		x.log.Warn("commit task offsets failed; the tasks may run again", "error", err)
 		return
 	}
-	x.offsets.committed(offsets)
+	x.offsets.committed(offsets, metas)
 }
 
 // slot is the member's work slot that a task holds. A task that waits for its job's rate limit

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -27,25 +32,88 @@ type partitionState struct {
 	// blocked is the lowest offset of a task abandoned here (-1: none): nothing at or past it may be
 	// committed by this member.
 	blocked int64
+	// starts counts, per task offset not yet committed past, the members that started the task and
+	// did not finish or hand it over: kept in the commit's metadata, so that the member that takes
+	// the partition after a crash knows a task that kills the members it lands on. recorded is the
+	// metadata the last commit wrote.
+	starts   map[int64]int
+	recorded string
+}
+
+// startsPrefix starts the commit metadata that records the tasks' starts.
+const startsPrefix = "sluice-starts:"
+
+// encodeStarts writes the starts of the tasks at or past the committed offset next, in offset order.
+func encodeStarts(starts map[int64]int, next int64) string {
+	var parts []string
+	for _, o := range slices.Sorted(maps.Keys(starts)) {
+		if o >= next && starts[o] > 0 {
+			parts = append(parts, fmt.Sprintf("%d=%d", o, starts[o]))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return startsPrefix + strings.Join(parts, ",")
+}
+
+// decodeStarts reads what encodeStarts wrote; anything else is no starts.
+func decodeStarts(meta string) map[int64]int {
+	out := map[int64]int{}
+	body, ok := strings.CutPrefix(meta, startsPrefix)
+	if !ok {
+		return out
+	}
+	for _, part := range strings.Split(body, ",") {
+		o, n, ok := strings.Cut(part, "=")
+		offset, err1 := strconv.ParseInt(o, 10, 64)
+		count, err2 := strconv.Atoi(n)
+		if ok && err1 == nil && err2 == nil && offset >= 0 && count > 0 {
+			out[offset] = count
+		}
+	}
+	return out
 }
 
 func newOffsetTracker() *offsetTracker { return &offsetTracker{parts: map[tp]*partitionState{}} }
 
-// start records that the task at r is in flight, and returns the ownership of its partition that
-// the task belongs to: done and abandon change nothing once that ownership ended (the partition was
-// revoked, or revoked and assigned again), so a task of an earlier ownership never moves a commit.
-func (t *offsetTracker) start(r *kgo.Record) *partitionState {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := tp{r.Topic, r.Partition}
+// state returns the partition's state, made when it has none. The caller holds mu.
+func (t *offsetTracker) state(k tp) *partitionState {
 	s := t.parts[k]
 	if s == nil {
-		s = &partitionState{inFlight: map[int64]struct{}{}, committed: -1, highestDone: -1, blocked: -1}
+		s = &partitionState{inFlight: map[int64]struct{}{}, committed: -1, highestDone: -1, blocked: -1, starts: map[int64]int{}}
 		t.parts[k] = s
 	}
+	return s
+}
+
+// assigned takes what the commit of a partition just assigned says: its offset, and the starts of
+// the tasks at or past it that earlier members did not finish.
+func (t *offsetTracker) assigned(topic string, partition int32, committed int64, meta string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.state(tp{topic, partition})
+	s.committed = max(s.committed, committed)
+	for o, n := range decodeStarts(meta) {
+		if o >= committed {
+			s.starts[o] = max(s.starts[o], n)
+		}
+	}
+	s.recorded = meta
+}
+
+// start records that the task at r is in flight, and returns the ownership of its partition that
+// the task belongs to (done and abandon change nothing once that ownership ended: the partition was
+// revoked, or revoked and assigned again, so a task of an earlier ownership never moves a commit)
+// and how many members have started it, this one included.
+func (t *offsetTracker) start(r *kgo.Record) (*partitionState, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.state(tp{r.Topic, r.Partition})
 	s.inFlight[r.Offset] = struct{}{}
 	s.epoch = r.LeaderEpoch
-	return s
+	s.starts[r.Offset]++
+	return s, s.starts[r.Offset]
 }
 
 // current returns the partition's state when it is still the ownership s; the caller holds mu.
@@ -61,28 +129,37 @@ func (t *offsetTracker) done(s *partitionState, r *kgo.Record) {
 		return
 	}
 	delete(s.inFlight, r.Offset)
+	delete(s.starts, r.Offset)
 	s.highestDone = max(s.highestDone, r.Offset)
 }
 
-// abandon forgets the task at r without marking it done: it will be redelivered.
-func (t *offsetTracker) abandon(s *partitionState, r *kgo.Record) {
+// abandon forgets the task at r without marking it done: it will be redelivered. handedOver says
+// the member let go of it on purpose (a revocation, a shutdown): its start is taken back, since it
+// killed nobody.
+func (t *offsetTracker) abandon(s *partitionState, r *kgo.Record, handedOver bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.current(s, r) {
 		return
 	}
 	delete(s.inFlight, r.Offset)
+	if handedOver {
+		if s.starts[r.Offset]--; s.starts[r.Offset] <= 0 {
+			delete(s.starts, r.Offset)
+		}
+	}
 	if s.blocked < 0 || r.Offset < s.blocked {
 		s.blocked = r.Offset
 	}
 }
 
-// commitable returns, per partition, the offset that may be committed and was not yet: the lowest
-// offset in flight, or one past the highest done when nothing is in flight.
-func (t *offsetTracker) commitable() map[string]map[int32]kgo.EpochOffset {
+// commitable returns, per partition, the offset that may be committed (the lowest offset in flight,
+// or one past the highest done when nothing is in flight) and the metadata that records the starts
+// of the tasks from there on, where either differs from what was committed last.
+func (t *offsetTracker) commitable() (map[string]map[int32]kgo.EpochOffset, map[tp]string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := map[string]map[int32]kgo.EpochOffset{}
+	out, metas := map[string]map[int32]kgo.EpochOffset{}, map[tp]string{}
 	for k, s := range t.parts {
 		next := s.highestDone + 1
 		for o := range s.inFlight {
@@ -93,25 +170,36 @@ func (t *offsetTracker) commitable() map[string]map[int32]kgo.EpochOffset {
 		if s.blocked >= 0 && s.blocked < next {
 			next = s.blocked
 		}
-		if next <= 0 || next <= s.committed {
+		next = max(next, s.committed)
+		meta := encodeStarts(s.starts, next)
+		if next < 0 || (next <= s.committed || next == 0) && meta == s.recorded {
 			continue
 		}
 		if out[k.topic] == nil {
 			out[k.topic] = map[int32]kgo.EpochOffset{}
 		}
 		out[k.topic][k.partition] = kgo.EpochOffset{Epoch: s.epoch, Offset: next}
+		metas[k] = meta
 	}
-	return out
+	return out, metas
 }
 
-// committed records offsets that the group coordinator accepted.
-func (t *offsetTracker) committed(offsets map[string]map[int32]kgo.EpochOffset) {
+// committed records offsets, and the metadata with them, that the group coordinator accepted.
+func (t *offsetTracker) committed(offsets map[string]map[int32]kgo.EpochOffset, metas map[tp]string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for topic, ps := range offsets {
 		for p, eo := range ps {
-			if s := t.parts[tp{topic, p}]; s != nil && eo.Offset > s.committed {
-				s.committed = eo.Offset
+			s := t.parts[tp{topic, p}]
+			if s == nil {
+				continue
+			}
+			s.committed = max(s.committed, eo.Offset)
+			s.recorded = metas[tp{topic, p}]
+			for o := range s.starts {
+				if o < s.committed {
+					delete(s.starts, o)
+				}
 			}
 		}
 	}

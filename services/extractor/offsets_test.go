@@ -10,12 +10,12 @@ func at(offset int64) *kgo.Record { return &kgo.Record{Topic: "tasks", Partition
 
 func committable(t *testing.T, tr *offsetTracker) int64 {
 	t.Helper()
-	offs := tr.commitable()
+	offs, metas := tr.commitable()
 	eo, ok := offs["tasks"][0]
 	if !ok {
 		return -1
 	}
-	tr.committed(offs)
+	tr.committed(offs, metas)
 	return eo.Offset
 }
 
@@ -24,7 +24,7 @@ func TestTrackerCommitsInOrder(t *testing.T) {
 	tr := newOffsetTracker()
 	var owner *partitionState
 	for _, o := range []int64{5, 6, 7} {
-		owner = tr.start(at(o))
+		owner, _ = tr.start(at(o))
 	}
 	steps := []struct {
 		name string
@@ -50,10 +50,10 @@ func TestTrackerCommitsInOrder(t *testing.T) {
 // committed past it, so that it runs again.
 func TestTrackerAbandonBlocks(t *testing.T) {
 	tr := newOffsetTracker()
-	owner := tr.start(at(10))
+	owner, _ := tr.start(at(10))
 	tr.start(at(11))
 	tr.done(owner, at(11))
-	tr.abandon(owner, at(10))
+	tr.abandon(owner, at(10), true)
 	tr.start(at(12))
 	tr.done(owner, at(12))
 	if got := committable(t, tr); got != 10 {
@@ -65,15 +65,68 @@ func TestTrackerAbandonBlocks(t *testing.T) {
 // partition came back neither completes nor blocks the new ownership's tasks.
 func TestTrackerIgnoresEarlierOwnership(t *testing.T) {
 	tr := newOffsetTracker()
-	old := tr.start(at(10))
+	old, _ := tr.start(at(10))
 	tr.start(at(11))
 	tr.start(at(12))
 	tr.drop(map[string][]int32{"tasks": {0}}) // revoked with 10, 11 and 12 unfinished
-	owner := tr.start(at(10))                 // assigned again: redelivered from 10
+	owner, _ := tr.start(at(10))              // assigned again: redelivered from 10
 	tr.done(old, at(12))                      // the old run of 12 ends late
-	tr.abandon(old, at(11))
+	tr.abandon(old, at(11), true)
 	tr.done(owner, at(10))
 	if got := committable(t, tr); got != 11 {
 		t.Fatalf("commit offset %d, want 11: nothing of the earlier ownership may count", got)
+	}
+}
+
+// TestTrackerRecordsStarts: the commit carries, in its metadata, how many members started each task
+// past it and did not finish it; a member that takes the partition over counts on from there, a
+// task handed over (revoked, shut down) is not counted, and a finished one leaves the record.
+func TestTrackerRecordsStarts(t *testing.T) {
+	commit := func(tr *offsetTracker) (int64, string) {
+		offs, metas := tr.commitable()
+		eo, ok := offs["tasks"][0]
+		if !ok {
+			return -1, ""
+		}
+		tr.committed(offs, metas)
+		return eo.Offset, metas[tp{"tasks", 0}]
+	}
+	first := newOffsetTracker()
+	s, n := first.start(at(0))
+	if n != 1 {
+		t.Fatalf("first start counted %d", n)
+	}
+	if o, meta := commit(first); o != 0 || meta != "sluice-starts:0=1" {
+		t.Fatalf("commit %d %q, want the start recorded at offset 0", o, meta)
+	}
+	// The member dies with the task running; the next takes over from the commit.
+	next := newOffsetTracker()
+	next.assigned("tasks", 0, 0, "sluice-starts:0=1")
+	s2, n := next.start(at(0))
+	if n != 2 {
+		t.Fatalf("start after a member died counted %d, want 2", n)
+	}
+	if _, meta := commit(next); meta != "sluice-starts:0=2" {
+		t.Fatalf("metadata %q", meta)
+	}
+	// Handed over on a revocation: taken back.
+	next.abandon(s2, at(0), true)
+	if _, meta := commit(next); meta != "sluice-starts:0=1" {
+		t.Fatalf("metadata after a hand-over %q, want the one start that killed a member", meta)
+	}
+	// The member that takes it then finishes it: the commit moves past it and records nothing.
+	last := newOffsetTracker()
+	last.assigned("tasks", 0, 0, "sluice-starts:0=1")
+	s3, n := last.start(at(0))
+	if n != 2 {
+		t.Fatalf("start after a hand-over counted %d, want 2", n)
+	}
+	last.done(s3, at(0))
+	if o, meta := commit(last); o != 1 || meta != "" {
+		t.Fatalf("commit %d %q after the task finished", o, meta)
+	}
+	_ = s
+	if got := decodeStarts("sluice-starts:3=2,x=1,5=0,7=-1,9=4"); len(got) != 2 || got[3] != 2 || got[9] != 4 {
+		t.Fatalf("decodeStarts %v", got)
 	}
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"sync"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -34,6 +36,32 @@ func (x *Extractor) owner(parent context.Context, r *kgo.Record) *owner {
 		x.owners[k] = o
 	}
 	return o
+}
+
+// assigned reads the commits of the partitions just assigned: where they are, and which tasks past
+// them earlier members started and did not finish. It runs in the group's rebalance; when the
+// commits cannot be read, the starts of this member's own runs are all it counts.
+func (x *Extractor) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	if len(assigned) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, x.cfg.Group)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		x.log.Warn("read the commits of assigned task partitions; tasks that killed earlier members are not known", "error", err)
+		return
+	}
+	for topic, ps := range assigned {
+		for _, p := range ps {
+			if o, ok := resp.Lookup(topic, p); ok && o.At >= 0 {
+				x.offsets.assigned(topic, p, o.At, o.Metadata)
+			}
+		}
+	}
 }
 
 // release takes the owners of partitions away and cancels their tasks.

@@ -56,6 +56,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 			x.lag.Assigned(ctx, cl, assigned)
+			x.assigned(ctx, cl, assigned)
 			select { // the members changed: count them again
 			case x.membersKick <- struct{}{}:
 			default:

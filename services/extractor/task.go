@@ -42,10 +42,11 @@ func (e *taskError) Unwrap() error { return e.err }
 // offset becomes committable only once its records or its dead letter are acknowledged and its
 // event published. It returns nil when the task is done, ctx's error when it was abandoned, and a
 // fatal error that must stop the member.
-func (x *Extractor) process(ctx context.Context, r *kgo.Record, s *slot, markDone func(context.Context) error) error {
+func (x *Extractor) process(ctx context.Context, r *kgo.Record, s *slot, markDone func(context.Context) error,
+	run func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error)) error {
 	return x.core.Handle(ctx, "task", delivery.Policy{Backoff: x.backoff},
 		func(ctx context.Context, _ int) (delivery.Outcome, error) {
-			out, err := x.runTask(ctx, r, s)
+			out, err := run(ctx, r, s)
 			out.Commit = markDone
 			return out, err
 		},

@@ -350,7 +350,10 @@ var (
 )
 
 // Cancel ends the running job id as cancelled, for reason, and returns the event that records it;
-// nil for a job cancelled already (cancelling again is no error).
+// nil for a job cancelled already (cancelling again is no error). A job that failed can be
+// cancelled too: a failure the planner decided (no progress) leaves its tasks on the tasks topic,
+// and only a cancel makes the extractors skip them (one that kills every member it lands on, say).
+// It keeps its counts and says why it failed.
 func (js *Jobs) Cancel(id, reason string, at time.Time) (*sluicev1.JobEvent, error) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -360,6 +363,10 @@ func (js *Jobs) Cancel(id, reason string, at time.Time) (*sluicev1.JobEvent, err
 		return nil, fmt.Errorf("%w %s", errNoJob, id)
 	case j.State == stateCancelled:
 		return nil, nil
+	case j.State == stateFailed:
+		j.State, j.Reason, j.stored = stateCancelled, reason+" after it failed: "+j.Reason, false
+		return &sluicev1.JobEvent{JobId: id, Producer: "planner", Event: &sluicev1.JobEvent_Finished{
+			Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_CANCELLED, Reason: j.Reason}}}, nil
 	case j.State != stateRunning:
 		return nil, fmt.Errorf("%w: job %s %s", errEnded, id, j.State)
 	}

@@ -316,7 +316,26 @@ func TestCancel(t *testing.T) {
 	if _, err := js.Cancel("nope", "", at); !errors.Is(err, errNoJob) {
 		t.Fatalf("cancel of no job: %v, want errNoJob", err)
 	}
-	if js.Counts()[stateCancelled] != 1 {
+	// A job the planner failed (no progress) can be cancelled still, so that the extractors skip
+	// its tasks left on the topic; it keeps its counts, its state goes on the jobs topic again.
+	js.Apply(planned("f", 2, 100))
+	js.Apply(loaded("f", "t0", "r", 0, 0, 9))
+	failed := &sluicev1.JobEvent{JobId: "f", Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_FAILED, Reason: "no progress for 30m"}}}
+	if !js.End(failed, at) {
+		t.Fatal("the stalled job did not fail")
+	}
+	js.Stored(js.Unstored())
+	fin2, err := js.Cancel("f", "cancelled by ops", at)
+	if err != nil || fin2.GetFinished().GetState() != sluicev1.JobFinished_STATE_CANCELLED {
+		t.Fatalf("cancel of a failed job: %v, %v", fin2, err)
+	}
+	if f, _ := js.Get("f", at); f.State != stateCancelled || f.Reason != "cancelled by ops after it failed: no progress for 30m" || f.Records.Loaded != 10 {
+		t.Fatalf("job %+v", f)
+	}
+	if st := js.Unstored(); len(st) != 1 || st[0].JobId != "f" || st[0].State != stateCancelled {
+		t.Fatalf("states to store %v, want the failed job's, cancelled", st)
+	}
+	if js.Counts()[stateCancelled] != 2 {
 		t.Fatalf("counts %v", js.Counts())
 	}
 	// A planner that reads the log again folds the cancel the same.
