@@ -94,10 +94,15 @@ func (p *Planner) checkMark(value, cur string) error {
 	return nil
 }
 
-// getMark serves a job's mark: 404 when it has none.
+// getMark serves a job's mark, with the runs that succeeded until now weighed in (the planner
+// does so every few seconds otherwise): 404 when it has none.
 func (p *Planner) getMark(w http.ResponseWriter, r *http.Request) {
 	if !p.caughtUp.Load() {
 		retryLater(w, errNotCaughtUp)
+		return
+	}
+	if err := p.advanceMarks(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 		return
 	}
 	m := p.names.mark(r.PathValue("name"))
