@@ -98,11 +98,13 @@ var numberRE = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
 
 // CursorKind returns the kind a cursor value is written as, "" when it is neither a time nor a
 // number.
-func CursorKind(v string) string {
-	if _, _, ok := parseTime(v); ok {
+func CursorKind(v string) string { return parseCursor(v).kind() }
+
+func (c cursor) kind() string {
+	switch {
+	case c.time:
 		return KindTime
-	}
-	if numberRE.MatchString(v) {
+	case c.n != nil && numberRE.MatchString(c.text):
 		return KindNumber
 	}
 	return ""
@@ -142,15 +144,14 @@ type CursorRule struct {
 }
 
 // Check returns why v may not count, RejectUnparseable or RejectFuture, or "" when it may.
-func (r CursorRule) Check(v string, now time.Time) string {
-	kind := CursorKind(v)
-	switch {
+func (r CursorRule) Check(v string, now time.Time) string { return r.check(parseCursor(v), now) }
+
+func (r CursorRule) check(c cursor, now time.Time) string {
+	switch kind := c.kind(); {
 	case kind == "" || r.Kind != "" && kind != r.Kind:
 		return RejectUnparseable
-	case kind == KindTime && r.MaxSkew > 0:
-		if t, _, _ := parseTime(v); t.After(now.Add(r.MaxSkew)) {
-			return RejectFuture
-		}
+	case kind == KindTime && r.MaxSkew > 0 && c.t.After(now.Add(r.MaxSkew)):
+		return RejectFuture
 	}
 	return ""
 }
@@ -181,11 +182,12 @@ type MaxCursor struct {
 
 // Add takes a cursor value into account at now, reporting whether the rule accepted it.
 func (m *MaxCursor) Add(v string, now time.Time) bool {
-	if reason := m.Rule.Check(v, now); reason != "" {
+	c := parseCursor(v)
+	if reason := m.Rule.check(c, now); reason != "" {
 		m.Rejected.Add(reason)
 		return false
 	}
-	if c := parseCursor(v); !m.set || c.compare(m.max) > 0 {
+	if !m.set || c.compare(m.max) > 0 {
 		m.max, m.set = c, true
 	}
 	return true
