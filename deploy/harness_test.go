@@ -277,12 +277,17 @@ func (p *deployment) with(extra map[string]string) map[string]string {
 
 // job is the planner's view of a job.
 type job struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	State      string     `json:"state"`
-	Reason     string     `json:"reason"`
-	Since      string     `json:"since"`
-	MaxCursor  string     `json:"max_cursor"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
+	Since     string `json:"since"`
+	MaxCursor string `json:"max_cursor"`
+	// CursorRejected counts the cursor values that could not count towards the job's mark.
+	CursorRejected struct {
+		Unparseable uint64
+		Future      uint64
+	} `json:"cursor_rejected"`
 	CreatedAt  time.Time  `json:"created_at"`
 	FinishedAt *time.Time `json:"finished_at"`
 	Tasks      struct {

@@ -229,3 +229,67 @@ func list(t *testing.T, planner string) []job {
 	}
 	return out.Jobs
 }
+
+// TestPipelineMarks: a row stamped decades ahead does not become the mark. The run's largest cursor
+// is the largest of the other rows, and the run counts the one it left out; sluicectl shows the
+// mark, moves it back (the next run reads from there) and resets it (the next run reads from the
+// initial value), and refuses a mark past the planner's skew.
+func TestPipelineMarks(t *testing.T) {
+	stacktest.Require(t)
+	dsn, _ := pgTable(t,
+		`CREATE TABLE items (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, v text)`,
+		`INSERT INTO items SELECT i, timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second', 'a' FROM generate_series(1, 100) i`,
+		`INSERT INTO items VALUES (101, '2099-01-01 00:00:00+00', 'stamped ahead')`)
+	p := newPipeline(t, demosource.DefaultConfig())
+	env := p.with(map[string]string{"SOURCE_PG_DSN": dsn})
+	planner := start(t, "planner", env).ready(t)
+	start(t, "extractor", env).ready(t)
+	start(t, "loader", env).ready(t)
+	spec := strings.ReplaceAll(incrementalSpec, "items_v", "items")
+	run := func(since string, records uint64) job {
+		t.Helper()
+		j := await(t, planner, submit(t, planner, spec).ID, 2*time.Minute)
+		if j.State != "succeeded" || j.Since != since || j.Records.Extracted != records ||
+			j.MaxCursor != "2024-01-01T00:01:40+00:00" || j.CursorRejected.Future != 1 || j.CursorRejected.Unparseable != 0 {
+			t.Fatalf("run %s: %s (%s) from %q, %d records, max cursor %q, rejected %+v; want succeeded from %q, %d records, "+
+				"max cursor 2024-01-01T00:01:40+00:00, the row of 2099 rejected as future",
+				j.ID, j.State, j.Reason, j.Since, j.Records.Extracted, j.MaxCursor, j.CursorRejected, since, records)
+		}
+		return j
+	}
+	markOf := func() map[string]any {
+		t.Helper()
+		code, out := p.sluicectl(t, planner, "marks", "items", "-o", "json")
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); code != 0 || err != nil {
+			t.Fatalf("sluicectl marks items: exit %d, %q", code, out)
+		}
+		return m
+	}
+
+	first := run("2020-01-01T00:00:00Z", 101)
+	if m := markOf(); m["value"] != first.MaxCursor || m["kind"] != "time" || m["job_id"] != first.ID {
+		t.Fatalf("after the first run the mark is %v, want %s set by %s", m, first.MaxCursor, first.ID)
+	}
+	if code, _ := p.sluicectl(t, planner, "marks", "set", "items", "2099-01-01T00:00:00Z"); code != 1 {
+		t.Fatalf("sluicectl marks set past the skew: exit %d, want 1", code)
+	}
+	if code, _ := p.sluicectl(t, planner, "marks", "set", "items", "2024-01-01T00:00:50Z"); code != 0 {
+		t.Fatalf("sluicectl marks set: exit %d", code)
+	}
+	// Rows 50 to 100 and the row of 2099 again; the mark moves on from the one set by hand.
+	second := run("2024-01-01T00:00:50Z", 52)
+	if m := markOf(); m["value"] != second.MaxCursor || m["job_id"] != second.ID {
+		t.Fatalf("after the second run the mark is %v, want %s set by %s", m, second.MaxCursor, second.ID)
+	}
+	if code, _ := p.sluicectl(t, planner, "marks", "reset", "items"); code != 0 {
+		t.Fatalf("sluicectl marks reset: exit %d", code)
+	}
+	run("2020-01-01T00:00:00Z", 101)
+	if got := metric(t, planner, "planner_cursor_values_rejected_total", `reason="future"`); got != 3 {
+		t.Fatalf("planner_cursor_values_rejected_total{reason=\"future\"} = %v, want 3", got)
+	}
+	if n := len(p.rows(t, "items")); n != 101 {
+		t.Fatalf("%d rows in ClickHouse, want 101", n)
+	}
+}

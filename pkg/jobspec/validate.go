@@ -37,6 +37,9 @@ const (
 	minRateLimit = 0.1
 )
 
+// ValidName reports whether name may name a job: what the job's mark and schedule are kept under.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
 // Validate checks the spec as it is, without applying defaults. It returns a *Error with every
 // problem, each with the path of its field as the document names it, or nil.
 func (s *Spec) Validate() error {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -79,18 +80,117 @@ func (a cursor) compare(b cursor) int {
 	return strings.Compare(a.text, b.text)
 }
 
-// MaxCursor keeps the largest of the cursor values added, parsing each once: the extractor adds
-// every record's.
-type MaxCursor struct {
-	max cursor
-	set bool
+// Kinds of cursor: what an incremental job's cursor values are written as.
+const (
+	KindTime   = "time"   // RFC 3339, without a zone (taken as UTC), or a date
+	KindNumber = "number" // an integer or a decimal, as a JSON number or its digits in a string
+)
+
+// Reasons a CursorRule rejects a value; they are the reason label of the metrics that count them.
+const (
+	RejectUnparseable = "unparseable"
+	RejectFuture      = "future"
+)
+
+// numberRE is a number as a cursor may write it: a JSON number's digits, or the same in a string.
+// It leaves out what big.Float would also read (Inf, hex, underscores), which no mark can go on from.
+var numberRE = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+// CursorKind returns the kind a cursor value is written as, "" when it is neither a time nor a
+// number.
+func CursorKind(v string) string { return parseCursor(v).kind() }
+
+func (c cursor) kind() string {
+	switch {
+	case c.time:
+		return KindTime
+	case c.n != nil && numberRE.MatchString(c.text):
+		return KindNumber
+	}
+	return ""
 }
 
-// Add takes a cursor value into account.
-func (m *MaxCursor) Add(v string) {
-	if c := parseCursor(v); !m.set || c.compare(m.max) > 0 {
+// RunKind is the kind of cursor a run of an incremental job reads, as far as the planner knows it:
+// its mark's, else its initial value's, else its lookback's (a duration goes with times, an integer
+// with numbers); "" when nothing tells.
+func RunKind(mark, initial, lookback string) string {
+	if k := CursorKind(mark); k != "" {
+		return k
+	}
+	if k := CursorKind(initial); k != "" {
+		return k
+	}
+	_, derr := time.ParseDuration(lookback)
+	number := numberRE.MatchString(lookback)
+	switch {
+	case derr == nil && !number:
+		return KindTime
+	case derr != nil && number:
+		return KindNumber
+	}
+	return "" // "0" is both
+}
+
+// CursorRule is what a cursor value must be to count towards an incremental job's mark: written as
+// the job's kind, and, when a time, no later than now plus MaxSkew. One value that breaks it would
+// otherwise become the mark, which never moves back: a time years ahead leaves every later run
+// nothing to read, and text that is no cursor refuses every later run's lookback.
+type CursorRule struct {
+	// Kind is KindTime or KindNumber; "" takes either.
+	Kind string
+	// MaxSkew is how far past now a time may lie, for clocks that differ and records stamped ahead;
+	// 0 bounds no time (tasks planned before the planner said).
+	MaxSkew time.Duration
+}
+
+// Check returns why v may not count, RejectUnparseable or RejectFuture, or "" when it may.
+func (r CursorRule) Check(v string, now time.Time) string { return r.check(parseCursor(v), now) }
+
+func (r CursorRule) check(c cursor, now time.Time) string {
+	switch kind := c.kind(); {
+	case kind == "" || r.Kind != "" && kind != r.Kind:
+		return RejectUnparseable
+	case kind == KindTime && r.MaxSkew > 0 && c.t.After(now.Add(r.MaxSkew)):
+		return RejectFuture
+	}
+	return ""
+}
+
+// Rejected counts the cursor values a CursorRule rejected, by reason.
+type Rejected struct {
+	Unparseable, Future uint64
+}
+
+// Add counts one value rejected for reason.
+func (c *Rejected) Add(reason string) {
+	switch reason {
+	case RejectUnparseable:
+		c.Unparseable++
+	case RejectFuture:
+		c.Future++
+	}
+}
+
+// MaxCursor keeps the largest of the cursor values added that its Rule accepts, parsing each once,
+// and counts those it rejects: the extractor adds every record's.
+type MaxCursor struct {
+	Rule     CursorRule
+	Rejected Rejected
+	max      cursor
+	set      bool
+}
+
+// Add takes a cursor value into account at now, reporting whether the rule accepted it.
+func (m *MaxCursor) Add(v string, now time.Time) bool {
+	c := parseCursor(v)
+	if reason := m.Rule.check(c, now); reason != "" {
+		m.Rejected.Add(reason)
+		return false
+	}
+	if !m.set || c.compare(m.max) > 0 {
 		m.max, m.set = c, true
 	}
+	return true
 }
 
 // Value is the largest cursor value added, "" when none was.

@@ -303,7 +303,7 @@ func TestCursors(t *testing.T) {
 	}
 	var m MaxCursor
 	for _, v := range []string{"2024-01-01T10:00:00+02:00", "2024-01-01T09:00:00Z", "2024-01-01T08:30:00Z"} {
-		m.Add(v)
+		m.Add(v, time.Now())
 	}
 	if m.Value() != "2024-01-01T09:00:00Z" {
 		t.Errorf("MaxCursor = %q, want the latest time, 2024-01-01T09:00:00Z", m.Value())

@@ -326,7 +326,7 @@ func TestPostgresIncremental(t *testing.T) {
 		total += len(records)
 		for _, r := range records {
 			if c, ok := CursorValue(r, "updated_at"); ok {
-				max.Add(c)
+				max.Add(c, time.Now())
 			}
 		}
 	}

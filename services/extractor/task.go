@@ -90,9 +90,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		acked   uint64
 		pages   uint32
 		attempt int
-		// An incremental job's largest cursor among the task's records.
-		cursorField = task.GetSource().GetIncremental().GetCursorField()
-		maxCursor   source.MaxCursor
+		// An incremental job's largest cursor among the task's records, of those the planner's rule
+		// takes: a value it rejects would become a mark that no run can go on from.
+		incremental = task.GetSource().GetIncremental()
+		cursorField = incremental.GetCursorField()
+		maxCursor   = source.MaxCursor{Rule: source.CursorRule{Kind: incremental.GetKind(), MaxSkew: incremental.GetMaxSkew().AsDuration()}}
 	)
 	// failure waits for the records in flight and describes the run's end.
 	failure := func(e *delivery.Error, page uint64, status int, head []byte, attempts int) error {
@@ -132,14 +134,15 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		}
 		attempt = max(attempt, p.Attempts)
 		pages++
-		extractedAt := timestamppb.New(x.now())
+		now := x.now()
+		extractedAt := timestamppb.New(now)
 		for i, rec := range p.Records {
 			key, keyErr := rd.Key(rec)
 			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
 				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run, SchemaId: task.SchemaId})
 			if cursorField != "" {
 				if c, ok := source.CursorValue(rec, cursorField); ok {
-					maxCursor.Add(c)
+					maxCursor.Add(c, now)
 				}
 			}
 		}
@@ -159,6 +162,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	out := delivery.Outcome{}
 	extracted := &sluicev1.TaskExtracted{TaskId: task.TaskId, Records: records, Pages: pages, Attempts: uint32(attempt),
 		DeadLettered: prod.tooLarge.Load(), Run: run, Follows: task.Follows, MaxCursor: maxCursor.Value()}
+	if rj := maxCursor.Rejected; rj != (source.Rejected{}) {
+		extracted.CursorRejected = &sluicev1.CursorRejected{Unparseable: rj.Unparseable, Future: rj.Future}
+		x.log.Warn("cursor values left out of the task's largest", "job", task.JobId, "task", task.TaskId,
+			"unparseable", rj.Unparseable, "future", rj.Future)
+	}
 	if then := rd.Then(); then != nil {
 		// The slice goes on in a task of its own (a crawl's next page), published before this
 		// task's end is reported and committed, on this task's partition.

@@ -40,6 +40,8 @@ func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	handle("GET /v1/lag/history", p.auth.require(roleRead, http.HandlerFunc(p.lagHistory)))
 	handle("GET /v1/deadletters", p.auth.require(roleRead, http.HandlerFunc(p.deadLetters)))
 	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.removeSchedule)))
+	handle("GET /v1/marks/{name}", p.auth.require(roleRead, http.HandlerFunc(p.getMark)))
+	handle("PUT /v1/marks/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.putMark)))
 }
 
 // limitSubmits answers 429 to a submit while SLUICE_PLANNER_MAX_CONCURRENT_SUBMITS others run:
@@ -131,7 +133,7 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errRunning) && spec.Schedule != (jobspec.Schedule{}):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error() + "; its schedule is kept, and the next run starts after this one"})
-	case errors.Is(err, errRunning):
+	case errors.Is(err, errRunning), errors.Is(err, errMarkMoved):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, errLookback):
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "incremental.lookback", Message: err.Error()}}})

@@ -56,6 +56,10 @@ type PlannerConfig struct {
 	// RecentDeadLetters is how many of the newest dead letters the planner keeps for the status page
 	// and GET /v1/deadletters (it counts all of them by job, stage and class).
 	RecentDeadLetters int `env:"RECENT_DEAD_LETTERS, default=1000"`
+	// MarkMaxSkew is how far past the clock a time cursor may lie and still count towards an
+	// incremental job's mark: further, it is a record stamped ahead (or garbage), and as the mark it
+	// would leave every later run nothing to read.
+	MarkMaxSkew time.Duration `env:"MARK_MAX_SKEW, default=24h"`
 }
 
 // Validate reports every problem at once.
@@ -98,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ExtractorGroup == "" || c.LoaderGroup == "" {
 		p.Addf("EXTRACTOR_GROUP", "and SLUICE_LOADER_GROUP must not be empty")
+	}
+	if c.Planner.MarkMaxSkew < time.Second {
+		p.Addf("PLANNER_MARK_MAX_SKEW", "must be at least 1s, got %s", c.Planner.MarkMaxSkew)
 	}
 	if c.Planner.RepublishAfter < time.Second {
 		p.Addf("PLANNER_REPUBLISH_AFTER", "must be at least 1s, got %s", c.Planner.RepublishAfter)

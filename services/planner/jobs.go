@@ -3,11 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicedata/sluice/pkg/source"
@@ -46,6 +47,9 @@ type Job struct {
 	// records it extracted, which becomes the job's mark when the run succeeds.
 	Since     string `json:"since,omitempty"`
 	MaxCursor string `json:"max_cursor,omitempty"`
+	// CursorRejected counts the cursor values that could not count towards the mark: those the
+	// extractors left out of max_cursor, and a max_cursor the planner refused.
+	CursorRejected CursorRejected `json:"cursor_rejected,omitzero"`
 
 	tasks    map[string]*taskState
 	lastLoad time.Time
@@ -80,6 +84,26 @@ type Held struct {
 	Records      uint64    `json:"records"`
 	Since        time.Time `json:"since"`
 	DeadLetterAt time.Time `json:"dead_letter_at"`
+}
+
+// CursorRejected counts an incremental run's cursor values by why they could not count: not of
+// the cursor's kind (or neither a time nor a number), or a time past the clock plus
+// SLUICE_PLANNER_MARK_MAX_SKEW.
+type CursorRejected struct {
+	Unparseable uint64 `json:"unparseable"`
+	Future      uint64 `json:"future"`
+}
+
+func (c *CursorRejected) add(o *sluicev1.CursorRejected) {
+	c.Unparseable += o.GetUnparseable()
+	c.Future += o.GetFuture()
+}
+
+func (c CursorRejected) proto() *sluicev1.CursorRejected {
+	if c == (CursorRejected{}) {
+		return nil
+	}
+	return &sluicev1.CursorRejected{Unparseable: c.Unparseable, Future: c.Future}
 }
 
 // TaskCounts are a job's tasks by outcome.
@@ -179,6 +203,41 @@ type Jobs struct {
 	mu    sync.Mutex
 	jobs  map[string]*Job
 	byKey map[string]string // idempotency key → job id
+	// rejected counts the cursor values rejected, by reason, of the reports folded in once live is
+	// set (the planner caught up): those of the replay were counted by the planner that folded
+	// them first. Nil in tests that do not count.
+	rejected *prometheus.CounterVec
+	live     bool
+}
+
+// count registers the jobs' metrics on reg.
+func (js *Jobs) count(reg prometheus.Registerer) {
+	js.rejected = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "planner_cursor_values_rejected_total",
+		Help: "Cursor values of incremental runs that could not count towards the job's mark, by reason: unparseable (not of the cursor's kind) or future (past the clock plus SLUICE_PLANNER_MARK_MAX_SKEW)."},
+		[]string{"reason"})
+	for _, reason := range []string{source.RejectUnparseable, source.RejectFuture} {
+		js.rejected.WithLabelValues(reason)
+	}
+}
+
+// Live starts counting the reports folded in from now on.
+func (js *Jobs) Live() {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	js.live = true
+}
+
+// countRejected adds to the metric; the caller holds the lock.
+func (js *Jobs) countRejected(c *sluicev1.CursorRejected) {
+	if js.rejected == nil || !js.live {
+		return
+	}
+	if n := c.GetUnparseable(); n > 0 {
+		js.rejected.WithLabelValues(source.RejectUnparseable).Add(float64(n))
+	}
+	if n := c.GetFuture(); n > 0 {
+		js.rejected.WithLabelValues(source.RejectFuture).Add(float64(n))
+	}
 }
 
 func newJobs() *Jobs { return &Jobs{jobs: map[string]*Job{}, byKey: map[string]string{}} }
@@ -225,6 +284,8 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 			if c := x.MaxCursor; c != "" && (j.MaxCursor == "" || source.CompareCursors(c, j.MaxCursor) > 0) {
 				j.MaxCursor = c
 			}
+			j.CursorRejected.add(x.CursorRejected)
+			js.countRejected(x.CursorRejected)
 		}
 	case *sluicev1.JobEvent_TaskDeadLettered:
 		x := e.TaskDeadLettered
@@ -446,6 +507,28 @@ func (js *Jobs) Advancing() []Job {
 	return out
 }
 
+// RefuseCursor records that the run id's largest cursor cannot become its mark, for reason (a
+// source.Reject…): it is counted among the rejected values and is the run's largest no more, and
+// the job's state is stored again so that a planner that restarts does not weigh it again.
+func (js *Jobs) RefuseCursor(id, reason string) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j := js.jobs[id]
+	if j == nil {
+		return
+	}
+	var c sluicev1.CursorRejected
+	switch reason {
+	case source.RejectUnparseable:
+		c.Unparseable = 1
+	case source.RejectFuture:
+		c.Future = 1
+	}
+	j.CursorRejected.add(&c)
+	js.countRejected(&c)
+	j.MaxCursor, j.stored = "", false
+}
+
 // MarksChecked records that the runs' cursors were compared with their marks.
 func (js *Jobs) MarksChecked(ids []string) {
 	js.mu.Lock()
@@ -576,6 +659,7 @@ func (js *Jobs) Restore(s *sluicev1.JobState) {
 		Records:        RecordCount{Expected: s.RecordsExpected, Extracted: s.RecordsExtracted, Loaded: s.RecordsLoaded, DeadLettered: s.RecordsDeadLettered},
 		CreatedAt:      s.CreatedAt.AsTime(),
 		IdempotencyKey: s.IdempotencyKey, specHash: s.SpecSha256, stored: true, published: true, MaxCursor: s.MaxCursor}
+	j.CursorRejected.add(s.CursorRejected)
 	if s.FinishedAt != nil {
 		at := s.FinishedAt.AsTime()
 		j.FinishedAt = &at
@@ -595,7 +679,7 @@ func (j *Job) state() *sluicev1.JobState {
 		TasksPlanned: uint32(j.Tasks.Planned), TasksExtracted: uint32(j.Tasks.Extracted), TasksDeadLettered: uint32(j.Tasks.DeadLettered),
 		RecordsExpected: j.Records.Expected, RecordsExtracted: j.Records.Extracted, RecordsLoaded: j.Records.Loaded,
 		RecordsDeadLettered: j.Records.DeadLettered, CreatedAt: timestamppb.New(j.CreatedAt),
-		IdempotencyKey: j.IdempotencyKey, SpecSha256: j.specHash, MaxCursor: j.MaxCursor}
+		IdempotencyKey: j.IdempotencyKey, SpecSha256: j.specHash, MaxCursor: j.MaxCursor, CursorRejected: j.CursorRejected.proto()}
 	if j.FinishedAt != nil {
 		s.FinishedAt = timestamppb.New(*j.FinishedAt)
 	}

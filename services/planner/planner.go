@@ -130,11 +130,12 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 		return Job{}, false, err
 	}
 	srcProto := spec.SourceProto()
+	var from *sluicev1.Mark // the mark an incremental run starts from
 	if in := srcProto.GetIncremental(); in != nil {
 		if err := p.advanceMarks(ctx); err != nil {
 			return Job{}, false, err
 		}
-		if in.Since, err = p.since(spec); err != nil {
+		if from, err = p.incremental(spec, in); err != nil {
 			return Job{}, false, err
 		}
 	}
@@ -164,6 +165,12 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	if still != nil && !still() {
 		p.submitMu.Unlock()
 		return Job{}, false, errScheduleGone
+	}
+	// A mark set by hand, or moved by a run that succeeded, while the source was asked: the run
+	// would read from the mark before.
+	if srcProto.GetIncremental() != nil && p.names.mark(spec.Name) != from {
+		p.submitMu.Unlock()
+		return Job{}, false, errMarkMoved
 	}
 	if err := ctx.Err(); err != nil { // shutting down: plan nothing new
 		p.submitMu.Unlock()
@@ -324,6 +331,7 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 		return
 	}
 	p.caughtUpAt = p.now()
+	p.jobs.Live()
 	p.caughtUp.Store(true)
 	for _, fin := range *pending {
 		p.publishFinished(ctx, fin)

@@ -54,7 +54,7 @@ func newPlannerRig(t *testing.T) *plannerRig {
 	}
 	ts := httptest.NewServer(src.Handler())
 	t.Cleanup(ts.Close)
-	return &plannerRig{cluster: c, srcURL: ts.URL, events: "events", cfg: PlannerConfig{JobStallTimeout: time.Hour, RepublishAfter: 200 * time.Millisecond}}
+	return &plannerRig{cluster: c, srcURL: ts.URL, events: "events", cfg: PlannerConfig{JobStallTimeout: time.Hour, RepublishAfter: 200 * time.Millisecond, MarkMaxSkew: 24 * time.Hour}}
 }
 
 func (r *plannerRig) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
@@ -95,6 +95,7 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 			return kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics("jobs"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "jobs", fn)
 		},
 	}
+	p.jobs.count(reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = p.Follow(ctx); done <- struct{}{} }()

@@ -104,6 +104,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		submits: make(chan struct{}, cfg.Planner.MaxConcurrentSubmits),
 	}
 	p.names.count(rt.Registry)
+	p.jobs.count(rt.Registry)
 	rt.Registry.MustRegister(newJobsCollector(p.jobs))
 	p.groups = kafka.NewGroupMonitor([]kafka.Watched{
 		{Group: cfg.ExtractorGroup, Topic: cfg.Kafka.TasksTopic},

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicedata/sluice/pkg/jobspec"
@@ -34,6 +35,9 @@ var errScheduleGone = errors.New("the schedule was deleted or replaced while its
 
 // errLookback is a lookback of another kind than the mark it would go back from.
 var errLookback = errors.New("incremental.lookback does not fit the mark")
+
+// errMarkMoved is a run whose job's mark moved while it was planned from the mark before.
+var errMarkMoved = errors.New("the job's mark changed while its run was planned; submit again")
 
 // names is the planner's durable state per job name: incremental jobs' marks and the schedules.
 type names struct {
@@ -141,16 +145,31 @@ func (p *Planner) put(ctx context.Context, key string, st *sluicev1.State) error
 }
 
 // advanceMarks moves each incremental job's mark to the largest cursor of its runs that
-// succeeded, every record of them loaded or dead-lettered. A mark never goes back, and a run that
-// failed leaves it where it was.
+// succeeded, every record of them loaded or dead-lettered. A mark never goes back (PUT
+// /v1/marks/{name} moves it by hand), and a run that failed leaves it where it was.
 func (p *Planner) advanceMarks(ctx context.Context) error {
 	p.names.advancing.Lock()
 	defer p.names.advancing.Unlock()
+	return p.advance(ctx)
+}
+
+// advance is advanceMarks; the caller holds names.advancing.
+func (p *Planner) advance(ctx context.Context) error {
 	var done []string
 	defer func() { p.jobs.MarksChecked(done) }()
 	for _, j := range p.jobs.Advancing() {
 		cur := p.names.mark(j.Name)
-		if cur == nil || source.CompareCursors(j.MaxCursor, cur.Value) > 0 {
+		// The extractors left out the values their rule rejects; this is the same rule, for a run
+		// whose extractors did not apply it (tasks planned or extracted before they did).
+		reason := p.cursorRule(source.RunKind(cur.GetValue(), j.Since, "")).Check(j.MaxCursor, p.now())
+		switch {
+		case cur.GetSetBy() != "" && j.CreatedAt.Before(cur.GetAt().AsTime()):
+			// Set by hand after the run began: it replaces what the run read.
+		case reason != "":
+			p.jobs.RefuseCursor(j.ID, reason)
+			p.log.Warn("a run's largest cursor cannot become its job's mark; the mark stays", "name", j.Name, "job", j.ID,
+				"cursor", j.MaxCursor, "reason", reason, "mark", cur.GetValue())
+		case cur.GetValue() == "" || source.CompareCursors(j.MaxCursor, cur.Value) > 0:
 			m := &sluicev1.Mark{Name: j.Name, Value: j.MaxCursor, JobId: j.ID, At: timestamppb.New(p.now())}
 			if err := p.put(ctx, markPrefix+j.Name, &sluicev1.State{Kind: &sluicev1.State_Mark{Mark: m}}); err != nil {
 				return err
@@ -160,6 +179,12 @@ func (p *Planner) advanceMarks(ctx context.Context) error {
 		done = append(done, j.ID)
 	}
 	return nil
+}
+
+// cursorRule is what a cursor of kind must be to count towards a mark; the extractors apply it to
+// every record's, the planner to a run's largest and to a mark set by hand.
+func (p *Planner) cursorRule(kind string) source.CursorRule {
+	return source.CursorRule{Kind: kind, MaxSkew: p.cfg.MarkMaxSkew}
 }
 
 // overlaps is errRunning when spec is an incremental or scheduled job one of whose runs is running:
@@ -172,17 +197,21 @@ func (p *Planner) overlaps(spec *jobspec.Spec) error {
 	return nil
 }
 
-// since is where the next run of an incremental job starts.
-func (p *Planner) since(spec *jobspec.Spec) (string, error) {
-	value := ""
-	if m := p.names.mark(spec.Name); m != nil {
-		value = m.Value
-	}
-	s, err := source.Since(value, spec.Incremental.InitialValue, spec.Incremental.Lookback)
+// incremental sets where the next run of an incremental job starts, and the rule its cursors must
+// keep, in in; it returns the mark it went from, which must still be the job's when the run is
+// planned.
+func (p *Planner) incremental(spec *jobspec.Spec, in *sluicev1.Incremental) (*sluicev1.Mark, error) {
+	m := p.names.mark(spec.Name)
+	since, err := source.Since(m.GetValue(), spec.Incremental.InitialValue, spec.Incremental.Lookback)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errLookback, err)
+		return nil, fmt.Errorf("%w: %v", errLookback, err)
 	}
-	return s, nil
+	in.Since = since
+	in.Kind = source.RunKind(m.GetValue(), spec.Incremental.InitialValue, spec.Incremental.Lookback)
+	if p.cfg.MarkMaxSkew > 0 {
+		in.MaxSkew = durationpb.New(p.cfg.MarkMaxSkew)
+	}
+	return m, nil
 }
 
 // setSchedule keeps the spec's schedule, or deletes the name's when the spec has none. It holds

@@ -42,6 +42,14 @@ type job struct {
 	RecordsPerSecond float64    `json:"records_per_second"`
 	CreatedAt        time.Time  `json:"created_at"`
 	FinishedAt       *time.Time `json:"finished_at,omitempty"`
+	// An incremental run's start and largest cursor, and the cursor values that could not count
+	// towards its job's mark.
+	Since          string `json:"since,omitempty"`
+	MaxCursor      string `json:"max_cursor,omitempty"`
+	CursorRejected *struct {
+		Unparseable uint64 `json:"unparseable"`
+		Future      uint64 `json:"future"`
+	} `json:"cursor_rejected,omitempty"`
 }
 
 // plannerClient talks to the planner's jobs API.

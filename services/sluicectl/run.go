@@ -71,7 +71,7 @@ func newRoot(c *cli) *cobra.Command {
 			return &exitError{code: exitUsage, err: errors.New("dlq needs a command: list, show or replay")}
 		}}
 	dlq.AddCommand(c.dlqListCmd(), c.dlqShowCmd(), c.dlqReplayCmd())
-	root.AddCommand(c.submitCmd(), c.statusCmd(), c.jobsCmd(), c.tasksCmd(), c.lagCmd(), dlq, c.topicsCmd(), c.inferCmd(),
+	root.AddCommand(c.submitCmd(), c.statusCmd(), c.jobsCmd(), c.tasksCmd(), c.marksCmd(), c.lagCmd(), dlq, c.topicsCmd(), c.inferCmd(),
 		c.validateCmd(), c.versionCmd())
 	return root
 }

@@ -73,7 +73,7 @@ func (x JobFinished_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobFinished_State.Descriptor instead.
 func (JobFinished_State) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9, 0}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10, 0}
 }
 
 // JobEvent is one fact about a job's progress on the events topic, keyed by job id so that a job's
@@ -469,10 +469,12 @@ type TaskExtracted struct {
 	// The task whose end published this one; empty for a planned task.
 	Follows string `protobuf:"bytes,8,opt,name=follows,proto3" json:"follows,omitempty"`
 	// An incremental job's largest cursor value among the task's records, as the records write it
-	// (a string's text, a number's digits); empty when it read none.
-	MaxCursor     string `protobuf:"bytes,9,opt,name=max_cursor,json=maxCursor,proto3" json:"max_cursor,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// (a string's text, a number's digits); empty when it read none. Values the task's
+	// Incremental rule rejects are left out of it and counted in cursor_rejected.
+	MaxCursor      string          `protobuf:"bytes,9,opt,name=max_cursor,json=maxCursor,proto3" json:"max_cursor,omitempty"`
+	CursorRejected *CursorRejected `protobuf:"bytes,10,opt,name=cursor_rejected,json=cursorRejected,proto3" json:"cursor_rejected,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TaskExtracted) Reset() {
@@ -568,6 +570,68 @@ func (x *TaskExtracted) GetMaxCursor() string {
 	return ""
 }
 
+func (x *TaskExtracted) GetCursorRejected() *CursorRejected {
+	if x != nil {
+		return x.CursorRejected
+	}
+	return nil
+}
+
+// CursorRejected counts an incremental job's cursor values that could not count towards its
+// mark, by reason: not of the cursor's kind (or neither a time nor a number), or a time past the
+// clock plus SLUICE_PLANNER_MARK_MAX_SKEW.
+type CursorRejected struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Unparseable   uint64                 `protobuf:"varint,1,opt,name=unparseable,proto3" json:"unparseable,omitempty"`
+	Future        uint64                 `protobuf:"varint,2,opt,name=future,proto3" json:"future,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CursorRejected) Reset() {
+	*x = CursorRejected{}
+	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CursorRejected) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CursorRejected) ProtoMessage() {}
+
+func (x *CursorRejected) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CursorRejected.ProtoReflect.Descriptor instead.
+func (*CursorRejected) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CursorRejected) GetUnparseable() uint64 {
+	if x != nil {
+		return x.Unparseable
+	}
+	return 0
+}
+
+func (x *CursorRejected) GetFuture() uint64 {
+	if x != nil {
+		return x.Future
+	}
+	return 0
+}
+
 // TaskDeadLettered: a task's retries ran out and it is on the dead-letter topic.
 type TaskDeadLettered struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -587,7 +651,7 @@ type TaskDeadLettered struct {
 
 func (x *TaskDeadLettered) Reset() {
 	*x = TaskDeadLettered{}
-	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	mi := &file_sluice_v1_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +663,7 @@ func (x *TaskDeadLettered) String() string {
 func (*TaskDeadLettered) ProtoMessage() {}
 
 func (x *TaskDeadLettered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	mi := &file_sluice_v1_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +676,7 @@ func (x *TaskDeadLettered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDeadLettered.ProtoReflect.Descriptor instead.
 func (*TaskDeadLettered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TaskDeadLettered) GetTaskId() string {
@@ -678,7 +742,7 @@ type RecordsLoaded struct {
 
 func (x *RecordsLoaded) Reset() {
 	*x = RecordsLoaded{}
-	mi := &file_sluice_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +754,7 @@ func (x *RecordsLoaded) String() string {
 func (*RecordsLoaded) ProtoMessage() {}
 
 func (x *RecordsLoaded) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +767,7 @@ func (x *RecordsLoaded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsLoaded.ProtoReflect.Descriptor instead.
 func (*RecordsLoaded) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecordsLoaded) GetRecords() uint64 {
@@ -780,7 +844,7 @@ type RecordsDeadLettered struct {
 
 func (x *RecordsDeadLettered) Reset() {
 	*x = RecordsDeadLettered{}
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +856,7 @@ func (x *RecordsDeadLettered) String() string {
 func (*RecordsDeadLettered) ProtoMessage() {}
 
 func (x *RecordsDeadLettered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +869,7 @@ func (x *RecordsDeadLettered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsDeadLettered.ProtoReflect.Descriptor instead.
 func (*RecordsDeadLettered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordsDeadLettered) GetRecords() uint64 {
@@ -886,7 +950,7 @@ type LoadHeld struct {
 
 func (x *LoadHeld) Reset() {
 	*x = LoadHeld{}
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +962,7 @@ func (x *LoadHeld) String() string {
 func (*LoadHeld) ProtoMessage() {}
 
 func (x *LoadHeld) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +975,7 @@ func (x *LoadHeld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadHeld.ProtoReflect.Descriptor instead.
 func (*LoadHeld) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoadHeld) GetTable() string {
@@ -974,7 +1038,7 @@ type OffsetSpan struct {
 
 func (x *OffsetSpan) Reset() {
 	*x = OffsetSpan{}
-	mi := &file_sluice_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1050,7 @@ func (x *OffsetSpan) String() string {
 func (*OffsetSpan) ProtoMessage() {}
 
 func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1063,7 @@ func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetSpan.ProtoReflect.Descriptor instead.
 func (*OffsetSpan) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OffsetSpan) GetFirst() int64 {
@@ -1027,7 +1091,7 @@ type JobFinished struct {
 
 func (x *JobFinished) Reset() {
 	*x = JobFinished{}
-	mi := &file_sluice_v1_event_proto_msgTypes[9]
+	mi := &file_sluice_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1103,7 @@ func (x *JobFinished) String() string {
 func (*JobFinished) ProtoMessage() {}
 
 func (x *JobFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[9]
+	mi := &file_sluice_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1116,7 @@ func (x *JobFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFinished.ProtoReflect.Descriptor instead.
 func (*JobFinished) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobFinished) GetState() JobFinished_State {
@@ -1093,14 +1157,15 @@ type JobState struct {
 	IdempotencyKey      string                 `protobuf:"bytes,16,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	SpecSha256          []byte                 `protobuf:"bytes,17,opt,name=spec_sha256,json=specSha256,proto3" json:"spec_sha256,omitempty"`
 	// An incremental job's largest cursor value among its extracted records.
-	MaxCursor     string `protobuf:"bytes,18,opt,name=max_cursor,json=maxCursor,proto3" json:"max_cursor,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxCursor      string          `protobuf:"bytes,18,opt,name=max_cursor,json=maxCursor,proto3" json:"max_cursor,omitempty"`
+	CursorRejected *CursorRejected `protobuf:"bytes,19,opt,name=cursor_rejected,json=cursorRejected,proto3" json:"cursor_rejected,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JobState) Reset() {
 	*x = JobState{}
-	mi := &file_sluice_v1_event_proto_msgTypes[10]
+	mi := &file_sluice_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1177,7 @@ func (x *JobState) String() string {
 func (*JobState) ProtoMessage() {}
 
 func (x *JobState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[10]
+	mi := &file_sluice_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1190,7 @@ func (x *JobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobState.ProtoReflect.Descriptor instead.
 func (*JobState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobState) GetJobId() string {
@@ -1254,6 +1319,13 @@ func (x *JobState) GetMaxCursor() string {
 	return ""
 }
 
+func (x *JobState) GetCursorRejected() *CursorRejected {
+	if x != nil {
+		return x.CursorRejected
+	}
+	return nil
+}
+
 // State is a record of the compacted state topic, keyed mark/<job name> or schedule/<job name>;
 // an empty value deletes.
 type State struct {
@@ -1269,7 +1341,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_sluice_v1_event_proto_msgTypes[11]
+	mi := &file_sluice_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1353,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[11]
+	mi := &file_sluice_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1366,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *State) GetKind() isState_Kind {
@@ -1344,17 +1416,21 @@ func (*State_Schedule) isState_Kind() {}
 type Mark struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Empty once reset: the next run starts from the job's initial value.
+	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// The run that set it.
-	JobId         string                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	JobId string                 `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	// Who set or reset it by hand (PUT /v1/marks/{name}), empty when a run did. Runs that began
+	// before then do not move such a mark: it was set instead of what they read.
+	SetBy         string `protobuf:"bytes,5,opt,name=set_by,json=setBy,proto3" json:"set_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_sluice_v1_event_proto_msgTypes[12]
+	mi := &file_sluice_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1442,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[12]
+	mi := &file_sluice_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1455,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Mark) GetName() string {
@@ -1410,6 +1486,13 @@ func (x *Mark) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Mark) GetSetBy() string {
+	if x != nil {
+		return x.SetBy
+	}
+	return ""
+}
+
 // Schedule is a job the planner runs again every interval, one run at a time.
 type Schedule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1423,7 +1506,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_sluice_v1_event_proto_msgTypes[13]
+	mi := &file_sluice_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1518,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[13]
+	mi := &file_sluice_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1531,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Schedule) GetName() string {
@@ -1506,7 +1589,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x06extent\x18\n" +
 	" \x01(\fR\x06extent\"&\n" +
 	"\x0eTasksPublished\x12\x14\n" +
-	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\x86\x02\n" +
+	"\x05tasks\x18\x01 \x01(\rR\x05tasks\"\xca\x02\n" +
 	"\rTaskExtracted\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
@@ -1518,7 +1601,12 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"nextTaskId\x12\x18\n" +
 	"\afollows\x18\b \x01(\tR\afollows\x12\x1d\n" +
 	"\n" +
-	"max_cursor\x18\t \x01(\tR\tmaxCursor\"\xb7\x01\n" +
+	"max_cursor\x18\t \x01(\tR\tmaxCursor\x12B\n" +
+	"\x0fcursor_rejected\x18\n" +
+	" \x01(\v2\x19.sluice.v1.CursorRejectedR\x0ecursorRejected\"J\n" +
+	"\x0eCursorRejected\x12 \n" +
+	"\vunparseable\x18\x01 \x01(\x04R\vunparseable\x12\x16\n" +
+	"\x06future\x18\x02 \x01(\x04R\x06future\"\xb7\x01\n" +
 	"\x10TaskDeadLettered\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\verror_class\x18\x02 \x01(\tR\n" +
@@ -1568,7 +1656,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_SUCCEEDED\x10\x01\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x02\x12\x13\n" +
-	"\x0fSTATE_CANCELLED\x10\x03\"\xc9\x05\n" +
+	"\x0fSTATE_CANCELLED\x10\x03\"\x8d\x06\n" +
 	"\bJobState\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1593,16 +1681,18 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\vspec_sha256\x18\x11 \x01(\fR\n" +
 	"specSha256\x12\x1d\n" +
 	"\n" +
-	"max_cursor\x18\x12 \x01(\tR\tmaxCursor\"i\n" +
+	"max_cursor\x18\x12 \x01(\tR\tmaxCursor\x12B\n" +
+	"\x0fcursor_rejected\x18\x13 \x01(\v2\x19.sluice.v1.CursorRejectedR\x0ecursorRejected\"i\n" +
 	"\x05State\x12%\n" +
 	"\x04mark\x18\x01 \x01(\v2\x0f.sluice.v1.MarkH\x00R\x04mark\x121\n" +
 	"\bschedule\x18\x02 \x01(\v2\x13.sluice.v1.ScheduleH\x00R\bscheduleB\x06\n" +
-	"\x04kind\"s\n" +
+	"\x04kind\"\x8a\x01\n" +
 	"\x04Mark\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"m\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x15\n" +
+	"\x06set_by\x18\x05 \x01(\tR\x05setBy\"m\n" +
 	"\bSchedule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x129\n" +
@@ -1622,54 +1712,57 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sluice_v1_event_proto_goTypes = []any{
 	(JobFinished_State)(0),        // 0: sluice.v1.JobFinished.State
 	(*JobEvent)(nil),              // 1: sluice.v1.JobEvent
 	(*JobPlanned)(nil),            // 2: sluice.v1.JobPlanned
 	(*TasksPublished)(nil),        // 3: sluice.v1.TasksPublished
 	(*TaskExtracted)(nil),         // 4: sluice.v1.TaskExtracted
-	(*TaskDeadLettered)(nil),      // 5: sluice.v1.TaskDeadLettered
-	(*RecordsLoaded)(nil),         // 6: sluice.v1.RecordsLoaded
-	(*RecordsDeadLettered)(nil),   // 7: sluice.v1.RecordsDeadLettered
-	(*LoadHeld)(nil),              // 8: sluice.v1.LoadHeld
-	(*OffsetSpan)(nil),            // 9: sluice.v1.OffsetSpan
-	(*JobFinished)(nil),           // 10: sluice.v1.JobFinished
-	(*JobState)(nil),              // 11: sluice.v1.JobState
-	(*State)(nil),                 // 12: sluice.v1.State
-	(*Mark)(nil),                  // 13: sluice.v1.Mark
-	(*Schedule)(nil),              // 14: sluice.v1.Schedule
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*Source)(nil),                // 16: sluice.v1.Source
+	(*CursorRejected)(nil),        // 5: sluice.v1.CursorRejected
+	(*TaskDeadLettered)(nil),      // 6: sluice.v1.TaskDeadLettered
+	(*RecordsLoaded)(nil),         // 7: sluice.v1.RecordsLoaded
+	(*RecordsDeadLettered)(nil),   // 8: sluice.v1.RecordsDeadLettered
+	(*LoadHeld)(nil),              // 9: sluice.v1.LoadHeld
+	(*OffsetSpan)(nil),            // 10: sluice.v1.OffsetSpan
+	(*JobFinished)(nil),           // 11: sluice.v1.JobFinished
+	(*JobState)(nil),              // 12: sluice.v1.JobState
+	(*State)(nil),                 // 13: sluice.v1.State
+	(*Mark)(nil),                  // 14: sluice.v1.Mark
+	(*Schedule)(nil),              // 15: sluice.v1.Schedule
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*Source)(nil),                // 17: sluice.v1.Source
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
-	15, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
+	16, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
 	4,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
-	5,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
-	6,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
-	7,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
-	10, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
-	8,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
+	6,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
+	7,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
+	8,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
+	11, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
+	9,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
 	3,  // 8: sluice.v1.JobEvent.tasks_published:type_name -> sluice.v1.TasksPublished
-	16, // 9: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
-	9,  // 10: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
-	9,  // 11: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
-	15, // 12: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
-	15, // 13: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
-	15, // 15: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
-	15, // 16: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
-	15, // 17: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
-	13, // 18: sluice.v1.State.mark:type_name -> sluice.v1.Mark
-	14, // 19: sluice.v1.State.schedule:type_name -> sluice.v1.Schedule
-	15, // 20: sluice.v1.Mark.at:type_name -> google.protobuf.Timestamp
-	15, // 21: sluice.v1.Schedule.created_at:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	17, // 9: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
+	5,  // 10: sluice.v1.TaskExtracted.cursor_rejected:type_name -> sluice.v1.CursorRejected
+	10, // 11: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
+	10, // 12: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
+	16, // 13: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
+	16, // 14: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
+	16, // 16: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
+	16, // 17: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
+	16, // 18: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
+	5,  // 19: sluice.v1.JobState.cursor_rejected:type_name -> sluice.v1.CursorRejected
+	14, // 20: sluice.v1.State.mark:type_name -> sluice.v1.Mark
+	15, // 21: sluice.v1.State.schedule:type_name -> sluice.v1.Schedule
+	16, // 22: sluice.v1.Mark.at:type_name -> google.protobuf.Timestamp
+	16, // 23: sluice.v1.Schedule.created_at:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -1688,7 +1781,7 @@ func file_sluice_v1_event_proto_init() {
 		(*JobEvent_LoadHeld)(nil),
 		(*JobEvent_TasksPublished)(nil),
 	}
-	file_sluice_v1_event_proto_msgTypes[11].OneofWrappers = []any{
+	file_sluice_v1_event_proto_msgTypes[12].OneofWrappers = []any{
 		(*State_Mark)(nil),
 		(*State_Schedule)(nil),
 	}
@@ -1698,7 +1791,7 @@ func file_sluice_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -495,7 +495,13 @@ type Incremental struct {
 	Param       string `protobuf:"bytes,2,opt,name=param,proto3" json:"param,omitempty"`
 	// Where this run starts: the job's mark less its lookback, the initial value on the first run,
 	// empty to read everything.
-	Since         string `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Since string `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// What a record's cursor must be to count towards the mark, as the planner decided it: of this
+	// kind ("time" or "number"; empty takes either) and, a time, no later than the extractor's clock
+	// plus max_skew (SLUICE_PLANNER_MARK_MAX_SKEW; unset bounds none). The extractor counts the
+	// values it leaves out in TaskExtracted.cursor_rejected.
+	Kind          string               `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	MaxSkew       *durationpb.Duration `protobuf:"bytes,5,opt,name=max_skew,json=maxSkew,proto3" json:"max_skew,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -549,6 +555,20 @@ func (x *Incremental) GetSince() string {
 		return x.Since
 	}
 	return ""
+}
+
+func (x *Incremental) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Incremental) GetMaxSkew() *durationpb.Duration {
+	if x != nil {
+		return x.MaxSkew
+	}
+	return nil
 }
 
 // PostgresSource is a table or a query of a PostgreSQL database, read in ranges of a unique,
@@ -1463,11 +1483,13 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\bpostgres\x18\x02 \x01(\v2\x19.sluice.v1.PostgresSourceH\x00R\bpostgres\x128\n" +
 	"\vincremental\x18\n" +
 	" \x01(\v2\x16.sluice.v1.IncrementalR\vincrementalB\x06\n" +
-	"\x04kind\"\\\n" +
+	"\x04kind\"\xa6\x01\n" +
 	"\vIncremental\x12!\n" +
 	"\fcursor_field\x18\x01 \x01(\tR\vcursorField\x12\x14\n" +
 	"\x05param\x18\x02 \x01(\tR\x05param\x12\x14\n" +
-	"\x05since\x18\x03 \x01(\tR\x05since\"\x96\x02\n" +
+	"\x05since\x18\x03 \x01(\tR\x05since\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x124\n" +
+	"\bmax_skew\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\amaxSkew\"\x96\x02\n" +
 	"\x0ePostgresSource\x12\x10\n" +
 	"\x03dsn\x18\x01 \x01(\tR\x03dsn\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x14\n" +
@@ -1626,20 +1648,21 @@ var file_sluice_v1_task_proto_depIdxs = []int32{
 	7,  // 7: sluice.v1.Source.http:type_name -> sluice.v1.HttpSource
 	6,  // 8: sluice.v1.Source.postgres:type_name -> sluice.v1.PostgresSource
 	5,  // 9: sluice.v1.Source.incremental:type_name -> sluice.v1.Incremental
-	18, // 10: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
-	10, // 11: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
-	16, // 12: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
-	18, // 13: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
-	9,  // 14: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
-	8,  // 15: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
-	0,  // 16: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
-	1,  // 17: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
-	2,  // 18: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	18, // 10: sluice.v1.Incremental.max_skew:type_name -> google.protobuf.Duration
+	18, // 11: sluice.v1.PostgresSource.timeout:type_name -> google.protobuf.Duration
+	10, // 12: sluice.v1.HttpSource.pagination:type_name -> sluice.v1.Pagination
+	16, // 13: sluice.v1.HttpSource.headers:type_name -> sluice.v1.HttpSource.HeadersEntry
+	18, // 14: sluice.v1.HttpSource.timeout:type_name -> google.protobuf.Duration
+	9,  // 15: sluice.v1.HttpSource.slices:type_name -> sluice.v1.Slices
+	8,  // 16: sluice.v1.HttpSource.auth:type_name -> sluice.v1.Auth
+	0,  // 17: sluice.v1.Auth.type:type_name -> sluice.v1.Auth.Type
+	1,  // 18: sluice.v1.Slices.type:type_name -> sluice.v1.Slices.Type
+	2,  // 19: sluice.v1.Pagination.type:type_name -> sluice.v1.Pagination.Type
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_task_proto_init() }
