@@ -182,9 +182,15 @@ type Jobs struct {
 	mu    sync.Mutex
 	jobs  map[string]*Job
 	byKey map[string]string // idempotency key → job id
+	// forgotten are the jobs forgotten while the planner replays the events written before it
+	// started (tombstones on the jobs topic, and jobs past the retention): their planned events are
+	// passed over. Nil once replayed.
+	forgotten map[string]bool
 }
 
-func newJobs() *Jobs { return &Jobs{jobs: map[string]*Job{}, byKey: map[string]string{}} }
+func newJobs() *Jobs {
+	return &Jobs{jobs: map[string]*Job{}, byKey: map[string]string{}, forgotten: map[string]bool{}}
+}
 
 // Apply folds one event in. It returns the job's JobFinished event when this event completed it.
 func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
@@ -192,6 +198,9 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	defer js.mu.Unlock()
 	at := ev.GetAt().AsTime()
 	if p := ev.GetPlanned(); p != nil {
+		if js.forgotten[ev.JobId] {
+			return nil
+		}
 		if _, ok := js.jobs[ev.JobId]; !ok {
 			expected := int64(p.ExpectedRecords)
 			if p.ExpectedUnknown {
@@ -202,9 +211,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 				CreatedAt: at, tasks: map[string]*taskState{}, IdempotencyKey: p.IdempotencyKey,
 				spec: p.Spec, extent: p.Extent, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0,
 				source: p.Source, Since: p.Source.GetIncremental().GetSince()}
-			if p.IdempotencyKey != "" {
-				js.byKey[p.IdempotencyKey] = ev.JobId
-			}
+			js.claim(p.IdempotencyKey, js.jobs[ev.JobId])
 		}
 		return js.complete(js.jobs[ev.JobId], at)
 	}
@@ -610,9 +617,7 @@ func (js *Jobs) Restore(s *sluicev1.JobState) {
 		j.lastLoad = s.LastLoadAt.AsTime()
 	}
 	js.jobs[s.JobId] = j
-	if s.IdempotencyKey != "" {
-		js.byKey[s.IdempotencyKey] = s.JobId
-	}
+	js.claim(s.IdempotencyKey, j)
 }
 
 // state is the job's record for the jobs topic; the caller holds the lock.
