@@ -192,13 +192,6 @@ func TestBadPagesRefused(t *testing.T) {
 	p := &Planner{jobs: newJobs(), now: time.Now, letters: newLetters(1000)}
 	p.jobs.Apply(planned("j", 250, 2500))
 	ts := apiRig(t, p)
-	var tasks struct {
-		NextCursor string `json:"next_cursor"`
-	}
-	getPage(t, ts, "/v1/jobs/j/tasks", url.Values{"limit": {"1"}}, &tasks)
-	if tasks.NextCursor == "" {
-		t.Fatal("no next_cursor after the first of 250 tasks")
-	}
 	for _, path := range []string{"/v1/jobs", "/v1/jobs/j/tasks", "/v1/deadletters"} {
 		for _, q := range []string{"limit=0", "limit=-1", "limit=1001", "limit=ten", "limit=1.5", "cursor=not-a-cursor", "cursor=%2F%2F"} {
 			t.Run(path+"?"+q, func(t *testing.T) {
@@ -209,9 +202,13 @@ func TestBadPagesRefused(t *testing.T) {
 		}
 	}
 	// A cursor of one list is no cursor of another.
+	var tasks struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	getPage(t, ts, "/v1/jobs/j/tasks", url.Values{"limit": {"1"}}, &tasks)
 	for _, path := range []string{"/v1/jobs", "/v1/deadletters"} {
-		if resp, body := get(t, ts.URL+path+"?cursor="+url.QueryEscape(tasks.NextCursor), ""); resp.StatusCode != http.StatusBadRequest {
-			t.Fatalf("%s with a cursor of the tasks: %s %s, want 400", path, resp.Status, body)
+		if resp, body := get(t, ts.URL+path+"?cursor="+url.QueryEscape(tasks.NextCursor), ""); tasks.NextCursor == "" || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s with the tasks' cursor %q: %s %s, want 400", path, tasks.NextCursor, resp.Status, body)
 		}
 	}
 }
