@@ -195,19 +195,69 @@ func (p *Planner) lagHistory(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"groups": groups})
 }
 
-func (p *Planner) list(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": p.jobs.List(p.now())})
+// jobList is a page of the jobs, newest first.
+type jobList struct {
+	Jobs       []Job  `json:"jobs"`
+	NextCursor string `json:"next_cursor,omitempty"`
 }
 
-// tasks serves a job's tasks: each with its state, runs and records.
+// list serves a page of the jobs the planner knows, newest first.
+func (p *Planner) list(w http.ResponseWriter, r *http.Request) {
+	pq, err := parsePage(r.URL.Query(), listJobs)
+	var after *jobKey
+	if err == nil && pq.after != "" {
+		var k jobKey
+		k, err = parseJobKey(pq.after)
+		after = &k
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	}
+	jobs, more := p.jobs.Page(after, pq.limit, p.now())
+	answer := jobList{Jobs: jobs}
+	if more {
+		answer.NextCursor = cursor(listJobs, jobs[len(jobs)-1].key().String())
+	}
+	writeJSON(w, http.StatusOK, answer)
+}
+
+// taskList is a page of a job's tasks. All is false for a finished job, which lists its
+// dead-lettered tasks only (the others were extracted); Total counts the tasks of every page.
+type taskList struct {
+	Tasks      []TaskView `json:"tasks"`
+	All        bool       `json:"all"`
+	Total      int        `json:"total"`
+	NextCursor string     `json:"next_cursor,omitempty"`
+}
+
+// tasks serves a page of a job's tasks: each with its state, runs and records.
 func (p *Planner) tasks(w http.ResponseWriter, r *http.Request) {
+	pq, err := parsePage(r.URL.Query(), listTasks)
+	var after *taskKey
+	if err == nil && pq.after != "" {
+		var k taskKey
+		k, err = parseTaskKey(pq.after)
+		after = &k
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	}
 	tasks, all, ok := p.jobs.Tasks(r.PathValue("id"))
 	if !ok {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no job " + r.PathValue("id")})
 		return
 	}
-	// A finished job lists its dead-lettered tasks only; the others were extracted.
-	writeJSON(w, http.StatusOK, map[string]any{"tasks": tasks, "all": all})
+	page, more := cut(tasks, pq.limit, func(v TaskView) bool { return after == nil || after.compare(v.order) < 0 })
+	answer := taskList{Tasks: page, All: all, Total: len(tasks)}
+	if answer.Tasks == nil {
+		answer.Tasks = []TaskView{}
+	}
+	if more {
+		answer.NextCursor = cursor(listTasks, page[len(page)-1].order.String())
+	}
+	writeJSON(w, http.StatusOK, answer)
 }
 
 // cancel ends a running job as cancelled: 200 with the job (a cancelled job again too), 404 for no

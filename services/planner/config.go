@@ -60,6 +60,11 @@ type PlannerConfig struct {
 	// incremental job's mark: further, it is a record stamped ahead (or garbage), and as the mark it
 	// would leave every later run nothing to read.
 	MarkMaxSkew time.Duration `env:"MARK_MAX_SKEW, default=24h"`
+	// KeepFinished is how long the planner keeps a finished job (succeeded, failed or cancelled)
+	// after it ended, and KeepFinishedMax how many finished jobs it keeps: past either, it forgets
+	// the oldest. Running jobs are always kept.
+	KeepFinished    time.Duration `env:"KEEP_FINISHED, default=168h"`
+	KeepFinishedMax int           `env:"KEEP_FINISHED_MAX, default=10000"`
 }
 
 // Validate reports every problem at once.
@@ -96,6 +101,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Planner.RecentDeadLetters < 1 || c.Planner.RecentDeadLetters > 100_000 {
 		p.Addf("PLANNER_RECENT_DEAD_LETTERS", "must be between 1 and 100000, got %d", c.Planner.RecentDeadLetters)
+	}
+	if c.Planner.KeepFinished < time.Minute {
+		p.Addf("PLANNER_KEEP_FINISHED", "must be at least 1m, got %s", c.Planner.KeepFinished)
+	}
+	if c.Planner.KeepFinishedMax < 1 || c.Planner.KeepFinishedMax > 10_000_000 {
+		p.Addf("PLANNER_KEEP_FINISHED_MAX", "must be between 1 and 10000000, got %d", c.Planner.KeepFinishedMax)
 	}
 	if c.Planner.LagInterval < time.Second {
 		p.Addf("PLANNER_LAG_INTERVAL", "must be at least 1s, got %s", c.Planner.LagInterval)

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -208,6 +211,10 @@ type Jobs struct {
 	// them first. Nil in tests that do not count.
 	rejected *prometheus.CounterVec
 	live     bool
+	// forgotten are the jobs forgotten while the planner replays the events written before it
+	// started (tombstones on the jobs topic, and jobs past the retention): their planned events are
+	// passed over. Nil once replayed.
+	forgotten map[string]bool
 }
 
 // count registers the jobs' metrics on reg.
@@ -240,7 +247,9 @@ func (js *Jobs) countRejected(c *sluicev1.CursorRejected) {
 	}
 }
 
-func newJobs() *Jobs { return &Jobs{jobs: map[string]*Job{}, byKey: map[string]string{}} }
+func newJobs() *Jobs {
+	return &Jobs{jobs: map[string]*Job{}, byKey: map[string]string{}, forgotten: map[string]bool{}}
+}
 
 // Apply folds one event in. It returns the job's JobFinished event when this event completed it.
 func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
@@ -248,6 +257,9 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	defer js.mu.Unlock()
 	at := ev.GetAt().AsTime()
 	if p := ev.GetPlanned(); p != nil {
+		if js.forgotten[ev.JobId] {
+			return nil
+		}
 		if _, ok := js.jobs[ev.JobId]; !ok {
 			expected := int64(p.ExpectedRecords)
 			if p.ExpectedUnknown {
@@ -258,9 +270,7 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 				CreatedAt: at, tasks: map[string]*taskState{}, IdempotencyKey: p.IdempotencyKey,
 				spec: p.Spec, extent: p.Extent, specHash: p.SpecSha256, lastEvent: at, published: p.Tasks == 0,
 				source: p.Source, Since: p.Source.GetIncremental().GetSince()}
-			if p.IdempotencyKey != "" {
-				js.byKey[p.IdempotencyKey] = ev.JobId
-			}
+			js.claim(p.IdempotencyKey, js.jobs[ev.JobId])
 		}
 		return js.complete(js.jobs[ev.JobId], at)
 	}
@@ -468,16 +478,46 @@ func (js *Jobs) Get(id string, now time.Time) (Job, bool) {
 	return j.view(now), true
 }
 
-// List returns every job, newest first.
-func (js *Jobs) List(now time.Time) []Job {
+// Page returns at most limit jobs, newest first, from the first after the job after names (nil:
+// from the newest), with their counts at now, and whether more follow.
+func (js *Jobs) Page(after *jobKey, limit int, now time.Time) ([]Job, bool) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
-	out := make([]Job, 0, len(js.jobs))
+	sorted := make([]*Job, 0, len(js.jobs))
 	for _, j := range js.jobs {
-		out = append(out, j.view(now))
+		sorted = append(sorted, j)
 	}
-	slices.SortFunc(out, func(a, b Job) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return out
+	slices.SortFunc(sorted, func(a, b *Job) int { return a.key().compare(b.key()) })
+	page, more := cut(sorted, limit, func(j *Job) bool { return after == nil || after.compare(j.key()) < 0 })
+	out := make([]Job, len(page))
+	for i, j := range page {
+		out[i] = j.view(now)
+	}
+	return out, more
+}
+
+// jobKey orders the jobs as the API lists them: newest first, by creation time and then by id.
+type jobKey struct {
+	created time.Time
+	id      string
+}
+
+func (j *Job) key() jobKey { return jobKey{created: j.CreatedAt, id: j.ID} }
+
+// compare is negative when k comes before o in the list.
+func (k jobKey) compare(o jobKey) int {
+	return cmp.Or(o.created.Compare(k.created), strings.Compare(o.id, k.id))
+}
+
+func (k jobKey) String() string { return k.created.Format(time.RFC3339Nano) + "/" + k.id }
+
+func parseJobKey(s string) (jobKey, error) {
+	at, id, _ := strings.Cut(s, "/")
+	created, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil || id == "" {
+		return jobKey{}, errCursor
+	}
+	return jobKey{created: created, id: id}, nil
 }
 
 // freeze keeps a finished job's counts and lets go of its per-task detail, so that a planner that
@@ -668,9 +708,7 @@ func (js *Jobs) Restore(s *sluicev1.JobState) {
 		j.lastLoad = s.LastLoadAt.AsTime()
 	}
 	js.jobs[s.JobId] = j
-	if s.IdempotencyKey != "" {
-		js.byKey[s.IdempotencyKey] = s.JobId
-	}
+	js.claim(s.IdempotencyKey, j)
 }
 
 // state is the job's record for the jobs topic; the caller holds the lock.
@@ -818,6 +856,47 @@ type TaskView struct {
 	DeadLettered uint64 `json:"dead_lettered"`
 	// Follows says the task is a crawl's page that another task's end published.
 	Follows bool `json:"follows,omitempty"`
+
+	order taskKey
+}
+
+// taskKey orders a job's tasks: the planned ones by index, then the others (those that other
+// tasks' ends published) by id.
+type taskKey struct {
+	later bool
+	index int
+	id    string
+}
+
+// compare is negative when k comes before o.
+func (k taskKey) compare(o taskKey) int {
+	switch {
+	case k.later != o.later && k.later:
+		return 1
+	case k.later != o.later:
+		return -1
+	case k.later:
+		return strings.Compare(k.id, o.id)
+	}
+	return cmp.Compare(k.index, o.index)
+}
+
+func (k taskKey) String() string {
+	if k.later {
+		return "l/" + k.id
+	}
+	return "p/" + strconv.Itoa(k.index)
+}
+
+func parseTaskKey(s string) (taskKey, error) {
+	kind, v, _ := strings.Cut(s, "/")
+	switch n, err := strconv.Atoi(v); {
+	case kind == "p" && err == nil && n >= 0:
+		return taskKey{index: n}, nil
+	case kind == "l" && v != "":
+		return taskKey{later: true, id: v}, nil
+	}
+	return taskKey{}, errCursor
 }
 
 // Tasks returns the job's tasks in order: the planned ones by index, then those their ends published.
@@ -837,12 +916,11 @@ func (js *Jobs) Tasks(id string) (tasks []TaskView, all, ok bool) {
 
 // taskViews are the views of the job's tasks while it holds their detail.
 func (j *Job) taskViews() []TaskView {
-	id := j.ID
-	var ids []string
+	var keys []taskKey
 	seen := map[string]bool{}
 	for i := range max(j.Tasks.Planned-len(j.followers), 0) {
-		tid := taskID(id, i)
-		ids, seen[tid] = append(ids, tid), true
+		tid := taskID(j.ID, i)
+		keys, seen[tid] = append(keys, taskKey{index: i, id: tid}), true
 	}
 	var later []string
 	for tid := range j.followers {
@@ -854,9 +932,13 @@ func (j *Job) taskViews() []TaskView {
 		}
 	}
 	slices.Sort(later)
-	out := make([]TaskView, 0, len(ids)+len(later))
-	for _, tid := range append(ids, later...) {
-		v := TaskView{ID: tid, State: "waiting", Follows: j.followers[tid]}
+	for _, tid := range later {
+		keys = append(keys, taskKey{later: true, id: tid})
+	}
+	out := make([]TaskView, 0, len(keys))
+	for _, k := range keys {
+		tid := k.id
+		v := TaskView{ID: tid, State: "waiting", Follows: j.followers[tid], order: k}
 		if t := j.tasks[tid]; t != nil {
 			v.Runs, v.Records = len(t.runs), t.records
 			v.Loaded, v.DeadLettered = t.counts()

@@ -22,8 +22,15 @@ import (
 type letters struct {
 	keep   int
 	mu     sync.Mutex
-	recent []dlq.Summary // oldest first, at most 2*keep before a trim
+	recent []numbered // oldest first, at most 2*keep before a trim
 	counts map[LetterCount]int
+	read   uint64
+}
+
+// numbered is a letter with its number among those read, from 1: what a page's cursor names.
+type numbered struct {
+	n uint64
+	dlq.Summary
 }
 
 // LetterCount is how many dead letters a job has of one stage and class.
@@ -42,7 +49,8 @@ func (l *letters) add(s dlq.Summary) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.counts[LetterCount{JobID: s.JobID, Stage: s.Stage, Class: s.Class}]++
-	l.recent = append(l.recent, s)
+	l.read++
+	l.recent = append(l.recent, numbered{n: l.read, Summary: s})
 	if len(l.recent) >= 2*l.keep {
 		l.recent = slices.Clone(l.recent[len(l.recent)-l.keep:])
 	}
@@ -79,12 +87,11 @@ func (l *letters) Run(ctx context.Context, cl *kgo.Client, log *slog.Logger) err
 type letterFilter struct {
 	job, stage, class string
 	since, until      time.Time
-	limit             int
 }
 
-// parseLetterFilter reads job, stage, class, since, until (RFC 3339) and limit from q.
-func parseLetterFilter(q url.Values, most int) (letterFilter, string) {
-	f := letterFilter{job: q.Get("job"), stage: q.Get("stage"), class: q.Get("class"), limit: min(100, most)}
+// parseLetterFilter reads job, stage, class, since and until (RFC 3339) from q.
+func parseLetterFilter(q url.Values) (letterFilter, string) {
+	f := letterFilter{job: q.Get("job"), stage: q.Get("stage"), class: q.Get("class")}
 	if f.stage != "" && f.stage != "extract" && f.stage != "load" {
 		return f, "stage must be extract or load"
 	}
@@ -97,13 +104,6 @@ func parseLetterFilter(q url.Values, most int) (letterFilter, string) {
 			*t = at
 		}
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return f, "limit must be a positive integer"
-		}
-		f.limit = min(n, most)
-	}
 	return f, ""
 }
 
@@ -112,15 +112,22 @@ func (f letterFilter) keeps(s dlq.Summary) bool {
 		(f.since.IsZero() || !s.FailedAt.Before(f.since)) && (f.until.IsZero() || s.FailedAt.Before(f.until))
 }
 
-// Query returns the newest letters f keeps, newest first, and the counts of the job, stage and
-// class f names (every letter since the topic's start, not only the newest kept).
-func (l *letters) Query(f letterFilter) ([]dlq.Summary, []LetterCount) {
+// Query returns the newest limit letters f keeps, newest first, read before the letter numbered
+// before (0: the newest), with the number of the last and whether more follow; and the counts of the
+// job, stage and class f names (every letter since the topic's start, not only the newest kept).
+func (l *letters) Query(f letterFilter, before uint64, limit int) ([]dlq.Summary, uint64, bool, []LetterCount) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := []dlq.Summary{}
-	for i := len(l.recent) - 1; i >= max(len(l.recent)-l.keep, 0) && len(out) < f.limit; i-- {
-		if f.keeps(l.recent[i]) {
-			out = append(out, l.recent[i])
+	var last uint64
+	more := false
+	for i := len(l.recent) - 1; i >= max(len(l.recent)-l.keep, 0) && !more; i-- {
+		switch lt := l.recent[i]; {
+		case before != 0 && lt.n >= before, !f.keeps(lt.Summary):
+		case len(out) == limit:
+			more = true
+		default:
+			out, last = append(out, lt.Summary), lt.n
 		}
 	}
 	counts := []LetterCount{}
@@ -134,20 +141,44 @@ func (l *letters) Query(f letterFilter) ([]dlq.Summary, []LetterCount) {
 		return cmp.Or(cmp.Compare(b.Letters, a.Letters), strings.Compare(a.JobID, b.JobID),
 			strings.Compare(a.Stage, b.Stage), strings.Compare(a.Class, b.Class))
 	})
-	return out, counts
+	return out, last, more, counts
 }
 
-// deadLetters serves the newest dead letters, filtered by job, stage, class and time, with counts.
+// letterList is a page of the newest dead letters, newest first, with the counts of all of them.
+type letterList struct {
+	Letters    []dlq.Summary `json:"letters"`
+	Counts     []LetterCount `json:"counts"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+// deadLetters serves a page of the newest dead letters, filtered by job, stage, class and time,
+// with counts.
 func (p *Planner) deadLetters(w http.ResponseWriter, r *http.Request) {
-	if p.letters == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"letters": []any{}, "counts": []any{}})
-		return
+	pq, err := parsePage(r.URL.Query(), listLetters)
+	var before uint64
+	if err == nil && pq.after != "" {
+		if before, err = strconv.ParseUint(pq.after, 10, 64); err != nil || before == 0 {
+			err = errCursor
+		}
 	}
-	f, problem := parseLetterFilter(r.URL.Query(), p.letters.keep)
-	if problem != "" {
+	f, problem := parseLetterFilter(r.URL.Query())
+	switch {
+	case err != nil:
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	case problem != "":
 		writeJSON(w, http.StatusBadRequest, apiError{Error: problem})
 		return
+	case p.letters == nil:
+		writeJSON(w, http.StatusOK, letterList{Letters: []dlq.Summary{}, Counts: []LetterCount{}})
+		return
 	}
-	recent, counts := p.letters.Query(f)
-	writeJSON(w, http.StatusOK, map[string]any{"letters": recent, "counts": counts})
+	answer := letterList{}
+	var last uint64
+	var more bool
+	answer.Letters, last, more, answer.Counts = p.letters.Query(f, before, pq.limit)
+	if more {
+		answer.NextCursor = cursor(listLetters, strconv.FormatUint(last, 10))
+	}
+	writeJSON(w, http.StatusOK, answer)
 }

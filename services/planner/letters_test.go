@@ -20,23 +20,23 @@ func TestLettersKeepsTheNewest(t *testing.T) {
 		}
 		l.add(s)
 	}
-	all, counts := l.Query(letterFilter{limit: 100})
-	if len(all) != 3 || all[0].Offset != 9 || all[2].Offset != 7 {
+	all, _, more, counts := l.Query(letterFilter{}, 0, 100)
+	if len(all) != 3 || all[0].Offset != 9 || all[2].Offset != 7 || more {
 		t.Fatalf("letters %+v, want the newest 3, newest first", all)
 	}
 	if len(counts) != 2 || counts[0].Letters != 5 || counts[1].Letters != 5 {
 		t.Fatalf("counts %+v, want 5 of each job", counts)
 	}
-	f, problem := parseLetterFilter(url.Values{"job": {"b"}, "since": {at.Add(8 * time.Minute).Format(time.RFC3339)}}, 3)
+	f, problem := parseLetterFilter(url.Values{"job": {"b"}, "since": {at.Add(8 * time.Minute).Format(time.RFC3339)}})
 	if problem != "" {
 		t.Fatal(problem)
 	}
-	got, counts := l.Query(f)
+	got, _, _, counts := l.Query(f, 0, 100)
 	if len(got) != 1 || got[0].Offset != 9 || len(counts) != 1 || counts[0].JobID != "b" {
 		t.Fatalf("job b since minute 8: %+v, counts %+v", got, counts)
 	}
-	for _, bad := range []url.Values{{"stage": {"transform"}}, {"since": {"yesterday"}}, {"limit": {"0"}}} {
-		if _, problem := parseLetterFilter(bad, 3); problem == "" {
+	for _, bad := range []url.Values{{"stage": {"transform"}}, {"since": {"yesterday"}}} {
+		if _, problem := parseLetterFilter(bad); problem == "" {
 			t.Fatalf("%v accepted", bad)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -68,6 +69,9 @@ type Planner struct {
 	groups *kafka.GroupMonitor
 	// letters are the newest dead letters, for the status page.
 	letters *letters
+	// forgottenJobs counts the finished jobs forgotten past the retention; nil in tests that do
+	// not count.
+	forgottenJobs prometheus.Counter
 }
 
 type topics struct{ tasks, events, jobs, schemas string }
@@ -274,6 +278,10 @@ func (p *Planner) Follow(ctx context.Context) error {
 			}
 			return true
 		}
+		if len(r.Value) == 0 { // a forgotten job's tombstone
+			p.jobs.Forgotten(string(r.Key))
+			return true
+		}
 		var st sluicev1.JobState
 		if err := proto.Unmarshal(r.Value, &st); err != nil {
 			p.log.Warn("skip undecodable job state", "partition", r.Partition, "offset", r.Offset, "error", err)
@@ -330,11 +338,18 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 	if len(remaining) > 0 || p.caughtUp.Load() {
 		return
 	}
+	// Before it decides, the planner forgets the jobs past the retention: those that passed it while
+	// no planner ran, and those folded in again from their events because compaction has dropped
+	// their tombstones.
+	p.forget(ctx)
+	p.jobs.Replayed()
 	p.caughtUpAt = p.now()
 	p.jobs.Live()
 	p.caughtUp.Store(true)
 	for _, fin := range *pending {
-		p.publishFinished(ctx, fin)
+		if _, known := p.jobs.Get(fin.JobId, p.caughtUpAt); known {
+			p.publishFinished(ctx, fin)
+		}
 	}
 	*pending = nil
 	p.log.Info("job events caught up")
@@ -371,6 +386,7 @@ func (p *Planner) Maintain(ctx context.Context) error {
 			}
 		}
 		_ = p.store(ctx) // logged; tried again at the next tick
+		p.forget(ctx)
 		if err := p.advanceMarks(ctx); err != nil {
 			p.log.Warn("advance the marks of incremental jobs; trying again", "error", err)
 		} else {

@@ -37,11 +37,14 @@ type plannerRig struct {
 	srcURL  string
 	cfg     PlannerConfig
 	events  string
+	jobs    string
+	// now is the planners' clock; nil: time.Now.
+	now func() time.Time
 }
 
 func newPlannerRig(t *testing.T) *plannerRig {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "tasks", "events", "events-after-retention", "jobs"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "tasks", "events", "events-after-retention", "jobs", "jobs-compacted"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +57,7 @@ func newPlannerRig(t *testing.T) *plannerRig {
 	}
 	ts := httptest.NewServer(src.Handler())
 	t.Cleanup(ts.Close)
-	return &plannerRig{cluster: c, srcURL: ts.URL, events: "events", cfg: PlannerConfig{JobStallTimeout: time.Hour, RepublishAfter: 200 * time.Millisecond, MarkMaxSkew: 24 * time.Hour}}
+	return &plannerRig{cluster: c, srcURL: ts.URL, events: "events", jobs: "jobs", cfg: PlannerConfig{JobStallTimeout: time.Hour, RepublishAfter: 200 * time.Millisecond, MarkMaxSkew: 24 * time.Hour}}
 }
 
 func (r *plannerRig) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
@@ -75,7 +78,7 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 	retry := delivery.NewRetrier(reg, log)
 	p := &Planner{
 		cl:     r.client(t, kgo.ConsumeTopics(r.events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())),
-		topics: topics{tasks: "tasks", events: r.events, jobs: "jobs"},
+		topics: topics{tasks: "tasks", events: r.events, jobs: r.jobs},
 		cfg:    r.cfg,
 		sources: source.Env{
 			Fetcher: &source.Fetcher{Client: &http.Client{}, MaxBody: 1 << 20, Metrics: source.NewMetrics(reg, "planner"),
@@ -92,10 +95,13 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 		retry:   retry,
 		now:     time.Now,
 		states: func(ctx context.Context, fn func(*kgo.Record) bool) error {
-			return kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics("jobs"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), "jobs", fn)
+			return kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics(r.jobs), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), r.jobs, fn)
 		},
 	}
 	p.jobs.count(reg)
+	if r.now != nil {
+		p.now = r.now
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = p.Follow(ctx); done <- struct{}{} }()

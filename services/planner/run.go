@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -105,6 +107,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	}
 	p.names.count(rt.Registry)
 	p.jobs.count(rt.Registry)
+	p.forgottenJobs = promauto.With(rt.Registry).NewCounter(prometheus.CounterOpts{Name: "planner_jobs_forgotten_total",
+		Help: "Finished jobs the planner forgot past SLUICE_PLANNER_KEEP_FINISHED or SLUICE_PLANNER_KEEP_FINISHED_MAX."})
 	rt.Registry.MustRegister(newJobsCollector(p.jobs))
 	p.groups = kafka.NewGroupMonitor([]kafka.Watched{
 		{Group: cfg.ExtractorGroup, Topic: cfg.Kafka.TasksTopic},

@@ -269,16 +269,50 @@ func (c *cli) jobsCmd() *cobra.Command {
 		if err != nil {
 			return failed(err)
 		}
-		var list struct {
-			Jobs []job `json:"jobs"`
-		}
-		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/jobs", nil, &list); err != nil {
+		var jobs []job
+		err = eachPage(cmd.Context(), pc, "/v1/jobs", func(p *jobPage) string {
+			jobs = append(jobs, p.Jobs...)
+			return p.NextCursor
+		})
+		if err != nil {
 			return failed(err)
 		}
-		return printJobs(c.stdout, *out, list.Jobs)
+		return printJobs(c.stdout, *out, jobs)
 	}
 	cmd.AddCommand(c.cancelCmd())
 	return cmd
+}
+
+// jobPage is a page of GET /v1/jobs.
+type jobPage struct {
+	Jobs       []job  `json:"jobs"`
+	NextCursor string `json:"next_cursor"`
+}
+
+// pageLimit is how many items sluicectl asks for a page: the most the planner serves at once.
+const pageLimit = 1000
+
+// eachPage asks path for its pages in turn, from the first, and hands each to take, which returns
+// the cursor of the next page it carries, until one carries none.
+func eachPage[P any](ctx context.Context, c *plannerClient, path string, take func(*P) string) error {
+	for cursor := ""; ; {
+		q := url.Values{"limit": {strconv.Itoa(pageLimit)}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		var page P
+		if err := c.do(ctx, http.MethodGet, path+"?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		next := take(&page)
+		switch {
+		case next == "":
+			return nil
+		case next == cursor: // a planner that serves the same page again would be asked for ever
+			return fmt.Errorf("the planner answered %s with the page it was asked for before", path)
+		}
+		cursor = next
+	}
 }
 
 // cancelCmd cancels a running job: the extractors skip its tasks not yet done.

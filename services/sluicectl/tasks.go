@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"net/http"
+	"net/url"
 	"strconv"
 	"text/tabwriter"
 
@@ -20,6 +20,14 @@ type taskView struct {
 	Follows      bool   `json:"follows,omitempty"`
 }
 
+// taskPage is a page of GET /v1/jobs/{id}/tasks. All is false for a finished job, which keeps only
+// its dead-lettered tasks; a job that finishes between two pages says so on the later ones.
+type taskPage struct {
+	Tasks      []taskView `json:"tasks"`
+	All        bool       `json:"all"`
+	NextCursor string     `json:"next_cursor"`
+}
+
 // tasksCmd lists a job's tasks: each with its state, runs and records.
 func (c *cli) tasksCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tasks JOB", Short: "a job's tasks: state (waiting, extracting, extracted, dead_lettered), runs, records extracted, loaded and dead-lettered; of a finished job, the dead-lettered ones", Args: cobra.ExactArgs(1)}
@@ -29,12 +37,17 @@ func (c *cli) tasksCmd() *cobra.Command {
 		if err != nil {
 			return failed(err)
 		}
-		var resp struct {
+		// All is false for a finished job, which keeps only its dead-lettered tasks.
+		resp := struct {
 			Tasks []taskView `json:"tasks"`
-			// All is false for a finished job, which keeps only its dead-lettered tasks.
-			All bool `json:"all"`
-		}
-		if err := pc.do(cmd.Context(), http.MethodGet, "/v1/jobs/"+args[0]+"/tasks", nil, &resp); err != nil {
+			All   bool       `json:"all"`
+		}{Tasks: []taskView{}, All: true}
+		err = eachPage(cmd.Context(), pc, "/v1/jobs/"+url.PathEscape(args[0])+"/tasks", func(p *taskPage) string {
+			resp.Tasks = append(resp.Tasks, p.Tasks...)
+			resp.All = resp.All && p.All
+			return p.NextCursor
+		})
+		if err != nil {
 			return failed(err)
 		}
 		if *out != "table" {

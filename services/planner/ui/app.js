@@ -10,6 +10,9 @@
   // The SVG namespace is a name, not an address: nothing is fetched from it.
   const svgNS = "http://www.w3.org/2000/svg";
   const maxTaskRows = 500;
+  // The API serves its lists in pages of at most 1000; the page asks for all of the jobs' pages.
+  const pageLimit = 1000;
+  const maxPages = 1000;
   const states = ["running", "succeeded", "failed", "cancelled", "waiting", "extracting", "extracted", "dead_lettered"];
 
   const $ = (id) => document.getElementById(id);
@@ -117,6 +120,27 @@
       throw new APIError(resp.status, message);
     }
     return resp.json();
+  }
+
+  // everyPage asks for a list's pages in turn, from the first, and returns the items under field of
+  // all of them.
+  async function everyPage(path, field) {
+    const items = [];
+    let cursor = "";
+    for (let n = 0; n < maxPages; n++) {
+      const q = new URLSearchParams({ limit: String(pageLimit) });
+      if (cursor) {
+        q.set("cursor", cursor);
+      }
+      const answer = await api(path + "?" + q.toString());
+      items.push(...(answer[field] || []));
+      // A planner that answered the same cursor again would be asked for ever.
+      if (!answer.next_cursor || answer.next_cursor === cursor) {
+        break;
+      }
+      cursor = answer.next_cursor;
+    }
+    return items;
   }
 
   // el makes an element with attributes and children; strings become text nodes.
@@ -326,8 +350,11 @@
 
   // --- tasks ---
 
+  // renderTasks draws the first page of a job's tasks, maxTaskRows of them, and how many more
+  // there are.
   function renderTasks(id, answer) {
     const tasks = answer.tasks || [];
+    const total = typeof answer.total === "number" ? answer.total : tasks.length;
     $("tasks-section").hidden = false;
     $("tasks-job").textContent = id;
     $("tasks-note").hidden = answer.all !== false;
@@ -342,8 +369,8 @@
       el("td", { class: "num" }, count(t.loaded)),
       el("td", { class: "num" + (t.dead_lettered ? " dead-text" : "") }, count(t.dead_lettered)),
     ));
-    if (tasks.length > maxTaskRows) {
-      rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" }, `and ${count(tasks.length - maxTaskRows)} more tasks`)));
+    if (total > rows.length) {
+      rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" }, `and ${count(total - rows.length)} more tasks`)));
     }
     $("tasks").replaceChildren(...rows);
   }
@@ -542,13 +569,12 @@
   }
 
   const poll = loop("poll", pollMs, async () => {
-    const [jobs, lag, history] = await Promise.all([api("v1/jobs"), api("v1/lag"), api("v1/lag/history")]);
-    const list = jobs.jobs || [];
+    const [list, lag, history] = await Promise.all([everyPage("v1/jobs", "jobs"), api("v1/lag"), api("v1/lag/history")]);
     const id = selectedJob(list);
     let tasks = null;
     if (id) {
       try {
-        tasks = await api("v1/jobs/" + encodeURIComponent(id) + "/tasks");
+        tasks = await api("v1/jobs/" + encodeURIComponent(id) + "/tasks?limit=" + maxTaskRows);
       } catch (e) {
         if (!(e instanceof APIError) || e.status !== 404) {
           throw e;

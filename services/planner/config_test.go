@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/sluicedata/sluice/pkg/config"
+)
+
+// TestRetentionConfig reads the retention's defaults and refuses bounds that would forget a job
+// as it ends, naming the variable.
+func TestRetentionConfig(t *testing.T) {
+	var cfg Config
+	if err := config.Load(context.Background(), envconfig.MapLookuper(nil), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Planner.KeepFinished != 168*time.Hour || cfg.Planner.KeepFinishedMax != 10_000 {
+		t.Fatalf("defaults %s and %d, want 168h and 10000", cfg.Planner.KeepFinished, cfg.Planner.KeepFinishedMax)
+	}
+	for _, c := range []struct{ name, value, says string }{
+		{"SLUICE_PLANNER_KEEP_FINISHED", "30s", "SLUICE_PLANNER_KEEP_FINISHED: must be at least 1m"},
+		{"SLUICE_PLANNER_KEEP_FINISHED", "-1h", "SLUICE_PLANNER_KEEP_FINISHED: must be at least 1m"},
+		{"SLUICE_PLANNER_KEEP_FINISHED_MAX", "0", "SLUICE_PLANNER_KEEP_FINISHED_MAX: must be between 1 and 10000000"},
+		{"SLUICE_PLANNER_KEEP_FINISHED_MAX", "20000000", "SLUICE_PLANNER_KEEP_FINISHED_MAX: must be between 1 and 10000000"},
+	} {
+		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			var cfg Config
+			err := config.Load(context.Background(), envconfig.MapLookuper(map[string]string{c.name: c.value}), &cfg)
+			if err == nil || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("%v, want %q", err, c.says)
+			}
+		})
+	}
+}
