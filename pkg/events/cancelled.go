@@ -14,18 +14,43 @@ import (
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
+// SourcePrefix starts the key, on the jobs topic, of a job's source that is too large to travel in
+// every task: source/<job id>. The planner writes it before the job's tasks, and a tombstone with
+// the job's final state.
+const SourcePrefix = "source/"
+
 // Cancelled knows the jobs that ended cancelled, from the compacted jobs topic where the planner
-// puts every job's final state: the extractors skip the tasks of those jobs.
+// puts every job's final state: the extractors skip the tasks of those jobs. It also keeps the
+// sources that tasks name instead of carrying (those of jobs not yet ended).
 type Cancelled struct {
 	mu       sync.RWMutex
 	ids      map[string]bool
+	sources  map[string][]byte
 	caughtUp chan struct{}
 	once     sync.Once
 }
 
 // NewCancelled knows no cancelled job until Follow reads them.
 func NewCancelled() *Cancelled {
-	return &Cancelled{ids: map[string]bool{}, caughtUp: make(chan struct{})}
+	return &Cancelled{ids: map[string]bool{}, sources: map[string][]byte{}, caughtUp: make(chan struct{})}
+}
+
+// Source returns the source stored under ref (source/<job id>), and whether it was read.
+func (c *Cancelled) Source(ref string) (*sluicev1.Source, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.RLock()
+	b, ok := c.sources[ref]
+	c.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	var src sluicev1.Source
+	if proto.Unmarshal(b, &src) != nil {
+		return nil, false
+	}
+	return &src, true
 }
 
 // Is says whether job was cancelled. A nil Cancelled knows none.
@@ -93,6 +118,16 @@ func (c *Cancelled) Follow(ctx context.Context, cl *kgo.Client, topic string, lo
 func (c *Cancelled) apply(r *kgo.Record, log *slog.Logger) {
 	key := string(r.Key)
 	if strings.HasPrefix(key, "mark/") || strings.HasPrefix(key, "schedule/") {
+		return
+	}
+	if strings.HasPrefix(key, SourcePrefix) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if len(r.Value) == 0 {
+			delete(c.sources, key) // the job ended
+		} else {
+			c.sources[key] = r.Value
+		}
 		return
 	}
 	var st sluicev1.JobState

@@ -39,6 +39,9 @@ type ExtractorConfig struct {
 	// MaxPageRecords caps the records of one page: a page of tiny records costs memory by the
 	// record, not by the byte. A page over it is dead-lettered as page_too_large.
 	MaxPageRecords int `env:"MAX_PAGE_RECORDS, default=100000"`
+	// SourceWait is how long a task that names its job's source waits for it to be read from the
+	// jobs topic.
+	SourceWait time.Duration `env:"SOURCE_WAIT, default=30s"`
 	// MaxTaskStarts is how many members may start a task and neither finish it nor hand it over
 	// (killed by it, out of memory) before the next one dead-letters it instead of running it.
 	MaxTaskStarts int `env:"MAX_TASK_STARTS, default=3"`
@@ -77,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if x.MaxBodyBytes < 1024 {
 		p.Addf("EXTRACTOR_MAX_BODY_BYTES", "must be at least 1024, got %d", x.MaxBodyBytes)
+	}
+	if x.SourceWait < time.Second {
+		p.Addf("EXTRACTOR_SOURCE_WAIT", "must be at least 1s, got %s", x.SourceWait)
 	}
 	if x.MaxTaskStarts < 1 || x.MaxTaskStarts > 100 {
 		p.Addf("EXTRACTOR_MAX_TASK_STARTS", "must be between 1 and 100, got %d", x.MaxTaskStarts)

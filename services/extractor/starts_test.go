@@ -12,9 +12,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/jobspec"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // TestTaskThatKilledMembersIsDeadLettered: the tasks topic's commit says that three members started
@@ -87,5 +90,88 @@ func TestTaskThatKilledMembersIsDeadLettered(t *testing.T) {
 			t.Fatalf("the task's offset was not committed past it: %v %v", resp, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTaskNamesItsSource: a task that names its job's source (stored on the jobs topic) is read as
+// one that carries it; one that names a source not there is dead-lettered as no_source.
+func TestTaskNamesItsSource(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "sluice.tasks", "sluice.jobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srcCfg := demosource.DefaultConfig()
+	srcCfg.Records = 300
+	src, err := demosource.New(srcCfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(src.Handler())
+	defer ts.Close()
+	spec, err := jobspec.Parse([]byte(`name: named
+source:
+  type: http
+  url: ` + ts.URL + `/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, offset_param: offset, limit_param: limit, page_size: 100}
+sink: {table: named}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, err := proto.Marshal(spec.SourceProto())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	task := func(job, ref string) *kgo.Record {
+		v, err := proto.Marshal(&sluicev1.Task{JobId: job, TaskId: job + "-t0000", SourceRef: ref, Table: "named",
+			Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: 0, End: 300}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Topic: "sluice.tasks", Value: v}
+	}
+	if err := cl.ProduceSync(context.Background(),
+		&kgo.Record{Topic: "sluice.jobs", Key: []byte("source/named-1"), Value: value},
+		task("named-1", "source/named-1"), task("gone-1", "source/gone-1")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	logs := startExtractor(t, c.ListenAddrs()[0], map[string]string{"SLUICE_EXTRACTOR_SOURCE_WAIT": "1s"})
+	logs.Await(t, "service started", 30*time.Second)
+
+	read := func(topic string, n int) []*kgo.Record {
+		rc, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var out []*kgo.Record
+		for len(out) < n {
+			fetches := rc.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Fatalf("%d of %d records on %s", len(out), n, topic)
+			}
+			fetches.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+		}
+		return out
+	}
+	if got := read("sluice.raw", 300); len(got) != 300 {
+		t.Fatalf("%d records extracted", len(got))
+	}
+	dl, err := dlq.Decode(read("sluice.dlq", 1)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.ErrorClass != "no_source" || dl.JobId != "gone-1" || !strings.Contains(dl.ErrorMessage, "source/gone-1") {
+		t.Fatalf("letter of class %s for %s: %s", dl.ErrorClass, dl.JobId, dl.ErrorMessage)
 	}
 }

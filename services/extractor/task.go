@@ -69,7 +69,15 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	if x.cancelled.Is(task.JobId) {
 		return x.skipCancelled(&task, 0), nil
 	}
-	src, err := source.New(task.GetSource(), x.sources)
+	spec := task.GetSource()
+	if spec == nil && task.SourceRef != "" {
+		var err error
+		if spec, err = x.namedSource(ctx, task.SourceRef); err != nil {
+			return delivery.Outcome{}, &taskError{err: asDelivery(err), run: run}
+		}
+		task.Source = spec // what the task's follow-up and the cursor rule read; the follow-up names it again
+	}
+	src, err := source.New(spec, x.sources)
 	if err != nil {
 		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
 	}
@@ -171,7 +179,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		// The slice goes on in a task of its own (a crawl's next page), published before this
 		// task's end is reported and committed, on this task's partition.
 		next := &sluicev1.Task{JobId: task.JobId, TaskId: then.TaskId, Index: task.Index, Count: task.Count, Source: task.Source,
-			Slice: then.Slice, Table: task.Table, SchemaId: task.SchemaId, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query}
+			Slice: then.Slice, Table: task.Table, SchemaId: task.SchemaId, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query,
+			SourceRef: task.SourceRef}
+		if next.SourceRef != "" {
+			next.Source = nil // named, as the planner named it: a crawl's pages stay small too
+		}
 		value, err := proto.Marshal(next)
 		if err != nil {
 			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)
@@ -200,6 +212,30 @@ func asDelivery(err error) *delivery.Error {
 		return e
 	}
 	return delivery.New(delivery.Transient, delivery.ReasonOf(err), err)
+}
+
+// namedSource returns the source a task names instead of carrying (a large one, on the jobs
+// topic). The planner stores it before the tasks, so it is there once this member has read the
+// topic up to them: a while is waited for that. Not there then (the job ended, or this member may
+// not read the topic), the task is dead-lettered with class no_source.
+func (x *Extractor) namedSource(ctx context.Context, ref string) (*sluicev1.Source, error) {
+	wait := time.NewTimer(x.cfg.SourceWait)
+	defer wait.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if src, ok := x.cancelled.Source(ref); ok {
+			return src, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wait.C:
+			return nil, delivery.New(delivery.Data, "no_source", fmt.Errorf(
+				"the task names its job's source (%s), which is not on the jobs topic: the job ended, or this member may not read the topic (READ on it)", ref))
+		case <-tick.C:
+		}
+	}
 }
 
 // taskDeadLetter is the outcome of a task that failed for good: its dead letter, with what the

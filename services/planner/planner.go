@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,22 +242,39 @@ func (p *Planner) byKey(key string, sum []byte) (Job, bool, error) {
 	return j, ok, nil
 }
 
-// publishTasks puts the plan's tasks on the tasks topic and then says so on the events topic.
-// Publishing them twice is harmless: task ids are deterministic, and a task's first report counts.
+// taskBatch is how many tasks are encoded and produced at a time: what the planner holds of a
+// plan's tasks on the wire, whatever the task count.
+const taskBatch = 500
+
+// publishTasks puts the plan's source on the jobs topic when the tasks name it, then the tasks on
+// the tasks topic in batches, and then says so on the events topic. Publishing them twice is
+// harmless: task ids are deterministic, and a task's first report counts.
 func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
 	if len(pl.tasks) == 0 {
 		return nil
 	}
-	recs := make([]*kgo.Record, len(pl.tasks))
-	for i, t := range pl.tasks {
-		value, err := proto.Marshal(t)
+	if pl.sourceRef != "" {
+		value, err := proto.Marshal(pl.source)
 		if err != nil {
 			return err
 		}
-		recs[i] = &kgo.Record{Topic: p.topics.tasks, Key: []byte(t.TaskId), Value: value}
+		if err := p.cl.ProduceSync(ctx, &kgo.Record{Topic: p.topics.jobs, Key: []byte(pl.sourceRef), Value: value}).FirstErr(); err != nil {
+			return fmt.Errorf("store the job's source: %w", err)
+		}
 	}
-	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("publish %d tasks: %w", len(recs), err)
+	for start := 0; start < len(pl.tasks); start += taskBatch {
+		batch := pl.tasks[start:min(start+taskBatch, len(pl.tasks))]
+		recs := make([]*kgo.Record, len(batch))
+		for i, t := range batch {
+			value, err := proto.Marshal(t)
+			if err != nil {
+				return err
+			}
+			recs[i] = &kgo.Record{Topic: p.topics.tasks, Key: []byte(t.TaskId), Value: value}
+		}
+		if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("publish tasks %d to %d of %d: %w", start, start+len(batch), len(pl.tasks), err)
+		}
 	}
 	out := &sluicev1.JobEvent{JobId: pl.jobID, Producer: "planner",
 		Event: &sluicev1.JobEvent_TasksPublished{TasksPublished: &sluicev1.TasksPublished{Tasks: uint32(len(pl.tasks))}}}
@@ -277,6 +295,9 @@ func (p *Planner) Follow(ctx context.Context) error {
 				p.log.Warn("skip an undecodable mark or schedule", "key", string(r.Key), "offset", r.Offset, "error", err)
 			}
 			return true
+		}
+		if strings.HasPrefix(string(r.Key), events.SourcePrefix) {
+			return true // a source that tasks name: the extractors read it
 		}
 		if len(r.Value) == 0 { // a forgotten job's tombstone
 			p.jobs.Forgotten(string(r.Key))
@@ -463,7 +484,9 @@ func (p *Planner) store(ctx context.Context) error {
 			p.log.Error("encode job state", "job", st.JobId, "error", err)
 			continue
 		}
-		recs = append(recs, &kgo.Record{Topic: p.topics.jobs, Key: []byte(st.JobId), Value: v})
+		recs = append(recs, &kgo.Record{Topic: p.topics.jobs, Key: []byte(st.JobId), Value: v},
+			// The source its tasks may have named goes with the job's end: compaction drops both.
+			&kgo.Record{Topic: p.topics.jobs, Key: []byte(sourceRef(st.JobId))})
 	}
 	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		p.log.Warn("store job states; trying again", "jobs", len(recs), "error", err)

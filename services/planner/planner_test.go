@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -336,5 +337,75 @@ func TestCancelDecidesOnTheEventsWrittenBefore(t *testing.T) {
 	}
 	if got, _ := p.jobs.Get(j.ID, time.Now()); got.State != stateSucceeded || got.Records.Loaded != 1000 {
 		t.Fatalf("the job is %s with %d records loaded, want succeeded with 1000", got.State, got.Records.Loaded)
+	}
+}
+
+// TestLargeSourceTravelsOnce: a job whose source is large (100 KiB of headers) and whose slices
+// make 2,000 tasks stores its source once, on the jobs topic, and its tasks name it: each task is
+// small whatever the spec, and the tasks topic holds kilobytes, not 200 MB.
+func TestLargeSourceTravelsOnce(t *testing.T) {
+	r := newPlannerRig(t)
+	p := r.start(t)
+	var headers strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&headers, "    X-Pad-%d: %s\n", i, strings.Repeat("p", 10<<10))
+	}
+	spec, err := jobspec.Parse([]byte(`name: wide
+source:
+  type: http
+  url: ` + r.srcURL + `/api/users
+  records_path: data
+  key: id
+  pagination: {type: offset, offset_param: offset, limit_param: limit, page_size: 100}
+  slices: {type: key_range, param_from: from, param_to: to, start: 0, end: 2000, step: 1}
+  headers:
+` + headers.String() + `sink: {table: wide}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, _, err := p.Submit(context.Background(), spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := r.count(t, "tasks")
+	if len(tasks) != 2000 {
+		t.Fatalf("%d tasks, want 2000", len(tasks))
+	}
+	total := 0
+	for _, rec := range tasks {
+		total += len(rec.Value)
+		var task sluicev1.Task
+		if err := proto.Unmarshal(rec.Value, &task); err != nil {
+			t.Fatal(err)
+		}
+		if task.Source != nil || task.SourceRef != "source/"+job.ID || len(rec.Value) > 1024 {
+			t.Fatalf("task %s of %d bytes carries its source (%v) or names %q", task.TaskId, len(rec.Value), task.Source != nil, task.SourceRef)
+		}
+	}
+	var stored *sluicev1.Source
+	for _, rec := range r.count(t, "jobs") {
+		if string(rec.Key) == "source/"+job.ID {
+			stored = &sluicev1.Source{}
+			if err := proto.Unmarshal(rec.Value, stored); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if stored == nil || len(stored.GetHttp().GetHeaders()) != 10 {
+		t.Fatalf("the source on the jobs topic: %v", stored != nil)
+	}
+	t.Logf("2000 tasks in %d bytes, the source once in %d", total, proto.Size(stored))
+
+	// A small source travels in its tasks, as before.
+	small, _, err := p.Submit(context.Background(), r.spec(t, "small"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range r.count(t, "tasks")[2000:] {
+		var task sluicev1.Task
+		if err := proto.Unmarshal(rec.Value, &task); err != nil || task.JobId != small.ID || task.Source == nil || task.SourceRef != "" {
+			t.Fatalf("a small source's task: %v %v", err, task.SourceRef)
+		}
 	}
 }

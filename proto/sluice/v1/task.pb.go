@@ -214,7 +214,11 @@ type Task struct {
 	// with every request made from the source URL.
 	Query map[string]string `protobuf:"bytes,14,rep,name=query,proto3" json:"query,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The id of the job's sink schema on the schemas topic; empty for the raw landing table.
-	SchemaId      string `protobuf:"bytes,15,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
+	SchemaId string `protobuf:"bytes,15,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
+	// Set instead of source when the job's source is too large to travel in every task: the key
+	// (source/<job id>) of the record on the compacted jobs topic that holds it, written before the
+	// job's tasks.
+	SourceRef     string `protobuf:"bytes,16,opt,name=source_ref,json=sourceRef,proto3" json:"source_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +362,13 @@ func (x *Task) GetQuery() map[string]string {
 func (x *Task) GetSchemaId() string {
 	if x != nil {
 		return x.SchemaId
+	}
+	return ""
+}
+
+func (x *Task) GetSourceRef() string {
+	if x != nil {
+		return x.SourceRef
 	}
 	return ""
 }
@@ -1454,7 +1465,7 @@ var File_sluice_v1_task_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x04\n" +
+	"\x14sluice/v1/task.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x04\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x14\n" +
@@ -1471,7 +1482,9 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"planned_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tplannedAt\x12\x18\n" +
 	"\afollows\x18\r \x01(\tR\afollows\x120\n" +
 	"\x05query\x18\x0e \x03(\v2\x1a.sluice.v1.Task.QueryEntryR\x05query\x12\x1b\n" +
-	"\tschema_id\x18\x0f \x01(\tR\bschemaId\x1a8\n" +
+	"\tschema_id\x18\x0f \x01(\tR\bschemaId\x12\x1d\n" +
+	"\n" +
+	"source_ref\x18\x10 \x01(\tR\tsourceRef\x1a8\n" +
 	"\n" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
