@@ -7,9 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -74,6 +76,7 @@ func chaosCases() []chaosCase {
 		{"F11", "poison records at 10 %", true, func(t *testing.T) string { return poison(t, 10) }},
 		{"F12", "dead-letter topic unavailable", false, deadLetterTopicDown},
 		{"F13", "a source three times faster than the loader, memory bounded", true, slowLoader},
+		{"F14", "a 60 MiB page of tiny records mid-job and a view that throws on marker records", true, hostileSource},
 	}
 }
 
@@ -683,3 +686,103 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func decode(body string, v any) error { return json.Unmarshal([]byte(body), v) }
+
+// hostileSource is a job whose source answers one page, mid-task, with 60 MiB of tiny records (a
+// body under the limit, 31 million records), into a table whose materialized view throws on marker
+// keys (ClickHouse code 395, which sluice does not classify). The page's task is dead-lettered as
+// one letter (page_too_large), the marker records alone are dead-lettered (unclassified) once the
+// loader's bounds pass, every other record is loaded, and no member restarts or nears its memory
+// limit.
+func hostileSource(t *testing.T) string {
+	src := demosource.DefaultConfig()
+	src.Records = 20_000
+	r := newChaos(t, src, nil, "hostile", map[string]string{"SLUICE_LOADER_UNCLASSIFIED_GRACE": "5s", "SLUICE_LOADER_UNCLASSIFIED_ATTEMPTS": "3"})
+	huge := []byte(`{"data":[` + strings.Repeat("0,", 31<<20) + `0],"total":20000}`)
+	var hugeServed atomic.Int32
+	api := r.p.source.Handler()
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Query().Get("offset") == "12000" {
+			hugeServed.Add(1)
+			_, _ = w.Write(huge)
+			return
+		}
+		api.ServeHTTP(w, req)
+	}))
+	t.Cleanup(hostile.Close)
+	ctx := context.Background()
+	if err := r.p.conn.Exec(ctx, chsink.Raw.CreateSQL(r.p.ch.Database, r.table)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.p.conn.Exec(ctx, fmt.Sprintf("CREATE MATERIALIZED VIEW `%s`.`%s_throws` ENGINE = Memory AS SELECT throwIf(endsWith(key, '777')) AS thrown FROM `%s`.`%s`",
+		r.p.ch.Database, r.table, r.p.ch.Database, r.table)); err != nil {
+		t.Fatal(err)
+	}
+	x := r.service(t, "extractor")
+	l := r.service(t, "loader")
+	j := submit(t, r.planner, jobSpec(r.table, hostile.URL, r.table, 4, 500, 2))
+	r.m = watch(t, r.p, r.table)
+	j = await(t, r.planner, j.ID, 5*time.Minute)
+	if hugeServed.Load() == 0 {
+		t.Fatal("the 60 MiB page was never asked for")
+	}
+	if j.State != "failed" || j.Tasks.DeadLettered != 1 {
+		t.Fatalf("job ended %+v, want failed with the huge page's task dead-lettered", j)
+	}
+	// The letters: the page's task once, and exactly the marker records that were extracted.
+	wantMarkers := map[string]bool{}
+	for k := 777; k < 20_000; k += 1000 {
+		if k < 12_000 || k >= 15_000 {
+			wantMarkers[strconv.Itoa(k)] = true
+		}
+	}
+	var pageLetters int
+	gotMarkers := map[string]bool{}
+	for _, dl := range r.p.deadLetters(t) {
+		switch dl.ErrorClass {
+		case "page_too_large":
+			pageLetters++
+			if !strings.HasPrefix(string(dl.ResponseHead), `{"data":[0,0,`) {
+				t.Fatalf("the page's letter keeps no head: %.60q", dl.ResponseHead)
+			}
+		case "unclassified":
+			gotMarkers[string(dl.OriginalKey)] = true
+			if !strings.Contains(dl.ErrorMessage, "395") {
+				t.Fatalf("a marker's letter: %s", dl.ErrorMessage)
+			}
+		default:
+			t.Fatalf("a letter of class %s: %s", dl.ErrorClass, dl.ErrorMessage)
+		}
+	}
+	if pageLetters != 1 || len(gotMarkers) != len(wantMarkers) {
+		t.Fatalf("%d page letters and %d marker letters (%v), want 1 and %d", pageLetters, len(gotMarkers), gotMarkers, len(wantMarkers))
+	}
+	for k := range wantMarkers {
+		if !gotMarkers[k] {
+			t.Fatalf("marker %s was not dead-lettered", k)
+		}
+	}
+	// Every other record extracted is in the table (ClickHouse keeps a block in the table when a
+	// view throws on it, so the marker rows may be there too).
+	rows := r.p.rows(t, r.table)
+	for k := range 20_000 {
+		key := strconv.Itoa(k)
+		if _, ok := rows[key]; !ok && !wantMarkers[key] && (k < 12_000 || k >= 15_000) {
+			t.Fatalf("record %s was not loaded", key)
+		}
+	}
+	var peaks []string
+	for _, s := range []*proc{x, l} {
+		select {
+		case err := <-s.done:
+			t.Fatalf("%s stopped: %v", s.name, err)
+		default:
+		}
+		hwm := peakRSS(t, s)
+		if hwm > 1<<30 {
+			t.Fatalf("%s peaked at %d MiB, past a 1 GiB container limit", s.name, hwm>>20)
+		}
+		peaks = append(peaks, fmt.Sprintf("%s %d MiB", s.name, hwm>>20))
+	}
+	return fmt.Sprintf("the 60 MiB page asked %d times, its task one page_too_large letter; %d marker records dead-lettered as unclassified, every other record loaded; no member restarted, peaks %s; %s",
+		hugeServed.Load(), len(gotMarkers), strings.Join(peaks, ", "), r.m.finish())
+}
