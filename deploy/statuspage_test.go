@@ -163,7 +163,9 @@ func workThePage(t *testing.T, browser, planner, job, path string) {
 	do("open the page with the right token", chromedp.Navigate(planner+"/#token="+apiToken))
 	until("the jobs", fmt.Sprintf(`document.querySelector(%q) !== null && !location.hash.includes("token")`, row))
 
-	do("click the job", chromedp.Click(chromedp.CSS(row+" button")))
+	// Clicked from the page itself: the table is drawn again every 2 s, and a node found by the
+	// DevTools protocol may be gone by the time it is clicked (seen on a loaded machine).
+	do("click the job", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).click()`, row+" button")))
 	// All 4 tasks while the job runs; of a job that ended meanwhile, its dead-lettered one.
 	until("the job's tasks, named in the address", fmt.Sprintf(
 		`document.getElementById("tasks-job").textContent === %[1]q && !document.getElementById("tasks-section").hidden &&
