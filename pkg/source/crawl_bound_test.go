@@ -121,9 +121,7 @@ func TestCrawlStopsAtItsBound(t *testing.T) {
 			url, served := endless(t, 0, distinct)
 			src := cursorSource(t, url, tt.maxPages)
 			task := firstTask(t, src)
-			if tt.from > 0 {
-				task.GetCrawl().Page, task.GetCrawl().Chain = tt.from, "job-t0000"
-			}
+			task.GetCrawl().Page, task.GetCrawl().Chain = tt.from, "job-t0000"
 			records, pages, err := walkFrom(t, src, task, 20)
 			if e := AsError(err, ""); e.Class != tt.class || (err != nil && e.Attempts != 0) {
 				t.Fatalf("the crawl ended with %v (class %q, %d attempts), want class %q without a request", err, e.Class, e.Attempts, tt.class)

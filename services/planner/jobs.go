@@ -549,7 +549,8 @@ func (js *Jobs) Stalled(cutoff, floor time.Time, timeout time.Duration) []*sluic
 }
 
 // queued reports whether the job's work all waits on the tasks topic: its tasks are out, some
-// have not ended, and no extractor works on one (none started and not ended). Such a job waits
+// have not ended, and no extractor works on one (none started, or with records loading, and not
+// ended: the loaders' news shows a run whose start was not heard of). Such a job waits
 // behind other jobs' tasks, and its time without news is no stall; the clock runs again from the
 // news that one started. A job whose tasks all ended and whose records are not all loaded is not
 // queued: the loaders owe it news.
@@ -558,7 +559,7 @@ func (j *Job) queued() bool {
 		return false
 	}
 	for _, t := range j.tasks {
-		if t.started && !t.finished {
+		if (t.started || len(t.runs) > 0) && !t.finished {
 			return false
 		}
 	}

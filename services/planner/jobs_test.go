@@ -354,6 +354,7 @@ func TestStallCountsOnlyWorkedOnTime(t *testing.T) {
 		{"a crawl's next page taken before the page's end is read", []*sluicev1.JobEvent{published, extracted("j", "t1", "r", 0),
 			started("j", "t0-p00000001", "t0"), nextPage}, true},
 		{"every task done, records not loaded", []*sluicev1.JobEvent{published, extracted("j", "t0", "r", 10), extracted("j", "t1", "r", 10)}, true},
+		{"records of a task loading, its start not heard of", []*sluicev1.JobEvent{published, loaded("j", "t0", "r", 0, 0, 4)}, true},
 		{"tasks not all out", nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
