@@ -19,9 +19,12 @@ import (
 // the job's final state.
 const SourcePrefix = "source/"
 
-// Cancelled knows the jobs that ended cancelled, from the compacted jobs topic where the planner
-// puts every job's final state: the extractors skip the tasks of those jobs. It also keeps the
-// sources that tasks name instead of carrying (those of jobs not yet ended).
+// Cancelled knows the jobs that ended before their tasks did, from the compacted jobs topic where
+// the planner puts every job's final state: those cancelled, and those the planner failed with
+// tasks not ended (no progress for its stall timeout). The extractors skip the tasks of those
+// jobs: a job that ended does no more work, and the next run of a scheduled job never works
+// beside a run that failed so.
+// It also keeps the sources that tasks name instead of carrying (those of jobs not yet ended).
 type Cancelled struct {
 	mu       sync.RWMutex
 	ids      map[string]bool
@@ -53,7 +56,7 @@ func (c *Cancelled) Source(ref string) (*sluicev1.Source, bool) {
 	return &src, true
 }
 
-// Is says whether job was cancelled. A nil Cancelled knows none.
+// Is says whether job ended before its tasks did. A nil Cancelled knows none.
 func (c *Cancelled) Is(job string) bool {
 	if c == nil {
 		return false
@@ -137,9 +140,22 @@ func (c *Cancelled) apply(r *kgo.Record, log *slog.Logger) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st.State == "cancelled" {
+	if endedEarly(&st) {
 		c.ids[key] = true
 	} else {
 		delete(c.ids, key) // an empty value (a tombstone) too
 	}
+}
+
+// endedEarly reports whether a job's final state leaves tasks of it that must not run: it was
+// cancelled, or it failed before all its tasks ended. A job that failed once every task ended
+// leaves none, and is not kept.
+func endedEarly(st *sluicev1.JobState) bool {
+	switch st.State {
+	case "cancelled":
+		return true
+	case "failed":
+		return st.TasksExtracted+st.TasksDeadLettered < st.TasksPlanned
+	}
+	return false
 }

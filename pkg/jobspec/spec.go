@@ -171,7 +171,9 @@ type Pagination struct {
 	NextURLPath string `json:"next_url_path,omitempty" yaml:"next_url_path,omitempty"`
 	// HasMorePath is the dotted path to a boolean in a body: false ends a crawl.
 	HasMorePath string `json:"has_more_path,omitempty" yaml:"has_more_path,omitempty"`
-	// MaxPages bounds the pages a crawl reads; 0 means none.
+	// MaxPages is the most pages a crawl reads, an end it asks for: the crawl ends there and the
+	// job succeeds. 0 leaves the default bound (source.DefaultMaxPages), which a crawl reaches only
+	// by being cut: the page past it is dead-lettered with class max_pages and the job fails.
 	MaxPages int `json:"max_pages,omitempty" yaml:"max_pages,omitempty"`
 }
 

@@ -728,6 +728,7 @@ func TestCrawlPaginations(t *testing.T) {
 		`{type: cursor, cursor_param: cursor, cursor_path: meta.next, has_more_path: meta.more, max_pages: 50}`,
 		`{type: next_url, next_url_path: links.next}`,
 		`{type: link_header, page_size: 250}`,
+		`{type: link_header, max_pages: 10000000}`,
 	} {
 		s, err := jobspec.Parse([]byte(base + pg + "\nsink: {table: c}\n"))
 		if err != nil {
@@ -744,6 +745,8 @@ func TestCrawlPaginations(t *testing.T) {
 		{`{type: link_header, total_path: total}` + "\nsink: {table: c}", "source.pagination.total_path", "a crawl has no total to split the job by: leave it out"},
 		{`{type: link_header}` + "\ntasks: 4\nsink: {table: c}", "tasks", "must be 1: a link_header crawl reads one page after another"},
 		{`{type: offset, cursor_path: next}` + "\nsink: {table: c}", "source.pagination", "cursor_param, cursor_path, next_url_path, has_more_path and max_pages are for cursor, next_url and link_header pagination"},
+		{`{type: cursor, cursor_param: c, cursor_path: next, max_pages: 10000001}` + "\nsink: {table: c}", "source.pagination.max_pages", "must be between 1 and 10000000, or 0 (or left out) for the default bound"},
+		{`{type: cursor, cursor_param: c, cursor_path: next, max_pages: -1}` + "\nsink: {table: c}", "source.pagination.max_pages", "must be between 1 and 10000000, or 0 (or left out) for the default bound"},
 	} {
 		_, err := jobspec.Parse([]byte(base + tt.doc + "\n"))
 		var perr *jobspec.Error

@@ -32,6 +32,9 @@ const (
 	maxConcurrency = 1024
 	// MaxRecords bounds a job's extent, so that planning arithmetic never overflows.
 	MaxRecords = 1_000_000_000_000
+	// MaxPages bounds a crawl's max_pages: a crawl is one page after another, each a task, and one
+	// of ten million pages would take weeks; a crawl's task ids hold its page in eight digits.
+	MaxPages = 10_000_000
 	// minRateLimit is the slowest rate limit taken: slower ones hold extractor slots for minutes
 	// per request.
 	minRateLimit = 0.1
@@ -307,8 +310,8 @@ func (pg *Pagination) validate(p *problems) []string {
 		p.add(path+".limit_param", "must differ from "+position)
 	}
 	dotted("has_more_path", pg.HasMorePath, "has_more or meta.has_next")
-	if pg.MaxPages < 0 {
-		p.add(path+".max_pages", "must be 0 (no bound) or more")
+	if pg.MaxPages < 0 || pg.MaxPages > MaxPages {
+		p.add(path+".max_pages", fmt.Sprintf("must be between 1 and %d, or 0 (or left out) for the default bound", MaxPages))
 	}
 	if pg.Crawl() && pg.TotalPath != "" {
 		p.add(path+".total_path", "a crawl has no total to split the job by: leave it out")

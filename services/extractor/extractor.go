@@ -94,7 +94,7 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		}),
 		tasksDone: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "extractor_tasks_total",
-			Help: "Tasks finished, by outcome (extracted, dead_lettered, cancelled: skipped, whole or in part, because their job was cancelled).",
+			Help: "Tasks finished, by outcome (extracted, dead_lettered, cancelled: skipped, whole or in part, because their job was cancelled or failed before them).",
 		}, []string{"outcome"}),
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_in_flight",

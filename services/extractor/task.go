@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/pipeline"
 	"github.com/sluicedata/sluice/pkg/source"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
@@ -91,6 +92,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		return delivery.Outcome{}, err
 	}
 	defer leave()
+	x.announce(ctx, &task, run)
 
 	prod := newTaskProducer(x, ctx, r)
 	var (
@@ -197,10 +199,28 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	return out, nil
 }
 
-// skipCancelled is the outcome of a task whose job was cancelled, after pages of it: nothing to
-// report (the job has ended), the task's offset to commit.
+// announce tells the planner that the task is worked on from now (TaskStarted): until then it
+// waited on the tasks topic, which is no stall of its job. The event is produced without waiting
+// for it, ahead of the task's end on the same client and partition: a run is not held up by a
+// broker's round trip, and an event lost costs only the planner's telling a wait from a stall.
+func (x *Extractor) announce(ctx context.Context, task *sluicev1.Task, run string) {
+	rec, err := events.Record(x.topics.events, &sluicev1.JobEvent{JobId: task.JobId, At: timestamppb.New(x.now()), Producer: "extractor",
+		Event: &sluicev1.JobEvent_TaskStarted{TaskStarted: &sluicev1.TaskStarted{TaskId: task.TaskId, Run: run, Follows: task.Follows}}})
+	if err != nil {
+		x.log.Warn("encode the event of a task's start", "job", task.JobId, "task", task.TaskId, "error", err)
+		return
+	}
+	x.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil && ctx.Err() == nil {
+			x.log.Warn("publish the event of a task's start; its job's stall is told from its end alone", "job", task.JobId, "task", task.TaskId, "error", err)
+		}
+	})
+}
+
+// skipCancelled is the outcome of a task whose job was cancelled (or failed before its tasks all
+// ended), after pages of it: nothing to report (the job has ended), the task's offset to commit.
 func (x *Extractor) skipCancelled(task *sluicev1.Task, pages uint32) delivery.Outcome {
-	x.log.Info("skipped a task of a cancelled job", "job", task.JobId, "task", task.TaskId, "pages_read", pages)
+	x.log.Info("skipped a task of a job that ended", "job", task.JobId, "task", task.TaskId, "pages_read", pages)
 	x.metrics.tasksDone.WithLabelValues("cancelled").Inc()
 	return delivery.Outcome{}
 }

@@ -33,8 +33,9 @@ type Config struct {
 
 // PlannerConfig is how the planner watches its jobs, from SLUICE_PLANNER_… variables.
 type PlannerConfig struct {
-	// JobStallTimeout fails a running job that had no news (no task finished, no record loaded)
-	// for that long, with the reason.
+	// JobStallTimeout fails a running job that had no news (no task taken or finished, no record
+	// loaded) for that long while it was worked on, with the reason. Time its tasks only waited on
+	// the tasks topic does not count: a job queued behind others is not stalled.
 	JobStallTimeout time.Duration `env:"JOB_STALL_TIMEOUT, default=30m"`
 	// RepublishAfter is how long a planned job may go without its tasks reported published before
 	// a planner publishes them again (the planner that planned it stopped in between).

@@ -58,6 +58,8 @@ type Job struct {
 	lastLoad time.Time
 	// lastEvent is when the job last had news, for the progress deadline.
 	lastEvent time.Time
+	// cut is set once a crawl of the job reached its default bound of pages (class max_pages).
+	cut bool
 	// published is set once every task is on the tasks topic; spec and extent are kept until then,
 	// so that a planner can publish them again.
 	published bool
@@ -128,6 +130,8 @@ type RecordCount struct {
 // that ran more than once (a rebalance, a failed produce) put the records of every run on the raw
 // topic; only the final run's count.
 type taskState struct {
+	// started is set once an extractor took the task (TaskStarted): it is worked on until finished.
+	started    bool
 	finished   bool
 	dead       bool // dead-lettered rather than extracted
 	run        string
@@ -285,6 +289,11 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	case *sluicev1.JobEvent_TasksPublished:
 		j.published, j.spec, j.extent, j.source = true, nil, nil, nil
 		return nil
+	case *sluicev1.JobEvent_TaskStarted:
+		x := e.TaskStarted
+		j.follow(x.TaskId, x.Follows) // a crawl's page may start before its previous page's end is read
+		j.task(x.TaskId).started = true
+		return nil
 	case *sluicev1.JobEvent_TaskExtracted:
 		x := e.TaskExtracted
 		j.follow(x.TaskId, x.Follows)
@@ -300,7 +309,9 @@ func (js *Jobs) Apply(ev *sluicev1.JobEvent) *sluicev1.JobEvent {
 	case *sluicev1.JobEvent_TaskDeadLettered:
 		x := e.TaskDeadLettered
 		j.follow(x.TaskId, x.Follows)
-		j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, true)
+		if j.finishTask(x.TaskId, x.Run, x.Records, x.DeadLettered, true) && x.ErrorClass == "max_pages" {
+			j.cut = true
+		}
 	case *sluicev1.JobEvent_RecordsLoaded:
 		r := e.RecordsLoaded
 		rc := j.task(r.TaskId).ofRun(r.Run)
@@ -396,6 +407,11 @@ func (js *Jobs) complete(j *Job, at time.Time) *sluicev1.JobEvent {
 	case j.Tasks.DeadLettered == 0 && j.Records.Expected >= 0 && j.Records.Extracted < uint64(j.Records.Expected):
 		state = sluicev1.JobFinished_STATE_FAILED
 		reason = fmt.Sprintf("the tasks extracted %d records where the source announced %d", j.Records.Extracted, j.Records.Expected)
+	case j.Tasks.DeadLettered > 0 && j.cut:
+		state = sluicev1.JobFinished_STATE_FAILED
+		reason = fmt.Sprintf("the crawl was cut at its default bound of pages: the page past it is dead-lettered with class max_pages, "+
+			"the records before it are loaded; set source.pagination.max_pages to read further (%d of %d tasks dead-lettered: sluicectl dlq list --job %s)",
+			j.Tasks.DeadLettered, j.Tasks.Planned, j.ID)
 	case j.Tasks.DeadLettered > 0:
 		state = sluicev1.JobFinished_STATE_FAILED
 		reason = fmt.Sprintf("%d of %d tasks dead-lettered after their retries; their records from the failing page on were not extracted (sluicectl dlq list --job %s)",
@@ -644,22 +660,40 @@ func (js *Jobs) Unpublished(cutoff time.Time) []unpublished {
 }
 
 // Stalled returns the end of every running job that had no news since cutoff, news counted from
-// floor at the earliest.
+// floor at the earliest, unless all its work waits in the queue (see queued).
 func (js *Jobs) Stalled(cutoff, floor time.Time, timeout time.Duration) []*sluicev1.JobEvent {
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	var out []*sluicev1.JobEvent
 	for _, j := range js.jobs {
-		if j.State != stateRunning || !j.lastEvent.Before(cutoff) || !floor.Before(cutoff) {
+		if j.State != stateRunning || !j.lastEvent.Before(cutoff) || !floor.Before(cutoff) || j.queued() {
 			continue
 		}
 		loaded, dead := j.counts()
-		reason := fmt.Sprintf("no progress for %s: %d of %d tasks extracted or dead-lettered, %d records loaded and %d dead-lettered of %d extracted",
+		reason := fmt.Sprintf("no progress for %s while it was worked on: %d of %d tasks extracted or dead-lettered, %d records loaded and %d dead-lettered of %d extracted",
 			timeout, j.Tasks.Extracted+j.Tasks.DeadLettered, j.Tasks.Planned, loaded, dead, j.Records.Extracted)
 		out = append(out, &sluicev1.JobEvent{JobId: j.ID, Producer: "planner",
 			Event: &sluicev1.JobEvent_Finished{Finished: &sluicev1.JobFinished{State: sluicev1.JobFinished_STATE_FAILED, Reason: reason}}})
 	}
 	return out
+}
+
+// queued reports whether the job's work all waits on the tasks topic: its tasks are out, some
+// have not ended, and no extractor works on one (none started, or with records loading, and not
+// ended: the loaders' news shows a run whose start was not heard of). Such a job waits
+// behind other jobs' tasks, and its time without news is no stall; the clock runs again from the
+// news that one started. A job whose tasks all ended and whose records are not all loaded is not
+// queued: the loaders owe it news.
+func (j *Job) queued() bool {
+	if !j.published || j.Tasks.Extracted+j.Tasks.DeadLettered >= j.Tasks.Planned {
+		return false
+	}
+	for _, t := range j.tasks {
+		if (t.started || len(t.runs) > 0) && !t.finished {
+			return false
+		}
+	}
+	return true
 }
 
 // Unstored returns the states of the finished jobs that are not yet on the jobs topic.
@@ -846,8 +880,8 @@ func (c jobsCollector) Collect(ch chan<- prometheus.Metric) {
 // TaskView is one task of a job as the API serves it: how far it got, from the job's events.
 type TaskView struct {
 	ID string `json:"id"`
-	// State is waiting (nothing of it seen yet), extracting (records of a run loaded, the run not
-	// ended), extracted or dead_lettered.
+	// State is waiting (on the tasks topic: nothing of it seen yet), extracting (an extractor took
+	// it, or records of a run loaded, the run not ended), extracted or dead_lettered.
 	State string `json:"state"`
 	// Runs counts the runs that reported records (a task runs again after a rebalance or a crash).
 	Runs         int    `json:"runs"`
@@ -947,7 +981,7 @@ func (j *Job) taskViews() []TaskView {
 				v.State = "dead_lettered"
 			case t.finished:
 				v.State = "extracted"
-			case len(t.runs) > 0: // the loaders have its records: a run is at work
+			case t.started || len(t.runs) > 0: // taken, or the loaders have its records: a run is at work
 				v.State = "extracting"
 			}
 		}

@@ -347,3 +347,65 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("folded from the log: %+v", j)
 	}
 }
+
+func started(job, task, follows string) *sluicev1.JobEvent {
+	return &sluicev1.JobEvent{JobId: job, Event: &sluicev1.JobEvent_TaskStarted{TaskStarted: &sluicev1.TaskStarted{
+		TaskId: task, Run: "r", Follows: follows}}}
+}
+
+// TestStallCountsOnlyWorkedOnTime: an hour without news fails a job only when it is worked on (a
+// task taken and not ended, or every task ended and records owed by the loaders), or its tasks are
+// not all out; a job whose work all waits on the tasks topic runs on.
+func TestStallCountsOnlyWorkedOnTime(t *testing.T) {
+	published := &sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TasksPublished{TasksPublished: &sluicev1.TasksPublished{Tasks: 2}}}
+	nextPage := &sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: &sluicev1.TaskExtracted{
+		TaskId: "t0", Run: "r", Records: 10, NextTaskId: "t0-p00000001"}}}
+	for _, tt := range []struct {
+		name    string
+		events  []*sluicev1.JobEvent
+		stalled bool
+	}{
+		{"every task queued", []*sluicev1.JobEvent{published}, false},
+		{"one task taken", []*sluicev1.JobEvent{published, started("j", "t0", "")}, true},
+		{"one task done, the other queued", []*sluicev1.JobEvent{published, started("j", "t0", ""), extracted("j", "t0", "r", 10)}, false},
+		{"one task done, the other taken", []*sluicev1.JobEvent{published, extracted("j", "t0", "r", 10), started("j", "t1", "")}, true},
+		{"a crawl's next page queued", []*sluicev1.JobEvent{published, extracted("j", "t1", "r", 0), nextPage}, false},
+		{"a crawl's next page taken before the page's end is read", []*sluicev1.JobEvent{published, extracted("j", "t1", "r", 0),
+			started("j", "t0-p00000001", "t0"), nextPage}, true},
+		{"every task done, records not loaded", []*sluicev1.JobEvent{published, extracted("j", "t0", "r", 10), extracted("j", "t1", "r", 10)}, true},
+		{"records of a task loading, its start not heard of", []*sluicev1.JobEvent{published, loaded("j", "t0", "r", 0, 0, 4)}, true},
+		{"tasks not all out", nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+			js := newJobs()
+			for _, ev := range append([]*sluicev1.JobEvent{planned("j", 2, 0)}, tt.events...) {
+				ev.At = timestamppb.New(at)
+				js.Apply(ev)
+			}
+			now := at.Add(time.Hour)
+			got := js.Stalled(now.Add(-30*time.Minute), at.Add(-time.Minute), 30*time.Minute)
+			if (len(got) == 1) != tt.stalled {
+				t.Fatalf("stalled: %v, want %v", got, tt.stalled)
+			}
+		})
+	}
+}
+
+// TestCrawlCutAtItsBoundFailsSayingSo: a crawl whose page past the default bound is dead-lettered
+// (class max_pages) fails with a reason that says it was cut and how to read further; the records
+// before it count as loaded.
+func TestCrawlCutAtItsBoundFailsSayingSo(t *testing.T) {
+	js := newJobs()
+	js.Apply(planned("j", 1, 0))
+	js.Apply(&sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TaskExtracted{TaskExtracted: &sluicev1.TaskExtracted{
+		TaskId: "t0", Run: "r", Records: 10, NextTaskId: "t0-p00000001"}}})
+	js.Apply(loaded("j", "t0", "r", 0, 0, 9))
+	fin := js.Apply(&sluicev1.JobEvent{JobId: "j", Event: &sluicev1.JobEvent_TaskDeadLettered{TaskDeadLettered: &sluicev1.TaskDeadLettered{
+		TaskId: "t0-p00000001", Follows: "t0", Run: "s", ErrorClass: "max_pages"}}})
+	j, _ := js.Get("j", time.Now())
+	if fin.GetFinished().GetState() != sluicev1.JobFinished_STATE_FAILED || j.Records.Loaded != 10 ||
+		!strings.Contains(j.Reason, "cut at its default bound of pages") || !strings.Contains(j.Reason, "max_pages") {
+		t.Fatalf("job %+v, finished %v", j, fin)
+	}
+}

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,6 +43,36 @@ type plannerRig struct {
 	jobs    string
 	// now is the planners' clock; nil: time.Now.
 	now func() time.Time
+	// clock is the planner's time when set, else the wall clock; passes counts Maintain's passes
+	// when set.
+	clock  *clock
+	passes prometheus.Counter
+}
+
+// clock is a planner's time in a test, moved by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// afterPasses waits until Maintain made n passes from now on: the last of them saw the clock as
+// it is now.
+func (r *plannerRig) afterPasses(t *testing.T, n int) {
+	t.Helper()
+	from := testutil.ToFloat64(r.passes)
+	waitUntil(t, fmt.Sprintf("%d passes of the planner's upkeep", n), func() bool { return testutil.ToFloat64(r.passes) >= from+float64(n) })
 }
 
 func newPlannerRig(t *testing.T) *plannerRig {
@@ -103,6 +135,10 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 	if r.now != nil {
 		p.now = r.now
 	}
+	if r.clock != nil {
+		p.now = r.clock.now
+	}
+	p.names.checks = r.passes
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { _ = p.Follow(ctx); done <- struct{}{} }()
@@ -206,23 +242,50 @@ func TestTasksOfAnInterruptedPlanningArePublishedAgain(t *testing.T) {
 	}
 }
 
-// TestJobWithoutNewsFails and outlives the events topic: a job whose tasks never report fails with
-// a reason after the deadline, its final state goes to the jobs topic, and a planner that finds the
-// events topic empty (its retention passed) still knows it.
+// TestJobWithoutNewsFails and outlives the events topic: a job one of whose tasks an extractor took
+// and that has no news after it fails with a reason past the deadline, its final state goes to
+// the jobs topic, and a planner that finds the events topic empty (its retention passed) still
+// knows it.
 func TestJobWithoutNewsFails(t *testing.T) {
 	r := newPlannerRig(t)
-	r.cfg.JobStallTimeout = 300 * time.Millisecond
+	r.cfg.JobStallTimeout = time.Minute
+	r.clock, r.passes = &clock{t: time.Now()}, prometheus.NewCounter(prometheus.CounterOpts{Name: "passes"})
 	p := r.start(t)
-	j, _, err := p.Submit(context.Background(), r.spec(t, "users"), "")
+	ctx := context.Background()
+	j, _, err := p.Submit(ctx, r.spec(t, "users"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the job to fail", func() bool { got, _ := p.jobs.Get(j.ID, time.Now()); return got.State == stateFailed })
-	got, _ := p.jobs.Get(j.ID, time.Now())
-	if !strings.Contains(got.Reason, "no progress for 300ms") {
+	// Queued for an hour, then taken: the hour is no stall, and the clock runs from the start.
+	r.clock.add(time.Hour)
+	started := &sluicev1.JobEvent{JobId: j.ID, At: timestamppb.New(r.clock.now()), Producer: "extractor",
+		Event: &sluicev1.JobEvent_TaskStarted{TaskStarted: &sluicev1.TaskStarted{TaskId: taskID(j.ID, 0), Run: "r1"}}}
+	if err := events.Publish(ctx, r.client(t), r.events, started); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the task to be worked on", func() bool {
+		tasks, _, _ := p.jobs.Tasks(j.ID)
+		return len(tasks) == 4 && tasks[0].State == "extracting"
+	})
+	r.clock.add(59 * time.Second)
+	r.afterPasses(t, 2)
+	if got, _ := p.jobs.Get(j.ID, r.clock.now()); got.State != stateRunning {
+		t.Fatalf("a job worked on for 59s of a 1m timeout is %s (%s)", got.State, got.Reason)
+	}
+	r.clock.add(2 * time.Second)
+	waitUntil(t, "the job to fail", func() bool { got, _ := p.jobs.Get(j.ID, r.clock.now()); return got.State == stateFailed })
+	got, _ := p.jobs.Get(j.ID, r.clock.now())
+	if !strings.Contains(got.Reason, "no progress for 1m0s while it was worked on") {
 		t.Fatalf("reason %q", got.Reason)
 	}
-	waitUntil(t, "the job's state on the jobs topic", func() bool { return len(r.count(t, "jobs")) == 1 })
+	waitUntil(t, "the job's state on the jobs topic", func() bool {
+		for _, rec := range r.count(t, "jobs") {
+			if string(rec.Key) == j.ID {
+				return true
+			}
+		}
+		return false
+	})
 
 	// The events topic's retention passed: a new planner on an empty events topic knows the job
 	// from the jobs topic alone.
@@ -230,6 +293,52 @@ func TestJobWithoutNewsFails(t *testing.T) {
 	again, ok := r.start(t).jobs.Get(j.ID, time.Now())
 	if !ok || again.State != stateFailed || again.Reason != got.Reason || again.Tasks.Planned != 4 || again.Records.Expected != 1000 {
 		t.Fatalf("after the events' retention the job is %+v (known %v), was %+v", again, ok, got)
+	}
+}
+
+// TestQueuedJobIsNoStall: a job whose tasks all wait on the tasks topic, no extractor having taken
+// one (they work on other jobs), has no news for far longer than the stall timeout and still runs:
+// waiting in the queue is not a stall.
+func TestQueuedJobIsNoStall(t *testing.T) {
+	r := newPlannerRig(t)
+	r.cfg.JobStallTimeout = time.Minute
+	r.clock, r.passes = &clock{t: time.Now()}, prometheus.NewCounter(prometheus.CounterOpts{Name: "passes"})
+	p := r.start(t)
+	j, _, err := p.Submit(context.Background(), r.spec(t, "users"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clock.add(2 * time.Hour)
+	r.afterPasses(t, 2)
+	if got, _ := p.jobs.Get(j.ID, r.clock.now()); got.State != stateRunning {
+		t.Fatalf("a job queued for 2h behind other jobs is %s (%s), want running", got.State, got.Reason)
+	}
+}
+
+// TestQueuedScheduledRunIsNotOverlapped: a scheduled run whose tasks wait on the tasks topic for
+// many of its intervals still runs, and no second run starts beside it.
+func TestQueuedScheduledRunIsNotOverlapped(t *testing.T) {
+	r := newPlannerRig(t)
+	r.cfg.JobStallTimeout = time.Minute
+	r.clock, r.passes = &clock{t: time.Now()}, prometheus.NewCounter(prometheus.CounterOpts{Name: "passes"})
+	p := r.start(t)
+	spec := r.spec(t, "users")
+	spec.Schedule.Every = "1m"
+	ctx := context.Background()
+	if err := p.setSchedule(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the first run", func() bool { return p.jobs.Running("users") })
+	first, _ := p.jobs.Latest("users")
+	r.clock.add(2 * time.Hour)
+	r.afterPasses(t, 3)
+	var runs []string
+	all, _ := p.jobs.Page(nil, 1000, r.clock.now())
+	for _, j := range all {
+		runs = append(runs, j.ID+" "+j.State+" "+j.Reason)
+	}
+	if len(runs) != 1 || runs[0] != first.ID+" running " {
+		t.Fatalf("after 2h in the queue the runs are %q; want %s, running, alone", runs, first.ID)
 	}
 }
 

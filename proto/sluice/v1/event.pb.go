@@ -73,7 +73,7 @@ func (x JobFinished_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use JobFinished_State.Descriptor instead.
 func (JobFinished_State) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10, 0}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{11, 0}
 }
 
 // JobEvent is one fact about a job's progress on the events topic, keyed by job id so that a job's
@@ -95,6 +95,7 @@ type JobEvent struct {
 	//	*JobEvent_Finished
 	//	*JobEvent_LoadHeld
 	//	*JobEvent_TasksPublished
+	//	*JobEvent_TaskStarted
 	Event         isJobEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -230,6 +231,15 @@ func (x *JobEvent) GetTasksPublished() *TasksPublished {
 	return nil
 }
 
+func (x *JobEvent) GetTaskStarted() *TaskStarted {
+	if x != nil {
+		if x, ok := x.Event.(*JobEvent_TaskStarted); ok {
+			return x.TaskStarted
+		}
+	}
+	return nil
+}
+
 type isJobEvent_Event interface {
 	isJobEvent_Event()
 }
@@ -266,6 +276,10 @@ type JobEvent_TasksPublished struct {
 	TasksPublished *TasksPublished `protobuf:"bytes,17,opt,name=tasks_published,json=tasksPublished,proto3,oneof"`
 }
 
+type JobEvent_TaskStarted struct {
+	TaskStarted *TaskStarted `protobuf:"bytes,18,opt,name=task_started,json=taskStarted,proto3,oneof"`
+}
+
 func (*JobEvent_Planned) isJobEvent_Event() {}
 
 func (*JobEvent_TaskExtracted) isJobEvent_Event() {}
@@ -281,6 +295,72 @@ func (*JobEvent_Finished) isJobEvent_Event() {}
 func (*JobEvent_LoadHeld) isJobEvent_Event() {}
 
 func (*JobEvent_TasksPublished) isJobEvent_Event() {}
+
+func (*JobEvent_TaskStarted) isJobEvent_Event() {}
+
+// TaskStarted: an extractor took a task from the tasks topic and works on it (a run of it began).
+// The planner counts a job's time without news as a stall only while one of its tasks is worked
+// on: tasks that wait on the topic behind other jobs' are no stall.
+type TaskStarted struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Run    string                 `protobuf:"bytes,2,opt,name=run,proto3" json:"run,omitempty"`
+	// The task whose end published this one; empty for a planned task.
+	Follows       string `protobuf:"bytes,3,opt,name=follows,proto3" json:"follows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskStarted) Reset() {
+	*x = TaskStarted{}
+	mi := &file_sluice_v1_event_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskStarted) ProtoMessage() {}
+
+func (x *TaskStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskStarted.ProtoReflect.Descriptor instead.
+func (*TaskStarted) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TaskStarted) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *TaskStarted) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
+func (x *TaskStarted) GetFollows() string {
+	if x != nil {
+		return x.Follows
+	}
+	return ""
+}
 
 // JobPlanned: the planner accepted a job and published its tasks.
 type JobPlanned struct {
@@ -308,7 +388,7 @@ type JobPlanned struct {
 
 func (x *JobPlanned) Reset() {
 	*x = JobPlanned{}
-	mi := &file_sluice_v1_event_proto_msgTypes[1]
+	mi := &file_sluice_v1_event_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +400,7 @@ func (x *JobPlanned) String() string {
 func (*JobPlanned) ProtoMessage() {}
 
 func (x *JobPlanned) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[1]
+	mi := &file_sluice_v1_event_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +413,7 @@ func (x *JobPlanned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobPlanned.ProtoReflect.Descriptor instead.
 func (*JobPlanned) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{1}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JobPlanned) GetName() string {
@@ -417,7 +497,7 @@ type TasksPublished struct {
 
 func (x *TasksPublished) Reset() {
 	*x = TasksPublished{}
-	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	mi := &file_sluice_v1_event_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +509,7 @@ func (x *TasksPublished) String() string {
 func (*TasksPublished) ProtoMessage() {}
 
 func (x *TasksPublished) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	mi := &file_sluice_v1_event_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +522,7 @@ func (x *TasksPublished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TasksPublished.ProtoReflect.Descriptor instead.
 func (*TasksPublished) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{2}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TasksPublished) GetTasks() uint32 {
@@ -479,7 +559,7 @@ type TaskExtracted struct {
 
 func (x *TaskExtracted) Reset() {
 	*x = TaskExtracted{}
-	mi := &file_sluice_v1_event_proto_msgTypes[3]
+	mi := &file_sluice_v1_event_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +571,7 @@ func (x *TaskExtracted) String() string {
 func (*TaskExtracted) ProtoMessage() {}
 
 func (x *TaskExtracted) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[3]
+	mi := &file_sluice_v1_event_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +584,7 @@ func (x *TaskExtracted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskExtracted.ProtoReflect.Descriptor instead.
 func (*TaskExtracted) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{3}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TaskExtracted) GetTaskId() string {
@@ -590,7 +670,7 @@ type CursorRejected struct {
 
 func (x *CursorRejected) Reset() {
 	*x = CursorRejected{}
-	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	mi := &file_sluice_v1_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +682,7 @@ func (x *CursorRejected) String() string {
 func (*CursorRejected) ProtoMessage() {}
 
 func (x *CursorRejected) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[4]
+	mi := &file_sluice_v1_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +695,7 @@ func (x *CursorRejected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CursorRejected.ProtoReflect.Descriptor instead.
 func (*CursorRejected) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{4}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CursorRejected) GetUnparseable() uint64 {
@@ -651,7 +731,7 @@ type TaskDeadLettered struct {
 
 func (x *TaskDeadLettered) Reset() {
 	*x = TaskDeadLettered{}
-	mi := &file_sluice_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +743,7 @@ func (x *TaskDeadLettered) String() string {
 func (*TaskDeadLettered) ProtoMessage() {}
 
 func (x *TaskDeadLettered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[5]
+	mi := &file_sluice_v1_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +756,7 @@ func (x *TaskDeadLettered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDeadLettered.ProtoReflect.Descriptor instead.
 func (*TaskDeadLettered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TaskDeadLettered) GetTaskId() string {
@@ -742,7 +822,7 @@ type RecordsLoaded struct {
 
 func (x *RecordsLoaded) Reset() {
 	*x = RecordsLoaded{}
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +834,7 @@ func (x *RecordsLoaded) String() string {
 func (*RecordsLoaded) ProtoMessage() {}
 
 func (x *RecordsLoaded) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[6]
+	mi := &file_sluice_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +847,7 @@ func (x *RecordsLoaded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsLoaded.ProtoReflect.Descriptor instead.
 func (*RecordsLoaded) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordsLoaded) GetRecords() uint64 {
@@ -844,7 +924,7 @@ type RecordsDeadLettered struct {
 
 func (x *RecordsDeadLettered) Reset() {
 	*x = RecordsDeadLettered{}
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +936,7 @@ func (x *RecordsDeadLettered) String() string {
 func (*RecordsDeadLettered) ProtoMessage() {}
 
 func (x *RecordsDeadLettered) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[7]
+	mi := &file_sluice_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +949,7 @@ func (x *RecordsDeadLettered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsDeadLettered.ProtoReflect.Descriptor instead.
 func (*RecordsDeadLettered) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecordsDeadLettered) GetRecords() uint64 {
@@ -950,7 +1030,7 @@ type LoadHeld struct {
 
 func (x *LoadHeld) Reset() {
 	*x = LoadHeld{}
-	mi := &file_sluice_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1042,7 @@ func (x *LoadHeld) String() string {
 func (*LoadHeld) ProtoMessage() {}
 
 func (x *LoadHeld) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[8]
+	mi := &file_sluice_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1055,7 @@ func (x *LoadHeld) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadHeld.ProtoReflect.Descriptor instead.
 func (*LoadHeld) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LoadHeld) GetTable() string {
@@ -1038,7 +1118,7 @@ type OffsetSpan struct {
 
 func (x *OffsetSpan) Reset() {
 	*x = OffsetSpan{}
-	mi := &file_sluice_v1_event_proto_msgTypes[9]
+	mi := &file_sluice_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1130,7 @@ func (x *OffsetSpan) String() string {
 func (*OffsetSpan) ProtoMessage() {}
 
 func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[9]
+	mi := &file_sluice_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1143,7 @@ func (x *OffsetSpan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetSpan.ProtoReflect.Descriptor instead.
 func (*OffsetSpan) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OffsetSpan) GetFirst() int64 {
@@ -1091,7 +1171,7 @@ type JobFinished struct {
 
 func (x *JobFinished) Reset() {
 	*x = JobFinished{}
-	mi := &file_sluice_v1_event_proto_msgTypes[10]
+	mi := &file_sluice_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1183,7 @@ func (x *JobFinished) String() string {
 func (*JobFinished) ProtoMessage() {}
 
 func (x *JobFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[10]
+	mi := &file_sluice_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1196,7 @@ func (x *JobFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFinished.ProtoReflect.Descriptor instead.
 func (*JobFinished) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobFinished) GetState() JobFinished_State {
@@ -1165,7 +1245,7 @@ type JobState struct {
 
 func (x *JobState) Reset() {
 	*x = JobState{}
-	mi := &file_sluice_v1_event_proto_msgTypes[11]
+	mi := &file_sluice_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1257,7 @@ func (x *JobState) String() string {
 func (*JobState) ProtoMessage() {}
 
 func (x *JobState) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[11]
+	mi := &file_sluice_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1270,7 @@ func (x *JobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobState.ProtoReflect.Descriptor instead.
 func (*JobState) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JobState) GetJobId() string {
@@ -1341,7 +1421,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_sluice_v1_event_proto_msgTypes[12]
+	mi := &file_sluice_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1433,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[12]
+	mi := &file_sluice_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1446,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *State) GetKind() isState_Kind {
@@ -1430,7 +1510,7 @@ type Mark struct {
 
 func (x *Mark) Reset() {
 	*x = Mark{}
-	mi := &file_sluice_v1_event_proto_msgTypes[13]
+	mi := &file_sluice_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1522,7 @@ func (x *Mark) String() string {
 func (*Mark) ProtoMessage() {}
 
 func (x *Mark) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[13]
+	mi := &file_sluice_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1535,7 @@ func (x *Mark) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mark.ProtoReflect.Descriptor instead.
 func (*Mark) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Mark) GetName() string {
@@ -1506,7 +1586,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_sluice_v1_event_proto_msgTypes[14]
+	mi := &file_sluice_v1_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1598,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_event_proto_msgTypes[14]
+	mi := &file_sluice_v1_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1611,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Schedule) GetName() string {
@@ -1559,7 +1639,7 @@ var File_sluice_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15sluice/v1/event.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14sluice/v1/task.proto\"\xfe\x04\n" +
+	"\x15sluice/v1/event.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14sluice/v1/task.proto\"\xbb\x05\n" +
 	"\bJobEvent\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1a\n" +
@@ -1572,8 +1652,13 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x15records_dead_lettered\x18\x0e \x01(\v2\x1e.sluice.v1.RecordsDeadLetteredH\x00R\x13recordsDeadLettered\x124\n" +
 	"\bfinished\x18\x0f \x01(\v2\x16.sluice.v1.JobFinishedH\x00R\bfinished\x122\n" +
 	"\tload_held\x18\x10 \x01(\v2\x13.sluice.v1.LoadHeldH\x00R\bloadHeld\x12D\n" +
-	"\x0ftasks_published\x18\x11 \x01(\v2\x19.sluice.v1.TasksPublishedH\x00R\x0etasksPublishedB\a\n" +
-	"\x05event\"\xc3\x02\n" +
+	"\x0ftasks_published\x18\x11 \x01(\v2\x19.sluice.v1.TasksPublishedH\x00R\x0etasksPublished\x12;\n" +
+	"\ftask_started\x18\x12 \x01(\v2\x16.sluice.v1.TaskStartedH\x00R\vtaskStartedB\a\n" +
+	"\x05event\"R\n" +
+	"\vTaskStarted\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x10\n" +
+	"\x03run\x18\x02 \x01(\tR\x03run\x12\x18\n" +
+	"\afollows\x18\x03 \x01(\tR\afollows\"\xc3\x02\n" +
 	"\n" +
 	"JobPlanned\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1712,57 +1797,59 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_v1_event_proto_goTypes = []any{
 	(JobFinished_State)(0),        // 0: sluice.v1.JobFinished.State
 	(*JobEvent)(nil),              // 1: sluice.v1.JobEvent
-	(*JobPlanned)(nil),            // 2: sluice.v1.JobPlanned
-	(*TasksPublished)(nil),        // 3: sluice.v1.TasksPublished
-	(*TaskExtracted)(nil),         // 4: sluice.v1.TaskExtracted
-	(*CursorRejected)(nil),        // 5: sluice.v1.CursorRejected
-	(*TaskDeadLettered)(nil),      // 6: sluice.v1.TaskDeadLettered
-	(*RecordsLoaded)(nil),         // 7: sluice.v1.RecordsLoaded
-	(*RecordsDeadLettered)(nil),   // 8: sluice.v1.RecordsDeadLettered
-	(*LoadHeld)(nil),              // 9: sluice.v1.LoadHeld
-	(*OffsetSpan)(nil),            // 10: sluice.v1.OffsetSpan
-	(*JobFinished)(nil),           // 11: sluice.v1.JobFinished
-	(*JobState)(nil),              // 12: sluice.v1.JobState
-	(*State)(nil),                 // 13: sluice.v1.State
-	(*Mark)(nil),                  // 14: sluice.v1.Mark
-	(*Schedule)(nil),              // 15: sluice.v1.Schedule
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*Source)(nil),                // 17: sluice.v1.Source
+	(*TaskStarted)(nil),           // 2: sluice.v1.TaskStarted
+	(*JobPlanned)(nil),            // 3: sluice.v1.JobPlanned
+	(*TasksPublished)(nil),        // 4: sluice.v1.TasksPublished
+	(*TaskExtracted)(nil),         // 5: sluice.v1.TaskExtracted
+	(*CursorRejected)(nil),        // 6: sluice.v1.CursorRejected
+	(*TaskDeadLettered)(nil),      // 7: sluice.v1.TaskDeadLettered
+	(*RecordsLoaded)(nil),         // 8: sluice.v1.RecordsLoaded
+	(*RecordsDeadLettered)(nil),   // 9: sluice.v1.RecordsDeadLettered
+	(*LoadHeld)(nil),              // 10: sluice.v1.LoadHeld
+	(*OffsetSpan)(nil),            // 11: sluice.v1.OffsetSpan
+	(*JobFinished)(nil),           // 12: sluice.v1.JobFinished
+	(*JobState)(nil),              // 13: sluice.v1.JobState
+	(*State)(nil),                 // 14: sluice.v1.State
+	(*Mark)(nil),                  // 15: sluice.v1.Mark
+	(*Schedule)(nil),              // 16: sluice.v1.Schedule
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*Source)(nil),                // 18: sluice.v1.Source
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
-	16, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
-	2,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
-	4,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
-	6,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
-	7,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
-	8,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
-	11, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
-	9,  // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
-	3,  // 8: sluice.v1.JobEvent.tasks_published:type_name -> sluice.v1.TasksPublished
-	17, // 9: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
-	5,  // 10: sluice.v1.TaskExtracted.cursor_rejected:type_name -> sluice.v1.CursorRejected
-	10, // 11: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
-	10, // 12: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
-	16, // 13: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
-	16, // 14: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
-	0,  // 15: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
-	16, // 16: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
-	16, // 17: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
-	16, // 18: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
-	5,  // 19: sluice.v1.JobState.cursor_rejected:type_name -> sluice.v1.CursorRejected
-	14, // 20: sluice.v1.State.mark:type_name -> sluice.v1.Mark
-	15, // 21: sluice.v1.State.schedule:type_name -> sluice.v1.Schedule
-	16, // 22: sluice.v1.Mark.at:type_name -> google.protobuf.Timestamp
-	16, // 23: sluice.v1.Schedule.created_at:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	17, // 0: sluice.v1.JobEvent.at:type_name -> google.protobuf.Timestamp
+	3,  // 1: sluice.v1.JobEvent.planned:type_name -> sluice.v1.JobPlanned
+	5,  // 2: sluice.v1.JobEvent.task_extracted:type_name -> sluice.v1.TaskExtracted
+	7,  // 3: sluice.v1.JobEvent.task_dead_lettered:type_name -> sluice.v1.TaskDeadLettered
+	8,  // 4: sluice.v1.JobEvent.records_loaded:type_name -> sluice.v1.RecordsLoaded
+	9,  // 5: sluice.v1.JobEvent.records_dead_lettered:type_name -> sluice.v1.RecordsDeadLettered
+	12, // 6: sluice.v1.JobEvent.finished:type_name -> sluice.v1.JobFinished
+	10, // 7: sluice.v1.JobEvent.load_held:type_name -> sluice.v1.LoadHeld
+	4,  // 8: sluice.v1.JobEvent.tasks_published:type_name -> sluice.v1.TasksPublished
+	2,  // 9: sluice.v1.JobEvent.task_started:type_name -> sluice.v1.TaskStarted
+	18, // 10: sluice.v1.JobPlanned.source:type_name -> sluice.v1.Source
+	6,  // 11: sluice.v1.TaskExtracted.cursor_rejected:type_name -> sluice.v1.CursorRejected
+	11, // 12: sluice.v1.RecordsLoaded.offsets:type_name -> sluice.v1.OffsetSpan
+	11, // 13: sluice.v1.RecordsDeadLettered.offsets:type_name -> sluice.v1.OffsetSpan
+	17, // 14: sluice.v1.LoadHeld.since:type_name -> google.protobuf.Timestamp
+	17, // 15: sluice.v1.LoadHeld.dead_letter_at:type_name -> google.protobuf.Timestamp
+	0,  // 16: sluice.v1.JobFinished.state:type_name -> sluice.v1.JobFinished.State
+	17, // 17: sluice.v1.JobState.created_at:type_name -> google.protobuf.Timestamp
+	17, // 18: sluice.v1.JobState.finished_at:type_name -> google.protobuf.Timestamp
+	17, // 19: sluice.v1.JobState.last_load_at:type_name -> google.protobuf.Timestamp
+	6,  // 20: sluice.v1.JobState.cursor_rejected:type_name -> sluice.v1.CursorRejected
+	15, // 21: sluice.v1.State.mark:type_name -> sluice.v1.Mark
+	16, // 22: sluice.v1.State.schedule:type_name -> sluice.v1.Schedule
+	17, // 23: sluice.v1.Mark.at:type_name -> google.protobuf.Timestamp
+	17, // 24: sluice.v1.Schedule.created_at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -1780,8 +1867,9 @@ func file_sluice_v1_event_proto_init() {
 		(*JobEvent_Finished)(nil),
 		(*JobEvent_LoadHeld)(nil),
 		(*JobEvent_TasksPublished)(nil),
+		(*JobEvent_TaskStarted)(nil),
 	}
-	file_sluice_v1_event_proto_msgTypes[12].OneofWrappers = []any{
+	file_sluice_v1_event_proto_msgTypes[13].OneofWrappers = []any{
 		(*State_Mark)(nil),
 		(*State_Schedule)(nil),
 	}
@@ -1791,7 +1879,7 @@ func file_sluice_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1079,7 +1079,8 @@ type Pagination struct {
 	NextUrlPath string `protobuf:"bytes,10,opt,name=next_url_path,json=nextUrlPath,proto3" json:"next_url_path,omitempty"`
 	// Dotted path to a boolean in the body; false ends a crawl.
 	HasMorePath string `protobuf:"bytes,11,opt,name=has_more_path,json=hasMorePath,proto3" json:"has_more_path,omitempty"`
-	// The most pages a crawl reads; 0 is no bound.
+	// The most pages a crawl reads, an end the job asked for; 0 is the default bound
+	// (source.DefaultMaxPages), whose page past it is dead-lettered with class max_pages.
 	MaxPages      uint64 `protobuf:"varint,12,opt,name=max_pages,json=maxPages,proto3" json:"max_pages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1214,7 +1215,14 @@ type Crawl struct {
 	// number): a cursor or URL seen again is a crawl going round in circles.
 	Seen []uint64 `protobuf:"fixed64,4,rep,packed,name=seen,proto3" json:"seen,omitempty"`
 	// The id of the crawl's first task, which the ids of the next ones derive from.
-	Chain         string `protobuf:"bytes,5,opt,name=chain,proto3" json:"chain,omitempty"`
+	Chain string `protobuf:"bytes,5,opt,name=chain,proto3" json:"chain,omitempty"`
+	// A fingerprint of the records of one earlier page (never an empty one), and that page's
+	// sequence: the anchor of Brent's cycle detection. A page whose records are the anchor's again
+	// is a crawl going round in circles, whatever its cursors; the anchor moves on at pages twice as
+	// far each time, so that a round of any length is caught within a few rounds, in 16 bytes.
+	// 0 is no anchor yet.
+	Anchor        uint64 `protobuf:"fixed64,6,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	AnchorPage    uint64 `protobuf:"varint,7,opt,name=anchor_page,json=anchorPage,proto3" json:"anchor_page,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1282,6 +1290,20 @@ func (x *Crawl) GetChain() string {
 		return x.Chain
 	}
 	return ""
+}
+
+func (x *Crawl) GetAnchor() uint64 {
+	if x != nil {
+		return x.Anchor
+	}
+	return 0
+}
+
+func (x *Crawl) GetAnchorPage() uint64 {
+	if x != nil {
+		return x.AnchorPage
+	}
+	return 0
 }
 
 // OffsetRange is records [start, end) of an offset-paginated source. An unbounded range has no end:
@@ -1596,13 +1618,16 @@ const file_sluice_v1_task_proto_rawDesc = "" +
 	"\tTYPE_PAGE\x10\x02\x12\x0f\n" +
 	"\vTYPE_CURSOR\x10\x03\x12\x11\n" +
 	"\rTYPE_NEXT_URL\x10\x04\x12\x14\n" +
-	"\x10TYPE_LINK_HEADER\x10\x05\"{\n" +
+	"\x10TYPE_LINK_HEADER\x10\x05\"\xb4\x01\n" +
 	"\x05Crawl\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\tR\bposition\x12\x12\n" +
 	"\x04page\x18\x02 \x01(\x04R\x04page\x12\x18\n" +
 	"\arecords\x18\x03 \x01(\x04R\arecords\x12\x12\n" +
 	"\x04seen\x18\x04 \x03(\x06R\x04seen\x12\x14\n" +
-	"\x05chain\x18\x05 \x01(\tR\x05chain\"S\n" +
+	"\x05chain\x18\x05 \x01(\tR\x05chain\x12\x16\n" +
+	"\x06anchor\x18\x06 \x01(\x06R\x06anchor\x12\x1f\n" +
+	"\vanchor_page\x18\a \x01(\x04R\n" +
+	"anchorPage\"S\n" +
 	"\vOffsetRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x1c\n" +
