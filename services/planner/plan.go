@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -21,14 +19,6 @@ type plan struct {
 	// extent is what the source's planning found, to plan again from.
 	extent []byte
 	tasks  []*sluicev1.Task
-}
-
-// newJobID names a job after its spec and the time it was submitted, with a random suffix:
-// job ids are unique per submission, task ids derive from them.
-func newJobID(name string, now time.Time) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return fmt.Sprintf("%s-%s-%s", name, now.UTC().Format("20060102t150405"), hex.EncodeToString(b))
 }
 
 // taskID is the deterministic id of a job's task.
