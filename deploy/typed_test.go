@@ -84,7 +84,7 @@ const typedColumns = `  columns:
 // TestPipelineTyped runs typed jobs through the real services on one source whose records gain a
 // field half way through: a created table under each contract (evolve adds the column and fills it,
 // freeze dead-letters the records with the new field, discard drops and counts it), a table made
-// beforehand read with from_table, and two jobs with the same keys in one created table. Every
+// beforehand read with from_table, and two jobs with the same keys sharing one created table. Every
 // value lands exactly; the record whose amount is no number is dead-lettered naming the column,
 // and its neighbours load.
 func TestPipelineTyped(t *testing.T) {
@@ -116,8 +116,8 @@ func TestPipelineTyped(t *testing.T) {
 			loaded: n - 1, dead: 1, classes: map[string]int{"bad_value": 1}},
 		{name: "fromtable", sink: "  table: made\n  columns: from_table\n",
 			loaded: n - 1, dead: 1, classes: map[string]int{"bad_value": 1}},
-		{name: "crm", sink: "  table: people\n  create: true\n" + typedColumns, loaded: n - 1, dead: 1, classes: map[string]int{"bad_value": 1}},
-		{name: "billing", sink: "  table: people\n  create: true\n" + typedColumns, loaded: n - 1, dead: 1, classes: map[string]int{"bad_value": 1}},
+		{name: "crm", sink: "  table: people\n  create: true\n  shared: true\n" + typedColumns, loaded: n - 1, dead: 1, classes: map[string]int{"bad_value": 1}},
+		{name: "billing", sink: "  table: people\n  create: true\n  shared: true\n" + typedColumns, loaded: n - 1, dead: 1, classes: map[string]int{"bad_value": 1}},
 	}
 	ids := map[string]string{}
 	var wg sync.WaitGroup

@@ -9,13 +9,18 @@ import (
 )
 
 // Input is one record as the loader has it: the values lineage columns take, and the record's JSON.
+// Source is the job's name, which $source lineage takes where the schema names none (the raw
+// landing rows, whose blocks hold the records of every job that writes the table); Planned is when
+// the job (this run of it) was planned, which the row's version starts with (RowVersion).
 type Input struct {
 	Key         string
 	Record      []byte
 	Job, Task   string
+	Source      string
 	Partition   int32
 	Offset      int64
 	ExtractedAt time.Time
+	Planned     time.Time
 }
 
 // FieldError is a record that its table's schema refuses: a value that does not fit its column
@@ -201,6 +206,9 @@ func newBuilder(c Column, source string, n int) builder {
 	case FromTask:
 		return lineage(n, func(in *Input) string { return in.Task })
 	case FromSource:
+		if source == "" {
+			return lineage(n, func(in *Input) string { return in.Source })
+		}
 		return lineage(n, func(*Input) string { return source })
 	case FromPartition:
 		return lineage(n, func(in *Input) int32 { return in.Partition })
@@ -209,7 +217,7 @@ func newBuilder(c Column, source string, n int) builder {
 	case FromExtractedAt:
 		return lineage(n, func(in *Input) time.Time { return in.ExtractedAt.UTC().Truncate(time.Second) })
 	case FromVersion:
-		return lineage(n, func(in *Input) uint64 { return uint64(in.ExtractedAt.UnixNano()) })
+		return lineage(n, func(in *Input) uint64 { return RowVersion(in.Planned, in.Offset) })
 	case FromLoadedAt:
 		return loadedAt{}
 	}

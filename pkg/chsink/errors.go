@@ -81,6 +81,8 @@ func Classify(err error) error {
 	}
 	var ex *clickhouse.Exception
 	switch {
+	case errors.Is(err, ErrBufferTable):
+		return delivery.New(delivery.Schema, "buffer_table", err)
 	case errors.Is(err, errAppend), errors.Is(err, ErrIncompatibleTable), errors.Is(err, ErrNoTable):
 		return delivery.New(delivery.Schema, "schema", err)
 	case errors.As(err, &ex) && schemaCodes[ex.Code]:

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Lineage is where a column's value comes from when it is not a field of the record: the record's
@@ -22,8 +23,10 @@ const (
 	FromOffset      Lineage = "offset"
 	FromExtractedAt Lineage = "extracted_at"
 	FromLoadedAt    Lineage = "loaded_at"
-	FromVersion     Lineage = "version"
-	// FromSource is the job's name, the same for every record of the job.
+	// FromVersion is the row's version (RowVersion): by which ReplacingMergeTree keeps the newest
+	// row of a key.
+	FromVersion Lineage = "version"
+	// FromSource is the job's name, the same for every record of the job and of its runs.
 	FromSource Lineage = "source"
 )
 
@@ -58,12 +61,46 @@ type Schema struct {
 }
 
 // Raw is the raw landing table: one row per record, its key and payload with their lineage,
-// collapsed per key to the latest extraction.
+// collapsed per job name and key to the newest version, so that the jobs that share a table keep
+// each their own rows.
 var Raw = mustSchema(Schema{Columns: []Column{
 	{Name: "key", Lineage: FromKey}, {Name: "payload", Lineage: FromRecord}, {Name: "job_id", Lineage: FromJob},
+	{Name: RawJobName, Lineage: FromSource},
 	{Name: "task_id", Lineage: FromTask}, {Name: "kafka_partition", Lineage: FromPartition}, {Name: "kafka_offset", Lineage: FromOffset},
 	{Name: "extracted_at", Lineage: FromExtractedAt}, {Name: "loaded_at", Lineage: FromLoadedAt}, {Name: "version", Lineage: FromVersion},
-}, OrderBy: []string{"key"}, Version: "version"})
+}, OrderBy: []string{"key", RawJobName}, Version: "version"})
+
+// RawJobName is the raw landing table's column of the job's name, part of its sorting key.
+const RawJobName = "job_name"
+
+// rawByKey is the raw landing table as sluice created it before it kept job names: ordered by key
+// alone. Such a table takes the rows of one job name as before; jobs cannot share it.
+var rawByKey = mustSchema(Schema{Columns: slices.DeleteFunc(slices.Clone(Raw.Columns), func(c Column) bool { return c.Name == RawJobName }),
+	OrderBy: []string{"key"}, Version: "version"})
+
+// versionEpoch is where RowVersion counts the planning of jobs from, and offsetBits how many of a
+// version's low bits hold the raw-topic offset.
+var versionEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const offsetBits = 34
+
+// RowVersion is the version of a row: the time its job was planned (to the second, from 2020 on:
+// the high 30 bits), then the record's offset on the raw topic (the low 34 bits, saturated). It
+// comes from where the record is, not from any extractor's clock: a key's records land on one
+// raw partition (the Kafka key is the record key), so within a run of a job a record extracted
+// again (a task run again, a redelivered page) is at a later offset and wins; a later run of the
+// job wins over an earlier one whatever their offsets (a raw topic recreated or given more
+// partitions restarts offsets), and a dead letter replayed from an older run does not overwrite a
+// newer run's row. The planning time is the planner's, fixed once per run. Versions of this form
+// exceed the extraction-time nanoseconds that sluice wrote before, so that rows loaded since win
+// over rows loaded before.
+func RowVersion(planned time.Time, offset int64) uint64 {
+	var run uint64
+	if s := planned.Unix() - versionEpoch.Unix(); !planned.IsZero() && s > 0 {
+		run = min(uint64(s), 1<<(64-offsetBits)-1)
+	}
+	return run<<offsetBits | uint64(min(max(offset, 0), 1<<offsetBits-1))
+}
 
 func mustSchema(s Schema) *Schema {
 	if err := s.init(); err != nil {

@@ -67,6 +67,8 @@ type Sink struct {
 	OnNewField FieldPolicy
 	OnError    Policy
 	Source     string
+	// Shared is set when the job shares the table with other jobs (the planner checks it at submit).
+	Shared bool
 }
 
 // Problem is one thing wrong with a sink, at a path relative to the sink ("columns[2].type").
@@ -131,7 +133,7 @@ func NewSink(p *sluicev1.SinkSchema) (*Sink, []Problem) {
 		probs = append(probs, Problem{path, fmt.Sprintf(format, args...)})
 	}
 	s := &Sink{ID: SchemaID(p), Table: p.Table, FromTable: p.FromTable, Create: p.Create, OrderBy: p.OrderBy,
-		OnNewField: FieldPolicy(p.OnNewField), OnError: Policy(p.OnError), Source: p.Source}
+		OnNewField: FieldPolicy(p.OnNewField), OnError: Policy(p.OnError), Source: p.Source, Shared: p.Shared}
 	if !ValidTable(p.Table) {
 		add("table", "must be letters, digits and '_', not starting with a digit, at most 206 characters")
 	}

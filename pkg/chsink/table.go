@@ -13,15 +13,54 @@ import (
 // legalTable is a table name that needs no quoting beyond back quotes.
 var legalTable = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,205}$`)
 
-// ValidTable reports whether name can be a landing table.
-func ValidTable(name string) bool { return legalTable.MatchString(name) }
+// ValidTable reports whether name can be a landing table: a plain identifier, and not sluice's
+// own table of owners.
+func ValidTable(name string) bool { return legalTable.MatchString(name) && name != OwnersTable }
 
 var (
 	// ErrIncompatibleTable is an existing table whose columns cannot take the rows of its sink.
 	ErrIncompatibleTable = errors.New("the table exists with columns that cannot take the rows")
 	// ErrNoTable is the missing table of a typed sink that does not create it.
 	ErrNoTable = errors.New("the table does not exist, and the sink does not create it (create: true would)")
+	// ErrBufferTable is a table of engine Buffer: it acknowledges an insert while the rows are in
+	// memory, before they are durable, and sluice commits the offsets of what it acknowledged.
+	ErrBufferTable = fmt.Errorf("%w: its engine is Buffer, which acknowledges an insert before the rows are durable "+
+		"(a restart of the server loses them); land in the Buffer's destination table instead", ErrIncompatibleTable)
 )
+
+// Engines that change how sluice writes a table.
+const (
+	engineBuffer      = "Buffer"
+	engineDistributed = "Distributed"
+)
+
+// engineOf returns the engine of table in conn's database ("" when it does not exist), as
+// system.tables has it on 18.16 and on current releases.
+func engineOf(ctx context.Context, conn *chconn.Conn, table string) (string, error) {
+	rows, err := conn.Query(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = ?", conn.Database, table)
+	if err != nil {
+		return "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
+	}
+	defer rows.Close()
+	engine := ""
+	for rows.Next() {
+		if err := rows.Scan(&engine); err != nil {
+			return "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
+	}
+	return engine, nil
+}
+
+// takesEngine reports whether sluice writes a table of engine: not a Buffer.
+func takesEngine(database, table, engine string) error {
+	if engine == engineBuffer {
+		return fmt.Errorf("%s.%s: %w", database, table, ErrBufferTable)
+	}
+	return nil
+}
 
 // tableColumn is a column of an existing table that an insert may fill.
 type tableColumn struct{ name, typ string }
@@ -55,6 +94,8 @@ func describe(ctx context.Context, conn *chconn.Conn, table string) ([]tableColu
 // (nil: the raw landing rows): nil when it can, or when it does not exist and the loader creates it;
 // an error wrapping ErrIncompatibleTable that names every column missing or of another type, or
 // ErrNoTable.
+//
+// A table of engine Buffer is refused (ErrBufferTable, which wraps ErrIncompatibleTable).
 func CheckTable(ctx context.Context, conn *chconn.Conn, table string, sink *Sink) error {
 	cols, err := describe(ctx, conn, table)
 	if err != nil {
@@ -62,6 +103,15 @@ func CheckTable(ctx context.Context, conn *chconn.Conn, table string, sink *Sink
 	}
 	if len(cols) == 0 && (sink == nil || sink.Create) {
 		return nil
+	}
+	if len(cols) > 0 {
+		engine, err := engineOf(ctx, conn, table)
+		if err != nil {
+			return err
+		}
+		if err := takesEngine(conn.Database, table, engine); err != nil {
+			return err
+		}
 	}
 	_, err = resolve(cols, sink)
 	if err != nil {
@@ -80,12 +130,16 @@ func resolve(cols []tableColumn, sink *Sink) (*Schema, error) {
 		order = append(order, c.name)
 	}
 	if sink == nil {
+		raw := Raw
+		if _, ok := have[RawJobName]; len(cols) > 0 && !ok {
+			raw = rawByKey // created before sluice kept job names: it takes the rows without them
+		}
 		if len(cols) > 0 {
-			if wrong := Raw.Mismatches(have); len(wrong) > 0 {
+			if wrong := raw.Mismatches(have); len(wrong) > 0 {
 				return nil, fmt.Errorf("%w: %s", ErrIncompatibleTable, strings.Join(wrong, "; "))
 			}
 		}
-		return Raw, nil
+		return raw, nil
 	}
 	if len(cols) == 0 && !sink.Create {
 		return nil, ErrNoTable

@@ -21,18 +21,21 @@ type Writer struct {
 	log  *slog.Logger
 
 	mu sync.Mutex
-	// schemas are the schemas resolved per table, by sink id ("" for the raw landing rows).
+	// schemas are the schemas resolved per table, by sink id ("" for the raw landing rows), and
+	// engines the tables' engines.
 	schemas map[string]map[string]*Schema
+	engines map[string]string
 }
 
 // NewWriter returns a writer on conn's database.
 func NewWriter(conn *chconn.Conn, log *slog.Logger) *Writer {
-	return &Writer{conn: conn, log: log, schemas: map[string]map[string]*Schema{}}
+	return &Writer{conn: conn, log: log, schemas: map[string]map[string]*Schema{}, engines: map[string]string{}}
 }
 
 // Schema returns the schema that the rows of sink (nil: the raw landing rows) take in table,
 // creating the table first when it is missing and the sink creates it. It remembers what it
-// resolved; Forget makes it look again. Its errors are classified (Classify).
+// resolved; Forget makes it look again. Its errors are classified (Classify); a table of engine
+// Buffer is a schema error (ErrBufferTable).
 func (w *Writer) Schema(ctx context.Context, table string, sink *Sink) (*Schema, error) {
 	if !ValidTable(table) {
 		return nil, Classify(fmt.Errorf("%w: table name %q is not a plain identifier", ErrIncompatibleTable, table))
@@ -68,6 +71,13 @@ func (w *Writer) Schema(ctx context.Context, table string, sink *Sink) (*Schema,
 			return nil, Classify(err)
 		}
 	}
+	engine, err := w.engine(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	if err := takesEngine(w.conn.Database, table, engine); err != nil {
+		return nil, Classify(err)
+	}
 	if s, err = resolve(cols, sink); err != nil {
 		return nil, Classify(fmt.Errorf("%s.%s: %w", w.conn.Database, table, err))
 	}
@@ -78,6 +88,24 @@ func (w *Writer) Schema(ctx context.Context, table string, sink *Sink) (*Schema,
 	w.schemas[table][id] = s
 	w.mu.Unlock()
 	return s, nil
+}
+
+// engine returns the engine of table, which it remembers until Forget. Its errors are classified.
+func (w *Writer) engine(ctx context.Context, table string) (string, error) {
+	w.mu.Lock()
+	engine, ok := w.engines[table]
+	w.mu.Unlock()
+	if ok {
+		return engine, nil
+	}
+	engine, err := engineOf(ctx, w.conn, table)
+	if err != nil {
+		return "", Classify(err)
+	}
+	w.mu.Lock()
+	w.engines[table] = engine
+	w.mu.Unlock()
+	return engine, nil
 }
 
 // DeduplicationWindow is how many recent insert blocks a table that sluice creates remembers, on
@@ -95,6 +123,7 @@ func (w *Writer) EnsureTable(ctx context.Context, table string) error {
 func (w *Writer) Forget(table string) {
 	w.mu.Lock()
 	delete(w.schemas, table)
+	delete(w.engines, table)
 	w.mu.Unlock()
 }
 
@@ -148,29 +177,55 @@ func (w *Writer) Evolve(ctx context.Context, table string, fields map[string]*In
 // Insert writes block into table as one insert, with loadedAt as the load time of a loaded_at
 // column. token names the block's records: where the server has insert_deduplication_token (22.2
 // and later) it goes with the insert, so that a block inserted again is dropped by a table with a
-// deduplication window. Its errors are classified (Classify); on a schema error it forgets the
-// table, so that the next attempt looks at it again (and creates it again if it went missing).
+// deduplication window. An insert into a Distributed table waits until its shards have the rows
+// (insert_distributed_sync); a Buffer table is refused. Its errors are classified (Classify); on
+// a schema error it forgets the table, so that the next attempt looks at it again (and creates it
+// again if it went missing).
 func (w *Writer) Insert(ctx context.Context, table string, block *Block, loadedAt time.Time, token string) error {
 	if block.Len() == 0 {
 		return nil
 	}
-	settings := clickhouse.Settings{}
-	if w.conn.Features.AsyncInsert {
-		// Recent releases may default to asynchronous inserts; sluice relies on the insert being
-		// durable when it returns, before offsets are committed.
-		settings["async_insert"] = 0
+	engine, err := w.engine(ctx, table)
+	if err != nil {
+		return err
 	}
-	if w.conn.Features.InsertDeduplicationToken && token != "" {
-		settings["insert_deduplication_token"] = token
+	settings, err := insertSettings(w.conn.Features, engine, token)
+	if err != nil {
+		w.Forget(table)
+		return Classify(fmt.Errorf("%s.%s: %w", w.conn.Database, table, err))
 	}
 	if len(settings) > 0 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	}
-	err := Classify(w.send(ctx, table, block, loadedAt))
+	err = Classify(w.send(ctx, table, block, loadedAt))
 	if delivery.ClassOf(err) == delivery.Schema {
 		w.Forget(table)
 	}
 	return err
+}
+
+// insertSettings are the settings of an insert into a table of engine, on a server with features:
+// what sluice relies on, set explicitly. It refuses a Buffer table (ErrBufferTable).
+func insertSettings(f chconn.Features, engine, token string) (clickhouse.Settings, error) {
+	if engine == engineBuffer {
+		return nil, ErrBufferTable
+	}
+	settings := clickhouse.Settings{}
+	if f.AsyncInsert {
+		// Recent releases may default to asynchronous inserts; sluice relies on the insert being
+		// durable when it returns, before offsets are committed.
+		settings["async_insert"] = 0
+	}
+	if f.InsertDeduplicationToken && token != "" {
+		settings["insert_deduplication_token"] = token
+	}
+	if engine == engineDistributed {
+		// By default a Distributed table acknowledges an insert once the rows are queued on the
+		// local disk, before any shard has them. The setting exists in 18.16; current releases
+		// call it distributed_foreground_insert and keep this name as its alias.
+		settings["insert_distributed_sync"] = 1
+	}
+	return settings, nil
 }
 
 func (w *Writer) send(ctx context.Context, table string, block *Block, loadedAt time.Time) error {

@@ -211,6 +211,7 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 			"order_by":     d.strings(&s.Sink.OrderBy),
 			"on_new_field": d.str(&s.Sink.OnNewField),
 			"on_error":     d.policy(&s.Sink.OnError),
+			"shared":       d.boolean(&s.Sink.Shared),
 		}),
 		"incremental": d.object(map[string]fieldFunc{
 			"cursor_field":  d.str(&s.Incremental.CursorField),

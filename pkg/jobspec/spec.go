@@ -204,6 +204,11 @@ type Sink struct {
 	OnNewField string `json:"on_new_field,omitempty" yaml:"on_new_field,omitempty"`
 	// OnError is the policy of the columns that give none: strict (the default), null or default.
 	OnError string `json:"on_error,omitempty" yaml:"on_error,omitempty"`
+	// Shared lets the job write a table that other jobs write, when they all say so. A table is
+	// its first job's alone otherwise: the planner refuses another job name at submit. The rows of
+	// jobs sharing a table stay apart: the raw landing table and a created typed table are sorted
+	// by the job's name as well as the key.
+	Shared bool `json:"shared,omitempty" yaml:"shared,omitempty"`
 }
 
 // SinkColumn is one column of a typed sink.
@@ -224,7 +229,7 @@ func (k Sink) Schema(name string) *sluicev1.SinkSchema {
 		return nil
 	}
 	p := &sluicev1.SinkSchema{Table: k.Table, FromTable: k.FromTable, Create: k.Create, OrderBy: k.OrderBy,
-		OnNewField: k.OnNewField, OnError: k.OnError}
+		OnNewField: k.OnNewField, OnError: k.OnError, Shared: k.Shared}
 	for _, c := range k.Columns {
 		p.Columns = append(p.Columns, &sluicev1.SinkColumn{Name: c.Name, Type: c.Type, From: c.From, OnError: c.OnError})
 	}
@@ -385,10 +390,11 @@ type sinkDoc[C any] struct {
 	OrderBy    []string `json:"order_by,omitempty" yaml:"order_by,omitempty"`
 	OnNewField string   `json:"on_new_field,omitempty" yaml:"on_new_field,omitempty"`
 	OnError    string   `json:"on_error,omitempty" yaml:"on_error,omitempty"`
+	Shared     bool     `json:"shared,omitempty" yaml:"shared,omitempty"`
 }
 
 func (k Sink) doc() sinkDoc[any] {
-	d := sinkDoc[any]{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError}
+	d := sinkDoc[any]{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError, Shared: k.Shared}
 	switch {
 	case k.FromTable:
 		d.Columns = "from_table"
@@ -400,7 +406,8 @@ func (k Sink) doc() sinkDoc[any] {
 
 // sinkFrom is the Sink of d: from_table, or the columns that list decodes (none when it is nil).
 func sinkFrom[C any](d sinkDoc[C], fromTable bool, list func(dst *[]SinkColumn) error) (Sink, error) {
-	k := Sink{Table: d.Table, FromTable: fromTable, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError}
+	k := Sink{Table: d.Table, FromTable: fromTable, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError,
+		Shared: d.Shared}
 	if fromTable || list == nil {
 		return k, nil
 	}

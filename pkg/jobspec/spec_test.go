@@ -961,6 +961,7 @@ func TestTypedSink(t *testing.T) {
 	for _, doc := range []string{
 		"sink:\n  table: orders\n  create: true\n  on_new_field: evolve\n  columns:\n    - {name: id, type: UInt64}\n    - {name: total, type: 'Decimal(18, 2)', from: amount.total, on_error: default}\n    - {name: k, from: $key}\n",
 		"sink: {table: orders, columns: from_table, on_error: null}\n",
+		"sink: {table: orders, columns: from_table, shared: true}\n",
 	} {
 		s, err := jobspec.Parse([]byte(head + doc))
 		if err != nil {
@@ -973,7 +974,7 @@ func TestTypedSink(t *testing.T) {
 		if y, err := yaml.Marshal(s.Sink); err != nil || yaml.Unmarshal(y, &back) != nil || !reflect.DeepEqual(back, s.Sink) {
 			t.Fatalf("%s: the sink through YAML came back as %+v (%v)", doc, back, err)
 		}
-		if schema := s.Sink.Schema(s.Name); schema.GetSource() != "orders" || schema.GetTable() != "orders" {
+		if schema := s.Sink.Schema(s.Name); schema.GetSource() != "orders" || schema.GetTable() != "orders" || schema.GetShared() != s.Sink.Shared {
 			t.Fatalf("%s: schema %v", doc, schema)
 		}
 	}
@@ -988,6 +989,10 @@ func TestTypedSink(t *testing.T) {
 	if s, _ := jobspec.Parse([]byte(head + "sink: {table: orders}\n")); s.Sink.Schema(s.Name) != nil {
 		t.Fatal("the raw landing table has a schema")
 	}
+	// A raw landing table may be shared too; the field survives JSON.
+	if s, err := jobspec.Parse([]byte(head + "sink: {table: orders, shared: true}\n")); err != nil || !s.Sink.Shared || !strings.Contains(string(s.JSON()), `"shared":true`) {
+		t.Fatalf("shared raw sink: %+v, %v", s, err)
+	}
 	for _, tt := range []struct{ sink, path, message string }{
 		{"{table: o, columns: everything}", "sink.columns", "must be from_table or a list of columns"},
 		{"{table: o, columns: [{name: id}]}", "sink.columns[0].type", "required"},
@@ -998,6 +1003,8 @@ func TestTypedSink(t *testing.T) {
 		{"{table: o, columns: from_table, create: true}", "sink.create", "a from_table sink reads an existing table; it creates none"},
 		{"{table: o, columns: [{name: id, type: Int64}], on_new_field: grow}", "sink.on_new_field", `must be discard, freeze or evolve, got "grow"`},
 		{"{table: o, create: yes please, columns: [{name: id, type: Int64}]}", "sink.create", "must be true or false"},
+		{"{table: o, shared: maybe}", "sink.shared", "must be true or false"},
+		{"{table: _sluice_owners}", "sink.table", "is sluice's record of which jobs write which tables"},
 	} {
 		_, err := jobspec.Parse([]byte(head + "sink: " + tt.sink + "\n"))
 		var perr *jobspec.Error

@@ -81,6 +81,8 @@ func (s *Spec) validate(p *problems) {
 		p.add("sink.table", "required")
 	case !tableRE.MatchString(s.Sink.Table):
 		p.add("sink.table", "must be 1 to 206 letters, digits or '_', not starting with a digit")
+	case s.Sink.Table == chsink.OwnersTable:
+		p.add("sink.table", "is sluice's record of which jobs write which tables")
 	default:
 		s.Sink.validate(s.Name, p)
 	}

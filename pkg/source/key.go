@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -12,6 +14,9 @@ import (
 // When the record has no usable key it returns "" and the reason, which the loader dead-letters.
 // It scans the record once without decoding the fields it does not need: this runs for every
 // record.
+//
+// Two different key strings always give two different keys (KeyString says how), so that no two
+// records collapse into one row because their keys decode alike.
 func RecordKey(record []byte, keyPath string) (string, string) {
 	raw, reason := find(record, keyPath)
 	if reason != "" {
@@ -21,7 +26,7 @@ func RecordKey(record []byte, keyPath string) (string, string) {
 	case len(raw) > 0 && raw[0] == '"':
 		s, ok := plainString(raw)
 		if !ok {
-			if err := json.Unmarshal(raw, &s); err != nil {
+			if s, ok = KeyString(raw); !ok {
 				return "", fmt.Sprintf("key field %q is not a usable string", keyPath)
 			}
 		}
@@ -180,4 +185,139 @@ func unquoted(name []byte) string {
 		return ""
 	}
 	return s
+}
+
+// KeyString decodes the JSON string raw (with its quotes) as a key, injectively: two strings that
+// differ (as sequences of UTF-16 code units) give two different keys. A string of valid UTF-16 decodes
+// as encoding/json decodes it, with one exception below; a lone surrogate (`"\ud800"`, which
+// encoding/json turns into U+FFFD, as it does every other) is kept as its escape, `\ud800` (six
+// characters, lower-case hex). So that no decoded string can spell that escape, a run of backslashes
+// that the text itself has right before `ud8`…`udf` and two hex digits (lower case) is doubled: the
+// only valid keys that differ from their decoding are those that hold such a text, and a key of
+// valid UTF-16 without it is exactly its decoding. Invalid UTF-8 bytes become U+FFFD, as in
+// encoding/json (the loader dead-letters such a record as invalid_utf8). It reports false for what
+// is not a JSON string.
+func KeyString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	units, ok := keyUnits(raw[1 : len(raw)-1])
+	if !ok {
+		return "", false
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	slashes := 0 // backslashes of the text not yet written
+	for i, u := range units {
+		switch {
+		case u.lone:
+			b.WriteString(strings.Repeat(`\`, 2*slashes))
+			b.WriteString(`\u`)
+			b.WriteString(strconv.FormatUint(uint64(u.r), 16))
+			slashes = 0
+		case u.r == '\\':
+			slashes++
+		default:
+			n := slashes
+			if n > 0 && spellsEscape(units[i:]) {
+				n *= 2
+			}
+			b.WriteString(strings.Repeat(`\`, n))
+			b.WriteRune(u.r)
+			slashes = 0
+		}
+	}
+	b.WriteString(strings.Repeat(`\`, slashes))
+	return b.String(), true
+}
+
+// keyUnit is a character of a decoded key string, or a lone surrogate (lone) of UTF-16.
+type keyUnit struct {
+	r    rune
+	lone bool
+}
+
+// spellsEscape reports whether the text of us starts as an escape of a lone surrogate without its
+// backslash: "ud" and a hex digit from 8 to f, then two hex digits, all lower case.
+func spellsEscape(us []keyUnit) bool {
+	if len(us) < 5 {
+		return false
+	}
+	hex := func(u keyUnit) bool { return !u.lone && (u.r >= '0' && u.r <= '9' || u.r >= 'a' && u.r <= 'f') }
+	return !us[0].lone && us[0].r == 'u' && !us[1].lone && us[1].r == 'd' &&
+		!us[2].lone && us[2].r >= '8' && us[2].r <= 'f' && hex(us[2]) && hex(us[3]) && hex(us[4])
+}
+
+// keyUnits decodes the contents of a JSON string into characters and lone surrogates.
+func keyUnits(s []byte) ([]keyUnit, bool) {
+	out := make([]keyUnit, 0, len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c < 0x20 || c == '"':
+			return nil, false
+		case c != '\\':
+			r, n := utf8.DecodeRune(s[i:]) // RuneError for an invalid byte, as encoding/json
+			out = append(out, keyUnit{r: r})
+			i += n
+			continue
+		}
+		if i+1 >= len(s) {
+			return nil, false
+		}
+		switch e := s[i+1]; e {
+		case '"', '\\', '/':
+			out = append(out, keyUnit{r: rune(e)})
+		case 'b':
+			out = append(out, keyUnit{r: '\b'})
+		case 'f':
+			out = append(out, keyUnit{r: '\f'})
+		case 'n':
+			out = append(out, keyUnit{r: '\n'})
+		case 'r':
+			out = append(out, keyUnit{r: '\r'})
+		case 't':
+			out = append(out, keyUnit{r: '\t'})
+		case 'u':
+			r, ok := hex4(s[i+2:])
+			if !ok {
+				return nil, false
+			}
+			i += 6
+			if utf16.IsSurrogate(r) && r < 0xdc00 && len(s) >= i+6 && s[i] == '\\' && s[i+1] == 'u' {
+				if lo, ok := hex4(s[i+2:]); ok && lo >= 0xdc00 && lo <= 0xdfff {
+					out = append(out, keyUnit{r: utf16.DecodeRune(r, lo)})
+					i += 6
+					continue
+				}
+			}
+			out = append(out, keyUnit{r: r, lone: utf16.IsSurrogate(r)})
+			continue
+		default:
+			return nil, false
+		}
+		i += 2
+	}
+	return out, true
+}
+
+// hex4 reads four hex digits.
+func hex4(s []byte) (rune, bool) {
+	if len(s) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/dlq"
+	"github.com/sluicedata/sluice/pkg/events"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
@@ -34,6 +37,10 @@ type item struct {
 	payload               []byte
 	extractedAt           time.Time
 	polled                time.Time
+	// jobName and planned are the job's name and when this run of it was planned, from its id:
+	// the row's $source (in the raw table) and the start of its version.
+	jobName string
+	planned time.Time
 }
 
 // table is the records waiting for one table with one sink schema, and what the table said last.
@@ -300,6 +307,7 @@ func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
 		*it = item{partition: r.Partition, offset: r.Offset, owner: s, rawKey: r.Key, raw: r.Value, job: env.job, task: env.task,
 			run: env.run, table: env.table, schema: env.schema, key: env.key, payload: env.payload,
 			extractedAt: env.extractedAt, polled: polled}
+		it.jobName, it.planned = l.jobRun(env.job)
 		if err != nil {
 			if lerr := l.deadLetter(b, it, class, err); lerr != nil {
 				return lerr
@@ -575,8 +583,8 @@ func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink,
 		good := make([]*item, 0, len(u.items))
 		rejected = rejected[:0]
 		for _, it := range u.items {
-			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Partition: it.partition,
-				Offset: it.offset, ExtractedAt: it.extractedAt}
+			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Source: it.jobName, Partition: it.partition,
+				Offset: it.offset, ExtractedAt: it.extractedAt, Planned: it.planned}
 			if err := block.Add(&in); err != nil {
 				rejected = append(rejected, rejection{it, fieldClass(err), err})
 				continue
@@ -622,9 +630,10 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 	if len(items) == 0 {
 		return nil, nil, nil
 	}
-	// The token names the block's records: the same records always make the same block.
-	first, last := items[0], items[len(items)-1]
-	token := fmt.Sprintf("%s-%s-%s-%d-%d-%d", name, first.schema, l.topics.raw, first.partition, first.offset, last.offset)
+	token := ""
+	if l.tokens.Load() {
+		token = l.token(name, items, loadedAt)
+	}
 	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
 	var refused error // refused for its partitions: the same block is refused every time
 	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
@@ -660,6 +669,54 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 	}
 	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate)
 	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
+}
+
+// token is the insert deduplication token of a block of items: the table and sink schema, the raw
+// topic's id (a topic deleted and created again under the same name has another one), where the
+// records are, and a sha256 of what the block holds (each record's offset and its envelope whole:
+// key, payload, job, task, extraction time) and of the load time. The same records always make the
+// same token, and so the same block; other records at the same offsets (a recreated topic, another
+// deployment loading the same table) make another, so that the server drops only a block that is
+// in already.
+func (l *Loader) token(table string, items []*item, loadedAt time.Time) string {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(loadedAt.Unix()))
+	h.Write(n[:])
+	for _, it := range items {
+		binary.BigEndian.PutUint64(n[:], uint64(it.offset))
+		h.Write(n[:])
+		binary.BigEndian.PutUint64(n[:], uint64(len(it.raw)))
+		h.Write(n[:])
+		h.Write(it.raw)
+	}
+	first, last := items[0], items[len(items)-1]
+	topicID := ""
+	if id := l.topicID.Load(); id != nil {
+		topicID = *id
+	}
+	return fmt.Sprintf("sluice2-%s-%s-%s-%s-%d-%d-%d-%x", table, first.schema, l.topics.raw, topicID, first.partition,
+		first.offset, last.offset, h.Sum(nil))
+}
+
+// jobRun returns the name of a job and when the run was planned, from its id (events.ParseJobID):
+// the id whole, and the zero time, for an id of another form. The caller holds mu.
+func (l *Loader) jobRun(id string) (string, time.Time) {
+	if r, ok := l.jobRuns[id]; ok {
+		return r.name, r.planned
+	}
+	if l.jobRuns == nil || len(l.jobRuns) >= maxInterned {
+		l.jobRuns = map[string]jobRun{}
+	}
+	name, planned, _ := events.ParseJobID(id)
+	l.jobRuns[id] = jobRun{name, planned}
+	return name, planned
+}
+
+// jobRun is a job's name and when a run of it was planned.
+type jobRun struct {
+	name    string
+	planned time.Time
 }
 
 // forget drops the done records (all of them for nil) from what waits for t; the rest wait in

@@ -148,6 +148,9 @@ func (l *Loader) assigned(ctx context.Context, cl *kgo.Client, assigned map[stri
 	if len(ps) == 0 {
 		return
 	}
+	if l.tokens.Load() {
+		l.readTopicID(ctx, cl)
+	}
 	var err error
 	for attempt := range 3 {
 		if err = l.readCommitted(ctx, cl, ps); err == nil {

@@ -59,11 +59,18 @@ type fakeWriter struct {
 	// more partitions than one insert may write; an insert of more than slowRows rows, when set,
 	// lasts until its context ends.
 	maxRows, slowRows int
+	// dedup drops a block whose token it saw, as a table with a deduplication window does; tokens
+	// are the tokens of the blocks it took or dropped.
+	dedup  bool
+	tokens map[string]bool
+	// versions are the versions of the rows kept, table → key: a row of a lower version than the
+	// one kept is dropped, as ReplacingMergeTree drops it when it merges.
+	versions map[string]map[string]uint64
 }
 
 func newFakeWriter() *fakeWriter {
 	return &fakeWriter{rows: map[string]map[string]string{}, refuse: map[string]bool{}, entered: make(chan struct{}),
-		hold: map[string]chan struct{}{}, holding: make(chan struct{})}
+		hold: map[string]chan struct{}{}, holding: make(chan struct{}), tokens: map[string]bool{}, versions: map[string]map[string]uint64{}}
 }
 
 func (w *fakeWriter) Schema(_ context.Context, _ string, sink *chsink.Sink) (*chsink.Schema, error) {
@@ -75,7 +82,7 @@ func (w *fakeWriter) Schema(_ context.Context, _ string, sink *chsink.Sink) (*ch
 
 func (w *fakeWriter) Evolve(context.Context, string, map[string]*chsink.Inference) error { return nil }
 
-func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Block, _ time.Time, _ string) error {
+func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Block, _ time.Time, token string) error {
 	keys, payloads := block.Column("key").([]string), block.Column("payload").([]string)
 	w.mu.Lock()
 	gate, entered, hold := w.gate, w.entered, w.hold[table]
@@ -127,13 +134,23 @@ func (w *fakeWriter) Insert(ctx context.Context, table string, block *chsink.Blo
 			}
 		}
 	}
+	if w.dedup && w.tokens[token] {
+		return nil // dropped by the server: a block with this token is in already
+	}
+	w.tokens[token] = true
 	if w.rows[table] == nil {
 		w.rows[table] = map[string]string{}
+		w.versions[table] = map[string]uint64{}
 	}
 	parts, offs := block.Column("kafka_partition").([]int32), block.Column("kafka_offset").([]int64)
+	versions := block.Column("version").([]uint64)
 	w.ranges = append(w.ranges, [3]int64{int64(parts[0]), offs[0], offs[len(offs)-1]})
 	for i, k := range keys {
+		if v, ok := w.versions[table][k]; ok && versions[i] < v {
+			continue
+		}
 		w.rows[table][k] = payloads[i]
+		w.versions[table][k] = versions[i]
 	}
 	return nil
 }
@@ -205,6 +222,7 @@ func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop
 		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
 		strings: interner{}, validTables: map[string]bool{}, tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
+	l.tokens.Store(true) // as on a server of 22.2 or later
 	var err error
 	l.cl, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(r.c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -755,4 +773,108 @@ func (r *rig) end(t *testing.T, topic string) int64 {
 	var sum int64
 	ends.Each(func(o kadm.ListedOffset) { sum += o.Offset })
 	return sum
+}
+
+// produceRecords puts envelopes on the rig's raw topic, each keyed by its record key.
+func (r *rig) produceRecords(t *testing.T, envs ...*sluicev1.Record) {
+	t.Helper()
+	recs := make([]*kgo.Record, len(envs))
+	for i, env := range envs {
+		v, err := proto.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[i] = &kgo.Record{Topic: r.cfg.RawTopic, Key: []byte(env.Key), Value: v}
+	}
+	if err := r.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoaderTokensNameTopicAndContent loads a raw topic into a table that drops a block whose
+// token it saw, then loads the same table from a second raw topic of the same name (a topic
+// created again, or a second deployment): its records sit at the same offsets of the same
+// partitions with other payloads, and every one of them lands. With tokens made of the topic's
+// name and the offsets alone, the server dropped them all as repeats.
+func TestLoaderTokensNameTopicAndContent(t *testing.T) {
+	w := newFakeWriter()
+	w.dedup = true
+	first := newRig(t, w, nil)
+	first.produce(t, "job", "landing", 40, payload)
+	eventually(t, "the first topic's commit to reach the end", func() bool { return first.committed(t) == 40 })
+	first.stop()
+
+	second := newRig(t, w, nil)
+	second.produce(t, "job", "landing", 40, func(i int) string { return fmt.Sprintf(`{"id":%d,"again":true}`, i) })
+	eventually(t, "the second topic's commit to reach the end", func() bool { return second.committed(t) == 40 })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range 40 {
+		if got, want := w.rows["landing"][fmt.Sprintf("job-%d", i)], fmt.Sprintf(`{"id":%d,"again":true}`, i); got != want {
+			t.Fatalf("row job-%d holds %s, want %s: the second topic's block was dropped as a repeat", i, got, want)
+		}
+	}
+}
+
+// TestLoaderToken makes the tokens of blocks: the same records (and load time) always the same,
+// another payload, load time or raw topic another.
+func TestLoaderToken(t *testing.T) {
+	l := &Loader{topics: topics{raw: "raw"}}
+	id := "f0e1d2c300004000800000000000000a"
+	l.topicID.Store(&id)
+	items := func(payload string) []*item {
+		out := make([]*item, 3)
+		for i := range out {
+			v, _ := proto.Marshal(&sluicev1.Record{JobId: "job", Key: fmt.Sprint(i), Payload: []byte(payload)})
+			out[i] = &item{partition: 1, offset: int64(10 + i), raw: v, schema: "00aa11bb22cc33dd"}
+		}
+		return out
+	}
+	at := time.Unix(1700000000, 0)
+	base := l.token("t", items("{}"), at)
+	if !strings.HasPrefix(base, "sluice2-t-00aa11bb22cc33dd-raw-"+id+"-1-10-12-") {
+		t.Fatalf("token %s", base)
+	}
+	if again := l.token("t", items("{}"), at); again != base {
+		t.Fatalf("the same records made %s, then %s", base, again)
+	}
+	other := "f0e1d2c300004000800000000000000b"
+	for name, tok := range map[string]string{
+		"payload":   l.token("t", items(`{"a":1}`), at),
+		"load time": l.token("t", items("{}"), at.Add(time.Second)),
+		"table":     l.token("u", items("{}"), at),
+		"topic": func() string {
+			l2 := &Loader{topics: topics{raw: "raw"}}
+			l2.topicID.Store(&other)
+			return l2.token("t", items("{}"), at)
+		}(),
+	} {
+		if tok == base {
+			t.Errorf("another %s made the same token %s", name, tok)
+		}
+	}
+}
+
+// TestLoaderVersionFromPlace loads a key twice within one run of its job, the second time from an
+// extractor whose clock is an hour behind: the row kept (the one of the highest version, as
+// ReplacingMergeTree keeps it) is the second, the later on the raw topic. A version from the
+// extraction time kept the first.
+func TestLoaderVersionFromPlace(t *testing.T) {
+	w := newFakeWriter()
+	r := newRig(t, w, nil)
+	now := time.Now()
+	job := "users-" + now.UTC().Format("20060102t150405") + "-abcdef"
+	env := func(payload string, at time.Time) *sluicev1.Record {
+		return &sluicev1.Record{JobId: job, TaskId: job + "-t0000", Run: "r1", Key: "k", Table: "landing", Payload: []byte(payload),
+			ExtractedAt: timestamppb.New(at)}
+	}
+	r.produceRecords(t, env(`{"v":1}`, now))
+	eventually(t, "the first row", func() bool { return w.count("landing") == 1 })
+	r.produceRecords(t, env(`{"v":2}`, now.Add(-time.Hour)))
+	eventually(t, "the commit to reach the end", func() bool { return r.committed(t) == 2 })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got := w.rows["landing"]["k"]; got != `{"v":2}` {
+		t.Fatalf("row k holds %s, want the record extracted again", got)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/chsink"
@@ -70,10 +72,16 @@ type Loader struct {
 	unfinished *delivery.Outcome
 	// fatal is a record that could not get a dead letter: the member stops without committing.
 	fatal error
-	// strings interns the envelopes' repeating strings, and validTables are the table names found
-	// valid: both only grow up to maxInterned, and are used under mu.
+	// strings interns the envelopes' repeating strings, validTables are the table names found
+	// valid, and jobRuns the jobs' names and planning times by job id: each only grows up to
+	// maxInterned, and is used under mu.
 	strings     interner
 	validTables map[string]bool
+	jobRuns     map[string]jobRun
+	// tokens is set when the server takes insert deduplication tokens (22.2 and later): only then
+	// are they computed. topicID is the raw topic's id, read at start and at every assignment.
+	tokens  atomic.Bool
+	topicID atomic.Pointer[string]
 	// paused are the raw partitions collect paused (only collect's goroutine uses it).
 	paused []int32
 	// flights are the tables' inserts in the air; drainCtx is theirs, and outlives Run's context
@@ -351,6 +359,27 @@ func (l *Loader) pending() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.pendingRows
+}
+
+// readTopicID reads the raw topic's id, which the tokens of inserts name; it keeps the last one it
+// read when the broker does not answer (a topic recreated meanwhile differs in the tokens' content
+// hash all the same).
+func (l *Loader) readTopicID(ctx context.Context, cl *kgo.Client) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, l.topics.raw)
+	if err == nil {
+		err = topics.Error()
+	}
+	d, ok := topics[l.topics.raw]
+	if err != nil || !ok || d.ID == (kadm.TopicID{}) {
+		l.log.Warn("read the raw topic's id for the insert tokens; keeping the last one", "topic", l.topics.raw, "error", err)
+		return
+	}
+	id := hex.EncodeToString(d.ID[:])
+	if old := l.topicID.Swap(&id); old != nil && *old != id {
+		l.log.Warn("the raw topic was created again: its id changed", "topic", l.topics.raw, "was", *old, "now", id)
+	}
 }
 
 // revoked runs in the group's rebalance, for partitions revoked: their waiting records go, and the

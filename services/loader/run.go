@@ -95,6 +95,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 
 	l.cl, l.log, l.denied = rt.Kafka, rt.Log, rt.Denials.Observe
 	l.writer = chsink.NewWriter(ch, rt.Log)
+	if ch.Features.InsertDeduplicationToken {
+		l.tokens.Store(true)
+		l.readTopicID(ctx, rt.Kafka)
+	}
 	l.sinks = catalog.New(cfg.Kafka.SchemasTopic, func() (*kgo.Client, error) {
 		return kafka.NewClient(cfg.Kafka, "loader-schemas", rt.Log, nil,
 			kgo.ConsumeTopics(cfg.Kafka.SchemasTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))

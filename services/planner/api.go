@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/jobspec"
 	"github.com/sluicedata/sluice/pkg/kafka"
 	"github.com/sluicedata/sluice/pkg/source"
@@ -153,7 +152,7 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
 	case errors.Is(err, errKeyReused):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
-	case errors.Is(err, chsink.ErrIncompatibleTable), errors.Is(err, chsink.ErrNoTable):
+	case refusedTable(err):
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "sink.table", Message: err.Error()}}})
 	case errors.Is(err, errNotCaughtUp):
 		retryLater(w, err)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -36,14 +34,6 @@ const MaxInlineSource = 4 << 10
 
 // sourceRef is the key on the jobs topic of a job's source.
 func sourceRef(jobID string) string { return events.SourcePrefix + jobID }
-
-// newJobID names a job after its spec and the time it was submitted, with a random suffix:
-// job ids are unique per submission, task ids derive from them.
-func newJobID(name string, now time.Time) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return fmt.Sprintf("%s-%s-%s", name, now.UTC().Format("20060102t150405"), hex.EncodeToString(b))
-}
 
 // taskID is the deterministic id of a job's task.
 func taskID(jobID string, index int) string { return fmt.Sprintf("%s-t%04d", jobID, index) }

@@ -57,9 +57,10 @@ type Planner struct {
 	// may be on the topic all the same, so a retry with the key publishes the same job again
 	// rather than plan a second one. Guarded by submitMu.
 	unsure map[string]unsurePlan
-	// checkTable says why an existing sink table cannot take the landing rows; nil when it can, or
-	// when ClickHouse cannot be asked (the loaders hold the records of a table that refuses them).
-	checkTable func(ctx context.Context, table string, sink *chsink.Sink) error
+	// tables says why a job cannot write its sink table (columns that cannot take the rows, a
+	// Buffer, another job's table), and records the job's claim on it; nil when ClickHouse cannot
+	// be asked (the loaders hold the records of a table that refuses them). nil: no checks.
+	tables sinkGuard
 	// names are the marks of incremental jobs and the schedules, from the jobs topic.
 	names *names
 	// auth guards the jobs API; nil serves it to everyone (SLUICE_PLANNER_AUTH=none).
@@ -76,6 +77,13 @@ type Planner struct {
 }
 
 type topics struct{ tasks, events, jobs, schemas string }
+
+// sinkGuard checks a job's sink table at submit and records the job's claim to write it
+// (sinkTables, in ClickHouse).
+type sinkGuard interface {
+	Check(ctx context.Context, table string, sink *chsink.Sink, c chsink.Claim) error
+	Claim(ctx context.Context, table string, c chsink.Claim) error
+}
 
 // maxUnsure bounds the unacknowledged plans a planner remembers (a broker down for long refuses
 // every submission): past it a retry may plan a second job, as it would without a key.
@@ -126,8 +134,9 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 			return Job{}, false, fmt.Errorf("sink schema: %v", probs)
 		}
 	}
-	if p.checkTable != nil {
-		if err := p.checkTable(ctx, spec.Sink.Table, sink); err != nil {
+	claim := chsink.Claim{Job: spec.Name, Shared: spec.Sink.Shared}
+	if p.tables != nil {
+		if err := p.tables.Check(ctx, spec.Sink.Table, sink, claim); err != nil {
 			return Job{}, false, err
 		}
 	}
@@ -151,6 +160,14 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	sp, err := src.Plan(ctx, spec.Tasks)
 	if err != nil {
 		return Job{}, false, fmt.Errorf("%w: %w", errDiscover, err)
+	}
+	// The table is claimed once the job is known to be plannable, so that a job refused for its
+	// source does not keep a table from others; a claim lost to another job at the same time is
+	// refused as the check would have.
+	if p.tables != nil {
+		if err := p.tables.Claim(ctx, spec.Sink.Table, claim); err != nil {
+			return Job{}, false, err
+		}
 	}
 	// The schema goes out before the tasks whose records carry its id: a loader that meets the id
 	// finds it on the topic.
@@ -185,7 +202,7 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	now := p.now()
-	pl := planTasks(spec, srcProto, schemaID, newJobID(spec.Name, now), sp, now)
+	pl := planTasks(spec, srcProto, schemaID, events.NewJobID(spec.Name, now), sp, now)
 	planned := &sluicev1.JobEvent{JobId: pl.jobID, At: timestamppb.New(now), Producer: "planner",
 		Event: &sluicev1.JobEvent_Planned{Planned: &sluicev1.JobPlanned{
 			Name: spec.Name, Table: spec.Sink.Table, Tasks: uint32(len(pl.tasks)),

@@ -122,7 +122,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		rt.Kafka.Close()
 		return err
 	}
-	p.checkTable = tableChecker(cfg.ClickHouse, rt.Log)
+	p.tables = newSinkTables(cfg.ClickHouse, rt.Log)
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
 	p.routes(srv.Handle)
 	return rt.Run(ctx, srv, p.Follow, p.Maintain,
@@ -130,35 +130,69 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		func(ctx context.Context) error { return p.letters.Run(ctx, lettersCl, rt.Log) })
 }
 
-// tableChecker returns the planner's check of an existing sink table. It connects on first use and
-// again after a failure; when ClickHouse cannot be asked it lets the job through, and says so.
-func tableChecker(cfg chconn.Config, log *slog.Logger) func(ctx context.Context, table string, sink *chsink.Sink) error {
+// sinkTables is the planner's view of the sink tables in ClickHouse: it checks, at submit, that an
+// existing table can take the job's rows and that no other job owns it, and records the job's claim
+// once the job is planned. It connects on first use and again after a failure; when ClickHouse
+// cannot be asked it lets the job through, and says so (the loaders hold the records of a table
+// that refuses them; an ownership it could not check is not enforced).
+type sinkTables struct {
+	cfg chconn.Config
+	log *slog.Logger
+
+	mu   sync.Mutex
+	conn *chconn.Conn
+}
+
+func newSinkTables(cfg chconn.Config, log *slog.Logger) *sinkTables {
 	cfg.CreateDatabase = false
 	cfg.DialTimeout = min(cfg.DialTimeout, 5*time.Second)
-	var (
-		mu   sync.Mutex
-		conn *chconn.Conn
-	)
-	return func(ctx context.Context, table string, sink *chsink.Sink) error {
-		mu.Lock()
-		defer mu.Unlock()
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if conn == nil {
-			c, err := chconn.Open(ctx, cfg, log)
-			if err != nil {
-				log.Warn("cannot check the sink table at submit; the loaders will", "table", table, "error", err)
-				return nil
-			}
-			conn = c
+	return &sinkTables{cfg: cfg, log: log}
+}
+
+// Check says why the job of claim c cannot write table with the rows of sink (nil: the raw
+// landing rows): columns that cannot take them, a Buffer table, a table another job writes.
+func (s *sinkTables) Check(ctx context.Context, table string, sink *chsink.Sink, c chsink.Claim) error {
+	return s.do(ctx, table, func(ctx context.Context, conn *chconn.Conn) error {
+		if err := chsink.CheckTable(ctx, conn, table, sink); err != nil {
+			return err
 		}
-		err := chsink.CheckTable(ctx, conn, table, sink)
-		if err != nil && !errors.Is(err, chsink.ErrIncompatibleTable) && !errors.Is(err, chsink.ErrNoTable) {
-			log.Warn("cannot check the sink table at submit; the loaders will", "table", table, "error", err)
-			conn.Close()
-			conn = nil
+		return chsink.CheckOwner(ctx, conn, table, sink, c)
+	})
+}
+
+// Claim records that the job of c writes table; it refuses the claim (ErrOwned) when another job
+// claimed the table meanwhile.
+func (s *sinkTables) Claim(ctx context.Context, table string, c chsink.Claim) error {
+	return s.do(ctx, table, func(ctx context.Context, conn *chconn.Conn) error {
+		return chsink.ClaimTable(ctx, conn, table, c)
+	})
+}
+
+// do runs fn on the connection; a failure that is not a refusal lets the job through.
+func (s *sinkTables) do(ctx context.Context, table string, fn func(context.Context, *chconn.Conn) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if s.conn == nil {
+		c, err := chconn.Open(ctx, s.cfg, s.log)
+		if err != nil {
+			s.log.Warn("cannot check the sink table at submit; accepting the job unchecked (the loaders check its columns, its owner stays unrecorded)", "table", table, "error", err)
 			return nil
 		}
-		return err
+		s.conn = c
 	}
+	err := fn(ctx, s.conn)
+	if err != nil && !refusedTable(err) {
+		s.log.Warn("cannot check the sink table at submit; accepting the job unchecked (the loaders check its columns, its owner stays unrecorded)", "table", table, "error", err)
+		s.conn.Close()
+		s.conn = nil
+		return nil
+	}
+	return err
+}
+
+// refusedTable reports whether err refuses a job its sink table (a 400), rather than failing to ask.
+func refusedTable(err error) bool {
+	return errors.Is(err, chsink.ErrIncompatibleTable) || errors.Is(err, chsink.ErrNoTable) || errors.Is(err, chsink.ErrOwned)
 }

@@ -43,7 +43,10 @@ type SinkSchema struct {
 	// The policy of columns that give none: "strict", "null" or "default".
 	OnError string `protobuf:"bytes,7,opt,name=on_error,json=onError,proto3" json:"on_error,omitempty"`
 	// The job's name: the value of source lineage columns, so that two jobs' rows do not collapse.
-	Source        string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	// The job writes the table together with the other jobs that say so (sink.shared). The planner
+	// refuses a job a table that another job writes unless both share it.
+	Shared        bool `protobuf:"varint,9,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +137,13 @@ func (x *SinkSchema) GetSource() string {
 	return ""
 }
 
+func (x *SinkSchema) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
 // SinkColumn is one column of a sink schema.
 type SinkColumn struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -212,7 +222,7 @@ var File_sluice_v1_sink_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sink_proto_rawDesc = "" +
 	"\n" +
-	"\x14sluice/v1/sink.proto\x12\tsluice.v1\"\xfa\x01\n" +
+	"\x14sluice/v1/sink.proto\x12\tsluice.v1\"\x92\x02\n" +
 	"\n" +
 	"SinkSchema\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12/\n" +
@@ -224,7 +234,8 @@ const file_sluice_v1_sink_proto_rawDesc = "" +
 	"\fon_new_field\x18\x06 \x01(\tR\n" +
 	"onNewField\x12\x19\n" +
 	"\bon_error\x18\a \x01(\tR\aonError\x12\x16\n" +
-	"\x06source\x18\b \x01(\tR\x06source\"c\n" +
+	"\x06source\x18\b \x01(\tR\x06source\x12\x16\n" +
+	"\x06shared\x18\t \x01(\bR\x06shared\"c\n" +
 	"\n" +
 	"SinkColumn\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
