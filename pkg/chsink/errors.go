@@ -58,6 +58,15 @@ var transientCodes = map[int32]bool{
 	425:  true, // SYSTEM_ERROR
 	999:  true, // KEEPER_EXCEPTION
 	1002: true, // UNKNOWN_EXCEPTION
+	3:    true, // UNEXPECTED_END_OF_FILE
+	32:   true, // ATTEMPT_TO_READ_AFTER_EOF
+	225:  true, // NO_ZOOKEEPER
+	236:  true, // ABORTED
+	279:  true, // ALL_CONNECTION_TRIES_FAILED (a shard of a Distributed table down)
+	286:  true, // UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+	289:  true, // REPLICA_IS_NOT_IN_QUORUM
+	439:  true, // CANNOT_SCHEDULE_TASK
+	1000: true, // POCO_EXCEPTION (network and system errors of the server)
 }
 
 // Unclassified is the reason of a ClickHouse error whose code none of the lists above holds (a

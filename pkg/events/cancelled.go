@@ -29,13 +29,24 @@ type Cancelled struct {
 	mu       sync.RWMutex
 	ids      map[string]bool
 	sources  map[string][]byte
+	removed  map[string]bool
 	caughtUp chan struct{}
 	once     sync.Once
 }
 
 // NewCancelled knows no cancelled job until Follow reads them.
 func NewCancelled() *Cancelled {
-	return &Cancelled{ids: map[string]bool{}, sources: map[string][]byte{}, caughtUp: make(chan struct{})}
+	return &Cancelled{ids: map[string]bool{}, sources: map[string][]byte{}, removed: map[string]bool{}, caughtUp: make(chan struct{})}
+}
+
+// Removed reports whether the source stored under ref was read and then removed with its job's end.
+func (c *Cancelled) Removed(ref string) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.removed[ref]
 }
 
 // Source returns the source stored under ref (source/<job id>), and whether it was read.
@@ -127,9 +138,15 @@ func (c *Cancelled) apply(r *kgo.Record, log *slog.Logger) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if len(r.Value) == 0 {
-			delete(c.sources, key) // the job ended
+			// The job ended. Only a key that held a source is remembered (the planner writes the
+			// tombstone with every job's end): a few bytes a job.
+			if _, had := c.sources[key]; had {
+				c.removed[key] = true
+			}
+			delete(c.sources, key)
 		} else {
 			c.sources[key] = r.Value
+			delete(c.removed, key)
 		}
 		return
 	}

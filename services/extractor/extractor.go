@@ -45,6 +45,9 @@ type Extractor struct {
 
 	mu     sync.Mutex
 	owners map[tp]*owner // one per owned partition with tasks: revoking it cancels them
+	// alone is held by a task that was in flight when a member died, while it runs, and shared by
+	// every other task.
+	alone sync.RWMutex
 	// cancelled are the jobs whose tasks this member skips.
 	cancelled *events.Cancelled
 	// pacers are the rate limits of source hosts, this member's share of each.
@@ -246,7 +249,9 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 	// The start is on the tasks topic's commit before the task runs: were this member killed by
 	// it, the next one knows. A task that members started that many times and never finished is
 	// dead-lettered instead of run again.
-	x.commit(parent)
+	cctx, cancel := context.WithTimeout(parent, 5*time.Second) // the group waits while this poll's tasks start
+	x.commit(cctx)
+	cancel()
 	work := x.runTask
 	if starts > x.cfg.MaxTaskStarts {
 		work = func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error) {
@@ -274,6 +279,15 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 			x.commit(ctx)
 			x.lag.Progressed()
 			return nil
+		}
+		// A task that was in flight when a member died runs alone: were it the one that kills
+		// members, only it is blamed for the next death, not the tasks that ran beside it.
+		if starts > 1 {
+			x.alone.Lock()
+			defer x.alone.Unlock()
+		} else {
+			x.alone.RLock()
+			defer x.alone.RUnlock()
 		}
 		err := x.process(o.ctx, r, held, markDone, work)
 		switch {

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,16 +43,34 @@ type partitionState struct {
 // startsPrefix starts the commit metadata that records the tasks' starts.
 const startsPrefix = "sluice-starts:"
 
-// encodeStarts writes the starts of the tasks at or past the committed offset next, in offset order.
+// maxStartsMeta bounds the metadata, under Kafka's default offset.metadata.max.bytes (4096): past
+// it a commit would be refused whole.
+const maxStartsMeta = 3000
+
+// encodeStarts writes the starts of the tasks at or past the committed offset next, in offset order;
+// past maxStartsMeta, the tasks started most often are the ones kept.
 func encodeStarts(starts map[int64]int, next int64) string {
-	var parts []string
-	for _, o := range slices.Sorted(maps.Keys(starts)) {
-		if o >= next && starts[o] > 0 {
-			parts = append(parts, fmt.Sprintf("%d=%d", o, starts[o]))
+	var offsets []int64
+	for o, n := range starts {
+		if o >= next && n > 0 {
+			offsets = append(offsets, o)
 		}
 	}
-	if len(parts) == 0 {
+	if len(offsets) == 0 {
 		return ""
+	}
+	slices.SortFunc(offsets, func(a, b int64) int { return cmp.Or(cmp.Compare(starts[b], starts[a]), cmp.Compare(a, b)) })
+	size := len(startsPrefix)
+	for i, o := range offsets {
+		if size += len(fmt.Sprintf("%d=%d,", o, starts[o])); size > maxStartsMeta {
+			offsets = offsets[:i]
+			break
+		}
+	}
+	slices.Sort(offsets)
+	parts := make([]string, len(offsets))
+	for i, o := range offsets {
+		parts[i] = fmt.Sprintf("%d=%d", o, starts[o])
 	}
 	return startsPrefix + strings.Join(parts, ",")
 }

@@ -130,3 +130,17 @@ func TestTrackerRecordsStarts(t *testing.T) {
 		t.Fatalf("decodeStarts %v", got)
 	}
 }
+
+// TestStartsMetadataBounded: however many tasks are in flight, the metadata stays under Kafka's
+// default offset.metadata.max.bytes, keeping the tasks started most often.
+func TestStartsMetadataBounded(t *testing.T) {
+	starts := map[int64]int{}
+	for o := range int64(2000) {
+		starts[o] = 1
+	}
+	starts[1500] = 3
+	meta := encodeStarts(starts, 0)
+	if len(meta) > 3000 || decodeStarts(meta)[1500] != 3 {
+		t.Fatalf("metadata of %d bytes, the poison's count %d", len(meta), decodeStarts(meta)[1500])
+	}
+}

@@ -138,9 +138,20 @@ sink: {table: named}
 		}
 		return &kgo.Record{Topic: "sluice.tasks", Value: v}
 	}
+	bad := spec.SourceProto()
+	bad.GetHttp().Url = ts.URL + "/nope" // answers 404: the task is dead-lettered
+	badValue, err := proto.Marshal(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cl.ProduceSync(context.Background(),
 		&kgo.Record{Topic: "sluice.jobs", Key: []byte("source/named-1"), Value: value},
-		task("named-1", "source/named-1"), task("gone-1", "source/gone-1")).FirstErr(); err != nil {
+		&kgo.Record{Topic: "sluice.jobs", Key: []byte("source/bad-1"), Value: badValue},
+		// A job that ended: its source removed, a copy of its task published again is skipped.
+		&kgo.Record{Topic: "sluice.jobs", Key: []byte("source/old-1"), Value: value},
+		&kgo.Record{Topic: "sluice.jobs", Key: []byte("source/old-1")},
+		task("named-1", "source/named-1"), task("gone-1", "source/gone-1"), task("bad-1", "source/bad-1"),
+		task("old-1", "source/old-1")).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	logs := startExtractor(t, c.ListenAddrs()[0], map[string]string{"SLUICE_EXTRACTOR_SOURCE_WAIT": "1s"})
@@ -167,11 +178,45 @@ sink: {table: named}
 	if got := read("sluice.raw", 300); len(got) != 300 {
 		t.Fatalf("%d records extracted", len(got))
 	}
-	dl, err := dlq.Decode(read("sluice.dlq", 1)[0])
+	letters := map[string]*sluicev1.DeadLetter{}
+	for _, rec := range read("sluice.dlq", 2) {
+		dl, err := dlq.Decode(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		letters[dl.JobId] = dl
+	}
+	if dl := letters["gone-1"]; dl == nil || dl.ErrorClass != "no_source" || !strings.Contains(dl.ErrorMessage, "source/gone-1") {
+		t.Fatalf("the letter of the task whose source is not there: %v", dl)
+	}
+	// The letter of a task that named its source keeps the source, for a replay after the job's end.
+	dl := letters["bad-1"]
+	var kept sluicev1.Task
+	if dl == nil || dl.ErrorClass != "http_4xx" || proto.Unmarshal(dl.Payload, &kept) != nil || kept.SourceRef != "" || kept.GetSource().GetHttp().GetUrl() != ts.URL+"/nope" {
+		t.Fatalf("the letter of a failed task that named its source: %v, kept %v", dl, &kept)
+	}
+	// Every task is done (committed), the ended job's copy skipped without a letter.
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := adm.FetchOffsets(context.Background(), "extractor")
+		if err == nil {
+			if o, ok := resp.Lookup("sluice.tasks", 0); ok && o.At == 4 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tasks were not all committed: %v %v", resp, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ends, err := adm.ListEndOffsets(context.Background(), "sluice.dlq")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dl.ErrorClass != "no_source" || dl.JobId != "gone-1" || !strings.Contains(dl.ErrorMessage, "source/gone-1") {
-		t.Fatalf("letter of class %s for %s: %s", dl.ErrorClass, dl.JobId, dl.ErrorMessage)
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	if n != 2 {
+		t.Fatalf("%d dead letters, want 2: the ended job's task was lettered", n)
 	}
 }

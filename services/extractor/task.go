@@ -73,7 +73,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 	spec := task.GetSource()
 	if spec == nil && task.SourceRef != "" {
 		var err error
-		if spec, err = x.namedSource(ctx, task.SourceRef); err != nil {
+		spec, err = x.namedSource(ctx, task.JobId, task.SourceRef, replayed(r))
+		switch {
+		case errors.Is(err, errEnded):
+			return x.skipCancelled(&task, 0), nil
+		case err != nil:
 			return delivery.Outcome{}, &taskError{err: asDelivery(err), run: run}
 		}
 		task.Source = spec // what the task's follow-up and the cursor rule read; the follow-up names it again
@@ -234,11 +238,17 @@ func asDelivery(err error) *delivery.Error {
 	return delivery.New(delivery.Transient, delivery.ReasonOf(err), err)
 }
 
-// namedSource returns the source a task names instead of carrying (a large one, on the jobs
-// topic). The planner stores it before the tasks, so it is there once this member has read the
-// topic up to them: a while is waited for that. Not there then (the job ended, or this member may
-// not read the topic), the task is dead-lettered with class no_source.
-func (x *Extractor) namedSource(ctx context.Context, ref string) (*sluicev1.Source, error) {
+// errEnded is a task whose job ended: cancelled while the task waited for its source, or ended
+// with its source removed (a copy of a task published again). It is skipped.
+var errEnded = errors.New("the task's job ended")
+
+// namedSource returns the source a task of job names instead of carrying (a large one, on the
+// jobs topic). The planner stores it before the tasks, so it is there once this member has read
+// the topic up to them: a while is waited for that. A job that ended meanwhile, or whose source
+// was removed with its end, is errEnded unless the task is a replay, which must run: then, and
+// when the source is not there after the wait (this member may not read the topic), the task is
+// dead-lettered with class no_source.
+func (x *Extractor) namedSource(ctx context.Context, job, ref string, replay bool) (*sluicev1.Source, error) {
 	wait := time.NewTimer(x.cfg.SourceWait)
 	defer wait.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -246,6 +256,9 @@ func (x *Extractor) namedSource(ctx context.Context, ref string) (*sluicev1.Sour
 	for {
 		if src, ok := x.cancelled.Source(ref); ok {
 			return src, nil
+		}
+		if !replay && (x.cancelled.Is(job) || x.cancelled.Removed(ref)) {
+			return nil, errEnded
 		}
 		select {
 		case <-ctx.Done():
@@ -258,6 +271,16 @@ func (x *Extractor) namedSource(ctx context.Context, ref string) (*sluicev1.Sour
 	}
 }
 
+// replayed reports whether the task at r was put back by a replay of its dead letter.
+func replayed(r *kgo.Record) bool {
+	for _, h := range r.Headers {
+		if h.Key == dlq.HeaderReplayOf {
+			return true
+		}
+	}
+	return false
+}
+
 // taskDeadLetter is the outcome of a task that failed for good: its dead letter, with what the
 // source last said, and the event that tells the planner.
 func (x *Extractor) taskDeadLetter(r *kgo.Record, err error) (delivery.Outcome, error) {
@@ -267,6 +290,16 @@ func (x *Extractor) taskDeadLetter(r *kgo.Record, err error) (delivery.Outcome, 
 	}
 	var task sluicev1.Task
 	_ = proto.Unmarshal(r.Value, &task) // a task that does not decode is dead-lettered as it is
+	// A task that names its source keeps it in the letter, so that a replay can run it after the
+	// job's end removed the source from the jobs topic.
+	var payload []byte
+	if task.Source == nil && task.SourceRef != "" {
+		if src, ok := x.cancelled.Source(task.SourceRef); ok {
+			inlined := proto.Clone(&task).(*sluicev1.Task)
+			inlined.Source, inlined.SourceRef = src, ""
+			payload, _ = proto.Marshal(inlined)
+		}
+	}
 	class := te.err.Reason
 	cause := error(te.err)
 	if te.page > 0 || te.status > 0 {
@@ -274,7 +307,7 @@ func (x *Extractor) taskDeadLetter(r *kgo.Record, err error) (delivery.Outcome, 
 	}
 	letter, lerr := dlq.Record(x.topics.dlq, dlq.Letter{
 		Stage: sluicev1.DeadLetter_STAGE_EXTRACT, ErrorClass: class, Err: cause, Attempts: te.attempts,
-		Original: r, JobID: task.JobId, TaskID: task.TaskId, HTTPStatus: te.status, ResponseHead: te.head,
+		Original: r, Payload: payload, JobID: task.JobId, TaskID: task.TaskId, HTTPStatus: te.status, ResponseHead: te.head,
 		FailedAt: x.now(),
 	}, x.cfg.MaxRecordBytes)
 	if lerr != nil {

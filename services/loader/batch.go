@@ -494,9 +494,10 @@ func (l *Loader) mark(u *unit, inserted bool) {
 }
 
 // find returns the planned block of u among its partition's blocks: compacting them copies them.
+// Nil when the ownership u was planned in ended: the next ownership's blocks are its own.
 func (l *Loader) find(u *unit) *block {
 	s := l.parts[u.partition]
-	if s == nil {
+	if s == nil || s != u.owner {
 		return nil
 	}
 	i := slices.IndexFunc(s.blocks, func(b *block) bool {
@@ -598,6 +599,12 @@ func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink,
 			continue
 		}
 		inserted, rej, err := l.insertRows(ctx, name, good, block, loadedAt, isolate)
+		if err == nil && isolate && len(inserted) == 0 && len(good) > 1 && len(rej) == len(good) {
+			// Every row failed alone: the failure is the table's (a view that throws on every
+			// row, a server that takes no insert), not the rows'. It is held like a schema
+			// failure, the job says so, and it is dead-lettered only after that grace.
+			return nil, nil, delivery.New(delivery.Schema, "schema", fmt.Errorf("every row of the block failed on its own: %w", rej[0].err))
+		}
 		if err != nil {
 			// What got in waits with the rest: the block is tried again whole, its halves formed
 			// and named as before, so that the rows in come to the same blocks (dropped by their

@@ -207,8 +207,11 @@ type tablePlan struct {
 // unit is the records of one block, waiting to be inserted.
 type unit struct {
 	partition int32
-	items     []*item
-	blk       *block
+	// owner is the ownership of the partition the block was planned in: a flight that lands after
+	// it ended (lost, or revoked before the flight was back) marks nothing of the next ownership's.
+	owner *partition
+	items []*item
+	blk   *block
 }
 
 func (t *table) key() tableKey { return tableKey{t.name, t.schemaID} }
@@ -275,7 +278,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 				case s.next <= b.last:
 					blocked = true // not all its records are here yet: it waits, and what follows it
 				default:
-					tp.units = append(tp.units, &unit{partition: p, items: covered, blk: b})
+					tp.units = append(tp.units, &unit{partition: p, owner: s, items: covered, blk: b})
 					touched[p] = true
 				}
 			}
@@ -297,7 +300,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			}
 			s.blocks = append(s.blocks, b)
 			budget -= n
-			tp.units = append(tp.units, &unit{partition: p, items: items, blk: b})
+			tp.units = append(tp.units, &unit{partition: p, owner: s, items: items, blk: b})
 			touched[p] = true
 		}
 		switch {

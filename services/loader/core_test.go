@@ -878,3 +878,25 @@ func TestLoaderVersionFromPlace(t *testing.T) {
 		t.Fatalf("row k holds %s, want the record extracted again", got)
 	}
 }
+
+// TestLoaderHoldsATableWhoseEveryRowFails: an unclassified failure of every row (a view that
+// throws on all of them, a server that takes no insert) is the table's, not the rows': past the
+// bounds the split finds every row failing alone, and the table is held like a schema failure
+// instead of dead-lettering every healthy record; nothing is committed meanwhile.
+func TestLoaderHoldsATableWhoseEveryRowFails(t *testing.T) {
+	w := newFakeWriter()
+	w.throwOn = `"id"` // every payload
+	r := newRig(t, w, nil)
+	r.produce(t, "job", "landing", 50, payload)
+	// The job hears that its table holds its records: the loader tells it so, instead of letters.
+	held := r.events(t, 1)[0].GetLoadHeld()
+	if held == nil || held.Records != 50 || !strings.Contains(held.Reason, "every row of the block failed on its own") {
+		t.Fatalf("the job heard %v, want its 50 records held", held)
+	}
+	if c := r.committed(t); c != 0 {
+		t.Fatalf("%d offsets committed while every row failed", c)
+	}
+	if end := r.end(t, r.cfg.DLQTopic); end != 0 {
+		t.Fatalf("%d healthy records dead-lettered for a failure of the table", end)
+	}
+}
