@@ -65,8 +65,8 @@ source:
     scopes: [users.read]
 tasks: 4
 sink:
-  table: oauth
-`, name, url, p.srcURL, secrets)
+  table: %s
+`, name, url, p.srcURL, secrets, strings.ReplaceAll(name, "-", "_"))
 	}
 	j := submit(t, api, spec("oauth", p.srcURL))
 	j = await(t, api, j.ID, 4*time.Minute)

@@ -52,22 +52,7 @@ func TestTaskThatKilledMembersIsDeadLettered(t *testing.T) {
 	logs := startExtractor(t, c.ListenAddrs()[0], nil)
 	logs.Await(t, "service started", 30*time.Second)
 
-	letters, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("sluice.dlq"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer letters.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var rec *kgo.Record
-	for rec == nil {
-		fetches := letters.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatal("no dead letter within 30 s")
-		}
-		fetches.EachRecord(func(r *kgo.Record) { rec = r })
-	}
+	rec := readRecords(t, c.ListenAddrs(), "sluice.dlq", 1)[0]
 	dl, err := dlq.Decode(rec)
 	if err != nil {
 		t.Fatal(err)
@@ -157,29 +142,11 @@ sink: {table: named}
 	logs := startExtractor(t, c.ListenAddrs()[0], map[string]string{"SLUICE_EXTRACTOR_SOURCE_WAIT": "1s"})
 	logs.Await(t, "service started", 30*time.Second)
 
-	read := func(topic string, n int) []*kgo.Record {
-		rc, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var out []*kgo.Record
-		for len(out) < n {
-			fetches := rc.PollFetches(ctx)
-			if ctx.Err() != nil {
-				t.Fatalf("%d of %d records on %s", len(out), n, topic)
-			}
-			fetches.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-		}
-		return out
-	}
-	if got := read("sluice.raw", 300); len(got) != 300 {
+	if got := readRecords(t, c.ListenAddrs(), "sluice.raw", 300); len(got) != 300 {
 		t.Fatalf("%d records extracted", len(got))
 	}
 	letters := map[string]*sluicev1.DeadLetter{}
-	for _, rec := range read("sluice.dlq", 2) {
+	for _, rec := range readRecords(t, c.ListenAddrs(), "sluice.dlq", 2) {
 		dl, err := dlq.Decode(rec)
 		if err != nil {
 			t.Fatal(err)
@@ -219,4 +186,25 @@ sink: {table: named}
 	if n != 2 {
 		t.Fatalf("%d dead letters, want 2: the ended job's task was lettered", n)
 	}
+}
+
+// readRecords reads the first n records of topic, within 30 s.
+func readRecords(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d records on %s within 30 s", len(out), n, topic)
+		}
+		fetches.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
 }
