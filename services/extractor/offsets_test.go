@@ -92,7 +92,7 @@ func TestTrackerRecordsStarts(t *testing.T) {
 		return eo.Offset, metas[tp{"tasks", 0}]
 	}
 	first := newOffsetTracker()
-	s, n := first.start(at(0))
+	_, n := first.start(at(0))
 	if n != 1 {
 		t.Fatalf("first start counted %d", n)
 	}
@@ -125,7 +125,6 @@ func TestTrackerRecordsStarts(t *testing.T) {
 	if o, meta := commit(last); o != 1 || meta != "" {
 		t.Fatalf("commit %d %q after the task finished", o, meta)
 	}
-	_ = s
 	if got := decodeStarts("sluice-starts:3=2,x=1,5=0,7=-1,9=4"); len(got) != 2 || got[3] != 2 || got[9] != 4 {
 		t.Fatalf("decodeStarts %v", got)
 	}

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicedata/sluice/pkg/source"
@@ -89,26 +85,6 @@ type Held struct {
 	Records      uint64    `json:"records"`
 	Since        time.Time `json:"since"`
 	DeadLetterAt time.Time `json:"dead_letter_at"`
-}
-
-// CursorRejected counts an incremental run's cursor values by why they could not count: not of
-// the cursor's kind (or neither a time nor a number), or a time past the clock plus
-// SLUICE_PLANNER_MARK_MAX_SKEW.
-type CursorRejected struct {
-	Unparseable uint64 `json:"unparseable"`
-	Future      uint64 `json:"future"`
-}
-
-func (c *CursorRejected) add(o *sluicev1.CursorRejected) {
-	c.Unparseable += o.GetUnparseable()
-	c.Future += o.GetFuture()
-}
-
-func (c CursorRejected) proto() *sluicev1.CursorRejected {
-	if c == (CursorRejected{}) {
-		return nil
-	}
-	return &sluicev1.CursorRejected{Unparseable: c.Unparseable, Future: c.Future}
 }
 
 // TaskCounts are a job's tasks by outcome.
@@ -219,36 +195,6 @@ type Jobs struct {
 	// started (tombstones on the jobs topic, and jobs past the retention): their planned events are
 	// passed over. Nil once replayed.
 	forgotten map[string]bool
-}
-
-// count registers the jobs' metrics on reg.
-func (js *Jobs) count(reg prometheus.Registerer) {
-	js.rejected = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "planner_cursor_values_rejected_total",
-		Help: "Cursor values of incremental runs that could not count towards the job's mark, by reason: unparseable (not of the cursor's kind) or future (past the clock plus SLUICE_PLANNER_MARK_MAX_SKEW)."},
-		[]string{"reason"})
-	for _, reason := range []string{source.RejectUnparseable, source.RejectFuture} {
-		js.rejected.WithLabelValues(reason)
-	}
-}
-
-// Live starts counting the reports folded in from now on.
-func (js *Jobs) Live() {
-	js.mu.Lock()
-	defer js.mu.Unlock()
-	js.live = true
-}
-
-// countRejected adds to the metric; the caller holds the lock.
-func (js *Jobs) countRejected(c *sluicev1.CursorRejected) {
-	if js.rejected == nil || !js.live {
-		return
-	}
-	if n := c.GetUnparseable(); n > 0 {
-		js.rejected.WithLabelValues(source.RejectUnparseable).Add(float64(n))
-	}
-	if n := c.GetFuture(); n > 0 {
-		js.rejected.WithLabelValues(source.RejectFuture).Add(float64(n))
-	}
 }
 
 func newJobs() *Jobs {
@@ -494,48 +440,6 @@ func (js *Jobs) Get(id string, now time.Time) (Job, bool) {
 	return j.view(now), true
 }
 
-// Page returns at most limit jobs, newest first, from the first after the job after names (nil:
-// from the newest), with their counts at now, and whether more follow.
-func (js *Jobs) Page(after *jobKey, limit int, now time.Time) ([]Job, bool) {
-	js.mu.Lock()
-	defer js.mu.Unlock()
-	sorted := make([]*Job, 0, len(js.jobs))
-	for _, j := range js.jobs {
-		sorted = append(sorted, j)
-	}
-	slices.SortFunc(sorted, func(a, b *Job) int { return a.key().compare(b.key()) })
-	page, more := cut(sorted, limit, func(j *Job) bool { return after == nil || after.compare(j.key()) < 0 })
-	out := make([]Job, len(page))
-	for i, j := range page {
-		out[i] = j.view(now)
-	}
-	return out, more
-}
-
-// jobKey orders the jobs as the API lists them: newest first, by creation time and then by id.
-type jobKey struct {
-	created time.Time
-	id      string
-}
-
-func (j *Job) key() jobKey { return jobKey{created: j.CreatedAt, id: j.ID} }
-
-// compare is negative when k comes before o in the list.
-func (k jobKey) compare(o jobKey) int {
-	return cmp.Or(o.created.Compare(k.created), strings.Compare(o.id, k.id))
-}
-
-func (k jobKey) String() string { return k.created.Format(time.RFC3339Nano) + "/" + k.id }
-
-func parseJobKey(s string) (jobKey, error) {
-	at, id, _ := strings.Cut(s, "/")
-	created, err := time.Parse(time.RFC3339Nano, at)
-	if err != nil || id == "" {
-		return jobKey{}, errCursor
-	}
-	return jobKey{created: created, id: id}, nil
-}
-
 // freeze keeps a finished job's counts and lets go of its per-task detail, so that a planner that
 // has seen many jobs holds a few numbers for each.
 func (j *Job) freeze() {
@@ -561,28 +465,6 @@ func (js *Jobs) Advancing() []Job {
 	}
 	slices.SortFunc(out, func(a, b Job) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out
-}
-
-// RefuseCursor records that the run id's largest cursor cannot become its mark, for reason (a
-// source.Reject…): it is counted among the rejected values and is the run's largest no more, and
-// the job's state is stored again so that a planner that restarts does not weigh it again.
-func (js *Jobs) RefuseCursor(id, reason string) {
-	js.mu.Lock()
-	defer js.mu.Unlock()
-	j := js.jobs[id]
-	if j == nil {
-		return
-	}
-	var c sluicev1.CursorRejected
-	switch reason {
-	case source.RejectUnparseable:
-		c.Unparseable = 1
-	case source.RejectFuture:
-		c.Future = 1
-	}
-	j.CursorRejected.add(&c)
-	js.countRejected(&c)
-	j.MaxCursor, j.stored = "", false
 }
 
 // MarksChecked records that the runs' cursors were compared with their marks.
@@ -892,45 +774,6 @@ type TaskView struct {
 	Follows bool `json:"follows,omitempty"`
 
 	order taskKey
-}
-
-// taskKey orders a job's tasks: the planned ones by index, then the others (those that other
-// tasks' ends published) by id.
-type taskKey struct {
-	later bool
-	index int
-	id    string
-}
-
-// compare is negative when k comes before o.
-func (k taskKey) compare(o taskKey) int {
-	switch {
-	case k.later != o.later && k.later:
-		return 1
-	case k.later != o.later:
-		return -1
-	case k.later:
-		return strings.Compare(k.id, o.id)
-	}
-	return cmp.Compare(k.index, o.index)
-}
-
-func (k taskKey) String() string {
-	if k.later {
-		return "l/" + k.id
-	}
-	return "p/" + strconv.Itoa(k.index)
-}
-
-func parseTaskKey(s string) (taskKey, error) {
-	kind, v, _ := strings.Cut(s, "/")
-	switch n, err := strconv.Atoi(v); {
-	case kind == "p" && err == nil && n >= 0:
-		return taskKey{index: n}, nil
-	case kind == "l" && v != "":
-		return taskKey{later: true, id: v}, nil
-	}
-	return taskKey{}, errCursor
 }
 
 // Tasks returns the job's tasks in order: the planned ones by index, then those their ends published.

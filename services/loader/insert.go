@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicedata/sluice/pkg/catalog"
+	"github.com/sluicedata/sluice/pkg/chsink"
+	"github.com/sluicedata/sluice/pkg/delivery"
+)
+
+// The inserts of a flight: a table's planned blocks, built from their records, inserted and, when
+// ClickHouse rejects rows, split until the rejected ones are found. They run in a flight, off the
+// loop: they read the plan and change nothing of the loader's.
+
+// insertResult is what insertTable did with one table's records.
+type insertResult struct {
+	inserted []*item
+	rejected []rejection
+	err      error
+	// units is how many of the plan's blocks are done; sink is the sink resolved for a table
+	// that had none; took is how long the flight took.
+	units int
+	sink  *chsink.Sink
+	took  time.Duration
+}
+
+// rejection is a record that its table refused, with the dead-letter class and why: a value its
+// schema does not take, or a row ClickHouse refused as bad data.
+type rejection struct {
+	item  *item
+	class string
+	err   error
+}
+
+// insertTable inserts a table's waiting records, block by block as tp plans them: it resolves
+// their sink (when sink is nil for a typed table) and the table's schema, builds each block (a
+// record whose value does not fit is rejected there, with its column named), adds the columns that
+// new fields call for when the sink evolves, and inserts it. The records of blocks known to be in
+// count as inserted. It returns what is in, what is rejected, how many blocks are done, and the
+// failure that stopped the rest (nil when nothing is left); the records of the block that failed
+// wait, those rejected while building it too, and are rejected again on the next try. It runs in
+// a flight: it reads the plan and changes nothing of the loader's.
+func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *chsink.Sink, tp *tablePlan) (res insertResult) {
+	res.inserted = tp.known
+	if schemaID != "" && sink == nil {
+		// Its own budget: a schemas topic that cannot be read must not take the whole flight's.
+		sctx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/8)
+		found, err := l.sinks.Sink(sctx, schemaID)
+		cancel()
+		switch {
+		case errors.Is(err, catalog.ErrUnknown), errors.Is(err, catalog.ErrInvalid):
+			for _, u := range tp.units {
+				for _, it := range u.items {
+					res.rejected = append(res.rejected, rejection{it, "unknown_schema", err})
+				}
+			}
+			res.units = len(tp.units)
+			return res
+		case err != nil:
+			res.err = delivery.New(delivery.Transient, "schemas", err)
+			return res
+		}
+		sink, res.sink = found, found
+	}
+	for _, u := range tp.units {
+		in, rej, err := l.insertUnit(ctx, name, sink, u, tp.isolate)
+		res.inserted = append(res.inserted, in...)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		res.rejected = append(res.rejected, rej...)
+		res.units++
+	}
+	return res
+}
+
+// insertUnit inserts the records of one planned block.
+func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink, u *unit, isolate bool) (inserted []*item, rejected []rejection, err error) {
+	loadedAt := time.Unix(u.blk.loadedAt, 0)
+	for evolved := false; ; evolved = true {
+		schema, err := l.writer.Schema(ctx, name, sink)
+		if err != nil {
+			return nil, nil, err
+		}
+		block := schema.NewBlock(len(u.items))
+		good := make([]*item, 0, len(u.items))
+		rejected = rejected[:0]
+		for _, it := range u.items {
+			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Source: it.jobName, Partition: it.partition,
+				Offset: it.offset, ExtractedAt: it.extractedAt, Planned: it.planned}
+			if err := block.Add(&in); err != nil {
+				rejected = append(rejected, rejection{it, fieldClass(err), err})
+				continue
+			}
+			good = append(good, it)
+		}
+		if len(block.New) > 0 && !evolved {
+			if err := l.writer.Evolve(ctx, name, block.New); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		inserted, rej, err := l.insertRows(ctx, name, good, block, loadedAt, isolate)
+		if err == nil && isolate && len(inserted) == 0 && len(good) > 1 && len(rej) == len(good) {
+			// Every row failed alone: the failure is the table's (a view that throws on every
+			// row, a server that takes no insert), not the rows'. It is held like a schema
+			// failure, the job says so, and it is dead-lettered only after that grace.
+			return nil, nil, delivery.New(delivery.Schema, "schema", fmt.Errorf("every row of the block failed on its own: %w", rej[0].err))
+		}
+		if err != nil {
+			// What got in waits with the rest: the block is tried again whole, its halves formed
+			// and named as before, so that the rows in come to the same blocks (dropped by their
+			// tokens, or collapsed by the table), and it stays one block for a member that takes
+			// the partition over.
+			return nil, nil, err
+		}
+		l.metrics.fieldsDiscarded.Add(float64(block.Discarded))
+		return inserted, append(rejected, rej...), nil
+	}
+}
+
+// fieldClass is the dead-letter class of a record its schema refuses.
+func fieldClass(err error) string {
+	var fe *chsink.FieldError
+	switch {
+	case errors.As(err, &fe) && fe.Field == "*":
+		return "bad_json"
+	case errors.As(err, &fe) && fe.Field != "":
+		return "unknown_field"
+	}
+	return "bad_value"
+}
+
+// insertRows inserts items, whose rows block holds, as one block, retrying transient failures while
+// ctx lasts. On a data failure it inserts each half on its own, down to single rows, which are the
+// rejected ones; with isolate, an unclassified failure is taken as a data failure too (rejected with
+// class unclassified), not retried.
+func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time, isolate bool) ([]*item, []rejection, error) {
+	if len(items) == 0 {
+		return nil, nil, nil
+	}
+	token := ""
+	if l.tokens.Load() {
+		token = l.token(name, items, loadedAt)
+	}
+	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
+	var refused error // refused for its partitions: the same block is refused every time
+	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
+		began := l.now()
+		err := l.writer.Insert(ctx, name, rows, loadedAt, token)
+		switch {
+		case err == nil:
+			l.metrics.insertSeconds.Observe(time.Since(began).Seconds())
+			l.metrics.rowsInserted.Add(float64(rows.Len()))
+		case refusedPartitions(err):
+			refused = err
+			return nil
+		case isolate && delivery.ReasonOf(err) == chsink.Unclassified:
+			return delivery.New(delivery.Data, chsink.Unclassified, err)
+		}
+		return err
+	})
+	if refused != nil {
+		err = refused
+	}
+	switch {
+	case err == nil:
+		return items, nil, nil
+	case delivery.ClassOf(err) != delivery.Data:
+		return nil, nil, err
+	case len(items) == 1:
+		return nil, []rejection{{items[0], delivery.ReasonOf(err), err}}, nil
+	}
+	mid := len(items) / 2
+	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt, isolate)
+	if err != nil {
+		return inLeft, rejLeft, err
+	}
+	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate)
+	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
+}
+
+// token is the insert deduplication token of a block of items: the table and sink schema, the raw
+// topic's id (a topic deleted and created again under the same name has another one), where the
+// records are, and a sha256 of what the block holds (each record's offset and its envelope whole:
+// key, payload, job, task, extraction time) and of the load time. The same records always make the
+// same token, and so the same block; other records at the same offsets (a recreated topic, another
+// deployment loading the same table) make another, so that the server drops only a block that is
+// in already.
+func (l *Loader) token(table string, items []*item, loadedAt time.Time) string {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(loadedAt.Unix()))
+	h.Write(n[:])
+	for _, it := range items {
+		binary.BigEndian.PutUint64(n[:], uint64(it.offset))
+		h.Write(n[:])
+		binary.BigEndian.PutUint64(n[:], uint64(len(it.raw)))
+		h.Write(n[:])
+		h.Write(it.raw)
+	}
+	first, last := items[0], items[len(items)-1]
+	topicID := ""
+	if id := l.topicID.Load(); id != nil {
+		topicID = *id
+	}
+	return fmt.Sprintf("sluice2-%s-%s-%s-%s-%d-%d-%d-%x", table, first.schema, l.topics.raw, topicID, first.partition,
+		first.offset, last.offset, h.Sum(nil))
+}
