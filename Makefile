@@ -9,6 +9,9 @@ KAFKA_BROKERS ?= 1
 # POSTGRES=yes starts a local PostgreSQL too (make up POSTGRES=yes), to read from.
 POSTGRES ?= no
 export SLUICE_KAFKA_NODES := $(KAFKA_BROKERS)
+# CLICKHOUSE=cluster also runs a ClickHouse cluster of 2 shards x 2 replicas with ZooKeeper (make up
+# CLICKHOUSE=cluster), beside the single server; `make test` starts it for the cluster's tests.
+CLICKHOUSE ?= single
 STATE   := $(or $(SLUICE_STATE_DIR),$(CURDIR)/.sluice)
 BIN     := $(STATE)/bin
 MODULES := $(shell go list -m 2>/dev/null)
@@ -27,8 +30,8 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: up
-up: ## start the local Kafka and ClickHouse, and PostgreSQL with POSTGRES=yes (reuses what runs); show what runs where
-	@SLUICE_STACK_POSTGRES=$(POSTGRES) $(STACK) up
+up: ## start the local Kafka and ClickHouse (CLICKHOUSE=cluster: and a 2x2 cluster), PostgreSQL with POSTGRES=yes; show what runs where
+	@SLUICE_STACK_POSTGRES=$(POSTGRES) SLUICE_STACK_CLICKHOUSE=$(CLICKHOUSE) $(STACK) up
 
 .PHONY: demo
 demo: ## the whole pipeline locally: stack, services, a RECORDS-record job (default 100000), summary
@@ -59,7 +62,7 @@ build: ## build the services, sluicectl and the demo source into .sluice/bin
 
 .PHONY: test
 test: lint proto-check ## the one test command: lint, proto check, unit and integration tests on the real stack
-	@SLUICE_STACK_POSTGRES=yes $(STACK) up
+	@SLUICE_STACK_POSTGRES=yes SLUICE_STACK_CLICKHOUSE=cluster $(STACK) up
 	@$(STACK) install-tools
 	@rm -f $(STATE)/chaos-quick.txt
 	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 SLUICE_CHAOS_RESULTS=$(STATE)/chaos-quick.txt go test -count=1 -timeout 18m $(PKGS)

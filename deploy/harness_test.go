@@ -217,8 +217,14 @@ func newPipeline(t testing.TB, src demosource.Config) *deployment {
 // newPipelineOn is newPipeline on the Kafka of k, such as a broker the test runs for itself.
 func newPipelineOn(t testing.TB, src demosource.Config, k kafka.Config) *deployment {
 	t.Helper()
+	return newPipelineWith(t, src, k, stacktest.ClickHouse(t))
+}
+
+// newPipelineWith is newPipeline on the Kafka of k and the ClickHouse of ch, such as the stack's
+// cluster (stacktest.ClickHouseCluster).
+func newPipelineWith(t testing.TB, src demosource.Config, k kafka.Config, ch chconn.Config) *deployment {
+	t.Helper()
 	k.TasksPartitions, k.RawPartitions = 6, 6
-	ch := stacktest.ClickHouse(t)
 	env := stacktest.Env(k, &ch)
 	env["SLUICE_HTTP_ADDR"] = "127.0.0.1:0"
 	env["SLUICE_EXTRACTOR_GROUP"] = stacktest.Name(t, "extractor")

@@ -33,6 +33,13 @@
 #   SLUICE_CLICKHOUSE_HTTP_PORT [8123]       ClickHouse HTTP interface
 #   SLUICE_CLICKHOUSE_SECURE_PORT []         also serve the native protocol over TLS there, with the
 #                                            stack's CA and certificate (<state>/tls, as Kafka's)
+#   SLUICE_STACK_CLICKHOUSE [single]         single, or cluster: also a ClickHouse cluster `sluice` of four
+#                                            servers (2 shards x 2 replicas, replicated tables kept by
+#                                            Apache ZooKeeper, Debian's zookeeper) beside the single server;
+#                                            `make up CLICKHOUSE=cluster`
+#   SLUICE_CLICKHOUSE_CLUSTER_PORT [9101]    the cluster's node n: native protocol at + (n-1), HTTP at
+#                                            8201 + (n-1), replication (interserver HTTP) at 9301 + (n-1)
+#   SLUICE_ZOOKEEPER_PORT [2181]             the cluster's ZooKeeper, on 127.0.0.1
 #   SLUICE_STACK_POSTGRES [no]               yes: `up` also starts PostgreSQL (`make up POSTGRES=yes`;
 #                                            `make test` asks for it), role sluice, password sluice
 #   SLUICE_POSTGRES_PORT [5432]              PostgreSQL, on 127.0.0.1
@@ -62,6 +69,10 @@ ch_http_port=${SLUICE_CLICKHOUSE_HTTP_PORT:-8123}
 ch_secure_port=${SLUICE_CLICKHOUSE_SECURE_PORT:-}
 wait_seconds=${SLUICE_STACK_WAIT:-120}
 pg_port=${SLUICE_POSTGRES_PORT:-5432}
+ch_mode=${SLUICE_STACK_CLICKHOUSE:-single}
+case "$ch_mode" in single | cluster) ;; *) echo "stack: SLUICE_STACK_CLICKHOUSE must be single or cluster, got $ch_mode" >&2; exit 2 ;; esac
+cluster_port=${SLUICE_CLICKHOUSE_CLUSTER_PORT:-9101}
+zk_port=${SLUICE_ZOOKEEPER_PORT:-2181}
 pg_wanted=${SLUICE_STACK_POSTGRES:-no}
 pg_external=${SLUICE_POSTGRES_DSN:+yes}
 pg_dsn=${SLUICE_POSTGRES_DSN:-postgres://sluice:sluice@127.0.0.1:$pg_port/postgres?sslmode=disable}
@@ -80,6 +91,15 @@ ch_addr=${SLUICE_CLICKHOUSE_ADDR:-127.0.0.1:$ch_port}
 kafka_dir="$state/kafka"
 kafka_libs=${SLUICE_KAFKA_LIBS:-$kafka_dir/libs}
 ch_dir="$state/clickhouse"
+cluster_dir="$state/clickhouse-cluster"
+zk_dir="$state/zookeeper"
+# The cluster's nodes: n = 1..4; nodes 1 and 2 hold shard 1, nodes 3 and 4 shard 2.
+cluster_nodes="1 2 3 4"
+cnode_port() { echo $((cluster_port + $1 - 1)); }
+cnode_http() { echo $((8201 + $1 - 1)); }
+cnode_interserver() { echo $((9301 + $1 - 1)); }
+cnode_shard() { echo $(( ($1 + 1) / 2 )); }
+cluster_addrs() { local n out=; for n in $cluster_nodes; do out+="127.0.0.1:$(cnode_port "$n"),"; done; echo "${out%,}"; }
 pg_dir="$state/postgres"
 # PostgreSQL runs as the postgres user when the stack runs as root: a state directory that user
 # cannot reach (a checkout under /root) keeps PostgreSQL's data under /var/tmp instead, named after it.
@@ -139,12 +159,12 @@ build_probe() {
 
 install() {
   mkdir -p "$state"
-  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus postgresql openssl
+  debs clickhouse-server clickhouse-client protobuf-compiler libprotobuf-dev prometheus postgresql openssl zookeeper
   fetch_kafka
   local m
   for m in $(cd "$root" && go list -m -f '{{.Dir}}'); do (cd "$m" && go mod download); done
   build_probe
-  say "installed: Kafka $kafka_version jars, ClickHouse, PostgreSQL, protoc, Prometheus, Go modules"
+  say "installed: Kafka $kafka_version jars, ClickHouse, ZooKeeper, PostgreSQL, protoc, Prometheus, Go modules"
 }
 
 # render TEMPLATE OUT [NODE]: copy a template with the stack's paths and ports filled in, for Kafka
@@ -157,7 +177,8 @@ render() {
     -e "s|@ADVERTISED_PORT@|${SLUICE_KAFKA_ADVERTISED_PORT:-$(node_port "$n")}|g" \
     -e "s|@NODE_ID@|$n|g" -e "s|@VOTERS@|${voters%,}|g" -e "s|@LOG_DIR@|$(node_dir "$n")/data|g" \
     -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
-    -e "s|@TCP_PORT@|$ch_port|g" -e "s|@HTTP_PORT@|$ch_http_port|g" \
+    -e "s|@TCP_PORT@|${render_tcp:-$ch_port}|g" -e "s|@HTTP_PORT@|${render_http:-$ch_http_port}|g" \
+    -e "s|@CH_DIR@|${render_ch_dir:-$ch_dir}|g" \
     -e "s|@TLS_DIR@|$tls_dir|g" -e "s|@ADMIN_PASSWORD@|$(kafka_password admin 2>/dev/null || true)|g" \
     -e "s|@PLAIN_USERS@|$(plain_users 2>/dev/null || true)|g" "$1" >"$2"
 }
@@ -365,6 +386,91 @@ EOF
   await ClickHouse clickhouse "$ch_addr" "$pidfile" "$ch_dir/log/clickhouse-server.err.log"
 }
 
+# zookeeper_up: Apache ZooKeeper (Debian's zookeeper), one node, for the cluster's replicated tables.
+zookeeper_up() {
+  local pidfile="$zk_dir/zookeeper.pid" log="$zk_dir/zookeeper.log"
+  if alive "$pidfile" && "$probe" zookeeper "127.0.0.1:$zk_port" >/dev/null 2>&1; then return 0; fi
+  alive "$pidfile" && stop zookeeper "$pidfile"
+  [ -f /usr/share/java/zookeeper.jar ] || { is_root || die "ZooKeeper is missing: install it (Debian: apt-get install zookeeper)"; debs zookeeper; }
+  command -v java >/dev/null || die "Java is missing: install JDK 17 (Debian: apt-get install openjdk-17-jre-headless)"
+  mkdir -p "$zk_dir/data"
+  cat >"$zk_dir/zoo.cfg" <<EOF
+tickTime=1000
+initLimit=10
+syncLimit=5
+dataDir=$zk_dir/data
+clientPort=$zk_port
+clientPortAddress=127.0.0.1
+maxSessionTimeout=60000
+admin.enableServer=false
+4lw.commands.whitelist=srvr,ruok,mntr
+autopurge.purgeInterval=1
+EOF
+  start zookeeper "$pidfile" "$log" java -Xmx256m -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+    -cp "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar" \
+    org.apache.zookeeper.server.quorum.QuorumPeerMain "$zk_dir/zoo.cfg"
+  await zookeeper zookeeper "127.0.0.1:$zk_port" "$pidfile" "$log"
+}
+
+# cluster_node_up N: start node N of the ClickHouse cluster `sluice`: its own ports, data, macros,
+# and the cluster's remote_servers; caches sized so that four of them fit a small machine.
+cluster_node_up() {
+  local n=$1 dir="$cluster_dir/node$1" server
+  local pidfile="$dir/clickhouse.pid" log="$dir/log/stdout.log" addr="127.0.0.1:$(cnode_port "$1")"
+  if alive "$pidfile" && "$probe" clickhouse "$addr" >/dev/null 2>&1; then return 0; fi
+  alive "$pidfile" && stop "clickhouse-node$n" "$pidfile"
+  server=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
+  mkdir -p "$dir/data" "$dir/log" "$dir/config.d"
+  render_ch_dir=$dir render_tcp=$(cnode_port "$n") render_http=$(cnode_http "$n") render "$here/clickhouse/config.xml.in" "$dir/config.xml"
+  local shards= s m
+  for s in 1 2; do
+    shards+="            <shard><weight>1</weight><internal_replication>true</internal_replication>"
+    for m in $cluster_nodes; do
+      [ "$(cnode_shard "$m")" != "$s" ] || shards+="<replica><host>127.0.0.1</host><port>$(cnode_port "$m")</port></replica>"
+    done
+    shards+="</shard>"$'\n'
+  done
+  cat >"$dir/config.d/cluster.xml" <<EOF
+<yandex>
+    <uncompressed_cache_size>67108864</uncompressed_cache_size>
+    <mark_cache_size>134217728</mark_cache_size>
+    <max_concurrent_queries>50</max_concurrent_queries>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <interserver_http_port>$(cnode_interserver "$n")</interserver_http_port>
+    <zookeeper>
+        <node><host>127.0.0.1</host><port>$zk_port</port></node>
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+    <macros><cluster>sluice</cluster><shard>0$(cnode_shard "$n")</shard><replica>node$n</replica></macros>
+    <remote_servers>
+        <sluice>
+$shards        </sluice>
+    </remote_servers>
+</yandex>
+EOF
+  cp "$here/clickhouse/users.xml" "$dir/users.xml"
+  start "clickhouse-node$n" "$pidfile" "$log" "$server" --config-file="$dir/config.xml"
+}
+
+# cluster_up: ZooKeeper and the cluster's four nodes; whatever part of them is down is started.
+cluster_up() {
+  [ "$ch_mode" = cluster ] || return 0
+  zookeeper_up
+  local n
+  for n in $cluster_nodes; do cluster_node_up "$n"; done
+  for n in $cluster_nodes; do
+    await "clickhouse-node$n" clickhouse "127.0.0.1:$(cnode_port "$n")" "$cluster_dir/node$n/clickhouse.pid" \
+      "$cluster_dir/node$n/log/clickhouse-server.err.log"
+  done
+}
+
+cluster_down() {
+  local n
+  for n in $cluster_nodes; do stop "clickhouse-node$n" "$cluster_dir/node$n/clickhouse.pid"; done
+  stop zookeeper "$zk_dir/zookeeper.pid"
+}
+
 # pg_bin: the directory of the newest PostgreSQL server installed.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
@@ -439,6 +545,7 @@ up() {
   build_probe
   kafka_up
   clickhouse_up
+  cluster_up
   postgres_up
   status
 }
@@ -450,10 +557,11 @@ down() {
   done
   kafka_down
   stop clickhouse "$ch_dir/clickhouse.pid"
+  cluster_down
   # SIGINT is PostgreSQL's fast shutdown: SIGTERM would wait for every client to leave.
   STOP_SIGNAL=INT stop postgres "$pg_dir/postgres.pid"
   local left
-  left=$(pgrep -f -- "($state/(kafka|clickhouse|postgres|bin)|$pg_dir)/" || true)
+  left=$(pgrep -f -- "($state/(kafka|clickhouse|clickhouse-cluster|zookeeper|postgres|bin)|$pg_dir)/" || true)
   [ -z "$left" ] || die "processes still running from $state: $left"
 }
 
@@ -486,6 +594,13 @@ status() {
     done
   fi
   show clickhouse clickhouse "$ch_addr" "$ch_dir/clickhouse.pid" "$ch_external" || rc=1
+  if [ "$ch_mode" = cluster ] || alive "$zk_dir/zookeeper.pid"; then
+    show zookeeper zookeeper "127.0.0.1:$zk_port" "$zk_dir/zookeeper.pid" "" || rc=1
+    local c
+    for c in $cluster_nodes; do
+      show "ch-node$c" clickhouse "127.0.0.1:$(cnode_port "$c")" "$cluster_dir/node$c/clickhouse.pid" "" || rc=1
+    done
+  fi
   if [ -n "$pg_external" ]; then
     printf '%-10s %-22s %s\n' postgres "SLUICE_POSTGRES_DSN" external
   elif alive "$pg_dir/postgres.pid" || [ "$pg_wanted" = yes ]; then
@@ -507,6 +622,9 @@ env_exports() {
   if [ "$kafka_secure" = yes ]; then secure_env; fi
   printf 'export SLUICE_CLICKHOUSE_ADDR=%q\n' "$ch_addr"
   if [ -n "$pg_external" ] || alive "$pg_dir/postgres.pid"; then printf 'export SLUICE_POSTGRES_DSN=%q\n' "$pg_dsn"; fi
+  # The cluster's nodes, for tests and benchmarks: a service points at it with SLUICE_CLICKHOUSE_ADDR
+  # set to these and SLUICE_CLICKHOUSE_CLUSTER=sluice.
+  if alive "$cluster_dir/node1/clickhouse.pid"; then printf 'export SLUICE_STACK_CLUSTER_ADDR=%q\n' "$(cluster_addrs)"; fi
 }
 
 # The probe asks the secure broker as admin.

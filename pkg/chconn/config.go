@@ -32,6 +32,13 @@ type Config struct {
 	// address is a loopback one (compressing costs both ends CPU and saves nothing there), lz4
 	// otherwise.
 	Compression string `env:"COMPRESSION, default=auto"`
+	// Cluster names a cluster of the servers' remote_servers (system.clusters): tables are made ON
+	// CLUSTER, replicated, with a Distributed table to read them, and the loader inserts each row
+	// into a replica of its shard. Empty: one server.
+	Cluster string `env:"CLUSTER"`
+	// InsertQuorum, on a cluster, acknowledges an insert once that many replicas of the shard
+	// have it (insert_quorum); 0 or 1: once one has.
+	InsertQuorum int `env:"INSERT_QUORUM, default=0"`
 }
 
 // Method is the compression the connection uses: Compression, with auto resolved.
@@ -75,6 +82,15 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains([]string{"auto", "lz4", "zstd", "none"}, c.Compression) {
 		p.Addf("CLICKHOUSE_COMPRESSION", "must be auto, lz4, zstd or none, got %q", c.Compression)
+	}
+	if c.Cluster != "" && !legalIdent.MatchString(c.Cluster) {
+		p.Addf("CLICKHOUSE_CLUSTER", "%q is not a plain identifier (letters, digits, '_'; not starting with a digit)", c.Cluster)
+	}
+	if c.InsertQuorum < 0 || c.InsertQuorum > 16 {
+		p.Addf("CLICKHOUSE_INSERT_QUORUM", "must be between 0 and 16, got %d", c.InsertQuorum)
+	}
+	if c.InsertQuorum > 1 && c.Cluster == "" {
+		p.Addf("CLICKHOUSE_INSERT_QUORUM", "takes a cluster (SLUICE_CLICKHOUSE_CLUSTER): one server has no replicas to wait for")
 	}
 	if c.MaxOpenConns < 1 {
 		p.Addf("CLICKHOUSE_MAX_OPEN_CONNS", "must be at least 1, got %d", c.MaxOpenConns)

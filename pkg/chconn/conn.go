@@ -24,6 +24,8 @@ type Conn struct {
 	Features Features
 	// Database is the database that unqualified table names resolve to.
 	Database string
+	// Cluster is the cluster whose tables the server's are (Config.Cluster): "" for one server.
+	Cluster string
 }
 
 // Open connects to ClickHouse, creates the configured database when it is missing and allowed to,
@@ -45,7 +47,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Conn, error) {
 		return nil, fmt.Errorf("read clickhouse server version: %w", err)
 	}
 	v := Version{Major: sv.Version.Major, Minor: sv.Version.Minor, Patch: sv.Version.Patch}
-	return &Conn{Conn: conn, Version: v, Features: FeaturesOf(v), Database: cfg.Database}, nil
+	return &Conn{Conn: conn, Version: v, Features: FeaturesOf(v), Database: cfg.Database, Cluster: cfg.Cluster}, nil
 }
 
 // Ping checks that a connection to the server works: the loader's readiness check.

@@ -179,6 +179,15 @@ func (b *Block) Slice(i, j int) *Block {
 	return out
 }
 
+// Pick returns the rows at the indexes rows, in that order, as a block of their own.
+func (b *Block) Pick(rows []int) *Block {
+	out := &Block{schema: b.schema, n: len(rows)}
+	for _, c := range b.cols {
+		out.cols = append(out.cols, c.pick(rows))
+	}
+	return out
+}
+
 // columns are the block's columns as clickhouse-go appends them, with loadedAt for load time.
 func (b *Block) columns(loadedAt time.Time) []any {
 	out := make([]any, len(b.cols))
@@ -192,7 +201,17 @@ func (b *Block) columns(loadedAt time.Time) []any {
 type builder interface {
 	add(in *Input, v any)
 	slice(i, j int) builder
+	pick(rows []int) builder
 	column(n int, loadedAt time.Time) any
+}
+
+// picked returns vals at the indexes rows.
+func picked[T any](vals []T, rows []int) []T {
+	out := make([]T, len(rows))
+	for i, r := range rows {
+		out[i] = vals[r]
+	}
+	return out
 }
 
 func newBuilder(c Column, source string, n int) builder {
@@ -252,6 +271,7 @@ type typed[T any] struct{ vals []T }
 
 func (c *typed[T]) add(_ *Input, v any)       { c.vals = append(c.vals, v.(T)) }
 func (c *typed[T]) slice(i, j int) builder    { return &typed[T]{c.vals[i:j:j]} }
+func (c *typed[T]) pick(rows []int) builder   { return &typed[T]{picked(c.vals, rows)} }
 func (c *typed[T]) column(int, time.Time) any { return c.vals }
 
 // lineageCol is a column of one lineage: typed, so that appending costs no conversion.
@@ -268,6 +288,9 @@ func (c *lineageCol[T]) add(in *Input, _ any) { c.vals = append(c.vals, c.get(in
 func (c *lineageCol[T]) slice(i, j int) builder {
 	return &lineageCol[T]{vals: c.vals[i:j:j], get: c.get}
 }
+func (c *lineageCol[T]) pick(rows []int) builder {
+	return &lineageCol[T]{vals: picked(c.vals, rows), get: c.get}
+}
 func (c *lineageCol[T]) column(int, time.Time) any { return c.vals }
 
 // loadedAt is the load time, the same for every row of an insert.
@@ -275,6 +298,7 @@ type loadedAt struct{}
 
 func (loadedAt) add(*Input, any)        {}
 func (loadedAt) slice(int, int) builder { return loadedAt{} }
+func (loadedAt) pick([]int) builder     { return loadedAt{} }
 func (loadedAt) column(n int, at time.Time) any {
 	out := make([]time.Time, n)
 	at = at.UTC().Truncate(time.Second)
@@ -289,6 +313,13 @@ type field struct{ vals reflect.Value }
 
 func (c *field) add(_ *Input, v any)    { c.vals = reflect.Append(c.vals, reflect.ValueOf(v)) }
 func (c *field) slice(i, j int) builder { return &field{vals: c.vals.Slice3(i, j, j)} }
+func (c *field) pick(rows []int) builder {
+	out := reflect.MakeSlice(c.vals.Type(), len(rows), len(rows))
+	for i, r := range rows {
+		out.Index(i).Set(c.vals.Index(r))
+	}
+	return &field{vals: out}
+}
 func (c *field) column(int, time.Time) any {
 	return c.vals.Interface()
 }

@@ -98,7 +98,7 @@ func TestDistributedSyncSetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.send(clickhouse.Context(ctx, clickhouse.WithSettings(settings)), "raw", b, time.Now()); err != nil {
+	if err := sendBlock(clickhouse.Context(ctx, clickhouse.WithSettings(settings)), conn, "raw", b, time.Now()); err != nil {
 		t.Fatalf("insert with %v: %v", settings, err)
 	}
 }

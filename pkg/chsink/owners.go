@@ -34,11 +34,18 @@ type Owner struct {
 	Since  time.Time
 }
 
-// ownersSQL creates the table of owners.
-func ownersSQL(database string) string {
-	return "CREATE TABLE IF NOT EXISTS `" + database + "`.`" + OwnersTable + "` (\n" +
+// ownersSQL creates the table of owners. On a cluster it is made on every server, one replicated
+// table whose every replica holds every claim (one ZooKeeper path for all shards), so that a
+// planner reads the same claims from whichever server it reaches.
+func ownersSQL(database, cluster string) string {
+	on, engine := "", "MergeTree"
+	if cluster != "" {
+		on = " ON CLUSTER `" + cluster + "`"
+		engine = "ReplicatedMergeTree('/clickhouse/tables/sluice-owners/" + database + "/" + OwnersTable + "', '{replica}')"
+	}
+	return "CREATE TABLE IF NOT EXISTS `" + database + "`.`" + OwnersTable + "`" + on + " (\n" +
 		"  `sink_table` String,\n  `job` String,\n  `shared` UInt8,\n  `claimed_at` DateTime,\n  `claimed_ns` UInt64\n" +
-		") ENGINE = MergeTree\nORDER BY (`sink_table`, `job`)"
+		") ENGINE = " + engine + "\nORDER BY (`sink_table`, `job`)"
 }
 
 // Owners returns the job names that claimed table in conn's database; none when no job did (or
@@ -165,7 +172,7 @@ func ClaimTable(ctx context.Context, conn *chconn.Conn, table string, c Claim) e
 	if slices.ContainsFunc(owners, func(o Owner) bool { return o.Job == c.Job && o.Shared == c.Shared }) {
 		return nil
 	}
-	if err := conn.Exec(ctx, ownersSQL(conn.Database)); err != nil {
+	if err := conn.Exec(ctx, ownersSQL(conn.Database, conn.Cluster)); err != nil {
 		return fmt.Errorf("create %s.%s: %w", conn.Database, OwnersTable, err)
 	}
 	shared := 0

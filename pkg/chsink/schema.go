@@ -201,13 +201,53 @@ func (s *Schema) Names() []string {
 // ReplacingMergeTree by the version column (plain MergeTree without one), ordered by OrderBy, with
 // settings (such as "index_granularity = 8192") where given.
 func (s *Schema) CreateSQL(database, table string, settings ...string) string {
+	return s.createSQL(database, table, "", s.mergeTree("", ""), true, settings)
+}
+
+// LocalSQL is the DDL of a cluster's local table, made on every replica of every shard (ON
+// CLUSTER): a replicated MergeTree (Replacing, with a version column) with the explicit ZooKeeper
+// path and replica name that 18.16 requires, from the servers' shard and replica macros.
+func (s *Schema) LocalSQL(database, table, cluster string, settings ...string) string {
+	zk := fmt.Sprintf("/clickhouse/tables/{shard}/%s/%s", database, table)
+	return s.createSQL(database, table, cluster, s.mergeTree(zk, "{replica}"), true, settings)
+}
+
+// DistributedSQL is the DDL of the Distributed table over a cluster's local tables: made on every
+// server of the cluster, read like one table, its rows sharded by cityHash64 of column key.
+func (s *Schema) DistributedSQL(database, table, cluster, local, key string) string {
+	engine := fmt.Sprintf("Distributed(`%s`, `%s`, `%s`, %s)", cluster, database, local, ShardingKey(key))
+	return s.createSQL(database, table, cluster, engine, false, nil)
+}
+
+// mergeTree is the engine of a table of the schema; with a ZooKeeper path, its replicated kind.
+func (s *Schema) mergeTree(zkPath, replica string) string {
+	var args []string
+	name := "MergeTree"
+	if zkPath != "" {
+		name, args = "ReplicatedMergeTree", []string{"'" + zkPath + "'", "'" + replica + "'"}
+	}
+	if s.Version != "" {
+		name = strings.Replace(name, "MergeTree", "ReplacingMergeTree", 1)
+		args = append(args, "`"+s.Version+"`")
+	}
+	if len(args) == 0 {
+		return name
+	}
+	return name + "(" + strings.Join(args, ", ") + ")"
+}
+
+func (s *Schema) createSQL(database, table, cluster, engine string, ordered bool, settings []string) string {
 	cols := make([]string, len(s.Columns))
 	for i, c := range s.Columns {
 		cols[i] = "  `" + c.Name + "` " + c.Type.Name
 	}
-	engine := "MergeTree"
-	if s.Version != "" {
-		engine = "ReplacingMergeTree(`" + s.Version + "`)"
+	on := ""
+	if cluster != "" {
+		on = " ON CLUSTER `" + cluster + "`"
+	}
+	sql := fmt.Sprintf("CREATE TABLE IF NOT EXISTS `%s`.`%s`%s (\n%s\n) ENGINE = %s", database, table, on, strings.Join(cols, ",\n"), engine)
+	if !ordered {
+		return sql
 	}
 	order := make([]string, len(s.OrderBy))
 	for i, name := range s.OrderBy {
@@ -217,8 +257,7 @@ func (s *Schema) CreateSQL(database, table string, settings ...string) string {
 	if len(order) > 1 {
 		by = "(" + by + ")"
 	}
-	sql := fmt.Sprintf("CREATE TABLE IF NOT EXISTS `%s`.`%s` (\n%s\n) ENGINE = %s\nORDER BY %s",
-		database, table, strings.Join(cols, ",\n"), engine, by)
+	sql += "\nORDER BY " + by
 	if len(settings) > 0 {
 		sql += "\nSETTINGS " + strings.Join(settings, ", ")
 	}

@@ -104,7 +104,16 @@ func CheckTable(ctx context.Context, conn *chconn.Conn, table string, sink *Sink
 	if len(cols) == 0 && (sink == nil || sink.Create) {
 		return nil
 	}
-	if len(cols) > 0 {
+	if len(cols) > 0 && conn.Cluster != "" {
+		engine, full, err := engineFull(ctx, conn, table)
+		if err != nil {
+			return err
+		}
+		if _, err := distributedLayout(conn.Database, table, conn.Cluster, engine, full); err != nil {
+			return err
+		}
+	}
+	if len(cols) > 0 && conn.Cluster == "" {
 		engine, err := engineOf(ctx, conn, table)
 		if err != nil {
 			return err

@@ -133,8 +133,16 @@ func (w *Writer) Forget(table string) {
 // them) are left as they are. Its errors are classified.
 func (w *Writer) Evolve(ctx context.Context, table string, fields map[string]*Inference) error {
 	defer w.Forget(table)
+	return evolve(ctx, w.conn, table, fields, w.log, func(adds string) error {
+		return w.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE `%s`.`%s` %s", w.conn.Database, table, adds))
+	})
+}
+
+// evolve adds the columns of fields that table (in conn's database) lacks, with alter, which takes
+// the ADD COLUMN clauses. Its errors are classified.
+func evolve(ctx context.Context, conn *chconn.Conn, table string, fields map[string]*Inference, log *slog.Logger, alter func(adds string) error) error {
 	missing := func() ([]string, error) {
-		cols, err := describe(ctx, w.conn, table)
+		cols, err := describe(ctx, conn, table)
 		if err != nil {
 			return nil, err
 		}
@@ -157,20 +165,19 @@ func (w *Writer) Evolve(ctx context.Context, table string, fields map[string]*In
 	}
 	adds := make([]string, len(names))
 	for i, name := range names {
-		typ := fields[name].Type(w.conn.Features.Bool, w.conn.Features.DateTime64)
+		typ := fields[name].Type(conn.Features.Bool, conn.Features.DateTime64)
 		if !strings.HasPrefix(typ, "Nullable(") && !strings.HasPrefix(typ, "Array(") {
 			typ = "Nullable(" + typ + ")" // the rows before have no value
 		}
 		adds[i] = fmt.Sprintf("ADD COLUMN `%s` %s", name, typ) // IF NOT EXISTS is newer than 18.16
 	}
-	sql := fmt.Sprintf("ALTER TABLE `%s`.`%s` %s", w.conn.Database, table, strings.Join(adds, ", "))
-	if err := w.conn.Exec(ctx, sql); err != nil {
+	if err := alter(strings.Join(adds, ", ")); err != nil {
 		if still, derr := missing(); derr == nil && len(still) == 0 {
 			return nil // another loader added them meanwhile
 		}
 		return Classify(fmt.Errorf("add columns %s to %s: %w", strings.Join(names, ", "), table, err))
 	}
-	w.log.Info("table evolved", "table", table, "columns", strings.Join(adds, ", "))
+	log.Info("table evolved", "table", table, "columns", strings.Join(adds, ", "))
 	return nil
 }
 
@@ -197,7 +204,7 @@ func (w *Writer) Insert(ctx context.Context, table string, block *Block, loadedA
 	if len(settings) > 0 {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	}
-	err = Classify(w.send(ctx, table, block, loadedAt))
+	err = Classify(sendBlock(ctx, w.conn, table, block, loadedAt))
 	if delivery.ClassOf(err) == delivery.Schema {
 		w.Forget(table)
 	}
@@ -228,14 +235,15 @@ func insertSettings(f chconn.Features, engine, token string) (clickhouse.Setting
 	return settings, nil
 }
 
-func (w *Writer) send(ctx context.Context, table string, block *Block, loadedAt time.Time) error {
+// sendBlock inserts block into table of conn's database, as one insert.
+func sendBlock(ctx context.Context, conn *chconn.Conn, table string, block *Block, loadedAt time.Time) error {
 	names := block.schema.Names()
 	quoted := make([]string, len(names))
 	for i, n := range names {
 		quoted[i] = "`" + n + "`"
 	}
-	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (%s)", w.conn.Database, table, strings.Join(quoted, ", "))
-	batch, err := w.conn.PrepareBatch(ctx, query)
+	query := fmt.Sprintf("INSERT INTO `%s`.`%s` (%s)", conn.Database, table, strings.Join(quoted, ", "))
+	batch, err := conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return fmt.Errorf("prepare insert into %s: %w", table, err)
 	}

@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,6 +163,74 @@ func ClickHouse(t testing.TB) chconn.Config {
 	return cfg
 }
 
+// ClusterName is the cluster the stack starts with SLUICE_STACK_CLICKHOUSE=cluster.
+const ClusterName = "sluice"
+
+// ClickHouseCluster returns the configuration of the stack's ClickHouse cluster (`make up
+// CLICKHOUSE=cluster`; `make test` starts it), with a database unique to t made on every node and
+// dropped from every node when t ends. It fails t when the cluster is not up. Tests of several
+// packages share the cluster; ClickHouseClusterAlone keeps them off it while t breaks a part.
+func ClickHouseCluster(t testing.TB) chconn.Config { return clickHouseCluster(t, syscall.LOCK_SH) }
+
+// ClickHouseClusterAlone is ClickHouseCluster for a test that kills or stops parts of the cluster:
+// it waits until no other test (of any package) uses the cluster, and keeps them waiting until t
+// ends.
+func ClickHouseClusterAlone(t testing.TB) chconn.Config { return clickHouseCluster(t, syscall.LOCK_EX) }
+
+func clickHouseCluster(t testing.TB, how int) chconn.Config {
+	t.Helper()
+	Require(t)
+	addrs := os.Getenv("SLUICE_STACK_CLUSTER_ADDR")
+	if addrs == "" {
+		t.Fatal("the stack's ClickHouse cluster is not up: start it with `make up CLICKHOUSE=cluster` and export `deploy/local/stack.sh env`")
+	}
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "sluice-cluster-"+nonIdent.ReplaceAllString(addrs, "_")+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), how); err != nil {
+		t.Fatalf("lock the stack's cluster: %v", err)
+	}
+	t.Cleanup(func() { lock.Close() }) // after the database is dropped: cleanups run last first
+	cfg := chconn.Config{
+		Addr:         strings.Split(addrs, ","),
+		Database:     Name(t, "test"),
+		Username:     env("SLUICE_CLICKHOUSE_USERNAME", "default"),
+		Password:     config.Secret(os.Getenv("SLUICE_CLICKHOUSE_PASSWORD")),
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  60 * time.Second,
+		MaxOpenConns: 4,
+		Compression:  "auto",
+		Cluster:      ClusterName,
+	}
+	admin := cfg
+	admin.Database = "default"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := chconn.Open(ctx, admin, Logger(t))
+	if err != nil {
+		t.Fatalf("connect to the stack's cluster: %v", err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+cfg.Database+"` ON CLUSTER `"+ClusterName+"`"); err != nil {
+		t.Fatalf("create the test database on the cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		conn, err := chconn.Open(ctx, admin, Logger(t))
+		if err != nil {
+			t.Errorf("drop test database: %v", err)
+			return
+		}
+		defer conn.Close()
+		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+cfg.Database+"` ON CLUSTER `"+ClusterName+"`"); err != nil {
+			t.Logf("drop test database %s on the cluster: %v", cfg.Database, err)
+		}
+	})
+	return cfg
+}
+
 // ClickHouseAddr is the native-protocol address of the stack's ClickHouse.
 func ClickHouseAddr() string { return env("SLUICE_CLICKHOUSE_ADDR", "127.0.0.1:9000") }
 
@@ -221,6 +291,10 @@ func Env(k kafka.Config, ch *chconn.Config) map[string]string {
 		env["SLUICE_CLICKHOUSE_DATABASE"] = ch.Database
 		env["SLUICE_CLICKHOUSE_USERNAME"] = ch.Username
 		env["SLUICE_CLICKHOUSE_PASSWORD"] = ch.Password.Reveal()
+		if ch.Cluster != "" {
+			env["SLUICE_CLICKHOUSE_CLUSTER"] = ch.Cluster
+			env["SLUICE_CLICKHOUSE_INSERT_QUORUM"] = strconv.Itoa(ch.InsertQuorum)
+		}
 	}
 	return env
 }

@@ -94,7 +94,19 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		"user", cfg.ClickHouse.Username, "version", ch.Version.String(), "database", ch.Database, "features", ch.Features)
 
 	l.cl, l.log, l.denied = rt.Kafka, rt.Log, rt.Denials.Observe
-	l.writer = chsink.NewWriter(ch, rt.Log)
+	if cfg.ClickHouse.Cluster == "" {
+		l.writer = chsink.NewWriter(ch, rt.Log)
+	} else {
+		cw, err := chsink.NewClusterWriter(ctx, ch, cfg.ClickHouse, rt.Log)
+		if err != nil {
+			rt.Kafka.Close()
+			return err
+		}
+		defer cw.Close()
+		l.writer = cw
+		rt.Log.Info("writing a cluster: each row into a replica of its shard", "cluster", cw.Cluster().Name,
+			"shards", len(cw.Cluster().Shards), "insert_quorum", cfg.ClickHouse.InsertQuorum)
+	}
 	if ch.Features.InsertDeduplicationToken {
 		l.tokens.Store(true)
 		l.readTopicID(ctx, rt.Kafka)

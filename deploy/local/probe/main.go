@@ -1,8 +1,8 @@
 // Command probe tells whether a component of the local stack answers, and which version it is:
 // Kafka through a metadata and an ApiVersions request, ClickHouse through its handshake and
-// SELECT version(). deploy/local/stack.sh builds it and waits on it.
+// SELECT version(), ZooKeeper through its srvr command. deploy/local/stack.sh builds it and waits on it.
 //
-//	probe [-wait 90s] [-pid FILE] kafka|clickhouse HOST:PORT
+//	probe [-wait 90s] [-pid FILE] kafka|clickhouse|zookeeper HOST:PORT
 //
 // With -wait it retries until the component answers or the time is up; with -pid it gives up as
 // soon as the process in FILE has exited. It prints one line and exits 0 when the component answers.
@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -48,7 +49,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: probe [-wait D] [-pid FILE] [-brokers N] kafka|clickhouse HOST:PORT")
+		return errors.New("usage: probe [-wait D] [-pid FILE] [-brokers N] kafka|clickhouse|zookeeper HOST:PORT")
 	}
 	var ask func(context.Context, string) (string, error)
 	switch fs.Arg(0) {
@@ -56,8 +57,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		ask = func(ctx context.Context, addr string) (string, error) { return askKafka(ctx, addr, *brokers) }
 	case "clickhouse":
 		ask = askClickHouse
+	case "zookeeper":
+		ask = askZooKeeper
 	default:
-		return fmt.Errorf("unknown component %q: want kafka or clickhouse", fs.Arg(0))
+		return fmt.Errorf("unknown component %q: want kafka, clickhouse or zookeeper", fs.Arg(0))
 	}
 
 	deadline := time.Now().Add(*wait)
@@ -137,6 +140,39 @@ func askClickHouse(ctx context.Context, addr string) (string, error) {
 		return "", fmt.Errorf("clickhouse SELECT version() at %s: %w", addr, err)
 	}
 	return fmt.Sprintf("ClickHouse %s answering", version), nil
+}
+
+// askZooKeeper sends ZooKeeper's srvr command and reads its version and mode from the answer.
+func askZooKeeper(ctx context.Context, addr string) (string, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(conn, "srvr"); err != nil {
+		return "", fmt.Errorf("zookeeper srvr at %s: %w", addr, err)
+	}
+	answer, err := io.ReadAll(io.LimitReader(conn, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("zookeeper srvr at %s: %w", addr, err)
+	}
+	var version, mode string
+	for line := range strings.Lines(string(answer)) {
+		if v, ok := strings.CutPrefix(line, "Zookeeper version: "); ok {
+			version, _, _ = strings.Cut(strings.TrimSpace(v), "-")
+		}
+		if m, ok := strings.CutPrefix(line, "Mode: "); ok {
+			mode = strings.TrimSpace(m)
+		}
+	}
+	if version == "" || mode == "" {
+		return "", fmt.Errorf("zookeeper at %s does not serve yet: %q", addr, strings.TrimSpace(string(answer)))
+	}
+	return fmt.Sprintf("ZooKeeper %s answering (%s)", version, mode), nil
 }
 
 func running(pidFile string) bool {

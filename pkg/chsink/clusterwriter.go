@@ -1,0 +1,500 @@
+package chsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/delivery"
+)
+
+// LocalSuffix names a cluster's local tables after their Distributed table: users → users_local.
+const LocalSuffix = "_local"
+
+// ReplicatedDeduplicationWindow is how many recent insert blocks the local tables that sluice
+// creates on a cluster remember (replicated_deduplication_window; 100 by default): a block sent
+// again after a crash, a rebalance or a failover is dropped while it is among them. A raw
+// partition's commit metadata records at most ~100 planned blocks, each split into one part per
+// shard; the window holds those of many partitions and members inserting meanwhile.
+const ReplicatedDeduplicationWindow = 10000
+
+// ErrNotDistributed is a sink table on a cluster that is not a Distributed table: rows written
+// to it would land on one server.
+var ErrNotDistributed = fmt.Errorf("%w: on a cluster the sink table must be a Distributed table over replicated local tables", ErrIncompatibleTable)
+
+// ClusterWriter inserts blocks into the tables of one database on a cluster: every row straight
+// into a replica of its shard, as the table's Distributed engine would route it, falling over to
+// the shard's next replica when one does not answer. It creates missing tables ON CLUSTER: a
+// replicated local table on every replica and a Distributed table over them, read like one table.
+type ClusterWriter struct {
+	seed     *chconn.Conn
+	cluster  *Cluster
+	replicas *replicas
+	quorum   int
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	tables map[string]*clusterTable
+}
+
+// clusterTable is a sink table on the cluster: its local tables, the column its rows are sharded
+// by ("": the first of the schema's sorting key), and the schemas resolved for it by sink id.
+type clusterTable struct {
+	local   string
+	key     string
+	schemas map[string]*Schema
+}
+
+// NewClusterWriter reads cfg.Cluster's shards through seed, checks that the server computes
+// cityHash64 as the loader does, and returns a writer on seed's database.
+func NewClusterWriter(ctx context.Context, seed *chconn.Conn, cfg chconn.Config, log *slog.Logger) (*ClusterWriter, error) {
+	c, err := ReadCluster(ctx, seed, cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckHash(ctx, seed); err != nil {
+		return nil, err
+	}
+	if cfg.CreateDatabase && cfg.Database != "default" {
+		if err := seed.Exec(ctx, fmt.Sprintf("CREATE DATABASE IF NOT EXISTS `%s` ON CLUSTER `%s`", cfg.Database, c.Name)); err != nil {
+			return nil, fmt.Errorf("create database %s on cluster %s: %w", cfg.Database, c.Name, err)
+		}
+	}
+	return &ClusterWriter{seed: seed, cluster: c, replicas: newReplicas(cfg, log), quorum: cfg.InsertQuorum, log: log,
+		tables: map[string]*clusterTable{}}, nil
+}
+
+// Close closes the connections to the replicas.
+func (w *ClusterWriter) Close() { w.replicas.close() }
+
+// Cluster is the cluster the writer writes.
+func (w *ClusterWriter) Cluster() *Cluster { return w.cluster }
+
+// Schema returns the schema that the rows of sink (nil: the raw landing rows) take in table, the
+// Distributed table of the cluster, creating it and its local tables when they are missing and
+// the sink creates them. The local table on every replica that answers must take the rows too: a
+// replica that lacks a column is a schema error that names its shard. Its errors are classified.
+func (w *ClusterWriter) Schema(ctx context.Context, table string, sink *Sink) (*Schema, error) {
+	if !ValidTable(table) || len(table)+len(LocalSuffix) > 206 {
+		return nil, Classify(fmt.Errorf("%w: table name %q is not a plain identifier", ErrIncompatibleTable, table))
+	}
+	id := ""
+	if sink != nil {
+		id = sink.ID
+	}
+	w.mu.Lock()
+	if ct := w.tables[table]; ct != nil && ct.schemas[id] != nil {
+		defer w.mu.Unlock()
+		return ct.schemas[id], nil
+	}
+	w.mu.Unlock()
+	ct, err := w.layout(ctx, table, sink)
+	if err != nil {
+		return nil, Classify(err)
+	}
+	cols, err := describe(ctx, w.seed, table)
+	if err != nil {
+		return nil, Classify(err)
+	}
+	s, err := resolve(cols, sink)
+	if err != nil {
+		return nil, Classify(fmt.Errorf("%s.%s: %w", w.seed.Database, table, err))
+	}
+	key := ct.key
+	if key == "" && len(s.OrderBy) > 0 {
+		key = s.OrderBy[0]
+	}
+	switch c := s.column(key); {
+	case c == nil:
+		return nil, Classify(fmt.Errorf("%w: %s.%s: its rows are sharded by %s, which the rows do not fill", ErrIncompatibleTable, w.seed.Database, table, key))
+	case shardable(c.Type) != nil:
+		return nil, Classify(fmt.Errorf("%w: %s.%s: its rows are sharded by %s, and %v", ErrIncompatibleTable, w.seed.Database, table, key, shardable(c.Type)))
+	}
+	if err := w.checkReplicas(ctx, ct.local, sink); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tables[table] = ct
+	ct.schemas[id] = s
+	return s, nil
+}
+
+// layout finds, or creates, table's local tables and sharding column.
+func (w *ClusterWriter) layout(ctx context.Context, table string, sink *Sink) (*clusterTable, error) {
+	engine, full, err := engineFull(ctx, w.seed, table)
+	if err != nil {
+		return nil, err
+	}
+	if engine == "" && (sink == nil || sink.Create) {
+		created, err := resolve(nil, sink)
+		if err != nil {
+			return nil, err
+		}
+		key := created.OrderBy[0]
+		if err := shardable(created.column(key).Type); err != nil {
+			return nil, fmt.Errorf("%w: %s.%s on cluster %s: its rows would be sharded by %s (the first column of order_by), and %v",
+				ErrIncompatibleTable, w.seed.Database, table, w.cluster.Name, key, err)
+		}
+		local := table + LocalSuffix
+		window := fmt.Sprintf("replicated_deduplication_window = %d", ReplicatedDeduplicationWindow)
+		for _, sql := range []string{created.LocalSQL(w.seed.Database, local, w.cluster.Name, window),
+			created.DistributedSQL(w.seed.Database, table, w.cluster.Name, local, key)} {
+			if err := w.seed.Exec(ctx, sql); err != nil {
+				return nil, fmt.Errorf("create %s.%s on cluster %s: %w", w.seed.Database, table, w.cluster.Name, err)
+			}
+		}
+		w.log.Info("table created on the cluster", "table", table, "local", local, "cluster", w.cluster.Name, "sharding_key", ShardingKey(key))
+		if engine, full, err = engineFull(ctx, w.seed, table); err != nil {
+			return nil, err
+		}
+	}
+	if engine == "" {
+		return nil, fmt.Errorf("%s.%s: %w", w.seed.Database, table, ErrNoTable)
+	}
+	return distributedLayout(w.seed.Database, table, w.cluster.Name, engine, full)
+}
+
+// distributedLayout is what the engine of an existing sink table on cluster says of where its
+// rows go, or why the loader cannot write them there.
+func distributedLayout(database, table, cluster, engine, full string) (*clusterTable, error) {
+	if engine != engineDistributed {
+		return nil, fmt.Errorf("%s.%s is a %s table: %w (sluice makes them, named %s and %s%s, when the table is missing)",
+			database, table, engine, ErrNotDistributed, table, table, LocalSuffix)
+	}
+	d, err := parseDistributed(full)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s.%s: %v", ErrIncompatibleTable, database, table, err)
+	}
+	if d.cluster != cluster {
+		return nil, fmt.Errorf("%w: %s.%s is a Distributed table over cluster %s, and sluice writes cluster %s (SLUICE_CLICKHOUSE_CLUSTER)",
+			ErrIncompatibleTable, database, table, d.cluster, cluster)
+	}
+	if d.database != database {
+		return nil, fmt.Errorf("%w: %s.%s is a Distributed table over %s.%s, in another database than sluice's %s",
+			ErrIncompatibleTable, database, table, d.database, d.local, database)
+	}
+	return &clusterTable{local: d.local, key: d.key, schemas: map[string]*Schema{}}, nil
+}
+
+// checkReplicas checks that the local table of every replica that answers takes the rows of
+// sink, and that every shard has a replica that answers.
+func (w *ClusterWriter) checkReplicas(ctx context.Context, local string, sink *Sink) error {
+	for _, s := range w.cluster.Shards {
+		answered := false
+		var last error
+		for _, addr := range s.Replicas {
+			conn, err := w.replicas.get(ctx, addr)
+			if err != nil {
+				last = err
+				continue
+			}
+			cols, err := describe(ctx, conn, local)
+			if err != nil {
+				last = err
+				continue
+			}
+			answered = true
+			if len(cols) == 0 {
+				return Classify(fmt.Errorf("%w: shard %d (replica %s) has no table %s.%s", ErrIncompatibleTable, s.Num, addr, conn.Database, local))
+			}
+			if _, err := resolve(cols, sink); err != nil {
+				return Classify(fmt.Errorf("shard %d (replica %s): %s.%s: %w", s.Num, addr, conn.Database, local, err))
+			}
+		}
+		if !answered {
+			return Classify(fmt.Errorf("shard %d: no replica answers: %w", s.Num, last))
+		}
+	}
+	return nil
+}
+
+// Forget drops what the writer remembers about table, after a schema error or a change.
+func (w *ClusterWriter) Forget(table string) {
+	w.mu.Lock()
+	delete(w.tables, table)
+	w.mu.Unlock()
+}
+
+// Evolve adds a Nullable column for each new field to table's local tables on every replica and to
+// the Distributed table, ON CLUSTER, and forgets the table's schemas. Its errors are classified.
+func (w *ClusterWriter) Evolve(ctx context.Context, table string, fields map[string]*Inference) error {
+	w.mu.Lock()
+	ct := w.tables[table]
+	w.mu.Unlock()
+	defer w.Forget(table)
+	if ct == nil {
+		return Classify(fmt.Errorf("evolve %s: the table was not looked at", table))
+	}
+	return evolve(ctx, w.seed, table, fields, w.log, func(adds string) error {
+		for _, t := range []string{ct.local, table} {
+			sql := fmt.Sprintf("ALTER TABLE `%s`.`%s` ON CLUSTER `%s` %s", w.seed.Database, t, w.cluster.Name, adds)
+			if err := w.seed.Exec(ctx, sql); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Insert writes block into table's shards: each row into the local table of a replica of the
+// shard that the Distributed table sends it to, one insert per shard, the shards at once. A shard's
+// part of a block is the same every time the block is, so a replicated table drops it when it is
+// sent again (after a failover, a crash or a rebalance); token, where the server takes one, names it
+// with its shard. Every shard is tried: the error returned (classified) names a shard that did not
+// take its part, the others' parts being in.
+func (w *ClusterWriter) Insert(ctx context.Context, table string, block *Block, loadedAt time.Time, token string) error {
+	if block.Len() == 0 {
+		return nil
+	}
+	w.mu.Lock()
+	ct := w.tables[table]
+	w.mu.Unlock()
+	if ct == nil {
+		return Classify(fmt.Errorf("%w: insert into %s before its schema was resolved", ErrIncompatibleTable, table))
+	}
+	key := ct.key
+	if key == "" {
+		key = block.schema.OrderBy[0]
+	}
+	col := block.schema.column(key)
+	if col == nil {
+		return Classify(fmt.Errorf("%w: %s: no sharding column %s in the rows", ErrIncompatibleTable, table, key))
+	}
+	routes, err := w.cluster.Route(block, key, col.Type)
+	if err != nil {
+		return Classify(fmt.Errorf("%w: %s: %v", ErrIncompatibleTable, table, err))
+	}
+	errs := make([]error, len(routes))
+	var wg sync.WaitGroup
+	for i, rows := range routes {
+		if len(rows) == 0 {
+			continue
+		}
+		part := block
+		if len(rows) < block.Len() {
+			part = block.Pick(rows)
+		}
+		wg.Go(func() {
+			errs[i] = w.insertShard(ctx, i, ct.local, part, loadedAt, token)
+		})
+	}
+	wg.Wait()
+	// A refusal of the rows outranks a failure to reach a shard: the loader dead-letters or holds
+	// on the first, and retries the second.
+	for _, err := range errs {
+		if err != nil && delivery.ClassOf(err) != delivery.Transient {
+			if delivery.ClassOf(err) == delivery.Schema {
+				w.Forget(table)
+			}
+			return err
+		}
+	}
+	return errors.Join(slices.DeleteFunc(errs, func(e error) bool { return e == nil })...)
+}
+
+// insertShard inserts part into the local table of shard i's replicas: the one that took the last
+// part first, then the others, until one takes it. A refusal of the rows is not tried elsewhere.
+func (w *ClusterWriter) insertShard(ctx context.Context, i int, local string, part *Block, loadedAt time.Time, token string) error {
+	s := w.cluster.Shards[i]
+	first := w.replicas.preferred(i)
+	var last error
+	for k := range s.Replicas {
+		r := (first + k) % len(s.Replicas)
+		addr := s.Replicas[r]
+		conn, err := w.replicas.get(ctx, addr)
+		if err != nil {
+			last = Classify(fmt.Errorf("shard %d: %w", s.Num, err))
+			continue
+		}
+		shardToken := ""
+		if token != "" {
+			shardToken = fmt.Sprintf("%s/%d", token, s.Num)
+		}
+		settings, _ := insertSettings(conn.Features, "", shardToken)
+		if w.quorum > 1 {
+			settings["insert_quorum"] = w.quorum
+		}
+		err = Classify(sendBlock(clickhouse.Context(ctx, clickhouse.WithSettings(settings)), conn, local, part, loadedAt))
+		if err == nil {
+			w.replicas.prefer(i, r)
+			return nil
+		}
+		if delivery.ClassOf(err) != delivery.Transient || ctx.Err() != nil {
+			return fmt.Errorf("shard %d (replica %s): %w", s.Num, addr, err)
+		}
+		w.log.Warn("a replica did not take its shard's rows; trying the next", "shard", s.Num, "replica", addr, "error", err)
+		last = fmt.Errorf("shard %d (replica %s): %w", s.Num, addr, err)
+	}
+	return last
+}
+
+// replicas are the connections to a cluster's replicas, opened when first used, and the replica
+// of each shard that took its last insert.
+type replicas struct {
+	cfg chconn.Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*chconn.Conn
+	pref  map[int]int
+}
+
+func newReplicas(cfg chconn.Config, log *slog.Logger) *replicas {
+	cfg.CreateDatabase = false
+	cfg.MaxOpenConns = min(cfg.MaxOpenConns, 4)
+	return &replicas{cfg: cfg, log: log, conns: map[string]*chconn.Conn{}, pref: map[int]int{}}
+}
+
+// get returns the connection to the replica at addr, opening it when it is not open yet.
+func (r *replicas) get(ctx context.Context, addr string) (*chconn.Conn, error) {
+	r.mu.Lock()
+	c := r.conns[addr]
+	r.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	cfg := r.cfg
+	cfg.Addr = []string{addr}
+	c, err := chconn.Open(ctx, cfg, r.log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to replica %s: %w", addr, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if have := r.conns[addr]; have != nil {
+		_ = c.Close()
+		return have, nil
+	}
+	r.conns[addr] = c
+	return c, nil
+}
+
+func (r *replicas) preferred(shard int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pref[shard]
+}
+
+func (r *replicas) prefer(shard, replica int) {
+	r.mu.Lock()
+	r.pref[shard] = replica
+	r.mu.Unlock()
+}
+
+func (r *replicas) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for addr, c := range r.conns {
+		_ = c.Close()
+		delete(r.conns, addr)
+	}
+}
+
+// engineFull returns the engine of table in conn's database and its full definition ("", "" when
+// it does not exist).
+func engineFull(ctx context.Context, conn *chconn.Conn, table string) (engine, full string, err error) {
+	rows, err := conn.Query(ctx, "SELECT engine, engine_full FROM system.tables WHERE database = ? AND name = ?", conn.Database, table)
+	if err != nil {
+		return "", "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := rows.Scan(&engine, &full); err != nil {
+			return "", "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
+	}
+	return engine, full, nil
+}
+
+// distributed is what a Distributed engine's arguments say: the cluster, the local tables, and
+// the column its sharding key hashes ("" for rand() or no key).
+type distributed struct{ cluster, database, local, key string }
+
+var (
+	// distributedArgs reads Distributed(cluster, database, table[, sharding key[, policy]]), the
+	// names quoted with ' or ` or bare.
+	distributedArgs = regexp.MustCompile("^Distributed\\(\\s*['`]?([A-Za-z_][A-Za-z0-9_]*)['`]?\\s*,\\s*['`]?([A-Za-z_][A-Za-z0-9_]*)['`]?\\s*,\\s*" +
+		"['`]?([A-Za-z_][A-Za-z0-9_]*)['`]?\\s*(?:,\\s*(.*?)\\s*)?\\)(?:\\s+SETTINGS.*)?$")
+	cityHashOf = regexp.MustCompile("^cityHash64\\(\\s*`?([A-Za-z_][A-Za-z0-9_]*)`?\\s*\\)$")
+	policyArg  = regexp.MustCompile(`\s*,\s*'[^']*'$`)
+)
+
+// parseDistributed reads a Distributed table's engine_full; a sharding key other than
+// cityHash64(column) or rand() is refused with why.
+func parseDistributed(full string) (distributed, error) {
+	m := distributedArgs.FindStringSubmatch(full)
+	if m == nil {
+		return distributed{}, fmt.Errorf("cannot read its engine %q", full)
+	}
+	d := distributed{cluster: m[1], database: m[2], local: m[3]}
+	key := policyArg.ReplaceAllString(m[4], "")
+	switch k := cityHashOf.FindStringSubmatch(key); {
+	case key == "" || key == "rand()":
+		// Any shard takes any row: the loader routes by the sorting key's first column, so
+		// that a key's rows replace each other on one shard.
+	case k != nil:
+		d.key = k[1]
+	default:
+		return distributed{}, fmt.Errorf("its sharding key %s is not one the loader computes: cityHash64(column) or rand()", key)
+	}
+	return d, nil
+}
+
+// CheckHash asks the server for cityHash64 of values of each type the loader routes by and
+// compares them with HashColumn's: a server that computes another function would have the
+// Distributed table look for rows on other shards than the loader sent them to.
+func CheckHash(ctx context.Context, conn *chconn.Conn) error {
+	at := time.Date(2024, 2, 29, 13, 14, 15, 0, time.UTC)
+	probes := []struct {
+		sql  string
+		typ  string
+		vals any
+	}{
+		{"cityHash64('sluice')", "String", []string{"sluice"}},
+		{"cityHash64('')", "String", []string{""}},
+		{"cityHash64(toUInt64(18446744073709551615))", "UInt64", []uint64{18446744073709551615}},
+		{"cityHash64(toInt64(-42))", "Int64", []int64{-42}},
+		{"cityHash64(toInt32(-1))", "Int32", []int32{-1}},
+		{"cityHash64(toUInt8(7))", "UInt8", []uint8{7}},
+		{"cityHash64(toDate('2024-02-29'))", "Date", []time.Time{at}},
+		{"cityHash64(toDateTime('2024-02-29 13:14:15', 'UTC'))", "DateTime", []time.Time{at}},
+	}
+	sql := "SELECT "
+	for i, p := range probes {
+		if i > 0 {
+			sql += ", "
+		}
+		sql += p.sql
+	}
+	got := make([]uint64, len(probes))
+	dest := make([]any, len(probes))
+	for i := range got {
+		dest[i] = &got[i]
+	}
+	if err := conn.QueryRow(ctx, sql).Scan(dest...); err != nil {
+		return fmt.Errorf("ask the server for cityHash64: %w", err)
+	}
+	for i, p := range probes {
+		t, _ := ParseType(p.typ)
+		want, err := HashColumn(t, p.vals)
+		if err != nil {
+			return err
+		}
+		if want[0] != got[i] {
+			return fmt.Errorf("the server's %s is %d, the loader's %d: it cannot route rows to the shards a Distributed table reads them from", p.sql, got[i], want[0])
+		}
+	}
+	return nil
+}
