@@ -38,8 +38,8 @@ demo: ## the whole pipeline locally: stack, services, a RECORDS-record job (defa
 	@deploy/local/demo.sh
 
 .PHONY: bench
-bench: ## benchmark a demo-sized job end to end: records/s per stage and CPU seconds per million records
-	@SLUICE_STACK_POSTGRES=yes $(STACK) up >/dev/null
+bench: ## benchmark a demo-sized job end to end: records/s per stage and CPU seconds per million records, the cluster beside the single server
+	@SLUICE_STACK_POSTGRES=yes SLUICE_STACK_CLICKHOUSE=cluster $(STACK) up >/dev/null
 	@eval "$$($(STACK) env)"; SLUICE_INTEGRATION=1 go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./deploy/
 
 .PHONY: down

@@ -15,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicedata/sluice/pkg/chconn"
+	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/events"
@@ -249,11 +251,37 @@ func (m *monitor) sample(ctx context.Context) {
 	}
 }
 
-// keys returns the keys in the case's table now.
+// keys returns the keys in the case's table now. On a cluster they are read from the local table
+// of every node, since a replica read through the Distributed table may not have caught up yet; a
+// node that does not answer skips the sample.
 func (m *monitor) keys(ctx context.Context) (map[string]bool, error) {
+	if len(m.p.nodes) == 0 {
+		return m.keysAt(ctx, m.p.conn, m.table)
+	}
+	out := map[string]bool{}
+	for _, addr := range m.p.nodes {
+		cfg := m.p.ch
+		cfg.Addr, cfg.DialTimeout = []string{addr}, 2*time.Second
+		conn, err := chconn.Open(ctx, cfg, stacktest.Logger(m.t))
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", addr, err)
+		}
+		keys, err := m.keysAt(ctx, conn, m.table+chsink.LocalSuffix)
+		conn.Close()
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", addr, err)
+		}
+		for k := range keys {
+			out[k] = true
+		}
+	}
+	return out, nil
+}
+
+func (m *monitor) keysAt(ctx context.Context, conn *chconn.Conn, table string) (map[string]bool, error) {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rows, err := m.p.conn.Query(qctx, "SELECT DISTINCT key FROM `"+m.table+"`")
+	rows, err := conn.Query(qctx, "SELECT DISTINCT key FROM `"+table+"`")
 	if err != nil {
 		if strings.Contains(err.Error(), "doesn't exist") {
 			return nil, nil // no table yet: no key

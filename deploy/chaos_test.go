@@ -77,6 +77,10 @@ func chaosCases() []chaosCase {
 		{"F12", "dead-letter topic unavailable", false, deadLetterTopicDown},
 		{"F13", "a source three times faster than the loader, memory bounded", true, slowLoader},
 		{"F14", "a 60 MiB page of tiny records mid-job and a view that throws on marker records", true, hostileSource},
+		{"F15", "cluster: the replica a shard's rows go to SIGKILLed mid-insert, restarted 10 s later", false, func(t *testing.T) string { return replicaKill(t, 10*time.Second) }},
+		{"F16", "cluster: ZooKeeper SIGSTOPped 30 s", true, zookeeperStop},
+		{"F17", "cluster: a whole shard down 60 s", true, shardDown},
+		{"F18", "cluster: loader SIGKILLed 3 times with blocks in flight to the shards", false, clusterLoaderKills},
 	}
 }
 

@@ -202,6 +202,8 @@ type deployment struct {
 	source *demosource.Server
 	srcURL string
 	conn   *chconn.Conn
+	// nodes are the servers of the cluster the pipeline writes (ch.Cluster), none for one server.
+	nodes []string
 	// sourceDown makes the source answer 503 to everything.
 	sourceDown atomic.Bool
 	// failing, when set, makes the source answer 500 to the requests it returns true for.
@@ -243,6 +245,9 @@ func newPipelineWith(t testing.TB, src demosource.Config, k kafka.Config, ch chc
 		t.Fatal(err)
 	}
 	d := &deployment{kafka: k, ch: ch, env: env, source: server}
+	if ch.Cluster != "" {
+		d.nodes = ch.Addr
+	}
 	api := server.Handler()
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if d.sourceDown.Load() { // an outage of the whole source, without Retry-After

@@ -40,6 +40,8 @@ type ClusterWriter struct {
 	replicas *replicas
 	quorum   int
 	log      *slog.Logger
+	// OnShard, when set, hears after each insert into a shard whether one of its replicas took it.
+	OnShard func(shard uint32, took bool)
 
 	mu     sync.Mutex
 	tables map[string]*clusterTable
@@ -326,6 +328,7 @@ func (w *ClusterWriter) insertShard(ctx context.Context, i int, local string, pa
 		err = Classify(sendBlock(clickhouse.Context(ctx, clickhouse.WithSettings(settings)), conn, local, part, loadedAt))
 		if err == nil {
 			w.replicas.prefer(i, r)
+			w.heard(s.Num, true)
 			return nil
 		}
 		if delivery.ClassOf(err) != delivery.Transient || ctx.Err() != nil {
@@ -334,7 +337,14 @@ func (w *ClusterWriter) insertShard(ctx context.Context, i int, local string, pa
 		w.log.Warn("a replica did not take its shard's rows; trying the next", "shard", s.Num, "replica", addr, "error", err)
 		last = fmt.Errorf("shard %d (replica %s): %w", s.Num, addr, err)
 	}
+	w.heard(s.Num, false)
 	return last
+}
+
+func (w *ClusterWriter) heard(shard uint32, took bool) {
+	if w.OnShard != nil {
+		w.OnShard(shard, took)
+	}
 }
 
 // replicas are the connections to a cluster's replicas, opened when first used, and the replica

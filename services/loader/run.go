@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sethvargo/go-envconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -103,6 +106,15 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			return err
 		}
 		defer cw.Close()
+		down := promauto.With(rt.Registry).NewGaugeVec(prometheus.GaugeOpts{Name: "loader_shard_unavailable",
+			Help: "1 while no replica of the cluster's shard took the loader's last insert into it, 0 once one did."}, []string{"shard"})
+		cw.OnShard = func(shard uint32, took bool) {
+			v := 1.0
+			if took {
+				v = 0
+			}
+			down.WithLabelValues(strconv.FormatUint(uint64(shard), 10)).Set(v)
+		}
 		l.writer = cw
 		rt.Log.Info("writing a cluster: each row into a replica of its shard", "cluster", cw.Cluster().Name,
 			"shards", len(cw.Cluster().Shards), "insert_quorum", cfg.ClickHouse.InsertQuorum)
