@@ -326,6 +326,39 @@ func TestClusterTables(t *testing.T) {
 	if !containsAll(full, "Distributed", "users_local", "cityHash64(id)") {
 		t.Errorf("users is %s, want a Distributed table over users_local sharded by cityHash64(id)", full)
 	}
+	// A sink that reads its columns from the table resolves them from the Distributed table, its
+	// local tables and its sharding key from the engine: its rows land by id.
+	fromTable := mustSink(t, &sluicev1.SinkSchema{Table: "users", FromTable: true})
+	fs, err := w.Schema(ctx, "users", fromTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.tables["users"]; got.local != "users_local" || got.key != "id" {
+		t.Fatalf("from_table sink resolved to %+v, want users_local sharded by id", got)
+	}
+	blk := fs.NewBlock(100)
+	for i := range 100 {
+		if err := blk.Add(&Input{Key: strconv.Itoa(i), Record: []byte(fmt.Sprintf(`{"id":%d,"name":"n%d"}`, i, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Insert(ctx, "users", blk, time.Unix(1700000000, 0), ""); err != nil {
+		t.Fatal(err)
+	}
+	for i, sh := range w.cluster.Shards {
+		conn, err := w.replicas.get(ctx, sh.Replicas[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wrong uint64
+		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.users_local WHERE cityHash64(id) %% 2 != %d", db, i)).Scan(&wrong); err != nil {
+			t.Fatal(err)
+		}
+		if wrong != 0 {
+			t.Errorf("shard %d holds %d rows whose id belongs to the other shard", sh.Num, wrong)
+		}
+	}
+
 	// A replica of shard 2 loses a column: the schema check says which shard.
 	last := w.cluster.Shards[len(w.cluster.Shards)-1]
 	conn, err := w.replicas.get(ctx, last.Replicas[1])
