@@ -127,8 +127,8 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
 		retry:   retry,
 		now:     time.Now,
-		states: func(ctx context.Context, fn func(*kgo.Record) bool) error {
-			return kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics(r.jobs), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), r.jobs, fn)
+		states: func(ctx context.Context, fn func(*kgo.Record), live func()) error {
+			return tail(ctx, r.client(t, kgo.ConsumeTopics(r.jobs), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), r.jobs, log, fn, live)
 		},
 	}
 	p.jobs.count(reg)

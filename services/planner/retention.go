@@ -143,12 +143,12 @@ func (p *Planner) forget(ctx context.Context) {
 			recs = append(recs, &kgo.Record{Topic: p.topics.jobs, Key: []byte(j.ID)})
 		}
 	}
-	if len(recs) == 0 {
+	if len(recs) == 0 || !p.leads() { // a follower forgets too, and leaves the tombstones to the leader
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := p.produce(ctx, recs...); err != nil {
 		p.log.Warn("delete the states of forgotten jobs from the jobs topic; a planner that starts forgets them again",
 			"jobs", len(recs), "error", err)
 	}

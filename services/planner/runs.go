@@ -134,7 +134,7 @@ func (p *Planner) put(ctx context.Context, key string, st *sluicev1.State) error
 		}
 		rec.Value = v
 	}
-	if err := p.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	if err := p.produce(ctx, rec); err != nil {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
 	if st == nil {
