@@ -13,7 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicedata/sluice/pkg/events"
 	"github.com/sluicedata/sluice/pkg/kafka"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // The tests in this file hold the planners' lease on a kfake cluster, with a one-second session.
@@ -208,5 +210,74 @@ func TestFollowerForwardsWrites(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("a write while the leader is away: %d %v", rec.Code, rec.Header())
+	}
+}
+
+// TestFollowerTakesOverAJob: a follower folds a job the leader planned and publishes nothing; the
+// job completes while the leader no longer works but still holds the lease, and nobody records its
+// end; once the leader leaves, the follower leads, records the end, and publishes no task again.
+func TestFollowerTakesOverAJob(t *testing.T) {
+	r := newPlannerRig(t)
+	kcfg := kafka.Config{Brokers: r.cluster.ListenAddrs(), DialTimeout: time.Second, RequestTimeout: 5 * time.Second}
+	newTestLease := func(advertise string) (*lease, func()) {
+		// The session the brokers' least: the leader leaves, it does not go silent.
+		l, err := newLease(kcfg, leaseConfig{Group: "lead", Topic: "lease", Advertise: advertise, Session: 6 * time.Second},
+			slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = l.Run(ctx); close(done) }()
+		var once sync.Once
+		stop := func() { once.Do(func() { cancel(); <-done }) }
+		t.Cleanup(stop)
+		return l, stop
+	}
+	la, leaveA := newTestLease("http://a.example:8080")
+	a, stopA := r.startWith(t, la)
+	waitUntil(t, "a to lead", la.Leading)
+	lb, _ := newTestLease("http://b.example:8080")
+	b, _ := r.startWith(t, lb)
+	waitUntil(t, "b to know a leads", func() bool { return lb.Leader().Known })
+
+	job, _, err := a.Submit(context.Background(), r.spec(t, "users"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "b to fold the job", func() bool { j, ok := b.jobs.Get(job.ID, time.Now()); return ok && j.Tasks.Planned == 4 })
+
+	// The leader stops working, its lease held still; the extractors and loaders finish the job.
+	stopA()
+	var evs []*sluicev1.JobEvent
+	for i := range 4 {
+		tid := taskID(job.ID, i)
+		evs = append(evs, extracted(job.ID, tid, "r1", 250), loaded(job.ID, tid, "r1", 0, int64(i*250), int64(i*250+249)))
+	}
+	if err := events.Publish(context.Background(), r.client(t), "events", evs...); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "b to fold the job's end", func() bool { j, _ := b.jobs.Get(job.ID, time.Now()); return j.State == stateSucceeded })
+	finished := func() int {
+		n := 0
+		for _, rec := range r.count(t, "events") {
+			if ev, err := events.Decode(rec); err == nil && ev.JobId == job.ID && ev.GetFinished() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n := finished(); n != 0 || lb.Leading() {
+		t.Fatalf("the follower recorded the end %d times (leading %v)", n, lb.Leading())
+	}
+
+	leaveA() // a leaves the group: b leads, and records what it folded
+	if la.Leading() {
+		t.Fatal("a still leads after it stopped")
+	}
+	waitUntil(t, "b to lead", lb.Leading)
+	waitUntil(t, "b to record the job's end", func() bool { return finished() == 1 })
+	if n := len(r.count(t, "tasks")); n != 4 {
+		t.Fatalf("%d tasks on the tasks topic, want the job's 4 once", n)
 	}
 }

@@ -50,6 +50,10 @@ type Planner struct {
 	// topic: a follower keeps them for when it leads, the leader publishes them.
 	unendedMu sync.Mutex
 	unended   map[string]*sluicev1.JobEvent
+	// owed are the ids of the jobs this planner forgot while it followed, whose tombstones the
+	// leader has not written yet: it writes them once it leads.
+	owedMu sync.Mutex
+	owed   map[string]bool
 	// caughtUp is set once the events that existed at start are folded in: before that, progress
 	// is incomplete and the planner does not finish jobs.
 	caughtUp   atomic.Bool
@@ -380,6 +384,7 @@ func (p *Planner) applyState(r *kgo.Record) {
 	}
 	if len(r.Value) == 0 { // a forgotten job's tombstone
 		p.jobs.Forgotten(string(r.Key))
+		p.tombstoned(string(r.Key))
 		return
 	}
 	var st sluicev1.JobState
@@ -486,6 +491,7 @@ func (p *Planner) Maintain(ctx context.Context) error {
 		}
 		_ = p.store(ctx) // logged; tried again at the next tick
 		p.forget(ctx)
+		p.payTombstones(ctx)
 		if err := p.advanceMarks(ctx); err != nil {
 			p.log.Warn("advance the marks of incremental jobs; trying again", "error", err)
 		} else {
