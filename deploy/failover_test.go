@@ -191,3 +191,14 @@ func leaseRecords(t *testing.T, p *deployment) []leaseRecord {
 	}
 	return out
 }
+
+// waitLeads waits until the planner leads: a planner that starts after one was killed waits for the
+// killed one's lease to expire (SLUICE_PLANNER_LEASE_TIMEOUT) before it takes writes.
+func waitLeads(t *testing.T, planner string) {
+	t.Helper()
+	waitFor(t, "planner "+planner+" leading", 30*time.Second, func() bool {
+		var v leaderView
+		getJSON(t, planner, "/v1/leader", &v)
+		return v.Leading
+	})
+}
