@@ -280,6 +280,8 @@ func plannerCut(t *testing.T) string {
 	}
 	cut.stop(t, syscall.SIGKILL)
 	r.planner = start(t, "planner-2", r.env).ready(t)
+	// The killed planner held the lease: the next leads once its session expires.
+	waitLeads(t, r.planner)
 	r.m = watch(t, p, table)
 	// The client retries its submission with the same key: the job it made, not another.
 	status, body = post(t, r.planner, spec, "key-1")

@@ -105,7 +105,7 @@ func byKind(all map[string][]manifest, kind string) map[string]manifest {
 }
 
 // TestKubernetesManifests parses deploy/k8s and checks what the README promises of it: probes,
-// resources, a grace period longer than the drain, disruption budgets, one planner and why, a
+// resources, a grace period longer than the drain, disruption budgets, two planners and how they share the work, a
 // PodMonitor that selects every pod, and KEDA ScaledObjects that scale each group by its own lag on
 // its own topic, from the earliest offset, to at most one replica per partition.
 func TestKubernetesManifests(t *testing.T) {
@@ -184,8 +184,12 @@ func TestKubernetesManifests(t *testing.T) {
 			if env["SLUICE_KAFKA_SASL_USERNAME"] != "sluice-"+svc {
 				t.Errorf("Kafka user %q, want its own, sluice-%s (the README's ACLs)", env["SLUICE_KAFKA_SASL_USERNAME"], svc)
 			}
-			if svc == "planner" && (num(d, "spec", "replicas") != 1 || str(d, "spec", "strategy", "type") != "Recreate") {
-				t.Error("the planner must run as one replica, replaced with Recreate")
+			if svc == "planner" && (num(d, "spec", "replicas") != 2 || str(d, "spec", "strategy", "type") != "RollingUpdate" ||
+				num(d, "spec", "strategy", "rollingUpdate", "maxUnavailable") != 1) {
+				t.Error("the planner must run as two replicas, replaced one at a time")
+			}
+			if svc == "planner" && env["SLUICE_PLANNER_ADVERTISE"] != "http://$(POD_IP):"+port {
+				t.Errorf("SLUICE_PLANNER_ADVERTISE %q, want the pod's address on the http port, http://$(POD_IP):%s", env["SLUICE_PLANNER_ADVERTISE"], port)
 			}
 			pdb := byKind(all, "PodDisruptionBudget")["sluice-"+svc]
 			if pdb == nil || str(pdb, "spec", "selector", "matchLabels", "app.kubernetes.io/name") != labels["app.kubernetes.io/name"] {
@@ -193,8 +197,8 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(string(mustRead(t, filepath.Join(base, "planner.yaml"))), "ONE replica") {
-		t.Error("planner.yaml does not say why the planner runs as one replica")
+	if !strings.Contains(string(mustRead(t, filepath.Join(base, "planner.yaml"))), "TWO replicas: one leads") {
+		t.Error("planner.yaml does not say how the two planners share the work")
 	}
 
 	monitor := byKind(all, "PodMonitor")["sluice"]

@@ -104,7 +104,7 @@ func TestPipelineSecureKafka(t *testing.T) {
 	src.Records = 20_000
 	p := newPipelineOn(t, src, k)
 	adm := kadm.NewClient(admin)
-	groups := kafka.Groups{Extractor: p.env["SLUICE_EXTRACTOR_GROUP"], Loader: p.env["SLUICE_LOADER_GROUP"]}
+	groups := kafka.Groups{Extractor: p.env["SLUICE_EXTRACTOR_GROUP"], Loader: p.env["SLUICE_LOADER_GROUP"], Planner: p.env["SLUICE_PLANNER_LEASE_GROUP"]}
 	for _, svc := range kafka.Services {
 		grants, err := k.Grants(svc, groups)
 		if err != nil {

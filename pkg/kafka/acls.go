@@ -28,9 +28,9 @@ func (g Grant) String() string {
 // Services are the services that Grants knows.
 var Services = []string{"planner", "extractor", "loader"}
 
-// Groups are the consumer groups of the extractors and the loaders.
+// Groups are the consumer groups of the extractors and the loaders, and the planners' lease group.
 type Groups struct {
-	Extractor, Loader string
+	Extractor, Loader, Planner string
 }
 
 // Grants returns what service needs with this configuration and these groups. With CreateTopics a
@@ -61,8 +61,11 @@ func (c Config) Grants(service string, groups Groups) ([]Grant, error) {
 			topic(c.EventsTopic, read, write, describe),
 			topic(c.JobsTopic, read, write, describe),
 			topic(c.SchemasTopic, write, describe),
+			// The lease: planners join its group, the leader writes where it serves, the others read it.
+			topic(c.LeaseTopic, read, write, describe),
 			{Resource: "group", Name: groups.Extractor, Ops: []kadm.ACLOperation{describe}},
 			{Resource: "group", Name: groups.Loader, Ops: []kadm.ACLOperation{describe}},
+			{Resource: "group", Name: groups.Planner, Ops: []kadm.ACLOperation{read, describe}},
 		}
 	case "extractor":
 		g = []Grant{

@@ -47,6 +47,9 @@ type Config struct {
 	// resolves the records' schema ids from.
 	SchemasTopic      string `env:"SCHEMAS_TOPIC, default=sluice.schemas"`
 	SchemasPartitions int    `env:"SCHEMAS_PARTITIONS, default=1"`
+	// LeaseTopic is the planners' lease: one partition, compacted. The planner whose member of
+	// SLUICE_PLANNER_LEASE_GROUP is assigned it leads, and records there where it serves.
+	LeaseTopic string `env:"LEASE_TOPIC, default=sluice.planner-lease"`
 }
 
 var compact = "compact"
@@ -99,7 +102,8 @@ type TopicSpec struct {
 	Configs map[string]*string
 }
 
-// Topics returns the pipeline's topics: tasks, raw records, dead letters, job events and job states.
+// Topics returns the pipeline's topics: tasks, raw records, dead letters, job events, job states,
+// sink schemas and the planners' lease.
 func (c Config) Topics() []TopicSpec {
 	vars := c.topicVars()
 	specs := make([]TopicSpec, len(vars))
@@ -124,6 +128,8 @@ func (c Config) topicVars() []topicVar {
 		{c.EventsTopic, c.EventsPartitions, "KAFKA_EVENTS_TOPIC", "KAFKA_EVENTS_PARTITIONS", nil},
 		{c.JobsTopic, c.JobsPartitions, "KAFKA_JOBS_TOPIC", "KAFKA_JOBS_PARTITIONS", map[string]*string{"cleanup.policy": &compact}},
 		{c.SchemasTopic, c.SchemasPartitions, "KAFKA_SCHEMAS_TOPIC", "KAFKA_SCHEMAS_PARTITIONS", map[string]*string{"cleanup.policy": &compact}},
+		// One partition, whatever else is configured: its one holder leads.
+		{c.LeaseTopic, 1, "KAFKA_LEASE_TOPIC", "KAFKA_LEASE_TOPIC", map[string]*string{"cleanup.policy": &compact}},
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 func valid() Config {
 	return Config{Brokers: []string{"127.0.0.1:9092"}, DialTimeout: 1, RequestTimeout: 1, SessionTimeout: 45e9, RebalanceTimeout: 60e9,
 		ReplicationFactor: -1, TasksTopic: "t", TasksPartitions: 1, RawTopic: "r", RawPartitions: 1, DLQTopic: "d", DLQPartitions: 1,
-		EventsTopic: "e", EventsPartitions: 1, JobsTopic: "j", JobsPartitions: 1, SchemasTopic: "s", SchemasPartitions: 1}
+		EventsTopic: "e", EventsPartitions: 1, JobsTopic: "j", JobsPartitions: 1, SchemasTopic: "s", SchemasPartitions: 1, LeaseTopic: "l"}
 }
 
 // TestSecurityValidate names the variable of every missing or conflicting setting.

@@ -50,8 +50,9 @@ func TestConfigDefaultsAreValid(t *testing.T) {
 	if err := config.Load(context.Background(), envconfig.MapLookuper(nil), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Kafka.Topics(); len(got) != 6 || got[0].Name != "sluice.tasks" || got[4].Name != "sluice.jobs" || *got[4].Configs["cleanup.policy"] != "compact" ||
-		got[1].Partitions != 12 || got[5].Name != "sluice.schemas" || *got[5].Configs["cleanup.policy"] != "compact" {
+	if got := cfg.Kafka.Topics(); len(got) != 7 || got[0].Name != "sluice.tasks" || got[4].Name != "sluice.jobs" || *got[4].Configs["cleanup.policy"] != "compact" ||
+		got[1].Partitions != 12 || got[5].Name != "sluice.schemas" || *got[5].Configs["cleanup.policy"] != "compact" ||
+		got[6].Name != "sluice.planner-lease" || got[6].Partitions != 1 || *got[6].Configs["cleanup.policy"] != "compact" {
 		t.Fatalf("default topics %v", got)
 	}
 }

@@ -93,6 +93,7 @@ func KafkaWith(t testing.TB, base kafka.Config) kafka.Config {
 		JobsPartitions:    1,
 		SchemasTopic:      Name(t, "schemas"),
 		SchemasPartitions: 1,
+		LeaseTopic:        Name(t, "lease"),
 	}
 	cl, err := kafka.NewClient(cfg, "stacktest", Logger(t), nil)
 	if err != nil {
@@ -270,6 +271,9 @@ func Env(k kafka.Config, ch *chconn.Config) map[string]string {
 		"SLUICE_KAFKA_JOBS_PARTITIONS":    strconv.Itoa(k.JobsPartitions),
 		"SLUICE_KAFKA_SCHEMAS_TOPIC":      k.SchemasTopic,
 		"SLUICE_KAFKA_SCHEMAS_PARTITIONS": strconv.Itoa(k.SchemasPartitions),
+		"SLUICE_KAFKA_LEASE_TOPIC":        k.LeaseTopic,
+		// The planners' lease group: the deployment's own, named like its lease topic.
+		"SLUICE_PLANNER_LEASE_GROUP":      k.LeaseTopic,
 		"SLUICE_KAFKA_CREATE_TOPICS":      strconv.FormatBool(k.CreateTopics),
 		"SLUICE_KAFKA_REPLICATION_FACTOR": strconv.Itoa(k.ReplicationFactor),
 		"SLUICE_KAFKA_SESSION_TIMEOUT":    k.SessionTimeout.String(),

@@ -29,18 +29,20 @@ type apiError struct {
 // (open: it holds no data, and asks the API with the token the user gives it).
 func (p *Planner) routes(handle func(pattern string, h http.Handler)) {
 	p.uiRoutes(handle)
-	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.limitSubmits(http.HandlerFunc(p.submit))))
+	// Writes go to the leader: a follower forwards them (leaderOnly).
+	handle("POST /v1/jobs", p.auth.require(roleSubmit, p.leaderOnly(p.limitSubmits(http.HandlerFunc(p.submit)))))
 	handle("GET /v1/jobs", p.auth.require(roleRead, http.HandlerFunc(p.list)))
 	handle("GET /v1/jobs/{id}", p.auth.require(roleRead, http.HandlerFunc(p.get)))
-	handle("POST /v1/jobs/{id}/cancel", p.auth.require(roleSubmit, http.HandlerFunc(p.cancel)))
+	handle("POST /v1/jobs/{id}/cancel", p.auth.require(roleSubmit, p.leaderOnly(http.HandlerFunc(p.cancel))))
+	handle("GET /v1/leader", p.auth.require(roleRead, http.HandlerFunc(p.leader)))
 	handle("GET /v1/jobs/{id}/tasks", p.auth.require(roleRead, http.HandlerFunc(p.tasks)))
 	handle("GET /v1/schedules", p.auth.require(roleRead, http.HandlerFunc(p.listSchedules)))
 	handle("GET /v1/lag", p.auth.require(roleRead, http.HandlerFunc(p.lag)))
 	handle("GET /v1/lag/history", p.auth.require(roleRead, http.HandlerFunc(p.lagHistory)))
 	handle("GET /v1/deadletters", p.auth.require(roleRead, http.HandlerFunc(p.deadLetters)))
-	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.removeSchedule)))
+	handle("DELETE /v1/schedules/{name}", p.auth.require(roleAdmin, p.leaderOnly(http.HandlerFunc(p.removeSchedule))))
 	handle("GET /v1/marks/{name}", p.auth.require(roleRead, http.HandlerFunc(p.getMark)))
-	handle("PUT /v1/marks/{name}", p.auth.require(roleAdmin, http.HandlerFunc(p.putMark)))
+	handle("PUT /v1/marks/{name}", p.auth.require(roleAdmin, p.leaderOnly(http.HandlerFunc(p.putMark))))
 }
 
 // limitSubmits answers 429 to a submit while SLUICE_PLANNER_MAX_CONCURRENT_SUBMITS others run:
@@ -77,6 +79,8 @@ func (p *Planner) removeSchedule(w http.ResponseWriter, r *http.Request) {
 	}
 	had, err := p.deleteSchedule(r.Context(), r.PathValue("name"))
 	switch {
+	case errors.Is(err, errNotLeader):
+		retryLater(w, err)
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
 	case !had:
@@ -154,7 +158,7 @@ func (p *Planner) submit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case refusedTable(err):
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid job spec", Problems: []jobspec.Problem{{Path: "sink.table", Message: err.Error()}}})
-	case errors.Is(err, errNotCaughtUp):
+	case errors.Is(err, errNotCaughtUp), errors.Is(err, errNotLeader):
 		retryLater(w, err)
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
@@ -269,7 +273,7 @@ func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
 	case errors.Is(err, errEnded):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
-	case errors.Is(err, errNotCaughtUp), errors.Is(err, errBehind):
+	case errors.Is(err, errNotCaughtUp), errors.Is(err, errBehind), errors.Is(err, errNotLeader):
 		retryLater(w, err)
 	case err != nil:
 		p.log.Warn("job cancelled but not stored", "job", job.ID, "by", who(r.Context()), "error", err)

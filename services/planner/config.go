@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/url"
 	"time"
 
 	"github.com/sluicedata/sluice/pkg/chconn"
@@ -66,6 +67,15 @@ type PlannerConfig struct {
 	// the oldest. Running jobs are always kept.
 	KeepFinished    time.Duration `env:"KEEP_FINISHED, default=168h"`
 	KeepFinishedMax int           `env:"KEEP_FINISHED_MAX, default=10000"`
+	// LeaseGroup is the consumer group through which planners hold the lease (partition 0 of
+	// SLUICE_KAFKA_LEASE_TOPIC): its holder leads, the others follow.
+	LeaseGroup string `env:"LEASE_GROUP, default=sluice-planner-lead"`
+	// LeaseTimeout is the lease group's session timeout: a leader that stops answering loses the
+	// lease after it, and another planner leads a few seconds later.
+	LeaseTimeout time.Duration `env:"LEASE_TIMEOUT, default=10s"`
+	// Advertise is where the other planners reach this one's API (http://10.0.0.7:8080), to
+	// forward writes to it while it leads; empty, they answer writes 503 with Retry-After.
+	Advertise string `env:"ADVERTISE"`
 }
 
 // Validate reports every problem at once.
@@ -120,6 +130,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Planner.RepublishAfter < time.Second {
 		p.Addf("PLANNER_REPUBLISH_AFTER", "must be at least 1s, got %s", c.Planner.RepublishAfter)
+	}
+	if c.Planner.LeaseGroup == "" {
+		p.Addf("PLANNER_LEASE_GROUP", "must not be empty")
+	}
+	if c.Planner.LeaseTimeout < 6*time.Second || c.Planner.LeaseTimeout > 5*time.Minute {
+		p.Addf("PLANNER_LEASE_TIMEOUT", "must be between 6s (the brokers' least group session) and 5m, got %s", c.Planner.LeaseTimeout)
+	}
+	if a := c.Planner.Advertise; a != "" {
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			p.Addf("PLANNER_ADVERTISE", "must be an http(s) address without credentials such as http://10.0.0.7:8080, got %q", a)
+		}
 	}
 	return p.Err()
 }

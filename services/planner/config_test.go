@@ -36,3 +36,31 @@ func TestRetentionConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseConfig reads the lease's defaults and refuses a session the brokers would not take, or an
+// advertised address that is no http(s) address, naming the variable.
+func TestLeaseConfig(t *testing.T) {
+	var cfg Config
+	if err := config.Load(context.Background(), envconfig.MapLookuper(nil), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Planner.LeaseGroup != "sluice-planner-lead" || cfg.Planner.LeaseTimeout != 10*time.Second || cfg.Planner.Advertise != "" ||
+		cfg.Kafka.LeaseTopic != "sluice.planner-lease" {
+		t.Fatalf("defaults %q, %s, %q, %q", cfg.Planner.LeaseGroup, cfg.Planner.LeaseTimeout, cfg.Planner.Advertise, cfg.Kafka.LeaseTopic)
+	}
+	for _, c := range []struct{ name, value, says string }{
+		{"SLUICE_PLANNER_LEASE_TIMEOUT", "2s", "SLUICE_PLANNER_LEASE_TIMEOUT: must be between 6s"},
+		{"SLUICE_PLANNER_LEASE_TIMEOUT", "1h", "SLUICE_PLANNER_LEASE_TIMEOUT: must be between 6s"},
+		{"SLUICE_PLANNER_ADVERTISE", "10.0.0.7:8080", "SLUICE_PLANNER_ADVERTISE: must be an http(s) address"},
+		{"SLUICE_PLANNER_ADVERTISE", "http://user:pw@10.0.0.7:8080", "SLUICE_PLANNER_ADVERTISE: must be an http(s) address"},
+		{"SLUICE_PLANNER_LEASE_GROUP", "", "SLUICE_PLANNER_LEASE_GROUP: must not be empty"},
+	} {
+		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			var cfg Config
+			err := config.Load(context.Background(), envconfig.MapLookuper(map[string]string{c.name: c.value}), &cfg)
+			if err == nil || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("%v, want %q", err, c.says)
+			}
+		})
+	}
+}

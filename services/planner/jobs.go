@@ -603,11 +603,20 @@ func (js *Jobs) Stored(states []*sluicev1.JobState) {
 }
 
 // Restore takes a job's state from the jobs topic; a job restored so is final, and its events are
-// not folded again.
+// not folded again. A job that ended here too keeps what it holds, and takes the stored end.
 func (js *Jobs) Restore(s *sluicev1.JobState) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	if s.State == stateRunning {
+		return
+	}
+	if j := js.jobs[s.JobId]; j != nil && j.State != stateRunning {
+		// Ended here too: the state is this end stored, or a later one (a failed job cancelled).
+		j.State, j.Reason, j.stored = s.State, s.Reason, true
+		if s.FinishedAt != nil {
+			at := s.FinishedAt.AsTime()
+			j.FinishedAt = &at
+		}
 		return
 	}
 	j := &Job{ID: s.JobId, Name: s.Name, Table: s.Table, State: s.State, Reason: s.Reason,

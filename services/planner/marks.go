@@ -101,9 +101,12 @@ func (p *Planner) getMark(w http.ResponseWriter, r *http.Request) {
 		retryLater(w, errNotCaughtUp)
 		return
 	}
-	if err := p.advanceMarks(r.Context()); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
-		return
+	// A follower serves the mark as the jobs topic has it: the leader advances them.
+	if p.leads() {
+		if err := p.advanceMarks(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+			return
+		}
 	}
 	m := p.names.mark(r.PathValue("name"))
 	if m == nil {
@@ -137,7 +140,7 @@ func (p *Planner) putMark(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 	case errors.Is(err, errRunning):
 		writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
-	case errors.Is(err, errNotCaughtUp):
+	case errors.Is(err, errNotCaughtUp), errors.Is(err, errNotLeader):
 		retryLater(w, err)
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sluicedata/sluice/pkg/catalog"
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/events"
@@ -41,8 +40,20 @@ type Planner struct {
 	backoff pipeline.Backoff
 	retry   *delivery.Retrier
 	now     func() time.Time
-	// states reads the jobs topic from its start: the final states that outlive the events.
-	states func(ctx context.Context, fn func(*kgo.Record) bool) error
+	// states follows the jobs topic from its start until ctx ends (the final states that outlive
+	// the events, the marks and the schedules): fn gets every record, and live is called once the
+	// records the topic held at the start are read.
+	states func(ctx context.Context, fn func(*kgo.Record), live func()) error
+	// lease says whether this planner leads: only the leader writes. nil: it runs alone and leads.
+	lease *lease
+	// unended are the ends of jobs this planner folded but has not seen recorded on the events
+	// topic: a follower keeps them for when it leads, the leader publishes them.
+	unendedMu sync.Mutex
+	unended   map[string]*sluicev1.JobEvent
+	// owed are the ids of the jobs this planner forgot while it followed, whose tombstones the
+	// leader has not written yet: it writes them once it leads.
+	owedMu sync.Mutex
+	owed   map[string]bool
 	// caughtUp is set once the events that existed at start are folded in: before that, progress
 	// is incomplete and the planner does not finish jobs.
 	caughtUp   atomic.Bool
@@ -222,7 +233,7 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 	// The planned event goes first, so that every task's events find their job; the job counts as
 	// planned only once TasksPublished follows the tasks, and a planner publishes the tasks of a
 	// job without it again.
-	err = events.Publish(ctx, p.cl, p.topics.events, planned)
+	err = p.publishEvents(ctx, planned)
 	switch {
 	case err == nil:
 		delete(p.unsure, key)
@@ -275,7 +286,7 @@ func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
 		if err != nil {
 			return err
 		}
-		if err := p.cl.ProduceSync(ctx, &kgo.Record{Topic: p.topics.jobs, Key: []byte(pl.sourceRef), Value: value}).FirstErr(); err != nil {
+		if err := p.produce(ctx, &kgo.Record{Topic: p.topics.jobs, Key: []byte(pl.sourceRef), Value: value}); err != nil {
 			return fmt.Errorf("store the job's source: %w", err)
 		}
 	}
@@ -289,13 +300,13 @@ func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
 			}
 			recs[i] = &kgo.Record{Topic: p.topics.tasks, Key: []byte(t.TaskId), Value: value}
 		}
-		if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		if err := p.produce(ctx, recs...); err != nil {
 			return fmt.Errorf("publish tasks %d to %d of %d: %w", start, start+len(batch), len(pl.tasks), err)
 		}
 	}
 	out := &sluicev1.JobEvent{JobId: pl.jobID, Producer: "planner",
 		Event: &sluicev1.JobEvent_TasksPublished{TasksPublished: &sluicev1.TasksPublished{Tasks: uint32(len(pl.tasks))}}}
-	if err := events.Publish(ctx, p.cl, p.topics.events, out); err != nil {
+	if err := p.publishEvents(ctx, out); err != nil {
 		return err
 	}
 	p.jobs.Apply(out)
@@ -303,42 +314,29 @@ func (p *Planner) publishTasks(ctx context.Context, pl plan) error {
 }
 
 // Follow consumes the events topic from its start and folds every event in, finishing jobs once
-// the events that existed at start are read.
+// the events that existed at start are read. It follows the jobs topic beside it.
 func (p *Planner) Follow(ctx context.Context) error {
-	restored := 0
-	err := p.states(ctx, func(r *kgo.Record) bool {
-		if ok, err := p.names.restore(r); ok {
-			if err != nil {
-				p.log.Warn("skip an undecodable mark or schedule", "key", string(r.Key), "offset", r.Offset, "error", err)
-			}
-			return true
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	live := make(chan struct{})
+	statesDone := make(chan error, 1)
+	go func() { statesDone <- p.states(ctx, p.applyState, func() { close(live) }) }()
+	defer func() { cancel(); <-statesDone }()
+	select {
+	case <-live:
+	case err := <-statesDone:
+		statesDone <- err // for the deferred wait
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("read the job states: %w", err)
 		}
-		if strings.HasPrefix(string(r.Key), events.SourcePrefix) {
-			return true // a source that tasks name: the extractors read it
-		}
-		if len(r.Value) == 0 { // a forgotten job's tombstone
-			p.jobs.Forgotten(string(r.Key))
-			return true
-		}
-		var st sluicev1.JobState
-		if err := proto.Unmarshal(r.Value, &st); err != nil {
-			p.log.Warn("skip undecodable job state", "partition", r.Partition, "offset", r.Offset, "error", err)
-			return true
-		}
-		p.jobs.Restore(&st)
-		restored++
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("read the job states: %w", err)
+		return nil
 	}
-	p.log.Info("job states read", "jobs", restored)
+	p.log.Info("job states read", "jobs", p.jobs.Counts())
 	remaining, err := kafka.ToRead(ctx, p.cl, p.topics.events)
 	if err != nil {
 		return err
 	}
-	var pending []*sluicev1.JobEvent // jobs completed while replaying, finished once caught up
-	p.markCaughtUp(ctx, remaining, &pending)
+	p.markCaughtUp(ctx, remaining)
 	for {
 		fetches := p.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -351,10 +349,13 @@ func (p *Planner) Follow(ctx context.Context) error {
 			ev, err := events.Decode(r)
 			if err != nil {
 				p.log.Warn("skip undecodable job event", "partition", r.Partition, "offset", r.Offset, "error", err)
-			} else if fin := p.jobs.Apply(ev); fin != nil && p.caughtUp.Load() {
-				p.publishFinished(ctx, fin)
-			} else if fin != nil {
-				pending = append(pending, fin)
+			} else {
+				if ev.GetFinished() != nil {
+					p.ended(ev.JobId)
+				}
+				if fin := p.jobs.Apply(ev); fin != nil {
+					p.finish(ctx, fin)
+				}
 			}
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
 				delete(remaining, r.Partition)
@@ -365,14 +366,78 @@ func (p *Planner) Follow(ctx context.Context) error {
 				p.folded.advance(fp.Partition, fp.Records[n-1].Offset+1)
 			}
 		})
-		p.markCaughtUp(ctx, remaining, &pending)
+		p.markCaughtUp(ctx, remaining)
+	}
+}
+
+// applyState folds in one record of the jobs topic: a mark, a schedule, a job's final state or its
+// tombstone.
+func (p *Planner) applyState(r *kgo.Record) {
+	if ok, err := p.names.restore(r); ok {
+		if err != nil {
+			p.log.Warn("skip an undecodable mark or schedule", "key", string(r.Key), "offset", r.Offset, "error", err)
+		}
+		return
+	}
+	if strings.HasPrefix(string(r.Key), events.SourcePrefix) {
+		return // a source that tasks name: the extractors read it
+	}
+	if len(r.Value) == 0 { // a forgotten job's tombstone
+		p.jobs.Forgotten(string(r.Key))
+		p.tombstoned(string(r.Key))
+		return
+	}
+	var st sluicev1.JobState
+	if err := proto.Unmarshal(r.Value, &st); err != nil {
+		p.log.Warn("skip undecodable job state", "partition", r.Partition, "offset", r.Offset, "error", err)
+		return
+	}
+	p.jobs.Restore(&st)
+}
+
+// finish records the end of a job that the events completed: the leader publishes it once caught
+// up; otherwise it waits in unended until this planner leads or sees it recorded.
+func (p *Planner) finish(ctx context.Context, fin *sluicev1.JobEvent) {
+	if p.caughtUp.Load() && p.leads() {
+		p.publishFinished(ctx, fin)
+		return
+	}
+	p.unendedMu.Lock()
+	defer p.unendedMu.Unlock()
+	if p.unended == nil {
+		p.unended = map[string]*sluicev1.JobEvent{}
+	}
+	p.unended[fin.JobId] = fin
+}
+
+// ended takes note that a job's end is on the events topic.
+func (p *Planner) ended(id string) {
+	p.unendedMu.Lock()
+	defer p.unendedMu.Unlock()
+	delete(p.unended, id)
+}
+
+// publishUnended publishes the ends of the jobs this planner folded but saw nobody record, once it
+// leads and is caught up. A job ended twice (its end was on its way) folds to the same state.
+func (p *Planner) publishUnended(ctx context.Context) {
+	p.unendedMu.Lock()
+	fins := make([]*sluicev1.JobEvent, 0, len(p.unended))
+	for _, fin := range p.unended {
+		fins = append(fins, fin)
+	}
+	p.unended = nil
+	p.unendedMu.Unlock()
+	for _, fin := range fins {
+		if _, known := p.jobs.Get(fin.JobId, p.now()); known {
+			p.finish(ctx, fin)
+		}
 	}
 }
 
 // markCaughtUp switches to deciding once every partition is read to where it ended at start, and
 // records the end of the jobs that completed during the replay. A job finished twice (its end was
 // also in the log) folds to the same state.
-func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, pending *[]*sluicev1.JobEvent) {
+func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64) {
 	if len(remaining) > 0 || p.caughtUp.Load() {
 		return
 	}
@@ -384,12 +449,9 @@ func (p *Planner) markCaughtUp(ctx context.Context, remaining map[int32]int64, p
 	p.caughtUpAt = p.now()
 	p.jobs.Live()
 	p.caughtUp.Store(true)
-	for _, fin := range *pending {
-		if _, known := p.jobs.Get(fin.JobId, p.caughtUpAt); known {
-			p.publishFinished(ctx, fin)
-		}
+	if p.leads() {
+		p.publishUnended(ctx)
 	}
-	*pending = nil
 	p.log.Info("job events caught up")
 }
 
@@ -409,6 +471,10 @@ func (p *Planner) Maintain(ctx context.Context) error {
 		if !p.caughtUp.Load() {
 			continue
 		}
+		if !p.leads() {
+			p.forget(ctx) // what it keeps: a follower writes nothing
+			continue
+		}
 		now := p.now()
 		for _, u := range p.jobs.Unpublished(now.Add(-p.cfg.RepublishAfter)) {
 			if _, busy := p.publishing.Load(u.id); !busy {
@@ -425,6 +491,7 @@ func (p *Planner) Maintain(ctx context.Context) error {
 		}
 		_ = p.store(ctx) // logged; tried again at the next tick
 		p.forget(ctx)
+		p.payTombstones(ctx)
 		if err := p.advanceMarks(ctx); err != nil {
 			p.log.Warn("advance the marks of incremental jobs; trying again", "error", err)
 		} else {
@@ -438,7 +505,16 @@ func (p *Planner) publishSchema(ctx context.Context, schema *sluicev1.SinkSchema
 	if schema == nil {
 		return "", nil
 	}
-	return catalog.Publish(ctx, p.cl, p.topics.schemas, schema)
+	id := chsink.SchemaID(schema)
+	value, err := proto.Marshal(schema)
+	if err != nil {
+		return "", fmt.Errorf("encode sink schema: %w", err)
+	}
+	// Publishing the same schema again writes the same key and value (catalog.Publish's contract).
+	if err := p.produce(ctx, &kgo.Record{Topic: p.topics.schemas, Key: []byte(id), Value: value}); err != nil {
+		return "", fmt.Errorf("publish sink schema %s: %w", id, err)
+	}
+	return id, nil
 }
 
 // republish publishes the tasks of a job whose planner stopped before it said they were out.
@@ -505,7 +581,7 @@ func (p *Planner) store(ctx context.Context) error {
 			// The source its tasks may have named goes with the job's end: compaction drops both.
 			&kgo.Record{Topic: p.topics.jobs, Key: []byte(sourceRef(st.JobId))})
 	}
-	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := p.produce(ctx, recs...); err != nil {
 		p.log.Warn("store job states; trying again", "jobs", len(recs), "error", err)
 		return err
 	}
@@ -572,12 +648,57 @@ func (p *Planner) readWritten(ctx context.Context) error {
 func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) {
 	fin.At = timestamppb.New(p.now())
 	_, err := p.retry.Do(ctx, "event", delivery.Policy{Backoff: p.backoff}, func(int) error {
-		return delivery.ClassifyKafka(events.Publish(ctx, p.cl, p.topics.events, fin))
+		err := p.publishEvents(ctx, fin)
+		if errors.Is(err, errNotLeader) {
+			return delivery.New(delivery.Fatal, "not_leader", err)
+		}
+		return delivery.ClassifyKafka(err)
 	})
+	if errors.Is(err, errNotLeader) {
+		p.finish(ctx, fin) // kept for when this planner leads again
+	}
 	if err == nil {
 		p.log.Info("job finished", "job", fin.JobId, "state", stateFromProto(fin.GetFinished().State),
 			"reason", fin.GetFinished().Reason)
 	}
+}
+
+// leads reports whether this planner may write now: it leads, or runs alone without a lease.
+func (p *Planner) leads() bool { return p.lease == nil || p.lease.Leading() }
+
+// produce writes records, and returns once the brokers have them, while this planner leads: it is
+// the only way the planner writes to Kafka. The write's context ends with the term, so that a
+// planner that lost the lease stops writing at once.
+func (p *Planner) produce(ctx context.Context, recs ...*kgo.Record) error {
+	if p.lease == nil {
+		return p.cl.ProduceSync(ctx, recs...).FirstErr()
+	}
+	wctx, release, err := p.lease.Hold(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	err = p.cl.ProduceSync(wctx, recs...).FirstErr()
+	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w: %w", errNotLeader, err)
+	}
+	return err
+}
+
+// publishEvents publishes job events (produce's rules).
+func (p *Planner) publishEvents(ctx context.Context, evs ...*sluicev1.JobEvent) error {
+	recs := make([]*kgo.Record, 0, len(evs))
+	for _, ev := range evs {
+		r, err := events.Record(p.topics.events, ev)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, r)
+	}
+	if err := p.produce(ctx, recs...); err != nil {
+		return fmt.Errorf("publish %d job events: %w", len(recs), err)
+	}
+	return nil
 }
 
 // ready is the readiness check: the planner serves complete progress only once caught up.

@@ -77,7 +77,7 @@ func (r *plannerRig) afterPasses(t *testing.T, n int) {
 
 func newPlannerRig(t *testing.T) *plannerRig {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "tasks", "events", "events-after-retention", "jobs", "jobs-compacted"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "tasks", "events", "events-after-retention", "jobs", "jobs-compacted", "lease"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +106,19 @@ func (r *plannerRig) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 // start runs a planner, as a restarted process would, until the test ends.
 func (r *plannerRig) start(t *testing.T) *Planner {
 	t.Helper()
+	p, _ := r.startWith(t, nil)
+	waitUntil(t, "the planner to catch up", func() bool { return p.ready(context.Background()) == nil })
+	return p
+}
+
+// startWith runs a planner whose lease is l (nil: it runs alone; the caller runs l); stop ends it
+// as a planner that shuts down does.
+func (r *plannerRig) startWith(t *testing.T, l *lease) (p *Planner, stop func()) {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	retry := delivery.NewRetrier(reg, log)
-	p := &Planner{
+	p = &Planner{
 		cl:     r.client(t, kgo.ConsumeTopics(r.events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())),
 		topics: topics{tasks: "tasks", events: r.events, jobs: r.jobs},
 		cfg:    r.cfg,
@@ -127,8 +136,8 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
 		retry:   retry,
 		now:     time.Now,
-		states: func(ctx context.Context, fn func(*kgo.Record) bool) error {
-			return kafka.ReadToEnd(ctx, r.client(t, kgo.ConsumeTopics(r.jobs), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), r.jobs, fn)
+		states: func(ctx context.Context, fn func(*kgo.Record), live func()) error {
+			return tail(ctx, r.client(t, kgo.ConsumeTopics(r.jobs), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), r.jobs, log, fn, live)
 		},
 	}
 	p.jobs.count(reg)
@@ -139,13 +148,27 @@ func (r *plannerRig) start(t *testing.T) *Planner {
 		p.now = r.clock.now
 	}
 	p.names.checks = r.passes
+	p.lease = l
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = p.Follow(ctx); done <- struct{}{} }()
-	go func() { _ = p.Maintain(ctx); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
-	waitUntil(t, "the planner to catch up", func() bool { return p.ready(ctx) == nil })
-	return p
+	parts := []func(context.Context) error{p.Follow, p.Maintain}
+	if l != nil {
+		parts = append(parts, p.Lead)
+	}
+	done := make(chan struct{}, len(parts))
+	for _, part := range parts {
+		go func() { _ = part(ctx); done <- struct{}{} }()
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			for range parts {
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return p, stop
 }
 
 func (r *plannerRig) spec(t *testing.T, table string) *jobspec.Spec {

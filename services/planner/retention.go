@@ -146,9 +146,47 @@ func (p *Planner) forget(ctx context.Context) {
 	if len(recs) == 0 {
 		return
 	}
+	if !p.leads() {
+		// A follower forgets too, and owes the tombstones until the leader's arrive or it leads.
+		p.owedMu.Lock()
+		if p.owed == nil {
+			p.owed = map[string]bool{}
+		}
+		for _, r := range recs {
+			p.owed[string(r.Key)] = true
+		}
+		p.owedMu.Unlock()
+		return
+	}
+	p.tombstones(ctx, recs)
+}
+
+// payTombstones writes the tombstones this planner owes since it forgot jobs while it followed.
+func (p *Planner) payTombstones(ctx context.Context) {
+	p.owedMu.Lock()
+	recs := make([]*kgo.Record, 0, len(p.owed))
+	for id := range p.owed {
+		recs = append(recs, &kgo.Record{Topic: p.topics.jobs, Key: []byte(id)})
+	}
+	p.owed = nil
+	p.owedMu.Unlock()
+	if len(recs) > 0 {
+		p.tombstones(ctx, recs)
+	}
+}
+
+// tombstoned takes note of a tombstone on the jobs topic: this planner owes it no more.
+func (p *Planner) tombstoned(id string) {
+	p.owedMu.Lock()
+	defer p.owedMu.Unlock()
+	delete(p.owed, id)
+}
+
+// tombstones deletes the states of forgotten jobs from the jobs topic.
+func (p *Planner) tombstones(ctx context.Context, recs []*kgo.Record) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := p.produce(ctx, recs...); err != nil {
 		p.log.Warn("delete the states of forgotten jobs from the jobs topic; a planner that starts forgets them again",
 			"jobs", len(recs), "error", err)
 	}

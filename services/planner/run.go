@@ -41,14 +41,14 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return err
 	}
 	retry := delivery.NewRetrier(rt.Registry, rt.Log)
-	states := func(ctx context.Context, fn func(*kgo.Record) bool) error {
+	states := func(ctx context.Context, fn func(*kgo.Record), live func()) error {
 		cl, err := kafka.NewClient(cfg.Kafka, "sluice-planner-states", rt.Log, nil,
 			kgo.ConsumeTopics(cfg.Kafka.JobsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		return kafka.ReadToEnd(ctx, cl, cfg.Kafka.JobsTopic, fn)
+		return tail(ctx, cl, cfg.Kafka.JobsTopic, rt.Log, fn, live)
 	}
 	bound, err := source.ParseSecretHosts(cfg.SecretHosts)
 	if err != nil {
@@ -122,12 +122,52 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		rt.Kafka.Close()
 		return err
 	}
+	p.lease, err = newLease(cfg.Kafka, leaseConfig{Group: cfg.Planner.LeaseGroup, Topic: cfg.Kafka.LeaseTopic,
+		Advertise: cfg.Planner.Advertise, Session: cfg.Planner.LeaseTimeout}, rt.Log, rt.Registry)
+	if err != nil {
+		lettersCl.Close()
+		rt.Kafka.Close()
+		return err
+	}
 	p.tables = newSinkTables(cfg.ClickHouse, rt.Log)
-	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready})
+	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "events", Func: p.ready}, ops.Check{Name: "lease", Func: p.lease.ready})
 	p.routes(srv.Handle)
-	return rt.Run(ctx, srv, p.Follow, p.Maintain,
+	return rt.Run(ctx, srv, p.Follow, p.Maintain, p.Lead, p.lease.Run,
 		func(ctx context.Context) error { return p.groups.Run(ctx, rt.Kafka, rt.Log) },
 		func(ctx context.Context) error { return p.letters.Run(ctx, lettersCl, rt.Log) })
+}
+
+// tail reads topic with cl, which consumes it from its start, calling fn for every record and live
+// once it has read what the topic held when it began; it goes on until ctx ends. A fetch error
+// before then fails it; after, it is logged and the read goes on.
+func tail(ctx context.Context, cl *kgo.Client, topic string, log *slog.Logger, fn func(*kgo.Record), live func()) error {
+	remaining, err := kafka.ToRead(ctx, cl, topic)
+	if err != nil {
+		return err
+	}
+	for {
+		if live != nil && len(remaining) == 0 {
+			live()
+			live = nil
+		}
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		var ferr error
+		fetches.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("read %s/%d: %w", t, p, err) })
+		if ferr != nil && live != nil {
+			return ferr
+		} else if ferr != nil {
+			log.Warn("follow the topic", "topic", topic, "error", ferr)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			fn(r)
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
 }
 
 // sinkTables is the planner's view of the sink tables in ClickHouse: it checks, at submit, that an

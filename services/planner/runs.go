@@ -53,6 +53,9 @@ type names struct {
 	planning sync.WaitGroup
 	// advancing makes the comparison of a run's cursor with its mark and the mark's write one step.
 	advancing sync.Mutex
+	// at is the offset of the record each key's value came from: the leader keeps what it wrote,
+	// and a record of the key that it reads back, or an older one, does not replace it.
+	at map[string]int64
 	// checks counts the times the schedules were checked for runs that are due; started the
 	// scheduled runs started, failed those that could not be planned. Nil in tests that do not
 	// count.
@@ -94,13 +97,26 @@ func (n *names) restore(r *kgo.Record) (bool, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if at, ok := n.at[key]; ok && r.Offset <= at {
+		return true, nil
+	}
+	if n.at == nil {
+		n.at = map[string]int64{}
+	}
+	n.at[key] = r.Offset
+	// A record read again (the leader reads back what it wrote) keeps the value it had: a run
+	// being planned tells a changed mark or schedule by identity.
 	switch {
 	case isMark && st.GetMark() != nil:
-		n.marks[mark] = st.GetMark()
+		if !proto.Equal(n.marks[mark], st.GetMark()) {
+			n.marks[mark] = st.GetMark()
+		}
 	case isMark:
 		delete(n.marks, mark)
 	case st.GetSchedule() != nil:
-		n.schedules[sched] = st.GetSchedule()
+		if !proto.Equal(n.schedules[sched], st.GetSchedule()) {
+			n.schedules[sched] = st.GetSchedule()
+		}
 	default:
 		delete(n.schedules, sched)
 	}
@@ -134,9 +150,10 @@ func (p *Planner) put(ctx context.Context, key string, st *sluicev1.State) error
 		}
 		rec.Value = v
 	}
-	if err := p.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	if err := p.produce(ctx, rec); err != nil {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
+	// rec holds its offset now: the same record read back from the topic changes nothing.
 	if st == nil {
 		rec.Value = []byte{}
 	}
