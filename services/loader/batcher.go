@@ -117,12 +117,15 @@ func (b *batcher) waiting(flying int, unfinished bool) (due time.Time, room int)
 func (b *batcher) due(now time.Time, drain bool, slots int) []*table {
 	var due []*table
 	at := map[*table]time.Time{}
-	for _, t := range b.sorted() {
+	for _, t := range b.tables {
 		if at[t] = b.dueAt(t, now); !at[t].IsZero() && (drain || !at[t].After(now)) {
 			due = append(due, t)
 		}
 	}
-	slices.SortStableFunc(due, func(a, b *table) int { return at[a].Compare(at[b]) })
+	// By due time, then by name: a stable order of inserts.
+	slices.SortFunc(due, func(a, b *table) int {
+		return cmp.Or(at[a].Compare(at[b]), cmp.Compare(a.name, b.name), cmp.Compare(a.schemaID, b.schemaID))
+	})
 	return due[:min(len(due), max(slots, 0))]
 }
 
@@ -140,20 +143,6 @@ func (b *batcher) dueAt(t *table, now time.Time) time.Time {
 		return now
 	}
 	return t.items[0].polled.Add(b.cfg.FlushInterval)
-}
-
-// sorted returns the tables with waiting records, by name: a stable order of inserts.
-func (b *batcher) sorted() []*table {
-	out := make([]*table, 0, len(b.tables))
-	for _, t := range b.tables {
-		if len(t.items) > 0 {
-			out = append(out, t)
-		}
-	}
-	slices.SortFunc(out, func(a, b *table) int {
-		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.schemaID, b.schemaID))
-	})
-	return out
 }
 
 // later makes tables due again the first retry delay after now: their blocks could not be planned.
@@ -176,13 +165,6 @@ func (b *batcher) held() (transient, schema float64) {
 		}
 	}
 	return transient, schema
-}
-
-// isolates reports whether t's next flight looks for the rows that an unclassified error is about:
-// the error came back UnclassifiedAttempts times over at least UnclassifiedGrace, so that it is
-// taken for the rows' (a view that throws on them, say) and no longer for the server's.
-func (b *batcher) isolates(t *table, now time.Time) bool {
-	return t.unclassified >= b.cfg.UnclassifiedAttempts && now.Sub(t.unclassifiedSince) >= b.cfg.UnclassifiedGrace
 }
 
 // offsets yields the partition and offset of every waiting record: none of them is done, and a

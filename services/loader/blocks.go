@@ -72,7 +72,7 @@ func encodeBlocks(blocks []*block) (string, bool) {
 		}
 		i := slices.IndexFunc(keep, func(b *block) bool { return b.inserted })
 		if i < 0 {
-			keep, all = keep[1:], false // only planned blocks: planBlocks plans none that do not fit
+			keep, all = keep[1:], false // only planned blocks: plan plans none that do not fit
 			if len(keep) == 0 {
 				return "", false
 			}

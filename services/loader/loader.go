@@ -246,7 +246,7 @@ func (l *Loader) step(ctx context.Context, recs []*kgo.Record, drain bool) error
 	for _, tp := range planned {
 		t := tp.t
 		t.flying = true
-		tp.isolate = l.batcher.isolates(t, l.batcher.now())
+		tp.isolate = t.isolates(l.batcher.now(), l.cfg.UnclassifiedAttempts, l.cfg.UnclassifiedGrace)
 		sink, name, schemaID := t.sink, t.name, t.schemaID
 		l.flights.launch(tp, func(ctx context.Context) insertResult {
 			return l.inserter.insertTable(ctx, name, schemaID, sink, tp)

@@ -121,6 +121,13 @@ func (t *table) shrink(failedRows int, err error, minRows int) (replan bool) {
 	return refused || t.timeouts >= 2
 }
 
+// isolates reports whether t's next flight looks for the rows that an unclassified error is about:
+// the error came back attempts times over at least grace, so that it is taken for the rows' (a
+// view that throws on them, say) and no longer for the server's.
+func (t *table) isolates(now time.Time, attempts int, grace time.Duration) bool {
+	return t.unclassified >= attempts && now.Sub(t.unclassifiedSince) >= grace
+}
+
 // refusedPartitions reports whether ClickHouse refused a block because its rows fall in more
 // partitions than one insert may write: the same block is refused every time.
 func refusedPartitions(err error) bool {
