@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicedata/sluice/pkg/delivery"
 )
 
 // offsetTracker knows, per partition, which task offsets are in flight and which are done, so that
@@ -25,10 +27,11 @@ type tp struct {
 }
 
 type partitionState struct {
-	inFlight    map[int64]struct{}
-	epoch       int32
-	committed   int64
-	highestDone int64
+	inFlight  map[int64]struct{}
+	epoch     int32
+	committed int64
+	// next is one past the highest task offset started in this ownership (-1: none).
+	next int64
 	// blocked is the lowest offset of a task abandoned here (-1: none): nothing at or past it may be
 	// committed by this member.
 	blocked int64
@@ -99,7 +102,7 @@ func newOffsetTracker() *offsetTracker { return &offsetTracker{parts: map[tp]*pa
 func (t *offsetTracker) state(k tp) *partitionState {
 	s := t.parts[k]
 	if s == nil {
-		s = &partitionState{inFlight: map[int64]struct{}{}, committed: -1, highestDone: -1, blocked: -1, starts: map[int64]int{}}
+		s = &partitionState{inFlight: map[int64]struct{}{}, committed: -1, next: -1, blocked: -1, starts: map[int64]int{}}
 		t.parts[k] = s
 	}
 	return s
@@ -129,6 +132,7 @@ func (t *offsetTracker) start(r *kgo.Record) (*partitionState, int) {
 	defer t.mu.Unlock()
 	s := t.state(tp{r.Topic, r.Partition})
 	s.inFlight[r.Offset] = struct{}{}
+	s.next = max(s.next, r.Offset+1)
 	s.epoch = r.LeaderEpoch
 	s.starts[r.Offset]++
 	return s, s.starts[r.Offset]
@@ -148,7 +152,6 @@ func (t *offsetTracker) done(s *partitionState, r *kgo.Record) {
 	}
 	delete(s.inFlight, r.Offset)
 	delete(s.starts, r.Offset)
-	s.highestDone = max(s.highestDone, r.Offset)
 }
 
 // abandon forgets the task at r without marking it done: it will be redelivered. handedOver says
@@ -171,26 +174,25 @@ func (t *offsetTracker) abandon(s *partitionState, r *kgo.Record, handedOver boo
 	}
 }
 
-// commitable returns, per partition, the offset that may be committed (the lowest offset in flight,
-// or one past the highest done when nothing is in flight) and the metadata that records the starts
-// of the tasks from there on, where either differs from what was committed last.
+// commitable returns, per partition, the offset that may be committed (its delivery.Watermark: the
+// lowest task in flight or abandoned, or one past the highest started when there is none) and the
+// metadata that records the starts of the tasks from there on, where either differs from what was
+// committed last.
 func (t *offsetTracker) commitable() (map[string]map[int32]kgo.EpochOffset, map[tp]string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out, metas := map[string]map[int32]kgo.EpochOffset{}, map[tp]string{}
 	for k, s := range t.parts {
-		next := s.highestDone + 1
+		w := delivery.NewWatermark(s.committed, s.next)
 		for o := range s.inFlight {
-			if o < next {
-				next = o
-			}
+			w.Hold(o)
 		}
-		if s.blocked >= 0 && s.blocked < next {
-			next = s.blocked
+		if s.blocked >= 0 {
+			w.Hold(s.blocked) // abandoned: its next owner runs it again
 		}
-		next = max(next, s.committed)
+		next, ok := w.Offset()
 		meta := encodeStarts(s.starts, next)
-		if next < 0 || (next <= s.committed || next == 0) && meta == s.recorded {
+		if !ok || (next <= s.committed || next == 0) && meta == s.recorded {
 			continue
 		}
 		if out[k.topic] == nil {

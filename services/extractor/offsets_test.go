@@ -143,3 +143,21 @@ func TestStartsMetadataBounded(t *testing.T) {
 		t.Fatalf("metadata of %d bytes, the poison's count %d", len(meta), decodeStarts(meta)[1500])
 	}
 }
+
+// TestTrackerUnknownCommitNeverRewinds: a member that could not read its partition's commit (or
+// joins a group with none) and polled from offset 100 commits its first task's offset while it
+// runs or once it is abandoned, never 0: a commit of 0 sent the partition's next owner back over
+// every task before it.
+func TestTrackerUnknownCommitNeverRewinds(t *testing.T) {
+	tr := newOffsetTracker()
+	owner, _ := tr.start(at(100))
+	if got := committable(t, tr); got != 100 {
+		t.Fatalf("commit offset %d while task 100 runs, want 100", got)
+	}
+	tr.start(at(101))
+	tr.done(owner, at(101))
+	tr.abandon(owner, at(100), true) // revoked while it ran
+	if got := committable(t, tr); got != 100 && got != -1 {
+		t.Fatalf("commit offset %d after task 100 was abandoned, want 100", got)
+	}
+}

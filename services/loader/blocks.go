@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/sluicedata/sluice/pkg/delivery"
 	"github.com/sluicedata/sluice/pkg/kafka"
-	"github.com/sluicedata/sluice/pkg/pipeline"
 )
 
 // A block is one insert: the records of one table (with one sink schema) in a contiguous offset
@@ -72,7 +72,7 @@ func encodeBlocks(blocks []*block) (string, bool) {
 		}
 		i := slices.IndexFunc(keep, func(b *block) bool { return b.inserted })
 		if i < 0 {
-			keep, all = keep[1:], false // only planned blocks: planBlocks plans none that do not fit
+			keep, all = keep[1:], false // only planned blocks: plan plans none that do not fit
 			if len(keep) == 0 {
 				return "", false
 			}
@@ -139,49 +139,49 @@ func decodeBlocks(s string) []*block {
 	return out
 }
 
-// assigned reads, for the raw partitions just assigned, the committed offset and the blocks its
-// metadata records. It runs in the group's rebalance. A partition whose offsets cannot be read is
-// marked so: nothing of it is inserted or committed (which would overwrite its last owner's
-// blocks) until a plan reads them.
-func (l *Loader) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
-	ps := assigned[l.topics.raw]
-	if len(ps) == 0 {
-		return
-	}
-	if l.tokens.Load() {
-		l.readTopicID(ctx, cl)
-	}
-	var err error
-	for attempt := range 3 {
-		if err = l.readCommitted(ctx, cl, ps); err == nil {
-			return
-		}
-		pipeline.Sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond)
-	}
-	l.log.Warn("read the committed offsets of assigned partitions; trying again before their first insert", "error", err)
+// committer keeps the blocks of the owned partitions, recorded in the metadata of their committed
+// offsets: it plans the next blocks of the tables due and records them before they are inserted,
+// marks them inserted once they land, and commits each partition up to its delivery.Watermark with
+// its blocks. It shares the poller's owned partitions; the Loader's mu guards both.
+type committer struct {
+	cl           *kgo.Client
+	topic, group string
+	parts        map[int32]*partition
+	// batchBytes bounds a new block's size.
+	batchBytes int
+	now        func() time.Time
 }
 
-// readCommitted reads the committed offsets and blocks of raw partitions ps into their state; on
-// failure it marks them unread.
-func (l *Loader) readCommitted(ctx context.Context, cl *kgo.Client, ps []int32) error {
-	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, l.cfg.Group)
+func newCommitter(topic, group string, parts map[int32]*partition, batchBytes int) *committer {
+	return &committer{topic: topic, group: group, parts: parts, batchBytes: batchBytes, now: time.Now}
+}
+
+// fetch reads the group's committed offsets with cl, without the Loader's mu: record takes them in.
+func (c *committer) fetch(ctx context.Context, cl *kgo.Client) (kadm.OffsetResponses, error) {
+	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, c.group)
 	if err == nil {
 		err = resp.Error()
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	return resp, err
+}
+
+// record takes in, for raw partitions ps, the committed offset and the blocks its metadata records,
+// as fetch read them; when fetch failed (err) it marks them unread: nothing of them is inserted or
+// committed (which would overwrite their last owner's blocks) until a plan reads them. The caller
+// holds the Loader's mu.
+func (c *committer) record(ps []int32, resp kadm.OffsetResponses, err error) {
 	for _, p := range ps {
-		s := l.parts[p]
+		s := c.parts[p]
 		if s == nil {
 			s = &partition{committed: -1, start: -1}
-			l.parts[p] = s
+			c.parts[p] = s
 		}
 		if err != nil {
 			s.unread = true
 			continue
 		}
 		s.unread = false
-		if o, ok := resp.Lookup(l.topics.raw, p); ok && o.At >= 0 {
+		if o, ok := resp.Lookup(c.topic, p); ok && o.At >= 0 {
 			s.epoch, s.committed, s.blocks, s.recorded = o.LeaderEpoch, o.At, decodeBlocks(o.Metadata), o.Metadata
 			s.next = max(s.next, o.At)
 			if s.start < 0 {
@@ -189,7 +189,18 @@ func (l *Loader) readCommitted(ctx context.Context, cl *kgo.Client, ps []int32) 
 			}
 		}
 	}
-	return err
+}
+
+// unread returns the owned partitions whose commits could not be read. The caller holds the
+// Loader's mu.
+func (c *committer) unread() []int32 {
+	var out []int32
+	for p, s := range c.parts {
+		if s.unread {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // tablePlan is what one flight does with a table's waiting records: the blocks it inserts, in
@@ -214,28 +225,13 @@ type unit struct {
 	blk   *block
 }
 
-func (t *table) key() tableKey { return tableKey{t.name, t.schemaID} }
-
-// planBlocks plans the blocks of the due tables and records them before they are inserted. Per
-// table and partition, the blocks recorded already come first, each formed from exactly its
-// records (and waiting, with what follows, until they are all polled); the records after them make
-// one new block. The caller holds mu.
-func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, error) {
-	var unread []int32
-	for p, s := range l.parts {
-		if s.unread {
-			unread = append(unread, p)
-		}
-	}
-	if len(unread) > 0 {
-		l.mu.Unlock() // readCommitted takes mu
-		err := l.readCommitted(ctx, l.cl, unread)
-		l.mu.Lock()
-		if err != nil {
-			l.log.Warn("read the committed offsets of owned partitions; their records wait", "error", err)
-		}
-	}
-	now := l.now().Unix()
+// plan plans the blocks of the due tables and records them before they are inserted. Per table
+// and partition, the blocks recorded already come first, each formed from exactly its records (and
+// waiting, with what follows, until they are all polled); the records after them make one new
+// block. A table whose records make no block is stalled, or due again in a second when a partition
+// of its records was not read. The caller holds the Loader's mu.
+func (c *committer) plan(ctx context.Context, due []*table) ([]*tablePlan, error) {
+	now := c.now().Unix()
 	var plans []*tablePlan
 	touched := map[int32]bool{}
 	for _, t := range due {
@@ -253,7 +249,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		// busier one; the new blocks of one flight hold at most the table's block size in all.
 		budget := t.rows
 		for _, p := range order {
-			s, items := l.parts[p], byPart[p]
+			s, items := c.parts[p], byPart[p]
 			if s == nil || s.unread {
 				unknown = true
 				continue
@@ -289,7 +285,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 			// a member that takes the partition over can hold all its records; what is left
 			// makes the next block, in the next flight.
 			n, bytes := 0, 0
-			for n < len(items) && n < budget && (n == 0 || bytes+len(items[n].raw) <= l.cfg.BatchBytes) {
+			for n < len(items) && n < budget && (n == 0 || bytes+len(items[n].raw) <= c.batchBytes) {
 				bytes += len(items[n].raw)
 				n++
 			}
@@ -307,14 +303,14 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		case len(tp.units) > 0 || len(tp.known) > 0:
 			plans = append(plans, tp)
 		case unknown:
-			t.retryAt = l.now().Add(time.Second) // the next plan reads the partitions' blocks again
+			t.retryAt = c.now().Add(time.Second) // the next plan reads the partitions' blocks again
 		default:
 			t.stalled = true
 		}
 	}
 	offsets := map[int32]kgo.EpochOffset{}
 	for p := range touched {
-		s := l.parts[p]
+		s := c.parts[p]
 		if m, _ := encodeBlocks(compact(s.blocks)); m == s.recorded {
 			continue
 		}
@@ -324,7 +320,7 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 		}
 		offsets[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
 	}
-	if err := l.commitBlocks(ctx, offsets, false); err != nil {
+	if err := c.commit(ctx, offsets, false); err != nil {
 		return nil, delivery.New(delivery.Transient, "commit", fmt.Errorf("record the blocks about to be inserted: %w", err))
 	}
 	return plans, nil
@@ -332,8 +328,8 @@ func (l *Loader) planBlocks(ctx context.Context, due []*table) ([]*tablePlan, er
 
 // settle marks as done the planned blocks of a table whose records were all dead-lettered: those
 // whose records were all polled. A block not all polled stays planned; its other records come.
-func (l *Loader) settle(tk tableKey) {
-	for _, s := range l.parts {
+func (c *committer) settle(tk tableKey) {
+	for _, s := range c.parts {
 		for _, b := range s.blocks {
 			if b.table == tk && !b.inserted && s.next > b.last {
 				b.inserted = true
@@ -343,10 +339,10 @@ func (l *Loader) settle(tk tableKey) {
 }
 
 // incomplete returns the partitions with a planned block whose records are not all polled: those
-// the loader must read on even when it holds as much as it may. The caller holds mu.
-func (l *Loader) incomplete() []int32 {
+// the loader must read on even when it holds as much as it may. The caller holds the Loader's mu.
+func (c *committer) incomplete() []int32 {
 	var out []int32
-	for p, s := range l.parts {
+	for p, s := range c.parts {
 		if slices.ContainsFunc(s.blocks, func(b *block) bool { return !b.inserted && s.next <= b.last }) {
 			out = append(out, p)
 		}
@@ -355,36 +351,113 @@ func (l *Loader) incomplete() []int32 {
 	return out
 }
 
-// commitBlocks commits offsets, each with the blocks of its partition at or past it as metadata.
+// mark finds the block of u among its partition's blocks and marks it inserted or, with inserted
+// false, drops it: its records are planned again.
+func (c *committer) mark(u *unit, inserted bool) {
+	b := c.find(u)
+	switch {
+	case b == nil: // revoked since: its next owner finds the block planned
+	case inserted:
+		b.inserted = true
+	default:
+		s := c.parts[u.partition]
+		s.blocks = slices.DeleteFunc(s.blocks, func(x *block) bool { return x == b })
+	}
+}
+
+// tried marks the block of u as one an insert was tried of: part of it may be in.
+func (c *committer) tried(u *unit) {
+	if b := c.find(u); b != nil {
+		b.tried = true
+	}
+}
+
+// replan drops the planned block of failed, and those of the units after it that no insert was
+// tried of: their records are planned again, as smaller blocks.
+func (c *committer) replan(failed *unit, after []*unit) {
+	c.mark(failed, false)
+	for _, u := range after {
+		if b := c.find(u); b != nil && !b.tried {
+			c.mark(u, false)
+		}
+	}
+}
+
+// find returns the planned block of u among its partition's blocks: compacting them copies them.
+// Nil when the ownership u was planned in ended: the next ownership's blocks are its own.
+func (c *committer) find(u *unit) *block {
+	s := c.parts[u.partition]
+	if s == nil || s != u.owner {
+		return nil
+	}
+	i := slices.IndexFunc(s.blocks, func(b *block) bool {
+		return b.table == u.blk.table && b.first == u.blk.first && b.last == u.blk.last && !b.inserted
+	})
+	if i < 0 {
+		return nil
+	}
+	return s.blocks[i]
+}
+
+// offsets returns, per owned partition, its delivery.Watermark (the first record that waits, of
+// those waiting yields, or one past the last polled) where that is past the committed offset or
+// the partition's blocks changed since they were recorded. The caller holds the Loader's mu.
+func (c *committer) offsets(waiting iter.Seq2[int32, int64]) map[int32]kgo.EpochOffset {
+	marks := make(map[int32]*delivery.Watermark, len(c.parts))
+	for p, s := range c.parts {
+		w := delivery.NewWatermark(s.committed, s.next)
+		marks[p] = &w
+	}
+	for p, o := range waiting {
+		if w := marks[p]; w != nil {
+			w.Hold(o)
+		}
+	}
+	out := map[int32]kgo.EpochOffset{}
+	for p, w := range marks {
+		s := c.parts[p]
+		if s.unread || s.start < 0 {
+			continue // committing would overwrite the blocks of its last owner, or nothing is known
+		}
+		o, _ := w.Offset() // the partition's last owner may have committed past what this member polled
+		kept, _ := encodeBlocks(compact(slices.DeleteFunc(slices.Clone(s.blocks), func(b *block) bool { return b.last < o })))
+		if o > s.committed || kept != s.recorded {
+			out[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
+		}
+	}
+	return out
+}
+
+// commit commits offsets, each with the blocks of its partition at or past it as metadata.
 // Once it went through, the blocks below the offsets are dropped, and with compacted set the
 // partitions' blocks are replaced by their compacted copies (the units of flights in the air
-// find theirs by value: find). The caller holds mu.
-func (l *Loader) commitBlocks(ctx context.Context, offsets map[int32]kgo.EpochOffset, compacted bool) error {
+// find theirs by value: find). The caller holds the Loader's mu.
+func (c *committer) commit(ctx context.Context, offsets map[int32]kgo.EpochOffset, compacted bool) error {
 	if len(offsets) == 0 {
 		return nil
 	}
 	kept := make(map[int32][]*block, len(offsets))
 	meta := make(map[int32]string, len(offsets))
 	for p, eo := range offsets {
-		kept[p] = compact(slices.DeleteFunc(slices.Clone(l.parts[p].blocks), func(b *block) bool { return b.last < eo.Offset }))
+		kept[p] = compact(slices.DeleteFunc(slices.Clone(c.parts[p].blocks), func(b *block) bool { return b.last < eo.Offset }))
 		meta[p], _ = encodeBlocks(kept[p])
 	}
 	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
 		for i := range req.Topics {
 			for j := range req.Topics[i].Partitions {
 				p := &req.Topics[i].Partitions[j]
-				if m, ok := meta[p.Partition]; ok && req.Topics[i].Topic == l.topics.raw {
+				if m, ok := meta[p.Partition]; ok && req.Topics[i].Topic == c.topic {
 					p.Metadata = &m
 				}
 			}
 		}
 		return nil
 	})
-	if err := kafka.CommitSync(ctx, l.cl, map[string]map[int32]kgo.EpochOffset{l.topics.raw: offsets}); err != nil {
+	if err := kafka.CommitSync(ctx, c.cl, map[string]map[int32]kgo.EpochOffset{c.topic: offsets}); err != nil {
 		return err
 	}
 	for p, eo := range offsets {
-		s := l.parts[p]
+		s := c.parts[p]
 		s.committed, s.recorded = max(s.committed, eo.Offset), meta[p]
 		if compacted {
 			s.blocks = kept[p]

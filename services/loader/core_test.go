@@ -218,13 +218,9 @@ func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop
 	reg := prometheus.NewRegistry()
 	lcfg.Group = r.group
 	cfg := r.cfg
-	l := &Loader{writer: w, cfg: lcfg, topics: topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic},
-		log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), lag: kafka.NewLagReporter("loader", cfg.RawTopic, time.Second),
-		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}, now: time.Now,
-		strings: interner{}, validTables: map[string]bool{}, tables: map[tableKey]*table{}, parts: map[int32]*partition{}}
-	l.tokens.Store(true) // as on a server of 22.2 or later
-	var err error
-	l.cl, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(r.c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
+	backoff := pipeline.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}
+	l := newLoader(lcfg, topics{raw: cfg.RawTopic, dlq: cfg.DLQTopic}, kafka.NewLagReporter("loader", cfg.RawTopic, time.Second), backoff)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(r.c.ListenAddrs()...), kgo.ConsumerGroup(r.group), kgo.ConsumeTopics(cfg.RawTopic),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(200 * time.Millisecond), // as the loader's own: a resumed partition is fetched soon
 		kgo.RecordDeliveryTimeout(lcfg.FlushTimeout),
@@ -239,7 +235,10 @@ func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.core = delivery.NewCore(l.cl, delivery.NewRetrier(reg, log), cfg.EventsTopic, kafka.DefaultMaxMessageBytes, l.backoff)
+	l.connect(links{cl: cl, log: log, metrics: newLoaderMetrics(reg, pipeline.NewMetrics(reg)), writer: w,
+		core:   delivery.NewCore(cl, delivery.NewRetrier(reg, log), cfg.EventsTopic, kafka.DefaultMaxMessageBytes, backoff),
+		tokens: true, // as on a server of 22.2 or later
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -248,7 +247,7 @@ func (r *rig) start(t *testing.T, w *fakeWriter, tune func(*LoaderConfig)) (stop
 		once.Do(func() {
 			cancel()
 			<-done
-			l.cl.CloseAllowingRebalance()
+			cl.CloseAllowingRebalance()
 		})
 	}
 }
@@ -822,7 +821,7 @@ func TestLoaderTokensNameTopicAndContent(t *testing.T) {
 // TestLoaderToken makes the tokens of blocks: the same records (and load time) always the same,
 // another payload, load time or raw topic another.
 func TestLoaderToken(t *testing.T) {
-	l := &Loader{topics: topics{raw: "raw"}}
+	l := newInserter("raw", time.Second, pipeline.Backoff{})
 	id := "f0e1d2c300004000800000000000000a"
 	l.topicID.Store(&id)
 	items := func(payload string) []*item {
@@ -847,7 +846,7 @@ func TestLoaderToken(t *testing.T) {
 		"load time": l.token("t", items("{}"), at.Add(time.Second)),
 		"table":     l.token("u", items("{}"), at),
 		"topic": func() string {
-			l2 := &Loader{topics: topics{raw: "raw"}}
+			l2 := newInserter("raw", time.Second, pipeline.Backoff{})
 			l2.topicID.Store(&other)
 			return l2.token("t", items("{}"), at)
 		}(),

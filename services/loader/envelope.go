@@ -7,7 +7,10 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/sluicedata/sluice/pkg/events"
 )
 
 // envelope is what the loader uses of a sluice.v1.Record, read straight from the wire: the key and
@@ -144,4 +147,58 @@ func decodeTimestamp(b []byte, seconds, nanos int64) (int64, int64, error) {
 		b = b[n:]
 	}
 	return seconds, nanos, nil
+}
+
+// decoder makes items of raw records. strings interns the envelopes' repeating strings,
+// validTables are the table names found valid, and jobRuns the jobs' names and planning times by
+// job id: each only grows up to maxInterned. env is the envelope it decodes into, record after
+// record.
+type decoder struct {
+	strings        interner
+	validTables    map[string]bool
+	jobRuns        map[string]jobRun
+	maxRecordBytes int
+	env            envelope
+}
+
+func newDecoder(maxRecordBytes int) decoder {
+	return decoder{strings: interner{}, validTables: map[string]bool{}, maxRecordBytes: maxRecordBytes}
+}
+
+// decode makes it of r, polled in ownership owner at polled, and checks it: it returns the
+// dead-letter class and the reason of a record that cannot be loaded (validate).
+func (d *decoder) decode(r *kgo.Record, owner *partition, polled time.Time, it *item) (class string, err error) {
+	env := &d.env
+	if derr := decodeEnvelope(r.Value, d.strings, env); derr != nil {
+		*env = envelope{} // the letter keeps the original bytes instead
+		class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", derr)
+	} else {
+		class, err = validate(env, d.validTables, d.maxRecordBytes)
+	}
+	// The key and payload are slices of r.Value, which the item keeps (not r).
+	*it = item{partition: r.Partition, offset: r.Offset, owner: owner, rawKey: r.Key, raw: r.Value, job: env.job, task: env.task,
+		run: env.run, table: env.table, schema: env.schema, key: env.key, payload: env.payload,
+		extractedAt: env.extractedAt, polled: polled}
+	it.jobName, it.planned = d.jobRun(env.job)
+	return class, err
+}
+
+// jobRun returns the name of a job and when the run was planned, from its id (events.ParseJobID):
+// the id whole, and the zero time, for an id of another form.
+func (d *decoder) jobRun(id string) (string, time.Time) {
+	if r, ok := d.jobRuns[id]; ok {
+		return r.name, r.planned
+	}
+	if d.jobRuns == nil || len(d.jobRuns) >= maxInterned {
+		d.jobRuns = map[string]jobRun{}
+	}
+	name, planned, _ := events.ParseJobID(id)
+	d.jobRuns[id] = jobRun{name, planned}
+	return name, planned
+}
+
+// jobRun is a job's name and when a run of it was planned.
+type jobRun struct {
+	name    string
+	planned time.Time
 }

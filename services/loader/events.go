@@ -94,7 +94,8 @@ func spanned(spans []*sluicev1.OffsetSpan) uint64 {
 	return n
 }
 
-func (l *Loader) observe(b *batch) {
+// observe counts what b finished, per partition and dead-letter class.
+func (m *loaderMetrics) observe(b *batch) {
 	type pc struct{ loaded, dead float64 }
 	perPartition := map[int32]*pc{}
 	deadByClass := map[string]float64{}
@@ -112,10 +113,10 @@ func (l *Loader) observe(b *batch) {
 	}
 	for partition, c := range perPartition {
 		label := pipeline.Partition(partition)
-		l.metrics.Processed.WithLabelValues(label, pipeline.StatusLoaded).Add(c.loaded)
-		l.metrics.Processed.WithLabelValues(label, pipeline.StatusDeadLettered).Add(c.dead)
+		m.Processed.WithLabelValues(label, pipeline.StatusLoaded).Add(c.loaded)
+		m.Processed.WithLabelValues(label, pipeline.StatusDeadLettered).Add(c.dead)
 	}
 	for class, n := range deadByClass {
-		l.metrics.DeadLetters.WithLabelValues("load", class).Add(n)
+		m.DeadLetters.WithLabelValues("load", class).Add(n)
 	}
 }

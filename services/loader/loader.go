@@ -1,19 +1,12 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -24,11 +17,10 @@ import (
 )
 
 // batchWriter is what the loader needs of ClickHouse, with errors classified (chsink.Classify):
-// the schema of a table for a sink, the columns that new fields call for, and an insert.
+// the inserter's table schemas and the sink its blocks go to.
 type batchWriter interface {
-	Schema(ctx context.Context, table string, sink *chsink.Sink) (*chsink.Schema, error)
-	Evolve(ctx context.Context, table string, fields map[string]*chsink.Inference) error
-	Insert(ctx context.Context, table string, block *chsink.Block, loadedAt time.Time, token string) error
+	tableSchemas
+	blockSink
 }
 
 // sinkCatalog resolves the sink schema ids that typed jobs' records carry (catalog.Catalog).
@@ -36,127 +28,84 @@ type sinkCatalog interface {
 	Sink(ctx context.Context, id string) (*chsink.Sink, error)
 }
 
-// tableKey is a table and a sink schema ("" for the raw landing rows): the records of one insert.
-type tableKey struct{ table, schema string }
-
 var _ batchWriter = (*chsink.Writer)(nil)
 
 // Loader consumes the raw topic in a consumer group and inserts the records into ClickHouse, table
 // by table. It commits a partition only up to its first record that is neither inserted nor
 // acknowledged by the dead-letter topic, so that a table that refuses its records holds back the
 // commit without holding back the other tables.
+//
+// It is a loop over its parts: the poller reads the raw topic and knows the partitions owned, the
+// batcher holds the records waiting for their tables and says which are due, the committer plans
+// each table's blocks, records them in the commit metadata and commits, the inserter puts a flight
+// of blocks into ClickHouse, and the finisher writes dead letters and events before each commit.
 type Loader struct {
-	cl *kgo.Client
-	// denied takes the fetch and group errors: a refusal of this member's rights fails readiness.
-	denied  func(error) bool
-	writer  batchWriter
-	sinks   sinkCatalog
-	core    *delivery.Core
 	cfg     LoaderConfig
-	topics  topics
 	log     *slog.Logger
 	metrics *loaderMetrics
 	lag     *kafka.LagReporter
-	backoff pipeline.Backoff
-	now     func() time.Time
 
-	// mu guards what the rebalance callbacks change: the owned partitions and the records waiting
-	// for their tables.
-	mu     sync.Mutex
-	tables map[tableKey]*table
-	parts  map[int32]*partition
-	// pendingRows and pendingBytes are what the tables hold in all: the bound on buffering.
-	pendingRows, pendingBytes int
-	// unfinished is a batch whose rows are in but whose dead letters, events or commit are not yet
-	// acknowledged: nothing else is committed before it is.
-	unfinished *delivery.Outcome
-	// fatal is a record that could not get a dead letter: the member stops without committing.
-	fatal error
-	// strings interns the envelopes' repeating strings, validTables are the table names found
-	// valid, and jobRuns the jobs' names and planning times by job id: each only grows up to
-	// maxInterned, and is used under mu.
-	strings     interner
-	validTables map[string]bool
-	jobRuns     map[string]jobRun
-	// tokens is set when the server takes insert deduplication tokens (22.2 and later): only then
-	// are they computed. topicID is the raw topic's id, read at start and at every assignment.
-	tokens  atomic.Bool
-	topicID atomic.Pointer[string]
-	// paused are the raw partitions collect paused (only collect's goroutine uses it).
-	paused []int32
-	// flights are the tables' inserts in the air; drainCtx is theirs, and outlives Run's context
-	// by the drain timeout. A flight that is done counts itself in landings and calls wake, which
-	// ends the poll or the wait in progress; applied is landings when the flights were last
-	// looked at, so that a landing between two polls is not missed either.
-	flights  []*flight
-	drainCtx context.Context
-	landings atomic.Int64
-	applied  int64
-	wakeMu   sync.Mutex
-	wake     context.CancelFunc
+	// mu guards the parts' state, which the loop, the rebalance callbacks (on franz-go's
+	// goroutines) and the landing of flights change: the partitions owned and their blocks, the
+	// records waiting for their tables, the flights in the air and what is unfinished. A flight
+	// itself (the inserter) runs without it, on its plan alone.
+	mu       sync.Mutex
+	poller   *poller
+	batcher  *batcher
+	blocks   *committer
+	inserter *inserter
+	flights  *flights
+	out      *finisher
 }
 
-type topics struct{ raw, dlq string }
-
-// partition is what the loader knows of one raw-topic partition it owns.
-type partition struct {
-	epoch     int32
-	next      int64 // one past the highest offset polled in this ownership
-	committed int64
-	// start is where this ownership began reading: what a commit with no committed offset before
-	// it commits.
-	start int64
-	// blocks are the partition's blocks at or past the committed offset, planned or inserted, and
-	// recorded is the metadata that the last commit recorded them with.
-	blocks   []*block
-	recorded string
-	// unread is a partition whose committed offset and blocks could not be read when it was
-	// assigned: nothing of it is inserted or committed until they are.
-	unread bool
-}
-
-type loaderMetrics struct {
-	*pipeline.Metrics
-	rowsInserted  prometheus.Counter
-	insertSeconds prometheus.Histogram
-	batchRows     prometheus.Histogram
-	pendingRows   prometheus.Gauge
-	heldTables    *prometheus.GaugeVec
-	// fieldsDiscarded counts record fields that no column of a typed table took.
-	fieldsDiscarded prometheus.Counter
-}
-
-func newLoaderMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *loaderMetrics {
-	f := promauto.With(reg)
-	return &loaderMetrics{
-		Metrics: shared,
-		rowsInserted: f.NewCounter(prometheus.CounterOpts{
-			Name: "loader_rows_inserted_total",
-			Help: "Rows inserted into ClickHouse.",
-		}),
-		insertSeconds: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "loader_insert_seconds",
-			Help:    "Duration of one successful insert.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}),
-		batchRows: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "loader_batch_rows",
-			Help:    "Records per insert block.",
-			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
-		}),
-		pendingRows: f.NewGauge(prometheus.GaugeOpts{
-			Name: "loader_pending_rows",
-			Help: "Records polled and not yet inserted or dead-lettered, all tables together.",
-		}),
-		heldTables: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "loader_held_tables",
-			Help: "Tables whose records wait because the last insert failed, by class (transient, schema).",
-		}, []string{"class"}),
-		fieldsDiscarded: f.NewCounter(prometheus.CounterOpts{
-			Name: "loader_fields_discarded_total",
-			Help: "Record fields that no column of their typed table took, dropped (on_new_field: discard).",
-		}),
+// newLoader returns a loader of the raw topic that is ready for its rebalance callbacks (assigned,
+// revoked, lost), which go into the options of its Kafka client: connect then gives it that
+// client and the rest.
+func newLoader(cfg LoaderConfig, t topics, lag *kafka.LagReporter, backoff pipeline.Backoff) *Loader {
+	l := &Loader{cfg: cfg, lag: lag, log: slog.New(slog.DiscardHandler),
+		poller:   newPoller(t.raw),
+		batcher:  newBatcher(cfg, backoff),
+		inserter: newInserter(t.raw, cfg.FlushTimeout/2, backoff), // the other half is the letters', events' and commit's
+		flights:  newFlights(cfg.FlushTimeout / 2),
 	}
+	l.blocks = newCommitter(t.raw, cfg.Group, l.poller.parts, cfg.BatchBytes)
+	l.out = &finisher{topics: t, maxRecordBytes: cfg.MaxRecordBytes, now: time.Now, doing: lag.Doing,
+		// A failed commit is not retried: the records are in, and whoever owns the partitions
+		// next gets them again, and finds their blocks planned or inserted in the last commit
+		// that went through.
+		commit: func(ctx context.Context) error {
+			if err := l.blocks.commit(ctx, l.blocks.offsets(l.batcher.offsets()), true); err != nil {
+				l.log.Warn("commit offsets failed; the records will be redelivered", "error", err)
+			}
+			return nil
+		}}
+	return l
+}
+
+// links are what a loader works with once its Kafka client is made.
+type links struct {
+	cl *kgo.Client
+	// denied takes the fetch and group errors: a refusal of this member's rights fails readiness.
+	denied func(error) bool
+	// writer is ClickHouse: the tables' schemas, and the sink of every block.
+	writer  batchWriter
+	sinks   sinkCatalog
+	core    *delivery.Core
+	log     *slog.Logger
+	metrics *loaderMetrics
+	// tokens is set when the server takes insert deduplication tokens (22.2 and later).
+	tokens bool
+}
+
+// connect gives the loader's parts their links.
+func (l *Loader) connect(k links) {
+	l.log, l.metrics = k.log, k.metrics
+	l.poller.cl, l.poller.denied, l.poller.log = k.cl, k.denied, k.log
+	l.blocks.cl = k.cl
+	in := l.inserter
+	in.sink, in.schemas, in.sinks, in.retrier, in.log, in.metrics = k.writer, k.writer, k.sinks, k.core.Retrier(), k.log, k.metrics
+	in.tokens.Store(k.tokens)
+	l.out.core = k.core
 }
 
 // Run polls, inserts and commits until ctx ends. The tables insert in flights of their own while
@@ -169,7 +118,7 @@ func (l *Loader) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(l.cfg.DrainTimeout, cancelDrain) })
 	defer stop()
 	l.mu.Lock()
-	l.drainCtx = drainCtx
+	l.flights.ctx = drainCtx
 	l.mu.Unlock()
 
 	for {
@@ -183,11 +132,14 @@ func (l *Loader) Run(ctx context.Context) error {
 		if drain && err == nil {
 			err = l.drain(drainCtx)
 		}
-		l.cl.AllowRebalance()
+		l.poller.allowRebalance()
 		switch {
 		case err == nil:
 		case drainCtx.Err() != nil:
-			l.log.Warn("records abandoned at shutdown; they will be redelivered", "records", l.pending())
+			l.mu.Lock()
+			pending := l.batcher.pending()
+			l.mu.Unlock()
+			l.log.Warn("records abandoned at shutdown; they will be redelivered", "records", pending)
 			return nil
 		case delivery.ClassOf(err) == delivery.Fatal:
 			return err
@@ -206,7 +158,11 @@ func (l *Loader) Run(ctx context.Context) error {
 // keeps its records, which are redelivered).
 func (l *Loader) drain(ctx context.Context) error {
 	for pass := 0; ; pass++ {
-		if err := l.land(ctx); err != nil || pass == 3 || l.pending() == 0 {
+		err := l.land(ctx)
+		l.mu.Lock()
+		pending := l.batcher.pending()
+		l.mu.Unlock()
+		if err != nil || pass == 3 || pending == 0 {
 			return err
 		}
 		if err := l.step(ctx, nil, true); err != nil {
@@ -219,174 +175,289 @@ func (l *Loader) drain(ctx context.Context) error {
 // come), a flight lands, or ctx ends. It polls nothing while the tables hold as much as the loader
 // may buffer: backpressure is lag.
 func (l *Loader) collect(ctx context.Context) []*kgo.Record {
-	due, room := l.waiting()
+	l.mu.Lock()
+	due, room := l.batcher.waiting(len(l.flights.inAir), l.out.unfinished != nil)
+	l.mu.Unlock()
 	if room == 0 {
 		// Planned blocks whose records are not all here yet would wait for ever: their partitions
 		// are read on, the others paused.
-		need := l.incompleteParts()
+		l.mu.Lock()
+		need := l.blocks.incomplete()
+		pause, pending := l.poller.others(need), l.batcher.pending()
+		l.mu.Unlock()
 		if len(need) == 0 {
-			l.lag.Doing(fmt.Sprintf("waiting: %d records wait for their tables", l.pending()))
-			l.cl.AllowRebalance()
-			l.sleep(ctx, due)
+			l.lag.Doing(fmt.Sprintf("waiting: %d records wait for their tables", pending))
+			l.poller.allowRebalance()
+			l.flights.sleep(ctx, due)
 			return nil
 		}
-		l.pauseBut(need)
+		l.poller.pause(pause)
 		room = l.cfg.BatchRows
 	} else {
-		l.resume()
+		l.poller.resume()
 	}
 	l.lag.Doing("polling the raw topic")
-	for {
-		// A poll that returned nothing to work on (no fetch, or only franz-go's injected error
-		// fetch while the group rejoins) still holds off rebalances until AllowRebalance.
-		// Polling again without a deadline would wait for records that only the rebalance it
-		// blocks can bring: after a broker restart the whole group would wait on this member.
-		l.cl.AllowRebalance()
-		pollCtx, done := l.wakeable(ctx, due)
-		fetches := l.cl.PollRecords(pollCtx, room)
-		woken := pollCtx.Err() != nil
-		done()
-		if fetches.IsClientClosed() {
-			return nil
+	return l.poller.poll(ctx, room, func(ctx context.Context) (context.Context, func()) { return l.flights.wakeable(ctx, due) })
+}
+
+// step takes the records just polled to their tables, lands the flights that are done, finishes
+// what they did (dead letters, events, commit), and then starts a flight for every table that is
+// due. What landed is finished before anything is planned: planning records the partitions'
+// blocks, inserted ones too, which must not reach a commit before their dead letters do. drain
+// makes every table due, whatever its blocks' size and age (at shutdown).
+func (l *Loader) step(ctx context.Context, recs []*kgo.Record, drain bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := newBatch()
+	if err := l.prepare(recs, b); err != nil {
+		return err
+	}
+	if l.apply(b); l.out.fatal != nil {
+		return l.out.fatal
+	}
+	if err := l.finish(ctx, b); err != nil {
+		return err
+	}
+	// The tables due longest go first, as many as may insert at once.
+	now := l.batcher.now()
+	due := l.batcher.due(now, drain, l.cfg.InsertConcurrency-len(l.flights.inAir))
+	if len(due) == 0 {
+		return nil
+	}
+	// The partitions whose commits could not be read when they were assigned are read again,
+	// without mu: a rebalance may go on meanwhile.
+	if unread := l.blocks.unread(); len(unread) > 0 {
+		l.mu.Unlock()
+		resp, err := l.blocks.fetch(ctx, l.blocks.cl)
+		l.mu.Lock()
+		l.blocks.record(unread, resp, err)
+		if err != nil {
+			l.log.Warn("read the committed offsets of owned partitions; their records wait", "error", err)
 		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				if l.denied != nil {
-					l.denied(err)
-				}
-				l.log.Warn("fetch failed", "topic", topic, "partition", partition, "error", err)
-			}
+	}
+	// The blocks about to be inserted are recorded first: were they not, a member that takes a
+	// partition over after a crash could form other blocks of the same records. When they cannot
+	// be recorded nothing is inserted now.
+	planned, err := l.blocks.plan(ctx, due)
+	if err != nil {
+		l.log.Warn("record the blocks about to be inserted; trying again", "error", err)
+		l.batcher.later(due, now)
+	}
+	for _, tp := range planned {
+		t := tp.t
+		t.flying = true
+		tp.isolate = t.isolates(l.batcher.now(), l.cfg.UnclassifiedAttempts, l.cfg.UnclassifiedGrace)
+		sink, name, schemaID := t.sink, t.name, t.schemaID
+		l.flights.launch(tp, func(ctx context.Context) insertResult {
+			return l.inserter.insertTable(ctx, name, schemaID, sink, tp)
 		})
-		recs := fetches.Records()
-		if len(recs) > 0 || woken {
-			return recs
+	}
+	return nil
+}
+
+// prepare decodes and checks every record: a bad one becomes a dead letter at once, a good one
+// waits with its table. The caller holds mu.
+func (l *Loader) prepare(recs []*kgo.Record, b *batch) error {
+	items := make([]item, len(recs))
+	polled := l.batcher.now()
+	for i, r := range recs {
+		it := &items[i]
+		if class, err := l.batcher.decode(r, l.poller.take(r), polled, it); err != nil {
+			if lerr := l.out.letter(b, it, class, err); lerr != nil {
+				return lerr
+			}
+			continue
+		}
+		l.batcher.add(it)
+	}
+	return nil
+}
+
+// finish writes b's dead letters and events and commits what is done, after what an earlier step
+// could not finish: b joins it, so that nothing is committed before it is and none of b's letters
+// is lost. The caller holds mu.
+func (l *Loader) finish(ctx context.Context, b *batch) error {
+	l.metrics.pendingRows.Set(float64(l.batcher.pending()))
+	transient, schema := l.batcher.held()
+	l.metrics.heldTables.WithLabelValues("transient").Set(transient)
+	l.metrics.heldTables.WithLabelValues("schema").Set(schema)
+	if !b.empty() {
+		l.metrics.observe(b)
+		if len(b.spans) > 0 {
+			l.lag.Progressed()
+		}
+	}
+	return l.out.finish(ctx, b)
+}
+
+// apply lands every flight that is done: what it inserted, rejected and failed on goes to its
+// table, its dead letters and events to b. The caller holds mu.
+func (l *Loader) apply(b *batch) {
+	for _, f := range l.flights.landed() {
+		b.landed = true
+		if l.out.fatal == nil {
+			l.load(f.tp, f.res, b)
+		}
+	}
+	if b.landed {
+		for _, t := range l.batcher.tables {
+			t.stalled = false // a landed flight may have made room for blocks in the metadata
 		}
 	}
 }
 
-// landed reports whether a flight landed since the flights were last looked at.
-func (l *Loader) landed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.landings.Load() != l.applied
-}
-
-// sleep waits until at (for ever when zero), a flight lands, or ctx ends.
-func (l *Loader) sleep(ctx context.Context, at time.Time) {
-	ctx, done := l.wakeable(ctx, at)
-	defer done()
-	<-ctx.Done()
-}
-
-// wakeable returns a context that ends with ctx, at at (never when zero), or when a flight lands
-// (or has landed since the flights were last looked at), and a func that releases it.
-func (l *Loader) wakeable(ctx context.Context, at time.Time) (context.Context, func()) {
-	c, cancel := context.WithCancel(ctx)
-	if !at.IsZero() {
-		cancel()
-		c, cancel = context.WithDeadline(ctx, at)
-	}
-	l.wakeMu.Lock()
-	l.wake = cancel
-	l.wakeMu.Unlock()
-	if l.landed() { // after wake is set: a flight either sees it or is counted here
-		cancel()
-	}
-	return c, func() {
-		l.wakeMu.Lock()
-		l.wake = nil
-		l.wakeMu.Unlock()
-		cancel()
-	}
-}
-
-// waiting returns when the first table is due for a flight (zero when none is), and how many more
-// records the loader may hold: none when the tables hold as much as it may buffer.
-func (l *Loader) waiting() (due time.Time, room int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	for _, t := range l.tables {
-		if at := l.dueAt(t, now); !at.IsZero() && (due.IsZero() || at.Before(due)) {
-			due = at
+// land waits, while ctx lasts, for the flights in the air (those launched meanwhile too), and
+// finishes what they did: before the partitions they insert for are revoked, and at shutdown.
+func (l *Loader) land(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		flying := l.flights.flying()
+		l.mu.Unlock()
+		if len(flying) == 0 {
+			break
+		}
+		if err := wait(ctx, flying); err != nil {
+			return err
 		}
 	}
-	if len(l.flights) >= l.cfg.InsertConcurrency {
-		due = time.Time{} // no table may insert before a flight lands, which wakes the loop
-	}
-	room = min(2*l.cfg.BatchRows-l.pendingRows, l.cfg.BatchRows)
-	if l.unfinished != nil || l.pendingBytes >= l.cfg.MaxPendingBytes || room <= 0 {
-		room = 0
-	}
-	if l.unfinished != nil && due.IsZero() {
-		due = now.Add(l.cfg.FlushInterval)
-	}
-	return due, room
-}
-
-// incompleteParts is incomplete under mu.
-func (l *Loader) incompleteParts() []int32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.incomplete()
+	b := newBatch()
+	if l.apply(b); l.out.fatal != nil {
+		return l.out.fatal
+	}
+	return l.finish(ctx, b)
 }
 
-// pauseBut pauses fetching every raw partition but need; resume undoes it.
-func (l *Loader) pauseBut(need []int32) {
-	l.mu.Lock()
-	var pause []int32
-	for p := range l.parts {
-		if !slices.Contains(need, p) {
-			pause = append(pause, p)
+// load takes what a flight did with a table's records. Rows that ClickHouse rejected as bad data
+// (found by splitting the block) are dead-lettered alone; a schema failure holds the table's
+// records, says so on their jobs' status, and dead-letters them once the grace has passed; a
+// transient failure holds them until the next try. What belongs to an ownership that ended is
+// left to the partition's next owner. The caller holds mu.
+func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
+	t := tp.t
+	t.flying = false
+	if res.sink != nil {
+		t.sink = res.sink
+	}
+	rows := 0
+	for _, u := range tp.units[:res.units] {
+		l.blocks.mark(u, true)
+		l.metrics.batchRows.Observe(float64(len(u.items)))
+		rows += len(u.items)
+	}
+	full := rows >= t.rows // the flight's blocks took the table's block size in all
+	if len(tp.units) > 0 {
+		l.metrics.Processing.Observe(res.took.Seconds())
+	}
+	inserted, rejected, err := res.inserted, res.rejected, res.err
+	done := make(map[*item]bool, len(inserted)+len(rejected))
+	for _, it := range inserted {
+		if l.poller.owns(it) {
+			b.count(it).loaded.add(it.offset)
+		}
+		done[it] = true
+	}
+	for _, rj := range rejected {
+		if !l.poller.owns(rj.item) {
+			continue // its partition's next owner letters it
+		}
+		// dlq.Record fails only on what cannot be encoded, which it cleans first: were it to fail,
+		// the record would have no letter, so the member stops rather than commit past it.
+		if lerr := l.out.letter(b, rj.item, rj.class, rj.err); lerr != nil {
+			l.out.fatal = lerr
+			return
+		}
+		done[rj.item] = true
+	}
+	l.batcher.forget(t, done)
+	now := l.batcher.now()
+	switch class := delivery.ClassOf(err); {
+	case err == nil:
+		if t.class == delivery.Schema {
+			l.log.Info("table takes records again", "table", t.name)
+			t.tell(b, true, l.cfg.SchemaGrace)
+		}
+		t.succeeded(full, l.cfg.BatchRows)
+	case class == delivery.Schema:
+		if t.since.IsZero() {
+			t.since = now
+			l.log.Warn("table refuses records; holding them", "table", t.name, "records", len(t.items),
+				"dead_letter_after", l.cfg.SchemaGrace.String(), "error", err)
+		}
+		t.failed(class, err, l.batcher.backoff.Delay(t.attempt)+time.Second, now)
+		if now.Sub(t.since) >= l.cfg.SchemaGrace {
+			l.log.Warn("table still refuses records after the grace; dead-lettering them", "table", t.name,
+				"records", len(t.items), "error", err)
+			for _, it := range t.items {
+				if lerr := l.out.letter(b, it, "schema", fmt.Errorf("table %s refused the record for %s: %w",
+					t.name, l.cfg.SchemaGrace, err)); lerr != nil {
+					l.out.fatal = lerr
+					return
+				}
+			}
+			l.batcher.forget(t, nil)
+			l.blocks.settle(t.key())
+		} else {
+			t.tell(b, false, l.cfg.SchemaGrace)
+		}
+	default:
+		t.failed(delivery.Transient, err, l.batcher.backoff.Delay(t.attempt), now)
+		if res.units < len(tp.units) { // the failure came at a block, not before them (resolving the sink)
+			failed := tp.units[res.units]
+			l.blocks.tried(failed)
+			if t.shrink(len(failed.items), err, min(l.cfg.BatchRowsMin, l.cfg.BatchRows)) {
+				if delivery.ReasonOf(err) == "timeout" {
+					l.log.Warn("insert block timed out twice; planning its records again as smaller blocks", "table", t.name,
+						"partition", failed.partition, "first", failed.blk.first, "last", failed.blk.last, "rows", len(failed.items))
+				}
+				l.blocks.replan(failed, tp.units[res.units+1:])
+			}
+		}
+		if delivery.ReasonOf(err) == chsink.Unclassified {
+			if t.unclassified == 0 {
+				t.unclassifiedSince = now
+				l.log.Warn("insert failed with an error sluice does not classify; retrying, then isolating the rows that still fail",
+					"table", t.name, "attempts", l.cfg.UnclassifiedAttempts, "grace", l.cfg.UnclassifiedGrace.String(), "error", err)
+			}
+			t.unclassified++
 		}
 	}
-	l.mu.Unlock()
-	l.resume()
-	if len(pause) > 0 {
-		l.cl.PauseFetchPartitions(map[string][]int32{l.topics.raw: pause})
-		l.paused = pause
-	}
 }
 
-func (l *Loader) resume() {
-	if len(l.paused) > 0 {
-		l.cl.ResumeFetchPartitions(map[string][]int32{l.topics.raw: l.paused})
-		l.paused = nil
-	}
-}
-
-func (l *Loader) pending() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.pendingRows
-}
-
-// readTopicID reads the raw topic's id, which the tokens of inserts name; it keeps the last one it
-// read when the broker does not answer (a topic recreated meanwhile differs in the tokens' content
-// hash all the same).
-func (l *Loader) readTopicID(ctx context.Context, cl *kgo.Client) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	topics, err := kadm.NewClient(cl).ListTopics(ctx, l.topics.raw)
-	if err == nil {
-		err = topics.Error()
-	}
-	d, ok := topics[l.topics.raw]
-	if err != nil || !ok || d.ID == (kadm.TopicID{}) {
-		l.log.Warn("read the raw topic's id for the insert tokens; keeping the last one", "topic", l.topics.raw, "error", err)
+// assigned reads, for the raw partitions just assigned, the committed offset and the blocks its
+// metadata records (and the raw topic's id, which insert tokens name). It runs in the group's
+// rebalance. A partition whose offsets cannot be read is marked so: nothing of it is inserted or
+// committed (which would overwrite its last owner's blocks) until a plan reads them.
+func (l *Loader) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	ps := assigned[l.poller.topic]
+	if len(ps) == 0 {
 		return
 	}
-	id := hex.EncodeToString(d.ID[:])
-	if old := l.topicID.Swap(&id); old != nil && *old != id {
-		l.log.Warn("the raw topic was created again: its id changed", "topic", l.topics.raw, "was", *old, "now", id)
+	if l.inserter.tokens.Load() {
+		l.inserter.readTopicID(ctx, cl)
 	}
+	var err error
+	for attempt := range 3 {
+		var resp kadm.OffsetResponses
+		resp, err = l.blocks.fetch(ctx, cl)
+		l.mu.Lock()
+		l.blocks.record(ps, resp, err)
+		l.mu.Unlock()
+		if err == nil {
+			return
+		}
+		pipeline.Sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond)
+	}
+	l.log.Warn("read the committed offsets of assigned partitions; trying again before their first insert", "error", err)
 }
 
 // revoked runs in the group's rebalance, for partitions revoked: their waiting records go, and the
 // new owner fetches them again from the committed offset. The flights in the air land first, and
 // what they did is committed.
 func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[string][]int32) {
-	if len(partitions[l.topics.raw]) == 0 {
+	ps := partitions[l.poller.topic]
+	if len(ps) == 0 {
 		return // franz-go's cooperative protocol calls this at the end of every session
 	}
 	// What is in the air lands, and is committed, before the partitions go. With the step that
@@ -398,7 +469,8 @@ func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[stri
 	cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.drop(partitions[l.topics.raw])
+	l.batcher.drop(l.poller.drop(ps))
+	l.metrics.pendingRows.Set(float64(l.batcher.pending()))
 }
 
 // lost runs when the group session expired: the partitions may be someone else's already, so
@@ -406,95 +478,14 @@ func (l *Loader) revoked(ctx context.Context, _ *kgo.Client, partitions map[stri
 // lands into nothing (load skips what this member no longer owns: no event, no letter, no commit),
 // and their next owner loads them again from the committed offset.
 func (l *Loader) lost(_ context.Context, _ *kgo.Client, partitions map[string][]int32) {
-	if len(partitions[l.topics.raw]) == 0 {
+	ps := partitions[l.poller.topic]
+	if len(ps) == 0 {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.log.Warn("partitions lost: the group session expired; nothing of them is committed, their next owner loads them again",
-		"partitions", partitions[l.topics.raw])
-	l.drop(partitions[l.topics.raw])
-}
-
-// drop forgets partitions this member no longer owns, and their waiting records. The caller holds mu.
-func (l *Loader) drop(partitions []int32) {
-	gone := map[int32]bool{}
-	for _, p := range partitions {
-		gone[p] = true
-		delete(l.parts, p)
-	}
-	for _, t := range l.tables {
-		t.items = slices.DeleteFunc(t.items, func(it *item) bool {
-			if gone[it.partition] {
-				l.release(t, it)
-				return true
-			}
-			return false
-		})
-	}
-	l.metrics.pendingRows.Set(float64(l.pendingRows))
-}
-
-// owns reports whether it was polled in this member's current ownership of its partition: an item of
-// a partition lost (or revoked before its flight landed) is someone else's to count and commit. The
-// caller holds mu.
-func (l *Loader) owns(it *item) bool {
-	s := l.parts[it.partition]
-	return s != nil && s == it.owner
-}
-
-// commitOffsets returns, per owned partition, the offset up to which every record is done (its
-// first waiting record, or one past the last polled) where that is past the committed offset or
-// the partition's blocks changed since they were recorded. The caller holds mu.
-func (l *Loader) commitOffsets() map[int32]kgo.EpochOffset {
-	next := make(map[int32]int64, len(l.parts))
-	for p, s := range l.parts {
-		next[p] = s.next
-	}
-	for _, t := range l.tables {
-		for _, it := range t.items {
-			if o, ok := next[it.partition]; ok && it.offset < o {
-				next[it.partition] = it.offset
-			}
-		}
-	}
-	out := map[int32]kgo.EpochOffset{}
-	for p, o := range next {
-		s := l.parts[p]
-		if s.unread || s.start < 0 {
-			continue // committing would overwrite the blocks of its last owner, or nothing is known
-		}
-		if o < s.committed {
-			o = s.committed // the partition's last owner committed past what this member polled
-		}
-		kept, _ := encodeBlocks(compact(slices.DeleteFunc(slices.Clone(s.blocks), func(b *block) bool { return b.last < o })))
-		if o > s.committed || kept != s.recorded {
-			out[p] = kgo.EpochOffset{Epoch: s.epoch, Offset: o}
-		}
-	}
-	return out
-}
-
-// commit commits what commitOffsets allows, with the partitions' blocks. A failed commit is not
-// retried: the records are in, and whoever owns the partitions next gets them again, and finds
-// their blocks planned or inserted in the last commit that went through.
-func (l *Loader) commit(ctx context.Context) error {
-	if err := l.commitBlocks(ctx, l.commitOffsets(), true); err != nil {
-		l.log.Warn("commit offsets failed; the records will be redelivered", "error", err)
-	}
-	return nil
-}
-
-// sortedTables returns the tables with waiting records, by name: a stable order of inserts.
-func (l *Loader) sortedTables() []*table {
-	out := make([]*table, 0, len(l.tables))
-	for _, t := range l.tables {
-		if len(t.items) > 0 {
-			out = append(out, t)
-		}
-	}
-	slices.SortFunc(out, func(a, b *table) int {
-		return cmp.Or(cmp.Compare(a.name, b.name), cmp.Compare(a.schemaID, b.schemaID))
-	})
-	return out
+		"partitions", ps)
+	l.batcher.drop(l.poller.drop(ps))
+	l.metrics.pendingRows.Set(float64(l.batcher.pending()))
 }

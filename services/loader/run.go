@@ -42,16 +42,9 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		debug.SetGCPercent(GCPercent)
 	}
 	lag := kafka.NewLagReporter(cfg.Loader.Group, cfg.Kafka.RawTopic, 10*time.Second)
-	l := &Loader{
-		lag:     lag,
-		cfg:     cfg.Loader,
-		topics:  topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic},
-		backoff: pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff},
-		now:     time.Now,
-		tables:  map[tableKey]*table{},
-		strings: interner{}, validTables: map[string]bool{},
-		parts: map[int32]*partition{},
-	}
+	backoff := pipeline.Backoff{Base: 100 * time.Millisecond, Max: cfg.Loader.RetryMaxBackoff}
+	// The loader comes first: its rebalance callbacks are options of the client that connects it.
+	l := newLoader(cfg.Loader, topics{raw: cfg.Kafka.RawTopic, dlq: cfg.Kafka.DLQTopic}, lag, backoff)
 	revoked := func(ctx context.Context, cl *kgo.Client, ps map[string][]int32) {
 		lag.Revoked(ctx, cl, ps)
 		l.revoked(ctx, cl, ps)
@@ -96,10 +89,8 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	rt.Log.Info("connected to clickhouse", "addr", strings.Join(cfg.ClickHouse.Addr, ","), "tls", cfg.ClickHouse.TLS,
 		"user", cfg.ClickHouse.Username, "version", ch.Version.String(), "database", ch.Database, "features", ch.Features)
 
-	l.cl, l.log, l.denied = rt.Kafka, rt.Log, rt.Denials.Observe
-	if cfg.ClickHouse.Cluster == "" {
-		l.writer = chsink.NewWriter(ch, rt.Log)
-	} else {
+	var writer batchWriter = chsink.NewWriter(ch, rt.Log)
+	if cfg.ClickHouse.Cluster != "" {
 		cw, err := chsink.NewClusterWriter(ctx, ch, cfg.ClickHouse, rt.Log)
 		if err != nil {
 			rt.Kafka.Close()
@@ -115,24 +106,27 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			}
 			down.WithLabelValues(strconv.FormatUint(uint64(shard), 10)).Set(v)
 		}
-		l.writer = cw
+		writer = cw
 		rt.Log.Info("writing a cluster: each row into a replica of its shard", "cluster", cw.Cluster().Name,
 			"shards", len(cw.Cluster().Shards), "insert_quorum", cfg.ClickHouse.InsertQuorum)
 	}
-	if ch.Features.InsertDeduplicationToken {
-		l.tokens.Store(true)
-		l.readTopicID(ctx, rt.Kafka)
-	}
-	l.sinks = catalog.New(cfg.Kafka.SchemasTopic, func() (*kgo.Client, error) {
-		return kafka.NewClient(cfg.Kafka, "loader-schemas", rt.Log, nil,
-			kgo.ConsumeTopics(cfg.Kafka.SchemasTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	})
-	l.metrics = newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
+	metrics := newLoaderMetrics(rt.Registry, pipeline.NewMetrics(rt.Registry))
 	limit, err := kafka.MaxMessageBytes(ctx, rt.Kafka, cfg.Kafka.DLQTopic, cfg.Kafka.EventsTopic)
 	if err != nil {
 		rt.Log.Warn("assuming the default message limit for dead letters and events", "bytes", limit, "error", err)
 	}
-	l.core = delivery.NewCore(rt.Kafka, delivery.NewRetrier(rt.Registry, rt.Log), cfg.Kafka.EventsTopic, limit, l.backoff)
+	l.connect(links{cl: rt.Kafka, denied: rt.Denials.Observe, log: rt.Log, metrics: metrics,
+		writer: writer,
+		sinks: catalog.New(cfg.Kafka.SchemasTopic, func() (*kgo.Client, error) {
+			return kafka.NewClient(cfg.Kafka, "loader-schemas", rt.Log, nil,
+				kgo.ConsumeTopics(cfg.Kafka.SchemasTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		}),
+		core:   delivery.NewCore(rt.Kafka, delivery.NewRetrier(rt.Registry, rt.Log), cfg.Kafka.EventsTopic, limit, backoff),
+		tokens: ch.Features.InsertDeduplicationToken,
+	})
+	if ch.Features.InsertDeduplicationToken {
+		l.inserter.readTopicID(ctx, rt.Kafka)
+	}
 	lag.Watch(cfg.StallTimeout, rt.Log)
 	rt.Registry.MustRegister(lag.Collector())
 	srv := rt.NewServer(cfg.HTTPAddr, ops.Check{Name: "clickhouse", Func: ch.Ping}, ops.Check{Name: "progress", Func: lag.Ready})

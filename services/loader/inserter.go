@@ -4,18 +4,62 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicedata/sluice/pkg/catalog"
 	"github.com/sluicedata/sluice/pkg/chsink"
 	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/pipeline"
 )
 
-// The inserts of a flight: a table's planned blocks, built from their records, inserted and, when
-// ClickHouse rejects rows, split until the rejected ones are found. They run in a flight, off the
-// loop: they read the plan and change nothing of the loader's.
+// blockSink takes one block of a table's rows: every insert of the loader is one call of it, with
+// the block's load time and its deduplication token ("" when the server takes none). It returns
+// once the rows are durable, with errors classified (chsink.Classify). chsink.Writer is one; a
+// sink that splits a block by shard and sends each part to one replica of its shard, failing over
+// to another, takes its place in newLoader's links.
+type blockSink interface {
+	Insert(ctx context.Context, table string, block *chsink.Block, loadedAt time.Time, token string) error
+}
+
+// tableSchemas is what the inserter needs of ClickHouse besides the inserts: the schema of a
+// table for a sink, and the columns that new fields call for.
+type tableSchemas interface {
+	Schema(ctx context.Context, table string, sink *chsink.Sink) (*chsink.Schema, error)
+	Evolve(ctx context.Context, table string, fields map[string]*chsink.Inference) error
+}
+
+// inserter inserts a flight's blocks: a table's planned blocks, built from their records, each
+// given to the blockSink and, when ClickHouse rejects rows, split until the rejected ones are
+// found. It runs in a flight, off the loop: it reads the plan and changes nothing of the loader's.
+type inserter struct {
+	sink    blockSink
+	schemas tableSchemas
+	sinks   sinkCatalog
+	retrier *delivery.Retrier
+	backoff pipeline.Backoff
+	// timeout bounds a flight's inserts; the sink's lookup gets a quarter of it, and each block's
+	// retries half.
+	timeout time.Duration
+	topic   string
+	log     *slog.Logger
+	metrics *loaderMetrics
+	// tokens is set when the server takes insert deduplication tokens (22.2 and later): only then
+	// are they computed. topicID is the raw topic's id, read at start and at every assignment.
+	tokens  atomic.Bool
+	topicID atomic.Pointer[string]
+}
+
+func newInserter(topic string, timeout time.Duration, backoff pipeline.Backoff) *inserter {
+	return &inserter{topic: topic, timeout: timeout, backoff: backoff, log: slog.New(slog.DiscardHandler)}
+}
 
 // insertResult is what insertTable did with one table's records.
 type insertResult struct {
@@ -45,12 +89,12 @@ type rejection struct {
 // failure that stopped the rest (nil when nothing is left); the records of the block that failed
 // wait, those rejected while building it too, and are rejected again on the next try. It runs in
 // a flight: it reads the plan and changes nothing of the loader's.
-func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *chsink.Sink, tp *tablePlan) (res insertResult) {
+func (in *inserter) insertTable(ctx context.Context, name, schemaID string, sink *chsink.Sink, tp *tablePlan) (res insertResult) {
 	res.inserted = tp.known
 	if schemaID != "" && sink == nil {
 		// Its own budget: a schemas topic that cannot be read must not take the whole flight's.
-		sctx, cancel := context.WithTimeout(ctx, l.cfg.FlushTimeout/8)
-		found, err := l.sinks.Sink(sctx, schemaID)
+		sctx, cancel := context.WithTimeout(ctx, in.timeout/4)
+		found, err := in.sinks.Sink(sctx, schemaID)
 		cancel()
 		switch {
 		case errors.Is(err, catalog.ErrUnknown), errors.Is(err, catalog.ErrInvalid):
@@ -68,8 +112,8 @@ func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *c
 		sink, res.sink = found, found
 	}
 	for _, u := range tp.units {
-		in, rej, err := l.insertUnit(ctx, name, sink, u, tp.isolate)
-		res.inserted = append(res.inserted, in...)
+		ins, rej, err := in.insertUnit(ctx, name, sink, u, tp.isolate)
+		res.inserted = append(res.inserted, ins...)
 		if err != nil {
 			res.err = err
 			return res
@@ -81,10 +125,10 @@ func (l *Loader) insertTable(ctx context.Context, name, schemaID string, sink *c
 }
 
 // insertUnit inserts the records of one planned block.
-func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink, u *unit, isolate bool) (inserted []*item, rejected []rejection, err error) {
+func (in *inserter) insertUnit(ctx context.Context, name string, sink *chsink.Sink, u *unit, isolate bool) (inserted []*item, rejected []rejection, err error) {
 	loadedAt := time.Unix(u.blk.loadedAt, 0)
 	for evolved := false; ; evolved = true {
-		schema, err := l.writer.Schema(ctx, name, sink)
+		schema, err := in.schemas.Schema(ctx, name, sink)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -92,21 +136,21 @@ func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink,
 		good := make([]*item, 0, len(u.items))
 		rejected = rejected[:0]
 		for _, it := range u.items {
-			in := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Source: it.jobName, Partition: it.partition,
+			row := chsink.Input{Key: it.key, Record: it.payload, Job: it.job, Task: it.task, Source: it.jobName, Partition: it.partition,
 				Offset: it.offset, ExtractedAt: it.extractedAt, Planned: it.planned}
-			if err := block.Add(&in); err != nil {
+			if err := block.Add(&row); err != nil {
 				rejected = append(rejected, rejection{it, fieldClass(err), err})
 				continue
 			}
 			good = append(good, it)
 		}
 		if len(block.New) > 0 && !evolved {
-			if err := l.writer.Evolve(ctx, name, block.New); err != nil {
+			if err := in.schemas.Evolve(ctx, name, block.New); err != nil {
 				return nil, nil, err
 			}
 			continue
 		}
-		inserted, rej, err := l.insertRows(ctx, name, good, block, loadedAt, isolate)
+		inserted, rej, err := in.insertRows(ctx, name, good, block, loadedAt, isolate)
 		if err == nil && isolate && len(inserted) == 0 && len(good) > 1 && len(rej) == len(good) {
 			// Every row failed alone: the failure is the table's (a view that throws on every
 			// row, a server that takes no insert), not the rows'. It is held like a schema
@@ -120,7 +164,7 @@ func (l *Loader) insertUnit(ctx context.Context, name string, sink *chsink.Sink,
 			// the partition over.
 			return nil, nil, err
 		}
-		l.metrics.fieldsDiscarded.Add(float64(block.Discarded))
+		in.metrics.fieldsDiscarded.Add(float64(block.Discarded))
 		return inserted, append(rejected, rej...), nil
 	}
 }
@@ -141,23 +185,23 @@ func fieldClass(err error) string {
 // ctx lasts. On a data failure it inserts each half on its own, down to single rows, which are the
 // rejected ones; with isolate, an unclassified failure is taken as a data failure too (rejected with
 // class unclassified), not retried.
-func (l *Loader) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time, isolate bool) ([]*item, []rejection, error) {
+func (in *inserter) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time, isolate bool) ([]*item, []rejection, error) {
 	if len(items) == 0 {
 		return nil, nil, nil
 	}
 	token := ""
-	if l.tokens.Load() {
-		token = l.token(name, items, loadedAt)
+	if in.tokens.Load() {
+		token = in.token(name, items, loadedAt)
 	}
-	pol := delivery.Policy{Backoff: l.backoff, Deadline: l.cfg.FlushTimeout / 4}
+	pol := delivery.Policy{Backoff: in.backoff, Deadline: in.timeout / 2}
 	var refused error // refused for its partitions: the same block is refused every time
-	_, err := l.core.Retrier().Do(ctx, "insert", pol, func(int) error {
-		began := l.now()
-		err := l.writer.Insert(ctx, name, rows, loadedAt, token)
+	_, err := in.retrier.Do(ctx, "insert", pol, func(int) error {
+		began := time.Now()
+		err := in.sink.Insert(ctx, name, rows, loadedAt, token)
 		switch {
 		case err == nil:
-			l.metrics.insertSeconds.Observe(time.Since(began).Seconds())
-			l.metrics.rowsInserted.Add(float64(rows.Len()))
+			in.metrics.insertSeconds.Observe(time.Since(began).Seconds())
+			in.metrics.rowsInserted.Add(float64(rows.Len()))
 		case refusedPartitions(err):
 			refused = err
 			return nil
@@ -178,11 +222,11 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 		return nil, []rejection{{items[0], delivery.ReasonOf(err), err}}, nil
 	}
 	mid := len(items) / 2
-	inLeft, rejLeft, err := l.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt, isolate)
+	inLeft, rejLeft, err := in.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt, isolate)
 	if err != nil {
 		return inLeft, rejLeft, err
 	}
-	inRight, rejRight, err := l.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate)
+	inRight, rejRight, err := in.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate)
 	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
 }
 
@@ -193,7 +237,7 @@ func (l *Loader) insertRows(ctx context.Context, name string, items []*item, row
 // same token, and so the same block; other records at the same offsets (a recreated topic, another
 // deployment loading the same table) make another, so that the server drops only a block that is
 // in already.
-func (l *Loader) token(table string, items []*item, loadedAt time.Time) string {
+func (in *inserter) token(table string, items []*item, loadedAt time.Time) string {
 	h := sha256.New()
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], uint64(loadedAt.Unix()))
@@ -207,9 +251,30 @@ func (l *Loader) token(table string, items []*item, loadedAt time.Time) string {
 	}
 	first, last := items[0], items[len(items)-1]
 	topicID := ""
-	if id := l.topicID.Load(); id != nil {
+	if id := in.topicID.Load(); id != nil {
 		topicID = *id
 	}
-	return fmt.Sprintf("sluice2-%s-%s-%s-%s-%d-%d-%d-%x", table, first.schema, l.topics.raw, topicID, first.partition,
+	return fmt.Sprintf("sluice2-%s-%s-%s-%s-%d-%d-%d-%x", table, first.schema, in.topic, topicID, first.partition,
 		first.offset, last.offset, h.Sum(nil))
+}
+
+// readTopicID reads the raw topic's id, which the tokens of inserts name; it keeps the last one it
+// read when the broker does not answer (a topic recreated meanwhile differs in the tokens' content
+// hash all the same).
+func (in *inserter) readTopicID(ctx context.Context, cl *kgo.Client) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, in.topic)
+	if err == nil {
+		err = topics.Error()
+	}
+	d, ok := topics[in.topic]
+	if err != nil || !ok || d.ID == (kadm.TopicID{}) {
+		in.log.Warn("read the raw topic's id for the insert tokens; keeping the last one", "topic", in.topic, "error", err)
+		return
+	}
+	id := hex.EncodeToString(d.ID[:])
+	if old := in.topicID.Swap(&id); old != nil && *old != id {
+		in.log.Warn("the raw topic was created again: its id changed", "topic", in.topic, "was", *old, "now", id)
+	}
 }

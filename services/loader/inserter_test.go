@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicedata/sluice/pkg/chsink"
+	"github.com/sluicedata/sluice/pkg/delivery"
+	"github.com/sluicedata/sluice/pkg/pipeline"
+	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
+)
+
+// fakeSink is a blockSink: it fails a block that holds a payload containing fail with err, and
+// keeps the blocks it took and the tokens it was given.
+type fakeSink struct {
+	mu     sync.Mutex
+	fail   string
+	err    error
+	took   [][]string // the payloads of each block taken
+	tokens []string
+}
+
+func (s *fakeSink) Insert(_ context.Context, _ string, block *chsink.Block, _ time.Time, token string) error {
+	payloads := block.Column("payload").([]string)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = append(s.tokens, token)
+	for _, p := range payloads {
+		if s.fail != "" && strings.Contains(p, s.fail) {
+			return s.err
+		}
+	}
+	s.took = append(s.took, payloads)
+	return nil
+}
+
+func newTestInserter(t testing.TB, sink blockSink, tokens bool) *inserter {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	in := newInserter("raw", 200*time.Millisecond, pipeline.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond})
+	in.sink, in.schemas, in.metrics = sink, newFakeWriter(), newLoaderMetrics(reg, pipeline.NewMetrics(reg))
+	in.retrier = delivery.NewRetrier(reg, slog.New(slog.DiscardHandler))
+	in.tokens.Store(tokens)
+	return in
+}
+
+// testPlan is a plan of one block of partition 0 whose records hold payloads.
+func testPlan(payloads ...string) *tablePlan {
+	owner := &partition{}
+	items := make([]*item, len(payloads))
+	for i, p := range payloads {
+		key := fmt.Sprint(i)
+		v, _ := proto.Marshal(&sluicev1.Record{Key: key, Payload: []byte(p), Table: "t"})
+		items[i] = &item{partition: 0, offset: int64(i), owner: owner, raw: v, key: key, payload: []byte(p), table: "t"}
+	}
+	blk := &block{table: tableKey{"t", ""}, first: 0, last: int64(len(items) - 1), loadedAt: 1700000000}
+	return &tablePlan{t: &table{name: "t"}, units: []*unit{{partition: 0, owner: owner, items: items, blk: blk}}}
+}
+
+// TestInserterFindsRejectedRows: a block that ClickHouse refuses as bad data is split until the
+// rows that fail alone are found; the others go in, each piece with a token of its own.
+func TestInserterFindsRejectedRows(t *testing.T) {
+	sink := &fakeSink{fail: "bad", err: delivery.New(delivery.Data, "data", errors.New("code: 27, message: Cannot parse input"))}
+	in := newTestInserter(t, sink, true)
+	tp := testPlan(`{"a":1}`, `{"bad":2}`, `{"a":3}`, `{"a":4}`, `{"a":5}`, `{"bad":6}`, `{"a":7}`, `{"a":8}`)
+	res := in.insertTable(context.Background(), "t", "", nil, tp)
+	if res.err != nil || res.units != 1 || len(res.inserted) != 6 || len(res.rejected) != 2 {
+		t.Fatalf("err %v, %d units, %d inserted, %d rejected", res.err, res.units, len(res.inserted), len(res.rejected))
+	}
+	for _, rj := range res.rejected {
+		if !strings.Contains(string(rj.item.payload), "bad") || rj.class != "data" {
+			t.Errorf("rejected %s as %s", rj.item.payload, rj.class)
+		}
+	}
+	for _, tok := range sink.tokens {
+		if !strings.HasPrefix(tok, "sluice2-t--raw-") {
+			t.Errorf("token %q", tok)
+		}
+	}
+}
+
+// TestInserterIsolation: an unclassified failure is retried as it is, then, once the table is
+// held past its bounds (isolate), taken for the rows'; when every row fails alone it is the
+// table's, held like a schema failure.
+func TestInserterIsolation(t *testing.T) {
+	unclassified := delivery.New(delivery.Transient, chsink.Unclassified, errors.New("code: 395, message: Value passed to 'throwIf' function is non zero"))
+	tests := []struct {
+		name     string
+		fail     string
+		isolate  bool
+		failed   bool           // the flight ends with an error …
+		class    delivery.Class // … of this class
+		inserted int
+		rejected int
+	}{
+		{"retried before the bounds", "bad", false, true, delivery.Transient, 0, 0},
+		{"rows isolated past them", "bad", true, false, 0, 3, 1},
+		{"every row fails: the table's", `"`, true, true, delivery.Schema, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := newTestInserter(t, &fakeSink{fail: tt.fail, err: unclassified}, false)
+			tp := testPlan(`{"a":1}`, `{"bad":2}`, `{"a":3}`, `{"a":4}`)
+			tp.isolate = tt.isolate
+			ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
+			defer cancel()
+			res := in.insertTable(ctx, "t", "", nil, tp)
+			if got := delivery.ClassOf(res.err); (res.err != nil) != tt.failed || (tt.failed && got != tt.class) {
+				t.Fatalf("error %v of class %v, want an error %v of class %v", res.err, got, tt.failed, tt.class)
+			}
+			if len(res.inserted) != tt.inserted || len(res.rejected) != tt.rejected {
+				t.Fatalf("%d inserted, %d rejected", len(res.inserted), len(res.rejected))
+			}
+			for _, rj := range res.rejected {
+				if rj.class != chsink.Unclassified {
+					t.Errorf("rejected as %s", rj.class)
+				}
+			}
+		})
+	}
+}
+
+// TestInserterTokens: the sink gets a token only from a server that takes them.
+func TestInserterTokens(t *testing.T) {
+	for _, tokens := range []bool{false, true} {
+		sink := &fakeSink{}
+		in := newTestInserter(t, sink, tokens)
+		if res := in.insertTable(context.Background(), "t", "", nil, testPlan(`{"a":1}`)); res.err != nil {
+			t.Fatal(res.err)
+		}
+		if got := sink.tokens[0] != ""; got != tokens {
+			t.Errorf("tokens %v: the sink got %q", tokens, sink.tokens[0])
+		}
+	}
+}
