@@ -56,7 +56,7 @@ func NewCluster(name string, shards []Shard) (*Cluster, error) {
 
 // ReadCluster reads the cluster name from system.clusters of the server conn is connected to.
 func ReadCluster(ctx context.Context, conn *chconn.Conn, name string) (*Cluster, error) {
-	rows, err := conn.Query(ctx, "SELECT shard_num, shard_weight, host_address, port FROM system.clusters "+
+	rows, err := conn.Query(ctx, "SELECT shard_num, shard_weight, host_name, port FROM system.clusters "+
 		"WHERE cluster = ? ORDER BY shard_num, replica_num", name)
 	if err != nil {
 		return nil, fmt.Errorf("read cluster %s from system.clusters: %w", name, err)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,22 +361,34 @@ func TestClusterTables(t *testing.T) {
 		}
 	}
 
-	// A replica of shard 2 loses a column: the schema check says which shard.
+	// A replica of shard 2 without its local table: inserts go to the shard's other replica.
+	// With both replicas of the shard without it, the schema check says which shard.
 	last := w.cluster.Shards[len(w.cluster.Shards)-1]
-	conn, err := w.replicas.get(ctx, last.Replicas[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Exec(ctx, "DETACH TABLE "+db+".users_local"); err != nil {
-		t.Fatal(err)
-	}
-	w.Forget("users")
-	_, err = w.Schema(ctx, "users", typed)
-	if !containsAll(fmt.Sprint(err), fmt.Sprintf("shard %d (replica %s)", last.Num, last.Replicas[1])) {
-		t.Errorf("a replica without the local table: %v, want a schema problem of shard %d", err, last.Num)
-	}
-	if err := conn.Exec(ctx, "ATTACH TABLE "+db+".users_local"); err != nil {
-		t.Fatal(err)
+	for i, addr := range last.Replicas {
+		conn, err := w.replicas.get(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.Exec(ctx, "DETACH TABLE "+db+".users_local"); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := conn.Exec(ctx, "ATTACH TABLE "+db+".users_local"); err != nil {
+				t.Error(err)
+			}
+		}()
+		w.Forget("users")
+		_, err = w.Schema(ctx, "users", typed)
+		switch {
+		case i == 0 && err != nil:
+			t.Errorf("one replica of shard %d without the local table: %v, want the table taken (its other replica has it)", last.Num, err)
+		case i == 0:
+			if err := w.Insert(ctx, "users", blk, time.Unix(1700000001, 0), ""); err != nil {
+				t.Errorf("insert with one replica of shard %d without the local table: %v", last.Num, err)
+			}
+		case !containsAll(fmt.Sprint(err), fmt.Sprintf("shard %d (replica ", last.Num), "has no table"):
+			t.Errorf("no replica of shard %d with the local table: %v, want a schema problem of that shard", last.Num, err)
+		}
 	}
 }
 
@@ -396,5 +410,182 @@ func await(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within a minute")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// freezer is a TCP proxy to target that can be frozen: it stops moving bytes both ways, as a
+// SIGSTOPped server or a link that drops packets would.
+type freezer struct {
+	ln     net.Listener
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			pipe := func(dst, src net.Conn) {
+				defer dst.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					for f.frozen.Load() {
+						time.Sleep(10 * time.Millisecond)
+					}
+					if n > 0 {
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	return f
+}
+
+// TestClusterWriterHungReplica: the replica shard 1's rows go to hangs (its proxy stops moving
+// bytes); the insert gives it its share of the time and goes to the shard's other replica, and
+// the next insert starts there.
+func TestClusterWriterHungReplica(t *testing.T) {
+	w, _ := clusterWriter(t)
+	ctx := context.Background()
+	s, err := w.Schema(ctx, "events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := slices.Clone(w.cluster.Shards)
+	fz := newFreezer(t, shards[0].Replicas[0])
+	shards[0].Replicas = []string{fz.ln.Addr().String(), shards[0].Replicas[1]}
+	c, err := NewCluster(w.cluster.Name, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cluster = c
+	if err := w.Insert(ctx, "events", rawBlock(t, s, 0, 100), time.Unix(1700000100, 0), ""); err != nil {
+		t.Fatal(err) // through the proxy: it is shard 1's replica now
+	}
+	fz.frozen.Store(true)
+	ictx, cancel := context.WithTimeout(ctx, 6*time.Second)
+	defer cancel()
+	if err := w.Insert(ictx, "events", rawBlock(t, s, 100, 100), time.Unix(1700000100, 0), ""); err != nil {
+		t.Fatalf("insert with shard 1's replica hung: %v, want it taken by the other replica", err)
+	}
+	began := time.Now()
+	if err := w.Insert(ctx, "events", rawBlock(t, s, 200, 100), time.Unix(1700000100, 0), ""); err != nil || time.Since(began) > 2*time.Second {
+		t.Fatalf("the insert after: %v in %s, want it straight to the replica that answered", err, time.Since(began))
+	}
+}
+
+// TestClusterEvolveFinishesAHalfDoneAlter: the local tables got the new column and the Distributed
+// table did not (a loader killed between the two ALTERs): the next evolve adds it to the
+// Distributed table rather than failing on the local tables' column, which exists.
+func TestClusterEvolveFinishesAHalfDoneAlter(t *testing.T) {
+	w, cfg := clusterWriter(t)
+	ctx := context.Background()
+	sink := mustSink(t, &sluicev1.SinkSchema{Table: "ev", Create: true, OnNewField: "evolve", OrderBy: []string{"id"}, Columns: []*sluicev1.SinkColumn{
+		{Name: "id", Type: "UInt64", From: "id"}, {Name: "name", Type: "String", From: "name"}}})
+	if _, err := w.Schema(ctx, "ev", sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.seed.Exec(ctx, fmt.Sprintf("ALTER TABLE `%s`.ev_local ON CLUSTER sluice ADD COLUMN extra Nullable(String)", cfg.Database)); err != nil {
+		t.Fatal(err)
+	}
+	inf := &Inference{}
+	inf.Add([]byte(`"x"`))
+	if err := w.Evolve(ctx, "ev", map[string]*Inference{"extra": inf}); err != nil {
+		t.Fatalf("evolve after a half-done ALTER: %v", err)
+	}
+	// A field new to both: every server's local and Distributed tables get it.
+	if _, err := w.Schema(ctx, "ev", sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Evolve(ctx, "ev", map[string]*Inference{"more": inf}); err != nil {
+		t.Fatalf("evolve: %v", err)
+	}
+	for _, sh := range w.cluster.Shards {
+		for _, addr := range sh.Replicas {
+			conn, err := w.replicas.get(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n uint64
+			err = conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table IN ('ev', 'ev_local') AND name IN ('extra', 'more')", cfg.Database).Scan(&n)
+			if err != nil || n != 4 {
+				t.Errorf("server %s has %d of the 4 new columns (extra and more in ev and ev_local): %v", addr, n, err)
+			}
+		}
+	}
+}
+
+// TestClusterRandShardedTable: a Distributed table sharded by rand() over replacing local tables
+// ordered by id: the loader routes by id (the local table's sorting key), not by the sink's first
+// column, so that the versions of one id replace each other on one shard.
+func TestClusterRandShardedTable(t *testing.T) {
+	w, cfg := clusterWriter(t)
+	ctx := context.Background()
+	db := "`" + cfg.Database + "`"
+	for _, sql := range []string{
+		"CREATE TABLE " + db + ".u_local ON CLUSTER sluice (name String, id UInt64, v UInt64) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" + cfg.Database + "/u_local', '{replica}', v) ORDER BY id",
+		"CREATE TABLE " + db + ".u ON CLUSTER sluice (name String, id UInt64, v UInt64) ENGINE = Distributed(sluice, " + cfg.Database + ", u_local, rand())",
+	} {
+		if err := w.seed.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := mustSink(t, &sluicev1.SinkSchema{Table: "u", Columns: []*sluicev1.SinkColumn{
+		{Name: "name", Type: "String", From: "name"}, {Name: "id", Type: "UInt64", From: "id"}, {Name: "v", Type: "UInt64", From: "v"}}})
+	s, err := w.Schema(ctx, "u", sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := w.tables["u"].key; key != "id" {
+		t.Fatalf("routes by %q, want id, the local table's sorting key", key)
+	}
+	for v, name := range []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"} {
+		b := s.NewBlock(1)
+		if err := b.Add(&Input{Key: "1", Record: []byte(fmt.Sprintf(`{"name":%q,"id":1,"v":%d}`, name, v))}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Insert(ctx, "u", b, time.Unix(1700000000, 0), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holding := 0
+	for _, sh := range w.cluster.Shards {
+		conn, err := w.replicas.get(ctx, sh.Replicas[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m uint64
+		await(t, func() bool {
+			return conn.QueryRow(ctx, "SELECT count() FROM "+db+".u_local WHERE id = 1").Scan(&m) == nil && (m == 0 || m == 8)
+		})
+		if m > 0 {
+			holding++
+		}
+	}
+	if holding != 1 {
+		t.Fatalf("the versions of id 1 are on %d shards, want 1", holding)
 	}
 }

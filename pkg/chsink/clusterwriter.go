@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,28 @@ const LocalSuffix = "_local"
 // partition's commit metadata records at most ~100 planned blocks, each split into one part per
 // shard; the window holds those of many partitions and members inserting meanwhile.
 const ReplicatedDeduplicationWindow = 10000
+
+// ErrShardUnavailable is a shard none of whose replicas took its part of a block.
+var ErrShardUnavailable = errors.New("no replica of the shard took its rows")
+
+// ShardError is an insert that some shards did not take, every one of them for a transient reason
+// (it wraps ErrShardUnavailable and their errors): Rows are the indexes, in the block, of the
+// rows those shards were to take; the block's other rows are in. Sent again as a block of their
+// own, in the same order, with the same load time (and token), those rows make exactly the parts
+// that were refused, so that a part that did land after all is dropped as a repeat.
+type ShardError struct {
+	Rows []int
+	Err  error
+}
+
+func (e *ShardError) Error() string {
+	if e.Err == nil {
+		return ErrShardUnavailable.Error()
+	}
+	return e.Err.Error()
+}
+
+func (e *ShardError) Unwrap() []error { return []error{ErrShardUnavailable, e.Err} }
 
 // ErrNotDistributed is a sink table on a cluster that is not a Distributed table: rows written
 // to it would land on one server.
@@ -111,8 +134,14 @@ func (w *ClusterWriter) Schema(ctx context.Context, table string, sink *Sink) (*
 		return nil, Classify(fmt.Errorf("%s.%s: %w", w.seed.Database, table, err))
 	}
 	key := ct.key
-	if key == "" && len(s.OrderBy) > 0 {
-		key = s.OrderBy[0]
+	if key == "" {
+		if key, err = sortingColumn(ctx, w.seed, ct.local); err != nil {
+			return nil, Classify(err)
+		}
+		if key == "" {
+			return nil, Classify(fmt.Errorf("%w: %s.%s: its sharding key is rand() or none, and its local table %s has no sorting column to shard by instead",
+				ErrIncompatibleTable, w.seed.Database, table, ct.local))
+		}
 	}
 	switch c := s.column(key); {
 	case c == nil:
@@ -125,6 +154,10 @@ func (w *ClusterWriter) Schema(ctx context.Context, table string, sink *Sink) (*
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ct.key = key
+	if have := w.tables[table]; have != nil && have.local == ct.local && have.key == ct.key {
+		ct = have // the same layout: its other sinks' schemas stay
+	}
 	w.tables[table] = ct
 	ct.schemas[id] = s
 	return s, nil
@@ -187,33 +220,58 @@ func distributedLayout(database, table, cluster, engine, full string) (*clusterT
 	return &clusterTable{local: d.local, key: d.key, schemas: map[string]*Schema{}}, nil
 }
 
-// checkReplicas checks that the local table of every replica that answers takes the rows of
-// sink, and that every shard has a replica that answers.
+// sortingColumn is the first column of table's sorting key ("" when it has none that is a plain
+// column): what the loader shards a Distributed table's rows by when its own key is rand() or
+// none, so that the rows of one key replace each other on one shard.
+func sortingColumn(ctx context.Context, conn *chconn.Conn, table string) (string, error) {
+	var key string
+	if err := conn.QueryRow(ctx, "SELECT sorting_key FROM system.tables WHERE database = ? AND name = ?", conn.Database, table).Scan(&key); err != nil {
+		return "", fmt.Errorf("read the sorting key of %s.%s: %w", conn.Database, table, err)
+	}
+	first, _, _ := strings.Cut(strings.Trim(key, "() "), ",")
+	first = strings.Trim(strings.TrimSpace(first), "`")
+	if !legalTable.MatchString(first) {
+		return "", nil
+	}
+	return first, nil
+}
+
+// checkReplicas checks that every shard has a replica whose local table takes the rows of sink.
+// A replica whose table does not (it lacks the table or a column: a replicated ALTER it has yet to
+// apply, a replica added later) is said in the log, and inserts go to the shard's others; a shard
+// none of whose replicas that answer takes them is a schema error that names it, and a shard
+// whose replicas do not answer a transient one.
 func (w *ClusterWriter) checkReplicas(ctx context.Context, local string, sink *Sink) error {
 	for _, s := range w.cluster.Shards {
-		answered := false
-		var last error
+		good := 0
+		var refused, unreached error
 		for _, addr := range s.Replicas {
 			conn, err := w.replicas.get(ctx, addr)
+			var cols []tableColumn
+			if err == nil {
+				cols, err = describe(ctx, conn, local)
+			}
 			if err != nil {
-				last = err
+				unreached = err
 				continue
 			}
-			cols, err := describe(ctx, conn, local)
-			if err != nil {
-				last = err
+			switch _, rerr := resolve(cols, sink); {
+			case len(cols) == 0:
+				refused = fmt.Errorf("%w: shard %d (replica %s) has no table %s.%s", ErrIncompatibleTable, s.Num, addr, conn.Database, local)
+			case rerr != nil:
+				refused = fmt.Errorf("shard %d (replica %s): %s.%s: %w", s.Num, addr, conn.Database, local, rerr)
+			default:
+				good++
 				continue
 			}
-			answered = true
-			if len(cols) == 0 {
-				return Classify(fmt.Errorf("%w: shard %d (replica %s) has no table %s.%s", ErrIncompatibleTable, s.Num, addr, conn.Database, local))
-			}
-			if _, err := resolve(cols, sink); err != nil {
-				return Classify(fmt.Errorf("shard %d (replica %s): %s.%s: %w", s.Num, addr, conn.Database, local, err))
-			}
+			w.log.Warn("a replica's table does not take the rows; inserts go to the shard's other replicas", "shard", s.Num, "replica", addr, "error", refused)
 		}
-		if !answered {
-			return Classify(fmt.Errorf("shard %d: no replica answers: %w", s.Num, last))
+		switch {
+		case good > 0:
+		case refused != nil:
+			return Classify(refused)
+		default:
+			return Classify(fmt.Errorf("shard %d: no replica answers: %w", s.Num, unreached))
 		}
 	}
 	return nil
@@ -226,7 +284,7 @@ func (w *ClusterWriter) Forget(table string) {
 	w.mu.Unlock()
 }
 
-// Evolve adds a Nullable column for each new field to table's local tables on every replica and to
+// Evolve adds a Nullable column for each new field to table's local tables on every server and to
 // the Distributed table, ON CLUSTER, and forgets the table's schemas. Its errors are classified.
 func (w *ClusterWriter) Evolve(ctx context.Context, table string, fields map[string]*Inference) error {
 	w.mu.Lock()
@@ -236,15 +294,34 @@ func (w *ClusterWriter) Evolve(ctx context.Context, table string, fields map[str
 	if ct == nil {
 		return Classify(fmt.Errorf("evolve %s: the table was not looked at", table))
 	}
-	return evolve(ctx, w.seed, table, fields, w.log, func(adds string) error {
-		for _, t := range []string{ct.local, table} {
-			sql := fmt.Sprintf("ALTER TABLE `%s`.`%s` ON CLUSTER `%s` %s", w.seed.Database, t, w.cluster.Name, adds)
-			if err := w.seed.Exec(ctx, sql); err != nil {
+	// The local tables first, then the Distributed one, each given the columns it lacks: an ALTER
+	// that reached one and not the other (a member killed between them, a server slow to take its
+	// part) is finished by the next try rather than repeated. ON CLUSTER queues the local tables'
+	// ALTER for a server that is down, which applies it when it is back, and their replicas pass
+	// it on. 18.16 refuses ALTER … ON CLUSTER of a table that is not replicated on a cluster of
+	// replicated shards, so the Distributed table is altered on each server in turn: a server that
+	// does not answer fails the evolve, which is tried again.
+	err := evolve(ctx, w.seed, ct.local, fields, w.log, func(adds string) error {
+		return w.seed.Exec(ctx, fmt.Sprintf("ALTER TABLE `%s`.`%s` ON CLUSTER `%s` %s", w.seed.Database, ct.local, w.cluster.Name, adds))
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range w.cluster.Shards {
+		for _, addr := range s.Replicas {
+			conn, err := w.replicas.get(ctx, addr)
+			if err != nil {
+				return Classify(fmt.Errorf("add the new columns to %s at %s: %w", table, addr, err))
+			}
+			err = evolve(ctx, conn, table, fields, w.log, func(adds string) error {
+				return conn.Exec(ctx, fmt.Sprintf("ALTER TABLE `%s`.`%s` %s", conn.Database, table, adds))
+			})
+			if err != nil {
 				return err
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Insert writes block into table's shards: each row into the local table of a replica of the
@@ -264,9 +341,6 @@ func (w *ClusterWriter) Insert(ctx context.Context, table string, block *Block, 
 		return Classify(fmt.Errorf("%w: insert into %s before its schema was resolved", ErrIncompatibleTable, table))
 	}
 	key := ct.key
-	if key == "" {
-		key = block.schema.OrderBy[0]
-	}
 	col := block.schema.column(key)
 	if col == nil {
 		return Classify(fmt.Errorf("%w: %s: no sharding column %s in the rows", ErrIncompatibleTable, table, key))
@@ -300,45 +374,89 @@ func (w *ClusterWriter) Insert(ctx context.Context, table string, block *Block, 
 			return err
 		}
 	}
-	return errors.Join(slices.DeleteFunc(errs, func(e error) bool { return e == nil })...)
+	var refused []int
+	for i, err := range errs {
+		if err != nil {
+			refused = append(refused, routes[i]...)
+		}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	slices.Sort(refused)
+	return &ShardError{Rows: refused, Err: errors.Join(slices.DeleteFunc(errs, func(e error) bool { return e == nil })...)}
 }
 
 // insertShard inserts part into the local table of shard i's replicas: the one that took the last
-// part first, then the others, until one takes it. A refusal of the rows is not tried elsewhere.
+// part first, then the others, until one takes it. Each replica gets its share of the time left, so
+// that one that hangs (stopped, or behind a link that drops packets) gives way to the next. A
+// replica that refuses the rows as not fitting its table (a column it lacks) gives way too; the rows
+// are refused only when every replica of the shard refuses them.
 func (w *ClusterWriter) insertShard(ctx context.Context, i int, local string, part *Block, loadedAt time.Time, token string) error {
 	s := w.cluster.Shards[i]
 	first := w.replicas.preferred(i)
+	shardToken := ""
+	if token != "" {
+		shardToken = fmt.Sprintf("%s/%d", token, s.Num)
+	}
 	var last error
+	refusals := 0
 	for k := range s.Replicas {
+		if ctx.Err() != nil {
+			break
+		}
 		r := (first + k) % len(s.Replicas)
 		addr := s.Replicas[r]
-		conn, err := w.replicas.get(ctx, addr)
-		if err != nil {
-			last = Classify(fmt.Errorf("shard %d: %w", s.Num, err))
-			continue
-		}
-		shardToken := ""
-		if token != "" {
-			shardToken = fmt.Sprintf("%s/%d", token, s.Num)
-		}
-		settings, _ := insertSettings(conn.Features, "", shardToken)
-		if w.quorum > 1 {
-			settings["insert_quorum"] = w.quorum
-		}
-		err = Classify(sendBlock(clickhouse.Context(ctx, clickhouse.WithSettings(settings)), conn, local, part, loadedAt))
+		actx, cancel := context.WithTimeout(ctx, w.attemptTimeout(ctx, len(s.Replicas)-k))
+		err := w.sendTo(actx, addr, local, part, loadedAt, shardToken)
+		cancel()
 		if err == nil {
 			w.replicas.prefer(i, r)
 			w.heard(s.Num, true)
 			return nil
 		}
-		if delivery.ClassOf(err) != delivery.Transient || ctx.Err() != nil {
-			return fmt.Errorf("shard %d (replica %s): %w", s.Num, addr, err)
-		}
-		w.log.Warn("a replica did not take its shard's rows; trying the next", "shard", s.Num, "replica", addr, "error", err)
 		last = fmt.Errorf("shard %d (replica %s): %w", s.Num, addr, err)
+		switch delivery.ClassOf(err) {
+		case delivery.Transient:
+		case delivery.Schema:
+			refusals++
+		default:
+			return last // bad rows are bad on every replica
+		}
+		w.replicas.prefer(i, (r+1)%len(s.Replicas))
+		w.log.Warn("a replica did not take its shard's rows; trying the next", "shard", s.Num, "replica", addr, "error", err)
+	}
+	if refusals == len(s.Replicas) {
+		return last
 	}
 	w.heard(s.Num, false)
-	return last
+	if last == nil {
+		last = Classify(ctx.Err())
+	}
+	return fmt.Errorf("%w: %w", ErrShardUnavailable, last)
+}
+
+// attemptTimeout is one replica's share of the time ctx leaves, left replicas to try; without a
+// deadline, the read timeout.
+func (w *ClusterWriter) attemptTimeout(ctx context.Context, left int) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return w.replicas.cfg.ReadTimeout
+	}
+	return max(time.Until(dl)/time.Duration(max(left, 1)), time.Second)
+}
+
+// sendTo inserts part into local at the replica at addr. Its errors are classified.
+func (w *ClusterWriter) sendTo(ctx context.Context, addr, local string, part *Block, loadedAt time.Time, token string) error {
+	conn, err := w.replicas.get(ctx, addr)
+	if err != nil {
+		return Classify(err)
+	}
+	settings, _ := insertSettings(conn.Features, "", token)
+	if w.quorum > 1 {
+		settings["insert_quorum"] = w.quorum
+	}
+	return Classify(sendBlock(clickhouse.Context(ctx, clickhouse.WithSettings(settings)), conn, local, part, loadedAt))
 }
 
 func (w *ClusterWriter) heard(shard uint32, took bool) {

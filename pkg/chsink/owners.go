@@ -172,8 +172,14 @@ func ClaimTable(ctx context.Context, conn *chconn.Conn, table string, c Claim) e
 	if slices.ContainsFunc(owners, func(o Owner) bool { return o.Job == c.Job && o.Shared == c.Shared }) {
 		return nil
 	}
-	if err := conn.Exec(ctx, ownersSQL(conn.Database, conn.Cluster)); err != nil {
-		return fmt.Errorf("create %s.%s: %w", conn.Database, OwnersTable, err)
+	// Made once, when missing: on a cluster its DDL waits for every server.
+	switch engine, err := engineOf(ctx, conn, OwnersTable); {
+	case err != nil:
+		return err
+	case engine == "":
+		if err := conn.Exec(ctx, ownersSQL(conn.Database, conn.Cluster)); err != nil {
+			return fmt.Errorf("create %s.%s: %w", conn.Database, OwnersTable, err)
+		}
 	}
 	shared := 0
 	if c.Shared {

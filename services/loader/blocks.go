@@ -33,6 +33,10 @@ type block struct {
 	// tried is a block that an insert was tried of (by this member, or, for a block read from
 	// commit metadata, perhaps by the partition's last owner): part of it may be in.
 	tried bool
+	// token is the insert deduplication token of the block's first try, kept for a block that
+	// some shards of a cluster took and others did not: the rows those refused are sent again
+	// alone under it, so that a part that landed after all is dropped.
+	token string
 }
 
 func (b block) covers(offset int64) bool { return b.first <= offset && offset <= b.last }
@@ -223,6 +227,8 @@ type unit struct {
 	owner *partition
 	items []*item
 	blk   *block
+	// token is the block's token when it is partly in (block.token): its rows go with it.
+	token string
 }
 
 // plan plans the blocks of the due tables and records them before they are inserted. Per table
@@ -274,7 +280,7 @@ func (c *committer) plan(ctx context.Context, due []*table) ([]*tablePlan, error
 				case s.next <= b.last:
 					blocked = true // not all its records are here yet: it waits, and what follows it
 				default:
-					tp.units = append(tp.units, &unit{partition: p, owner: s, items: covered, blk: b})
+					tp.units = append(tp.units, &unit{partition: p, owner: s, items: covered, blk: b, token: b.token})
 					touched[p] = true
 				}
 			}
@@ -372,6 +378,13 @@ func (c *committer) tried(u *unit) {
 	}
 }
 
+// parked records that u's block is partly in, with the token its remaining rows go with.
+func (c *committer) parked(u *unit, token string) {
+	if b := c.find(u); b != nil {
+		b.tried, b.token = true, token
+	}
+}
+
 // replan drops the planned block of failed, and those of the units after it that no insert was
 // tried of: their records are planned again, as smaller blocks.
 func (c *committer) replan(failed *unit, after []*unit) {
@@ -411,6 +424,16 @@ func (c *committer) offsets(waiting iter.Seq2[int32, int64]) map[int32]kgo.Epoch
 	for p, o := range waiting {
 		if w := marks[p]; w != nil {
 			w.Hold(o)
+		}
+	}
+	// A block not yet in holds the commit at its first offset, even where its first records are
+	// in (those a cluster's other shards took): a member that takes the partition over forms it
+	// again from all its records, so that the parts that landed are dropped as repeats.
+	for p, s := range c.parts {
+		for _, b := range s.blocks {
+			if !b.inserted {
+				marks[p].Hold(b.first)
+			}
 		}
 	}
 	out := map[int32]kgo.EpochOffset{}

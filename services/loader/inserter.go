@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -66,11 +67,13 @@ type insertResult struct {
 	inserted []*item
 	rejected []rejection
 	err      error
-	// units is how many of the plan's blocks are done; sink is the sink resolved for a table
-	// that had none; took is how long the flight took.
-	units int
-	sink  *chsink.Sink
-	took  time.Duration
+	// units is how many of the plan's blocks were tried, and parked those of them that a shard of
+	// the cluster did not take (chsink.ErrShardUnavailable): they wait, the others are done. sink
+	// is the sink resolved for a table that had none; took is how long the flight took.
+	units  int
+	parked map[int]string
+	sink   *chsink.Sink
+	took   time.Duration
 }
 
 // rejection is a record that its table refused, with the dead-letter class and why: a value its
@@ -111,9 +114,22 @@ func (in *inserter) insertTable(ctx context.Context, name, schemaID string, sink
 		}
 		sink, res.sink = found, found
 	}
-	for _, u := range tp.units {
+	for i, u := range tp.units {
 		ins, rej, err := in.insertUnit(ctx, name, sink, u, tp.isolate)
 		res.inserted = append(res.inserted, ins...)
+		var pe *parkedError
+		if errors.As(err, &pe) {
+			// Shards of the cluster did not take their rows: those wait, the other shards' are in
+			// (counted inserted), and the blocks after it go on, so that the other shards' rows
+			// keep landing. Its partition's commit stays below the block until it is all in.
+			if res.parked == nil {
+				res.parked = map[int]string{}
+			}
+			res.rejected = append(res.rejected, rej...)
+			res.parked[i], res.units = pe.token, res.units+1
+			res.err = cmp.Or(res.err, pe.err)
+			continue
+		}
 		if err != nil {
 			res.err = err
 			return res
@@ -150,7 +166,16 @@ func (in *inserter) insertUnit(ctx context.Context, name string, sink *chsink.Si
 			}
 			continue
 		}
-		inserted, rej, err := in.insertRows(ctx, name, good, block, loadedAt, isolate)
+		token := u.token // a block partly in: its remaining rows go with its first try's token
+		if token == "" {
+			token = in.tokenFor(name, good, loadedAt)
+		}
+		inserted, rej, err := in.insertRows(ctx, name, good, block, loadedAt, isolate, token)
+		var pe *parkedError
+		if errors.As(err, &pe) {
+			pe.token = token
+			return inserted, rejected, err
+		}
 		if err == nil && isolate && len(inserted) == 0 && len(good) > 1 && len(rej) == len(good) {
 			// Every row failed alone: the failure is the table's (a view that throws on every
 			// row, a server that takes no insert), not the rows'. It is held like a schema
@@ -185,13 +210,9 @@ func fieldClass(err error) string {
 // ctx lasts. On a data failure it inserts each half on its own, down to single rows, which are the
 // rejected ones; with isolate, an unclassified failure is taken as a data failure too (rejected with
 // class unclassified), not retried.
-func (in *inserter) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time, isolate bool) ([]*item, []rejection, error) {
+func (in *inserter) insertRows(ctx context.Context, name string, items []*item, rows *chsink.Block, loadedAt time.Time, isolate bool, token string) ([]*item, []rejection, error) {
 	if len(items) == 0 {
 		return nil, nil, nil
-	}
-	token := ""
-	if in.tokens.Load() {
-		token = in.token(name, items, loadedAt)
 	}
 	pol := delivery.Policy{Backoff: in.backoff, Deadline: in.timeout / 2}
 	var refused error // refused for its partitions: the same block is refused every time
@@ -205,6 +226,11 @@ func (in *inserter) insertRows(ctx context.Context, name string, items []*item, 
 		case refusedPartitions(err):
 			refused = err
 			return nil
+		case errors.Is(err, chsink.ErrShardUnavailable):
+			// Not tried again here: the shards' rows wait for the table's next flight, and the
+			// blocks after it are tried meanwhile (insertTable).
+			refused = err
+			return nil
 		case isolate && delivery.ReasonOf(err) == chsink.Unclassified:
 			return delivery.New(delivery.Data, chsink.Unclassified, err)
 		}
@@ -212,6 +238,21 @@ func (in *inserter) insertRows(ctx context.Context, name string, items []*item, 
 	})
 	if refused != nil {
 		err = refused
+	}
+	var shards *chsink.ShardError
+	if errors.As(err, &shards) {
+		waiting := make(map[int]bool, len(shards.Rows))
+		for _, r := range shards.Rows {
+			waiting[r] = true
+		}
+		var landed []*item
+		for i, it := range items {
+			if !waiting[i] {
+				landed = append(landed, it)
+			}
+		}
+		in.metrics.rowsInserted.Add(float64(len(landed)))
+		return landed, nil, &parkedError{err: err}
 	}
 	switch {
 	case err == nil:
@@ -222,12 +263,12 @@ func (in *inserter) insertRows(ctx context.Context, name string, items []*item, 
 		return nil, []rejection{{items[0], delivery.ReasonOf(err), err}}, nil
 	}
 	mid := len(items) / 2
-	inLeft, rejLeft, err := in.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt, isolate)
+	inLeft, rejLeft, err := in.insertRows(ctx, name, items[:mid], rows.Slice(0, mid), loadedAt, isolate, in.tokenFor(name, items[:mid], loadedAt))
 	if err != nil {
-		return inLeft, rejLeft, err
+		return inLeft, rejLeft, unpark(err)
 	}
-	inRight, rejRight, err := in.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate)
-	return append(inLeft, inRight...), append(rejLeft, rejRight...), err
+	inRight, rejRight, err := in.insertRows(ctx, name, items[mid:], rows.Slice(mid, rows.Len()), loadedAt, isolate, in.tokenFor(name, items[mid:], loadedAt))
+	return append(inLeft, inRight...), append(rejLeft, rejRight...), unpark(err)
 }
 
 // token is the insert deduplication token of a block of items: the table and sink schema, the raw
@@ -237,6 +278,34 @@ func (in *inserter) insertRows(ctx context.Context, name string, items []*item, 
 // same token, and so the same block; other records at the same offsets (a recreated topic, another
 // deployment loading the same table) make another, so that the server drops only a block that is
 // in already.
+// parkedError is a block that some shards of a cluster took and others did not
+// (chsink.ShardError): the rows of those wait, to go again with token.
+type parkedError struct {
+	err   error
+	token string
+}
+
+// unpark is err without parking: the rows that wait after a half of a split block are not one
+// shard's part of a block, and go again as blocks of their own.
+func unpark(err error) error {
+	var pe *parkedError
+	if errors.As(err, &pe) {
+		return pe.err
+	}
+	return err
+}
+
+func (e *parkedError) Error() string { return e.err.Error() }
+func (e *parkedError) Unwrap() error { return e.err }
+
+// tokenFor is the token of a block of items, "" where the server takes none.
+func (in *inserter) tokenFor(table string, items []*item, loadedAt time.Time) string {
+	if !in.tokens.Load() {
+		return ""
+	}
+	return in.token(table, items, loadedAt)
+}
+
 func (in *inserter) token(table string, items []*item, loadedAt time.Time) string {
 	h := sha256.New()
 	var n [8]byte

@@ -142,3 +142,59 @@ func TestInserterTokens(t *testing.T) {
 		}
 	}
 }
+
+// shardSink is a blockSink of a cluster whose second shard is down: it takes the rows whose
+// payload holds "s1" and refuses the others as a shard that did not take them.
+type shardSink struct {
+	mu     sync.Mutex
+	took   []string
+	tokens []string
+}
+
+func (s *shardSink) Insert(_ context.Context, _ string, block *chsink.Block, _ time.Time, token string) error {
+	payloads := block.Column("payload").([]string)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = append(s.tokens, token)
+	var down []int
+	for i, p := range payloads {
+		if strings.Contains(p, "s1") {
+			s.took = append(s.took, p)
+		} else {
+			down = append(down, i)
+		}
+	}
+	if len(down) == 0 {
+		return nil
+	}
+	return &chsink.ShardError{Rows: down}
+}
+
+// TestInserterParksAShardsRows: a block that one shard of a cluster did not take is parked: the
+// other shard's rows count as in, the refused rows wait with the block's token, and the blocks
+// after it go on; sent again, the waiting rows go alone under that same token.
+func TestInserterParksAShardsRows(t *testing.T) {
+	sink := &shardSink{}
+	in := newTestInserter(t, sink, true)
+	tp := testPlan(`{"s1":0}`, `{"s2":1}`, `{"s1":2}`, `{"s2":3}`)
+	second := testPlan(`{"s1":4}`)
+	tp.units = append(tp.units, second.units...)
+	res := in.insertTable(context.Background(), "t", "", nil, tp)
+	if !errors.Is(res.err, chsink.ErrShardUnavailable) || res.units != 2 || len(res.inserted) != 3 {
+		t.Fatalf("err %v, %d units, %d inserted; want the shard's error, both blocks tried, the second whole", res.err, res.units, len(res.inserted))
+	}
+	token, parked := res.parked[0]
+	if !parked || token == "" || token != sink.tokens[0] {
+		t.Fatalf("parked %v with token %q, want the first block parked with the token it was sent with (%q)", res.parked, token, sink.tokens[0])
+	}
+	if len(sink.took) != 3 {
+		t.Fatalf("took %v, want the first shard's two rows of the first block and the second block", sink.took)
+	}
+	// The next flight sends the waiting rows alone, under the parked token.
+	left := testPlan(`{"s2":1}`, `{"s2":3}`)
+	left.units[0].token = token
+	in.insertTable(context.Background(), "t", "", nil, left)
+	if got := sink.tokens[len(sink.tokens)-1]; got != token {
+		t.Fatalf("the waiting rows went with token %q, want %q", got, token)
+	}
+}

@@ -341,7 +341,11 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 		t.sink = res.sink
 	}
 	rows := 0
-	for _, u := range tp.units[:res.units] {
+	for i, u := range tp.units[:res.units] {
+		if token, ok := res.parked[i]; ok {
+			l.blocks.parked(u, token) // part of it is in; the rest waits
+			continue
+		}
 		l.blocks.mark(u, true)
 		l.metrics.batchRows.Observe(float64(len(u.items)))
 		rows += len(u.items)
@@ -403,7 +407,7 @@ func (l *Loader) load(tp *tablePlan, res insertResult, b *batch) {
 		}
 	default:
 		t.failed(delivery.Transient, err, l.batcher.backoff.Delay(t.attempt), now)
-		if res.units < len(tp.units) { // the failure came at a block, not before them (resolving the sink)
+		if _, parked := res.parked[res.units]; res.units < len(tp.units) && !parked { // the failure came at a block, not before them (resolving the sink)
 			failed := tp.units[res.units]
 			l.blocks.tried(failed)
 			if t.shrink(len(failed.items), err, min(l.cfg.BatchRowsMin, l.cfg.BatchRows)) {
