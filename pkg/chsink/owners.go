@@ -25,6 +25,8 @@ var ErrOwned = errors.New("the table is written by another job")
 type Claim struct {
 	Job    string
 	Shared bool
+	// Cluster is the cluster the job's sink names (sink.cluster), "" for none.
+	Cluster string
 }
 
 // Owner is a job name that claimed a table: since its first claim, shared as its last one says.

@@ -212,6 +212,7 @@ func (d *decoder) specFields(s *Spec) map[string]fieldFunc {
 			"on_new_field": d.str(&s.Sink.OnNewField),
 			"on_error":     d.policy(&s.Sink.OnError),
 			"shared":       d.boolean(&s.Sink.Shared),
+			"cluster":      d.str(&s.Sink.Cluster),
 		}),
 		"incremental": d.object(map[string]fieldFunc{
 			"cursor_field":  d.str(&s.Incremental.CursorField),

@@ -209,6 +209,10 @@ type Sink struct {
 	// jobs sharing a table stay apart: the raw landing table and a created typed table are sorted
 	// by the job's name as well as the key.
 	Shared bool `json:"shared,omitempty" yaml:"shared,omitempty"`
+	// Cluster names the ClickHouse cluster the table is on (its Distributed table and replicated
+	// local tables): a planner whose deployment writes another cluster, or one server
+	// (SLUICE_CLICKHOUSE_CLUSTER), refuses the job rather than land it elsewhere.
+	Cluster string `json:"cluster,omitempty" yaml:"cluster,omitempty"`
 }
 
 // SinkColumn is one column of a typed sink.
@@ -391,10 +395,12 @@ type sinkDoc[C any] struct {
 	OnNewField string   `json:"on_new_field,omitempty" yaml:"on_new_field,omitempty"`
 	OnError    string   `json:"on_error,omitempty" yaml:"on_error,omitempty"`
 	Shared     bool     `json:"shared,omitempty" yaml:"shared,omitempty"`
+	Cluster    string   `json:"cluster,omitempty" yaml:"cluster,omitempty"`
 }
 
 func (k Sink) doc() sinkDoc[any] {
-	d := sinkDoc[any]{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError, Shared: k.Shared}
+	d := sinkDoc[any]{Table: k.Table, Create: k.Create, OrderBy: k.OrderBy, OnNewField: k.OnNewField, OnError: k.OnError, Shared: k.Shared,
+		Cluster: k.Cluster}
 	switch {
 	case k.FromTable:
 		d.Columns = "from_table"
@@ -407,7 +413,7 @@ func (k Sink) doc() sinkDoc[any] {
 // sinkFrom is the Sink of d: from_table, or the columns that list decodes (none when it is nil).
 func sinkFrom[C any](d sinkDoc[C], fromTable bool, list func(dst *[]SinkColumn) error) (Sink, error) {
 	k := Sink{Table: d.Table, FromTable: fromTable, Create: d.Create, OrderBy: d.OrderBy, OnNewField: d.OnNewField, OnError: d.OnError,
-		Shared: d.Shared}
+		Shared: d.Shared, Cluster: d.Cluster}
 	if fromTable || list == nil {
 		return k, nil
 	}

@@ -993,7 +993,13 @@ func TestTypedSink(t *testing.T) {
 	if s, err := jobspec.Parse([]byte(head + "sink: {table: orders, shared: true}\n")); err != nil || !s.Sink.Shared || !strings.Contains(string(s.JSON()), `"shared":true`) {
 		t.Fatalf("shared raw sink: %+v, %v", s, err)
 	}
+	// sink.cluster names the cluster the table is on; it survives JSON, and must be a name.
+	if s, err := jobspec.Parse([]byte(head + "sink: {table: orders, cluster: sluice}\n")); err != nil || s.Sink.Cluster != "sluice" ||
+		!strings.Contains(string(s.JSON()), `"cluster":"sluice"`) {
+		t.Fatalf("sink on a cluster: %+v, %v", s, err)
+	}
 	for _, tt := range []struct{ sink, path, message string }{
+		{"{table: o, cluster: 'a b'}", "sink.cluster", "must be a cluster name of the servers' remote_servers: letters, digits or '_', not starting with a digit"},
 		{"{table: o, columns: everything}", "sink.columns", "must be from_table or a list of columns"},
 		{"{table: o, columns: [{name: id}]}", "sink.columns[0].type", "required"},
 		{"{table: o, columns: [{name: id, type: Int128x}]}", "sink.columns[0].type", `column type "Int128x": unknown type "Int128x"`},

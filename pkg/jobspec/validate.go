@@ -86,6 +86,9 @@ func (s *Spec) validate(p *problems) {
 	default:
 		s.Sink.validate(s.Name, p)
 	}
+	if s.Sink.Cluster != "" && !tableRE.MatchString(s.Sink.Cluster) {
+		p.add("sink.cluster", "must be a cluster name of the servers' remote_servers: letters, digits or '_', not starting with a digit")
+	}
 }
 
 // validate checks a typed sink with the rules the loader applies (chsink.NewSink), and refuses the

@@ -145,7 +145,7 @@ func (p *Planner) plan(ctx context.Context, spec *jobspec.Spec, key string, stil
 			return Job{}, false, fmt.Errorf("sink schema: %v", probs)
 		}
 	}
-	claim := chsink.Claim{Job: spec.Name, Shared: spec.Sink.Shared}
+	claim := chsink.Claim{Job: spec.Name, Shared: spec.Sink.Shared, Cluster: spec.Sink.Cluster}
 	if p.tables != nil {
 		if err := p.tables.Check(ctx, spec.Sink.Table, sink, claim); err != nil {
 			return Job{}, false, err

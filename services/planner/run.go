@@ -192,6 +192,13 @@ func newSinkTables(cfg chconn.Config, log *slog.Logger) *sinkTables {
 // Check says why the job of claim c cannot write table with the rows of sink (nil: the raw
 // landing rows): columns that cannot take them, a Buffer table, a table another job writes.
 func (s *sinkTables) Check(ctx context.Context, table string, sink *chsink.Sink, c chsink.Claim) error {
+	if c.Cluster != "" && c.Cluster != s.cfg.Cluster {
+		writes := "one server (SLUICE_CLICKHOUSE_CLUSTER is empty)"
+		if s.cfg.Cluster != "" {
+			writes = "cluster " + s.cfg.Cluster + " (SLUICE_CLICKHOUSE_CLUSTER)"
+		}
+		return fmt.Errorf("%w: sink.cluster is %s, and this deployment writes %s", chsink.ErrIncompatibleTable, c.Cluster, writes)
+	}
 	return s.do(ctx, table, func(ctx context.Context, conn *chconn.Conn) error {
 		if err := chsink.CheckTable(ctx, conn, table, sink); err != nil {
 			return err
