@@ -108,16 +108,23 @@ func (r *chaosRig) endCluster(t *testing.T, j job, timeout time.Duration) string
 	return fmt.Sprintf("count() without FINAL %d = keys (nodes %v); %s; %s", rows, c, checked, r.m.finish())
 }
 
+// clusterJob starts a job of 30,000 records on the cluster, with an extractor and a loader (its
+// retries backing off up to backoff), the source answering each page after latency.
+func clusterJob(t *testing.T, table string, latency, backoff time.Duration) (*chaosRig, *proc, job) {
+	t.Helper()
+	src := demosource.DefaultConfig()
+	src.Records = 30_000
+	src.PageLatency = latency
+	r := newClusterChaos(t, src, table, map[string]string{"SLUICE_LOADER_BATCH_ROWS": "1000", "SLUICE_LOADER_RETRY_MAX_BACKOFF": backoff.String()})
+	r.service(t, "extractor")
+	loader := r.service(t, "loader")
+	return r, loader, r.submit(t, 4, 100)
+}
+
 // replicaKill SIGKILLs the replica that shard 1's rows go to while the loader inserts, and starts it
 // again after down: the shard's rows go on landing on its other replica meanwhile.
 func replicaKill(t *testing.T, down time.Duration) string {
-	src := demosource.DefaultConfig()
-	src.Records = 30_000
-	src.PageLatency = 40 * time.Millisecond
-	r := newClusterChaos(t, src, "replicakill", map[string]string{"SLUICE_LOADER_BATCH_ROWS": "1000", "SLUICE_LOADER_RETRY_MAX_BACKOFF": "1s"})
-	r.service(t, "extractor")
-	loader := r.service(t, "loader")
-	j := r.submit(t, 4, 100)
+	r, loader, j := clusterJob(t, "replicakill", 40*time.Millisecond, time.Second)
 	node1, node2 := clusterPart(t, 1), clusterPart(t, 2)
 	r.growing(t, node1.addr, "before the kill")
 	for before := inserted(t, loader.addr(t)); inserted(t, loader.addr(t)) == before; {
@@ -133,13 +140,7 @@ func replicaKill(t *testing.T, down time.Duration) string {
 // zookeeperStop SIGSTOPs ZooKeeper for 30 s: the replicated tables go read-only, inserts fail and
 // wait, and land once it is back.
 func zookeeperStop(t *testing.T) string {
-	src := demosource.DefaultConfig()
-	src.Records = 30_000
-	src.PageLatency = 60 * time.Millisecond
-	r := newClusterChaos(t, src, "zkstop", map[string]string{"SLUICE_LOADER_BATCH_ROWS": "1000", "SLUICE_LOADER_RETRY_MAX_BACKOFF": "2s"})
-	r.service(t, "extractor")
-	loader := r.service(t, "loader")
-	j := r.submit(t, 4, 100)
+	r, loader, j := clusterJob(t, "zkstop", 60*time.Millisecond, 2*time.Second)
 	zk := clusterPart(t, 0)
 	r.p.waitRows(t, r.table, 2000, 2*time.Minute)
 	zk.signal(t, syscall.SIGSTOP)
@@ -162,13 +163,7 @@ func zookeeperStop(t *testing.T) string {
 // shardDown kills both replicas of shard 2 for 60 s: shard 1's rows go on landing, the loader says
 // which shard is unavailable, and shard 2's rows land once it is back.
 func shardDown(t *testing.T) string {
-	src := demosource.DefaultConfig()
-	src.Records = 30_000
-	src.PageLatency = 60 * time.Millisecond
-	r := newClusterChaos(t, src, "sharddown", map[string]string{"SLUICE_LOADER_BATCH_ROWS": "1000", "SLUICE_LOADER_RETRY_MAX_BACKOFF": "2s"})
-	r.service(t, "extractor")
-	loader := r.service(t, "loader")
-	j := r.submit(t, 4, 100)
+	r, loader, j := clusterJob(t, "sharddown", 60*time.Millisecond, 2*time.Second)
 	node1, node3, node4 := clusterPart(t, 1), clusterPart(t, 3), clusterPart(t, 4)
 	r.p.waitRows(t, r.table, 2000, 2*time.Minute)
 	node3.kill(t)

@@ -140,6 +140,12 @@ func ClickHouse(t testing.TB) chconn.Config {
 		ReadTimeout:    30 * time.Second,
 		MaxOpenConns:   4,
 	}
+	dropAtEnd(t, cfg, "")
+	return cfg
+}
+
+// dropAtEnd drops cfg's database when t ends (ON CLUSTER cluster, when given).
+func dropAtEnd(t testing.TB, cfg chconn.Config, cluster string) {
 	t.Cleanup(func() {
 		admin := cfg
 		admin.Database = "default"
@@ -153,7 +159,11 @@ func ClickHouse(t testing.TB) chconn.Config {
 			return
 		}
 		defer conn.Close()
-		switch err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+cfg.Database+"`"); {
+		sql := "DROP DATABASE IF EXISTS `" + cfg.Database + "`"
+		if cluster != "" {
+			sql += " ON CLUSTER `" + cluster + "`"
+		}
+		switch err := conn.Exec(ctx, sql); {
 		case errors.Is(err, context.DeadlineExceeded):
 			// The server goes on with the drop; the test's outcome was decided before it.
 			t.Logf("drop test database %s: still running after 5 minutes", cfg.Database)
@@ -161,7 +171,6 @@ func ClickHouse(t testing.TB) chconn.Config {
 			t.Errorf("drop test database: %v", err)
 		}
 	})
-	return cfg
 }
 
 // ClusterName is the cluster the stack starts with SLUICE_STACK_CLICKHOUSE=cluster.
@@ -216,19 +225,7 @@ func clickHouseCluster(t testing.TB, how int) chconn.Config {
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+cfg.Database+"` ON CLUSTER `"+ClusterName+"`"); err != nil {
 		t.Fatalf("create the test database on the cluster: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		conn, err := chconn.Open(ctx, admin, Logger(t))
-		if err != nil {
-			t.Errorf("drop test database: %v", err)
-			return
-		}
-		defer conn.Close()
-		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+cfg.Database+"` ON CLUSTER `"+ClusterName+"`"); err != nil {
-			t.Logf("drop test database %s on the cluster: %v", cfg.Database, err)
-		}
-	})
+	dropAtEnd(t, cfg, ClusterName)
 	return cfg
 }
 
