@@ -46,8 +46,10 @@ func TestPlannerFailover(t *testing.T) {
 	planner := func(name string) (*proc, string) {
 		port := strconv.Itoa(freePort(t))
 		pr := start(t, name, p.with(map[string]string{
-			"SLUICE_HTTP_ADDR":            "127.0.0.1:" + port,
-			"SLUICE_PLANNER_ADVERTISE":    "http://127.0.0.1:" + port,
+			"SLUICE_HTTP_ADDR":         "127.0.0.1:" + port,
+			"SLUICE_PLANNER_ADVERTISE": "http://127.0.0.1:" + port,
+			// The planners forward writes to each other, and to nothing else.
+			"SLUICE_PLANNER_PEERS":        "127.0.0.1",
 			"SLUICE_PLANNER_LAG_INTERVAL": "1s",
 		}))
 		return pr, pr.ready(t)

@@ -3,8 +3,10 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -200,6 +202,10 @@ func TestKubernetesManifests(t *testing.T) {
 	if !strings.Contains(string(mustRead(t, filepath.Join(base, "planner.yaml"))), "TWO replicas: one leads") {
 		t.Error("planner.yaml does not say how the two planners share the work")
 	}
+	// A follower forwards writes, tokens and all, only to SLUICE_PLANNER_PEERS: none in the base.
+	if peers, ok := at(config, "data").(map[string]any)["SLUICE_PLANNER_PEERS"]; !ok || peers != "" {
+		t.Errorf("the ConfigMap's SLUICE_PLANNER_PEERS is %v (set %v), want it set and empty: the base forwards no writes", peers, ok)
+	}
 
 	monitor := byKind(all, "PodMonitor")["sluice"]
 	if monitor == nil || str(monitor, "spec", "selector", "matchLabels", "app.kubernetes.io/part-of") != "sluice" ||
@@ -264,6 +270,30 @@ func TestKubernetesManifests(t *testing.T) {
 		kind, name := str(overlay, "patches", i, "target", "kind"), str(overlay, "patches", i, "target", "name")
 		if found := byKind(all, kind); len(found) == 0 || name != "" && found[name] == nil {
 			t.Errorf("the overlay patches %s %s, which the base does not have", kind, name)
+		}
+	}
+	// It lets the follower forward writes to the leader's pod address: a pod network range.
+	var peers []string
+	for i := 0; at(overlay, "patches", i) != nil; i++ {
+		if str(overlay, "patches", i, "target", "kind") != "ConfigMap" {
+			continue
+		}
+		var ops []map[string]any
+		if err := yaml.Unmarshal([]byte(str(overlay, "patches", i, "patch")), &ops); err != nil {
+			t.Fatalf("the overlay's ConfigMap patch: %v", err)
+		}
+		for _, op := range ops {
+			if op["path"] == "/data/SLUICE_PLANNER_PEERS" {
+				peers = strings.Split(fmt.Sprint(op["value"]), ",")
+			}
+		}
+	}
+	if len(peers) == 0 {
+		t.Error("the example overlay does not set SLUICE_PLANNER_PEERS: its follower planner forwards no writes")
+	}
+	for _, p := range peers {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(p)); err != nil {
+			t.Errorf("the example overlay's SLUICE_PLANNER_PEERS %q is no pod network range: %v", p, err)
 		}
 	}
 }

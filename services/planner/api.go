@@ -264,8 +264,9 @@ func (p *Planner) tasks(w http.ResponseWriter, r *http.Request) {
 }
 
 // cancel ends a running job as cancelled: 200 with the job (a cancelled job again too), 404 for no
-// such job, 409 when it had ended otherwise, 503 when its state could not be stored or the
-// planner is behind the events.
+// such job, 409 when it had ended otherwise, 503 when its state could not be stored, and 503 with
+// Retry-After when the planner is behind the events or its lead ended before the cancel was
+// recorded (sent again, it reaches the leader).
 func (p *Planner) cancel(w http.ResponseWriter, r *http.Request) {
 	job, err := p.Cancel(r.Context(), r.PathValue("id"), who(r.Context()))
 	switch {

@@ -76,6 +76,10 @@ type PlannerConfig struct {
 	// Advertise is where the other planners reach this one's API (http://10.0.0.7:8080), to
 	// forward writes to it while it leads; empty, they answer writes 503 with Retry-After.
 	Advertise string `env:"ADVERTISE"`
+	// Peers are the addresses a follower forwards writes to, the caller's token with them: base
+	// URLs, host names, addresses and CIDR ranges. The leader's address on the lease topic must be
+	// among them; empty, a follower forwards nothing and answers writes 503 with Retry-After.
+	Peers []string `env:"PEERS"`
 }
 
 // Validate reports every problem at once.
@@ -141,6 +145,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 			p.Addf("PLANNER_ADVERTISE", "must be an http(s) address without credentials such as http://10.0.0.7:8080, got %q", a)
 		}
+	}
+	if _, err := parsePeers(c.Planner.Peers); err != nil {
+		p.Addf("PLANNER_PEERS", "%v", err)
 	}
 	return p.Err()
 }

@@ -37,15 +37,16 @@ func TestRetentionConfig(t *testing.T) {
 	}
 }
 
-// TestLeaseConfig reads the lease's defaults and refuses a session the brokers would not take, or an
-// advertised address that is no http(s) address, naming the variable.
+// TestLeaseConfig reads the lease's defaults (no peers: a follower forwards nothing) and refuses a
+// session the brokers would not take, an advertised address that is no http(s) address, or a peer
+// that is no address, naming the variable.
 func TestLeaseConfig(t *testing.T) {
 	var cfg Config
 	if err := config.Load(context.Background(), envconfig.MapLookuper(nil), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Planner.LeaseGroup != "sluice-planner-lead" || cfg.Planner.LeaseTimeout != 10*time.Second || cfg.Planner.Advertise != "" ||
-		cfg.Kafka.LeaseTopic != "sluice.planner-lease" {
+		cfg.Kafka.LeaseTopic != "sluice.planner-lease" || len(cfg.Planner.Peers) != 0 {
 		t.Fatalf("defaults %q, %s, %q, %q", cfg.Planner.LeaseGroup, cfg.Planner.LeaseTimeout, cfg.Planner.Advertise, cfg.Kafka.LeaseTopic)
 	}
 	for _, c := range []struct{ name, value, says string }{
@@ -54,6 +55,8 @@ func TestLeaseConfig(t *testing.T) {
 		{"SLUICE_PLANNER_ADVERTISE", "10.0.0.7:8080", "SLUICE_PLANNER_ADVERTISE: must be an http(s) address"},
 		{"SLUICE_PLANNER_ADVERTISE", "http://user:pw@10.0.0.7:8080", "SLUICE_PLANNER_ADVERTISE: must be an http(s) address"},
 		{"SLUICE_PLANNER_LEASE_GROUP", "", "SLUICE_PLANNER_LEASE_GROUP: must not be empty"},
+		{"SLUICE_PLANNER_PEERS", "10.0.0.0/8,http://user:pw@planner-0:8080", "SLUICE_PLANNER_PEERS: \"http://user:pw@planner-0:8080\" is not a base URL"},
+		{"SLUICE_PLANNER_PEERS", "10.0.0.0/40", "SLUICE_PLANNER_PEERS: \"10.0.0.0/40\" is not a CIDR range"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var cfg Config

@@ -36,6 +36,16 @@ import (
 // errNotLeader is a write asked of a planner that does not lead now.
 var errNotLeader = errors.New("this planner does not lead now; another one takes the writes")
 
+// termWriteOpts are the options of the clients a planner writes with. A write whose request is in
+// flight fails when its term ends (its context does), rather than waiting for the broker's answer
+// and, if none comes, sending the request again later, when another planner may lead. What that
+// costs, the idempotent producer's guard against the client's own duplicates of such a write, the
+// planner's writes do without: each is harmless to repeat. A request already sent may still land;
+// nothing a client does can call it back.
+func termWriteOpts() []kgo.Opt {
+	return []kgo.Opt{kgo.AllowIdempotentProduceCancellation()}
+}
+
 // leaseRecordKey keys the lease records: the topic is compacted to the newest.
 const leaseRecordKey = "leader"
 
@@ -138,8 +148,8 @@ func newLease(kcfg kafka.Config, cfg leaseConfig, log *slog.Logger, reg promethe
 	if err != nil {
 		return nil, err
 	}
-	l.watch, err = kafka.NewClient(kcfg, "sluice-planner-lease-watch", log, nil,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: {0: kgo.NewOffset().AtStart()}}))
+	l.watch, err = kafka.NewClient(kcfg, "sluice-planner-lease-watch", log, nil, append(termWriteOpts(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: {0: kgo.NewOffset().AtStart()}}))...)
 	if err != nil {
 		l.member.Close()
 		return nil, err
@@ -208,14 +218,23 @@ func (l *lease) expire(t *term) {
 	l.end("lapsed")
 }
 
-// end ends the current term; the caller holds mu.
+// end ends the current term and fails its writes in flight; the caller holds mu.
 func (l *lease) end(change string) *term {
+	t := l.retire(change)
+	if t != nil {
+		t.cancel()
+	}
+	return t
+}
+
+// retire ends the current term: no write starts in it any more, and those in flight go on until
+// the caller cancels it; the caller holds mu.
+func (l *lease) retire(change string) *term {
 	t := l.term
 	if t == nil {
 		return nil
 	}
 	t.lapse.Stop()
-	t.cancel()
 	l.term = nil
 	l.leading.Set(0)
 	l.changes.WithLabelValues(change).Inc()
@@ -224,15 +243,20 @@ func (l *lease) end(change string) *term {
 	return t
 }
 
-// drop ends the term when the partition was revoked or lost. A revoked leader waits (for at most
-// half a session) for the writes in flight, so that its successor, which the group assigns only
-// once this callback returns, starts after them.
+// drop ends the term when the partition was revoked or lost. A revoked leader lets the writes in
+// flight be answered (for at most half a session) before it fails what is left of them, so that
+// its successor, which the group assigns only once this callback returns, starts after them. A
+// lost one fails them at once: another planner may lead already.
 func (l *lease) drop(change string, wait bool) {
 	l.mu.Lock()
 	l.owned = false
-	t := l.end(change)
+	t := l.retire(change)
 	l.mu.Unlock()
-	if t == nil || !wait {
+	if t == nil {
+		return
+	}
+	defer t.cancel()
+	if !wait {
 		return
 	}
 	done := make(chan struct{})
@@ -254,8 +278,9 @@ func (l *lease) Pending() *term {
 	return nil
 }
 
-// Activate lets term t write, and records on the lease topic where this planner serves. It fails
-// when t ended meanwhile.
+// Activate records on the lease topic where this planner serves, within term t, and then lets t
+// write: the planner says it leads only once the others can learn where. It fails when t ended
+// meanwhile.
 func (l *lease) Activate(ctx context.Context, t *term) error {
 	rec := leaderRecord{Address: l.cfg.Advertise, Member: t.member, Generation: t.generation, Process: l.process, Since: l.now().UTC()}
 	v, err := json.Marshal(rec)
@@ -267,19 +292,16 @@ func (l *lease) Activate(ctx context.Context, t *term) error {
 		l.mu.Unlock()
 		return errNotLeader
 	}
-	t.active = true
+	t.holds.Add(1) // the record is the term's first write
 	l.mu.Unlock()
-	wctx, release, err := l.Hold(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
+	defer t.holds.Done()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(t.ctx, cancel)()
 	if err := l.watch.ProduceSync(wctx, &kgo.Record{Topic: l.cfg.Topic, Partition: 0, Key: []byte(leaseRecordKey), Value: v}).FirstErr(); err != nil {
-		l.mu.Lock()
-		if l.term == t {
-			t.active = false
+		if t.ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", errNotLeader, err)
 		}
-		l.mu.Unlock()
 		return fmt.Errorf("record the lease: %w", err)
 	}
 	l.mu.Lock()
@@ -287,6 +309,7 @@ func (l *lease) Activate(ctx context.Context, t *term) error {
 	if l.term != t {
 		return errNotLeader
 	}
+	t.active = true
 	l.record = rec
 	l.leading.Set(1)
 	l.settled.Store(true)

@@ -46,6 +46,8 @@ type Planner struct {
 	states func(ctx context.Context, fn func(*kgo.Record), live func()) error
 	// lease says whether this planner leads: only the leader writes. nil: it runs alone and leads.
 	lease *lease
+	// peers are where a follower may forward writes (SLUICE_PLANNER_PEERS); none: it forwards none.
+	peers peers
 	// unended are the ends of jobs this planner folded but has not seen recorded on the events
 	// topic: a follower keeps them for when it leads, the leader publishes them.
 	unendedMu sync.Mutex
@@ -58,8 +60,10 @@ type Planner struct {
 	// is incomplete and the planner does not finish jobs.
 	caughtUp   atomic.Bool
 	caughtUpAt time.Time
-	// folded is how far the events are folded in, for a cancel to wait on.
-	folded *folded
+	// folded is how far the events are folded in, for a cancel to wait on; statesFolded how far
+	// the jobs topic is, for a planner that takes the lead over to wait on.
+	folded       *folded
+	statesFolded *folded
 	// submitMu makes the check of an idempotency key and the planning it guards one step.
 	submitMu sync.Mutex
 	// publishing are the jobs whose tasks this process is publishing now.
@@ -320,7 +324,7 @@ func (p *Planner) Follow(ctx context.Context) error {
 	defer cancel()
 	live := make(chan struct{})
 	statesDone := make(chan error, 1)
-	go func() { statesDone <- p.states(ctx, p.applyState, func() { close(live) }) }()
+	go func() { statesDone <- p.states(ctx, p.foldState, func() { close(live) }) }()
 	defer func() { cancel(); <-statesDone }()
 	select {
 	case <-live:
@@ -368,6 +372,12 @@ func (p *Planner) Follow(ctx context.Context) error {
 		})
 		p.markCaughtUp(ctx, remaining)
 	}
+}
+
+// foldState folds in one record of the jobs topic, and records how far the topic is folded.
+func (p *Planner) foldState(r *kgo.Record) {
+	p.applyState(r)
+	p.statesFolded.advance(r.Partition, r.Offset+1)
 }
 
 // applyState folds in one record of the jobs topic: a mark, a schedule, a job's final state or its
@@ -595,6 +605,9 @@ var errBehind = errors.New("the planner is still reading the job events written 
 // errNotStored is a cancel that this planner holds but could not yet put on the jobs topic.
 var errNotStored = errors.New("the job is cancelled, but its state is not on the jobs topic yet, where the extractors learn it; the planner keeps trying, and cancelling again tries now")
 
+// errCancelNotRecorded is a cancel that this planner's term ended under: the leader must record it.
+var errCancelNotRecorded = errors.New("this planner's lead ended before the cancel was recorded; send it again, to the leader")
+
 // Cancel ends a running job as cancelled by who, and puts its state on the jobs topic before it
 // answers: the extractors learn it there and skip the job's tasks not yet done, and a planner that
 // restarts keeps it. The records extracted before are loaded as usual; the job's counts stay as
@@ -602,12 +615,26 @@ var errNotStored = errors.New("the job is cancelled, but its state is not on the
 //
 // It decides on every event written before it was asked: a job whose last task completed a moment
 // ago has succeeded, even if the planner had not folded that in yet.
+//
+// It holds the term throughout (a leader that hands the lease over waits for it), and changes
+// nothing when the term has ended before it decides: the answer is errNotLeader, and the client
+// sends the cancel again, to the leader. A term that ends after (it lapsed) leaves the cancel here,
+// for when this planner leads again, and answers errNotLeader as well.
 func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 	if !p.caughtUp.Load() {
 		return Job{}, errNotCaughtUp
 	}
+	// A client that goes away does not stop what the cancel started; the term does.
+	termCtx, release, err := p.hold(context.WithoutCancel(ctx))
+	if err != nil {
+		return Job{}, err
+	}
+	defer release()
 	if err := p.readWritten(ctx); err != nil {
 		return Job{}, err
+	}
+	if termCtx.Err() != nil || !p.leads() { // the term lapsed, or is being handed over
+		return Job{}, errNotLeader
 	}
 	reason := "cancelled"
 	if who != "" {
@@ -617,17 +644,32 @@ func (p *Planner) Cancel(ctx context.Context, id, who string) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	// A client that goes away does not stop what the cancel started.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if fin != nil {
-		p.publishFinished(ctx, fin)
-	}
 	job, _ := p.jobs.Get(id, p.now())
-	if err := p.store(ctx); err != nil {
+	if fin != nil {
+		if err := p.publishFinished(ctx, fin); errors.Is(err, errNotLeader) {
+			return job, fmt.Errorf("%w: %w", errCancelNotRecorded, err)
+		}
+	}
+	switch err := p.store(ctx); {
+	case errors.Is(err, errNotLeader):
+		// The job's end is on the events topic: the leader holds the job cancelled, and stores its
+		// state when the client cancels again.
+		return job, fmt.Errorf("%w: %w", errCancelNotRecorded, err)
+	case err != nil:
 		return job, fmt.Errorf("%w (%v)", errNotStored, err)
 	}
 	return job, nil
+}
+
+// hold holds the term for a write of several steps: the context ends with the term, and release
+// lets it go; errNotLeader when this planner does not lead. A planner without a lease always may.
+func (p *Planner) hold(ctx context.Context) (context.Context, func(), error) {
+	if p.lease == nil {
+		return ctx, func() {}, nil
+	}
+	return p.lease.Hold(ctx)
 }
 
 // readWritten waits, ctx allowing, until every job event on the topic now is folded in.
@@ -644,8 +686,9 @@ func (p *Planner) readWritten(ctx context.Context) error {
 	return nil
 }
 
-// publishFinished records a job's end on the events topic, retrying until it is written.
-func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) {
+// publishFinished records a job's end on the events topic, retrying until it is written or ctx
+// ends; an end this planner cannot write as it does not lead is kept for when it leads again.
+func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) error {
 	fin.At = timestamppb.New(p.now())
 	_, err := p.retry.Do(ctx, "event", delivery.Policy{Backoff: p.backoff}, func(int) error {
 		err := p.publishEvents(ctx, fin)
@@ -661,6 +704,7 @@ func (p *Planner) publishFinished(ctx context.Context, fin *sluicev1.JobEvent) {
 		p.log.Info("job finished", "job", fin.JobId, "state", stateFromProto(fin.GetFinished().State),
 			"reason", fin.GetFinished().Reason)
 	}
+	return err
 }
 
 // leads reports whether this planner may write now: it leads, or runs alone without a lease.

@@ -47,6 +47,9 @@ type plannerRig struct {
 	// when set.
 	clock  *clock
 	passes prometheus.Counter
+	// onState, when set as a planner starts, sees each record of the jobs topic before that
+	// planner folds it in, and may hold it back.
+	onState func(*kgo.Record)
 }
 
 // clock is a planner's time in a test, moved by hand.
@@ -118,8 +121,9 @@ func (r *plannerRig) startWith(t *testing.T, l *lease) (p *Planner, stop func())
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	retry := delivery.NewRetrier(reg, log)
+	onState := r.onState
 	p = &Planner{
-		cl:     r.client(t, kgo.ConsumeTopics(r.events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())),
+		cl:     r.client(t, append(termWriteOpts(), kgo.ConsumeTopics(r.events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...),
 		topics: topics{tasks: "tasks", events: r.events, jobs: r.jobs},
 		cfg:    r.cfg,
 		sources: source.Env{
@@ -129,14 +133,19 @@ func (r *plannerRig) startWith(t *testing.T, l *lease) (p *Planner, stop func())
 			Backoff:      pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
 			PageDeadline: 10 * time.Second,
 		},
-		jobs:    newJobs(),
-		folded:  newFolded(),
-		names:   newNames(),
-		log:     log,
-		backoff: pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
-		retry:   retry,
-		now:     time.Now,
+		jobs:         newJobs(),
+		folded:       newFolded(),
+		statesFolded: newFolded(),
+		names:        newNames(),
+		log:          log,
+		backoff:      pipeline.Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond},
+		retry:        retry,
+		now:          time.Now,
 		states: func(ctx context.Context, fn func(*kgo.Record), live func()) error {
+			if onState != nil {
+				fold := fn
+				fn = func(rec *kgo.Record) { onState(rec); fold(rec) }
+			}
 			return tail(ctx, r.client(t, kgo.ConsumeTopics(r.jobs), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())), r.jobs, log, fn, live)
 		},
 	}

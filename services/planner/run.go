@@ -33,10 +33,10 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 	if err := config.Load(ctx, lookup, &cfg); err != nil {
 		return err
 	}
-	rt, err := service.Start(ctx, "planner", stdout, cfg.Config,
+	rt, err := service.Start(ctx, "planner", stdout, cfg.Config, append(termWriteOpts(),
 		kgo.ConsumeTopics(cfg.Kafka.EventsTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	)...)
 	if err != nil {
 		return err
 	}
@@ -70,6 +70,11 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		return fmt.Errorf("SLUICE_SOURCE_ALLOW: %w", err)
 	}
 	rt.Log.Info("sources may reach "+egress.String(), "variable", "SLUICE_SOURCE_ALLOW")
+	peers, err := parsePeers(cfg.Planner.Peers)
+	if err != nil { // Validate checked it
+		return fmt.Errorf("SLUICE_PLANNER_PEERS: %w", err)
+	}
+	rt.Log.Info("a follower forwards writes to "+peers.String(), "variable", "SLUICE_PLANNER_PEERS")
 	secrets := source.Secrets{Env: os.LookupEnv, Dirs: cfg.SecretDirs, Hosts: bound}
 	// Planning a postgres source asks its database for the key's extent: one query at a time.
 	pools := &source.Pools{MaxConns: 2, Egress: egress}
@@ -96,14 +101,16 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 			Tokens:       &source.Tokens{Client: egress.Client(), Now: time.Now},
 			Postgres:     pools,
 		},
-		jobs:    newJobs(),
-		folded:  newFolded(),
-		names:   newNames(),
-		log:     rt.Log,
-		backoff: pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
-		now:     time.Now,
-		auth:    auth,
-		submits: make(chan struct{}, cfg.Planner.MaxConcurrentSubmits),
+		jobs:         newJobs(),
+		folded:       newFolded(),
+		statesFolded: newFolded(),
+		names:        newNames(),
+		log:          rt.Log,
+		backoff:      pipeline.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second},
+		now:          time.Now,
+		auth:         auth,
+		peers:        peers,
+		submits:      make(chan struct{}, cfg.Planner.MaxConcurrentSubmits),
 	}
 	p.names.count(rt.Registry)
 	p.jobs.count(rt.Registry)
