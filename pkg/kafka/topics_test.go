@@ -121,7 +121,11 @@ func TestBootstrapRealBroker(t *testing.T) {
 		t.Fatalf("%d creations reported over all callers, want each of the %d topics created once", created, len(cfg.Topics()))
 	}
 
-	details, err := adm.ListTopics(ctx, cfg.TasksTopic, cfg.RawTopic, cfg.DLQTopic, cfg.EventsTopic, cfg.JobsTopic, cfg.SchemasTopic)
+	var names []string
+	for _, tp := range cfg.Topics() {
+		names = append(names, tp.Name)
+	}
+	details, err := adm.ListTopics(ctx, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
