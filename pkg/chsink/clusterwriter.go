@@ -324,6 +324,10 @@ func (w *ClusterWriter) Evolve(ctx context.Context, table string, fields map[str
 	return nil
 }
 
+// DropsRepeats is true: the local tables of a cluster are replicated, and drop a block (a shard's
+// part of one) inserted again.
+func (w *ClusterWriter) DropsRepeats(context.Context, string) (bool, error) { return true, nil }
+
 // Insert writes block into table's shards: each row into the local table of a replica of the
 // shard that the Distributed table sends it to, one insert per shard, the shards at once. A shard's
 // part of a block is the same every time the block is, so a replicated table drops it when it is

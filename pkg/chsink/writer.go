@@ -108,6 +108,23 @@ func (w *Writer) engine(ctx context.Context, table string) (string, error) {
 	return engine, nil
 }
 
+// DropsRepeats reports whether table drops a block inserted again, so that a block sent again must
+// be formed again exactly as it was: a replicated table (by the block's hash), a Distributed one
+// (its shards'), and any table on a server with non_replicated_deduplication_window (sluice creates
+// its tables with the window there). Where it does not, a block sent again lands again, and only
+// the table's collapsing by version makes it harmless, however the rows were grouped into blocks.
+// Its errors are classified.
+func (w *Writer) DropsRepeats(ctx context.Context, table string) (bool, error) {
+	if w.conn.Features.NonReplicatedDeduplication {
+		return true, nil
+	}
+	engine, err := w.engine(ctx, table)
+	if err != nil {
+		return false, err
+	}
+	return engine == engineDistributed || strings.HasPrefix(engine, "Replicated"), nil
+}
+
 // DeduplicationWindow is how many recent insert blocks a table that sluice creates remembers, on
 // servers that have non_replicated_deduplication_window (20.10 and later): a block inserted again
 // within it is dropped.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,9 @@ import (
 // to another, takes its place in newLoader's links.
 type blockSink interface {
 	Insert(ctx context.Context, table string, block *chsink.Block, loadedAt time.Time, token string) error
+	// DropsRepeats reports whether the table drops a block inserted again (chsink.Writer's): only
+	// then must each block go in alone, as a member that takes its partition over forms it again.
+	DropsRepeats(ctx context.Context, table string) (bool, error)
 }
 
 // tableSchemas is what the inserter needs of ClickHouse besides the inserts: the schema of a
@@ -114,8 +118,13 @@ func (in *inserter) insertTable(ctx context.Context, name, schemaID string, sink
 		}
 		sink, res.sink = found, found
 	}
-	for i, u := range tp.units {
-		ins, rej, err := in.insertUnit(ctx, name, sink, u, tp.isolate)
+	units, err := in.group(ctx, name, tp.units)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	for _, u := range units {
+		ins, rej, err := in.insertUnit(ctx, name, sink, u.unit, tp.isolate)
 		res.inserted = append(res.inserted, ins...)
 		var pe *parkedError
 		if errors.As(err, &pe) {
@@ -126,7 +135,7 @@ func (in *inserter) insertTable(ctx context.Context, name, schemaID string, sink
 				res.parked = map[int]string{}
 			}
 			res.rejected = append(res.rejected, rej...)
-			res.parked[i], res.units = pe.token, res.units+1
+			res.parked[res.units], res.units = pe.token, res.units+u.blocks
 			res.err = cmp.Or(res.err, pe.err)
 			continue
 		}
@@ -135,9 +144,50 @@ func (in *inserter) insertTable(ctx context.Context, name, schemaID string, sink
 			return res
 		}
 		res.rejected = append(res.rejected, rej...)
-		res.units++
+		res.units += u.blocks
 	}
 	return res
+}
+
+// insert is what one insert sends: a planned block, or several that follow one another in the plan
+// (blocks of the same table from other partitions, with the same load time) sent as one.
+type insert struct {
+	*unit
+	blocks int
+}
+
+// group makes the inserts of a table's planned blocks. Where the table drops a block inserted again,
+// each block goes alone, as a member that takes its partition over forms it again; elsewhere a
+// block sent again lands again all the same (and collapses by version), so the blocks that follow
+// one another with one load time go as one insert: ClickHouse spends less on fewer, larger blocks,
+// and the rows are the same. A block partly in (its token kept) always goes alone.
+func (in *inserter) group(ctx context.Context, table string, units []*unit) ([]insert, error) {
+	out := make([]insert, 0, len(units))
+	if len(units) < 2 {
+		for _, u := range units {
+			out = append(out, insert{u, 1})
+		}
+		return out, nil
+	}
+	repeats, err := in.sink.DropsRepeats(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range units {
+		last := len(out) - 1
+		if repeats || last < 0 || u.token != "" || out[last].token != "" || out[last].blk.loadedAt != u.blk.loadedAt {
+			out = append(out, insert{u, 1})
+			continue
+		}
+		if out[last].blocks == 1 { // its own unit, not the plan's, before it grows
+			merged := *out[last].unit
+			merged.items = slices.Clone(merged.items)
+			out[last].unit = &merged
+		}
+		out[last].items = append(out[last].items, u.items...)
+		out[last].blocks++
+	}
+	return out, nil
 }
 
 // insertUnit inserts the records of one planned block.

@@ -27,7 +27,11 @@ type fakeSink struct {
 	err    error
 	took   [][]string // the payloads of each block taken
 	tokens []string
+	// repeats is a table that drops a block inserted again: each block goes alone.
+	repeats bool
 }
+
+func (s *fakeSink) DropsRepeats(context.Context, string) (bool, error) { return s.repeats, nil }
 
 func (s *fakeSink) Insert(_ context.Context, _ string, block *chsink.Block, _ time.Time, token string) error {
 	payloads := block.Column("payload").([]string)
@@ -143,6 +147,61 @@ func TestInserterTokens(t *testing.T) {
 	}
 }
 
+// TestInserterGroupsBlocks: a plan's blocks of three partitions with one load time go as one
+// insert into a table that does not drop a block inserted again, and each alone into one that
+// does; a block of another load time, and a block partly in (its token kept), go alone. Every
+// record is inserted once either way, and the plan's blocks all count as done.
+func TestInserterGroupsBlocks(t *testing.T) {
+	plan := func() *tablePlan {
+		tp := &tablePlan{t: &table{name: "t"}}
+		for p, at := range []int64{1700000000, 1700000000, 1700000000, 1700000001, 1700000001} {
+			owner := &partition{}
+			var items []*item
+			for i := range 3 {
+				key, body := fmt.Sprint(p, "-", i), fmt.Sprintf(`{"p":%d,"i":%d}`, p, i)
+				v, _ := proto.Marshal(&sluicev1.Record{Key: key, Payload: []byte(body), Table: "t"})
+				items = append(items, &item{partition: int32(p), offset: int64(i), owner: owner, raw: v, key: key, payload: []byte(body), table: "t"})
+			}
+			blk := &block{table: tableKey{"t", ""}, first: 0, last: 2, loadedAt: at}
+			tp.units = append(tp.units, &unit{partition: int32(p), owner: owner, items: items, blk: blk})
+		}
+		tp.units[4].token = "partly-in"
+		return tp
+	}
+	for _, tt := range []struct {
+		repeats bool
+		inserts []int // rows of each insert
+	}{
+		{false, []int{9, 3, 3}},
+		{true, []int{3, 3, 3, 3, 3}},
+	} {
+		sink := &fakeSink{repeats: tt.repeats}
+		in := newTestInserter(t, sink, false)
+		tp := plan()
+		res := in.insertTable(context.Background(), "t", "", nil, tp)
+		if res.err != nil || res.units != 5 || len(res.inserted) != 15 {
+			t.Fatalf("drops repeats %v: err %v, %d units, %d inserted", tt.repeats, res.err, res.units, len(res.inserted))
+		}
+		var rows []int
+		seen := map[string]bool{}
+		for _, took := range sink.took {
+			rows = append(rows, len(took))
+			for _, p := range took {
+				if seen[p] {
+					t.Errorf("%s inserted twice", p)
+				}
+				seen[p] = true
+			}
+		}
+		if fmt.Sprint(rows) != fmt.Sprint(tt.inserts) {
+			t.Errorf("drops repeats %v: inserts of %v rows, want %v", tt.repeats, rows, tt.inserts)
+		}
+		if len(tp.units[0].items) != 3 {
+			t.Errorf("the plan's first block holds %d records after the flight, want its own 3", len(tp.units[0].items))
+		}
+	}
+}
+
 // shardSink is a blockSink of a cluster whose second shard is down: it takes the rows whose
 // payload holds "s1" and refuses the others as a shard that did not take them.
 type shardSink struct {
@@ -150,6 +209,9 @@ type shardSink struct {
 	took   []string
 	tokens []string
 }
+
+// DropsRepeats is true, as a cluster's replicated tables do.
+func (s *shardSink) DropsRepeats(context.Context, string) (bool, error) { return true, nil }
 
 func (s *shardSink) Insert(_ context.Context, _ string, block *chsink.Block, _ time.Time, token string) error {
 	payloads := block.Column("payload").([]string)
