@@ -145,7 +145,7 @@ func (r *crawlReader) Next(ctx context.Context) (Read, bool, error) {
 	}
 	r.anchor, r.anchorPage = r.moveAnchor(fp)
 	r.records = len(records)
-	return Read{Records: records, At: c.Page, Attempts: total}, true, nil
+	return Read{Records: records, At: c.Page, Attempts: total, Checked: page.Checked}, true, nil
 }
 
 func (r *crawlReader) More() bool { return !r.read }

@@ -283,7 +283,7 @@ func (r *httpReader) Next(ctx context.Context) (Read, bool, error) {
 		return Read{}, false, ferr
 	}
 	r.pager.advance(req, len(page.Records))
-	return Read{Records: page.Records, At: req.start, Attempts: total}, true, nil
+	return Read{Records: page.Records, At: req.start, Attempts: total, Checked: page.Checked}, true, nil
 }
 
 // AsError returns err as a source error: a *Error it wraps, or one of class other around it.

@@ -19,6 +19,8 @@ var ErrPageShape = errors.New("page has no records array at the records path")
 type Page struct {
 	Records []json.RawMessage
 	Total   int64
+	// Checked is set when every record passed record.Check with the page (ParsePage).
+	Checked bool
 	// Body is the whole response body, which Records are slices of, and Header its headers: where
 	// a crawl finds the next page.
 	Body   []byte
@@ -43,7 +45,14 @@ func ParsePage(body []byte, recordsPath, totalPath string, maxRecords int) (Page
 	// One validating pass, then a scan that only finds where values start and end: decoding the
 	// page with encoding/json cost more than everything else the extractor does with a record,
 	// and its Valid half the time the extractor spent on a record.
-	if !record.Valid(body) {
+	//
+	// The pass is the loader's record check over the whole page: a page that passes it holds
+	// records that each pass it (their bytes are valid UTF-8, no object in them has a member name
+	// twice, and they nest less deeply than the page), and they go marked Checked, so that the
+	// loader does not check them again. A page that fails it is validated as encoding/json would,
+	// and its records are checked one by one by the loader.
+	p.Checked = record.Check(body) == nil
+	if !p.Checked && !record.Valid(body) {
 		return p, fmt.Errorf("parse page: %w", ErrNotJSON)
 	}
 	arr := bytes.TrimSpace(body)

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/record"
 )
 
 func TestParsePage(t *testing.T) {
@@ -73,6 +75,65 @@ func FuzzParsePage(f *testing.F) {
 		for i := range want {
 			if !bytes.Equal(p.Records[i], bytes.TrimSpace(want[i])) {
 				t.Fatalf("record %d = %q, encoding/json %q", i, p.Records[i], want[i])
+			}
+		}
+	})
+}
+
+// TestParsePageChecked: a page whose records all pass the loader's check goes Checked; a page
+// with a record that fails it (a member name twice, bytes that are not UTF-8, nesting past the
+// bound once the page's own levels count, a duplicate outside the records) does not, and its
+// records are read all the same.
+func TestParsePageChecked(t *testing.T) {
+	deep := strings.Repeat("[", record.MaxDepth-1) + strings.Repeat("]", record.MaxDepth-1)
+	tests := []struct {
+		name, body, records string
+		checked             bool
+	}{
+		{"plain", `{"data":[{"id":1,"n":"a"},{"id":2}],"total":2}`, "data", true},
+		{"body is the array", `[{"id":1},"x",3]`, "", true},
+		{"a member name twice", `{"data":[{"id":1},{"id":2,"id":3}]}`, "data", false},
+		{"escaped twice", `{"data":[{"a":1,"\u0061":2}]}`, "data", false},
+		{"not UTF-8", "{\"data\":[{\"id\":\"\xff\"}]}", "data", false},
+		{"a record as deep as a record may be, in a page", `{"data":[{"id":1,"x":` + deep + `}]}`, "data", false},
+		{"the same record as the page", `[{"id":1,"x":` + deep + `}]`, "", false},
+		{"a record one level less deep", `[{"id":1,"x":` + deep[1:len(deep)-1] + `}]`, "", true},
+		{"the page's own member twice", `{"data":[{"id":1}],"data":[{"id":1}]}`, "data", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePage([]byte(tt.body), tt.records, "", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Checked != tt.checked {
+				t.Fatalf("checked %v, want %v", p.Checked, tt.checked)
+			}
+			fails := false
+			for _, r := range p.Records {
+				fails = fails || record.Check(r) != nil
+			}
+			if p.Checked && fails {
+				t.Fatal("a record of a checked page fails the check")
+			}
+		})
+	}
+}
+
+// FuzzParsePageChecked proves the loader's trust: every record of a page ParsePage marks Checked
+// passes record.Check on its own.
+func FuzzParsePageChecked(f *testing.F) {
+	for _, s := range []string{`{"data":[{"id":1},{"id":"x"}]}`, `{"data":[{"a":{"b":[1,{"c":2}]}}]}`, `{"data":[{"a":1,"a":2}]}`, `{"data":[]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := ParsePage(body, "data", "", 0)
+		if err != nil || !p.Checked {
+			return
+		}
+		for i, r := range p.Records {
+			if err := record.Check(r); err != nil {
+				t.Fatalf("record %d (%q) of a checked page fails the check: %v", i, r, err)
 			}
 		}
 	})

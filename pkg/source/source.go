@@ -62,6 +62,8 @@ type Read struct {
 	At uint64
 	// Attempts are the requests the page took.
 	Attempts int
+	// Checked is set when every record passed the loader's check with its page (Page.Checked).
+	Checked bool
 }
 
 // Limits pace one job's reads.

@@ -60,6 +60,10 @@ func appendRecord(b []byte, r *sluicev1.Record) (out []byte, keyAt int, ok bool)
 	b = appendString(b, 9, r.KeyError)
 	b = appendString(b, 10, r.Run)
 	b = appendString(b, 11, r.SchemaId)
+	if r.Checked {
+		b = protowire.AppendTag(b, 12, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
 	return b, keyAt, true
 }
 

@@ -153,7 +153,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		for i, rec := range p.Records {
 			key, keyErr := rd.Key(rec)
 			prod.produce(&sluicev1.Record{JobId: task.JobId, TaskId: task.TaskId, Key: key, Payload: rec,
-				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run, SchemaId: task.SchemaId})
+				ExtractedAt: extractedAt, Page: p.At, IndexInPage: uint32(i), Table: task.Table, KeyError: keyErr, Run: run, SchemaId: task.SchemaId, Checked: p.Checked})
 			if cursorField != "" {
 				if c, ok := source.CursorValue(rec, cursorField); ok {
 					maxCursor.Add(c, now)

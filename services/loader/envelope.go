@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/sluicedata/sluice/pkg/dlq"
 	"github.com/sluicedata/sluice/pkg/events"
 )
 
@@ -23,6 +24,8 @@ type envelope struct {
 	key, keyError                 string
 	payload                       []byte
 	extractedAt                   time.Time
+	// checked is the extractor's word that the payload passed record.Check (Record.checked).
+	checked bool
 }
 
 // Field numbers of sluice.v1.Record and google.protobuf.Timestamp.
@@ -36,6 +39,7 @@ const (
 	fieldKeyError    = 9
 	fieldRun         = 10
 	fieldSchema      = 11
+	fieldChecked     = 12
 )
 
 var errEnvelope = errors.New("malformed protobuf")
@@ -104,6 +108,13 @@ func decodeEnvelope(b []byte, in interner, env *envelope) error {
 					return err
 				}
 			}
+		case typ == protowire.VarintType && num == fieldChecked:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
+			}
+			b = b[n:]
+			env.checked = v != 0
 		default: // another field, or one of another wire type: proto keeps it as unknown
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
@@ -173,6 +184,8 @@ func (d *decoder) decode(r *kgo.Record, owner *partition, polled time.Time, it *
 		*env = envelope{} // the letter keeps the original bytes instead
 		class, err = "bad_envelope", fmt.Errorf("raw record is not a sluice.v1.Record: %w", derr)
 	} else {
+		// A record put back by a replay is checked whatever its envelope says.
+		env.checked = env.checked && !replayed(r)
 		class, err = validate(env, d.validTables, d.maxRecordBytes)
 	}
 	// The key and payload are slices of r.Value, which the item keeps (not r).
@@ -201,4 +214,14 @@ func (d *decoder) jobRun(id string) (string, time.Time) {
 type jobRun struct {
 	name    string
 	planned time.Time
+}
+
+// replayed reports whether r was put back by a replay of its dead letter.
+func replayed(r *kgo.Record) bool {
+	for _, h := range r.Headers {
+		if h.Key == dlq.HeaderReplayOf {
+			return true
+		}
+	}
+	return false
 }

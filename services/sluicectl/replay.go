@@ -94,6 +94,7 @@ func planReplay(r *kgo.Record, dl *sluicev1.DeadLetter, topics replayTopics) rep
 	case dl.Record != nil:
 		env := proto.CloneOf(dl.Record)
 		env.Payload = dl.Payload
+		env.Checked = false // the loader checks a record put back, whatever was done to it
 		env.Run = fmt.Sprintf("replay of %s/%d/%d", r.Topic, r.Partition, r.Offset)
 		value, err := proto.Marshal(env)
 		if err != nil {

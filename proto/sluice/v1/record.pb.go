@@ -46,7 +46,12 @@ type Record struct {
 	Run string `protobuf:"bytes,10,opt,name=run,proto3" json:"run,omitempty"`
 	// The id of the job's sink schema on the schemas topic (the task's schema_id); empty for the raw
 	// landing table.
-	SchemaId      string `protobuf:"bytes,11,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
+	SchemaId string `protobuf:"bytes,11,opt,name=schema_id,json=schemaId,proto3" json:"schema_id,omitempty"`
+	// The payload passed the loader's record check (one JSON value in valid UTF-8, no member name
+	// twice in an object, nesting within bounds) where it was extracted: the extractor checked its
+	// whole page in the pass that validated it, and the loader does not check it again. Only the
+	// extractor sets it; a replay clears it, and the loader checks a replayed record whatever it says.
+	Checked       bool `protobuf:"varint,12,opt,name=checked,proto3" json:"checked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,11 +163,18 @@ func (x *Record) GetSchemaId() string {
 	return ""
 }
 
+func (x *Record) GetChecked() bool {
+	if x != nil {
+		return x.Checked
+	}
+	return false
+}
+
 var File_sluice_v1_record_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n" +
+	"\x16sluice/v1/record.proto\x12\tsluice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x02\n" +
 	"\x06Record\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x10\n" +
@@ -175,7 +187,8 @@ const file_sluice_v1_record_proto_rawDesc = "" +
 	"\tkey_error\x18\t \x01(\tR\bkeyError\x12\x10\n" +
 	"\x03run\x18\n" +
 	" \x01(\tR\x03run\x12\x1b\n" +
-	"\tschema_id\x18\v \x01(\tR\bschemaIdB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\tschema_id\x18\v \x01(\tR\bschemaId\x12\x18\n" +
+	"\achecked\x18\f \x01(\bR\acheckedB7Z5github.com/sluicedata/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_record_proto_rawDescOnce sync.Once
