@@ -42,9 +42,13 @@ func RecordKey(record []byte, keyPath string) (string, string) {
 }
 
 // find returns the raw value at the dotted path in a JSON object.
-func find(doc []byte, path string) ([]byte, string) {
+func find(doc []byte, path string) ([]byte, string) { return findSkip(doc, path, -1, -1) }
+
+// findSkip is find in a doc whose bytes [from, to) are a value found already (a page's records
+// array): the walk jumps over it instead of scanning it again.
+func findSkip(doc []byte, path string, from, to int) ([]byte, string) {
 	head, rest, nested := strings.Cut(path, ".")
-	s := scanner{b: doc}
+	s := scanner{b: doc, skipFrom: from, skipTo: to}
 	s.space()
 	if !s.eat('{') {
 		return nil, "record is not a JSON object"
@@ -72,7 +76,7 @@ func find(doc []byte, path string) ([]byte, string) {
 			if !nested {
 				return doc[start:s.i], ""
 			}
-			raw, reason := find(doc[start:s.i], rest)
+			raw, reason := findSkip(doc[start:s.i], rest, from-start, to-start)
 			if reason != "" && strings.HasPrefix(reason, "key field") {
 				return nil, fmt.Sprintf("key field %q is missing", head+"."+rest)
 			}
@@ -88,11 +92,57 @@ func find(doc []byte, path string) ([]byte, string) {
 	}
 }
 
+// findStart returns where the value at the dotted path in a JSON object starts, without scanning
+// the value: the caller reads it from there.
+func findStart(doc []byte, path string) (int, string) {
+	head, rest, nested := strings.Cut(path, ".")
+	s := scanner{b: doc}
+	s.space()
+	if !s.eat('{') {
+		return 0, "not a JSON object"
+	}
+	s.space()
+	if s.eat('}') {
+		return 0, fmt.Sprintf("field %q is missing", path)
+	}
+	for {
+		s.space()
+		name, ok := s.str()
+		if !ok {
+			return 0, "not valid JSON"
+		}
+		s.space()
+		if !s.eat(':') {
+			return 0, "not valid JSON"
+		}
+		s.space()
+		if string(name) == head || (bytes.IndexByte(name, '\\') >= 0 && unquoted(name) == head) {
+			if !nested {
+				return s.i, ""
+			}
+			at, reason := findStart(doc[s.i:], rest)
+			return s.i + at, reason
+		}
+		if !s.value() {
+			return 0, "not valid JSON"
+		}
+		s.space()
+		if s.eat('}') {
+			return 0, fmt.Sprintf("field %q is missing", path)
+		}
+		if !s.eat(',') {
+			return 0, "not valid JSON"
+		}
+	}
+}
+
 // scanner walks JSON without building values. It does not validate everything (the loader does);
-// it finds where values start and end.
+// it finds where values start and end. A value that starts at skipFrom ends at skipTo, unscanned,
+// when skipTo is past it.
 type scanner struct {
-	b []byte
-	i int
+	b                []byte
+	i                int
+	skipFrom, skipTo int
 }
 
 func (s *scanner) space() {
@@ -136,6 +186,10 @@ func (s *scanner) str() ([]byte, bool) {
 func (s *scanner) value() bool {
 	if s.i >= len(s.b) {
 		return false
+	}
+	if s.i == s.skipFrom && s.skipTo > s.skipFrom {
+		s.i = s.skipTo
+		return true
 	}
 	switch s.b[s.i] {
 	case '"':

@@ -55,15 +55,17 @@ func ParsePage(body []byte, recordsPath, totalPath string, maxRecords int) (Page
 	if !p.Checked && !record.Valid(body) {
 		return p, fmt.Errorf("parse page: %w", ErrNotJSON)
 	}
-	arr := bytes.TrimSpace(body)
+	// The records array is split where the walk to it reaches it, and the walk to the total jumps
+	// over it: the page's bytes are scanned once after the check, not once for each path.
+	start := len(body) - len(bytes.TrimLeft(body, " \t\r\n"))
 	if recordsPath != "" {
-		raw, reason := find(arr, recordsPath)
+		at, reason := findStart(body, recordsPath)
 		if reason != "" {
 			return p, fmt.Errorf("%w %q", ErrPageShape, recordsPath)
 		}
-		arr = raw
+		start = at
 	}
-	records, ok := elements(arr, maxRecords)
+	records, end, ok := elements(body[start:], maxRecords)
 	switch {
 	case ok && records == nil:
 		return p, fmt.Errorf("%w: more than %d", ErrTooManyRecords, maxRecords)
@@ -72,7 +74,7 @@ func ParsePage(body []byte, recordsPath, totalPath string, maxRecords int) (Page
 	}
 	p.Records = records
 	if totalPath != "" {
-		if raw, reason := find(body, totalPath); reason == "" {
+		if raw, reason := findSkip(body, totalPath, start, start+end); reason == "" {
 			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n >= 0 {
 				p.Total = n
 			}
@@ -81,12 +83,12 @@ func ParsePage(body []byte, recordsPath, totalPath string, maxRecords int) (Page
 	return p, nil
 }
 
-// elements splits a JSON array, already validated, into its elements; nil and true when it has
-// more than max (when positive).
-func elements(arr []byte, max int) ([]json.RawMessage, bool) {
+// elements splits the JSON array at the start of arr, already validated, into its elements, and
+// returns where the array ends in arr; nil and true when it has more than max (when positive).
+func elements(arr []byte, max int) ([]json.RawMessage, int, bool) {
 	s := scanner{b: arr}
 	if !s.eat('[') {
-		return nil, false
+		return nil, 0, false
 	}
 	guess := bytes.Count(arr, []byte("},")) + 1
 	if max > 0 {
@@ -95,24 +97,24 @@ func elements(arr []byte, max int) ([]json.RawMessage, bool) {
 	out := make([]json.RawMessage, 0, guess)
 	s.space()
 	if s.eat(']') {
-		return out[:0], true
+		return out[:0], s.i, true
 	}
 	for {
 		s.space()
 		start := s.i
 		if !s.value() {
-			return nil, false
+			return nil, 0, false
 		}
 		if max > 0 && len(out) == max {
-			return nil, true
+			return nil, 0, true
 		}
 		out = append(out, arr[start:s.i:s.i])
 		s.space()
 		if s.eat(']') {
-			return out, true
+			return out, s.i, true
 		}
 		if !s.eat(',') {
-			return nil, false
+			return nil, 0, false
 		}
 	}
 }

@@ -21,6 +21,8 @@ func TestParsePage(t *testing.T) {
 		{"records and total", `{"data":[{"id":1},{"id":2}],"total":7}`, "data", "total", []string{`{"id":1}`, `{"id":2}`}, 7, nil},
 		{"body is the array", ` [ {"id":1} , "x", 3, [4], null ] `, "", "", []string{`{"id":1}`, `"x"`, `3`, `[4]`, `null`}, -1, nil},
 		{"nested path", `{"result":{"items":[{"id":"a, b"}]},"meta":{"count":1}}`, "result.items", "meta.count", []string{`{"id":"a, b"}`}, 1, nil},
+		{"total beside the records, after them", `{"result":{"items":[{"id":1},{"id":"]"}],"count":2},"count":9}`, "result.items", "result.count", []string{`{"id":1}`, `{"id":"]"}`}, 2, nil},
+		{"total after the records, a total inside them", `{"data":[{"total":5}],"total":1}`, "data", "total", []string{`{"total":5}`}, 1, nil},
 		{"empty page", `{"data":[],"total":0}`, "data", "total", []string{}, 0, nil},
 		{"no total", `{"data":[{"id":1}]}`, "data", "total", []string{`{"id":1}`}, -1, nil},
 		{"total not an integer", `{"data":[],"total":"many"}`, "data", "total", []string{}, -1, nil},
