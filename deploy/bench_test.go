@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,10 +29,18 @@ import (
 )
 
 // BenchmarkPipeline runs a demo-sized job (RECORDS records of RECORD_SIZE bytes, 100,000 of 300 by
-// default) through the real services and reports end-to-end records/s, each stage's rate, and CPU
-// seconds per million records of every process, broker and ClickHouse included. Two baselines are
-// measured in the same run: reading and parsing the source alone, and Kafka alone (produce then
-// consume the same number of records of the same size).
+// default) through the real services and reports end-to-end records/s and CPU seconds per million
+// records of every process, broker and ClickHouse included, beside its legs and their floors, all
+// in the same run:
+//
+//   - the extract leg: a job extracted with no loader running (planner, extractor, Kafka);
+//   - the load leg: a loader started on the records that job left on the raw topic (loader, Kafka,
+//     ClickHouse), and its floor, the lean loop of BenchmarkLoader over the same records;
+//   - end to end: a second job of the same records with every service running, against the legs
+//     run one after the other (their sum: what a pipeline that overlapped nothing would do) and
+//     against the floors' sum (reading the source alone, then the loader's floor);
+//   - baselines: reading and parsing the source alone, and Kafka alone (produce then consume the
+//     same number of records of the same size).
 func BenchmarkPipeline(b *testing.B) {
 	stacktest.Require(b)
 	n := envInt("RECORDS", 100_000)
@@ -52,20 +61,46 @@ func BenchmarkPipeline(b *testing.B) {
 		if dir != "" {
 			p.env["SLUICE_PPROF"] = "true"
 		}
-		planner := start(b, "planner", p.env)
-		extractor := start(b, "extractor", p.env)
-		loader := start(b, "loader", p.env)
-		plannerURL := planner.ready(b)
-		extractorURL := extractor.ready(b)
-		loaderURL := loader.ready(b)
-
-		procs := map[string]int{"planner": planner.cmd.Process.Pid, "extractor": extractor.cmd.Process.Pid,
-			"loader": loader.cmd.Process.Pid}
+		stack := map[string]int{}
 		for name, file := range map[string]string{"kafka": "kafka/kafka.pid", "clickhouse": "clickhouse/clickhouse.pid"} {
 			if pid := stackPid(b, file); pid > 0 {
-				procs[name] = pid
+				stack[name] = pid
 			}
 		}
+		planner := start(b, "planner", p.env)
+		extractor := start(b, "extractor", p.env)
+		plannerURL := planner.ready(b)
+		extractorURL := extractor.ready(b)
+		procs := map[string]int{"planner": planner.cmd.Process.Pid, "extractor": extractor.cmd.Process.Pid}
+		maps.Copy(procs, stack)
+		m := float64(n) / 1e6
+
+		// The extract leg: the job's records onto the raw topic, no loader running.
+		settle(b, p.conn)
+		before := cpuOf(procs)
+		began := time.Now()
+		legs := submit(b, plannerURL, jobSpec("legs", p.srcURL, "legs", 16, 1000, 5))
+		for j := poll(b, plannerURL, legs.ID); j.Tasks.Extracted+j.Tasks.DeadLettered < j.Tasks.Planned || j.Tasks.Planned == 0; j = poll(b, plannerURL, legs.ID) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		extractLeg := time.Since(began)
+		extractCPU := sub(cpuOf(procs), before)
+
+		// The load leg: a loader on what the extract leg left.
+		loader := start(b, "loader", p.env)
+		loaderURL := loader.ready(b)
+		procs["loader"] = loader.cmd.Process.Pid
+		before = cpuOf(procs)
+		began = time.Now()
+		if j := await(b, plannerURL, legs.ID, 20*time.Minute); j.State != "succeeded" || j.Records.Loaded != uint64(n) {
+			b.Fatalf("the legs' job ended %+v", j)
+		}
+		loadLeg := time.Since(began)
+		settle(b, p.conn) // ClickHouse's CPU with the merges the leg set off
+		loadCPU := sub(cpuOf(procs), before)
+		floorRate, floorCPU, floorCH := leanLoop(b, p, n, stack["clickhouse"])
+
+		// End to end: every service running.
 		settle(b, p.conn)
 		var profiled sync.WaitGroup
 		if dir != "" { // the first 5 seconds of the job, for go tool pprof
@@ -73,9 +108,8 @@ func BenchmarkPipeline(b *testing.B) {
 				profiled.Go(func() { profile(b, base, filepath.Join(dir, "pipeline-"+name+".pprof")) })
 			}
 		}
-		before := cpuOf(procs)
-
-		began := time.Now()
+		before = cpuOf(procs)
+		began = time.Now()
 		j := submit(b, plannerURL, jobSpec("bench", p.srcURL, "bench", 16, 1000, 5))
 		var extracted time.Duration
 		for j.State == "running" || j.State == "" {
@@ -86,35 +120,59 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 		total := time.Since(began)
-		after := cpuOf(procs)
-		if pid, ok := procs["clickhouse"]; ok { // ClickHouse's with the merges the job set off
-			settle(b, p.conn)
-			after["clickhouse"] = cpuOf(map[string]int{"clickhouse": pid})["clickhouse"]
-		}
+		settle(b, p.conn) // ClickHouse's CPU with the merges the job set off
+		e2eCPU := sub(cpuOf(procs), before)
 		profiled.Wait()
 		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
 			b.Fatalf("job ended %+v", j)
 		}
 
-		m := float64(n) / 1e6
+		rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+		legsRate := rate(extractLeg + loadLeg)
+		floorsRate := 1 / (1/srcRate + 1/floorRate)
 		fmt.Printf("\nsluice pipeline benchmark: %d records of %d bytes, 16 tasks, pages of 1000, 1 extractor, 1 loader\n", n, size)
-		fmt.Printf("  %-34s %12.0f records/s\n", "baseline: source read + parse", srcRate)
-		fmt.Printf("  %-34s %12.0f records/s\n", "baseline: kafka produce + consume", kafkaRate)
-		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "extract: submit to last task", float64(n)/extracted.Seconds(), extracted.Seconds())
-		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "end to end: submit to loaded", float64(n)/total.Seconds(), total.Seconds())
-		fmt.Printf("  CPU seconds per million records:\n")
+		fmt.Printf("  %-44s %10s %10s %7s %12s\n", "", "records/s", "floor", "ratio", "CPU-s/M")
+		fmt.Printf("  %-44s %10.0f\n", "baseline: source read + parse", srcRate)
+		fmt.Printf("  %-44s %10.0f\n", "baseline: kafka produce + consume", kafkaRate)
+		fmt.Printf("  %-44s %10.0f %10s %7s %12.2f\n", "extract leg: planner, extractor, kafka", rate(extractLeg), "", "", cpuSum(extractCPU)/m)
+		fmt.Printf("  %-44s %10.0f %10.0f %6.2fx %12.2f  (floor %.2f own + %.2f ClickHouse)\n", "load leg: loader, kafka, clickhouse",
+			rate(loadLeg), floorRate, rate(loadLeg)/floorRate, cpuSum(loadCPU)/m, floorCPU, floorCH)
+		fmt.Printf("  %-44s %10.0f %10.0f %6.2fx %12.2f\n", "end to end vs the legs one after the other", rate(total), legsRate, rate(total)/legsRate, cpuSum(e2eCPU)/m)
+		fmt.Printf("  %-44s %10.0f %10.0f %6.2fx\n", "end to end vs source read, then loader floor", rate(total), floorsRate, rate(total)/floorsRate)
+		fmt.Printf("  %-44s %10.0f  (%.2f s; %.2f s to the last task extracted)\n", "end to end: submit to loaded", rate(total), total.Seconds(), extracted.Seconds())
+		fmt.Printf("  end to end: %.1f CPU-µs per record, all processes:", cpuSum(e2eCPU)/float64(n)*1e6)
 		for _, name := range []string{"planner", "extractor", "loader", "kafka", "clickhouse"} {
 			if _, ok := procs[name]; ok {
-				fmt.Printf("    %-12s %8.2f\n", name, (after[name]-before[name])/m)
+				fmt.Printf(" %s %.2f", name, e2eCPU[name]/m)
 			}
 		}
-		b.ReportMetric(float64(n)/total.Seconds(), "records/s")
-		b.ReportMetric(float64(n)/extracted.Seconds(), "extract-records/s")
+		fmt.Printf(" (CPU-s/M)\n")
+		b.ReportMetric(rate(total), "records/s")
+		b.ReportMetric(cpuSum(e2eCPU)/float64(n)*1e6, "cpu-µs/record")
+		b.ReportMetric(rate(extracted), "extract-records/s")
 		b.ReportMetric(srcRate, "baseline-source-records/s")
 		b.ReportMetric(kafkaRate, "baseline-kafka-records/s")
-		b.ReportMetric((after["extractor"]-before["extractor"])/m, "extractor-cpu-s/M")
-		b.ReportMetric((after["loader"]-before["loader"])/m, "loader-cpu-s/M")
+		b.ReportMetric(e2eCPU["extractor"]/m, "extractor-cpu-s/M")
+		b.ReportMetric(e2eCPU["loader"]/m, "loader-cpu-s/M")
 	}
+}
+
+// sub is after less before, process by process.
+func sub(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+// cpuSum is the sum of the CPU seconds of every process in cpu.
+func cpuSum(cpu map[string]float64) float64 {
+	sum := 0.0
+	for _, v := range cpu {
+		sum += v
+	}
+	return sum
 }
 
 // baselineSource pages through the source with 16 workers, parsing every page and record key as
