@@ -72,6 +72,7 @@ func BenchmarkCluster(b *testing.B) {
 		fmt.Printf("  %-44s %10.0f %14.2f %16.2f\n", "single server", sRate, sLoader, sCH)
 		fmt.Printf("  %-44s %10.0f %14.2f %16.2f\n", "cluster: 2 shards x 2 replicas, ZooKeeper", cRate, cLoader, cCH)
 		fmt.Printf("  cluster at %.2f x the single server's records/s; count() without FINAL %d for %d keys\n", cRate/sRate, rows, keys)
+		summarize(b, "load leg: 2x2 cluster, against the single", cRate, sRate, "rec/s", fmt.Sprintf("%.2f + %.2f", cLoader, cCH), 0)
 		b.ReportMetric(sRate, "single-records/s")
 		b.ReportMetric(cRate, "cluster-records/s")
 		b.ReportMetric(sLoader, "single-loader-cpu-s/M")

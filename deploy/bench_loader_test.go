@@ -121,6 +121,9 @@ func BenchmarkLoader(b *testing.B) {
 		line("loader: raw, GOGC=100 (Go's default)", gcRate, gcCPU, gcCH, gcRSS)
 		fmt.Printf("  raw landing: %.2f x the floor's records/s, %.2f x its own CPU, %.2f x its ClickHouse CPU; typed landing costs %+.2f loader CPU-s/M per column over raw\n",
 			rawRate/floorRate, rawCPU/floorCPU, rawCH/floorCH, (typedCPU-rawCPU)/4)
+		summarize(b, "loader leg: raw landing table (own + CH)", rawRate, floorRate, "rec/s", fmt.Sprintf("%.2f + %.2f", rawCPU, rawCH), rawRSS)
+		summarize(b, "  its floor: poll + append + send", floorRate, 0, "rec/s", fmt.Sprintf("%.2f + %.2f", floorCPU, floorCH), 0)
+		summarize(b, "loader leg: typed table, 4 columns", typedRate, floorRate, "rec/s", fmt.Sprintf("%.2f + %.2f", typedCPU, typedCH), typedRSS)
 		b.ReportMetric(floorRate, "floor-records/s")
 		b.ReportMetric(rawRate, "raw-records/s")
 		b.ReportMetric(typedRate, "typed-records/s")

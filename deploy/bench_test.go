@@ -147,6 +147,9 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 		fmt.Printf(" (CPU-s/M)\n")
+		summarize(b, "extract leg: offset pages (all processes)", rate(extractLeg), 0, "rec/s", fmt.Sprintf("%.2f", cpuSum(extractCPU)/m), 0)
+		summarize(b, "end to end (all processes)", rate(total), legsRate, "rec/s", fmt.Sprintf("%.2f", cpuSum(e2eCPU)/m), 0)
+		summarize(b, "  against the legs one after the other", legsRate, 0, "rec/s", "", 0)
 		b.ReportMetric(rate(total), "records/s")
 		b.ReportMetric(cpuSum(e2eCPU)/float64(n)*1e6, "cpu-µs/record")
 		b.ReportMetric(rate(extracted), "extract-records/s")

@@ -145,3 +145,35 @@ func floor(b testing.TB, name string, env map[string]string) floorResult {
 	}
 	return res
 }
+
+// summarize adds a line to the table that `make bench` prints at its end (SLUICE_BENCH_SUMMARY
+// names its file): a leg, its rate and unit, its floor's rate (0: none), its CPU seconds per
+// million as the leg says them, and its peak resident memory (0: not measured).
+func summarize(b testing.TB, leg string, rate, floorRate float64, unit, cpuPerM string, rssMiB float64) {
+	b.Helper()
+	path := os.Getenv("SLUICE_BENCH_SUMMARY")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		b.Logf("bench summary: %v", err)
+		return
+	}
+	defer f.Close()
+	cell := func(v float64, format string) string {
+		if v <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	if cpuPerM == "" {
+		cpuPerM = "-"
+	}
+	ratio := "-"
+	if floorRate > 0 {
+		ratio = fmt.Sprintf("%.2fx", rate/floorRate)
+	}
+	fmt.Fprintf(f, "  %-44s %12s %12s %7s %16s %10s\n", leg, cell(rate, "%.0f "+unit), cell(floorRate, "%.0f "+unit), ratio,
+		cpuPerM, cell(rssMiB, "%.0f MiB"))
+}
