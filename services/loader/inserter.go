@@ -159,8 +159,9 @@ type insert struct {
 // group makes the inserts of a table's planned blocks. Where the table drops a block inserted again,
 // each block goes alone, as a member that takes its partition over forms it again; elsewhere a
 // block sent again lands again all the same (and collapses by version), so the blocks that follow
-// one another with one load time go as one insert: ClickHouse spends less on fewer, larger blocks,
-// and the rows are the same. A block partly in (its token kept) always goes alone.
+// one another with one load time, each of another partition, go as one insert: ClickHouse spends
+// less on fewer, larger blocks, and the rows are the same (a partition's rows in an insert are
+// still exactly one of its blocks). A block partly in (its token kept) always goes alone.
 func (in *inserter) group(ctx context.Context, table string, units []*unit) ([]insert, error) {
 	out := make([]insert, 0, len(units))
 	if len(units) < 2 {
@@ -173,12 +174,15 @@ func (in *inserter) group(ctx context.Context, table string, units []*unit) ([]i
 	if err != nil {
 		return nil, err
 	}
+	var parts map[int32]bool // the partitions of the last insert
 	for _, u := range units {
 		last := len(out) - 1
-		if repeats || last < 0 || u.token != "" || out[last].token != "" || out[last].blk.loadedAt != u.blk.loadedAt {
+		if repeats || last < 0 || u.token != "" || out[last].token != "" || out[last].blk.loadedAt != u.blk.loadedAt || parts[u.partition] {
 			out = append(out, insert{u, 1})
+			parts = map[int32]bool{u.partition: true}
 			continue
 		}
+		parts[u.partition] = true
 		if out[last].blocks == 1 { // its own unit, not the plan's, before it grows
 			merged := *out[last].unit
 			merged.items = slices.Clone(merged.items)

@@ -149,37 +149,39 @@ func TestInserterTokens(t *testing.T) {
 
 // TestInserterGroupsBlocks: a plan's blocks of three partitions with one load time go as one
 // insert into a table that does not drop a block inserted again, and each alone into one that
-// does; a block of another load time, and a block partly in (its token kept), go alone. Every
-// record is inserted once either way, and the plan's blocks all count as done.
+// does; a second block of a partition starts another insert, as a block of another load time
+// does, and a block partly in (its token kept) goes alone. Every record is inserted once either
+// way, and the plan's blocks all count as done.
 func TestInserterGroupsBlocks(t *testing.T) {
 	plan := func() *tablePlan {
 		tp := &tablePlan{t: &table{name: "t"}}
-		for p, at := range []int64{1700000000, 1700000000, 1700000000, 1700000001, 1700000001} {
+		for i, at := range []int64{1700000000, 1700000000, 1700000000, 1700000000, 1700000000, 1700000001, 1700000001} {
+			p := []int{0, 1, 2, 2, 3, 5, 4}[i] // partition 2's second block starts the next insert
 			owner := &partition{}
 			var items []*item
-			for i := range 3 {
-				key, body := fmt.Sprint(p, "-", i), fmt.Sprintf(`{"p":%d,"i":%d}`, p, i)
+			for j := range 3 {
+				key, body := fmt.Sprint(i, "-", j), fmt.Sprintf(`{"u":%d,"i":%d}`, i, j)
 				v, _ := proto.Marshal(&sluicev1.Record{Key: key, Payload: []byte(body), Table: "t"})
-				items = append(items, &item{partition: int32(p), offset: int64(i), owner: owner, raw: v, key: key, payload: []byte(body), table: "t"})
+				items = append(items, &item{partition: int32(p), offset: int64(3*i + j), owner: owner, raw: v, key: key, payload: []byte(body), table: "t"})
 			}
-			blk := &block{table: tableKey{"t", ""}, first: 0, last: 2, loadedAt: at}
+			blk := &block{table: tableKey{"t", ""}, first: int64(3 * i), last: int64(3*i + 2), loadedAt: at}
 			tp.units = append(tp.units, &unit{partition: int32(p), owner: owner, items: items, blk: blk})
 		}
-		tp.units[4].token = "partly-in"
+		tp.units[6].token = "partly-in"
 		return tp
 	}
 	for _, tt := range []struct {
 		repeats bool
 		inserts []int // rows of each insert
 	}{
-		{false, []int{9, 3, 3}},
-		{true, []int{3, 3, 3, 3, 3}},
+		{false, []int{9, 6, 3, 3}},
+		{true, []int{3, 3, 3, 3, 3, 3, 3}},
 	} {
 		sink := &fakeSink{repeats: tt.repeats}
 		in := newTestInserter(t, sink, false)
 		tp := plan()
 		res := in.insertTable(context.Background(), "t", "", nil, tp)
-		if res.err != nil || res.units != 5 || len(res.inserted) != 15 {
+		if res.err != nil || res.units != 7 || len(res.inserted) != 21 {
 			t.Fatalf("drops repeats %v: err %v, %d units, %d inserted", tt.repeats, res.err, res.units, len(res.inserted))
 		}
 		var rows []int
