@@ -60,6 +60,9 @@ type Extractor struct {
 	tasks    sync.WaitGroup
 	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
 	commitMu sync.Mutex
+	// commits asks Run's committer for a commit soon: the copy of a crawl's page run in process
+	// is committed off the chain's way (the chain waits for it only before reading further).
+	commits chan struct{}
 	// parked counts the tasks waiting for a rate limit or their job's cap without a slot; unparked
 	// tells Run that one returned.
 	parked   atomic.Int64
@@ -176,6 +179,23 @@ func (x *Extractor) Run(ctx context.Context) error {
 		case <-pollCtx.Done():
 		}
 	}
+	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	committer := make(chan struct{})
+	go func() {
+		defer close(committer)
+		for {
+			select {
+			case <-x.commits:
+				x.commit(commitCtx)
+			case <-commitCtx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopCommits()
+		<-committer
+	}()
 	slots := make(chan struct{}, x.cfg.Concurrency)
 	for pollCtx.Err() == nil {
 		// Parked tasks are not free: past the bound no task is taken until one of them returns.
@@ -248,7 +268,7 @@ func (x *Extractor) start(parent, stop context.Context, r *kgo.Record, slots cha
 	o := x.owner(parent, r)
 	state, starts := x.offsets.start(r)
 	id := taskID(r)
-	if id != "" && !x.claims.claim(o, id, func(done bool) { x.settle(parent, state, r, done) }) {
+	if id != "" && !x.claims.claim(o, id, func(done bool) { x.settle(state, r, done) }) {
 		x.metrics.copies.Inc()
 		<-slots
 		return
@@ -338,14 +358,17 @@ func (x *Extractor) runAhead(o *owner, held *slot, a *ahead, work func(context.C
 }
 
 // settle finishes the copy at r of a task this member worked on, once that work ended: done, it
-// is committed; abandoned, it is handed over with it.
-func (x *Extractor) settle(ctx context.Context, state *partitionState, r *kgo.Record, done bool) {
+// is committed soon; abandoned, it is handed over with it.
+func (x *Extractor) settle(state *partitionState, r *kgo.Record, done bool) {
 	if !done {
 		x.offsets.abandon(state, r, true)
 		return
 	}
 	x.offsets.done(state, r)
-	x.commit(ctx)
+	select {
+	case x.commits <- struct{}{}:
+	default: // a commit is asked for already, and takes this one in
+	}
 }
 
 // stopOn stops the member with the fatal failure of a task.

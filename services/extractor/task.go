@@ -157,6 +157,10 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 		}
 		attempt = max(attempt, p.Attempts)
 		pages++
+		last := !rd.More()
+		if last {
+			prod.collect()
+		}
 		now := x.now()
 		extractedAt := timestamppb.New(now)
 		for i, rec := range p.Records {
@@ -168,6 +172,9 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 					maxCursor.Add(c, now)
 				}
 			}
+		}
+		if last {
+			prod.flush()
 		}
 		records += uint64(len(p.Records))
 		// A long task commits only at its end; records acknowledged since the last page are progress.
