@@ -21,7 +21,9 @@ type Outcome struct {
 	// Letters are the dead letters of what failed; they are acknowledged before anything else.
 	Letters []*kgo.Record
 	// Follow is the work that continues this unit (a crawl's next page, on the tasks topic),
-	// acknowledged after the letters: the events may then name it.
+	// acknowledged after the letters: the events may then name it. Once acknowledged, each of
+	// these records holds the partition and offset it was written at (the caller keeps a pointer:
+	// Finish clears the slice).
 	Follow []*kgo.Record
 	// Events are the job events that report the work; published after the letters and the follow-up.
 	Events []*sluicev1.JobEvent
@@ -73,7 +75,14 @@ func (c *Core) Finish(ctx context.Context, out *Outcome) error {
 	}
 	if len(out.Follow) > 0 {
 		if _, err := c.retry.Do(ctx, "follow", forever, func(int) error {
-			return untilFatal(ClassifyKafka(c.cl.ProduceSync(ctx, fresh(out.Follow)...).FirstErr()))
+			recs := fresh(out.Follow)
+			if err := c.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				return untilFatal(ClassifyKafka(err))
+			}
+			for i, r := range recs {
+				out.Follow[i].Partition, out.Follow[i].Offset = r.Partition, r.Offset
+			}
+			return nil
 		}); err != nil {
 			return fmt.Errorf("publish the work that follows: %w", err)
 		}

@@ -88,7 +88,7 @@ func (h *harness) steps() []string {
 func outcome(h *harness, committed *atomic.Bool) *Outcome {
 	return &Outcome{
 		Letters: []*kgo.Record{{Topic: "dlq", Value: []byte("letter")}},
-		Follow:  []*kgo.Record{{Topic: "tasks", Value: []byte("next page")}},
+		Follow:  []*kgo.Record{{Topic: "tasks", Value: []byte("next page"), Offset: -1}},
 		Events:  []*sluicev1.JobEvent{{JobId: "job", Producer: "test"}},
 		Commit: func(context.Context) error {
 			h.record("commit")
@@ -100,13 +100,18 @@ func outcome(h *harness, committed *atomic.Bool) *Outcome {
 
 // TestFinishOrder: the dead letters are acknowledged before the follow-up work, that before the
 // events, and the events before the commit, also when the dead-letter topic refuses writes for a
-// while.
+// while. The follow-up record holds where it was written.
 func TestFinishOrder(t *testing.T) {
 	h := newHarness(t)
 	h.failDLQ.Store(3)
 	var committed atomic.Bool
-	if err := h.core.Finish(context.Background(), outcome(h, &committed)); err != nil {
+	out := outcome(h, &committed)
+	follow := out.Follow[0]
+	if err := h.core.Finish(context.Background(), out); err != nil {
 		t.Fatal(err)
+	}
+	if follow.Offset != 0 {
+		t.Fatalf("the follow-up record says offset %d, want 0: where it was written", follow.Offset)
 	}
 	got := h.steps()
 	want := []string{"dlq", "tasks", "events", "commit"}

@@ -16,15 +16,18 @@ const maxDone = 10_000
 // claims are the tasks this member works on or finished lately, by id. A copy of one of them is
 // not run again: a crawl's page whose task ran twice (its member died after publishing the next
 // page and before committing) publishes the next page twice, and running both would fetch every
-// page after it twice.
+// page after it twice; and a crawl's page that this member went on to in process (a chain) comes
+// back from the tasks topic as a copy.
 //
 // A task at work counts only within its partition's ownership: the copy is later on the same
-// partition, so the commit stops at the original until it ends, and if the ownership ends both
-// come back. A run of an earlier ownership that has not returned yet (its partition was lost and
-// came back) claims nothing: the task runs again.
+// partition, and it is done only once the work is (its offset is held until then: a page run in
+// process has no offset of its own), abandoned if the work is. If the ownership ends both come
+// back. A run of an earlier ownership that has not returned yet (its partition was lost and came
+// back) claims nothing: the task runs again.
 type claims struct {
-	mu      sync.Mutex
-	working map[claim]bool
+	mu sync.Mutex
+	// working are the claims at work, each with what its copies do once it ends.
+	working map[claim][]func(done bool)
 	done    map[string]bool
 	order   []string // done ids, oldest first
 }
@@ -35,32 +38,51 @@ type claim struct {
 	id string
 }
 
-func newClaims() *claims { return &claims{working: map[claim]bool{}, done: map[string]bool{}} }
+func newClaims() *claims { return &claims{working: map[claim][]func(bool){}, done: map[string]bool{}} }
 
-// claim takes id for o; false when it is at work in o already, or done.
-func (c *claims) claim(o *owner, id string) bool {
+// claim takes id for o, and returns true. When id is at work in o already, or done, it returns false
+// and copied (when not nil) runs once the work ends (at once when it is done), with whether it
+// was done.
+func (c *claims) claim(o *owner, id string, copied func(done bool)) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.working[claim{o, id}] || c.done[id] {
+	k := claim{o, id}
+	if waiting, ok := c.working[k]; ok {
+		if copied != nil {
+			c.working[k] = append(waiting, copied)
+		}
+		c.mu.Unlock()
 		return false
 	}
-	c.working[claim{o, id}] = true
+	if c.done[id] {
+		c.mu.Unlock()
+		if copied != nil {
+			copied(true)
+		}
+		return false
+	}
+	c.working[k] = nil
+	c.mu.Unlock()
 	return true
 }
 
-// release ends o's claim of id: done, it is remembered; abandoned, it may run again.
+// release ends o's claim of id: done, it is remembered; abandoned, it may run again. The copies
+// that waited for it are told.
 func (c *claims) release(o *owner, id string, done bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.working, claim{o, id})
-	if !done || c.done[id] {
-		return
+	k := claim{o, id}
+	waiting := c.working[k]
+	delete(c.working, k)
+	if done && !c.done[id] {
+		c.done[id] = true
+		c.order = append(c.order, id)
+		if len(c.order) > maxDone {
+			delete(c.done, c.order[0])
+			c.order = c.order[1:]
+		}
 	}
-	c.done[id] = true
-	c.order = append(c.order, id)
-	if len(c.order) > maxDone {
-		delete(c.done, c.order[0])
-		c.order = c.order[1:]
+	c.mu.Unlock()
+	for _, copied := range waiting {
+		copied(done)
 	}
 }
 

@@ -51,6 +51,10 @@ type ExtractorConfig struct {
 	MaxBufferedRecords int `env:"MAX_BUFFERED_RECORDS, default=50000"`
 	// MaxBufferedBytes bounds the same buffer by size.
 	MaxBufferedBytes int `env:"MAX_BUFFERED_BYTES, default=268435456"`
+	// ChainPages is how many pages of a crawl one member reads in a row without waiting for each
+	// page's task to come back from the tasks topic (each read while the page before is produced);
+	// 0 reads every page from its task.
+	ChainPages int `env:"CHAIN_PAGES, default=1000"`
 	// DrainTimeout is how long tasks in flight at shutdown or revocation may still take.
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=15s"`
 }
@@ -98,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if x.MaxBufferedBytes < 1<<20 {
 		p.Addf("EXTRACTOR_MAX_BUFFERED_BYTES", "must be at least 1 MiB, got %d", x.MaxBufferedBytes)
+	}
+	if x.ChainPages < 0 || x.ChainPages > 1_000_000 {
+		p.Addf("EXTRACTOR_CHAIN_PAGES", "must be between 0 and 1000000, got %d", x.ChainPages)
 	}
 	if x.DrainTimeout <= 0 || x.DrainTimeout >= c.ShutdownTimeout {
 		p.Addf("EXTRACTOR_DRAIN_TIMEOUT", "must be positive and shorter than SLUICE_SHUTDOWN_TIMEOUT (%s), got %s", c.ShutdownTimeout, x.DrainTimeout)

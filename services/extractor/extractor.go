@@ -60,10 +60,16 @@ type Extractor struct {
 	tasks    sync.WaitGroup
 	// commitMu keeps commits in order: a commit of a lower offset never overtakes a higher one.
 	commitMu sync.Mutex
+	// commits asks Run's committer for a commit soon: the copy of a crawl's page run in process
+	// is committed off the chain's way (the chain waits for it only before reading further).
+	commits chan struct{}
 	// parked counts the tasks waiting for a rate limit or their job's cap without a slot; unparked
 	// tells Run that one returned.
 	parked   atomic.Int64
 	unparked chan struct{}
+	// starved is true while the poll loop waits for a free slot: it polls no task meanwhile, so a
+	// crawl's chain leaves its next page to the tasks topic and its slot to the tasks that wait.
+	starved atomic.Bool
 	// fatal is the first fatal failure of a task: the member stops with it.
 	fatal     chan error
 	fatalOnce sync.Once
@@ -78,6 +84,7 @@ type extractorMetrics struct {
 	tasksDone      *prometheus.CounterVec
 	inFlight       prometheus.Gauge
 	copies         prometheus.Counter
+	chained        prometheus.Counter
 	tokens         prometheus.Counter
 	parked         prometheus.Gauge
 	rateLimitWaits prometheus.Counter
@@ -110,6 +117,10 @@ func newExtractorMetrics(reg prometheus.Registerer, shared *pipeline.Metrics) *e
 		copies: f.NewCounter(prometheus.CounterOpts{
 			Name: "extractor_task_copies_skipped_total",
 			Help: "Tasks not run because this member works on or finished the same task (a crawl page published twice).",
+		}),
+		chained: f.NewCounter(prometheus.CounterOpts{
+			Name: "extractor_crawl_pages_ahead_total",
+			Help: "Crawl pages this member went on to in process, read while the page before was produced, without waiting for their task to come back from the tasks topic.",
 		}),
 		parked: f.NewGauge(prometheus.GaugeOpts{
 			Name: "extractor_tasks_parked",
@@ -168,6 +179,23 @@ func (x *Extractor) Run(ctx context.Context) error {
 		case <-pollCtx.Done():
 		}
 	}
+	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	committer := make(chan struct{})
+	go func() {
+		defer close(committer)
+		for {
+			select {
+			case <-x.commits:
+				x.commit(commitCtx)
+			case <-commitCtx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopCommits()
+		<-committer
+	}()
 	slots := make(chan struct{}, x.cfg.Concurrency)
 	for pollCtx.Err() == nil {
 		// Parked tasks are not free: past the bound no task is taken until one of them returns.
@@ -179,7 +207,7 @@ func (x *Extractor) Run(ctx context.Context) error {
 			}
 		}
 		x.lag.Doing(fmt.Sprintf("working on %d of %d tasks; waiting for a free slot", len(slots), cap(slots)))
-		free := acquire(pollCtx, slots)
+		free := x.acquire(pollCtx, slots)
 		if free == 0 {
 			break
 		}
@@ -212,7 +240,7 @@ func (x *Extractor) Run(ctx context.Context) error {
 		taken := 0
 		fetches.EachRecord(func(r *kgo.Record) {
 			taken++
-			x.start(drainCtx, r, slots)
+			x.start(drainCtx, pollCtx, r, slots)
 		})
 		// Every polled task is registered with its partition's owner before a rebalance may revoke it.
 		x.cl.AllowRebalance()
@@ -234,15 +262,14 @@ func (x *Extractor) Run(ctx context.Context) error {
 }
 
 // start runs the task at r on its partition's owner. A copy of a task this member works on or
-// finished is done at once.
-func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan struct{}) {
+// finished is done once that work is. A crawl's page goes on with the next pages in process (a
+// chain) until stop ends or the chain does.
+func (x *Extractor) start(parent, stop context.Context, r *kgo.Record, slots chan struct{}) {
 	o := x.owner(parent, r)
 	state, starts := x.offsets.start(r)
 	id := taskID(r)
-	if id != "" && !x.claims.claim(o, id) {
+	if id != "" && !x.claims.claim(o, id, func(done bool) { x.settle(state, r, done) }) {
 		x.metrics.copies.Inc()
-		x.offsets.done(state, r)
-		x.commit(parent)
 		<-slots
 		return
 	}
@@ -252,7 +279,13 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 	cctx, cancel := context.WithTimeout(parent, 5*time.Second) // the group waits while this poll's tasks start
 	x.commit(cctx)
 	cancel()
-	work := x.runTask
+	var ch *chain
+	if starts == 1 && id != "" {
+		ch = x.newChain(o, stop, r)
+	}
+	work := func(ctx context.Context, r *kgo.Record, s *slot) (delivery.Outcome, error) {
+		return x.runTask(ctx, r, s, ch)
+	}
 	if starts > x.cfg.MaxTaskStarts {
 		work = func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error) {
 			return delivery.Outcome{}, delivery.New(delivery.Data, "killed_members", fmt.Errorf(
@@ -265,21 +298,12 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 	x.metrics.inFlight.Inc()
 	go func() {
 		held := &slot{ch: slots, held: true}
-		done := false
 		defer func() {
-			x.claims.release(o, id, done)
 			held.release()
 			x.metrics.inFlight.Dec()
 			o.wg.Done()
 			x.tasks.Done()
 		}()
-		markDone := func(ctx context.Context) error {
-			x.offsets.done(state, r)
-			done = true
-			x.commit(ctx)
-			x.lag.Progressed()
-			return nil
-		}
 		// A task that was in flight when a member died runs alone: were it the one that kills
 		// members, only it is blamed for the next death, not the tasks that ran beside it.
 		if starts > 1 {
@@ -289,27 +313,85 @@ func (x *Extractor) start(parent context.Context, r *kgo.Record, slots chan stru
 			x.alone.RLock()
 			defer x.alone.RUnlock()
 		}
+		done := false
+		markDone := func(ctx context.Context) error {
+			x.offsets.done(state, r)
+			done = true
+			x.commit(ctx)
+			x.lag.Progressed()
+			return nil
+		}
 		err := x.process(o.ctx, r, held, markDone, work)
+		x.claims.release(o, id, done)
 		switch {
 		case err == nil:
 		case delivery.ClassOf(err) == delivery.Fatal && o.ctx.Err() == nil:
 			x.offsets.abandon(state, r, false)
-			x.log.Error("task cannot be worked on; stopping", "error", err)
-			x.fatalOnce.Do(func() { x.fatal <- err })
+			x.stopOn(err)
 		default:
 			x.offsets.abandon(state, r, true) // revoked, or shutting down: handed over
 		}
+		for a := ch.next(err); a != nil; a = ch.next(err) {
+			err = x.runAhead(o, held, a, work)
+		}
 	}()
+}
+
+// runAhead runs a crawl's page that its chain read ahead, in process. Its task has no offset in
+// this member's tracker: its copy, polled from the tasks topic, is done or abandoned with this run.
+func (x *Extractor) runAhead(o *owner, held *slot, a *ahead, work func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error)) error {
+	done := false
+	markDone := func(context.Context) error {
+		done = true
+		x.claims.release(o, a.id, true) // commits the copy when it waits
+		x.lag.Progressed()
+		return nil
+	}
+	err := x.process(o.ctx, a.rec, held, markDone, work)
+	if !done {
+		x.claims.release(o, a.id, false)
+	}
+	if err != nil && delivery.ClassOf(err) == delivery.Fatal && o.ctx.Err() == nil {
+		x.stopOn(err)
+	}
+	return err
+}
+
+// settle finishes the copy at r of a task this member worked on, once that work ended: done, it
+// is committed soon; abandoned, it is handed over with it.
+func (x *Extractor) settle(state *partitionState, r *kgo.Record, done bool) {
+	if !done {
+		x.offsets.abandon(state, r, true)
+		return
+	}
+	x.offsets.done(state, r)
+	select {
+	case x.commits <- struct{}{}:
+	default: // a commit is asked for already, and takes this one in
+	}
+}
+
+// stopOn stops the member with the fatal failure of a task.
+func (x *Extractor) stopOn(err error) {
+	x.log.Error("task cannot be worked on; stopping", "error", err)
+	x.fatalOnce.Do(func() { x.fatal <- err })
 }
 
 // acquire waits for one free slot, then takes every other free one; it returns how many it took,
 // 0 when ctx ended. Taking a slot before polling is what makes a slow stage stop taking tasks
 // instead of buffering them.
-func acquire(ctx context.Context, slots chan struct{}) int {
+func (x *Extractor) acquire(ctx context.Context, slots chan struct{}) int {
 	select {
 	case slots <- struct{}{}:
-	case <-ctx.Done():
-		return 0
+	default:
+		x.starved.Store(true)
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			x.starved.Store(false)
+			return 0
+		}
+		x.starved.Store(false)
 	}
 	free := 1
 	for free < cap(slots) {

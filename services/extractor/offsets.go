@@ -19,6 +19,9 @@ import (
 type offsetTracker struct {
 	mu    sync.Mutex
 	parts map[tp]*partitionState
+	// changed closes at the next change of any partition's state: who waits for a checkpoint
+	// looks again then.
+	changed chan struct{}
 }
 
 type tp struct {
@@ -96,7 +99,39 @@ func decodeStarts(meta string) map[int64]int {
 	return out
 }
 
-func newOffsetTracker() *offsetTracker { return &offsetTracker{parts: map[tp]*partitionState{}} }
+func newOffsetTracker() *offsetTracker {
+	return &offsetTracker{parts: map[tp]*partitionState{}, changed: make(chan struct{})}
+}
+
+// notify wakes who waits for a change; the caller holds mu.
+func (t *offsetTracker) notify() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// checkpointed reports whether the task at offset of partition k is behind this member's commit:
+// taken in this ownership, done and committed past, or held back only by an earlier task that is
+// not done (no commit of this member can pass it then). The channel closes at the next change.
+func (t *offsetTracker) checkpointed(k tp, offset int64) (bool, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.parts[k]
+	if s == nil || offset >= s.next {
+		return false, t.changed
+	}
+	if _, ok := s.inFlight[offset]; ok {
+		return false, t.changed
+	}
+	if s.committed > offset || s.blocked >= 0 && s.blocked < offset {
+		return true, t.changed
+	}
+	for o := range s.inFlight {
+		if o < offset {
+			return true, t.changed
+		}
+	}
+	return false, t.changed
+}
 
 // state returns the partition's state, made when it has none. The caller holds mu.
 func (t *offsetTracker) state(k tp) *partitionState {
@@ -130,6 +165,7 @@ func (t *offsetTracker) assigned(topic string, partition int32, committed int64,
 func (t *offsetTracker) start(r *kgo.Record) (*partitionState, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.notify()
 	s := t.state(tp{r.Topic, r.Partition})
 	s.inFlight[r.Offset] = struct{}{}
 	s.next = max(s.next, r.Offset+1)
@@ -147,6 +183,7 @@ func (t *offsetTracker) current(s *partitionState, r *kgo.Record) bool {
 func (t *offsetTracker) done(s *partitionState, r *kgo.Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.notify()
 	if !t.current(s, r) {
 		return
 	}
@@ -160,6 +197,7 @@ func (t *offsetTracker) done(s *partitionState, r *kgo.Record) {
 func (t *offsetTracker) abandon(s *partitionState, r *kgo.Record, handedOver bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.notify()
 	if !t.current(s, r) {
 		return
 	}
@@ -208,6 +246,7 @@ func (t *offsetTracker) commitable() (map[string]map[int32]kgo.EpochOffset, map[
 func (t *offsetTracker) committed(offsets map[string]map[int32]kgo.EpochOffset, metas map[tp]string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.notify()
 	for topic, ps := range offsets {
 		for p, eo := range ps {
 			s := t.parts[tp{topic, p}]
@@ -229,6 +268,7 @@ func (t *offsetTracker) committed(offsets map[string]map[int32]kgo.EpochOffset, 
 func (t *offsetTracker) drop(partitions map[string][]int32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.notify()
 	for topic, ps := range partitions {
 		for _, p := range ps {
 			delete(t.parts, tp{topic, p})

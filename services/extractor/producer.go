@@ -36,6 +36,9 @@ type taskProducer struct {
 	// tooLarge counts the records dead-lettered as too large, acknowledged.
 	tooLarge atomic.Uint64
 	err      atomic.Pointer[error]
+	// last collects the records of the task's last page, sent together by flush.
+	last       []*kgo.Record
+	collecting bool
 }
 
 func newTaskProducer(x *Extractor, ctx context.Context, task *kgo.Record) *taskProducer {
@@ -56,7 +59,31 @@ func (p *taskProducer) produce(env *sluicev1.Record) {
 	p.wg.Add(1)
 	// The key is the envelope's own: the Kafka record keeps one buffer.
 	key := value[keyAt : keyAt+len(env.Key) : keyAt+len(env.Key)]
-	p.x.cl.Produce(p.ctx, &kgo.Record{Topic: p.x.topics.raw, Key: key, Value: value}, p.onAck)
+	rec := &kgo.Record{Topic: p.x.topics.raw, Key: key, Value: value}
+	if p.collecting {
+		p.last = append(p.last, rec)
+		return
+	}
+	p.x.cl.Produce(p.ctx, rec, p.onAck)
+}
+
+// collect makes produce keep the records of the task's last page for flush.
+func (p *taskProducer) collect() { p.collecting = true }
+
+// flush sends the records of the task's last page at once: the task waits for their
+// acknowledgements, which the client's linger (there to batch the pages of long tasks) would
+// only delay. A crawl's page is a task's last.
+func (p *taskProducer) flush() {
+	recs := p.last
+	p.last, p.collecting = nil, false
+	if len(recs) == 0 {
+		return
+	}
+	go func() {
+		for _, res := range p.x.cl.ProduceSync(p.ctx, recs...) {
+			p.onAck(res.Record, res.Err)
+		}
+	}()
 }
 
 // onAck is the one callback of every record of the run: no closure per record.

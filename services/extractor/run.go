@@ -43,6 +43,7 @@ func run(ctx context.Context, lookup envconfig.Lookuper, stdout io.Writer) error
 		jobSlots:    map[string]chan struct{}{},
 		fatal:       make(chan error, 1),
 		unparked:    make(chan struct{}, 1),
+		commits:     make(chan struct{}, 1),
 		lag:         kafka.NewLagReporter(cfg.Extractor.Group, cfg.Kafka.TasksTopic, 10*time.Second),
 		cancelled:   events.NewCancelled(),
 	}

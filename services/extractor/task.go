@@ -60,7 +60,7 @@ func (x *Extractor) process(ctx context.Context, r *kgo.Record, s *slot, markDon
 
 // runTask makes one run of a task: it reads its slice page by page and produces the records,
 // stopping at the first failure. It returns the task's event once every record is acknowledged.
-func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delivery.Outcome, error) {
+func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *chain) (delivery.Outcome, error) {
 	began := x.now()
 	run := newRun()
 	var task sluicev1.Task
@@ -82,13 +82,20 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		}
 		task.Source = spec // what the task's follow-up and the cursor rule read; the follow-up names it again
 	}
-	src, err := source.New(spec, x.sources)
-	if err != nil {
-		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
-	}
-	rd, err := src.Open(&task)
-	if err != nil {
-		return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
+	var (
+		src source.Source
+		rd  source.Reader
+	)
+	if a := ch.take(r); a != nil { // a crawl's page, read while the page before was produced
+		src, rd = a.src, &pageAhead{Reader: a.rd, a: a}
+	} else {
+		var err error
+		if src, err = source.New(spec, x.sources); err != nil {
+			return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
+		}
+		if rd, err = src.Open(&task); err != nil {
+			return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
+		}
 	}
 	limits := src.Limits()
 	leave, err := x.admit(ctx, s, task.JobId, limits.Concurrency)
@@ -129,9 +136,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		if perr := prod.failed(); perr != nil {
 			return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
 		}
-		if err := x.wait(ctx, s, limits); err != nil {
-			prod.wait()
-			return delivery.Outcome{}, ctx.Err()
+		if !pending(rd) { // a page read ahead waited for the rate limit before its request
+			if err := x.wait(ctx, s, limits); err != nil {
+				prod.wait()
+				return delivery.Outcome{}, ctx.Err()
+			}
 		}
 		p, more, err := rd.Next(ctx)
 		if err != nil {
@@ -148,6 +157,10 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		}
 		attempt = max(attempt, p.Attempts)
 		pages++
+		last := !rd.More()
+		if last {
+			prod.collect()
+		}
 		now := x.now()
 		extractedAt := timestamppb.New(now)
 		for i, rec := range p.Records {
@@ -160,6 +173,9 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 				}
 			}
 		}
+		if last {
+			prod.flush()
+		}
 		records += uint64(len(p.Records))
 		// A long task commits only at its end; records acknowledged since the last page are progress.
 		if a := prod.acked.Load(); a > acked {
@@ -167,6 +183,34 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 			x.lag.Progressed()
 		}
 	}
+	// The slice goes on in a task of its own (a crawl's next page), published once this task's
+	// records are acknowledged, before its end is reported and committed, on this task's partition.
+	// Its page is read meanwhile when the member goes on with it in process.
+	var (
+		next   *sluicev1.Task
+		follow *kgo.Record
+	)
+	if then := rd.Then(); then != nil {
+		next = &sluicev1.Task{JobId: task.JobId, TaskId: then.TaskId, Index: task.Index, Count: task.Count, Source: task.Source,
+			Slice: then.Slice, Table: task.Table, SchemaId: task.SchemaId, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query,
+			SourceRef: task.SourceRef}
+		if next.SourceRef != "" {
+			next.Source = nil // named, as the planner named it: a crawl's pages stay small too
+		}
+		value, err := proto.Marshal(next)
+		if err != nil {
+			prod.wait()
+			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)
+		}
+		follow = &kgo.Record{Topic: x.topics.tasks, Key: r.Key, Value: value, Offset: -1}
+		ch.readAhead(&task, next, follow, src, s)
+	}
+	goesOn := false
+	defer func() {
+		if !goesOn {
+			ch.drop()
+		}
+	}()
 	if perr := prod.wait(); perr != nil {
 		return delivery.Outcome{}, failure(asDelivery(perr), 0, 0, nil, attempt)
 	}
@@ -181,20 +225,10 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot) (delive
 		x.log.Warn("cursor values left out of the task's largest", "job", task.JobId, "task", task.TaskId,
 			"unparseable", rj.Unparseable, "future", rj.Future)
 	}
-	if then := rd.Then(); then != nil {
-		// The slice goes on in a task of its own (a crawl's next page), published before this
-		// task's end is reported and committed, on this task's partition.
-		next := &sluicev1.Task{JobId: task.JobId, TaskId: then.TaskId, Index: task.Index, Count: task.Count, Source: task.Source,
-			Slice: then.Slice, Table: task.Table, SchemaId: task.SchemaId, PlannedAt: task.PlannedAt, Follows: task.TaskId, Query: task.Query,
-			SourceRef: task.SourceRef}
-		if next.SourceRef != "" {
-			next.Source = nil // named, as the planner named it: a crawl's pages stay small too
-		}
-		value, err := proto.Marshal(next)
-		if err != nil {
-			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)
-		}
-		out.Follow = []*kgo.Record{{Topic: x.topics.tasks, Key: r.Key, Value: value}}
+	if follow != nil {
+		ch.goesOn()
+		goesOn = true
+		out.Follow = []*kgo.Record{follow}
 		extracted.NextTaskId = next.TaskId
 	}
 	x.observe(r, prod, began)
