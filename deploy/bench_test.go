@@ -364,6 +364,8 @@ func BenchmarkCrawl(b *testing.B) {
 		fmt.Printf("  %-34s %10.1f pages/s  (%.1f s)  %.2f× the baseline\n", "sluice: submit to last page", extractRate, extracted.Seconds(), extractRate/baseline)
 		fmt.Printf("  %-34s %10.1f pages/s  (%.1f s, %.0f records/s)  %.2f× the baseline\n", "sluice: submit to loaded", rate, took.Seconds(),
 			float64(j.Records.Loaded)/took.Seconds(), rate/baseline)
+		summarize(b, "crawl: cursor pages, to the last extracted", extractRate, baseline, "pages/s", "", 0)
+		summarize(b, "crawl: cursor pages, to the last loaded", rate, baseline, "pages/s", "", 0)
 		b.ReportMetric(rate, "pages/s")
 		b.ReportMetric(extractRate, "extracted-pages/s")
 		b.ReportMetric(baseline, "baseline-pages/s")
