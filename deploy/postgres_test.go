@@ -6,9 +6,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,6 +140,9 @@ sink:
 //     into `clickhouse-client … FORMAT TabSeparated`, the least work that lands the rows;
 //   - sluice: the planner, an extractor and a loader, real processes, the table in 8 key ranges.
 //
+// PROFILE_DIR=dir writes CPU and heap profiles of the extractor and the loader there, taken in
+// the first 5 seconds of sluice's run.
+//
 // row_to_json of a pgbench_accounts row is the payload sluice writes for it (no numeric or bytea
 // column, which sluice writes otherwise), and its key is aid as text: the two tables are checked to
 // hold the same keys and payloads (count and a sum of cityHash64) before the figures are printed.
@@ -158,12 +164,16 @@ func BenchmarkPostgres(b *testing.B) {
 		floorRate, floorCPU, floorCH := pgFloor(b, p, dsn, chPid)
 
 		env := p.with(map[string]string{"SOURCE_PG_DSN": dsn})
+		dir := os.Getenv("PROFILE_DIR")
+		if dir != "" {
+			env["SLUICE_PPROF"] = "true"
+		}
 		planner := start(b, "planner", env)
 		extractor := start(b, "extractor", env)
 		loader := start(b, "loader", env)
 		base := planner.ready(b)
-		extractor.ready(b)
-		loader.ready(b)
+		extractorURL := extractor.ready(b)
+		loaderURL := loader.ready(b)
 		procs := map[string]int{"extractor": extractor.cmd.Process.Pid, "loader": loader.cmd.Process.Pid, "clickhouse": chPid}
 		settle(b, p.conn)
 		before := cpuOf(procs)
@@ -173,8 +183,15 @@ source: {type: postgres, dsn: "${SOURCE_PG_DSN}", table: pgbench_accounts, key: 
 tasks: 8
 sink: {table: bench}
 `)
+		var profiled sync.WaitGroup
+		if dir != "" { // the first 5 seconds of the job, for go tool pprof
+			for name, url := range map[string]string{"extractor": extractorURL, "loader": loaderURL} {
+				profiled.Go(func() { profile(b, url, filepath.Join(dir, "postgres-"+name+".pprof")) })
+			}
+		}
 		j = await(b, base, j.ID, 20*time.Minute)
 		took := time.Since(began)
+		profiled.Wait()
 		after := cpuOf(map[string]int{"extractor": procs["extractor"], "loader": procs["loader"]})
 		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
 			b.Fatalf("job ended %+v", j)

@@ -63,6 +63,10 @@ func (r *pgCopier) Next(ctx context.Context) (Read, bool, error) {
 	if r.done {
 		return Read{}, false, nil
 	}
+	if ctx.Err() != nil { // the pipe may hold a page: a read cancelled returns none of it
+		r.Close()
+		return Read{}, false, &Error{Class: "canceled", Err: ctx.Err(), At: r.read}
+	}
 	var (
 		records []json.RawMessage
 		last    string
@@ -82,6 +86,7 @@ func (r *pgCopier) Next(ctx context.Context) (Read, bool, error) {
 		return err
 	})
 	if ferr != nil {
+		r.Close()
 		ferr.At = r.read
 		return Read{}, false, ferr
 	}
