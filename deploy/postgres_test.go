@@ -5,11 +5,15 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
 	"github.com/sluicedata/sluice/pkg/stacktest"
@@ -129,69 +133,164 @@ sink:
 	t.Logf("rows per range: %v", sizes)
 }
 
-// BenchmarkPostgres reads a PostgreSQL table of PG_ROWS rows (200,000 by default, about 200 bytes
-// of JSON each) in 8 key ranges through the real services into ClickHouse, and reports records/s
-// and the extractor's and loader's CPU seconds per million records, beside the baseline of one
-// connection reading the same rows as JSON (SELECT row_to_json) in a loop.
+// BenchmarkPostgres reads PostgreSQL's own data set, pgbench_accounts at scale PG_SCALE (10 by
+// default: 1,000,000 rows, `pgbench -i`), into ClickHouse twice in one run:
+//
+//   - the floor: `psql \copy (SELECT aid, row_to_json(a) FROM pgbench_accounts a) TO STDOUT` piped
+//     into `clickhouse-client … FORMAT TabSeparated`, the least work that lands the rows;
+//   - sluice: the planner, an extractor and a loader, real processes, the table in 8 key ranges.
+//
+// PROFILE_DIR=dir writes CPU and heap profiles of the extractor and the loader there, taken in
+// the first 5 seconds of sluice's run.
+//
+// row_to_json of a pgbench_accounts row is the payload sluice writes for it (no numeric or bytea
+// column, which sluice writes otherwise), and its key is aid as text: the two tables are checked to
+// hold the same keys and payloads (count and a sum of cityHash64) before the figures are printed.
+// It reports records/s of both, their ratio, and the CPU seconds per million records of the
+// extractor, the loader and ClickHouse, and of psql and clickhouse-client for the floor.
 func BenchmarkPostgres(b *testing.B) {
 	stacktest.Require(b)
-	n := envInt("PG_ROWS", 200_000)
+	scale := envInt("PG_SCALE", 10)
+	n := scale * 100_000
 	for range b.N {
-		dsn, _ := pgTable(b,
-			`CREATE TABLE bench (id bigint PRIMARY KEY, name text, amount numeric, at timestamptz, doc jsonb)`,
-			fmt.Sprintf(`INSERT INTO bench SELECT i, 'user-' || i || repeat('x', 60), i * 1.25,
-				timestamptz '2020-01-01 00:00:00+00' + i * interval '1 second', jsonb_build_object('i', i, 'tags', jsonb_build_array('a', 'b'))
-				FROM generate_series(1, %d) i`, n),
-			`ANALYZE bench`)
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			b.Fatal(err)
+		dsn := stacktest.Postgres(b)
+		pgbench := exec.Command("pgbench", "-i", "-q", "-s", strconv.Itoa(scale), dsn)
+		if out, err := pgbench.CombinedOutput(); err != nil {
+			b.Fatalf("pgbench -i: %v\n%s", err, tail(out, 2000))
 		}
-		began := time.Now()
-		rows, err := conn.Query(ctx, "SELECT row_to_json(t)::text FROM bench t ORDER BY id")
-		if err != nil {
-			b.Fatal(err)
-		}
-		read := 0
-		for rows.Next() {
-			read++
-		}
-		rows.Close()
-		baseline := float64(read) / time.Since(began).Seconds()
-		conn.Close(ctx)
-
 		p := newPipeline(b, demosource.DefaultConfig())
+		chPid := stackPid(b, "clickhouse/clickhouse.pid")
+		settle(b, p.conn)
+		floorRate, floorCPU, floorCH := pgFloor(b, p, dsn, chPid)
+
 		env := p.with(map[string]string{"SOURCE_PG_DSN": dsn})
+		dir := os.Getenv("PROFILE_DIR")
+		if dir != "" {
+			env["SLUICE_PPROF"] = "true"
+		}
 		planner := start(b, "planner", env)
 		extractor := start(b, "extractor", env)
 		loader := start(b, "loader", env)
 		base := planner.ready(b)
-		extractor.ready(b)
-		loader.ready(b)
-		procs := map[string]int{"extractor": extractor.cmd.Process.Pid, "loader": loader.cmd.Process.Pid}
+		extractorURL := extractor.ready(b)
+		loaderURL := loader.ready(b)
+		procs := map[string]int{"extractor": extractor.cmd.Process.Pid, "loader": loader.cmd.Process.Pid, "clickhouse": chPid}
+		settle(b, p.conn)
 		before := cpuOf(procs)
-		began = time.Now()
+		began := time.Now()
 		j := submit(b, base, `name: bench
-source: {type: postgres, dsn: "${SOURCE_PG_DSN}", table: bench, key: id, batch_size: 5000}
+source: {type: postgres, dsn: "${SOURCE_PG_DSN}", table: pgbench_accounts, key: aid}
 tasks: 8
 sink: {table: bench}
 `)
+		var profiled sync.WaitGroup
+		if dir != "" { // the first 5 seconds of the job, for go tool pprof
+			for name, url := range map[string]string{"extractor": extractorURL, "loader": loaderURL} {
+				profiled.Go(func() { profile(b, url, filepath.Join(dir, "postgres-"+name+".pprof")) })
+			}
+		}
 		j = await(b, base, j.ID, 20*time.Minute)
 		took := time.Since(began)
-		after := cpuOf(procs)
+		profiled.Wait()
+		after := cpuOf(map[string]int{"extractor": procs["extractor"], "loader": procs["loader"]})
 		if j.State != "succeeded" || j.Records.Loaded != uint64(n) {
 			b.Fatalf("job ended %+v", j)
 		}
+		settle(b, p.conn)
+		after["clickhouse"] = cpuOf(map[string]int{"clickhouse": chPid})["clickhouse"]
+		samePayloads(b, p, n)
+
 		m := float64(n) / 1e6
-		fmt.Printf("\nsluice postgres benchmark: %d rows in 8 key ranges, batches of 5000, 1 extractor, 1 loader\n", n)
-		fmt.Printf("  %-34s %12.0f records/s\n", "baseline: one SELECT row_to_json", baseline)
-		fmt.Printf("  %-34s %12.0f records/s  (%.2f s)\n", "end to end: submit to loaded", float64(n)/took.Seconds(), took.Seconds())
-		fmt.Printf("  CPU seconds per million records: extractor %.2f, loader %.2f\n",
-			(after["extractor"]-before["extractor"])/m, (after["loader"]-before["loader"])/m)
-		b.ReportMetric(float64(n)/took.Seconds(), "records/s")
-		b.ReportMetric(baseline, "baseline-records/s")
-		b.ReportMetric((after["extractor"]-before["extractor"])/m, "extractor-cpu-s/M")
-		b.ReportMetric((after["loader"]-before["loader"])/m, "loader-cpu-s/M")
+		rate := float64(n) / took.Seconds()
+		per := func(name string) float64 { return (after[name] - before[name]) / m }
+		fmt.Printf("\nsluice postgres benchmark: pgbench_accounts, %d rows (scale %d), 8 key ranges, 1 extractor, 1 loader\n", n, scale)
+		fmt.Printf("  %-44s %10.0f records/s  psql+clickhouse-client %.2f, ClickHouse %.2f CPU-s/M\n",
+			"floor: psql \\copy | clickhouse-client", floorRate, floorCPU, floorCH)
+		fmt.Printf("  %-44s %10.0f records/s  extractor %.2f, loader %.2f, ClickHouse %.2f CPU-s/M  (%.2f s)\n",
+			"sluice: submit to loaded", rate, per("extractor"), per("loader"), per("clickhouse"), took.Seconds())
+		fmt.Printf("  %-44s %10.2f\n", "ratio sluice/floor", rate/floorRate)
+		b.ReportMetric(rate, "records/s")
+		b.ReportMetric(floorRate, "floor-records/s")
+		b.ReportMetric(rate/floorRate, "ratio")
+		b.ReportMetric(per("extractor"), "extractor-cpu-s/M")
+		b.ReportMetric(per("loader"), "loader-cpu-s/M")
+	}
+}
+
+// pgFloor lands pgbench_accounts in the table floor (key, payload) through psql's \copy piped into
+// clickhouse-client, and returns records/s, the two processes' CPU seconds per million records and
+// ClickHouse's.
+func pgFloor(b *testing.B, p *deployment, dsn string, chPid int) (rate, cpu, ch float64) {
+	b.Helper()
+	ctx := context.Background()
+	if err := p.conn.Exec(ctx, "CREATE TABLE floor (key String, payload String) ENGINE = MergeTree ORDER BY key"); err != nil {
+		b.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(p.ch.Addr[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	psql := exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn,
+		"-c", `\copy (SELECT aid::text, row_to_json(a)::text FROM pgbench_accounts a) TO STDOUT`)
+	args := []string{"--host", host, "--port", port, "--user", p.ch.Username, "--database", p.ch.Database,
+		"--query", "INSERT INTO floor FORMAT TabSeparated"}
+	if p.ch.Password != "" {
+		args = append(args, "--password", p.ch.Password.Reveal())
+	}
+	client := exec.Command("clickhouse-client", args...)
+	pipe, err := psql.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	client.Stdin = pipe
+	var psqlErr, clientErr strings.Builder
+	psql.Stderr, client.Stderr = &psqlErr, &clientErr
+	before := cpuOf(map[string]int{"clickhouse": chPid})
+	began := time.Now()
+	if err := psql.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if err := client.Start(); err != nil {
+		b.Fatal(err)
+	}
+	perr, cerr := psql.Wait(), client.Wait()
+	took := time.Since(began)
+	if perr != nil || cerr != nil {
+		b.Fatalf("floor: psql %v %s; clickhouse-client %v %s", perr, psqlErr.String(), cerr, clientErr.String())
+	}
+	settle(b, p.conn)
+	after := cpuOf(map[string]int{"clickhouse": chPid})
+	var rows uint64
+	if err := p.conn.QueryRow(ctx, "SELECT count() FROM floor").Scan(&rows); err != nil {
+		b.Fatal(err)
+	}
+	if rows == 0 {
+		b.Fatal("floor: no rows landed")
+	}
+	m := float64(rows) / 1e6
+	procs := (psql.ProcessState.UserTime() + psql.ProcessState.SystemTime() +
+		client.ProcessState.UserTime() + client.ProcessState.SystemTime()).Seconds()
+	return float64(rows) / took.Seconds(), procs / m, (after["clickhouse"] - before["clickhouse"]) / m
+}
+
+// samePayloads checks that the floor and sluice landed the same n keys with the same payloads, so
+// that the two figures compare the same work.
+func samePayloads(b *testing.B, p *deployment, n int) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sums := func(from string) (rows, keys, payloads uint64) {
+		err := p.conn.QueryRow(ctx, "SELECT count(), sum(cityHash64(key)), sum(cityHash64(key, payload)) FROM "+from).
+			Scan(&rows, &keys, &payloads)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return rows, keys, payloads
+	}
+	fr, fk, fp := sums("floor")
+	sr, sk, sp := sums("bench FINAL") // a task run again lands its rows again until a merge
+	if fr != uint64(n) || sr != uint64(n) || fk != sk || fp != sp {
+		b.Fatalf("the floor and sluice landed different rows: floor %d rows (keys %x, payloads %x), sluice %d (keys %x, payloads %x)",
+			fr, fk, fp, sr, sk, sp)
 	}
 }

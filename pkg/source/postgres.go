@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicedata/sluice/pkg/delivery"
@@ -31,6 +30,8 @@ type pgSource struct {
 	// An incremental run reads the rows whose cursor column is at or after since; cursorType is
 	// that column's type, asked of the database before the first query.
 	cursor, since, cursorType string
+	// paged reads each range in queries of a page each rather than one COPY.
+	paged bool
 }
 
 func newPostgres(src *sluicev1.PostgresSource, in *sluicev1.Incremental, env Env) *pgSource {
@@ -156,13 +157,19 @@ type querier interface {
 // the session's defaults is undone by the rollback, and a read-only transaction cannot be made
 // read-write once it has run a query).
 func (p *pgSource) do(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context, q querier) error) (int, *Error) {
+	return p.retry(ctx, func(ctx context.Context) error { return readOnly(ctx, pool, fn) })
+}
+
+// retry runs attempt under the source's retries, each attempt bounded by its timeout, and
+// classifies what the last one failed with.
+func (p *pgSource) retry(ctx context.Context, attempt func(ctx context.Context) error) (int, *Error) {
 	pol := p.policy()
 	var last *Error
 	attempts, err := p.env.Fetcher.Retry.Do(ctx, "query", delivery.Policy{Backoff: pol.Backoff, MaxAttempts: pol.MaxRetries + 1, Deadline: pol.Deadline},
 		func(int) error {
 			actx, cancel := context.WithTimeout(ctx, pol.Timeout)
 			defer cancel()
-			err := readOnly(actx, pool, fn)
+			err := attempt(actx)
 			if err == nil {
 				last = nil
 				return nil
@@ -376,7 +383,9 @@ const (
 
 func integerOID(oid uint32) bool { return oid == oidInt2 || oid == oidInt4 || oid == oidInt8 }
 
-// Open returns a reader of a key range.
+// Open returns a reader of a key range: one COPY of the whole range, streamed, or queries of a page
+// each for a source with a rate limit (and when p.paged says so: the reference the COPY's records
+// are tested against).
 func (p *pgSource) Open(task *sluicev1.Task) (Reader, error) {
 	keys := task.GetKeys()
 	if keys == nil {
@@ -392,130 +401,39 @@ func (p *pgSource) Open(task *sluicev1.Task) (Reader, error) {
 	if size <= 0 {
 		size = jobspec.DefaultBatchSize
 	}
-	return &pgReader{p: p, pool: pool, keys: keys, size: size}, nil
+	// A rate limit paces queries, and a task waiting for it gives its slot back: read such a source
+	// in queries of a page, each its own connection, rather than one COPY that holds one meanwhile.
+	if p.paged || p.src.GetRateLimit() > 0 {
+		return &pgPager{p: p, pool: pool, keys: keys, size: size}, nil
+	}
+	if m := p.env.Fetcher.MaxRecords; m > 0 {
+		size = min(size, m)
+	}
+	return &pgCopier{p: p, pool: pool, keys: keys, size: size, maxBytes: int(p.env.Fetcher.MaxBody)}, nil
 }
 
-// pgReader reads one key range, a page at a time, in key order.
-type pgReader struct {
-	p    *pgSource
-	pool *pgxpool.Pool
-	keys *sluicev1.KeyRange
-	size int
-	// first and next are the page queries, from the start of the range and after a key, built on
-	// the first page from the columns the source has.
-	first, next string
-	// after is the key of the last row read, "" before the first page; read is how many rows.
-	after   string
-	started bool
-	read    uint64
-	done    bool
+// pgRange is what the reads of one key range select, in key order: each row's key as text and
+// the row as a JSON object, its columns as PostgreSQL's JSON writes them but numeric as a string
+// (JSON numbers lose its digits in most readers) and bytea as base64.
+type pgRange struct {
+	rel, key string
+	// typ is the key's type, which the bounds are cast to.
+	typ   string
+	cols  []string
+	where []string
 }
 
-func (r *pgReader) More() bool { return !r.done }
-
-func (r *pgReader) Then() *sluicev1.Task { return nil }
-
-func (r *pgReader) Key(record json.RawMessage) (string, string) {
-	return RecordKey(record, r.p.src.GetKey())
-}
-
-// Next reads the rows after the last one read, up to a page. The query asks for the last row
-// again (key >= after) rather than past it, so that a second row with that key, which a
-// strictly-greater query would skip for good, shows: a key that is not unique fails the task
-// instead of losing rows.
-func (r *pgReader) Next(ctx context.Context) (Read, bool, error) {
-	if r.done {
-		return Read{}, false, nil
-	}
-	pool := r.pool
-	var (
-		records []json.RawMessage
-		last    string
-	)
-	attempts, ferr := r.p.do(ctx, pool, func(ctx context.Context, q querier) error {
-		if err := r.p.resolve(ctx, q); err != nil {
-			return err
-		}
-		if r.first == "" {
-			first, next, err := r.p.pageSQL(ctx, q, r.keys)
-			if err != nil {
-				return err
-			}
-			r.first, r.next = first, next
-		}
-		records, last = records[:0], ""
-		sql, args := r.first, []any{r.size}
-		if r.started {
-			sql, args = r.next, []any{r.size + 1, r.after}
-		}
-		rs, err := q.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		var (
-			// row points into pgx's read buffer until the next row; the page's rows are copied
-			// into one growing buffer rather than one allocation each.
-			row    pgtype.DriverBytes
-			arena  []byte
-			k      *string
-			key    string
-			prev   string
-			repeat bool
-		)
-		_, err = pgx.ForEachRow(rs, []any{&row, &k}, func() error {
-			if k == nil { // a NULL key added since planning: a keyset read cannot place it
-				return &Error{Class: "null_key", Err: fmt.Errorf("a row has no value in the key column %q: keyset reads would skip it; choose a NOT NULL key", r.p.src.GetKey())}
-			}
-			key = *k
-			switch {
-			case len(records) > 0 && key == prev, len(records) == 0 && repeat && key == r.after:
-				return &Error{Class: "duplicate_key", Err: fmt.Errorf("two rows have the key %q in column %q: keyset reads need a unique key", key, r.p.src.GetKey())}
-			case r.started && len(records) == 0 && !repeat && key == r.after:
-				repeat = true // the last row of the previous page
-				return nil
-			}
-			if len(records) < r.size {
-				from := len(arena)
-				arena = append(arena, row...)
-				records = append(records, json.RawMessage(arena[from:len(arena):len(arena)]))
-				prev, last = key, key
-			}
-			return nil
-		})
-		return err
-	})
-	if ferr != nil {
-		ferr.At = r.read
-		return Read{}, false, ferr
-	}
-	at := r.read
-	if len(records) < r.size {
-		r.done = true
-	}
-	if len(records) > 0 {
-		r.after, r.started = last, true
-	}
-	r.read += uint64(len(records))
-	if len(records) == 0 {
-		return Read{}, false, nil
-	}
-	return Read{Records: records, At: at, Attempts: attempts}, true, nil
-}
-
-// pageSQL is the queries of one page of a key range, from its start and after the key $2 where
-// the previous page ended; $1 is the rows to read. The columns are the source's, each as PostgreSQL's
-// JSON writes it, but numeric as a string (JSON numbers lose its digits in most readers) and bytea
-// as base64.
-func (p *pgSource) pageSQL(ctx context.Context, q querier, keys *sluicev1.KeyRange) (first, next string, err error) {
+// newRange asks the database for the columns of the source and builds the reads of keys.
+func (p *pgSource) newRange(ctx context.Context, q querier, keys *sluicev1.KeyRange) (*pgRange, error) {
 	rel, key := p.relation(), p.key()
 	rs, err := q.Query(ctx, fmt.Sprintf("SELECT * FROM %s LIMIT 0", rel))
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	fields := rs.FieldDescriptions()
 	rs.Close()
 	if err := rs.Err(); err != nil {
-		return "", "", err
+		return nil, err
 	}
 	var (
 		cols    []string
@@ -525,7 +443,7 @@ func (p *pgSource) pageSQL(ctx context.Context, q querier, keys *sluicev1.KeyRan
 	)
 	for _, f := range fields {
 		if columns[f.Name] {
-			return "", "", &Error{Class: "bad_query", Err: fmt.Errorf("the source has two columns named %q: name them apart", f.Name)}
+			return nil, &Error{Class: "bad_query", Err: fmt.Errorf("the source has two columns named %q: name them apart", f.Name)}
 		}
 		columns[f.Name] = true
 		c := "q." + pgx.Identifier{f.Name}.Sanitize()
@@ -543,25 +461,28 @@ func (p *pgSource) pageSQL(ctx context.Context, q querier, keys *sluicev1.KeyRan
 		}
 	}
 	if !hasKey {
-		return "", "", &Error{Class: "bad_query", Err: fmt.Errorf("the source has no column %q, its key", p.src.GetKey())}
+		return nil, &Error{Class: "bad_query", Err: fmt.Errorf("the source has no column %q, its key", p.src.GetKey())}
 	}
 	typ, err := typeName(ctx, q, keyOID)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	cast := func(v string) string { return "CAST(" + quoteLiteral(v) + " AS " + typ + ")" }
-	where := []string{"TRUE"}
+	g := &pgRange{rel: rel, key: key, typ: typ, cols: cols, where: []string{"TRUE"}}
 	if keys.GetStart() != "" {
-		where = append(where, key+" >= "+cast(keys.GetStart()))
+		g.where = append(g.where, key+" >= "+g.cast(keys.GetStart()))
 	}
 	if keys.GetEnd() != "" {
-		where = append(where, key+" < "+cast(keys.GetEnd()))
+		g.where = append(g.where, key+" < "+g.cast(keys.GetEnd()))
 	}
-	query := func(where []string) string {
-		return fmt.Sprintf("SELECT row_to_json(sluice_row.*)::text, %s::text FROM %s CROSS JOIN LATERAL (SELECT %s) AS sluice_row WHERE %s ORDER BY %s LIMIT $1",
-			key, rel, strings.Join(cols, ", "), strings.Join(where, " AND "), key)
-	}
-	return query(where), query(append(where, fmt.Sprintf("%s >= CAST($2::text AS %s)", key, typ))), nil
+	return g, nil
+}
+
+func (g *pgRange) cast(v string) string { return "CAST(" + quoteLiteral(v) + " AS " + g.typ + ")" }
+
+// query selects the rows of the range that also meet more, in key order.
+func (g *pgRange) query(more ...string) string {
+	return fmt.Sprintf("SELECT %s::text, row_to_json(sluice_row.*)::text FROM %s CROSS JOIN LATERAL (SELECT %s) AS sluice_row WHERE %s ORDER BY %s",
+		g.key, g.rel, strings.Join(g.cols, ", "), strings.Join(append(g.where[:len(g.where):len(g.where)], more...), " AND "), g.key)
 }
 
 // quoteLiteral writes s as an SQL string literal.

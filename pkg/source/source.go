@@ -37,7 +37,8 @@ type Plan struct {
 	Extent []byte
 }
 
-// Reader reads one slice, page by page, in order.
+// Reader reads one slice, page by page, in order. A reader that holds something between pages
+// (a postgres COPY holds a connection) is also an io.Closer, closed by whoever opened it.
 type Reader interface {
 	// Next reads the next page. It returns false once the slice is read to its end. A failure is a
 	// *Error that has spent the page's retries (or says the read was cancelled); Next is not called

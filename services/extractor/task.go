@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -96,6 +97,11 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 		if rd, err = src.Open(&task); err != nil {
 			return delivery.Outcome{}, &taskError{err: delivery.New(delivery.Data, source.AsError(err, "bad_task").Class, err), run: run}
 		}
+	}
+	if c, ok := rd.(io.Closer); ok {
+		// A reader that streams its slice (a postgres COPY) holds a connection until its end: a run
+		// that stops before the end gives it back.
+		defer c.Close()
 	}
 	limits := src.Limits()
 	leave, err := x.admit(ctx, s, task.JobId, limits.Concurrency)
