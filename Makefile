@@ -41,7 +41,7 @@ demo: ## the whole pipeline locally: stack, services, a RECORDS-record job (defa
 bench: ## every leg against its floor, end to end against the legs, the cluster beside the single server; a table of them at the end
 	@SLUICE_STACK_POSTGRES=yes SLUICE_STACK_CLICKHOUSE=cluster $(STACK) up >/dev/null
 	@summary=$$(mktemp); eval "$$($(STACK) env)"; \
-	  SLUICE_BENCH_SUMMARY=$$summary SLUICE_INTEGRATION=1 go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 40m ./deploy/; rc=$$?; \
+	  RECORDS=$${RECORDS:-500000} SLUICE_BENCH_SUMMARY=$$summary SLUICE_INTEGRATION=1 go test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 40m ./deploy/; rc=$$?; \
 	  printf '\nsluice benchmarks, one run, this machine (%s cores):\n' "$$(nproc)"; \
 	  printf '  %-44s %12s %12s %7s %16s %10s\n' leg rate floor ratio CPU-s/M "peak RSS"; cat $$summary; rm -f $$summary; exit $$rc
 
