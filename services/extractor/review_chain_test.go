@@ -81,8 +81,9 @@ func cancelledChain(t *testing.T, chainPages string) {
 	logs.Await(t, "skipped a task of a job that ended", 30*time.Second)
 
 	// The parked read-ahead wakes up and fetches page 1 of the cancelled job anyway.
-	if chainPages != "0" {
-		src.await(t, 2, "page 1 was not asked for")
+	time.Sleep(5 * time.Second) // past the rate limit's wait: a parked read-ahead wakes
+	if len(src.asked()) > 1 {
+		t.Errorf("the source was asked for a page of the cancelled job: %v", src.asked())
 	}
 	t.Logf("source asked for %v after the job was cancelled", src.asked())
 
