@@ -177,7 +177,20 @@ func (ch *chain) take(r *kgo.Record) *ahead {
 	a := ch.running
 	ch.running = nil
 	<-a.done
+	a.cancel()
 	return a
+}
+
+// discard gives up the page read ahead for the run that just ended, when the run did not take it
+// (it skipped its task before reading: the job ended).
+func (ch *chain) discard() {
+	if ch == nil || ch.running == nil {
+		return
+	}
+	a := ch.running
+	ch.running = nil
+	a.cancel()
+	<-a.done
 }
 
 // pageAhead is a reader whose first page was read ahead.

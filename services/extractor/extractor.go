@@ -332,14 +332,14 @@ func (x *Extractor) start(parent, stop context.Context, r *kgo.Record, slots cha
 			x.offsets.abandon(state, r, true) // revoked, or shutting down: handed over
 		}
 		for a := ch.next(err); a != nil; a = ch.next(err) {
-			err = x.runAhead(o, held, a, work)
+			err = x.runAhead(o, ch, held, a, work)
 		}
 	}()
 }
 
 // runAhead runs a crawl's page that its chain read ahead, in process. Its task has no offset in
 // this member's tracker: its copy, polled from the tasks topic, is done or abandoned with this run.
-func (x *Extractor) runAhead(o *owner, held *slot, a *ahead, work func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error)) error {
+func (x *Extractor) runAhead(o *owner, ch *chain, held *slot, a *ahead, work func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error)) error {
 	done := false
 	markDone := func(context.Context) error {
 		done = true
@@ -348,6 +348,7 @@ func (x *Extractor) runAhead(o *owner, held *slot, a *ahead, work func(context.C
 		return nil
 	}
 	err := x.process(o.ctx, a.rec, held, markDone, work)
+	ch.discard()
 	if !done {
 		x.claims.release(o, a.id, false)
 	}
