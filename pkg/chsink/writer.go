@@ -252,7 +252,10 @@ func insertSettings(f chconn.Features, engine, token string) (clickhouse.Setting
 	return settings, nil
 }
 
-// sendBlock inserts block into table of conn's database, as one insert.
+// sendBlock inserts block into table of conn's database, as one insert. A large block goes in
+// chunks of sendChunkRows rows, one INSERT all the same: the server gathers an insert's chunks into
+// one part (up to min_insert_block_size_rows, a million rows by default), and the client holds one
+// chunk's encoded columns at a time instead of the whole block's.
 func sendBlock(ctx context.Context, conn *chconn.Conn, table string, block *Block, loadedAt time.Time) error {
 	names := block.schema.Names()
 	quoted := make([]string, len(names))
@@ -265,13 +268,24 @@ func sendBlock(ctx context.Context, conn *chconn.Conn, table string, block *Bloc
 		return fmt.Errorf("prepare insert into %s: %w", table, err)
 	}
 	defer batch.Abort() //nolint:errcheck // a no-op once sent
-	cols := batch.Columns()
-	for i, col := range block.columns(loadedAt) {
-		if vals, ok := col.([]string); ok && i < len(cols) {
-			reserve(cols[i], vals)
+	for at := 0; at < block.Len(); at += sendChunkRows {
+		chunk := block
+		if block.Len() > sendChunkRows {
+			chunk = block.Slice(at, min(at+sendChunkRows, block.Len()))
+			if at > 0 {
+				if err := batch.Flush(); err != nil {
+					return fmt.Errorf("insert %d rows into %s: %w", block.Len(), table, err)
+				}
+			}
 		}
-		if err := batch.Column(i).Append(col); err != nil {
-			return appendError(names[i], table, err)
+		cols := batch.Columns()
+		for i, col := range chunk.columns(loadedAt) {
+			if vals, ok := col.([]string); ok && i < len(cols) {
+				reserve(cols[i], vals)
+			}
+			if err := batch.Column(i).Append(col); err != nil {
+				return appendError(names[i], table, err)
+			}
 		}
 	}
 	if err := batch.Send(); err != nil {
@@ -279,3 +293,6 @@ func sendBlock(ctx context.Context, conn *chconn.Conn, table string, block *Bloc
 	}
 	return nil
 }
+
+// sendChunkRows is how many rows of a block sendBlock sends at a time.
+const sendChunkRows = 10_000

@@ -198,3 +198,37 @@ func TestTypedTables(t *testing.T) {
 		}
 	})
 }
+
+// TestInsertInChunks: a block of 2.5 chunks goes as one insert in three sends, and the server
+// makes one part of it, every row in its place, the load time on every row.
+func TestInsertInChunks(t *testing.T) {
+	conn := openConn(t)
+	ctx := context.Background()
+	w := NewWriter(conn, stacktest.Logger(t))
+	table := stacktest.Name(t, "chunks")
+	if err := w.EnsureTable(ctx, table); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "SYSTEM STOP MERGES "+table); err != nil {
+		t.Fatal(err)
+	}
+	n := sendChunkRows*2 + sendChunkRows/2
+	schema, err := w.Schema(ctx, table, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := schema.NewBlock(n)
+	for i := range n {
+		if err := b.Add(&Input{Key: fmt.Sprint(i), Record: fmt.Appendf(nil, `{"i":%d}`, i), Job: "job-1", Offset: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loadedAt := time.Unix(1700000000, 0)
+	if err := w.Insert(ctx, table, b, loadedAt, ""); err != nil {
+		t.Fatal(err)
+	}
+	got := query(t, conn, fmt.Sprintf("SELECT concat(toString(count()), ' ', toString(uniqExact(key)), ' ', toString(countIf(payload = concat('{\"i\":', key, '}') AND kafka_offset = toInt64(key))), ' ', toString(uniqExact(_part)), ' ', toString(min(loaded_at) = max(loaded_at))) FROM %s", table))
+	if want := fmt.Sprintf("%d %d %d 1 1", n, n, n); got[0] != want {
+		t.Fatalf("rows, keys, rows in place, parts, one load time: %s, want %s", got[0], want)
+	}
+}
