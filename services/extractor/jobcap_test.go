@@ -18,10 +18,10 @@ import (
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
-// TestReviewJobCapHoldsWithChains: two crawls of one job capped at concurrency 1. The source sees
-// at most one request of the job at a time when chains are off; with chains, the page read ahead
-// runs outside the job's cap, so that the other crawl's task is admitted while it is fetched.
-func TestReviewJobCapHoldsWithChains(t *testing.T) {
+// TestJobCapHoldsWithChains: two crawls of one job capped at concurrency 1. The source sees at most
+// one request of the job at a time, with chains as without: the page read ahead runs under the
+// cap slot of the page before, which passes it on to the page's run in process.
+func TestJobCapHoldsWithChains(t *testing.T) {
 	for _, pages := range []string{"0", "1000"} {
 		t.Run("chain_pages="+pages, func(t *testing.T) { jobCap(t, pages) })
 	}

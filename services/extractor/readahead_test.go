@@ -32,10 +32,10 @@ func (r *fakeReader) More() bool                           { return !r.read }
 func (r *fakeReader) Key(json.RawMessage) (string, string) { return "", "" }
 func (r *fakeReader) Then() *sluicev1.Task                 { return nil }
 
-// TestReviewReadAheadContextNeverCancelled: a page read ahead and then run in process (next, then
-// take) never has its context cancelled: each one stays a child of the partition owner's context
-// until the partition goes.
-func TestReviewReadAheadContextNeverCancelled(t *testing.T) {
+// TestReadAheadContextEndsWhenTaken: a page read ahead and then run in process (next, then take)
+// has its context cancelled once taken: no read-ahead stays a child of the partition owner's
+// context until the partition goes.
+func TestReadAheadContextEndsWhenTaken(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg)), cfg: ExtractorConfig{ChainPages: 1000},
 		claims: newClaims(), offsets: newOffsetTracker()}
@@ -49,7 +49,7 @@ func TestReviewReadAheadContextNeverCancelled(t *testing.T) {
 		ch := x.newChain(o, context.Background(), cur)
 		next := &sluicev1.Task{TaskId: "p" + string(rune('a'+i%26)) + string(rune('a'+i/26))}
 		rec := &kgo.Record{Topic: "sluice.tasks", Offset: -1}
-		ch.readAhead(&sluicev1.Task{JobId: "j"}, next, rec, fakeSource{}, &slot{})
+		ch.readAhead(&sluicev1.Task{JobId: "j"}, next, rec, fakeSource{})
 		ch.goesOn()
 		rec.Offset = int64(2*i + 1) // published
 		a := ch.next(nil)
@@ -59,9 +59,42 @@ func TestReviewReadAheadContextNeverCancelled(t *testing.T) {
 		if ch.take(rec) == nil { // the in-process run takes the page read
 			t.Fatal("the run did not take the page read ahead")
 		}
-		x.claims.release(o, a.id, true)
+		x.claims.release(o, a.id, finished)
 	}
 	if got := children() - before; got != 0 {
 		t.Fatalf("%d read-ahead contexts still children of the owner's context after 100 pages run in process", got)
+	}
+}
+
+// TestGivenUpPageRunsItsWaitingCopy: a chain that gives up the page it read ahead while its
+// partition stays (the page before is not checkpointed in time) tells a copy of the page that
+// waits for the claim to run it; only a chain that ends with its partition hands the copy over.
+// A copy handed over while the partition stays would hold the partition's commit for good.
+func TestGivenUpPageRunsItsWaitingCopy(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	x := &Extractor{metrics: newExtractorMetrics(reg, pipeline.NewMetrics(reg)), cfg: ExtractorConfig{ChainPages: 1000},
+		claims: newClaims(), offsets: newOffsetTracker()}
+	for _, revoked := range []bool{false, true} {
+		o := &owner{}
+		o.ctx, o.cancel = context.WithCancel(context.Background())
+		ch := x.newChain(o, context.Background(), &kgo.Record{Topic: "sluice.tasks", Offset: 1})
+		ch.prev = &kgo.Record{Topic: "sluice.tasks", Offset: 0} // never committed: the chain gives up
+		ch.readAhead(&sluicev1.Task{JobId: "j"}, &sluicev1.Task{TaskId: "p1"}, &kgo.Record{Topic: "sluice.tasks", Offset: -1}, fakeSource{})
+		var got []released
+		if x.claims.claim(o, "p1", func(how released) { got = append(got, how) }) {
+			t.Fatal("the copy claimed the page the chain read ahead")
+		}
+		if revoked {
+			o.cancel()
+		}
+		ch.goesOn()
+		want := givenUp
+		if revoked {
+			want = handedOver
+		}
+		if !reflect.DeepEqual(got, []released{want}) {
+			t.Fatalf("revoked %v: the waiting copy was told %v, want %v", revoked, got, want)
+		}
+		o.cancel()
 	}
 }
