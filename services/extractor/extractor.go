@@ -186,7 +186,10 @@ func (x *Extractor) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-x.commits:
-				x.commit(commitCtx)
+				// A commit that hangs holds commitMu: a revocation's commit would wait for it.
+				cctx, cancel := context.WithTimeout(commitCtx, commitTimeout)
+				x.commit(cctx)
+				cancel()
 			case <-commitCtx.Done():
 				return
 			}
@@ -458,6 +461,9 @@ func (x *Extractor) acquire(ctx context.Context, slots chan struct{}) int {
 	}
 	return free
 }
+
+// commitTimeout bounds a commit that the committer makes for the copies of crawl pages.
+const commitTimeout = 5 * time.Second
 
 // commit commits every partition's offset up to its first unfinished task.
 func (x *Extractor) commit(ctx context.Context) {
