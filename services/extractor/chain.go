@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -49,12 +50,17 @@ type ahead struct {
 	// work is committed, or the wait gave up.
 	decided chan struct{}
 	ok      bool
-	// done closes once the page is read or the read gave up; read, more and err are its result.
-	done   chan struct{}
-	read   source.Read
-	more   bool
-	err    error
-	cancel context.CancelFunc
+	// done closes once the page is read, or once the read gave up or was left to the page's run
+	// (fetched false); read, more and err are its result.
+	done    chan struct{}
+	fetched bool
+	read    source.Read
+	more    bool
+	err     error
+	cancel  context.CancelFunc
+	// leave lets the next task of the job in: the page before passed its slot of the job's cap on
+	// to this one, so that the job has no more pages at work than its cap while this one is read.
+	leave func()
 }
 
 // newChain returns the chain that the task at r may start, nil when chains are off.
@@ -67,8 +73,10 @@ func (x *Extractor) newChain(o *owner, stop context.Context, r *kgo.Record) *cha
 
 // readAhead claims the crawl's next task, published later as rec, and starts reading its page
 // with src once the page before the current one is checkpointed. It does nothing when the chain
-// may not go on.
-func (ch *chain) readAhead(task *sluicev1.Task, next *sluicev1.Task, rec *kgo.Record, src source.Source, s *slot) {
+// may not go on. The read holds no work slot of its own: the page at work holds one, and the read
+// is made only when the job's rate limit lets a request go now; otherwise the page's run waits
+// for it with its slot, as any run does.
+func (ch *chain) readAhead(task *sluicev1.Task, next *sluicev1.Task, rec *kgo.Record, src source.Source) {
 	if ch == nil || ch.pages >= ch.x.cfg.ChainPages || ch.stop.Err() != nil || ch.o.ctx.Err() != nil ||
 		ch.x.cancelled.Is(task.JobId) {
 		return
@@ -85,12 +93,10 @@ func (ch *chain) readAhead(task *sluicev1.Task, next *sluicev1.Task, rec *kgo.Re
 		defer close(a.done)
 		a.ok = ch.checkpointed(ctx, prev)
 		close(a.decided)
-		if !a.ok {
+		if !a.ok || !ch.x.paced(limits) {
 			return
 		}
-		if a.err = ch.x.wait(ctx, s, limits); a.err != nil {
-			return
-		}
+		a.fetched = true
 		a.read, a.more, a.err = rd.Next(ctx)
 	}()
 }
@@ -136,16 +142,44 @@ func (ch *chain) goesOn() {
 }
 
 // drop gives up the page read ahead: its read is cancelled, and its task runs from the tasks
-// topic (a copy that waits for it is abandoned, for the next owner).
+// topic. A copy of the task that waits for it is handed over with the partition when the chain
+// ends for a revocation or a shutdown, and runs itself otherwise.
 func (ch *chain) drop() {
 	if ch == nil || ch.ahead == nil {
 		return
 	}
 	a := ch.ahead
 	ch.ahead = nil
+	a.end()
+	how := givenUp
+	if ch.o.ctx.Err() != nil || ch.stop.Err() != nil {
+		how = handedOver
+	}
+	ch.x.claims.release(ch.o, a.id, how)
+}
+
+// keep passes the run's slot of its job's cap (its leave) on to the page read ahead, which runs
+// next in process, and returns what the run lets go of at its end instead.
+func (ch *chain) keep(leave func()) func() {
+	if ch == nil || ch.ahead == nil {
+		return leave
+	}
+	ch.ahead.leave = leave
+	return func() {}
+}
+
+// end stops the read, waits for it, and gives back what the page holds: the job's cap slot and
+// the reader.
+func (a *ahead) end() {
 	a.cancel()
-	<-a.done // it may hold the slot: it has given it back when it returns
-	ch.x.claims.release(ch.o, a.id, false)
+	<-a.done
+	if a.leave != nil {
+		a.leave()
+		a.leave = nil
+	}
+	if c, ok := a.rd.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 // next returns the page read ahead, to run now: the current task ended without err and published
@@ -168,8 +202,8 @@ func (ch *chain) next(err error) *ahead {
 	return a
 }
 
-// take returns the page read ahead for the task at r, once read, and forgets it: a run again of
-// the task reads its page again.
+// take returns the page read ahead for the task at r, once its read ended, and forgets it: a run
+// again of the task reads its page again. The run goes on with the page's reader and cap slot.
 func (ch *chain) take(r *kgo.Record) *ahead {
 	if ch == nil || ch.running == nil || ch.running.rec != r {
 		return nil
@@ -177,7 +211,27 @@ func (ch *chain) take(r *kgo.Record) *ahead {
 	a := ch.running
 	ch.running = nil
 	<-a.done
+	a.cancel()
 	return a
+}
+
+// discard gives up the page read ahead for the run that just ended, when the run did not take it
+// (it skipped its task before reading: the job ended).
+func (ch *chain) discard() {
+	if ch == nil || ch.running == nil {
+		return
+	}
+	a := ch.running
+	ch.running = nil
+	a.end()
+}
+
+// reader returns the reader of the page read ahead: its first page is the one read, when it was.
+func (a *ahead) reader() source.Reader {
+	if !a.fetched {
+		return a.rd
+	}
+	return &pageAhead{Reader: a.rd, a: a}
 }
 
 // pageAhead is a reader whose first page was read ahead.
@@ -196,6 +250,14 @@ func (r *pageAhead) Next(ctx context.Context) (source.Read, bool, error) {
 }
 
 func (r *pageAhead) More() bool { return !r.used || r.Reader.More() }
+
+// Close closes the reader under it, when it holds something (a postgres COPY's connection).
+func (r *pageAhead) Close() error {
+	if c, ok := r.Reader.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
 
 // pending reports whether the reader's next page is already read: its rate limit was waited for.
 func pending(rd source.Reader) bool {

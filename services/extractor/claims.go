@@ -27,7 +27,7 @@ const maxDone = 10_000
 type claims struct {
 	mu sync.Mutex
 	// working are the claims at work, each with what its copies do once it ends.
-	working map[claim][]func(done bool)
+	working map[claim][]func(released)
 	done    map[string]bool
 	order   []string // done ids, oldest first
 }
@@ -38,12 +38,27 @@ type claim struct {
 	id string
 }
 
-func newClaims() *claims { return &claims{working: map[claim][]func(bool){}, done: map[string]bool{}} }
+// released is how the work on a claim ended, which decides what its waiting copies do.
+type released int
+
+const (
+	// finished: the task is done; its copies are done with it.
+	finished released = iota
+	// handedOver: the member let the task go with its partition (a revocation, a shutdown) or
+	// stops; its copies are handed over too, for the next owner.
+	handedOver
+	// givenUp: the member let the task go and goes on owning its partition (a chain that does
+	// not go on); a copy that waits runs the task itself.
+	givenUp
+)
+
+func newClaims() *claims {
+	return &claims{working: map[claim][]func(released){}, done: map[string]bool{}}
+}
 
 // claim takes id for o, and returns true. When id is at work in o already, or done, it returns false
-// and copied (when not nil) runs once the work ends (at once when it is done), with whether it
-// was done.
-func (c *claims) claim(o *owner, id string, copied func(done bool)) bool {
+// and copied (when not nil) runs once the work ends (at once when it is done), with how it ended.
+func (c *claims) claim(o *owner, id string, copied func(released)) bool {
 	c.mu.Lock()
 	k := claim{o, id}
 	if waiting, ok := c.working[k]; ok {
@@ -56,7 +71,7 @@ func (c *claims) claim(o *owner, id string, copied func(done bool)) bool {
 	if c.done[id] {
 		c.mu.Unlock()
 		if copied != nil {
-			copied(true)
+			copied(finished)
 		}
 		return false
 	}
@@ -65,14 +80,14 @@ func (c *claims) claim(o *owner, id string, copied func(done bool)) bool {
 	return true
 }
 
-// release ends o's claim of id: done, it is remembered; abandoned, it may run again. The copies
-// that waited for it are told.
-func (c *claims) release(o *owner, id string, done bool) {
+// release ends o's claim of id: finished, it is remembered; otherwise it may run again. The copies
+// that waited for it are told how it ended.
+func (c *claims) release(o *owner, id string, how released) {
 	c.mu.Lock()
 	k := claim{o, id}
 	waiting := c.working[k]
 	delete(c.working, k)
-	if done && !c.done[id] {
+	if how == finished && !c.done[id] {
 		c.done[id] = true
 		c.order = append(c.order, id)
 		if len(c.order) > maxDone {
@@ -82,7 +97,7 @@ func (c *claims) release(o *owner, id string, done bool) {
 	}
 	c.mu.Unlock()
 	for _, copied := range waiting {
-		copied(done)
+		copied(how)
 	}
 }
 

@@ -186,7 +186,10 @@ func (x *Extractor) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-x.commits:
-				x.commit(commitCtx)
+				// A commit that hangs holds commitMu: a revocation's commit would wait for it.
+				cctx, cancel := context.WithTimeout(commitCtx, commitTimeout)
+				x.commit(cctx)
+				cancel()
 			case <-commitCtx.Done():
 				return
 			}
@@ -265,10 +268,9 @@ func (x *Extractor) Run(ctx context.Context) error {
 // finished is done once that work is. A crawl's page goes on with the next pages in process (a
 // chain) until stop ends or the chain does.
 func (x *Extractor) start(parent, stop context.Context, r *kgo.Record, slots chan struct{}) {
-	o := x.owner(parent, r)
 	state, starts := x.offsets.start(r)
-	id := taskID(r)
-	if id != "" && !x.claims.claim(o, id, func(done bool) { x.settle(state, r, done) }) {
+	t := &polled{o: x.owner(parent, r), stop: stop, state: state, r: r, id: taskID(r), starts: starts, slots: slots}
+	if !x.claim(t) {
 		x.metrics.copies.Inc()
 		<-slots
 		return
@@ -279,34 +281,62 @@ func (x *Extractor) start(parent, stop context.Context, r *kgo.Record, slots cha
 	cctx, cancel := context.WithTimeout(parent, 5*time.Second) // the group waits while this poll's tasks start
 	x.commit(cctx)
 	cancel()
+	x.launch(t, &slot{ch: slots, held: true})
+}
+
+// polled is a task as polled, with what its run needs.
+type polled struct {
+	o      *owner
+	stop   context.Context
+	state  *partitionState
+	r      *kgo.Record
+	id     string
+	starts int
+	slots  chan struct{}
+}
+
+// claim takes the task's id for its run, and reports whether it did. When the id is at work on this
+// member, the task is a copy: it is settled once that work ends.
+func (x *Extractor) claim(t *polled) bool {
+	return t.id == "" || x.claims.claim(t.o, t.id, func(how released) { x.settle(t, how) })
+}
+
+// launch runs the task in a goroutine of its own with the slot s; a task that holds no slot yet
+// takes one first.
+func (x *Extractor) launch(t *polled, held *slot) {
+	o, r, id := t.o, t.r, t.id
 	var ch *chain
-	if starts == 1 && id != "" {
-		ch = x.newChain(o, stop, r)
+	if t.starts == 1 && id != "" {
+		ch = x.newChain(o, t.stop, r)
 	}
 	work := func(ctx context.Context, r *kgo.Record, s *slot) (delivery.Outcome, error) {
 		return x.runTask(ctx, r, s, ch)
 	}
-	if starts > x.cfg.MaxTaskStarts {
+	if t.starts > x.cfg.MaxTaskStarts {
 		work = func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error) {
 			return delivery.Outcome{}, delivery.New(delivery.Data, "killed_members", fmt.Errorf(
 				"%d members started the task and none finished or handed it over (killed, out of memory?); dead-lettered so that it kills no more (SLUICE_EXTRACTOR_MAX_TASK_STARTS is %d)",
-				starts-1, x.cfg.MaxTaskStarts))
+				t.starts-1, x.cfg.MaxTaskStarts))
 		}
 	}
 	x.tasks.Add(1)
 	o.wg.Add(1)
 	x.metrics.inFlight.Inc()
 	go func() {
-		held := &slot{ch: slots, held: true}
 		defer func() {
 			held.release()
 			x.metrics.inFlight.Dec()
 			o.wg.Done()
 			x.tasks.Done()
 		}()
+		if !held.held && !x.retake(o.ctx, held) {
+			x.claims.release(o, id, handedOver)
+			x.offsets.abandon(t.state, r, true)
+			return
+		}
 		// A task that was in flight when a member died runs alone: were it the one that kills
 		// members, only it is blamed for the next death, not the tasks that ran beside it.
-		if starts > 1 {
+		if t.starts > 1 {
 			x.alone.Lock()
 			defer x.alone.Unlock()
 		} else {
@@ -315,41 +345,47 @@ func (x *Extractor) start(parent, stop context.Context, r *kgo.Record, slots cha
 		}
 		done := false
 		markDone := func(ctx context.Context) error {
-			x.offsets.done(state, r)
+			x.offsets.done(t.state, r)
 			done = true
 			x.commit(ctx)
 			x.lag.Progressed()
 			return nil
 		}
 		err := x.process(o.ctx, r, held, markDone, work)
-		x.claims.release(o, id, done)
+		how := finished
+		if !done {
+			how = handedOver
+		}
+		x.claims.release(o, id, how)
 		switch {
 		case err == nil:
 		case delivery.ClassOf(err) == delivery.Fatal && o.ctx.Err() == nil:
-			x.offsets.abandon(state, r, false)
+			x.offsets.abandon(t.state, r, false)
 			x.stopOn(err)
 		default:
-			x.offsets.abandon(state, r, true) // revoked, or shutting down: handed over
+			x.offsets.abandon(t.state, r, true) // revoked, or shutting down: handed over
 		}
 		for a := ch.next(err); a != nil; a = ch.next(err) {
-			err = x.runAhead(o, held, a, work)
+			err = x.runAhead(o, ch, held, a, work)
 		}
 	}()
 }
 
 // runAhead runs a crawl's page that its chain read ahead, in process. Its task has no offset in
-// this member's tracker: its copy, polled from the tasks topic, is done or abandoned with this run.
-func (x *Extractor) runAhead(o *owner, held *slot, a *ahead, work func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error)) error {
+// this member's tracker: its copy, polled from the tasks topic, is done or handed over with this
+// run.
+func (x *Extractor) runAhead(o *owner, ch *chain, held *slot, a *ahead, work func(context.Context, *kgo.Record, *slot) (delivery.Outcome, error)) error {
 	done := false
 	markDone := func(context.Context) error {
 		done = true
-		x.claims.release(o, a.id, true) // commits the copy when it waits
+		x.claims.release(o, a.id, finished) // commits the copy when it waits
 		x.lag.Progressed()
 		return nil
 	}
 	err := x.process(o.ctx, a.rec, held, markDone, work)
+	ch.discard()
 	if !done {
-		x.claims.release(o, a.id, false)
+		x.claims.release(o, a.id, handedOver)
 	}
 	if err != nil && delivery.ClassOf(err) == delivery.Fatal && o.ctx.Err() == nil {
 		x.stopOn(err)
@@ -357,17 +393,38 @@ func (x *Extractor) runAhead(o *owner, held *slot, a *ahead, work func(context.C
 	return err
 }
 
-// settle finishes the copy at r of a task this member worked on, once that work ended: done, it
-// is committed soon; abandoned, it is handed over with it.
-func (x *Extractor) settle(state *partitionState, r *kgo.Record, done bool) {
-	if !done {
-		x.offsets.abandon(state, r, true)
-		return
+// settle finishes the copy t of a task this member worked on, once that work ended: finished, it
+// is committed soon; handed over, it goes with its partition; given up, the copy runs the task.
+func (x *Extractor) settle(t *polled, how released) {
+	switch how {
+	case finished:
+		x.offsets.done(t.state, t.r)
+		select {
+		case x.commits <- struct{}{}:
+		default: // a commit is asked for already, and takes this one in
+		}
+	case handedOver:
+		x.offsets.abandon(t.state, t.r, true)
+	case givenUp:
+		if x.claim(t) { // another copy may have taken it first: this one waits for it then
+			x.launch(t, &slot{ch: t.slots})
+		}
 	}
-	x.offsets.done(state, r)
+}
+
+// retake takes a work slot for s, and reports whether it did before ctx ended. A poll holding the
+// free slots ends first.
+func (x *Extractor) retake(ctx context.Context, s *slot) bool {
 	select {
-	case x.commits <- struct{}{}:
-	default: // a commit is asked for already, and takes this one in
+	case x.wantSlot <- struct{}{}:
+	default:
+	}
+	select {
+	case s.ch <- struct{}{}:
+		s.held = true
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -404,6 +461,9 @@ func (x *Extractor) acquire(ctx context.Context, slots chan struct{}) int {
 	}
 	return free
 }
+
+// commitTimeout bounds a commit that the committer makes for the copies of crawl pages.
+const commitTimeout = 5 * time.Second
 
 // commit commits every partition's offset up to its first unfinished task.
 func (x *Extractor) commit(ctx context.Context) {
@@ -458,14 +518,7 @@ func (x *Extractor) park(ctx context.Context, s *slot, wait func(context.Context
 	case x.unparked <- struct{}{}:
 	default:
 	}
-	select { // a poll holding the free slots ends now
-	case x.wantSlot <- struct{}{}:
-	default:
-	}
-	select {
-	case s.ch <- struct{}{}:
-		s.held = true
-	case <-ctx.Done():
+	if !x.retake(ctx, s) {
 		return ctx.Err()
 	}
 	return err

@@ -86,9 +86,12 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 	var (
 		src source.Source
 		rd  source.Reader
+		// leave lets the job's next task in at the run's end, unless the run passes its slot of
+		// the job's cap on to the page its chain read ahead.
+		leave func()
 	)
 	if a := ch.take(r); a != nil { // a crawl's page, read while the page before was produced
-		src, rd = a.src, &pageAhead{Reader: a.rd, a: a}
+		src, rd, leave = a.src, a.reader(), a.leave
 	} else {
 		var err error
 		if src, err = source.New(spec, x.sources); err != nil {
@@ -104,11 +107,13 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 		defer c.Close()
 	}
 	limits := src.Limits()
-	leave, err := x.admit(ctx, s, task.JobId, limits.Concurrency)
-	if err != nil {
-		return delivery.Outcome{}, err
+	if leave == nil {
+		var err error
+		if leave, err = x.admit(ctx, s, task.JobId, limits.Concurrency); err != nil {
+			return delivery.Outcome{}, err
+		}
 	}
-	defer leave()
+	defer func() { leave() }()
 	x.announce(ctx, &task, run)
 
 	prod := newTaskProducer(x, ctx, r)
@@ -209,7 +214,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 			return delivery.Outcome{}, delivery.New(delivery.Fatal, "bad_task", err)
 		}
 		follow = &kgo.Record{Topic: x.topics.tasks, Key: r.Key, Value: value, Offset: -1}
-		ch.readAhead(&task, next, follow, src, s)
+		ch.readAhead(&task, next, follow, src)
 	}
 	goesOn := false
 	defer func() {
@@ -234,6 +239,7 @@ func (x *Extractor) runTask(ctx context.Context, r *kgo.Record, s *slot, ch *cha
 	if follow != nil {
 		ch.goesOn()
 		goesOn = true
+		leave = ch.keep(leave)
 		out.Follow = []*kgo.Record{follow}
 		extracted.NextTaskId = next.TaskId
 	}
@@ -436,6 +442,14 @@ func (x *Extractor) wait(ctx context.Context, s *slot, limits source.Limits) err
 		return x.park(ctx, s, p.wait)
 	}
 	return nil
+}
+
+// paced reports whether the job's rate limit lets a request go now, and takes it when it does.
+func (x *Extractor) paced(limits source.Limits) bool {
+	if limits.RateLimit <= 0 {
+		return true
+	}
+	return x.pacers.get(limits.Host, limits.RateLimit).allow(time.Now())
 }
 
 // hear gives a response's status and headers to the pacers of its host.
