@@ -44,25 +44,38 @@ const (
 
 var errEnvelope = errors.New("malformed protobuf")
 
-// interner keeps one copy of each repeating string; past maxInterned it starts again.
-type interner map[string]string
+// interner keeps one copy of each repeating string; past maxInterned it starts again. The strings
+// it holds were valid UTF-8 when they came; the last one of each field is looked at first, as a
+// task's records come one after another with the same job, task, run, table and schema.
+type interner struct {
+	seen map[string]string
+	last [fieldSchema + 1]string
+}
 
 const maxInterned = 4096
 
-func (in interner) get(b []byte) string {
-	if s, ok := in[string(b)]; ok {
-		return s
+// get returns the string of b, the value of field num, and false when b is not valid UTF-8.
+func (in *interner) get(num protowire.Number, b []byte) (string, bool) {
+	if l := in.last[num]; len(l) == len(b) && l == string(b) {
+		return l, true
 	}
-	if len(in) >= maxInterned {
-		clear(in)
+	s, ok := in.seen[string(b)]
+	if !ok {
+		if !utf8.Valid(b) {
+			return "", false
+		}
+		if in.seen == nil || len(in.seen) >= maxInterned {
+			in.seen = map[string]string{}
+		}
+		s = string(b)
+		in.seen[s] = s
 	}
-	s := string(b)
-	in[s] = s
-	return s
+	in.last[num] = s
+	return s, true
 }
 
 // decodeEnvelope reads b into env, which it resets first.
-func decodeEnvelope(b []byte, in interner, env *envelope) error {
+func decodeEnvelope(b []byte, in *interner, env *envelope) error {
 	*env = envelope{}
 	var seconds, nanos int64
 	for len(b) > 0 {
@@ -82,24 +95,22 @@ func decodeEnvelope(b []byte, in interner, env *envelope) error {
 				return fmt.Errorf("%w: %v", errEnvelope, protowire.ParseError(n))
 			}
 			b = b[n:]
-			if num != fieldPayload && num != fieldExtractedAt && !utf8.Valid(v) {
-				return fmt.Errorf("%w: field %d is not UTF-8", errEnvelope, num)
-			}
+			ok := true // a string field is valid UTF-8
 			switch num {
 			case fieldJob:
-				env.job = in.get(v)
+				env.job, ok = in.get(num, v)
 			case fieldTask:
-				env.task = in.get(v)
+				env.task, ok = in.get(num, v)
 			case fieldRun:
-				env.run = in.get(v)
+				env.run, ok = in.get(num, v)
 			case fieldTable:
-				env.table = in.get(v)
+				env.table, ok = in.get(num, v)
 			case fieldSchema:
-				env.schema = in.get(v)
+				env.schema, ok = in.get(num, v)
 			case fieldKey:
-				env.key = unsafe.String(unsafe.SliceData(v), len(v))
+				env.key, ok = unsafe.String(unsafe.SliceData(v), len(v)), utf8.Valid(v)
 			case fieldKeyError:
-				env.keyError = string(v)
+				env.keyError, ok = string(v), utf8.Valid(v)
 			case fieldPayload:
 				env.payload = v
 			case fieldExtractedAt:
@@ -107,6 +118,9 @@ func decodeEnvelope(b []byte, in interner, env *envelope) error {
 				if seconds, nanos, err = decodeTimestamp(v, seconds, nanos); err != nil {
 					return err
 				}
+			}
+			if !ok {
+				return fmt.Errorf("%w: field %d is not UTF-8", errEnvelope, num)
 			}
 		case typ == protowire.VarintType && num == fieldChecked:
 			v, n := protowire.ConsumeVarint(b)
@@ -165,7 +179,7 @@ func decodeTimestamp(b []byte, seconds, nanos int64) (int64, int64, error) {
 // job id: each only grows up to maxInterned. env is the envelope it decodes into, record after
 // record.
 type decoder struct {
-	strings        interner
+	strings        *interner
 	validTables    map[string]bool
 	jobRuns        map[string]jobRun
 	maxRecordBytes int
@@ -173,7 +187,7 @@ type decoder struct {
 }
 
 func newDecoder(maxRecordBytes int) decoder {
-	return decoder{strings: interner{}, validTables: map[string]bool{}, maxRecordBytes: maxRecordBytes}
+	return decoder{strings: &interner{}, validTables: map[string]bool{}, maxRecordBytes: maxRecordBytes}
 }
 
 // decode makes it of r, polled in ownership owner at polled, and checks it: it returns the

@@ -34,7 +34,7 @@ func FuzzEnvelope(f *testing.F) {
 		var want sluicev1.Record
 		perr := proto.Unmarshal(b, &want)
 		var got envelope
-		err := decodeEnvelope(b, interner{}, &got)
+		err := decodeEnvelope(b, &interner{}, &got)
 		if (perr == nil) != (err == nil) {
 			t.Fatalf("proto says %v, decodeEnvelope says %v", perr, err)
 		}
