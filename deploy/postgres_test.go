@@ -209,7 +209,7 @@ sink: {table: bench}
 		fmt.Printf("  %-44s %10.0f records/s  extractor %.2f, loader %.2f, ClickHouse %.2f CPU-s/M  (%.2f s)\n",
 			"sluice: submit to loaded", rate, per("extractor"), per("loader"), per("clickhouse"), took.Seconds())
 		fmt.Printf("  %-44s %10.2f\n", "ratio sluice/floor", rate/floorRate)
-		summarize(b, "postgres: pgbench_accounts, extractor+loader+CH", rate, floorRate, "rec/s",
+		summarize(b, "postgres: pgbench_accounts (ext+load+CH)", rate, floorRate, "rec/s",
 			fmt.Sprintf("%.2f", per("extractor")+per("loader")+per("clickhouse")), 0)
 		summarize(b, "  its floor: psql \\copy | clickhouse-client", floorRate, 0, "rec/s", fmt.Sprintf("%.2f", floorCPU+floorCH), 0)
 		b.ReportMetric(rate, "records/s")
