@@ -10,40 +10,26 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sluicedata/sluice/pkg/jobspec"
 	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
-// publishCrawlRated is publishCrawl with a rate limit on the source.
+// publishCrawlRated is publishCrawl with a rate limit on the source (none when 0).
 func publishCrawlRated(t *testing.T, brokers []string, url string, pageSize int, rateLimit float64) *kgo.Client {
 	t.Helper()
-	spec, err := jobspec.Parse([]byte(fmt.Sprintf(`name: crawl
+	limit := ""
+	if rateLimit > 0 {
+		limit = fmt.Sprintf("\n  rate_limit: %g", rateLimit)
+	}
+	return publish(t, brokers, fmt.Sprintf(`name: crawl
 source:
   type: http
   url: %s/cursor/users
   records_path: data
-  key: id
-  rate_limit: %g
+  key: id%s
   pagination: {type: cursor, cursor_param: cursor, cursor_path: next_cursor, has_more_path: has_more, page_size: %d}
 sink: {table: crawl}
-`, url, rateLimit, pageSize)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := proto.Marshal(&sluicev1.Task{JobId: "crawl", TaskId: "crawl-t0000", Source: spec.SourceProto(), Table: "crawl",
+`, url, limit, pageSize), []byte("crawl-t0000"), &sluicev1.Task{JobId: "crawl", TaskId: "crawl-t0000", Table: "crawl",
 		Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "sluice.tasks", Key: []byte("crawl-t0000"), Value: task}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	return cl
 }
 
 // TestCancelledChainFreesItsSlot: a rate-limited crawl's next page is claimed for the chain while

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -15,11 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
-	"github.com/sluicedata/sluice/pkg/jobspec"
-	sluicev1 "github.com/sluicedata/sluice/proto/sluice/v1"
 )
 
 // TestCrawlReadsAheadWhileProducing holds the produce request of a crawl's first page's records:
@@ -226,32 +222,7 @@ func (h *heldRaw) awaitHeld(t *testing.T) {
 // publishCrawl publishes the first page's task of a cursor crawl of the demo source at url.
 func publishCrawl(t *testing.T, brokers []string, url string, pageSize int) *kgo.Client {
 	t.Helper()
-	spec, err := jobspec.Parse([]byte(fmt.Sprintf(`name: crawl
-source:
-  type: http
-  url: %s/cursor/users
-  records_path: data
-  key: id
-  pagination: {type: cursor, cursor_param: cursor, cursor_path: next_cursor, has_more_path: has_more, page_size: %d}
-sink: {table: crawl}
-`, url, pageSize)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := proto.Marshal(&sluicev1.Task{JobId: "crawl", TaskId: "crawl-t0000", Source: spec.SourceProto(), Table: "crawl",
-		Slice: &sluicev1.Task_Crawl{Crawl: &sluicev1.Crawl{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "sluice.tasks", Key: []byte("crawl-t0000"), Value: task}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	return cl
+	return publishCrawlRated(t, brokers, url, pageSize, 0)
 }
 
 // committed is the extractor group's commit on the tasks topic, 0 when there is none.

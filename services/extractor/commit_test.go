@@ -129,7 +129,7 @@ func startExtractor(t *testing.T, brokers string, extra map[string]string) *stac
 // pageSize, and returns the client it used.
 func publishTask(t *testing.T, brokers []string, url string, n, pageSize int) *kgo.Client {
 	t.Helper()
-	spec, err := jobspec.Parse([]byte(fmt.Sprintf(`name: held
+	return publish(t, brokers, fmt.Sprintf(`name: held
 source:
   type: http
   url: %s/api/users
@@ -137,12 +137,20 @@ source:
   key: id
   pagination: {type: offset, offset_param: offset, limit_param: limit, page_size: %d}
 sink: {table: held}
-`, url, pageSize)))
+`, url, pageSize), nil, &sluicev1.Task{JobId: "held", TaskId: "held-t0000", Table: "held",
+		Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: 0, End: uint64(n)}}})
+}
+
+// publish publishes task, with the source of the job spec, to the tasks topic under key, and returns
+// the client it used.
+func publish(t *testing.T, brokers []string, spec string, key []byte, task *sluicev1.Task) *kgo.Client {
+	t.Helper()
+	js, err := jobspec.Parse([]byte(spec))
 	if err != nil {
 		t.Fatal(err)
 	}
-	task, err := proto.Marshal(&sluicev1.Task{JobId: "held", TaskId: "held-t0000", Source: spec.SourceProto(), Table: "held",
-		Slice: &sluicev1.Task_Offsets{Offsets: &sluicev1.OffsetRange{Start: 0, End: uint64(n)}}})
+	task.Source = js.SourceProto()
+	value, err := proto.Marshal(task)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +159,7 @@ sink: {table: held}
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "sluice.tasks", Value: task}).FirstErr(); err != nil {
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "sluice.tasks", Key: key, Value: value}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	return cl
