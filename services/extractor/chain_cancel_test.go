@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -43,14 +42,7 @@ func TestCancelledCrawlFreesItsSlot(t *testing.T) { cancelledChain(t, "0") }
 
 func cancelledChain(t *testing.T, chainPages string) {
 	const n, pageSize = 1000, 100
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	src := newCrawlSource(t, n)
-	logs := startExtractor(t, c.ListenAddrs()[0], map[string]string{"SLUICE_EXTRACTOR_CONCURRENCY": "1", "SLUICE_EXTRACTOR_CHAIN_PAGES": chainPages})
-	logs.Await(t, "service started", 30*time.Second)
+	c, src, logs := startCrawl(t, n, map[string]string{"SLUICE_EXTRACTOR_CONCURRENCY": "1", "SLUICE_EXTRACTOR_CHAIN_PAGES": chainPages})
 
 	raw := holdRaw(t, c, func() bool { return true })
 	cl := publishCrawlRated(t, c.ListenAddrs(), src.url, pageSize, 0.25) // a request every 4 s

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicedata/sluice/pkg/demosource"
+	"github.com/sluicedata/sluice/pkg/stacktest"
 )
 
 // TestCrawlReadsAheadWhileProducing holds the produce request of a crawl's first page's records:
@@ -24,14 +25,7 @@ import (
 // every page is extracted and committed, and no page is asked for twice.
 func TestCrawlReadsAheadWhileProducing(t *testing.T) {
 	const n, pageSize = 1000, 100
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	src := newCrawlSource(t, n)
-	logs := startExtractor(t, c.ListenAddrs()[0], nil)
-	logs.Await(t, "service started", 30*time.Second)
+	c, src, _ := startCrawl(t, n, nil)
 
 	raw := holdRaw(t, c, func() bool { return true })
 	cl := publishCrawl(t, c.ListenAddrs(), src.url, pageSize)
@@ -58,14 +52,7 @@ func TestCrawlReadsAheadWhileProducing(t *testing.T) {
 // every page extracted.
 func TestCrawlChainStopsWhenItsPartitionIsLost(t *testing.T) {
 	const n, pageSize = 3000, 100
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	src := newCrawlSource(t, n)
-	logs := startExtractor(t, c.ListenAddrs()[0], nil)
-	logs.Await(t, "service started", 30*time.Second)
+	c, src, logs := startCrawl(t, n, nil)
 
 	raw := holdRaw(t, c, func() bool { return len(src.asked()) >= 6 })
 	cl := publishCrawl(t, c.ListenAddrs(), src.url, pageSize)
@@ -217,6 +204,22 @@ func (h *heldRaw) awaitHeld(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no record produced to the raw topic within 30 s")
 	}
+}
+
+// startCrawl starts a kfake cluster, a crawl source of n records and an extractor with env added
+// to its environment, and returns the cluster, the source and the extractor's log once it has
+// started.
+func startCrawl(t *testing.T, n int, env map[string]string) (*kfake.Cluster, *crawlSource, *stacktest.LogWriter) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	src := newCrawlSource(t, n)
+	logs := startExtractor(t, c.ListenAddrs()[0], env)
+	logs.Await(t, "service started", 30*time.Second)
+	return c, src, logs
 }
 
 // publishCrawl publishes the first page's task of a cursor crawl of the demo source at url.
