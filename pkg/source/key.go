@@ -47,91 +47,64 @@ func find(doc []byte, path string) ([]byte, string) { return findSkip(doc, path,
 // findSkip is find in a doc whose bytes [from, to) are a value found already (a page's records
 // array): the walk jumps over it instead of scanning it again.
 func findSkip(doc []byte, path string, from, to int) ([]byte, string) {
-	head, rest, nested := strings.Cut(path, ".")
-	s := scanner{b: doc, skipFrom: from, skipTo: to}
-	s.space()
-	if !s.eat('{') {
-		return nil, "record is not a JSON object"
+	at, reason := locate(doc, path, from, to)
+	if reason != "" {
+		return nil, reason
 	}
-	s.space()
-	if s.eat('}') {
-		return nil, fmt.Sprintf("key field %q is missing", path)
+	s := scanner{b: doc, i: at, skipFrom: from, skipTo: to}
+	if !s.value() {
+		return nil, "record is not valid JSON"
 	}
-	for {
-		s.space()
-		name, ok := s.str()
-		if !ok {
-			return nil, "record is not valid JSON"
-		}
-		s.space()
-		if !s.eat(':') {
-			return nil, "record is not valid JSON"
-		}
-		s.space()
-		start := s.i
-		if !s.value() {
-			return nil, "record is not valid JSON"
-		}
-		if string(name) == head || (bytes.IndexByte(name, '\\') >= 0 && unquoted(name) == head) {
-			if !nested {
-				return doc[start:s.i], ""
-			}
-			raw, reason := findSkip(doc[start:s.i], rest, from-start, to-start)
-			if reason != "" && strings.HasPrefix(reason, "key field") {
-				return nil, fmt.Sprintf("key field %q is missing", head+"."+rest)
-			}
-			return raw, reason
-		}
-		s.space()
-		if s.eat('}') {
-			return nil, fmt.Sprintf("key field %q is missing", path)
-		}
-		if !s.eat(',') {
-			return nil, "record is not valid JSON"
-		}
-	}
+	return doc[at:s.i], ""
 }
 
 // findStart returns where the value at the dotted path in a JSON object starts, without scanning
 // the value: the caller reads it from there.
-func findStart(doc []byte, path string) (int, string) {
+func findStart(doc []byte, path string) (int, string) { return locate(doc, path, -1, -1) }
+
+// locate walks the members of a JSON object, and of the objects the dotted path goes through, to
+// where the value at the path starts, jumping over the value at [from, to) (none when to <= from).
+func locate(doc []byte, path string, from, to int) (int, string) {
 	head, rest, nested := strings.Cut(path, ".")
-	s := scanner{b: doc}
+	s := scanner{b: doc, skipFrom: from, skipTo: to}
 	s.space()
 	if !s.eat('{') {
-		return 0, "not a JSON object"
+		return 0, "record is not a JSON object"
 	}
 	s.space()
 	if s.eat('}') {
-		return 0, fmt.Sprintf("field %q is missing", path)
+		return 0, fmt.Sprintf("key field %q is missing", path)
 	}
 	for {
 		s.space()
 		name, ok := s.str()
 		if !ok {
-			return 0, "not valid JSON"
+			return 0, "record is not valid JSON"
 		}
 		s.space()
 		if !s.eat(':') {
-			return 0, "not valid JSON"
+			return 0, "record is not valid JSON"
 		}
 		s.space()
 		if string(name) == head || (bytes.IndexByte(name, '\\') >= 0 && unquoted(name) == head) {
 			if !nested {
 				return s.i, ""
 			}
-			at, reason := findStart(doc[s.i:], rest)
+			at, reason := locate(doc[s.i:], rest, from-s.i, to-s.i)
+			if strings.HasPrefix(reason, "key field") {
+				return 0, fmt.Sprintf("key field %q is missing", path)
+			}
 			return s.i + at, reason
 		}
 		if !s.value() {
-			return 0, "not valid JSON"
+			return 0, "record is not valid JSON"
 		}
 		s.space()
 		if s.eat('}') {
-			return 0, fmt.Sprintf("field %q is missing", path)
+			return 0, fmt.Sprintf("key field %q is missing", path)
 		}
 		if !s.eat(',') {
-			return 0, "not valid JSON"
+			return 0, "record is not valid JSON"
 		}
 	}
 }
