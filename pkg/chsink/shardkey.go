@@ -1,11 +1,13 @@
 package chsink
 
 import (
+	"context"
 	"fmt"
 	"time"
 	"unsafe"
 
 	"github.com/go-faster/city"
+	"github.com/sluicedata/sluice/pkg/chconn"
 )
 
 // ShardingKey is the expression a Distributed table created by sluice shards its rows by:
@@ -87,4 +89,51 @@ func intHash64(x uint64) uint64 {
 	x *= 0xc4ceb9fe1a85ec53
 	x ^= x >> 33
 	return x
+}
+
+// CheckHash asks the server for cityHash64 of values of each type the loader routes by and
+// compares them with HashColumn's: a server that computes another function would have the
+// Distributed table look for rows on other shards than the loader sent them to.
+func CheckHash(ctx context.Context, conn *chconn.Conn) error {
+	at := time.Date(2024, 2, 29, 13, 14, 15, 0, time.UTC)
+	probes := []struct {
+		sql  string
+		typ  string
+		vals any
+	}{
+		{"cityHash64('sluice')", "String", []string{"sluice"}},
+		{"cityHash64('')", "String", []string{""}},
+		{"cityHash64(toUInt64(18446744073709551615))", "UInt64", []uint64{18446744073709551615}},
+		{"cityHash64(toInt64(-42))", "Int64", []int64{-42}},
+		{"cityHash64(toInt32(-1))", "Int32", []int32{-1}},
+		{"cityHash64(toUInt8(7))", "UInt8", []uint8{7}},
+		{"cityHash64(toDate('2024-02-29'))", "Date", []time.Time{at}},
+		{"cityHash64(toDateTime('2024-02-29 13:14:15', 'UTC'))", "DateTime", []time.Time{at}},
+	}
+	sql := "SELECT "
+	for i, p := range probes {
+		if i > 0 {
+			sql += ", "
+		}
+		sql += p.sql
+	}
+	got := make([]uint64, len(probes))
+	dest := make([]any, len(probes))
+	for i := range got {
+		dest[i] = &got[i]
+	}
+	if err := conn.QueryRow(ctx, sql).Scan(dest...); err != nil {
+		return fmt.Errorf("ask the server for cityHash64: %w", err)
+	}
+	for i, p := range probes {
+		t, _ := ParseType(p.typ)
+		want, err := HashColumn(t, p.vals)
+		if err != nil {
+			return err
+		}
+		if want[0] != got[i] {
+			return fmt.Errorf("the server's %s is %d, the loader's %d: it cannot route rows to the shards a Distributed table reads them from", p.sql, got[i], want[0])
+		}
+	}
+	return nil
 }

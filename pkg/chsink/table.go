@@ -37,21 +37,8 @@ const (
 // engineOf returns the engine of table in conn's database ("" when it does not exist), as
 // system.tables has it on 18.16 and on current releases.
 func engineOf(ctx context.Context, conn *chconn.Conn, table string) (string, error) {
-	rows, err := conn.Query(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = ?", conn.Database, table)
-	if err != nil {
-		return "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
-	}
-	defer rows.Close()
-	engine := ""
-	for rows.Next() {
-		if err := rows.Scan(&engine); err != nil {
-			return "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return "", fmt.Errorf("read the engine of %s.%s: %w", conn.Database, table, err)
-	}
-	return engine, nil
+	engine, _, err := engineFull(ctx, conn, table)
+	return engine, err
 }
 
 // takesEngine reports whether sluice writes a table of engine: not a Buffer.
